@@ -1,0 +1,175 @@
+internal import CLibPQ
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One PostgreSQL connection: owns one `PGconn *` from libpq.
+///
+/// Not `Sendable`: libpq's documentation says "one thread restriction is that no two threads
+/// attempt to manipulate the same PGconn object at the same time". The owner creates the
+/// connection on the thread that uses it (the record writer's thread, or a command's main thread)
+/// and never shares it.
+///
+/// ### Threading
+/// Every call blocks the calling thread on the network; never call it from Swift's cooperative
+/// thread pool on a hot path.
+package final class PostgresConnection {
+    private let handle: OpaquePointer
+
+    /// Connects with a libpq connection string: a URL (`postgres://user@host:port/db`), a
+    /// `key=value` conninfo, or the empty string, which makes libpq read the standard `PG*`
+    /// environment variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`…).
+    package init(conninfo: String) throws(PostgresError) {
+        guard let handle = PQconnectdb(conninfo) else {
+            throw PostgresError(code: .connectionFailed, message: "out of memory")
+        }
+        guard PQstatus(handle) == CONNECTION_OK else {
+            let message = Self.errorMessage(handle)
+            PQfinish(handle)
+            throw PostgresError(code: .connectionFailed, message: message)
+        }
+        self.handle = handle
+        // Notices (e.g. "relation already exists, skipping") are not errors; keep them off stderr.
+        PQsetNoticeProcessor(handle, { _, _ in }, nil)
+    }
+
+    deinit {
+        PQfinish(self.handle)
+    }
+
+    /// Whether the connection is still usable (it breaks when the server goes away).
+    package var isConnected: Bool {
+        PQstatus(self.handle) == CONNECTION_OK
+    }
+
+    /// Host, port and database of the connection, for log lines (never the password).
+    package var endpointDescription: String {
+        let host = PQhost(self.handle).map { String(cString: $0) } ?? "?"
+        let port = PQport(self.handle).map { String(cString: $0) } ?? "?"
+        let db = PQdb(self.handle).map { String(cString: $0) } ?? "?"
+        return "\(host):\(port)/\(db)"
+    }
+
+    /// Runs one statement with parameters bound by libpq (`$1`, `$2`…, text format). SQL is never
+    /// built from values.
+    @discardableResult
+    package func query(_ sql: String, _ parameters: [(any PostgresEncodable)?] = []) throws(PostgresError) -> PostgresRows {
+        let texts: [String?] = parameters.map { $0?.postgresText }
+        let result = withCStrings(texts) { pointers in
+            PQexecParams(self.handle, sql, Int32(texts.count), nil, pointers, nil, nil, 0)
+        }
+        return try self.check(result)
+    }
+
+    /// Runs a script of one or more statements without parameters (migrations, DDL). Use
+    /// ``query(_:_:)`` for anything that carries a value.
+    package func execute(script sql: String) throws(PostgresError) {
+        _ = try self.check(PQexec(self.handle, sql))
+    }
+
+    /// Runs `body` inside `BEGIN … COMMIT`; any error rolls back and is rethrown.
+    package func withTransaction<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
+        try self.query("BEGIN")
+        do {
+            let value = try body(self)
+            try self.query("COMMIT")
+            return value
+        } catch {
+            _ = try? self.query("ROLLBACK")
+            throw error
+        }
+    }
+
+    private func check(_ result: OpaquePointer?) throws(PostgresError) -> PostgresRows {
+        guard let result else {
+            throw PostgresError(code: .connectionFailed, message: Self.errorMessage(self.handle))
+        }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
+            return PostgresRows(copying: result)
+        default:
+            let sqlState = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+            let primary = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
+            let message = primary ?? Self.errorMessage(self.handle)
+            let code: PostgresError.Code = self.isConnected ? .queryFailed : .connectionFailed
+            throw PostgresError(code: code, sqlState: sqlState, message: message)
+        }
+    }
+
+    private static func errorMessage(_ handle: OpaquePointer) -> String {
+        guard let raw = PQerrorMessage(handle) else { return "unknown error" }
+        let text = String(cString: raw)
+        return text.split(whereSeparator: \.isNewline).joined(separator: " ").trimmingSpaces()
+    }
+}
+
+@available(*, unavailable)
+extension PostgresConnection: Sendable {}
+
+/// Rows of a result, copied out of libpq as text (`nil` is SQL NULL).
+package struct PostgresRows: Sendable {
+    package let columns: [String]
+    package let rows: [[String?]]
+    /// Rows affected by INSERT/UPDATE/DELETE (`PQcmdTuples`), 0 otherwise.
+    package let affected: Int
+
+    init(copying result: OpaquePointer) {
+        let columnCount = PQnfields(result)
+        let rowCount = PQntuples(result)
+        self.columns = (0..<columnCount).map { String(cString: PQfname(result, $0)) }
+        self.rows = (0..<rowCount).map { row in
+            (0..<columnCount).map { column in
+                PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
+            }
+        }
+        self.affected = Int(String(cString: PQcmdTuples(result))) ?? 0
+    }
+}
+
+/// A value that can be bound as a query parameter in libpq's text format.
+package protocol PostgresEncodable {
+    var postgresText: String { get }
+}
+
+extension String: PostgresEncodable {
+    package var postgresText: String { self }
+}
+
+extension Int: PostgresEncodable {
+    package var postgresText: String { String(self) }
+}
+
+extension Int64: PostgresEncodable {
+    package var postgresText: String { String(self) }
+}
+
+extension Double: PostgresEncodable {
+    package var postgresText: String {
+        if self.isNaN { return "NaN" }
+        if self.isInfinite { return self > 0 ? "Infinity" : "-Infinity" }
+        return "\(self)"
+    }
+}
+
+extension Bool: PostgresEncodable {
+    package var postgresText: String { self ? "true" : "false" }
+}
+
+/// Calls `body` with an array of C strings that live for the duration of the call.
+private func withCStrings<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+    var owned: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0) } ?? nil }
+    defer { for pointer in owned { free(pointer) } }
+    return owned.withUnsafeMutableBufferPointer { buffer in
+        body(buffer.map { UnsafePointer($0) })
+    }
+}
+
+extension String {
+    fileprivate func trimmingSpaces() -> String {
+        var slice = Substring(self)
+        while slice.first?.isWhitespace == true { slice.removeFirst() }
+        while slice.last?.isWhitespace == true { slice.removeLast() }
+        return String(slice)
+    }
+}

@@ -1,0 +1,143 @@
+package import Foundation
+
+/// What an alert is about (SPEC §3 `kind`).
+package enum AlertKind: String, Sendable, CaseIterable {
+    case anomaly
+    case trend
+    case limit
+    case rateOfChange = "rate_of_change"
+    case flatline
+    case stale
+    case dataQuality = "data_quality"
+    case multivariate
+    case marketMove = "market_move"
+}
+
+/// SPEC §3 `severity`; also the second level of the alert topic.
+package enum AlertSeverity: String, Sendable, CaseIterable, Comparable {
+    case info
+    case warning
+    case critical
+
+    private var rank: Int {
+        switch self {
+        case .info: 0
+        case .warning: 1
+        case .critical: 2
+        }
+    }
+
+    package static func < (lhs: AlertSeverity, rhs: AlertSeverity) -> Bool { lhs.rank < rhs.rank }
+}
+
+/// One alert transition, as published on MQTT and recorded in PostgreSQL.
+package struct AlertEvent: Sendable, Equatable {
+    package enum State: String, Sendable {
+        case raised
+        case cleared
+    }
+
+    package let alertID: UUID
+    package let state: State
+    package let severity: AlertSeverity
+    package let kind: AlertKind
+    /// The tag's plant-unique identifier (e.g. `r1/cdu/cdu1/TI-101`, `market/brent`).
+    package let tag: String
+    /// The input topic the triggering sample came from.
+    package let topic: String
+    /// Epoch ms of the triggering sample.
+    package let timestamp: Int64
+    /// Epoch ms when the episode was raised (wall clock of the orchestrator).
+    package let raisedAt: Int64
+    /// Epoch ms when it cleared; only on `cleared`.
+    package let clearedAt: Int64?
+    package let value: Double
+    package let score: Double
+    package let message: String
+
+    /// `{prefix}/alert/{severity}/{site}/{area}/{unit}/{tag}` for plant tags,
+    /// `{prefix}/alert/{severity}/market/{instrument…}` for market data: the tag identifier is the tail.
+    package func alertTopic(prefix: String) -> String {
+        "\(prefix)/alert/\(self.severity.rawValue)/\(self.tag)"
+    }
+
+    /// The SPEC §3 JSON body. Numbers that JSON cannot carry (NaN, ±∞) are written as `null`.
+    package func jsonPayload() -> [UInt8] {
+        var json = JSONWriter()
+        json.field("alert_id", string: self.alertID.uuidString.lowercased())
+        json.field("state", string: self.state.rawValue)
+        json.field("severity", string: self.severity.rawValue)
+        json.field("kind", string: self.kind.rawValue)
+        json.field("tag", string: self.tag)
+        json.field("topic", string: self.topic)
+        json.field("ts", integer: self.timestamp)
+        json.field("raised_at", integer: self.raisedAt)
+        if let clearedAt = self.clearedAt { json.field("cleared_at", integer: clearedAt) }
+        json.field("value", number: self.value)
+        json.field("score", number: self.score)
+        json.field("message", string: self.message)
+        return json.finish()
+    }
+}
+
+/// Writes one flat JSON object; strings are escaped per RFC 8259, so hostile tag names stay data.
+package struct JSONWriter {
+    private var bytes: [UInt8] = [UInt8(ascii: "{")]
+
+    package init() {}
+
+    private mutating func key(_ name: String) {
+        if self.bytes.count > 1 { self.bytes.append(UInt8(ascii: ",")) }
+        Self.appendString(name, to: &self.bytes)
+        self.bytes.append(UInt8(ascii: ":"))
+    }
+
+    package mutating func field(_ name: String, string value: String) {
+        self.key(name)
+        Self.appendString(value, to: &self.bytes)
+    }
+
+    package mutating func field(_ name: String, integer value: Int64) {
+        self.key(name)
+        self.bytes.append(contentsOf: String(value).utf8)
+    }
+
+    package mutating func field(_ name: String, number value: Double) {
+        self.key(name)
+        if value.isFinite {
+            self.bytes.append(contentsOf: "\(value)".utf8)
+        } else {
+            self.bytes.append(contentsOf: "null".utf8)
+        }
+    }
+
+    package mutating func field(_ name: String, rawJSON value: [UInt8]) {
+        self.key(name)
+        self.bytes.append(contentsOf: value)
+    }
+
+    package mutating func finish() -> [UInt8] {
+        self.bytes.append(UInt8(ascii: "}"))
+        return self.bytes
+    }
+
+    package static func appendString(_ value: String, to bytes: inout [UInt8]) {
+        let hex: [UInt8] = Array("0123456789abcdef".utf8)
+        bytes.append(UInt8(ascii: "\""))
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+            case UInt8(ascii: "\\"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+            case UInt8(ascii: "\n"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+            case UInt8(ascii: "\r"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+            case UInt8(ascii: "\t"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+            case 0..<0x20, 0x7F:
+                bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0")])
+                bytes.append(hex[Int(byte >> 4)])
+                bytes.append(hex[Int(byte & 0xF)])
+            default: bytes.append(byte)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+}

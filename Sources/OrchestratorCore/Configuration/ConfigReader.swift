@@ -1,0 +1,284 @@
+import Foundation
+import Yams
+
+/// One problem found in a configuration or topic-map file, with where it is.
+package struct ConfigIssue: Sendable, CustomStringConvertible, Equatable {
+    package enum Severity: String, Sendable {
+        case error
+        case warning
+    }
+
+    package let severity: Severity
+    package let file: String
+    /// 1-based line, 0 when the problem is the file as a whole.
+    package let line: Int
+    package let column: Int
+    /// Dotted key path, e.g. `mqtt.keepalive`.
+    package let key: String
+    package let message: String
+
+    package var description: String {
+        let place = self.line > 0 ? "\(self.file):\(self.line):\(self.column)" : self.file
+        let key = self.key.isEmpty ? "" : "\(self.key): "
+        return "\(place): \(self.severity.rawValue): \(key)\(self.message)"
+    }
+}
+
+/// Thrown when a configuration has at least one error; carries every problem found, not just the first.
+package struct ConfigError: Error, CustomStringConvertible, Sendable {
+    package let issues: [ConfigIssue]
+    package var description: String { self.issues.map(\.description).joined(separator: "\n") }
+}
+
+/// Collects problems while a file is read, so that one run reports all of them.
+final class ConfigDiagnostics {
+    private(set) var issues: [ConfigIssue] = []
+    let file: String
+    let environment: [String: String]
+
+    init(file: String, environment: [String: String]) {
+        self.file = file
+        self.environment = environment
+    }
+
+    func report(_ severity: ConfigIssue.Severity, _ key: String, at mark: Mark?, _ message: String) {
+        self.issues.append(
+            ConfigIssue(
+                severity: severity, file: self.file, line: mark?.line ?? 0, column: mark?.column ?? 0,
+                key: key, message: message))
+    }
+
+    var hasErrors: Bool { self.issues.contains { $0.severity == .error } }
+
+    /// Parses YAML text into the root mapping, reporting syntax errors with their line.
+    func parseRoot(_ text: String) -> YAMLSection? {
+        do {
+            guard let node = try Yams.compose(yaml: text) else {
+                return YAMLSection(mapping: Node.Mapping([]), path: "", mark: nil, diagnostics: self)
+            }
+            guard let mapping = node.mapping else {
+                self.report(.error, "", at: node.mark, "the top level must be a mapping of keys to values")
+                return nil
+            }
+            return YAMLSection(mapping: mapping, path: "", mark: node.mark, diagnostics: self)
+        } catch let error as YamlError {
+            let (mark, problem) = Self.describe(error)
+            self.report(.error, "", at: mark, "YAML syntax: \(problem)")
+            return nil
+        } catch {
+            self.report(.error, "", at: nil, "YAML syntax: \(error)")
+            return nil
+        }
+    }
+
+    private static func describe(_ error: YamlError) -> (Mark?, String) {
+        switch error {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+            .composer(let context, let problem, let mark, _):
+            let prefix = context.map { "\($0.text) " } ?? ""
+            return (mark, prefix + problem)
+        default:
+            return (nil, "\(error)")
+        }
+    }
+
+    /// Replaces `${VAR}` and `${VAR:-default}` with values from the environment. An unset variable
+    /// without a default is an error.
+    func substitute(_ text: String, key: String, at mark: Mark?) -> String {
+        guard text.contains("${") else { return text }
+        var output = ""
+        var rest = Substring(text)
+        while let start = rest.range(of: "${") {
+            output += rest[rest.startIndex..<start.lowerBound]
+            guard let end = rest[start.upperBound...].firstIndex(of: "}") else {
+                self.report(.error, key, at: mark, "unterminated ${...} in \"\(text)\"")
+                return text
+            }
+            let body = rest[start.upperBound..<end]
+            let name: Substring
+            let fallback: Substring?
+            if let separator = body.range(of: ":-") {
+                name = body[body.startIndex..<separator.lowerBound]
+                fallback = body[separator.upperBound...]
+            } else {
+                name = body
+                fallback = nil
+            }
+            let validName = !name.isEmpty && name.allSatisfy { $0 == "_" || $0.isASCII && ($0.isLetter || $0.isNumber) }
+            if !validName {
+                self.report(.error, key, at: mark, "invalid variable name \"\(name)\" in ${...}")
+            } else if let value = self.environment[String(name)], !(value.isEmpty && fallback != nil) {
+                output += value
+            } else if let fallback {
+                output += fallback
+            } else {
+                self.report(
+                    .error, key, at: mark,
+                    "environment variable \(name) is not set (write ${\(name):-default} to make it optional)")
+            }
+            rest = rest[rest.index(after: end)...]
+        }
+        output += rest
+        return output
+    }
+}
+
+/// A mapping being read: typed accessors that report problems with the key's line, and a
+/// ``finish()`` that reports keys nobody asked for (usually typos).
+struct YAMLSection {
+    let mapping: Node.Mapping
+    let path: String
+    let mark: Mark?
+    let diagnostics: ConfigDiagnostics
+    private let consumed: Consumed
+
+    private final class Consumed {
+        var keys: Set<String> = []
+    }
+
+    init(mapping: Node.Mapping, path: String, mark: Mark?, diagnostics: ConfigDiagnostics) {
+        self.mapping = mapping
+        self.path = path
+        self.mark = mark
+        self.diagnostics = diagnostics
+        self.consumed = Consumed()
+    }
+
+    func keyPath(_ key: String) -> String { self.path.isEmpty ? key : "\(self.path).\(key)" }
+
+    /// The raw node under `key`, marking the key as known.
+    func node(_ key: String) -> Node? {
+        self.consumed.keys.insert(key)
+        for (k, v) in self.mapping where k.string == key {
+            if case .scalar = v, v.null != nil { return nil }
+            return v
+        }
+        return nil
+    }
+
+    /// All keys present, in file order.
+    var keys: [(key: String, mark: Mark?)] {
+        self.mapping.compactMap { k, _ in k.string.map { ($0, k.mark) } }
+    }
+
+    func markOf(_ key: String) -> Mark? {
+        self.mapping.first { $0.key.string == key }?.value.mark ?? self.mark
+    }
+
+    func section(_ key: String) -> YAMLSection? {
+        guard let node = self.node(key) else { return nil }
+        guard let mapping = node.mapping else {
+            self.diagnostics.report(.error, self.keyPath(key), at: node.mark, "expected a mapping of keys to values")
+            return nil
+        }
+        return YAMLSection(mapping: mapping, path: self.keyPath(key), mark: node.mark, diagnostics: self.diagnostics)
+    }
+
+    /// A scalar as text after `${VAR}` substitution; reports non-scalars.
+    func text(_ key: String) -> String? {
+        guard let node = self.node(key) else { return nil }
+        guard case .scalar(let scalar) = node else {
+            self.diagnostics.report(.error, self.keyPath(key), at: node.mark, "expected a single value, not a list or mapping")
+            return nil
+        }
+        return self.diagnostics.substitute(scalar.string, key: self.keyPath(key), at: node.mark)
+    }
+
+    func string(_ key: String, default value: String) -> String {
+        self.text(key) ?? value
+    }
+
+    func optionalString(_ key: String) -> String? {
+        guard let text = self.text(key), !text.isEmpty else { return nil }
+        return text
+    }
+
+    func int(_ key: String, default value: Int, in range: ClosedRange<Int>) -> Int {
+        guard let text = self.text(key) else { return value }
+        guard let parsed = Int(text.trimmingCharacters(in: .whitespaces)) else {
+            self.diagnostics.report(.error, self.keyPath(key), at: self.markOf(key), "expected an integer, got \"\(text)\"")
+            return value
+        }
+        guard range.contains(parsed) else {
+            self.diagnostics.report(
+                .error, self.keyPath(key), at: self.markOf(key),
+                "\(parsed) is out of range \(range.lowerBound)...\(range.upperBound)")
+            return value
+        }
+        return parsed
+    }
+
+    func double(_ key: String, default value: Double, in range: ClosedRange<Double>) -> Double {
+        guard let text = self.text(key) else { return value }
+        return self.parseDouble(text, key: key, in: range) ?? value
+    }
+
+    func optionalDouble(_ key: String) -> Double? {
+        guard let text = self.text(key) else { return nil }
+        return self.parseDouble(text, key: key, in: -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude)
+    }
+
+    private func parseDouble(_ text: String, key: String, in range: ClosedRange<Double>) -> Double? {
+        guard let parsed = Double(text.trimmingCharacters(in: .whitespaces)), parsed.isFinite else {
+            self.diagnostics.report(.error, self.keyPath(key), at: self.markOf(key), "expected a number, got \"\(text)\"")
+            return nil
+        }
+        guard range.contains(parsed) else {
+            self.diagnostics.report(
+                .error, self.keyPath(key), at: self.markOf(key),
+                "\(parsed) is out of range \(range.lowerBound)...\(range.upperBound)")
+            return nil
+        }
+        return parsed
+    }
+
+    func bool(_ key: String, default value: Bool) -> Bool {
+        guard let text = self.text(key) else { return value }
+        switch text.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default:
+            self.diagnostics.report(.error, self.keyPath(key), at: self.markOf(key), "expected true or false, got \"\(text)\"")
+            return value
+        }
+    }
+
+    /// A duration: a bare number of seconds (`300`, `0.5`) or a number with a unit (`250ms`, `30s`, `5m`, `2h`).
+    func duration(_ key: String, default value: Duration) -> Duration {
+        guard let text = self.text(key) else { return value }
+        guard let parsed = Self.parseDuration(text), parsed >= .zero else {
+            self.diagnostics.report(
+                .error, self.keyPath(key), at: self.markOf(key),
+                "expected a duration such as 30, 30s, 250ms, 5m or 2h, got \"\(text)\"")
+            return value
+        }
+        return parsed
+    }
+
+    static func parseDuration(_ text: String) -> Duration? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
+            guard let number = Double(trimmed.dropLast(suffix.count)), number.isFinite else { return nil }
+            return .milliseconds(Int64((number * scale * 1000).rounded()))
+        }
+        guard let seconds = Double(trimmed), seconds.isFinite else { return nil }
+        return .milliseconds(Int64((seconds * 1000).rounded()))
+    }
+
+    /// One of a fixed set of words.
+    func choice<T: RawRepresentable>(_ key: String, default value: T) -> T where T.RawValue == String, T: CaseIterable {
+        guard let text = self.text(key) else { return value }
+        if let parsed = T(rawValue: text) { return parsed }
+        let allowed = T.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
+        self.diagnostics.report(.error, self.keyPath(key), at: self.markOf(key), "\"\(text)\" is not one of \(allowed)")
+        return value
+    }
+
+    /// Reports every key that was never read.
+    func finish() {
+        for (key, mark) in self.keys where !self.consumed.keys.contains(key) {
+            self.diagnostics.report(.error, self.keyPath(key), at: mark, "unknown key")
+        }
+    }
+}

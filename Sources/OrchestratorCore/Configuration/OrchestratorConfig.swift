@@ -1,0 +1,367 @@
+import Foundation
+package import Mosquitto
+
+/// The whole configuration of one orchestrator: `config/orchestrator.yaml` plus the topic map it names.
+///
+/// ## Configuration keys
+/// - `orchestrator.llm`: `provider` (string), `base_url` (string), `model` (string), `api_key`
+///   (string, secret, usually `${DEEPSEEK_API_KEY:-}`), `timeout` (duration).
+/// - `orchestrator.modules.{forecasting,analysis,optimization,etl}`: `enabled` (bool), `timeout` (duration).
+/// - `orchestrator.decision_engine`: `confidence_threshold` (0…1), `max_retries` (int), `cache_ttl` (duration).
+/// - `mqtt`: `url` (`mqtt://host:port` or `mqtts://`), `client_id`, `username`, `password` (secret),
+///   `protocol` (`v5` | `v311`), `keepalive` (duration), `clean_start` (bool), `subscribe_qos` (0–2),
+///   `tcp_nodelay` (bool), `tls.{ca_file,ca_path,cert_file,key_file,verify_hostname}`.
+/// - `database`: `url` (libpq URL or conninfo; empty means the `PG*` variables), `batch_size` (rows),
+///   `flush_interval` (duration), `queue_capacity` (records).
+/// - `topics`: `prefix` (default `apos`), `map` (topic-map file, relative to this file), `alert_qos`,
+///   `max_payload_bytes`.
+/// - `detection`: `ewma_alpha`, `warmup_samples`, `z_raise`, `z_clear`, `sigma_floor`, `max_tags`.
+package struct OrchestratorConfig: Sendable {
+    package var llm: LLMSettings
+    package var modules: [ModuleName: ModuleSettings]
+    package var decisionEngine: DecisionEngineSettings
+    package var mqtt: MQTTSettings
+    package var database: DatabaseSettings
+    package var topics: TopicSettings
+    package var detection: DetectionSettings
+    package var topicMap: TopicMap
+    /// Warnings found while reading (errors throw instead).
+    package var warnings: [ConfigIssue]
+}
+
+/// The downstream modules of SPEC §1.
+package enum ModuleName: String, Sendable, CaseIterable, Hashable {
+    case forecasting
+    case analysis
+    case optimization
+    case etl
+}
+
+/// `orchestrator.llm`.
+package struct LLMSettings: Sendable {
+    package var provider = "deepseek"
+    package var baseURL = "https://api.deepseek.com"
+    package var model = "deepseek-v4-flash"
+    package var apiKey: String?
+    package var timeout: Duration = .seconds(120)
+}
+
+/// `orchestrator.modules.<name>`.
+package struct ModuleSettings: Sendable {
+    package var enabled = true
+    package var timeout: Duration = .seconds(300)
+}
+
+/// `orchestrator.decision_engine`.
+package struct DecisionEngineSettings: Sendable {
+    package var confidenceThreshold = 0.8
+    package var maxRetries = 3
+    package var cacheTTL: Duration = .seconds(3600)
+}
+
+/// `mqtt`.
+package struct MQTTSettings: Sendable {
+    package var endpoint = MQTTEndpoint(host: "127.0.0.1", port: 1883, tls: false)
+    package var clientID = "dang-orchestrator"
+    package var username: String?
+    package var password: String?
+    package var protocolVersion: MQTTConnectionOptions.ProtocolVersion = .v5
+    package var keepAlive: Duration = .seconds(30)
+    package var cleanStart = true
+    package var subscribeQoS = 1
+    package var tcpNoDelay = true
+    package var tls = MQTTConnectionOptions.TLS()
+}
+
+/// `database`.
+package struct DatabaseSettings: Sendable {
+    /// libpq connection string; empty means libpq reads the `PG*` environment variables.
+    package var url = ""
+    package var batchSize = 500
+    package var flushInterval: Duration = .milliseconds(50)
+    package var queueCapacity = 100_000
+}
+
+/// `topics`.
+package struct TopicSettings: Sendable {
+    package var prefix = "apos"
+    package var mapFile = ""
+    package var alertQoS = 1
+    package var maxPayloadBytes = 65_536
+}
+
+/// `detection`: the first detectors (EWMA z-score, limits).
+package struct DetectionSettings: Sendable {
+    /// Weight of the newest sample in the EWMA mean and variance.
+    package var ewmaAlpha = 0.05
+    /// Samples before a tag's z-score may raise an alert.
+    package var warmupSamples = 30
+    /// |z| at or above which an anomaly is raised.
+    package var zRaise = 5.0
+    /// |z| below which a raised anomaly clears (hysteresis; must be below `zRaise`).
+    package var zClear = 2.0
+    /// Smallest standard deviation used, as a fraction of |mean| (keeps quiet tags from dividing by ~0).
+    package var sigmaFloor = 0.001
+    /// Most distinct tags tracked; samples of further tags are rejected and counted.
+    package var maxTags = 100_000
+}
+
+extension OrchestratorConfig {
+    /// The built-in defaults with the sample topic map, for tests and tools.
+    package static func defaults(topicMap: TopicMap = TopicMap()) -> OrchestratorConfig {
+        var modules: [ModuleName: ModuleSettings] = [:]
+        for name in ModuleName.allCases { modules[name] = ModuleSettings() }
+        return OrchestratorConfig(
+            llm: LLMSettings(), modules: modules, decisionEngine: DecisionEngineSettings(), mqtt: MQTTSettings(),
+            database: DatabaseSettings(), topics: TopicSettings(), detection: DetectionSettings(),
+            topicMap: topicMap, warnings: [])
+    }
+
+    /// Reads a configuration file and the topic map it names, reporting every problem at once.
+    package static func load(
+        file path: String, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(ConfigError) -> OrchestratorConfig {
+        let diagnostics = ConfigDiagnostics(file: path, environment: environment)
+        guard let text = Self.readFile(path, diagnostics: diagnostics), let root = diagnostics.parseRoot(text) else {
+            throw ConfigError(issues: diagnostics.issues)
+        }
+        var config = OrchestratorConfig.defaults()
+        config.read(root)
+        root.finish()
+
+        var issues = diagnostics.issues
+        if !config.topics.mapFile.isEmpty {
+            let base = URL(fileURLWithPath: path).deletingLastPathComponent()
+            let mapPath =
+                config.topics.mapFile.hasPrefix("/")
+                ? config.topics.mapFile : base.appendingPathComponent(config.topics.mapFile).path
+            do {
+                config.topicMap = try TopicMap.load(file: mapPath, environment: environment)
+                issues += config.topicMap.warnings
+            } catch {
+                issues += error.issues
+            }
+        }
+        if issues.contains(where: { $0.severity == .error }) {
+            throw ConfigError(issues: issues)
+        }
+        config.warnings = issues
+        return config
+    }
+
+    static func readFile(_ path: String, diagnostics: ConfigDiagnostics) -> String? {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            let exists = FileManager.default.fileExists(atPath: path)
+            diagnostics.report(.error, "", at: nil, exists ? "cannot read the file" : "no such file")
+            return nil
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            diagnostics.report(.error, "", at: nil, "the file is not valid UTF-8")
+            return nil
+        }
+        return text
+    }
+
+    private mutating func read(_ root: YAMLSection) {
+        if let orchestrator = root.section("orchestrator") {
+            if let llm = orchestrator.section("llm") {
+                self.llm.provider = llm.string("provider", default: self.llm.provider)
+                self.llm.baseURL = llm.string("base_url", default: self.llm.baseURL)
+                self.llm.model = llm.string("model", default: self.llm.model)
+                self.llm.apiKey = llm.optionalString("api_key")
+                self.llm.timeout = llm.duration("timeout", default: self.llm.timeout)
+                llm.finish()
+                if self.llm.apiKey == nil {
+                    llm.diagnostics.report(
+                        .warning, llm.keyPath("api_key"), at: llm.markOf("api_key"),
+                        "no API key: the LLM advisor will be off (set DEEPSEEK_API_KEY)")
+                }
+            }
+            if let modules = orchestrator.section("modules") {
+                for name in ModuleName.allCases {
+                    guard let module = modules.section(name.rawValue) else { continue }
+                    var settings = ModuleSettings()
+                    settings.enabled = module.bool("enabled", default: settings.enabled)
+                    settings.timeout = module.duration("timeout", default: settings.timeout)
+                    module.finish()
+                    self.modules[name] = settings
+                }
+                modules.finish()
+            }
+            if let engine = orchestrator.section("decision_engine") {
+                self.decisionEngine.confidenceThreshold = engine.double(
+                    "confidence_threshold", default: self.decisionEngine.confidenceThreshold, in: 0...1)
+                self.decisionEngine.maxRetries = engine.int("max_retries", default: self.decisionEngine.maxRetries, in: 0...100)
+                self.decisionEngine.cacheTTL = engine.duration("cache_ttl", default: self.decisionEngine.cacheTTL)
+                engine.finish()
+            }
+            orchestrator.finish()
+        }
+        if let mqtt = root.section("mqtt") {
+            self.readMQTT(mqtt)
+        }
+        if let database = root.section("database") {
+            self.database.url = database.string("url", default: self.database.url)
+            self.database.batchSize = database.int("batch_size", default: self.database.batchSize, in: 1...100_000)
+            self.database.flushInterval = database.duration("flush_interval", default: self.database.flushInterval)
+            self.database.queueCapacity = database.int(
+                "queue_capacity", default: self.database.queueCapacity, in: 1...100_000_000)
+            database.finish()
+        }
+        if let topics = root.section("topics") {
+            let prefix = topics.string("prefix", default: self.topics.prefix)
+            if prefix.isEmpty || prefix.contains(where: { "+#".contains($0) }) || prefix.hasPrefix("/") || prefix.hasSuffix("/") {
+                topics.diagnostics.report(
+                    .error, topics.keyPath("prefix"), at: topics.markOf("prefix"),
+                    "must be a non-empty topic without wildcards or leading/trailing '/'")
+            } else {
+                self.topics.prefix = prefix
+            }
+            self.topics.mapFile = topics.string("map", default: self.topics.mapFile)
+            self.topics.alertQoS = topics.int("alert_qos", default: self.topics.alertQoS, in: 0...2)
+            self.topics.maxPayloadBytes = topics.int(
+                "max_payload_bytes", default: self.topics.maxPayloadBytes, in: 16...268_435_455)
+            topics.finish()
+        }
+        if let detection = root.section("detection") {
+            var d = self.detection
+            d.ewmaAlpha = detection.double("ewma_alpha", default: d.ewmaAlpha, in: 0.0001...1)
+            d.warmupSamples = detection.int("warmup_samples", default: d.warmupSamples, in: 2...1_000_000)
+            d.zRaise = detection.double("z_raise", default: d.zRaise, in: 0.1...1000)
+            d.zClear = detection.double("z_clear", default: d.zClear, in: 0...1000)
+            d.sigmaFloor = detection.double("sigma_floor", default: d.sigmaFloor, in: 0...1)
+            d.maxTags = detection.int("max_tags", default: d.maxTags, in: 1...10_000_000)
+            if d.zClear >= d.zRaise {
+                detection.diagnostics.report(
+                    .error, detection.keyPath("z_clear"), at: detection.markOf("z_clear"),
+                    "must be below z_raise (\(d.zRaise)) so that alerts clear with hysteresis")
+            }
+            detection.finish()
+            self.detection = d
+        }
+    }
+
+    private mutating func readMQTT(_ mqtt: YAMLSection) {
+        if let url = mqtt.text("url") {
+            switch MQTTEndpoint.parse(url) {
+            case .success(let endpoint):
+                self.mqtt.endpoint = endpoint
+                if let user = endpoint.username { self.mqtt.username = user }
+                if let password = endpoint.password { self.mqtt.password = password }
+            case .failure(let problem):
+                mqtt.diagnostics.report(.error, mqtt.keyPath("url"), at: mqtt.markOf("url"), problem.message)
+            }
+        }
+        self.mqtt.clientID = mqtt.string("client_id", default: self.mqtt.clientID)
+        if let user = mqtt.optionalString("username") { self.mqtt.username = user }
+        if let password = mqtt.optionalString("password") { self.mqtt.password = password }
+        self.mqtt.protocolVersion = mqtt.choice("protocol", default: self.mqtt.protocolVersion)
+        self.mqtt.keepAlive = mqtt.duration("keepalive", default: self.mqtt.keepAlive)
+        self.mqtt.cleanStart = mqtt.bool("clean_start", default: self.mqtt.cleanStart)
+        self.mqtt.subscribeQoS = mqtt.int("subscribe_qos", default: self.mqtt.subscribeQoS, in: 0...2)
+        self.mqtt.tcpNoDelay = mqtt.bool("tcp_nodelay", default: self.mqtt.tcpNoDelay)
+        if let tls = mqtt.section("tls") {
+            self.mqtt.tls.caFile = tls.optionalString("ca_file")
+            self.mqtt.tls.caPath = tls.optionalString("ca_path")
+            self.mqtt.tls.certFile = tls.optionalString("cert_file")
+            self.mqtt.tls.keyFile = tls.optionalString("key_file")
+            self.mqtt.tls.verifyHostname = tls.bool("verify_hostname", default: true)
+            if (self.mqtt.tls.certFile == nil) != (self.mqtt.tls.keyFile == nil) {
+                tls.diagnostics.report(
+                    .error, tls.keyPath("cert_file"), at: tls.mark, "cert_file and key_file must be given together")
+            }
+            tls.finish()
+        }
+        mqtt.finish()
+    }
+
+    /// Applies the server overrides of `dang run`: command-line flags first, then `DANG_MQTT_URL`
+    /// and `DATABASE_URL` from the environment, then the file.
+    package mutating func applyOverrides(
+        mqttURL: String?, databaseURL: String?, environment: [String: String]
+    ) throws(ConfigError) {
+        if let url = mqttURL ?? environment["DANG_MQTT_URL"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            switch MQTTEndpoint.parse(url) {
+            case .success(let endpoint):
+                self.mqtt.endpoint = endpoint
+                if let user = endpoint.username { self.mqtt.username = user }
+                if let password = endpoint.password { self.mqtt.password = password }
+            case .failure(let problem):
+                let source = mqttURL != nil ? "--mqtt-url" : "DANG_MQTT_URL"
+                throw ConfigError(issues: [
+                    ConfigIssue(severity: .error, file: source, line: 0, column: 0, key: "", message: problem.message)
+                ])
+            }
+        }
+        if let url = databaseURL ?? environment["DATABASE_URL"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            self.database.url = url
+        }
+    }
+
+    /// The libmosquitto options for this configuration, with the given last will.
+    package func connectionOptions(will: MQTTConnectionOptions.Will?) -> MQTTConnectionOptions {
+        var tls: MQTTConnectionOptions.TLS? = nil
+        if self.mqtt.endpoint.tls {
+            var settings = self.mqtt.tls
+            if settings.caFile == nil && settings.caPath == nil { settings.caPath = "/etc/ssl/certs" }
+            tls = settings
+        }
+        return MQTTConnectionOptions(
+            host: self.mqtt.endpoint.host, port: self.mqtt.endpoint.port, clientID: self.mqtt.clientID,
+            username: self.mqtt.username, password: self.mqtt.password, protocolVersion: self.mqtt.protocolVersion,
+            keepAlive: max(5, Int(self.mqtt.keepAlive.components.seconds)), cleanStart: self.mqtt.cleanStart,
+            tcpNoDelay: self.mqtt.tcpNoDelay, tls: tls, will: will)
+    }
+}
+
+extension MQTTConnectionOptions.ProtocolVersion: CaseIterable {
+    package static var allCases: [Self] { [.v5, .v311] }
+}
+
+/// Where the broker is: parsed from `mqtt://[user[:password]@]host[:port]` or `mqtts://…`.
+package struct MQTTEndpoint: Sendable, Equatable {
+    package var host: String
+    package var port: Int
+    package var tls: Bool
+    package var username: String?
+    package var password: String?
+
+    package init(host: String, port: Int, tls: Bool, username: String? = nil, password: String? = nil) {
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.username = username
+        self.password = password
+    }
+
+    /// Why a URL was refused.
+    package struct Problem: Error, Sendable {
+        package let message: String
+    }
+
+    package static func parse(_ text: String) -> Result<MQTTEndpoint, Problem> {
+        guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased() else {
+            return .failure(Problem(message: "\"\(text)\" is not a URL; expected mqtt://host:port or mqtts://host:port"))
+        }
+        let tls: Bool
+        switch scheme {
+        case "mqtt", "tcp": tls = false
+        case "mqtts", "ssl": tls = true
+        default:
+            return .failure(Problem(message: "unsupported scheme \"\(scheme)\"; expected mqtt:// or mqtts://"))
+        }
+        guard let host = components.host, !host.isEmpty else {
+            return .failure(Problem(message: "\"\(text)\" has no host; expected mqtt://host:port"))
+        }
+        if let port = components.port, !(1...65535).contains(port) {
+            return .failure(Problem(message: "port \(port) is out of range 1...65535"))
+        }
+        if !components.path.isEmpty && components.path != "/" {
+            return .failure(Problem(message: "\"\(text)\" has a path; expected mqtt://host:port"))
+        }
+        return .success(
+            MQTTEndpoint(
+                host: host, port: components.port ?? (tls ? 8883 : 1883), tls: tls,
+                username: components.user?.removingPercentEncoding, password: components.password?.removingPercentEncoding))
+    }
+}

@@ -1,0 +1,243 @@
+import Foundation
+import Yams
+
+/// Which topics carry which tags, and what is known about each tag (`topics/*.yaml`).
+///
+/// ```yaml
+/// sensors:
+///   pattern: "plant/{site}/{area}/{unit}/{tag}"   # batch payloads arrive one level up
+/// market:
+///   pattern: "market/{instrument...}"
+/// tags:
+///   r1/cdu/cdu1/TI-101:
+///     description: CDU furnace outlet temperature
+///     unit: degC
+///     criticality: high            # low | medium | high
+///     limits: {lolo: 330, lo: 340, hi: 372, hihi: 380, deadband: 1.0}
+///     topic: plant/r1/cdu/cdu1/TI-101   # optional: another topic that carries this tag
+/// ```
+package struct TopicMap: Sendable {
+    package var sensorPattern: TopicPattern
+    package var marketPattern: TopicPattern
+    /// Tag metadata by tag identifier.
+    package var tags: [String: TagInfo]
+    /// Explicit topic → tag identifier names from the map (`topic:` entries).
+    package var namedTopics: [String: String]
+    package var warnings: [ConfigIssue] = []
+
+    package init(
+        sensorPattern: TopicPattern = TopicPattern("plant/{site}/{area}/{unit}/{tag}")!,
+        marketPattern: TopicPattern = TopicPattern("market/{instrument...}")!,
+        tags: [String: TagInfo] = [:], namedTopics: [String: String] = [:]
+    ) {
+        self.sensorPattern = sensorPattern
+        self.marketPattern = marketPattern
+        self.tags = tags
+        self.namedTopics = namedTopics
+    }
+
+    package static func load(
+        file path: String, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(ConfigError) -> TopicMap {
+        let diagnostics = ConfigDiagnostics(file: path, environment: environment)
+        guard let text = OrchestratorConfig.readFile(path, diagnostics: diagnostics),
+            let root = diagnostics.parseRoot(text)
+        else {
+            throw ConfigError(issues: diagnostics.issues)
+        }
+        var map = TopicMap()
+        if let sensors = root.section("sensors") {
+            map.sensorPattern = Self.pattern(sensors, default: map.sensorPattern)
+            if map.sensorPattern.isMultiLevel {
+                sensors.diagnostics.report(
+                    .error, sensors.keyPath("pattern"), at: sensors.markOf("pattern"),
+                    "the sensor pattern must end in a single-level {tag}, not {name...}")
+            }
+            sensors.finish()
+        }
+        if let market = root.section("market") {
+            map.marketPattern = Self.pattern(market, default: map.marketPattern)
+            market.finish()
+        }
+        if let tags = root.section("tags") {
+            for (tag, mark) in tags.keys {
+                guard let entry = tags.section(tag) else { continue }
+                if tag.isEmpty || tag.contains(where: { "+#".contains($0) }) || tag.utf8.count > 1024 {
+                    diagnostics.report(.error, entry.path, at: mark, "a tag identifier must be 1–1024 bytes without + or #")
+                }
+                let info = TagInfo(reading: entry)
+                if let topic = entry.optionalString("topic") {
+                    map.namedTopics[topic] = tag
+                }
+                entry.finish()
+                map.tags[tag] = info
+            }
+        }
+        root.finish()
+        if diagnostics.hasErrors {
+            throw ConfigError(issues: diagnostics.issues)
+        }
+        map.warnings = diagnostics.issues
+        return map
+    }
+
+    private static func pattern(_ section: YAMLSection, default value: TopicPattern) -> TopicPattern {
+        guard let text = section.text("pattern") else { return value }
+        guard let pattern = TopicPattern(text) else {
+            section.diagnostics.report(
+                .error, section.keyPath("pattern"), at: section.markOf("pattern"),
+                "\"\(text)\" is not a topic pattern: use literal levels and {name}, with an optional final {name...}")
+            return value
+        }
+        return pattern
+    }
+}
+
+/// What the topic map says about one tag.
+package struct TagInfo: Sendable, Equatable {
+    package enum Criticality: String, Sendable, CaseIterable {
+        case low
+        case medium
+        case high
+    }
+
+    package var description: String?
+    package var unit: String?
+    package var criticality: Criticality = .medium
+    package var limits = Limits()
+
+    /// Engineering limits; any may be absent. Alerts clear `deadband` inside the limit.
+    package struct Limits: Sendable, Equatable {
+        package var lolo: Double?
+        package var lo: Double?
+        package var hi: Double?
+        package var hihi: Double?
+        package var deadband: Double = 0
+
+        package init(lolo: Double? = nil, lo: Double? = nil, hi: Double? = nil, hihi: Double? = nil, deadband: Double = 0) {
+            self.lolo = lolo
+            self.lo = lo
+            self.hi = hi
+            self.hihi = hihi
+            self.deadband = deadband
+        }
+    }
+
+    package init(
+        description: String? = nil, unit: String? = nil, criticality: Criticality = .medium, limits: Limits = Limits()
+    ) {
+        self.description = description
+        self.unit = unit
+        self.criticality = criticality
+        self.limits = limits
+    }
+
+    init(reading entry: YAMLSection) {
+        self.description = entry.optionalString("description")
+        self.unit = entry.optionalString("unit")
+        self.criticality = entry.choice("criticality", default: .medium)
+        if let limits = entry.section("limits") {
+            self.limits.lolo = limits.optionalDouble("lolo")
+            self.limits.lo = limits.optionalDouble("lo")
+            self.limits.hi = limits.optionalDouble("hi")
+            self.limits.hihi = limits.optionalDouble("hihi")
+            self.limits.deadband = limits.double("deadband", default: 0, in: 0...Double.greatestFiniteMagnitude)
+            let ordered = [self.limits.lolo, self.limits.lo, self.limits.hi, self.limits.hihi].compactMap { $0 }
+            if ordered != ordered.sorted() {
+                limits.diagnostics.report(.error, limits.path, at: limits.mark, "limits must satisfy lolo ≤ lo ≤ hi ≤ hihi")
+            }
+            limits.finish()
+        }
+    }
+}
+
+/// A topic pattern such as `plant/{site}/{area}/{unit}/{tag}` or `market/{instrument...}`: literal
+/// levels, single-level variables, and an optional final multi-level variable.
+package struct TopicPattern: Sendable, Equatable, CustomStringConvertible {
+    package enum Level: Sendable, Equatable {
+        case literal(String)
+        case variable(String)
+        case rest(String)
+    }
+
+    package let levels: [Level]
+    package let description: String
+
+    package init?(_ text: String) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        var levels: [Level] = []
+        for (index, part) in parts.enumerated() {
+            if part.hasPrefix("{") && part.hasSuffix("}") {
+                let name = part.dropFirst().dropLast()
+                if name.hasSuffix("...") {
+                    guard index == parts.count - 1, name.count > 3 else { return nil }
+                    levels.append(.rest(String(name.dropLast(3))))
+                } else {
+                    guard !name.isEmpty else { return nil }
+                    levels.append(.variable(String(name)))
+                }
+            } else {
+                guard !part.isEmpty, !part.contains(where: { "+#{}".contains($0) }) else { return nil }
+                levels.append(.literal(String(part)))
+            }
+        }
+        guard !levels.isEmpty else { return nil }
+        self.levels = levels
+        self.description = text
+    }
+
+    package var isMultiLevel: Bool {
+        if case .rest = self.levels.last { return true }
+        return false
+    }
+
+    /// The MQTT subscription filter: `{x}` → `+`, `{x...}` → `#`.
+    package var filter: String {
+        self.levels.map { level in
+            switch level {
+            case .literal(let text): text
+            case .variable: "+"
+            case .rest: "#"
+            }
+        }.joined(separator: "/")
+    }
+
+    /// The pattern without its last level (sensor batches arrive one level up), if that leaves a
+    /// level to match.
+    package var parent: TopicPattern? {
+        guard self.levels.count > 1 else { return nil }
+        return TopicPattern(levels: Array(self.levels.dropLast()))
+    }
+
+    private init(levels: [Level]) {
+        self.levels = levels
+        self.description = levels.map { level in
+            switch level {
+            case .literal(let text): text
+            case .variable(let name): "{\(name)}"
+            case .rest(let name): "{\(name)...}"
+            }
+        }.joined(separator: "/")
+    }
+
+    /// Matches a topic's levels; returns the levels captured by variables, in order, or `nil`.
+    package func match(_ topicLevels: [Substring]) -> [Substring]? {
+        var captured: [Substring] = []
+        for (index, level) in self.levels.enumerated() {
+            switch level {
+            case .literal(let text):
+                guard index < topicLevels.count, topicLevels[index] == text else { return nil }
+            case .variable:
+                guard index < topicLevels.count, !topicLevels[index].isEmpty else { return nil }
+                captured.append(topicLevels[index])
+            case .rest:
+                guard index < topicLevels.count else { return nil }
+                let rest = topicLevels[index...]
+                guard !rest.contains(where: \.isEmpty) else { return nil }
+                captured.append(contentsOf: rest)
+                return captured
+            }
+        }
+        return topicLevels.count == self.levels.count ? captured : nil
+    }
+}

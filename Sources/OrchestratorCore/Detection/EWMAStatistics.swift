@@ -1,0 +1,37 @@
+/// Exponentially weighted mean and variance of one stream, updated in O(1) per sample.
+///
+/// Uses the incremental form (Finch, "Incremental calculation of weighted mean and variance"):
+/// `δ = x − μ; μ += αδ; σ² = (1 − α)(σ² + αδ²)`.
+package struct EWMAStatistics: Sendable, Equatable {
+    package private(set) var mean: Double = 0
+    package private(set) var variance: Double = 0
+    package private(set) var count: Int = 0
+    package let alpha: Double
+
+    package init(alpha: Double) {
+        precondition(alpha > 0 && alpha <= 1, "EWMA alpha must be in (0, 1]")
+        self.alpha = alpha
+    }
+
+    package mutating func update(_ x: Double) {
+        if self.count == 0 {
+            self.mean = x
+            self.variance = 0
+        } else {
+            let delta = x - self.mean
+            let increment = self.alpha * delta
+            self.mean += increment
+            self.variance = (1 - self.alpha) * (self.variance + delta * increment)
+        }
+        self.count &+= 1
+    }
+
+    package var standardDeviation: Double { self.variance.squareRoot() }
+
+    /// How many standard deviations `x` lies from the mean, with the deviation floored at
+    /// `floorFraction × |mean|` (and a tiny absolute floor) so a quiet tag does not divide by ~0.
+    package func zScore(_ x: Double, floorFraction: Double) -> Double {
+        let sigma = max(self.standardDeviation, floorFraction * abs(self.mean), 1e-12)
+        return (x - self.mean) / sigma
+    }
+}

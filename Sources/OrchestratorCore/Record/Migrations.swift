@@ -1,0 +1,115 @@
+package import LibPQ
+
+/// The versioned schema (SPEC §6), applied in order, each in its own transaction, under an advisory
+/// lock so two orchestrators starting together do not race. Never edit a migration that has
+/// shipped: add a new one.
+package enum Migrations {
+    package struct Migration: Sendable {
+        package let version: Int
+        package let name: String
+        package let sql: String
+    }
+
+    package static let all: [Migration] = [
+        Migration(
+            version: 1, name: "alerts, decisions, invocations",
+            sql: """
+                CREATE TABLE alerts (
+                    alert_id   uuid PRIMARY KEY,
+                    tag        text NOT NULL,
+                    topic      text NOT NULL,
+                    kind       text NOT NULL,
+                    severity   text NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
+                    state      text NOT NULL CHECK (state IN ('raised', 'cleared')),
+                    ts         timestamptz NOT NULL,
+                    raised_at  timestamptz NOT NULL,
+                    cleared_at timestamptz,
+                    acked_at   timestamptz,
+                    value      double precision,
+                    score      double precision,
+                    message    text NOT NULL DEFAULT '',
+                    cleared_value double precision,
+                    cleared_message text
+                );
+                CREATE INDEX alerts_raised_at_idx ON alerts USING brin (raised_at);
+                CREATE INDEX alerts_tag_raised_at_idx ON alerts (tag, raised_at DESC);
+                CREATE INDEX alerts_open_idx ON alerts (raised_at) WHERE state = 'raised';
+
+                CREATE TABLE decisions (
+                    decision_id uuid PRIMARY KEY,
+                    ts          timestamptz NOT NULL,
+                    module      text,
+                    action      text NOT NULL CHECK (action IN ('invoke', 'skip', 'defer')),
+                    source      text NOT NULL CHECK (source IN ('rules', 'llm', 'api', 'schedule')),
+                    trigger     jsonb NOT NULL DEFAULT '{}',
+                    reasons     jsonb NOT NULL DEFAULT '[]',
+                    confidence  double precision,
+                    latency_us  bigint
+                );
+                CREATE INDEX decisions_ts_idx ON decisions (ts DESC);
+
+                CREATE TABLE invocations (
+                    invocation_id uuid PRIMARY KEY,
+                    decision_id   uuid REFERENCES decisions (decision_id),
+                    module        text NOT NULL,
+                    params        jsonb NOT NULL DEFAULT '{}',
+                    published_at  timestamptz,
+                    completed_at  timestamptz,
+                    status        text NOT NULL DEFAULT 'pending'
+                        CHECK (status IN ('pending', 'ok', 'error', 'timeout', 'expired')),
+                    attempts      integer NOT NULL DEFAULT 0,
+                    result        jsonb
+                );
+                CREATE INDEX invocations_decision_idx ON invocations (decision_id);
+                CREATE INDEX invocations_published_at_idx ON invocations (published_at DESC);
+                """)
+    ]
+
+    /// The newest schema version this build knows.
+    package static var latestVersion: Int { all.last?.version ?? 0 }
+
+    /// What ``apply(on:)`` did.
+    package struct Report: Sendable, Equatable {
+        package var applied: [Int]
+        package var current: Int
+    }
+
+    /// Applies every migration not yet recorded in `schema_migrations`. Idempotent. Refuses to run
+    /// against a schema newer than this build (a newer orchestrator has migrated the database).
+    @discardableResult
+    package static func apply(on connection: PostgresConnection) throws -> Report {
+        try connection.query(
+            """
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version    integer PRIMARY KEY,
+                name       text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )
+            """)
+        return try connection.withTransaction { connection in
+            // Serialise concurrent migrators; released at COMMIT.
+            try connection.query("SELECT pg_advisory_xact_lock($1)", [Int64(0x6461_6e67)])
+            let rows = try connection.query("SELECT coalesce(max(version), 0) FROM schema_migrations")
+            let current = Int(rows.rows.first?.first.flatMap { $0 } ?? "0") ?? 0
+            if current > Self.latestVersion {
+                throw MigrationError(
+                    message: "the database schema is at version \(current), newer than this build knows "
+                        + "(\(Self.latestVersion)); upgrade dang instead of running an older one against it")
+            }
+            var applied: [Int] = []
+            for migration in Self.all where migration.version > current {
+                try connection.execute(script: migration.sql)
+                try connection.query(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", [migration.version, migration.name])
+                applied.append(migration.version)
+            }
+            return Report(applied: applied, current: max(current, applied.last ?? current))
+        }
+    }
+}
+
+/// A migration that cannot run.
+package struct MigrationError: Error, CustomStringConvertible, Sendable {
+    package let message: String
+    package var description: String { self.message }
+}

@@ -1,0 +1,184 @@
+import Foundation
+package import Logging
+import Synchronization
+
+/// Counts of everything the ingest path saw, for status, metrics and tests.
+package struct IngestCounters: Sendable, Equatable {
+    package var messages = 0
+    package var samples = 0
+    package var badQualitySamples = 0
+    package var rejected: [PayloadRejection: Int] = [:]
+    package var unknownTopics = 0
+    package var tagLimitRejections = 0
+    package var alertsRaised = 0
+    package var alertsCleared = 0
+    package var tags = 0
+
+    package var totalRejected: Int { self.rejected.values.reduce(0, +) + self.unknownTopics + self.tagLimitRejections }
+}
+
+/// The live path for one message: topic → route → payload → samples → detectors → alert episodes
+/// → sinks (MQTT publisher, record writer, console).
+///
+/// ### Threading
+/// ``handle(topic:payload:receivedAt:)`` runs synchronously on the caller's thread (libmosquitto's
+/// network thread in `dang run`); the per-tag state sits behind one uncontended lock, not an actor
+/// hop per message. Sinks are called after the lock is released, in order.
+package final class IngestPipeline: Sendable {
+    private struct State: ~Copyable {
+        var routes: [String: Route] = [:]
+        var slots: [String: Int32] = [:]
+        var tagNames: [String] = []
+        var tagInfos: [TagInfo?] = []
+        var detectors: [TagDetector] = []
+        var alerts = AlertBook()
+        var changes: [ConditionChange] = []
+        var counters = IngestCounters()
+    }
+
+    private let state = Mutex(State())
+    private let router: TopicRouter
+    private let config: OrchestratorConfig
+    private let sinks: [any AlertSink]
+    private let logger: Logger
+    private let clock: @Sendable () -> Int64
+
+    /// - Parameter clock: wall-clock epoch milliseconds (injected so tests can fix time).
+    package init(
+        config: OrchestratorConfig, sinks: [any AlertSink], logger: Logger,
+        clock: @escaping @Sendable () -> Int64 = { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
+    ) {
+        self.config = config
+        self.router = TopicRouter(map: config.topicMap)
+        self.sinks = sinks
+        self.logger = logger
+        self.clock = clock
+    }
+
+    /// Filters to subscribe to.
+    package var subscriptions: [String] { self.router.subscriptions }
+
+    package var counters: IngestCounters { self.state.withLock { $0.counters } }
+
+    /// Handles one message. Never throws and never traps on bad input: every refusal is counted
+    /// and logged (rate-limited), and good data in the same stream is unaffected.
+    package func handle(topic topicBytes: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, receivedAt: Int64? = nil) {
+        let topic = String(decoding: topicBytes, as: UTF8.self)
+        guard payload.count <= self.config.topics.maxPayloadBytes else {
+            self.reject(.tooLarge, topic: topic)
+            return
+        }
+        let parsed = SamplePayloadParser.parse(payload)
+        let now = receivedAt ?? self.clock()
+        var events: [AlertEvent] = []
+        var rejection: PayloadRejection? = nil
+        var unknownTopic = false
+        var tagLimit = false
+
+        self.state.withLock { state in
+            state.counters.messages += 1
+            let route: Route
+            if let cached = state.routes[topic] {
+                route = cached
+            } else {
+                route = self.router.route(topic)
+                if state.routes.count < self.config.detection.maxTags * 2 { state.routes[topic] = route }
+            }
+            switch (route, parsed) {
+            case (.unknown, _):
+                state.counters.unknownTopics += 1
+                unknownTopic = true
+            case (_, .failure(let reason)):
+                state.counters.rejected[reason, default: 0] += 1
+                rejection = reason
+            case (.tag(let tag), .success(.single(let ts, let value, let quality))):
+                guard let slot = self.slot(for: tag, in: &state) else {
+                    tagLimit = true
+                    return
+                }
+                self.ingest(slot: slot, value: value, quality: quality, sampleTime: ts ?? now, topic: topic, now: now, state: &state, events: &events)
+            case (.batch(let base), .success(.batch(let ts, let values))):
+                for (name, value) in values {
+                    guard !name.isEmpty, !name.contains(where: { $0 == "/" || $0 == "+" || $0 == "#" }) else {
+                        state.counters.rejected[.malformedJSON, default: 0] += 1
+                        rejection = .malformedJSON
+                        continue
+                    }
+                    guard let slot = self.slot(for: "\(base)/\(name)", in: &state) else {
+                        tagLimit = true
+                        continue
+                    }
+                    self.ingest(slot: slot, value: value, quality: .good, sampleTime: ts ?? now, topic: topic, now: now, state: &state, events: &events)
+                }
+            case (.tag, .success(.batch)), (.batch, .success(.single)):
+                // A batch on a single tag's topic, or a single value on a unit's topic.
+                state.counters.rejected[.malformedJSON, default: 0] += 1
+                rejection = .malformedJSON
+            }
+            if tagLimit { state.counters.tagLimitRejections += 1 }
+        }
+
+        if let rejection { self.logRejection(rejection.rawValue, topic: topic) }
+        if unknownTopic { self.logRejection("unknown_topic", topic: topic) }
+        if tagLimit { self.logRejection("tag_limit", topic: topic) }
+        for event in events {
+            for sink in self.sinks { sink.deliver(event) }
+        }
+    }
+
+    private func ingest(
+        slot: Int32, value: Double, quality: SampleQuality, sampleTime: Int64, topic: String, now: Int64,
+        state: inout State, events: inout [AlertEvent]
+    ) {
+        state.counters.samples += 1
+        guard quality != .bad else {
+            // Bad-quality samples never feed the statistics or the limits.
+            state.counters.badQualitySamples += 1
+            return
+        }
+        let index = Int(slot)
+        state.changes.removeAll(keepingCapacity: true)
+        state.detectors[index].ingest(value, settings: self.config.detection, into: &state.changes)
+        for change in state.changes {
+            guard
+                let event = state.alerts.event(
+                    for: change, slot: slot, tag: state.tagNames[index], info: state.tagInfos[index], topic: topic,
+                    sampleTime: sampleTime, now: now)
+            else { continue }
+            if event.state == .raised { state.counters.alertsRaised += 1 } else { state.counters.alertsCleared += 1 }
+            events.append(event)
+        }
+    }
+
+    private func slot(for tag: String, in state: inout State) -> Int32? {
+        if let slot = state.slots[tag] { return slot }
+        guard state.tagNames.count < self.config.detection.maxTags else { return nil }
+        let slot = Int32(state.tagNames.count)
+        let info = self.config.topicMap.tags[tag]
+        state.slots[tag] = slot
+        state.tagNames.append(tag)
+        state.tagInfos.append(info)
+        state.detectors.append(TagDetector(settings: self.config.detection, limits: info?.limits ?? .init()))
+        state.counters.tags = state.tagNames.count
+        return slot
+    }
+
+    private func reject(_ reason: PayloadRejection, topic: String) {
+        self.state.withLock {
+            $0.counters.messages += 1
+            $0.counters.rejected[reason, default: 0] += 1
+        }
+        self.logRejection(reason.rawValue, topic: topic)
+    }
+
+    /// Logs the 1st…10th rejection, then every power of two, so a flood of bad input cannot flood the log.
+    private func logRejection(_ reason: String, topic: String) {
+        let total = self.state.withLock { $0.counters.totalRejected }
+        guard total <= 10 || total & (total - 1) == 0 else { return }
+        self.logger.warning(
+            "message rejected",
+            metadata: [
+                "reason": "\(reason)", "mqtt.topic": "\(topic.prefix(256))", "ingest.rejected_total": "\(total)",
+            ])
+    }
+}

@@ -1,0 +1,164 @@
+import Foundation
+package import Logging
+import Mosquitto
+package import ServiceLifecycle
+import Synchronization
+
+/// The version reported on the status topic and by `dang --version`.
+package enum DangVersion {
+    package static let current = "0.1.0"
+}
+
+/// One running orchestrator: the MQTT client, the ingest pipeline and the record writer, wired
+/// together. `dang run` and the integration tests build it the same way.
+package final class Orchestrator: Sendable {
+    package let config: OrchestratorConfig
+    package let pipeline: IngestPipeline
+    package let recordWriter: RecordWriter
+    package let publisher: AlertPublisher
+    private let client: MosquittoClient
+    private let connection = ConnectionTracker()
+    private let logger: Logger
+    private let startedAt: Date
+
+    /// What the broker connection is doing now.
+    package struct ConnectionStatus: Sendable, Equatable {
+        package var connected = false
+        package var connects = 0
+        package var lastError: String?
+    }
+
+    package init(config: OrchestratorConfig, logger: Logger, extraSinks: [any AlertSink] = []) throws {
+        self.config = config
+        self.logger = logger
+        self.startedAt = Date()
+        self.publisher = AlertPublisher(prefix: config.topics.prefix, qos: config.topics.alertQoS, logger: logger)
+        self.recordWriter = RecordWriter(settings: config.database, logger: logger)
+        let pipeline = IngestPipeline(
+            config: config, sinks: [self.publisher, self.recordWriter] + extraSinks, logger: logger)
+        self.pipeline = pipeline
+
+        let statusTopic = "\(config.topics.prefix)/status"
+        var options = config.connectionOptions(
+            will: .init(topic: statusTopic, payload: Array(#"{"state":"offline"}"#.utf8), qos: 1, retain: true))
+        options.subscriptions = pipeline.subscriptions.map { ($0, Int32(config.mqtt.subscribeQoS)) }
+        options.birth = .init(
+            topic: statusTopic, payload: Self.statusPayload(state: "online", startedAt: self.startedAt), qos: 1, retain: true)
+
+        let connection = self.connection
+        let endpoint = "\(config.mqtt.endpoint.host):\(config.mqtt.endpoint.port)"
+        self.client = try MosquittoClient(
+            options: options,
+            onMessage: { message in
+                pipeline.handle(topic: message.topic, payload: message.payload)
+            },
+            onEvent: { event in
+                Self.log(event, endpoint: endpoint, connection: connection, logger: logger)
+            })
+        self.publisher.attach(self.client)
+    }
+
+    /// The retained status body: `{"state", "version", "started_at"}`.
+    private static func statusPayload(state: String, startedAt: Date) -> [UInt8] {
+        var json = JSONWriter()
+        json.field("state", string: state)
+        json.field("version", string: DangVersion.current)
+        json.field("started_at", string: ISO8601DateFormatter().string(from: startedAt))
+        return json.finish()
+    }
+
+    package var connectionStatus: ConnectionStatus { self.connection.status.withLock { $0 } }
+
+    /// The services to run, in dependency order (shutdown runs in reverse: ingest stops, then the
+    /// record writer drains).
+    package var services: [any Service] {
+        [RecordService(writer: self.recordWriter), IngestService(orchestrator: self)]
+    }
+
+    fileprivate func startIngest() throws {
+        self.logger.info(
+            "connecting to the broker",
+            metadata: [
+                "mqtt.endpoint": "\(self.config.mqtt.endpoint.host):\(self.config.mqtt.endpoint.port)",
+                "mqtt.subscriptions": "\(self.pipeline.subscriptions)",
+            ])
+        try self.client.start()
+    }
+
+    fileprivate func stopIngest() {
+        // DISCONNECT suppresses the will, so say "offline" ourselves first.
+        try? self.client.publish(
+            topic: "\(self.config.topics.prefix)/status", payload: Self.statusPayload(state: "offline", startedAt: self.startedAt), qos: 1,
+            retain: true)
+        self.client.disconnect()
+        let counters = self.pipeline.counters
+        self.logger.info(
+            "ingest stopped",
+            metadata: [
+                "ingest.messages": "\(counters.messages)", "ingest.samples": "\(counters.samples)",
+                "ingest.rejected": "\(counters.totalRejected)", "alerts.raised": "\(counters.alertsRaised)",
+                "alerts.cleared": "\(counters.alertsCleared)",
+            ])
+    }
+
+    private static func log(
+        _ event: MQTTClientEvent, endpoint: String, connection: ConnectionTracker, logger: Logger
+    ) {
+        switch event {
+        case .connected(let sessionPresent):
+            connection.status.withLock {
+                $0.connected = true
+                $0.connects += 1
+                $0.lastError = nil
+            }
+            logger.info("connected to the broker", metadata: ["mqtt.endpoint": "\(endpoint)", "mqtt.session_present": "\(sessionPresent)"])
+        case .connectionRefused(let reason), .connectionFailed(let reason):
+            let first = connection.status.withLock { status in
+                defer { status.lastError = reason }
+                return status.lastError != reason
+            }
+            if first {
+                logger.error("cannot connect to the broker; retrying", metadata: ["mqtt.endpoint": "\(endpoint)", "error": "\(reason)"])
+            }
+        case .disconnected(let expected, let reason):
+            connection.status.withLock {
+                $0.connected = false
+                if !expected { $0.lastError = reason }
+            }
+            if !expected {
+                logger.warning("lost the broker connection; reconnecting", metadata: ["mqtt.endpoint": "\(endpoint)", "error": "\(reason)"])
+            }
+        case .subscribeFailed(let filter, let reason):
+            logger.error("subscription failed", metadata: ["mqtt.filter": "\(filter)", "error": "\(reason)"])
+        }
+    }
+}
+
+/// Shared between the orchestrator and libmosquitto's callbacks.
+final class ConnectionTracker: Sendable {
+    let status = Mutex(Orchestrator.ConnectionStatus())
+}
+
+/// Runs the MQTT side until graceful shutdown.
+struct IngestService: Service {
+    let orchestrator: Orchestrator
+
+    func run() async throws {
+        try self.orchestrator.startIngest()
+        defer { self.orchestrator.stopIngest() }
+        try await gracefulShutdown()
+    }
+}
+
+/// Runs the record writer until graceful shutdown, then lets it drain.
+struct RecordService: Service {
+    let writer: RecordWriter
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            await self.writer.run()
+        } onGracefulShutdown: {
+            self.writer.stop()
+        }
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+
+/// A small refinery simulator: every tag of the topic map that has limits gets a noisy value near
+/// the middle of its band, market instruments random-walk, and one tag suffers an upset (a step
+/// past its HI limit) for a while. Deterministic for a given seed.
+package struct PlantSimulator: Sendable {
+    package struct Scenario: Sendable {
+        /// Samples per second per tag.
+        package var rate: Double = 5
+        /// Seconds after start when the upset begins.
+        package var upsetAfter: Double = 20
+        /// How long the upset lasts, in seconds.
+        package var upsetDuration: Double = 20
+        /// The tag that is upset.
+        package var upsetTag = "r1/cdu/cdu1/TI-101"
+        package var seed: UInt64 = 1
+
+        package init() {}
+    }
+
+    /// One message to publish.
+    package struct Message: Sendable, Equatable {
+        package let topic: String
+        package let payload: String
+    }
+
+    private struct Channel {
+        let tag: String
+        let topic: String
+        let nominal: Double
+        let noise: Double
+        let upsetLevel: Double
+        var value: Double
+        let isMarket: Bool
+    }
+
+    private var channels: [Channel] = []
+    private var random: SplitMix64
+    package let scenario: Scenario
+
+    package init(map: TopicMap, scenario: Scenario) {
+        self.scenario = scenario
+        self.random = SplitMix64(seed: scenario.seed)
+        let topicsByTag = Dictionary(map.namedTopics.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
+        for tag in map.tags.keys.sorted() {
+            let limits = map.tags[tag]!.limits
+            let isMarket = tag.hasPrefix("market/")
+            let topic = topicsByTag[tag] ?? (isMarket ? tag : "plant/\(tag)")
+            let lo = limits.lo ?? limits.lolo
+            let hi = limits.hi ?? limits.hihi
+            let nominal: Double
+            let span: Double
+            switch (lo, hi) {
+            case (let lo?, let hi?):
+                nominal = (lo + hi) / 2
+                span = hi - lo
+            case (let lo?, nil):
+                nominal = lo * 1.2 + 1
+                span = abs(lo) * 0.4 + 1
+            case (nil, let hi?):
+                nominal = hi * 0.8
+                span = abs(hi) * 0.4 + 1
+            case (nil, nil):
+                nominal = 100
+                span = 20
+            }
+            let upsetLevel = (limits.hihi ?? hi ?? nominal + span) + span * 0.15
+            self.channels.append(
+                Channel(
+                    tag: tag, topic: topic, nominal: nominal, noise: span * 0.01, upsetLevel: upsetLevel, value: nominal,
+                    isMarket: isMarket))
+        }
+    }
+
+    package var tagCount: Int { self.channels.count }
+
+    /// The messages of one tick at `elapsed` seconds since start, stamped `epochMilliseconds`.
+    package mutating func tick(elapsed: Double, epochMilliseconds: Int64) -> [Message] {
+        var messages: [Message] = []
+        messages.reserveCapacity(self.channels.count)
+        let upset = elapsed >= self.scenario.upsetAfter && elapsed < self.scenario.upsetAfter + self.scenario.upsetDuration
+        for index in self.channels.indices {
+            var channel = self.channels[index]
+            let noise = self.random.gaussian() * channel.noise
+            if channel.isMarket {
+                channel.value = max(0.01, channel.value + noise * 0.5 + (channel.nominal - channel.value) * 0.01)
+            } else if upset && channel.tag == self.scenario.upsetTag {
+                channel.value = channel.upsetLevel + noise
+            } else {
+                channel.value = channel.nominal + noise
+            }
+            self.channels[index] = channel
+            let value = (channel.value * 1000).rounded() / 1000
+            messages.append(Message(topic: channel.topic, payload: "{\"ts\":\(epochMilliseconds),\"v\":\(value),\"q\":\"good\"}"))
+        }
+        return messages
+    }
+}
+
+/// SplitMix64: a tiny, fast, seedable generator (Steele, Lea & Flood 2014).
+package struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    package init(seed: UInt64) { self.state = seed }
+
+    package mutating func next() -> UInt64 {
+        self.state &+= 0x9E37_79B9_7F4A_7C15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A standard normal draw (Box–Muller).
+    package mutating func gaussian() -> Double {
+        let u1 = Double.random(in: Double.ulpOfOne..<1, using: &self)
+        let u2 = Double.random(in: 0..<1, using: &self)
+        return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
+    }
+}

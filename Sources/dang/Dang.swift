@@ -1,0 +1,75 @@
+import ArgumentParser
+import Foundation
+import Logging
+import OrchestratorCore
+
+@main
+struct Dang: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dang",
+        abstract: "DAN_G Orchestrator: MQTT in, detection, alerts out, PostgreSQL record.",
+        version: DangVersion.current,
+        subcommands: [Run.self, CheckConfig.self, Migrate.self, Simulate.self]
+    )
+}
+
+/// Options every command that reads the configuration shares.
+struct ConfigOptions: ParsableArguments {
+    @Option(name: .long, help: "Configuration file.")
+    var config: String = "config/orchestrator.yaml"
+
+    @Option(name: .customLong("log-level"), help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevelName: String = "info"
+
+    var logLevel: Logger.Level { Logger.Level(rawValue: self.logLevelName) ?? .info }
+
+    func validate() throws {
+        guard Logger.Level(rawValue: self.logLevelName) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+    }
+
+    /// Loads the file, prints warnings, and exits with every error listed.
+    func load(logger: Logger) throws -> OrchestratorConfig {
+        do {
+            let config = try OrchestratorConfig.load(file: self.config)
+            for warning in config.warnings { logger.warning("\(warning)") }
+            return config
+        } catch {
+            printError(error.description)
+            throw ExitCode(2)
+        }
+    }
+}
+
+/// Overrides that point a command at any broker and database without editing files.
+struct ServerOptions: ParsableArguments {
+    @Option(name: .long, help: "Broker URL, mqtt://host:port or mqtts://host:port (or DANG_MQTT_URL).")
+    var mqttURL: String?
+
+    @Option(name: .long, help: "PostgreSQL URL or conninfo (or DATABASE_URL, or the PG* variables).")
+    var databaseURL: String?
+
+    func apply(to config: inout OrchestratorConfig) throws {
+        do {
+            try config.applyOverrides(
+                mqttURL: self.mqttURL, databaseURL: self.databaseURL, environment: ProcessInfo.processInfo.environment)
+        } catch {
+            printError(error.description)
+            throw ExitCode(2)
+        }
+    }
+}
+
+func makeLogger(level: Logger.Level) -> Logger {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
+    return Logger(label: "dang")
+}
+
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
