@@ -17,6 +17,8 @@ struct Simulate: AsyncParsableCommand {
     var upsetAfter: Double = 20
     @Option(name: .long, help: "Seconds the upset lasts.")
     var upsetDuration: Double = 20
+    @Option(name: .long, help: "Repeat the upset every this many seconds (0: once).")
+    var upsetEvery: Double = 0
     @Option(name: .long, help: "Tag to upset.")
     var upsetTag: String = "r1/cdu/cdu1/TI-101"
     @Option(name: .long, help: "Stop after this many seconds (default: run until Ctrl-C).")
@@ -29,6 +31,9 @@ struct Simulate: AsyncParsableCommand {
     func validate() throws {
         guard self.rate > 0, self.rate <= 10_000 else { throw ValidationError("--rate must be in (0, 10000]") }
         guard (0...2).contains(self.qos) else { throw ValidationError("--qos must be 0, 1 or 2") }
+        guard self.upsetEvery == 0 || self.upsetEvery > self.upsetDuration else {
+            throw ValidationError("--upset-every must be 0 or longer than --upset-duration")
+        }
     }
 
     func run() async throws {
@@ -39,6 +44,7 @@ struct Simulate: AsyncParsableCommand {
         scenario.rate = self.rate
         scenario.upsetAfter = self.upsetAfter
         scenario.upsetDuration = self.upsetDuration
+        scenario.upsetEvery = self.upsetEvery
         scenario.upsetTag = self.upsetTag
         scenario.seed = self.seed
         guard config.topicMap.tags[self.upsetTag] != nil else {

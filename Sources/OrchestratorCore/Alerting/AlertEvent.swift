@@ -55,6 +55,9 @@ package struct AlertEvent: Sendable, Equatable {
     package let score: Double
     package let message: String
 
+    /// The alert id as written everywhere (lowercase UUID text).
+    package var id: String { self.alertID.uuidString.lowercased() }
+
     /// `{prefix}/alert/{severity}/{site}/{area}/{unit}/{tag}` for plant tags,
     /// `{prefix}/alert/{severity}/market/{instrument…}` for market data: the tag identifier is the tail.
     package func alertTopic(prefix: String) -> String {
@@ -64,7 +67,7 @@ package struct AlertEvent: Sendable, Equatable {
     /// The SPEC §3 JSON body. Numbers that JSON cannot carry (NaN, ±∞) are written as `null`.
     package func jsonPayload() -> [UInt8] {
         var json = JSONWriter()
-        json.field("alert_id", string: self.alertID.uuidString.lowercased())
+        json.field("alert_id", string: self.id)
         json.field("state", string: self.state.rawValue)
         json.field("severity", string: self.severity.rawValue)
         json.field("kind", string: self.kind.rawValue)

@@ -32,7 +32,7 @@ package final class AlertPublisher: AlertSink, Sendable {
         } catch {
             self.failures.add(1, ordering: .relaxed)
             self.logger.error(
-                "alert not published", metadata: ["alert.id": "\(event.alertID)", "error": "\(error)"])
+                "alert not published", metadata: ["alert.id": "\(event.id)", "error": "\(error)"])
         }
     }
 }
@@ -48,6 +48,6 @@ package struct AlertLogSink: AlertSink {
     package func deliver(_ event: AlertEvent) {
         self.logger.notice(
             "alert \(event.state.rawValue): [\(event.severity.rawValue)] \(event.kind.rawValue) \(event.message)",
-            metadata: ["alert.id": "\(event.alertID)", "alert.tag": "\(event.tag)"])
+            metadata: ["alert.id": "\(event.id)", "alert.tag": "\(event.tag)"])
     }
 }

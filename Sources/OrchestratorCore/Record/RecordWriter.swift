@@ -65,7 +65,7 @@ package final class RecordWriter: AlertSink, Sendable {
         if !accepted {
             self.logger.error(
                 "record queue full: alert event dropped",
-                metadata: ["alert.id": "\(event.alertID)", "record.queue_capacity": "\(self.settings.queueCapacity)"])
+                metadata: ["alert.id": "\(event.id)", "record.queue_capacity": "\(self.settings.queueCapacity)"])
         }
     }
 
@@ -94,6 +94,16 @@ package final class RecordWriter: AlertSink, Sendable {
         var backoff = Backoff()
         var stopDeadline: ContinuousClock.Instant? = nil
         let clock = ContinuousClock()
+
+        // Connect (and migrate) at start so a bad URL or a missing database shows up at once, not
+        // with the first alert; failing here is not fatal, the loop retries when there is work.
+        do {
+            connection = try self.connect()
+        } catch {
+            self.logger.warning(
+                "database unavailable at start; alerts will be held and written when it returns",
+                metadata: ["error": "\(error)"])
+        }
 
         while true {
             if batch.isEmpty {
@@ -131,16 +141,7 @@ package final class RecordWriter: AlertSink, Sendable {
             do {
                 if connection == nil || connection?.isConnected == false {
                     connection = nil
-                    let fresh = try PostgresConnection(conninfo: self.settings.url)
-                    if self.migrate {
-                        let report = try Migrations.apply(on: fresh)
-                        if !report.applied.isEmpty {
-                            self.logger.notice("database migrated", metadata: ["db.schema_version": "\(report.current)"])
-                        }
-                    }
-                    connection = fresh
-                    self.state.withLock { $0.counters.connected = true }
-                    self.logger.info("record writer connected", metadata: ["db.endpoint": "\(fresh.endpointDescription)"])
+                    connection = try self.connect()
                     backoff.reset()
                 }
                 try self.write(batch, on: connection!)
@@ -176,6 +177,19 @@ package final class RecordWriter: AlertSink, Sendable {
         self.state.withLock { $0.counters.connected = false }
     }
 
+    private func connect() throws -> PostgresConnection {
+        let connection = try PostgresConnection(conninfo: self.settings.url)
+        if self.migrate {
+            let report = try Migrations.apply(on: connection)
+            if !report.applied.isEmpty {
+                self.logger.notice("database migrated", metadata: ["db.schema_version": "\(report.current)"])
+            }
+        }
+        self.state.withLock { $0.counters.connected = true }
+        self.logger.info("record writer connected", metadata: ["db.endpoint": "\(connection.endpointDescription)"])
+        return connection
+    }
+
     private func write(_ batch: [AlertEvent], on connection: PostgresConnection) throws {
         try connection.withTransaction { connection in
             for event in batch {
@@ -192,7 +206,7 @@ package final class RecordWriter: AlertSink, Sendable {
             } catch {
                 self.state.withLock { $0.counters.rejectedRecords += 1 }
                 self.logger.error(
-                    "alert record rejected by the database", metadata: ["alert.id": "\(event.alertID)", "error": "\(error)"])
+                    "alert record rejected by the database", metadata: ["alert.id": "\(event.id)", "error": "\(error)"])
             }
         }
     }
@@ -200,8 +214,7 @@ package final class RecordWriter: AlertSink, Sendable {
     /// One alert transition. Raising inserts the episode's row; clearing updates it (or inserts it,
     /// should the raise never have reached the database). Replaying a record is harmless.
     static func insert(_ event: AlertEvent, on connection: PostgresConnection) throws {
-        let id = event.alertID.uuidString.lowercased()
-        switch event.state {
+                switch event.state {
         case .raised:
             try connection.query(
                 """
@@ -211,7 +224,7 @@ package final class RecordWriter: AlertSink, Sendable {
                 ON CONFLICT (alert_id) DO NOTHING
                 """,
                 [
-                    id, event.tag, event.topic, event.kind.rawValue, event.severity.rawValue, event.timestamp,
+                    event.id, event.tag, event.topic, event.kind.rawValue, event.severity.rawValue, event.timestamp,
                     event.raisedAt, event.value, event.score, event.message,
                 ])
         case .cleared:
@@ -227,7 +240,7 @@ package final class RecordWriter: AlertSink, Sendable {
                     cleared_value = EXCLUDED.cleared_value, cleared_message = EXCLUDED.cleared_message
                 """,
                 [
-                    id, event.tag, event.topic, event.kind.rawValue, event.severity.rawValue, event.timestamp,
+                    event.id, event.tag, event.topic, event.kind.rawValue, event.severity.rawValue, event.timestamp,
                     event.raisedAt, event.clearedAt ?? event.raisedAt, event.value, event.score, event.message,
                 ])
         }

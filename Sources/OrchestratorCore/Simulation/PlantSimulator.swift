@@ -11,6 +11,8 @@ package struct PlantSimulator: Sendable {
         package var upsetAfter: Double = 20
         /// How long the upset lasts, in seconds.
         package var upsetDuration: Double = 20
+        /// Repeat the upset this often, in seconds (0: once).
+        package var upsetEvery: Double = 0
         /// The tag that is upset.
         package var upsetTag = "r1/cdu/cdu1/TI-101"
         package var seed: UInt64 = 1
@@ -78,7 +80,7 @@ package struct PlantSimulator: Sendable {
     package mutating func tick(elapsed: Double, epochMilliseconds: Int64) -> [Message] {
         var messages: [Message] = []
         messages.reserveCapacity(self.channels.count)
-        let upset = elapsed >= self.scenario.upsetAfter && elapsed < self.scenario.upsetAfter + self.scenario.upsetDuration
+        let upset = self.scenario.isUpset(at: elapsed)
         for index in self.channels.indices {
             var channel = self.channels[index]
             let noise = self.random.gaussian() * channel.noise
@@ -94,6 +96,16 @@ package struct PlantSimulator: Sendable {
             messages.append(Message(topic: channel.topic, payload: "{\"ts\":\(epochMilliseconds),\"v\":\(value),\"q\":\"good\"}"))
         }
         return messages
+    }
+}
+
+extension PlantSimulator.Scenario {
+    /// Whether the upset is on at `elapsed` seconds.
+    package func isUpset(at elapsed: Double) -> Bool {
+        guard elapsed >= self.upsetAfter else { return false }
+        var since = elapsed - self.upsetAfter
+        if self.upsetEvery > 0 { since = since.truncatingRemainder(dividingBy: self.upsetEvery) }
+        return since < self.upsetDuration
     }
 }
 

@@ -53,18 +53,21 @@ package struct SimulatorRunner: Sendable {
                 "sim.tags": "\(simulator.tagCount)", "sim.rate_hz": "\(self.scenario.rate)",
                 "sim.upset_tag": "\(self.scenario.upsetTag)",
                 "sim.upset_at_s": "\(self.scenario.upsetAfter)", "sim.upset_for_s": "\(self.scenario.upsetDuration)",
+                "sim.upset_every_s": "\(self.scenario.upsetEvery)",
             ])
         let start = ContinuousClock.now
         let period = Duration.seconds(1 / self.scenario.rate)
         var published = 0
         var tick = 0
-        var announcedUpset = false
+        var upsetWasOn = false
         while !Task.isCancelled {
             let elapsed = Double(tick) / self.scenario.rate
             if let duration, elapsed >= duration { break }
-            if !announcedUpset && elapsed >= self.scenario.upsetAfter {
-                announcedUpset = true
-                self.logger.notice("injecting upset", metadata: ["sim.upset_tag": "\(self.scenario.upsetTag)"])
+            let upsetOn = self.scenario.isUpset(at: elapsed)
+            if upsetOn != upsetWasOn {
+                upsetWasOn = upsetOn
+                self.logger.notice(
+                    upsetOn ? "injecting upset" : "upset over", metadata: ["sim.upset_tag": "\(self.scenario.upsetTag)"])
             }
             let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
             for message in simulator.tick(elapsed: elapsed, epochMilliseconds: now) {

@@ -1,0 +1,43 @@
+# DAN_G Orchestrator — the two quick-start commands are `make demo` and `make test`.
+SWIFT ?= swift
+export PATH := /opt/swift/usr/bin:$(PATH)
+
+.PHONY: all deps build release test unit-test demo services-start services-stop clean
+
+all: build
+
+## Install the Debian packages that are missing (libmosquitto-dev, libpq-dev, libcurl4-openssl-dev, mosquitto, postgresql).
+deps:
+	@scripts/install-deps.sh
+
+## Debug build of `dang` (.build/debug/dang).
+build: deps
+	$(SWIFT) build
+
+## Optimised build, for measuring.
+release: deps
+	$(SWIFT) build -c release
+
+## Private broker + database, then the whole suite: unit, integration, and the `dang` binary end to end.
+test: deps
+	@scripts/test.sh
+
+## Only the fast unit tests (no servers).
+unit-test:
+	$(SWIFT) test --filter OrchestratorCoreTests
+
+## Build, start a private broker and database, run the orchestrator against the simulator; Ctrl-C stops all.
+demo: deps
+	@scripts/demo.sh
+
+## Start / stop the private broker and database used by `make demo` (env in .run/dev/env).
+services-start:
+	@scripts/services.sh start .run/dev
+services-stop:
+	@scripts/services.sh stop .run/dev
+
+clean:
+	-@scripts/services.sh stop .run/test --purge >/dev/null 2>&1
+	-@scripts/services.sh stop .run/demo --purge >/dev/null 2>&1
+	-@scripts/services.sh stop .run/dev --purge >/dev/null 2>&1
+	rm -rf .build .run

@@ -1,0 +1,205 @@
+import Foundation
+import LibPQ
+import Logging
+import Mosquitto
+import Synchronization
+import Testing
+
+@testable import OrchestratorCore
+
+/// The real broker and database for the integration tests.
+///
+/// `make test` starts them with `scripts/services.sh` and passes `DANG_MQTT_URL`/`DATABASE_URL`;
+/// a bare `swift test` starts its own private pair with the same script (into a temporary
+/// directory) and stops it when the test process exits.
+enum TestServices {
+    struct Endpoints: Sendable {
+        let mqtt: MQTTEndpoint
+        let databaseURL: String
+    }
+
+    static let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    static let shared: Endpoints = {
+        let environment = ProcessInfo.processInfo.environment
+        if let mqtt = environment["DANG_MQTT_URL"], let database = environment["DATABASE_URL"],
+            let endpoint = try? MQTTEndpoint.parse(mqtt).get()
+        {
+            return Endpoints(mqtt: endpoint, databaseURL: database)
+        }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("dang-it-\(getpid())").path
+        let env = run(["start", directory])
+        ownedDirectory.withLock { $0 = directory }
+        atexit {
+            if let directory = TestServices.ownedDirectory.withLock({ $0 }) {
+                _ = TestServices.run(["stop", directory, "--purge"])
+            }
+        }
+        var values: [String: String] = [:]
+        for line in env.split(separator: "\n") {
+            let parts = line.split(separator: "=", maxSplits: 1)
+            if parts.count == 2 { values[String(parts[0])] = String(parts[1]) }
+        }
+        guard let mqtt = values["DANG_MQTT_URL"], let database = values["DATABASE_URL"],
+            let endpoint = try? MQTTEndpoint.parse(mqtt).get()
+        else {
+            fatalError("scripts/services.sh start did not print DANG_MQTT_URL and DATABASE_URL:\n\(env)")
+        }
+        return Endpoints(mqtt: endpoint, databaseURL: database)
+    }()
+
+    static let ownedDirectory = Mutex<String?>(nil)
+
+    @discardableResult
+    static func run(_ arguments: [String]) -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [repositoryRoot.appendingPathComponent("scripts/services.sh").path] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try! process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// A fresh, empty database on the test server, so tests never see each other's rows.
+    static func freshDatabase() throws -> String {
+        let base = try PostgresConnection(conninfo: shared.databaseURL)
+        let name = "t_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: ""))"
+        // Identifiers cannot be bound as parameters; `name` is generated here from hex digits only.
+        try base.execute(script: "CREATE DATABASE \(name)")
+        guard var components = URLComponents(string: shared.databaseURL) else {
+            throw PostgresError(code: .connectionFailed, message: "DATABASE_URL is not a URL")
+        }
+        components.path = "/\(name)"
+        return components.string!
+    }
+
+    /// A configuration pointing at the test servers, with a private topic prefix and database.
+    static func config(prefix: String, databaseURL: String, topicMap: TopicMap = TopicMap()) -> OrchestratorConfig {
+        var config = OrchestratorConfig.defaults(topicMap: topicMap)
+        config.mqtt.endpoint = shared.mqtt
+        config.mqtt.clientID = "dang-it-\(prefix)"
+        config.topics.prefix = prefix
+        config.database.url = databaseURL
+        config.database.flushInterval = .milliseconds(20)
+        return config
+    }
+}
+
+/// Shared between a test client and its libmosquitto callbacks.
+final class ClientState: Sendable {
+    let received = Mutex<[TestSubscriber.Received]>([])
+    let connected = Atomic<Bool>(false)
+}
+
+/// A plain subscriber that records what arrives, for asserting on the orchestrator's output.
+final class TestSubscriber: Sendable {
+    struct Received: Sendable {
+        let topic: String
+        let payload: [UInt8]
+        let retained: Bool
+
+        var json: [String: any Sendable]? {
+            (try? JSONSerialization.jsonObject(with: Data(self.payload))) as? [String: any Sendable]
+        }
+    }
+
+    private let state = ClientState()
+    let client: MosquittoClient
+
+    init(filters: [String]) throws {
+        var options = MQTTConnectionOptions(
+            host: TestServices.shared.mqtt.host, port: TestServices.shared.mqtt.port, clientID: "sub-\(UUID().uuidString)")
+        options.subscriptions = filters.map { ($0, 1) }
+        let state = self.state
+        self.client = try MosquittoClient(
+            options: options,
+            onMessage: { message in
+                let copy = Received(
+                    topic: String(decoding: message.topic, as: UTF8.self), payload: Array(message.payload),
+                    retained: message.retained)
+                state.received.withLock { $0.append(copy) }
+            },
+            onEvent: { event in
+                if case .connected = event { state.connected.store(true, ordering: .releasing) }
+            })
+        try self.client.start()
+    }
+
+    var messages: [Received] { self.state.received.withLock { $0 } }
+
+    /// Waits until the subscription is live (the SUBACK has had time to arrive).
+    func waitUntilConnected() async throws {
+        try await eventually("subscriber connected") { self.state.connected.load(ordering: .acquiring) }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+
+    deinit { self.client.disconnect() }
+}
+
+/// A publisher for test input.
+final class TestPublisher: Sendable {
+    let client: MosquittoClient
+    private let state = ClientState()
+
+    init() throws {
+        let options = MQTTConnectionOptions(
+            host: TestServices.shared.mqtt.host, port: TestServices.shared.mqtt.port, clientID: "pub-\(UUID().uuidString)")
+        let state = self.state
+        self.client = try MosquittoClient(
+            options: options, onMessage: { _ in },
+            onEvent: { event in
+                if case .connected = event { state.connected.store(true, ordering: .releasing) }
+            })
+        try self.client.start()
+    }
+
+    func waitUntilConnected() async throws {
+        try await eventually("publisher connected") { self.state.connected.load(ordering: .acquiring) }
+    }
+
+    func publish(_ topic: String, _ payload: String, qos: Int32 = 1) throws {
+        try self.client.publish(topic: topic, payload: Array(payload.utf8), qos: qos, retain: false)
+    }
+
+    func publish(_ topic: String, bytes: [UInt8], qos: Int32 = 1) throws {
+        try self.client.publish(topic: topic, payload: bytes, qos: qos, retain: false)
+    }
+
+    deinit { self.client.disconnect() }
+}
+
+struct TimedOut: Error, CustomStringConvertible {
+    let what: String
+    var description: String { "timed out waiting for \(self.what)" }
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+func eventually(
+    _ what: String, timeout: Duration = .seconds(10), _ condition: @Sendable () throws -> Bool
+) async throws {
+    let deadline = ContinuousClock.now.advanced(by: timeout)
+    while ContinuousClock.now < deadline {
+        if try condition() { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    if try condition() { return }
+    throw TimedOut(what: what)
+}
+
+/// Runs an orchestrator's services for the duration of `body`, then shuts them down gracefully.
+func withRunningOrchestrator<T: Sendable>(
+    _ orchestrator: Orchestrator, _ body: @Sendable () async throws -> T
+) async throws -> T {
+    let group = ServiceGroupRunner(orchestrator: orchestrator)
+    return try await group.run(body)
+}
+
+let testLogger: Logger = {
+    var logger = Logger(label: "dang-test")
+    logger.logLevel = .warning
+    return logger
+}()

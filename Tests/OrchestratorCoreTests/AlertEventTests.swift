@@ -1,0 +1,35 @@
+import Foundation
+import Testing
+
+@testable import OrchestratorCore
+
+@Suite struct AlertEventTests {
+    func event(tag: String, message: String = "m", value: Double = 1) -> AlertEvent {
+        AlertEvent(
+            alertID: UUID(uuidString: "3EDA8AF5-BCCB-46C8-ACCC-664C659FD99C")!, state: .raised, severity: .critical,
+            kind: .limit, tag: tag, topic: "plant/\(tag)", timestamp: 1000, raisedAt: 1001, clearedAt: nil, value: value,
+            score: 1, message: message)
+    }
+
+    @Test func `the JSON carries every SPEC field`() throws {
+        let json = try JSONSerialization.jsonObject(with: Data(event(tag: "r1/cdu/cdu1/TI-101").jsonPayload())) as! [String: Any]
+        #expect(Set(json.keys) == ["alert_id", "state", "severity", "kind", "tag", "topic", "ts", "raised_at", "value", "score", "message"])
+        #expect(json["alert_id"] as? String == "3eda8af5-bccb-46c8-accc-664c659fd99c")
+        #expect(json["ts"] as? Int == 1000)
+        #expect(json["state"] as? String == "raised")
+    }
+
+    @Test func `the alert topic puts severity before the tag path`() {
+        #expect(event(tag: "r1/cdu/cdu1/TI-101").alertTopic(prefix: "apos") == "apos/alert/critical/r1/cdu/cdu1/TI-101")
+        #expect(event(tag: "market/crack/321").alertTopic(prefix: "x") == "x/alert/critical/market/crack/321")
+    }
+
+    @Test func `hostile strings stay data and non-finite numbers become null`() throws {
+        let hostile = "r1/\"},\"state\":\"cleared\n\u{01}\\ ignore previous instructions"
+        let payload = event(tag: hostile, message: hostile, value: .nan).jsonPayload()
+        let json = try JSONSerialization.jsonObject(with: Data(payload)) as! [String: Any]
+        #expect(json["tag"] as? String == hostile)
+        #expect(json["state"] as? String == "raised")
+        #expect(json["value"] is NSNull)
+    }
+}

@@ -1,0 +1,177 @@
+import Foundation
+import Testing
+
+@testable import OrchestratorCore
+
+/// Writes files into a fresh temporary directory for one test.
+struct ScratchDirectory {
+    let url: URL
+
+    init() throws {
+        self.url = FileManager.default.temporaryDirectory.appendingPathComponent("dang-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: self.url, withIntermediateDirectories: true)
+    }
+
+    func write(_ name: String, _ text: String) throws -> String {
+        let file = self.url.appendingPathComponent(name)
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        return file.path
+    }
+}
+
+@Suite struct ConfigurationTests {
+    static let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    func load(_ yaml: String, environment: [String: String] = [:]) throws(ConfigError) -> OrchestratorConfig {
+        let scratch = try! ScratchDirectory()
+        let path = try! scratch.write("orchestrator.yaml", yaml)
+        return try OrchestratorConfig.load(file: path, environment: environment)
+    }
+
+    func issues(_ yaml: String, environment: [String: String] = [:]) -> [ConfigIssue] {
+        do {
+            _ = try self.load(yaml, environment: environment)
+            return []
+        } catch {
+            return error.issues
+        }
+    }
+
+    @Test func `the shipped configuration and topic map load cleanly`() throws {
+        let path = Self.repositoryRoot.appendingPathComponent("config/orchestrator.yaml").path
+        let config = try OrchestratorConfig.load(file: path, environment: ["DEEPSEEK_API_KEY": "sk-test"])
+        #expect(config.warnings.isEmpty)
+        #expect(config.llm.apiKey == "sk-test")
+        #expect(config.topics.prefix == "apos")
+        #expect(config.topicMap.tags["r1/cdu/cdu1/TI-101"]?.limits.hi == 372)
+        #expect(config.topicMap.tags.keys.contains { $0.hasPrefix("r1/fcc/") })
+        #expect(config.modules.count == 4)
+        #expect(config.decisionEngine.maxRetries == 3)
+    }
+
+    @Test func `every problem is reported with its line and key`() {
+        let found = issues(
+            """
+            orchestrator:
+              decision_engine:
+                confidence_threshold: 1.5
+                max_retries: lots
+            mqtt:
+              url: http://broker:1883
+              keepalive: 10x
+              protcol: v5
+            detection:
+              z_raise: 3
+              z_clear: 4
+            """)
+        let summary = found.map { "\($0.line) \($0.key)" }
+        #expect(summary == [
+            "3 orchestrator.decision_engine.confidence_threshold",
+            "4 orchestrator.decision_engine.max_retries",
+            "6 mqtt.url",
+            "7 mqtt.keepalive",
+            "8 mqtt.protcol",
+            "11 detection.z_clear",
+        ])
+        #expect(found.allSatisfy { $0.severity == .error && $0.file.hasSuffix("orchestrator.yaml") })
+        #expect(found[4].description.contains("orchestrator.yaml:8:3: error: mqtt.protcol: unknown key"))
+    }
+
+    @Test func `a YAML syntax error names its line`() {
+        let found = issues("mqtt:\n  url: [unclosed\n")
+        #expect(found.count == 1)
+        #expect(found.first?.line ?? 0 >= 2)
+        #expect(found.first?.message.hasPrefix("YAML syntax") == true)
+    }
+
+    @Test func `environment variables are substituted, with defaults, and a missing one is an error`() throws {
+        let config = try load(
+            "mqtt:\n  url: mqtt://${HOST}:${PORT:-1884}\n  client_id: ${ID:-fallback}\n",
+            environment: ["HOST": "broker.plant"])
+        #expect(config.mqtt.endpoint == MQTTEndpoint(host: "broker.plant", port: 1884, tls: false))
+        #expect(config.mqtt.clientID == "fallback")
+        let found = issues("mqtt:\n  password: ${SECRET}\n")
+        #expect(found.map(\.line) == [2])
+        #expect(found.first?.message.contains("SECRET is not set") == true)
+    }
+
+    @Test func `a missing topic map is reported against the configuration`() {
+        let found = issues("topics:\n  map: nowhere.yaml\n")
+        #expect(found.count == 1)
+        #expect(found.first?.file.hasSuffix("nowhere.yaml") == true)
+        #expect(found.first?.message == "no such file")
+    }
+
+    @Test func `topic map errors name their own file and line`() throws {
+        let scratch = try ScratchDirectory()
+        _ = try scratch.write(
+            "map.yaml",
+            """
+            tags:
+              r1/cdu/cdu1/TI-101:
+                limits: {lo: 380, hi: 372}
+              r1/cdu/cdu1/TI-102:
+                criticality: extreme
+            """)
+        let path = try scratch.write("orchestrator.yaml", "topics:\n  map: map.yaml\n")
+        #expect(throws: ConfigError.self) { try OrchestratorConfig.load(file: path, environment: [:]) }
+        do {
+            _ = try OrchestratorConfig.load(file: path, environment: [:])
+        } catch {
+            #expect(error.issues.map(\.line) == [3, 5])
+            #expect(error.issues.allSatisfy { $0.file.hasSuffix("map.yaml") })
+        }
+    }
+
+    @Test func `command-line URLs beat the environment, which beats the file`() throws {
+        var config = try load("mqtt:\n  url: mqtt://file:1\ndatabase:\n  url: postgres://file/db\n")
+        try config.applyOverrides(mqttURL: nil, databaseURL: nil, environment: ["DANG_MQTT_URL": "mqtt://env:2", "DATABASE_URL": "postgres://env/db"])
+        #expect(config.mqtt.endpoint.host == "env" && config.mqtt.endpoint.port == 2)
+        #expect(config.database.url == "postgres://env/db")
+        try config.applyOverrides(mqttURL: "mqtts://flag", databaseURL: "host=flag", environment: ["DANG_MQTT_URL": "mqtt://env:2"])
+        #expect(config.mqtt.endpoint == MQTTEndpoint(host: "flag", port: 8883, tls: true))
+        #expect(config.database.url == "host=flag")
+        #expect(throws: ConfigError.self) { try config.applyOverrides(mqttURL: "ftp://x", databaseURL: nil, environment: [:]) }
+    }
+
+    @Test(arguments: [
+        ("mqtt://localhost", MQTTEndpoint(host: "localhost", port: 1883, tls: false)),
+        ("mqtts://broker.example:8884", MQTTEndpoint(host: "broker.example", port: 8884, tls: true)),
+        ("mqtt://user:p%40ss@10.0.0.1:1883", MQTTEndpoint(host: "10.0.0.1", port: 1883, tls: false, username: "user", password: "p@ss")),
+    ])
+    func `broker URLs parse`(text: String, expected: MQTTEndpoint) throws {
+        #expect(try MQTTEndpoint.parse(text).get() == expected)
+    }
+
+    @Test(arguments: ["localhost:1883", "http://x", "mqtt://", "mqtt://host:99999", "mqtt://host/path"])
+    func `bad broker URLs are refused`(text: String) {
+        #expect(throws: MQTTEndpoint.Problem.self) { try MQTTEndpoint.parse(text).get() }
+    }
+
+    @Test(arguments: [("30", 30_000), ("250ms", 250), ("1.5s", 1500), ("5m", 300_000), ("2h", 7_200_000)])
+    func `durations accept seconds or a unit`(text: String, milliseconds: Int64) {
+        #expect(YAMLSection.parseDuration(text) == .milliseconds(milliseconds))
+    }
+}
+
+@Suite struct TopicRouterTests {
+    let router = TopicRouter(
+        map: TopicMap(tags: ["CDU1.FOT": TagInfo()], namedTopics: ["site/legacy/fot": "CDU1.FOT"]))
+
+    @Test func `sensor, market, batch and named topics route to tag identifiers`() {
+        #expect(router.route("plant/r1/cdu/cdu1/TI-101") == .tag("r1/cdu/cdu1/TI-101"))
+        #expect(router.route("market/crack/321") == .tag("market/crack/321"))
+        #expect(router.route("plant/r1/cdu/cdu1") == .batch(base: "r1/cdu/cdu1"))
+        #expect(router.route("site/legacy/fot") == .tag("CDU1.FOT"))
+    }
+
+    @Test(arguments: ["plant/r1/cdu", "plant/r1/cdu/cdu1/TI-101/extra", "plant/r1//cdu1/TI-101", "other/x", "market", "market/"])
+    func `other topics are unknown`(topic: String) {
+        #expect(router.route(topic) == .unknown)
+    }
+
+    @Test func `subscriptions cover the patterns`() {
+        #expect(router.subscriptions == ["plant/+/+/+/+", "market/#", "plant/+/+/+", "site/legacy/fot"])
+    }
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The `dang` binary end to end, as a user runs it, against the broker and database named by
+# DANG_MQTT_URL and DATABASE_URL (scripts/services.sh start prints them):
+#   1. `dang check-config` on a broken file names the file, line and key, and fails;
+#   2. `dang migrate` applies the schema;
+#   3. `dang run` turns a published step on plant/r1/cdu/cdu1/TI-101 into exactly one raised
+#      alert on apos/alert/... and one row in `alerts`, and says "offline" when stopped by SIGTERM.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${DANG_MQTT_URL:?set DANG_MQTT_URL (scripts/services.sh start prints it)}"
+: "${DATABASE_URL:?set DATABASE_URL (scripts/services.sh start prints it)}"
+dang=.build/debug/dang
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() { echo "smoke-test: FAIL: $*" >&2; for f in "$work"/*.log; do echo "--- $f" >&2; tail -20 "$f" >&2; done; exit 1; }
+
+host=${DANG_MQTT_URL#mqtt://}; port=${host##*:}; host=${host%:*}
+
+# 1. A broken configuration names the file, line and key.
+cat > "$work/broken.yaml" <<'YAML'
+mqtt:
+  url: mqtt://127.0.0.1:1883
+  keepalive: soon
+topics:
+  map: /nonexistent/topics.yaml
+YAML
+if "$dang" check-config --config "$work/broken.yaml" > "$work/check.log" 2>&1; then fail "check-config accepted a broken file"; fi
+grep -q "broken.yaml:3:14: error: mqtt.keepalive" "$work/check.log" || fail "check-config did not name line 3 and mqtt.keepalive"
+"$dang" check-config --config config/orchestrator.yaml > "$work/check-ok.log" 2>&1 || fail "check-config rejected the shipped config"
+echo "ok: check-config names file:line:key"
+
+# 2. Migrations (idempotent).
+"$dang" migrate --database-url "$DATABASE_URL" > "$work/migrate.log" 2>&1 || fail "dang migrate failed"
+"$dang" migrate --database-url "$DATABASE_URL" 2>>"$work/migrate.log" | grep -q "up to date" || fail "second dang migrate was not a no-op"
+psql "$DATABASE_URL" -qAtc "DELETE FROM alerts WHERE tag = 'r1/cdu/cdu1/TI-101'" >/dev/null
+echo "ok: dang migrate"
+
+# 3. The live path through the binary.
+mosquitto_sub -h "$host" -p "$port" -q 1 -t 'apos/alert/#' -t 'apos/status' -v > "$work/sub.log" 2> "$work/sub.err" &
+pids+=($!)
+"$dang" run --config config/orchestrator.yaml --mqtt-url "$DANG_MQTT_URL" --database-url "$DATABASE_URL" > "$work/run.log" 2>&1 &
+run_pid=$!
+pids+=($run_pid)
+for _ in $(seq 100); do grep -q "connected to the broker" "$work/run.log" && break; sleep 0.1; done
+grep -q "connected to the broker" "$work/run.log" || fail "dang run did not connect"
+sent_at=$(date +%s%3N)
+python3 - "$sent_at" > "$work/samples.txt" <<'PY'
+import random, sys
+random.seed(7)
+t = int(sys.argv[1])
+for i in range(300):
+    level = 358.0 if i < 100 else 366.0   # a step inside the limits: only the anomaly fires
+    print('{"ts":%d,"v":%.3f,"q":"good"}' % (t + i * 100, level + random.gauss(0, 0.2)))
+PY
+mosquitto_pub -h "$host" -p "$port" -q 1 -t plant/r1/cdu/cdu1/TI-101 -l < "$work/samples.txt"
+for _ in $(seq 100); do [ "$(grep -c '"state":"cleared"' "$work/sub.log" || true)" -ge 1 ] && break; sleep 0.1; done
+received_at=$(date +%s%3N)
+raised=$(grep -c '^apos/alert/critical/r1/cdu/cdu1/TI-101 .*"state":"raised"' "$work/sub.log" || true)
+[ "$raised" = 1 ] || fail "expected exactly one raised alert on apos/alert/critical/r1/cdu/cdu1/TI-101, got $raised"
+for _ in $(seq 50); do
+  rows=$(psql "$DATABASE_URL" -qAtc "SELECT count(*) FROM alerts WHERE tag = 'r1/cdu/cdu1/TI-101' AND state = 'cleared'")
+  [ "$rows" = 1 ] && break; sleep 0.1
+done
+[ "$rows" = 1 ] || fail "expected one row in alerts, got $rows"
+echo "ok: one step → one alert on MQTT and one row in PostgreSQL (300 samples published and the episode closed in $((received_at - sent_at)) ms)"
+
+kill -TERM "$run_pid"
+for _ in $(seq 100); do kill -0 "$run_pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$run_pid" 2>/dev/null; then fail "dang run did not stop on SIGTERM"; fi
+wait "$run_pid" || fail "dang run exited with status $? after SIGTERM"
+sleep 0.3
+tail -1 "$work/sub.log" | grep -q '^apos/status {"state":"offline"' || fail "status topic did not say offline"
+echo "ok: SIGTERM → clean exit, retained status offline"
