@@ -1,4 +1,6 @@
 internal import CMosquitto
+import Dispatch
+import Foundation
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -21,7 +23,15 @@ package final class MosquittoClient: @unchecked Sendable {
     private let handle: OpaquePointer
     private let context: CallbackContext
     private let options: MQTTConnectionOptions
-    private let started = Atomic<Bool>(false)
+    private let loop = Mutex(LoopState.idle)
+    private let stopSignal = DispatchSemaphore(value: 0)
+
+    private enum LoopState {
+        case idle
+        case connecting
+        case running
+        case stopped
+    }
 
     /// Creates the client and applies every option; nothing touches the network until ``start()``.
     package init(
@@ -123,20 +133,54 @@ package final class MosquittoClient: @unchecked Sendable {
         }
     }
 
-    /// Starts the network thread and the (asynchronous) connection. libmosquitto keeps reconnecting
-    /// with exponential backoff between the configured delays; every change is reported as an event.
+    /// Starts the connection and libmosquitto's network thread. Once connected, libmosquitto
+    /// reconnects by itself with exponential backoff between the configured delays. The *first*
+    /// connection is retried here instead: libmosquitto's thread never retries a first
+    /// `mosquitto_connect_async` that failed (eclipse-mosquitto/mosquitto#1903). Every change is
+    /// reported as an event.
     package func start() throws(MosquittoError) {
-        guard !self.started.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let proceed = self.loop.withLock { state -> Bool in
+            guard case .idle = state else { return false }
+            state = .connecting
+            return true
+        }
+        guard proceed else { return }
+        if try self.attemptFirstConnection() { return }
+        let thread = Thread { [self] in
+            var delay = Double(max(1, self.options.reconnectDelayMin))
+            while true {
+                _ = self.stopSignal.wait(timeout: .now() + delay)
+                if case .stopped = self.loop.withLock({ $0 }) { return }
+                if (try? self.attemptFirstConnection()) == true { return }
+                delay = min(delay * 2, Double(max(self.options.reconnectDelayMin, self.options.reconnectDelayMax)))
+            }
+        }
+        thread.name = "dang-mqtt-connect"
+        thread.start()
+    }
+
+    /// One `mosquitto_connect_bind_async`; on success starts the network thread. Returns whether
+    /// the loop is running; throws only for errors no retry can fix.
+    private func attemptFirstConnection() throws(MosquittoError) -> Bool {
         let rc = mosquitto_connect_bind_async(
             self.handle, self.options.host, Int32(self.options.port), Int32(self.options.keepAlive), nil)
-        // A refused or unreachable first attempt is not fatal: the network thread retries it.
-        if rc != MOSQ_ERR_SUCCESS.rawValue && rc != MOSQ_ERR_ERRNO.rawValue && rc != MOSQ_ERR_EAI.rawValue {
-            try check(rc, "mosquitto_connect_bind_async")
+        guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+            guard rc == MOSQ_ERR_ERRNO.rawValue || rc == MOSQ_ERR_EAI.rawValue || rc == MOSQ_ERR_TLS.rawValue else {
+                self.loop.withLock { $0 = .stopped }
+                try check(rc, "mosquitto_connect_bind_async")
+                return false
+            }
+            let reason = rc == MOSQ_ERR_ERRNO.rawValue ? String(cString: strerror(errno)) : String(cString: mosquitto_strerror(rc))
+            self.context.onEvent(.connectionFailed(reason: reason))
+            return false
         }
-        if rc != MOSQ_ERR_SUCCESS.rawValue {
-            self.context.onEvent(.connectionFailed(reason: MosquittoError(code: .init(rawValue: rc), function: "connect").description))
+        // Start the loop unless stop() came first.
+        return try self.loop.withLock { state throws(MosquittoError) -> Bool in
+            guard case .connecting = state else { return true }
+            try check(mosquitto_loop_start(self.handle), "mosquitto_loop_start")
+            state = .running
+            return true
         }
-        try check(mosquitto_loop_start(self.handle), "mosquitto_loop_start")
     }
 
     /// Subscribes to a topic filter. Call it from the `.connected` event so that every reconnect
@@ -162,9 +206,14 @@ package final class MosquittoClient: @unchecked Sendable {
     }
 
     /// Sends DISCONNECT (so the broker does not publish the will) and stops the network thread
-    /// once outgoing messages have been written.
+    /// once outgoing messages have been written. Also ends a first-connection retry.
     package func disconnect() {
-        guard self.started.load(ordering: .acquiring) else { return }
+        let previous = self.loop.withLock { state -> LoopState in
+            defer { state = .stopped }
+            return state
+        }
+        self.stopSignal.signal()
+        guard case .running = previous else { return }
         mosquitto_disconnect_v5(self.handle, 0, nil)
         mosquitto_loop_stop(self.handle, false)
     }

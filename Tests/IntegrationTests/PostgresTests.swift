@@ -43,12 +43,11 @@ struct PostgresTests {
             }
         }
         #expect(try connection.query("SELECT count(*) FROM t").rows == [["0"]])
-        do {
+        let error = #expect(throws: PostgresError.self) {
             try connection.query("INSERT INTO t VALUES ($1)", ["not a number"])
-        } catch let error as PostgresError {
-            #expect(error.sqlState == "22P02")
-            #expect(!error.isTransient)
         }
+        #expect(error?.sqlState == "22P02")
+        #expect(error?.isTransient == false)
     }
 
     @Test func `connection errors do not echo the password`() {

@@ -33,7 +33,8 @@ enum TestServices {
         ownedDirectory.withLock { $0 = directory }
         atexit {
             if let directory = TestServices.ownedDirectory.withLock({ $0 }) {
-                _ = TestServices.run(["stop", directory, "--purge"])
+                let script = TestServices.repositoryRoot.appendingPathComponent("scripts/services.sh").path
+                _ = try? ChildProcess.run(["/bin/bash", script, "stop", directory, "--purge"])
             }
         }
         var values: [String: String] = [:]
@@ -53,15 +54,11 @@ enum TestServices {
 
     @discardableResult
     static func run(_ arguments: [String]) -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = [repositoryRoot.appendingPathComponent("scripts/services.sh").path] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try! process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+        let script = repositoryRoot.appendingPathComponent("scripts/services.sh").path
+        guard let (status, output) = try? ChildProcess.run(["/bin/bash", script] + arguments), status == 0 else {
+            fatalError("scripts/services.sh \(arguments.joined(separator: " ")) failed")
+        }
+        return output
     }
 
     /// A fresh, empty database on the test server, so tests never see each other's rows.
@@ -140,14 +137,17 @@ final class TestSubscriber: Sendable {
     deinit { self.client.disconnect() }
 }
 
-/// A publisher for test input.
-final class TestPublisher: Sendable {
+typealias TestPublisher = MQTTTestPublisher
+
+/// A publisher for test input (on the shared test broker unless a port is given).
+final class MQTTTestPublisher: Sendable {
     let client: MosquittoClient
     private let state = ClientState()
 
-    init() throws {
+    init(port: Int? = nil) throws {
         let options = MQTTConnectionOptions(
-            host: TestServices.shared.mqtt.host, port: TestServices.shared.mqtt.port, clientID: "pub-\(UUID().uuidString)")
+            host: TestServices.shared.mqtt.host, port: port ?? TestServices.shared.mqtt.port,
+            clientID: "pub-\(UUID().uuidString)")
         let state = self.state
         self.client = try MosquittoClient(
             options: options, onMessage: { _ in },

@@ -171,7 +171,8 @@ package final class RecordWriter: AlertSink, Sendable {
                             "retry.in_ms": "\(delay.milliseconds)",
                         ])
                 }
-                Thread.sleep(forTimeInterval: delay.timeInterval)
+                // Interruptible: stop() (or a full batch) wakes the writer early.
+                _ = self.wake.wait(timeout: .now() + delay.timeInterval)
             }
         }
         self.state.withLock { $0.counters.connected = false }

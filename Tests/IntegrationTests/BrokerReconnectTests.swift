@@ -1,0 +1,81 @@
+import Foundation
+import Testing
+
+@testable import OrchestratorCore
+
+/// A mosquitto of the test's own, so it can be stopped and started without disturbing the shared one.
+final class PrivateBroker: @unchecked Sendable {
+    let port: Int
+    private var pid: pid_t?
+    private let directory: URL
+
+    init() throws {
+        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("dang-broker-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
+        self.port = try Self.freePort()
+        let config = "listener \(self.port) 127.0.0.1\nallow_anonymous true\nuser root\nset_tcp_nodelay true\n"
+        try config.write(to: self.directory.appendingPathComponent("mosquitto.conf"), atomically: true, encoding: .utf8)
+    }
+
+    func start() throws {
+        self.pid = try ChildProcess.spawn(["/usr/sbin/mosquitto", "-c", self.directory.appendingPathComponent("mosquitto.conf").path])
+    }
+
+    func stop() {
+        guard let pid = self.pid else { return }
+        kill(pid, SIGTERM)
+        ChildProcess.wait(pid)
+        self.pid = nil
+    }
+
+    deinit {
+        self.stop()
+        try? FileManager.default.removeItem(at: self.directory)
+    }
+
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+@Suite(.timeLimit(.minutes(1)))
+struct BrokerReconnectTests {
+    @Test func `a broker that is down at start is connected to when it comes up, and a restart resubscribes`() async throws {
+        let broker = try PrivateBroker()
+        var config = TestServices.config(prefix: "it-reconnect", databaseURL: try TestServices.freshDatabase())
+        config.mqtt.endpoint = MQTTEndpoint(host: "127.0.0.1", port: broker.port, tls: false)
+        let orchestrator = try Orchestrator(config: config, logger: testLogger)
+
+        try await withRunningOrchestrator(orchestrator) {
+            try await eventually("a failed first attempt") { orchestrator.connectionStatus.lastError != nil }
+            #expect(!orchestrator.connectionStatus.connected)
+            try broker.start()
+            try await eventually("connected", timeout: .seconds(15)) { orchestrator.connectionStatus.connected }
+
+            broker.stop()
+            try await eventually("disconnect noticed") { !orchestrator.connectionStatus.connected }
+            try broker.start()
+            try await eventually("reconnected", timeout: .seconds(20)) { orchestrator.connectionStatus.connects == 2 }
+            try await Task.sleep(for: .milliseconds(200))
+
+            let publisher = try MQTTTestPublisher(port: broker.port)
+            try await publisher.waitUntilConnected()
+            try publisher.publish("plant/r1/cdu/cdu1/TI-101", "351.5")
+            try await eventually("sample ingested after the restart") { orchestrator.pipeline.counters.samples == 1 }
+        }
+        broker.stop()
+    }
+}
