@@ -73,6 +73,15 @@ package struct MQTTSettings: Sendable {
     package var tls = MQTTConnectionOptions.TLS()
 }
 
+extension MQTTSettings {
+    /// Points at a broker; credentials in the URL replace configured ones.
+    mutating func use(_ endpoint: MQTTEndpoint) {
+        self.endpoint = endpoint
+        if let user = endpoint.username { self.username = user }
+        if let password = endpoint.password { self.password = password }
+    }
+}
+
 /// `database`.
 package struct DatabaseSettings: Sendable {
     /// libpq connection string; empty means libpq reads the `PG*` environment variables.
@@ -245,9 +254,7 @@ extension OrchestratorConfig {
         if let url = mqtt.text("url") {
             switch MQTTEndpoint.parse(url) {
             case .success(let endpoint):
-                self.mqtt.endpoint = endpoint
-                if let user = endpoint.username { self.mqtt.username = user }
-                if let password = endpoint.password { self.mqtt.password = password }
+                self.mqtt.use(endpoint)
             case .failure(let problem):
                 mqtt.diagnostics.report(.error, mqtt.keyPath("url"), at: mqtt.markOf("url"), problem.message)
             }
@@ -283,9 +290,7 @@ extension OrchestratorConfig {
         if let url = mqttURL ?? environment["DANG_MQTT_URL"].flatMap({ $0.isEmpty ? nil : $0 }) {
             switch MQTTEndpoint.parse(url) {
             case .success(let endpoint):
-                self.mqtt.endpoint = endpoint
-                if let user = endpoint.username { self.mqtt.username = user }
-                if let password = endpoint.password { self.mqtt.password = password }
+                self.mqtt.use(endpoint)
             case .failure(let problem):
                 let source = mqttURL != nil ? "--mqtt-url" : "DANG_MQTT_URL"
                 throw ConfigError(issues: [

@@ -45,11 +45,14 @@ package struct TagDetector: Sendable {
         self.active & (1 << condition.rawValue) != 0
     }
 
-    /// Feeds one good-quality, finite sample.
-    package mutating func ingest(_ value: Double, settings: DetectionSettings, into changes: inout [ConditionChange]) {
+    /// Feeds one good-quality, finite sample; returns its anomaly score in [0, 1].
+    @discardableResult
+    package mutating func ingest(_ value: Double, settings: DetectionSettings, into changes: inout [ConditionChange]) -> Double {
+        var score = 0.0
         // Anomaly: the z-score against the statistics *before* this sample (one-step-ahead).
         if self.statistics.count >= settings.warmupSamples {
             let z = abs(self.statistics.zScore(value, floorFraction: settings.sigmaFloor))
+            score = anomalyScore(zScore: z)
             self.update(.anomaly, raise: z >= settings.zRaise, clear: z < settings.zClear, value: value, z: z, limit: nil, into: &changes)
         }
         self.statistics.update(value)
@@ -67,6 +70,7 @@ package struct TagDetector: Sendable {
         if let lo = self.limits.lo {
             self.update(.limitLow, raise: value < lo, clear: value >= lo + deadband, value: value, z: 1, limit: lo, into: &changes)
         }
+        return score
     }
 
     private mutating func update(

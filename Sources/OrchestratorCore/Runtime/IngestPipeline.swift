@@ -27,16 +27,11 @@ package struct IngestCounters: Sendable, Equatable {
 package final class IngestPipeline: Sendable {
     private struct State: ~Copyable {
         var routes: [String: Route] = [:]
-        var slots: [String: Int32] = [:]
-        var tagNames: [String] = []
-        var tagInfos: [TagInfo?] = []
-        var detectors: [TagDetector] = []
-        var alerts = AlertBook()
-        var changes: [ConditionChange] = []
+        var engine: DetectionEngine
         var counters = IngestCounters()
     }
 
-    private let state = Mutex(State())
+    private let state: Mutex<State>
     private let router: TopicRouter
     private let config: OrchestratorConfig
     private let sinks: [any AlertSink]
@@ -49,6 +44,7 @@ package final class IngestPipeline: Sendable {
         clock: @escaping @Sendable () -> Int64 = { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
     ) {
         self.config = config
+        self.state = Mutex(State(engine: DetectionEngine(settings: config.detection, topicMap: config.topicMap)))
         self.router = TopicRouter(map: config.topicMap)
         self.sinks = sinks
         self.logger = logger
@@ -131,35 +127,18 @@ package final class IngestPipeline: Sendable {
         state: inout State, events: inout [AlertEvent]
     ) {
         state.counters.samples += 1
-        guard quality != .bad else {
-            // Bad-quality samples never feed the statistics or the limits.
-            state.counters.badQualitySamples += 1
-            return
-        }
-        let index = Int(slot)
-        state.changes.removeAll(keepingCapacity: true)
-        state.detectors[index].ingest(value, settings: self.config.detection, into: &state.changes)
-        for change in state.changes {
-            guard
-                let event = state.alerts.event(
-                    for: change, slot: slot, tag: state.tagNames[index], info: state.tagInfos[index], topic: topic,
-                    sampleTime: sampleTime, now: now)
-            else { continue }
+        if quality == .bad { state.counters.badQualitySamples += 1 }
+        let before = events.count
+        state.engine.ingest(
+            slot: slot, value: value, quality: quality, sampleTime: sampleTime, topic: topic, now: now, into: &events)
+        for event in events[before...] {
             if event.state == .raised { state.counters.alertsRaised += 1 } else { state.counters.alertsCleared += 1 }
-            events.append(event)
         }
     }
 
     private func slot(for tag: String, in state: inout State) -> Int32? {
-        if let slot = state.slots[tag] { return slot }
-        guard state.tagNames.count < self.config.detection.maxTags else { return nil }
-        let slot = Int32(state.tagNames.count)
-        let info = self.config.topicMap.tags[tag]
-        state.slots[tag] = slot
-        state.tagNames.append(tag)
-        state.tagInfos.append(info)
-        state.detectors.append(TagDetector(settings: self.config.detection, limits: info?.limits ?? .init()))
-        state.counters.tags = state.tagNames.count
+        let slot = state.engine.slot(for: tag)
+        state.counters.tags = state.engine.tagCount
         return slot
     }
 

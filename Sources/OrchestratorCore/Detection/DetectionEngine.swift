@@ -1,0 +1,68 @@
+/// Every tag's detectors and the open alert episodes: the part of the live path that is the same
+/// in `dang run` and `dang replay`. A value type with no I/O and no clock: time arrives with each
+/// sample.
+package struct DetectionEngine: Sendable {
+    package let settings: DetectionSettings
+    private let topicMap: TopicMap
+    private var slots: [String: Int32] = [:]
+    package private(set) var tagNames: [String] = []
+    private var tagInfos: [TagInfo?] = []
+    private var detectors: [TagDetector] = []
+    private var alerts = AlertBook()
+    private var changes: [ConditionChange] = []
+
+    package init(settings: DetectionSettings, topicMap: TopicMap) {
+        self.settings = settings
+        self.topicMap = topicMap
+    }
+
+    package var tagCount: Int { self.tagNames.count }
+
+    /// Alert episodes currently open.
+    package var openAlerts: Int { self.alerts.openCount }
+
+    /// The slot of a tag, created on first sight; `nil` once `max_tags` tags exist.
+    package mutating func slot(for tag: String) -> Int32? {
+        if let slot = self.slots[tag] { return slot }
+        guard self.tagNames.count < self.settings.maxTags else { return nil }
+        let slot = Int32(self.tagNames.count)
+        let info = self.topicMap.tags[tag]
+        self.slots[tag] = slot
+        self.tagNames.append(tag)
+        self.tagInfos.append(info)
+        self.detectors.append(TagDetector(settings: self.settings, limits: info?.limits ?? .init()))
+        return slot
+    }
+
+    /// The last multivariate score of any unit, in [0, 1].
+    package private(set) var lastUnitScore = 0.0
+
+    /// Ends a training period: detectors that learn a baseline freeze it.
+    package mutating func endTraining() {}
+
+    /// Evaluates the multivariate unit monitors on the latest values of their tags.
+    package mutating func evaluateUnits(at time: Int64, into events: inout [AlertEvent]) {}
+
+    /// Feeds one sample to its tag's detectors; alert transitions are appended to `events`.
+    /// Returns the sample's anomaly score in [0, 1] (0 for samples that feed nothing).
+    @discardableResult
+    package mutating func ingest(
+        slot: Int32, value: Double, quality: SampleQuality, sampleTime: Int64, topic: String, now: Int64,
+        into events: inout [AlertEvent]
+    ) -> Double {
+        // Bad-quality samples never feed the statistics or the limits.
+        guard quality != .bad else { return 0 }
+        let index = Int(slot)
+        self.changes.removeAll(keepingCapacity: true)
+        let score = self.detectors[index].ingest(value, settings: self.settings, into: &self.changes)
+        for change in self.changes {
+            if let event = self.alerts.event(
+                for: change, slot: slot, tag: self.tagNames[index], info: self.tagInfos[index], topic: topic,
+                sampleTime: sampleTime, now: now)
+            {
+                events.append(event)
+            }
+        }
+        return score
+    }
+}
