@@ -19,15 +19,20 @@ import Testing
 }
 
 @Suite struct TagDetectorTests {
-    let settings = DetectionSettings()
+    let settings: DetectionSettings = {
+        var settings = DetectionSettings()
+        settings.trendEnabled = false
+        return settings
+    }()
 
-    /// Feeds values and returns every change.
-    func run(_ detector: inout TagDetector, _ values: [Double]) -> [ConditionChange] {
+    /// Feeds values one second apart and returns every change.
+    func run(_ detector: inout TagDetector, _ values: [Double], settings: DetectionSettings? = nil, start: Int = 0) -> [ConditionChange] {
         var all: [ConditionChange] = []
         var changes: [ConditionChange] = []
-        for value in values {
+        var scratch: [Double] = []
+        for (i, value) in values.enumerated() {
             changes.removeAll()
-            detector.ingest(value, settings: self.settings, into: &changes)
+            detector.ingest(value, time: Int64(start + i) * 1000, quality: .good, settings: settings ?? self.settings, scratch: &scratch, into: &changes)
             all += changes
         }
         return all
@@ -38,50 +43,78 @@ import Testing
         return (0..<count).map { _ in level + 0.2 * random.gaussian() }
     }
 
+    func detector(_ limits: TagInfo.Limits = .init()) -> TagDetector {
+        TagDetector(settings: self.settings, info: TagInfo(limits: limits), isMarket: false)
+    }
+
     @Test func `a step raises one anomaly and clears it once`() {
-        var detector = TagDetector(settings: self.settings, limits: .init())
+        var detector = self.detector()
         let changes = run(&detector, noisy(350, count: 200, seed: 1) + noisy(365, count: 400, seed: 2))
         #expect(changes.map(\.condition) == [.anomaly, .anomaly])
         #expect(changes.map(\.raised) == [true, false])
         #expect(changes[0].value > 360)
-        #expect(changes[0].zScore >= self.settings.zRaise)
     }
 
     @Test func `no anomaly is raised during warm-up`() {
-        var detector = TagDetector(settings: self.settings, limits: .init())
+        var detector = self.detector()
         let values = [350.0] + Array(repeating: 500.0, count: self.settings.warmupSamples - 1)
         #expect(run(&detector, values).isEmpty)
     }
 
     @Test func `noise alone raises nothing`() {
-        var detector = TagDetector(settings: self.settings, limits: .init())
+        var detector = self.detector()
         #expect(run(&detector, noisy(350, count: 50_000, seed: 3)).isEmpty)
     }
 
     @Test func `a value dithering around a limit raises once and clears once, thanks to the deadband`() {
-        let limits = TagInfo.Limits(hi: 372, deadband: 1)
-        var detector = TagDetector(settings: DetectionSettings(warmupSamples: 1_000_000), limits: limits)
+        var settings = self.settings
+        settings.warmupSamples = 1_000_000
+        var detector = TagDetector(settings: settings, info: TagInfo(limits: .init(hi: 372, deadband: 1)), isMarket: false)
         let dither = (0..<100).map { 372 + ($0 % 2 == 0 ? 0.4 : -0.4) }
-        let changes = run(&detector, [360] + dither + [370.5])
+        let changes = run(&detector, [360] + dither + [370.5], settings: settings)
         #expect(changes.map(\.condition) == [.limitHigh, .limitHigh])
         #expect(changes.map(\.raised) == [true, false])
-        #expect(changes[0].limit == 372)
+        #expect(changes[0].detail == .limit(372))
     }
 
     @Test func `crossing HIHI raises both HI and HIHI, and low limits work the same way`() {
-        let limits = TagInfo.Limits(lolo: 0, lo: 10, hi: 90, hihi: 100, deadband: 2)
-        var detector = TagDetector(settings: DetectionSettings(warmupSamples: 1_000_000), limits: limits)
-        let changes = run(&detector, [50, 105, 95, 50, 5, -1, 50])
+        var settings = self.settings
+        settings.warmupSamples = 1_000_000
+        var detector = TagDetector(settings: settings, info: TagInfo(limits: .init(lolo: 0, lo: 10, hi: 90, hihi: 100, deadband: 2)), isMarket: false)
+        let changes = run(&detector, [50, 105, 95, 50, 5, -1, 50], settings: settings)
         #expect(changes.map(\.condition) == [.limitHighHigh, .limitHigh, .limitHighHigh, .limitHigh, .limitLow, .limitLowLow, .limitLowLow, .limitLow])
         #expect(changes.map(\.raised) == [true, true, false, false, true, true, false, false])
+    }
+}
+
+@Suite struct AlarmLatchTests {
+    @Test func `on and off delays need consecutive evaluations`() {
+        var latch = AlarmLatch()
+        let policy = AlertPolicy(onDelay: 3, offDelay: 2)
+        let raises = [true, true, false, true, true, true, true]
+        let results = raises.enumerated().map { latch.update(raise: $1, clear: !$1, time: Int64($0), policy: policy) }
+        #expect(results == [nil, nil, nil, nil, nil, true, nil])
+        #expect(latch.update(raise: false, clear: true, time: 10, policy: policy) == nil)
+        #expect(latch.update(raise: true, clear: false, time: 11, policy: policy) == nil)
+        #expect(latch.update(raise: false, clear: true, time: 12, policy: policy) == nil)
+        #expect(latch.update(raise: false, clear: true, time: 13, policy: policy) == false)
+    }
+
+    @Test func `the cooldown holds back a new episode`() {
+        var latch = AlarmLatch()
+        let policy = AlertPolicy(cooldownMilliseconds: 1000)
+        #expect(latch.update(raise: true, clear: false, time: 0, policy: policy) == true)
+        #expect(latch.update(raise: false, clear: true, time: 100, policy: policy) == false)
+        #expect(latch.update(raise: true, clear: false, time: 500, policy: policy) == nil)
+        #expect(latch.update(raise: true, clear: false, time: 1100, policy: policy) == true)
     }
 }
 
 @Suite struct AlertBookTests {
     @Test func `raise and clear share one alert id and the raise time`() {
         var book = AlertBook()
-        let raise = ConditionChange(condition: .anomaly, raised: true, value: 380, zScore: 8, limit: nil)
-        let clear = ConditionChange(condition: .anomaly, raised: false, value: 351, zScore: 1, limit: nil)
+        let raise = ConditionChange(condition: .anomaly, raised: true, value: 380, score: 0.999, detail: .deviation(sigmas: 8))
+        let clear = ConditionChange(condition: .anomaly, raised: false, value: 351, score: 0.1, detail: .deviation(sigmas: 1))
         let info = TagInfo(unit: "degC", criticality: .medium)
         let raised = book.event(for: raise, slot: 0, tag: "r1/cdu/cdu1/TI-101", info: info, topic: "plant/r1/cdu/cdu1/TI-101", sampleTime: 10, now: 11)!
         #expect(book.openCount == 1)
@@ -90,20 +123,24 @@ import Testing
         #expect(raised.state == .raised && cleared.state == .cleared)
         #expect(cleared.raisedAt == 11 && cleared.clearedAt == 21 && cleared.timestamp == 20)
         #expect(raised.severity == .warning && raised.kind == .anomaly)
-        #expect(raised.score > 0.99 && raised.score <= 1)
+        #expect(raised.score == 0.999)
+        #expect(raised.message == "r1/cdu/cdu1/TI-101 = 380 degC deviates 8σ from its recent behaviour")
         #expect(book.openCount == 0)
     }
 
-    @Test func `severity follows the limit level and the tag's criticality`() {
+    @Test func `severity follows the condition and the tag's criticality`() {
         #expect(AlertBook.severity(.limitHighHigh, criticality: .low) == .critical)
         #expect(AlertBook.severity(.limitLow, criticality: .high) == .warning)
         #expect(AlertBook.severity(.anomaly, criticality: .high) == .critical)
-        #expect(AlertBook.severity(.anomaly, criticality: .low) == .warning)
+        #expect(AlertBook.severity(.anomaly, criticality: .medium) == .warning)
+        #expect(AlertBook.severity(.anomaly, criticality: .low) == .info)
+        #expect(AlertBook.severity(.trendUp, criticality: .high) == .warning)
+        #expect(AlertBook.severity(.dataQuality, criticality: .medium) == .info)
     }
 
     @Test func `a clear without an open episode emits nothing`() {
         var book = AlertBook()
-        let clear = ConditionChange(condition: .limitHigh, raised: false, value: 1, zScore: 1, limit: 2)
+        let clear = ConditionChange(condition: .limitHigh, raised: false, value: 1, score: 1, detail: .limit(2))
         #expect(book.event(for: clear, slot: 3, tag: "t", info: nil, topic: "t", sampleTime: 0, now: 0) == nil)
     }
 }

@@ -28,7 +28,7 @@ package struct AlertBook: Sendable {
         now: Int64
     ) -> AlertEvent? {
         let key = Key(slot: slot, condition: change.condition)
-        let score = change.condition == .anomaly ? anomalyScore(zScore: change.zScore) : 1
+        let score = change.score
         if change.raised {
             guard self.open[key] == nil else { return nil }
             let severity = Self.severity(change.condition, criticality: info?.criticality ?? .medium)
@@ -46,31 +46,69 @@ package struct AlertBook: Sendable {
             score: score, message: Self.message(change, tag: tag, info: info))
     }
 
+    /// Severity from the condition and the tag's criticality: HIHI/LOLO are always critical and
+    /// HI/LO warnings; other conditions start at their base level, one higher on high-criticality
+    /// tags and one lower on low-criticality ones.
     static func severity(_ condition: AlertCondition, criticality: TagInfo.Criticality) -> AlertSeverity {
+        let base: AlertSeverity
         switch condition {
-        case .limitHighHigh, .limitLowLow: .critical
-        case .limitHigh, .limitLow: .warning
-        case .anomaly: criticality == .high ? .critical : .warning
+        case .limitHighHigh, .limitLowLow: return .critical
+        case .limitHigh, .limitLow: return .warning
+        case .anomaly, .rateOfChange, .flatline, .stale: base = .warning
+        case .dataQuality, .trendUp, .trendDown, .marketMove: base = .info
+        }
+        switch criticality {
+        case .high: return base == .info ? .warning : .critical
+        case .medium: return base
+        case .low: return .info
         }
     }
 
     static func message(_ change: ConditionChange, tag: String, info: TagInfo?) -> String {
         let unit = info?.unit.map { " \($0)" } ?? ""
         let value = Self.format(change.value) + unit
-        let limit = change.limit.map { Self.format($0) + unit } ?? ""
-        switch (change.condition, change.raised) {
-        case (.anomaly, true):
-            return "\(tag) = \(value) deviates \(Self.format(change.zScore))σ from its running mean"
-        case (.anomaly, false):
-            return "\(tag) = \(value) is back within \(Self.format(change.zScore))σ of its running mean"
-        case (.limitHighHigh, true): return "\(tag) = \(value) is above its HIHI limit \(limit)"
-        case (.limitHigh, true): return "\(tag) = \(value) is above its HI limit \(limit)"
-        case (.limitLow, true): return "\(tag) = \(value) is below its LO limit \(limit)"
-        case (.limitLowLow, true): return "\(tag) = \(value) is below its LOLO limit \(limit)"
-        case (.limitHighHigh, false): return "\(tag) = \(value) is back below its HIHI limit \(limit)"
-        case (.limitHigh, false): return "\(tag) = \(value) is back below its HI limit \(limit)"
-        case (.limitLow, false): return "\(tag) = \(value) is back above its LO limit \(limit)"
-        case (.limitLowLow, false): return "\(tag) = \(value) is back above its LOLO limit \(limit)"
+        let subject = "\(tag) = \(value)"
+        switch (change.detail, change.raised) {
+        case (.deviation(let sigmas), true):
+            return "\(subject) deviates \(Self.format(abs(sigmas)))σ from its recent behaviour"
+        case (.deviation, false):
+            return "\(subject) is back within its recent behaviour"
+        case (.limit(let limit), let raised):
+            let name: String
+            switch change.condition {
+            case .limitHighHigh: name = "HIHI"
+            case .limitHigh: name = "HI"
+            case .limitLow: name = "LO"
+            default: name = "LOLO"
+            }
+            let high = change.condition == .limitHigh || change.condition == .limitHighHigh
+            let where_ = raised ? (high ? "above" : "below") : (high ? "back below" : "back above")
+            return "\(subject) is \(where_) its \(name) limit \(Self.format(limit))\(unit)"
+        case (.rate(let rate, let limit), true):
+            return "\(subject) changes \(Self.format(rate))\(unit)/min, faster than \(Self.format(limit))\(unit)/min"
+        case (.rate, false):
+            return "\(subject) changes at a credible rate again"
+        case (.flatline(let seconds, let samples), true):
+            return "\(subject) has not changed for \(samples) samples (\(Self.format(seconds)) s): stuck sensor?"
+        case (.flatline, false):
+            return "\(subject) is moving again"
+        case (.stale(let seconds), _):
+            return change.raised ? "\(tag): no sample for \(Self.format(seconds)) s" : "\(tag) is reporting again"
+        case (.dataQuality(let issue), true):
+            return "\(tag): \(issue.text)"
+        case (.dataQuality, false):
+            return "\(tag): data quality is good again"
+        case (.trend(let slope, let p), true):
+            let direction = slope >= 0 ? "rising" : "falling"
+            return "\(subject) is \(direction) at \(Self.format(slope))\(unit)/h (Mann–Kendall p = \(Self.format(p)))"
+        case (.trend, false):
+            return "\(subject): the trend has ended"
+        case (.marketMove(let percent, let window), true):
+            return "\(subject) moved \(Self.format(percent))% in \(Self.format(window / 60)) min"
+        case (.marketMove, false), (.none, _):
+            return change.raised ? "\(subject): \(change.condition.kind.rawValue)" : "\(subject) is back to normal"
+        case (.stale, _), (.rate, _), (.flatline, _), (.dataQuality, _), (.trend, _), (.marketMove, _), (.deviation, _):
+            return subject
         }
     }
 

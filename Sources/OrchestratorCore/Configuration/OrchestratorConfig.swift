@@ -1,4 +1,5 @@
 import Foundation
+import Yams
 package import Mosquitto
 
 /// The whole configuration of one orchestrator: `config/orchestrator.yaml` plus the topic map it names.
@@ -73,6 +74,75 @@ package struct MQTTSettings: Sendable {
     package var tls = MQTTConnectionOptions.TLS()
 }
 
+extension DetectionSettings {
+    mutating func read(_ detection: YAMLSection) {
+        self.ewmaAlpha = detection.double("ewma_alpha", default: self.ewmaAlpha, in: 0.0001...1)
+        self.warmupSamples = detection.int("warmup_samples", default: self.warmupSamples, in: 2...1_000_000)
+        self.zRaise = detection.double("z_raise", default: self.zRaise, in: 0.1...1000)
+        self.zClear = detection.double("z_clear", default: self.zClear, in: 0...1000)
+        self.sigmaFloor = detection.double("sigma_floor", default: self.sigmaFloor, in: 0...1)
+        self.robustWindow = detection.int("robust_window", default: self.robustWindow, in: 3...100_000)
+        self.cusumK = detection.double("cusum_k", default: self.cusumK, in: 0...100)
+        self.cusumH = detection.double("cusum_h", default: self.cusumH, in: 0.1...1000)
+        self.maxTags = detection.int("max_tags", default: self.maxTags, in: 1...10_000_000)
+        if self.zClear >= self.zRaise {
+            detection.diagnostics.report(
+                .error, detection.keyPath("z_clear"), at: detection.markOf("z_clear"),
+                "must be below z_raise (\(self.zRaise)) so that alerts clear with hysteresis")
+        }
+        if let alerts = detection.section("alerts") {
+            self.policy.onDelay = alerts.int("on_delay", default: self.policy.onDelay, in: 1...1_000_000)
+            self.policy.offDelay = alerts.int("off_delay", default: self.policy.offDelay, in: 1...1_000_000)
+            self.policy.cooldownMilliseconds = alerts.duration("cooldown", default: .zero).milliseconds
+            alerts.finish()
+        }
+        if let trend = detection.section("trend") {
+            self.trendEnabled = trend.bool("enabled", default: self.trendEnabled)
+            self.trendBlock = trend.int("block", default: self.trendBlock, in: 1...100_000)
+            self.trendWindow = trend.int("window", default: self.trendWindow, in: 4...1000)
+            self.trendAlpha = trend.double("alpha", default: self.trendAlpha, in: 1e-12...0.5)
+            self.trendClearAlpha = trend.double("clear_alpha", default: self.trendClearAlpha, in: 1e-12...1)
+            self.trendMinSigmas = trend.double("min_sigmas", default: self.trendMinSigmas, in: 0...1000)
+            if self.trendClearAlpha < self.trendAlpha {
+                trend.diagnostics.report(
+                    .error, trend.keyPath("clear_alpha"), at: trend.markOf("clear_alpha"), "must be at least alpha")
+            }
+            trend.finish()
+        }
+        if let quality = detection.section("data_quality") {
+            self.gapFactor = quality.double("gap_factor", default: self.gapFactor, in: 1...1_000_000)
+            self.dataQualityClearAfter = quality.int("clear_after", default: self.dataQualityClearAfter, in: 1...1_000_000)
+            quality.finish()
+        }
+        if let node = detection.node("market_moves") {
+            guard case .sequence(let items) = node else {
+                detection.diagnostics.report(
+                    .error, detection.keyPath("market_moves"), at: node.mark, "expected a list of {window, threshold_percent}")
+                detection.finish()
+                return
+            }
+            var moves: [MarketMove] = []
+            for (index, item) in items.enumerated() {
+                guard let mapping = item.mapping else {
+                    detection.diagnostics.report(
+                        .error, detection.keyPath("market_moves[\(index)]"), at: item.mark, "expected {window, threshold_percent}")
+                    continue
+                }
+                let entry = YAMLSection(
+                    mapping: mapping, path: detection.keyPath("market_moves[\(index)]"), mark: item.mark,
+                    diagnostics: detection.diagnostics)
+                moves.append(
+                    MarketMove(
+                        window: entry.duration("window", default: .seconds(900)),
+                        thresholdPercent: entry.double("threshold_percent", default: 2, in: 0.0001...1_000_000)))
+                entry.finish()
+            }
+            self.marketMoves = moves
+        }
+        detection.finish()
+    }
+}
+
 extension MQTTSettings {
     /// Points at a broker; credentials in the URL replace configured ones.
     mutating func use(_ endpoint: MQTTEndpoint) {
@@ -99,11 +169,11 @@ package struct TopicSettings: Sendable {
     package var maxPayloadBytes = 65_536
 }
 
-/// `detection`: the first detectors (EWMA z-score, limits).
+/// `detection`: the per-tag detectors and the alert policy shared by every condition.
 package struct DetectionSettings: Sendable {
     /// Weight of the newest sample in the EWMA mean and variance.
     package var ewmaAlpha = 0.05
-    /// Samples before a tag's z-score may raise an alert.
+    /// Samples before a tag's anomaly score may raise an alert.
     package var warmupSamples = 30
     /// |z| at or above which an anomaly is raised.
     package var zRaise = 5.0
@@ -111,8 +181,37 @@ package struct DetectionSettings: Sendable {
     package var zClear = 2.0
     /// Smallest standard deviation used, as a fraction of |mean| (keeps quiet tags from dividing by ~0).
     package var sigmaFloor = 0.001
+    /// Values in the robust (median/MAD) window.
+    package var robustWindow = 64
+    /// CUSUM allowance k and decision interval h, in σ.
+    package var cusumK = 0.5
+    package var cusumH = 8.0
     /// Most distinct tags tracked; samples of further tags are rejected and counted.
     package var maxTags = 100_000
+    /// On/off delays and cooldown for every condition.
+    package var policy = AlertPolicy()
+    /// Trend detection on block means: on/off, block size, window, significance to raise and to clear.
+    package var trendEnabled = true
+    package var trendBlock = 10
+    package var trendWindow = 30
+    package var trendAlpha = 1e-4
+    package var trendClearAlpha = 0.05
+    /// Without a tag's `min_trend`, a trend must move the value this many σ across the window.
+    package var trendMinSigmas = 3.0
+    /// A sample arriving more than this many mean intervals after the previous one is a gap.
+    package var gapFactor = 10.0
+    /// Clean samples before a data-quality alert clears.
+    package var dataQualityClearAfter = 10
+    /// Market move windows: percentage thresholds over time windows, for `market/…` tags.
+    package var marketMoves: [MarketMove] = [
+        MarketMove(window: .seconds(900), thresholdPercent: 2), MarketMove(window: .seconds(14_400), thresholdPercent: 5),
+    ]
+
+    /// One market-move rule.
+    package struct MarketMove: Sendable, Equatable {
+        package var window: Duration
+        package var thresholdPercent: Double
+    }
 }
 
 extension OrchestratorConfig {
@@ -233,20 +332,7 @@ extension OrchestratorConfig {
             topics.finish()
         }
         if let detection = root.section("detection") {
-            var d = self.detection
-            d.ewmaAlpha = detection.double("ewma_alpha", default: d.ewmaAlpha, in: 0.0001...1)
-            d.warmupSamples = detection.int("warmup_samples", default: d.warmupSamples, in: 2...1_000_000)
-            d.zRaise = detection.double("z_raise", default: d.zRaise, in: 0.1...1000)
-            d.zClear = detection.double("z_clear", default: d.zClear, in: 0...1000)
-            d.sigmaFloor = detection.double("sigma_floor", default: d.sigmaFloor, in: 0...1)
-            d.maxTags = detection.int("max_tags", default: d.maxTags, in: 1...10_000_000)
-            if d.zClear >= d.zRaise {
-                detection.diagnostics.report(
-                    .error, detection.keyPath("z_clear"), at: detection.markOf("z_clear"),
-                    "must be below z_raise (\(d.zRaise)) so that alerts clear with hysteresis")
-            }
-            detection.finish()
-            self.detection = d
+            self.detection.read(detection)
         }
     }
 

@@ -105,6 +105,29 @@ package struct TagInfo: Sendable, Equatable {
     package var unit: String?
     package var criticality: Criticality = .medium
     package var limits = Limits()
+    /// Largest credible change per minute, in engineering units (`rate_of_change`).
+    package var maxRatePerMinute: Double?
+    /// Stuck-value check (`flatline`).
+    package var flatline: Flatline?
+    /// Expected sampling period (`period`); with it, silence for `stale_after` periods raises `stale`.
+    package var expectedPeriod: Duration?
+    /// Periods of silence before `stale` (`stale_after`, default 3).
+    package var staleAfter: Double = 3
+    /// Smallest trend worth an alert, in engineering units per hour (`min_trend`).
+    package var minTrendPerHour: Double?
+
+    /// No change beyond `tolerance` for `samples` consecutive samples, or for `duration`.
+    package struct Flatline: Sendable, Equatable {
+        package var tolerance: Double = 0
+        package var samples: Int?
+        package var duration: Duration?
+
+        package init(tolerance: Double = 0, samples: Int? = nil, duration: Duration? = nil) {
+            self.tolerance = tolerance
+            self.samples = samples
+            self.duration = duration
+        }
+    }
 
     /// Engineering limits; any may be absent. Alerts clear `deadband` inside the limit.
     package struct Limits: Sendable, Equatable {
@@ -148,6 +171,21 @@ package struct TagInfo: Sendable, Equatable {
             }
             limits.finish()
         }
+        self.maxRatePerMinute = entry.optionalDouble("rate_of_change")
+        if let flatline = entry.section("flatline") {
+            var settings = Flatline()
+            settings.tolerance = flatline.double("tolerance", default: 0, in: 0...Double.greatestFiniteMagnitude)
+            if flatline.node("samples") != nil { settings.samples = flatline.int("samples", default: 60, in: 2...10_000_000) }
+            if flatline.node("duration") != nil { settings.duration = flatline.duration("duration", default: .seconds(300)) }
+            if settings.samples == nil && settings.duration == nil {
+                flatline.diagnostics.report(.error, flatline.path, at: flatline.mark, "give samples, duration or both")
+            }
+            flatline.finish()
+            self.flatline = settings
+        }
+        if entry.node("period") != nil { self.expectedPeriod = entry.duration("period", default: .seconds(1)) }
+        self.staleAfter = entry.double("stale_after", default: 3, in: 1...1_000_000)
+        self.minTrendPerHour = entry.optionalDouble("min_trend")
     }
 }
 

@@ -10,6 +10,7 @@ package struct DetectionEngine: Sendable {
     private var detectors: [TagDetector] = []
     private var alerts = AlertBook()
     private var changes: [ConditionChange] = []
+    private var scratch: [Double] = []
 
     package init(settings: DetectionSettings, topicMap: TopicMap) {
         self.settings = settings
@@ -30,7 +31,7 @@ package struct DetectionEngine: Sendable {
         self.slots[tag] = slot
         self.tagNames.append(tag)
         self.tagInfos.append(info)
-        self.detectors.append(TagDetector(settings: self.settings, limits: info?.limits ?? .init()))
+        self.detectors.append(TagDetector(settings: self.settings, info: info ?? TagInfo(), isMarket: tag.hasPrefix("market/")))
         return slot
     }
 
@@ -50,11 +51,27 @@ package struct DetectionEngine: Sendable {
         slot: Int32, value: Double, quality: SampleQuality, sampleTime: Int64, topic: String, now: Int64,
         into events: inout [AlertEvent]
     ) -> Double {
-        // Bad-quality samples never feed the statistics or the limits.
-        guard quality != .bad else { return 0 }
         let index = Int(slot)
         self.changes.removeAll(keepingCapacity: true)
-        let score = self.detectors[index].ingest(value, settings: self.settings, into: &self.changes)
+        let score = self.detectors[index].ingest(
+            value, time: sampleTime, quality: quality, settings: self.settings, scratch: &self.scratch, into: &self.changes)
+        self.emit(slot: slot, topic: topic, sampleTime: sampleTime, now: now, into: &events)
+        return score
+    }
+
+    /// Timer tick: raises `stale` for tags silent for longer than their `stale_after` periods.
+    package mutating func checkStaleness(now: Int64, into events: inout [AlertEvent]) {
+        for index in self.detectors.indices {
+            self.changes.removeAll(keepingCapacity: true)
+            self.detectors[index].checkStale(now: now, policy: self.settings.policy, into: &self.changes)
+            if !self.changes.isEmpty {
+                self.emit(slot: Int32(index), topic: "", sampleTime: now, now: now, into: &events)
+            }
+        }
+    }
+
+    private mutating func emit(slot: Int32, topic: String, sampleTime: Int64, now: Int64, into events: inout [AlertEvent]) {
+        let index = Int(slot)
         for change in self.changes {
             if let event = self.alerts.event(
                 for: change, slot: slot, tag: self.tagNames[index], info: self.tagInfos[index], topic: topic,
@@ -63,6 +80,5 @@ package struct DetectionEngine: Sendable {
                 events.append(event)
             }
         }
-        return score
     }
 }

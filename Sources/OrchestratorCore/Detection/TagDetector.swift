@@ -2,91 +2,229 @@
 import Glibc
 #endif
 
-/// A condition a detector can hold a tag in; each is raised and cleared on its own.
-package enum AlertCondition: UInt8, Sendable, CaseIterable {
-    /// The value deviates from the tag's running statistics (EWMA z-score).
-    case anomaly
-    case limitHigh
-    case limitHighHigh
-    case limitLow
-    case limitLowLow
-
-    package var kind: AlertKind { self == .anomaly ? .anomaly : .limit }
-}
-
-/// A condition starting or ending on one sample.
-package struct ConditionChange: Sendable, Equatable {
-    package let condition: AlertCondition
-    package let raised: Bool
-    package let value: Double
-    /// |z| for anomalies; how far past the limit, in deadbands or units, is not a score, so limits report 1.
-    package let zScore: Double
-    /// The limit crossed, for limit conditions.
-    package let limit: Double?
-}
-
-/// The detectors of one tag: EWMA z-score anomaly and engineering limits, each with hysteresis so a
-/// condition is raised once and cleared once, never flapping.
+/// Every detector of one tag — level/shape anomaly, engineering limits, rate of change, flatline,
+/// staleness, data quality, trend and market moves — each condition raised once and cleared once
+/// through its ``AlarmLatch``.
 ///
-/// A pure value type: no I/O, no clock, no allocation per sample. Changes are appended to a
-/// caller-owned buffer.
+/// A pure value type: no I/O and no clock (time comes with each sample or tick); storage is
+/// allocated when the tag is first seen, never per sample. Changes go to a caller-owned buffer.
 package struct TagDetector: Sendable {
-    package private(set) var statistics: EWMAStatistics
-    package let limits: TagInfo.Limits
-    /// Which conditions are currently raised, one bit per ``AlertCondition``.
-    package private(set) var active: UInt8 = 0
+    package private(set) var anomaly: AnomalyDetector
+    private var latches: [AlarmLatch]
+    private let info: TagInfo
+    private let isMarket: Bool
+    private var trend: TrendDetector?
+    private var marketMoves: [MarketMoveDetector]
 
-    package init(settings: DetectionSettings, limits: TagInfo.Limits) {
-        self.statistics = EWMAStatistics(alpha: settings.ewmaAlpha)
-        self.limits = limits
+    // Sample history for the engineering and data-quality checks.
+    private var lastTime: Int64 = .min
+    private var lastValue = 0.0
+    private var meanInterval = 0.0
+    private var flatlineReference = 0.0
+    private var flatlineSince: Int64 = 0
+    private var flatlineCount = 0
+    private var cleanRun = 0
+    private var lastIssue: DataQualityIssue?
+
+    package init(settings: DetectionSettings, info: TagInfo, isMarket: Bool) {
+        self.anomaly = AnomalyDetector(settings: settings)
+        self.latches = [AlarmLatch](repeating: AlarmLatch(), count: AlertCondition.allCases.count)
+        self.info = info
+        self.isMarket = isMarket
+        self.trend = settings.trendEnabled ? TrendDetector(blockSize: settings.trendBlock, windowBlocks: settings.trendWindow) : nil
+        self.marketMoves =
+            isMarket ? settings.marketMoves.map { MarketMoveDetector(windowMilliseconds: $0.window.milliseconds) } : []
     }
 
     package func isActive(_ condition: AlertCondition) -> Bool {
-        self.active & (1 << condition.rawValue) != 0
+        self.latches[Int(condition.rawValue)].active
     }
 
-    /// Feeds one good-quality, finite sample; returns its anomaly score in [0, 1].
-    @discardableResult
-    package mutating func ingest(_ value: Double, settings: DetectionSettings, into changes: inout [ConditionChange]) -> Double {
-        var score = 0.0
-        // Anomaly: the z-score against the statistics *before* this sample (one-step-ahead).
-        if self.statistics.count >= settings.warmupSamples {
-            let z = abs(self.statistics.zScore(value, floorFraction: settings.sigmaFloor))
-            score = anomalyScore(zScore: z)
-            self.update(.anomaly, raise: z >= settings.zRaise, clear: z < settings.zClear, value: value, z: z, limit: nil, into: &changes)
-        }
-        self.statistics.update(value)
+    /// The EWMA statistics of the anomaly detector (also what a state snapshot keeps).
+    package var statistics: EWMAStatistics { self.anomaly.ewma }
 
-        let deadband = self.limits.deadband
-        if let hihi = self.limits.hihi {
-            self.update(.limitHighHigh, raise: value > hihi, clear: value <= hihi - deadband, value: value, z: 1, limit: hihi, into: &changes)
+    /// Feeds one sample (any quality, any value); returns its anomaly score in [0, 1].
+    @discardableResult
+    package mutating func ingest(
+        _ value: Double, time: Int64, quality: SampleQuality, settings: DetectionSettings, scratch: inout [Double],
+        into changes: inout [ConditionChange]
+    ) -> Double {
+        let policy = settings.policy
+
+        // Data quality first: a sample that fails it feeds nothing else.
+        var issue: DataQualityIssue? = nil
+        var usable = true
+        if !value.isFinite {
+            issue = .nonFinite
+            usable = false
+        } else if quality == .bad {
+            issue = .badQuality
+            usable = false
+        } else if self.lastTime != .min && time < self.lastTime {
+            issue = .outOfOrder
+            usable = false
+        } else if self.lastTime != .min && time == self.lastTime {
+            issue = .duplicateTimestamp
+            usable = false
+        } else if quality == .uncertain {
+            issue = .uncertainQuality
+        } else if self.lastTime != .min, self.meanInterval > 0,
+            Double(time - self.lastTime) > settings.gapFactor * self.meanInterval
+        {
+            issue = .gap
         }
-        if let hi = self.limits.hi {
-            self.update(.limitHigh, raise: value > hi, clear: value <= hi - deadband, value: value, z: 1, limit: hi, into: &changes)
+        self.updateDataQuality(issue, value: value, time: time, settings: settings, into: &changes)
+        guard usable else { return 0 }
+
+        // Staleness clears on any usable sample.
+        self.update(.stale, raise: false, clear: true, value: value, score: 0, detail: .none, time: time, policy: policy, into: &changes)
+
+        // Level/shape anomaly.
+        let verdict = self.anomaly.update(value, settings: settings)
+        self.update(
+            .anomaly, raise: verdict.raise, clear: verdict.clear, value: value, score: verdict.score,
+            detail: .deviation(sigmas: verdict.sigmas), time: time, policy: policy, into: &changes)
+
+        self.checkLimits(value, time: time, policy: policy, into: &changes)
+        self.checkRate(value, time: time, policy: policy, into: &changes)
+        self.checkFlatline(value, time: time, policy: policy, into: &changes)
+        if var trend = self.trend {
+            self.trend = nil
+            self.checkTrend(value, time: time, trend: &trend, settings: settings, scratch: &scratch, into: &changes)
+            self.trend = trend
         }
-        if let lolo = self.limits.lolo {
-            self.update(.limitLowLow, raise: value < lolo, clear: value >= lolo + deadband, value: value, z: 1, limit: lolo, into: &changes)
+        if self.isMarket {
+            self.checkMarket(value, time: time, settings: settings, into: &changes)
         }
-        if let lo = self.limits.lo {
-            self.update(.limitLow, raise: value < lo, clear: value >= lo + deadband, value: value, z: 1, limit: lo, into: &changes)
+
+        if self.lastTime != .min {
+            let interval = Double(time - self.lastTime)
+            self.meanInterval = self.meanInterval == 0 ? interval : 0.95 * self.meanInterval + 0.05 * interval
         }
-        return score
+        self.lastTime = time
+        self.lastValue = value
+        return verdict.score
+    }
+
+    /// Timer-driven staleness: raises `stale` when no sample arrived for `stale_after` expected periods.
+    package mutating func checkStale(now: Int64, policy: AlertPolicy, into changes: inout [ConditionChange]) {
+        guard let period = self.info.expectedPeriod, self.lastTime != .min else { return }
+        let silence = Double(now - self.lastTime)
+        let limit = Double(period.milliseconds) * self.info.staleAfter
+        guard silence > limit, !self.isActive(.stale) else { return }
+        self.update(
+            .stale, raise: true, clear: false, value: self.lastValue, score: 1, detail: .stale(seconds: silence / 1000),
+            time: now, policy: AlertPolicy(cooldownMilliseconds: policy.cooldownMilliseconds), into: &changes)
+    }
+
+    private mutating func updateDataQuality(
+        _ issue: DataQualityIssue?, value: Double, time: Int64, settings: DetectionSettings,
+        into changes: inout [ConditionChange]
+    ) {
+        if let issue {
+            self.cleanRun = 0
+            self.lastIssue = issue
+        } else {
+            self.cleanRun += 1
+        }
+        let detail = ConditionDetail.dataQuality(issue ?? self.lastIssue ?? .badQuality)
+        self.update(
+            .dataQuality, raise: issue != nil, clear: self.cleanRun >= settings.dataQualityClearAfter,
+            value: value.isFinite ? value : self.lastValue, score: 1, detail: detail, time: time,
+            policy: AlertPolicy(cooldownMilliseconds: settings.policy.cooldownMilliseconds), into: &changes)
+    }
+
+    private mutating func checkLimits(_ value: Double, time: Int64, policy: AlertPolicy, into changes: inout [ConditionChange]) {
+        let limits = self.info.limits
+        let deadband = limits.deadband
+        if let hihi = limits.hihi {
+            self.update(.limitHighHigh, raise: value > hihi, clear: value <= hihi - deadband, value: value, score: 1, detail: .limit(hihi), time: time, policy: policy, into: &changes)
+        }
+        if let hi = limits.hi {
+            self.update(.limitHigh, raise: value > hi, clear: value <= hi - deadband, value: value, score: 1, detail: .limit(hi), time: time, policy: policy, into: &changes)
+        }
+        if let lolo = limits.lolo {
+            self.update(.limitLowLow, raise: value < lolo, clear: value >= lolo + deadband, value: value, score: 1, detail: .limit(lolo), time: time, policy: policy, into: &changes)
+        }
+        if let lo = limits.lo {
+            self.update(.limitLow, raise: value < lo, clear: value >= lo + deadband, value: value, score: 1, detail: .limit(lo), time: time, policy: policy, into: &changes)
+        }
+    }
+
+    private mutating func checkRate(_ value: Double, time: Int64, policy: AlertPolicy, into changes: inout [ConditionChange]) {
+        guard let limit = self.info.maxRatePerMinute, self.lastTime != .min, time > self.lastTime else { return }
+        let rate = (value - self.lastValue) / Double(time - self.lastTime) * 60_000
+        self.update(
+            .rateOfChange, raise: abs(rate) > limit, clear: abs(rate) <= limit * 0.8, value: value, score: 1,
+            detail: .rate(perMinute: rate, limit: limit), time: time, policy: policy, into: &changes)
+    }
+
+    private mutating func checkFlatline(_ value: Double, time: Int64, policy: AlertPolicy, into changes: inout [ConditionChange]) {
+        guard let flatline = self.info.flatline else { return }
+        if self.flatlineCount == 0 || abs(value - self.flatlineReference) > flatline.tolerance {
+            self.flatlineReference = value
+            self.flatlineSince = time
+            self.flatlineCount = 1
+        } else {
+            self.flatlineCount += 1
+        }
+        let seconds = Double(time - self.flatlineSince) / 1000
+        let bySamples = flatline.samples.map { self.flatlineCount >= $0 } ?? false
+        let byTime = flatline.duration.map { time - self.flatlineSince >= $0.milliseconds } ?? false
+        self.update(
+            .flatline, raise: bySamples || byTime, clear: self.flatlineCount == 1, value: value, score: 1,
+            detail: .flatline(seconds: seconds, samples: self.flatlineCount), time: time, policy: policy, into: &changes)
+    }
+
+    private mutating func checkTrend(
+        _ value: Double, time: Int64, trend: inout TrendDetector, settings: DetectionSettings, scratch: inout [Double],
+        into changes: inout [ConditionChange]
+    ) {
+        guard let result = trend.update(value, time: time, alpha: settings.trendAlpha, scratch: &scratch) else { return }
+        let slope = result.slopePerHour ?? 0
+        let spanHours = Double(settings.trendBlock * settings.trendWindow) * max(self.meanInterval, 1) / 3_600_000
+        let relevant: Bool
+        if let minimum = self.info.minTrendPerHour {
+            relevant = abs(slope) >= minimum
+        } else {
+            relevant = abs(slope * spanHours) >= settings.trendMinSigmas * self.anomaly.noiseSigma
+        }
+        let significant = result.pValue < settings.trendAlpha && relevant
+        let detail = ConditionDetail.trend(slopePerHour: slope, pValue: result.pValue)
+        let score = 1 - result.pValue
+        self.update(
+            .trendUp, raise: significant && slope > 0, clear: result.pValue >= settings.trendClearAlpha || result.s <= 0,
+            value: value, score: score, detail: detail, time: time, policy: settings.policy, into: &changes)
+        self.update(
+            .trendDown, raise: significant && slope < 0, clear: result.pValue >= settings.trendClearAlpha || result.s >= 0,
+            value: value, score: score, detail: detail, time: time, policy: settings.policy, into: &changes)
+    }
+
+    private mutating func checkMarket(_ value: Double, time: Int64, settings: DetectionSettings, into changes: inout [ConditionChange]) {
+        var strongest: (percent: Double, window: Double, ratio: Double)? = nil
+        var anyBelowHalf = true
+        for index in self.marketMoves.indices {
+            guard let percent = self.marketMoves[index].update(value, time: time) else { continue }
+            let rule = settings.marketMoves[index]
+            let ratio = abs(percent) / rule.thresholdPercent
+            if ratio >= 0.5 { anyBelowHalf = false }
+            if ratio >= 1, ratio > (strongest?.ratio ?? 0) {
+                strongest = (percent, Double(rule.window.milliseconds) / 1000, ratio)
+            }
+        }
+        let detail = strongest.map { ConditionDetail.marketMove(percent: $0.percent, windowSeconds: $0.window) } ?? .none
+        self.update(
+            .marketMove, raise: strongest != nil, clear: anyBelowHalf, value: value, score: strongest == nil ? 0 : 1,
+            detail: detail, time: time, policy: settings.policy, into: &changes)
     }
 
     private mutating func update(
-        _ condition: AlertCondition, raise: Bool, clear: Bool, value: Double, z: Double, limit: Double?,
-        into changes: inout [ConditionChange]
+        _ condition: AlertCondition, raise: Bool, clear: Bool, value: Double, score: Double, detail: ConditionDetail,
+        time: Int64, policy: AlertPolicy, into changes: inout [ConditionChange]
     ) {
-        let bit: UInt8 = 1 << condition.rawValue
-        if self.active & bit == 0 {
-            guard raise else { return }
-            self.active |= bit
-            changes.append(ConditionChange(condition: condition, raised: true, value: value, zScore: z, limit: limit))
-        } else {
-            guard clear else { return }
-            self.active &= ~bit
-            changes.append(ConditionChange(condition: condition, raised: false, value: value, zScore: z, limit: limit))
-        }
+        let index = Int(condition.rawValue)
+        guard let raised = self.latches[index].update(raise: raise, clear: clear, time: time, policy: policy) else { return }
+        changes.append(ConditionChange(condition: condition, raised: raised, value: value, score: score, detail: detail))
     }
 }
 

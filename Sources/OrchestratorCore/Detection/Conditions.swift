@@ -1,0 +1,144 @@
+/// A condition a detector can hold a tag in; each is raised and cleared on its own.
+package enum AlertCondition: UInt8, Sendable, CaseIterable {
+    /// The value deviates from the tag's own recent behaviour (level/shape anomaly).
+    case anomaly
+    case limitHigh
+    case limitHighHigh
+    case limitLow
+    case limitLowLow
+    case rateOfChange
+    case flatline
+    case stale
+    case dataQuality
+    case trendUp
+    case trendDown
+    case marketMove
+
+    package var kind: AlertKind {
+        switch self {
+        case .anomaly: .anomaly
+        case .limitHigh, .limitHighHigh, .limitLow, .limitLowLow: .limit
+        case .rateOfChange: .rateOfChange
+        case .flatline: .flatline
+        case .stale: .stale
+        case .dataQuality: .dataQuality
+        case .trendUp, .trendDown: .trend
+        case .marketMove: .marketMove
+        }
+    }
+}
+
+/// What went wrong with the data itself.
+package enum DataQualityIssue: UInt8, Sendable, Equatable {
+    case badQuality
+    case uncertainQuality
+    case nonFinite
+    case outOfOrder
+    case duplicateTimestamp
+    case gap
+
+    package var text: String {
+        switch self {
+        case .badQuality: "bad-quality samples"
+        case .uncertainQuality: "uncertain-quality samples"
+        case .nonFinite: "NaN or infinite values"
+        case .outOfOrder: "out-of-order timestamps"
+        case .duplicateTimestamp: "duplicate timestamps"
+        case .gap: "a gap in the data"
+        }
+    }
+}
+
+/// Numbers that explain a condition change, for the alert message.
+package enum ConditionDetail: Sendable, Equatable {
+    case none
+    /// Deviation in standard deviations.
+    case deviation(sigmas: Double)
+    /// A limit crossed.
+    case limit(Double)
+    /// Rate of change in engineering units per minute, and the configured limit.
+    case rate(perMinute: Double, limit: Double)
+    /// No change beyond the tolerance for this long.
+    case flatline(seconds: Double, samples: Int)
+    /// No sample for this long.
+    case stale(seconds: Double)
+    case dataQuality(DataQualityIssue)
+    /// Theil–Sen slope in engineering units per hour, and the Mann–Kendall two-sided p-value.
+    case trend(slopePerHour: Double, pValue: Double)
+    /// Percentage change over a window of this many seconds.
+    case marketMove(percent: Double, windowSeconds: Double)
+}
+
+/// A condition starting or ending on one sample (or timer tick).
+package struct ConditionChange: Sendable, Equatable {
+    package let condition: AlertCondition
+    package let raised: Bool
+    package let value: Double
+    /// How anomalous, in [0, 1].
+    package let score: Double
+    package let detail: ConditionDetail
+
+    package init(condition: AlertCondition, raised: Bool, value: Double, score: Double, detail: ConditionDetail) {
+        self.condition = condition
+        self.raised = raised
+        self.value = value
+        self.score = score
+        self.detail = detail
+    }
+}
+
+/// How conditions become alerts: on/off delays and a cooldown, shared by every condition and by
+/// the live path and replay alike.
+package struct AlertPolicy: Sendable, Equatable {
+    /// Consecutive evaluations a condition must hold before it is raised.
+    package var onDelay = 1
+    /// Consecutive evaluations it must be absent before it clears.
+    package var offDelay = 1
+    /// After a clear, the same condition of the same tag is not raised again for this long (ms).
+    package var cooldownMilliseconds: Int64 = 0
+
+    package init(onDelay: Int = 1, offDelay: Int = 1, cooldownMilliseconds: Int64 = 0) {
+        self.onDelay = onDelay
+        self.offDelay = offDelay
+        self.cooldownMilliseconds = cooldownMilliseconds
+    }
+}
+
+/// One condition's alarm state: raised once and cleared once, with hysteresis (separate raise and
+/// clear tests), on/off delays and a cooldown. Never flaps.
+package struct AlarmLatch: Sendable, Equatable {
+    package private(set) var active = false
+    private var onCount = 0
+    private var offCount = 0
+    private var clearedAt: Int64 = .min
+
+    package init() {}
+
+    /// Returns `true` when the latch raises, `false` when it clears, `nil` when nothing changes.
+    /// `raise` is the raise test, `clear` the (weaker) clear test.
+    package mutating func update(raise: Bool, clear: Bool, time: Int64, policy: AlertPolicy) -> Bool? {
+        if !self.active {
+            guard raise else {
+                self.onCount = 0
+                return nil
+            }
+            if self.clearedAt != .min, time &- self.clearedAt < policy.cooldownMilliseconds { return nil }
+            self.onCount += 1
+            guard self.onCount >= policy.onDelay else { return nil }
+            self.active = true
+            self.onCount = 0
+            self.offCount = 0
+            return true
+        }
+        guard clear else {
+            self.offCount = 0
+            return nil
+        }
+        self.offCount += 1
+        guard self.offCount >= policy.offDelay else { return nil }
+        self.active = false
+        self.offCount = 0
+        self.clearedAt = time
+        return false
+    }
+}

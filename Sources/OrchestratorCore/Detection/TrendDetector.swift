@@ -1,0 +1,160 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Slow-drift detection: the Mann–Kendall test over a sliding window of block means, with the
+/// Theil–Sen slope for the size of the trend, plus Holt's fast trend.
+///
+/// Samples are averaged in blocks of `blockSize` (which also tames autocorrelation, which
+/// Mann–Kendall assumes away); the window holds `windowBlocks` block means. The Mann–Kendall S is
+/// updated incrementally in O(windowBlocks) once per block (O(windowBlocks / blockSize) per sample);
+/// the O(w²) Theil–Sen median runs only when the test is significant, on a caller-owned scratch
+/// buffer, so a quiet tag never pays for it.
+package struct TrendDetector: Sendable {
+    package struct Result: Sendable, Equatable {
+        /// Mann–Kendall S statistic.
+        package let s: Int
+        /// Two-sided p-value.
+        package let pValue: Double
+        /// Theil–Sen slope in units per hour (only computed when significant).
+        package let slopePerHour: Double?
+    }
+
+    private var means: [Double]
+    private var times: [Double]
+    private var head = 0
+    private var filled = 0
+    private var blockSum = 0.0
+    private var blockTime = 0.0
+    private var blockCount = 0
+    private var s = 0
+    package let blockSize: Int
+    package let windowBlocks: Int
+    package private(set) var holt = HoltTrend()
+    private var lastTime: Int64 = 0
+    private var meanInterval = 0.0
+
+    package init(blockSize: Int, windowBlocks: Int) {
+        precondition(blockSize >= 1 && windowBlocks >= 4)
+        self.blockSize = blockSize
+        self.windowBlocks = windowBlocks
+        self.means = []
+        self.times = []
+        self.means.reserveCapacity(windowBlocks)
+        self.times.reserveCapacity(windowBlocks)
+    }
+
+    /// Holt's trend converted to units per hour, using the mean sampling interval.
+    package var fastSlopePerHour: Double {
+        self.meanInterval > 0 ? self.holt.trend / self.meanInterval * 3_600_000 : 0
+    }
+
+    package var isWarm: Bool { self.filled == self.windowBlocks }
+
+    /// Adds a sample; returns a test result when a block completes and the window is full.
+    package mutating func update(_ value: Double, time: Int64, alpha: Double, scratch: inout [Double]) -> Result? {
+        self.holt.update(value)
+        if self.holt.count > 1 {
+            let interval = Double(time &- self.lastTime)
+            if interval > 0 {
+                self.meanInterval = self.meanInterval == 0 ? interval : 0.99 * self.meanInterval + 0.01 * interval
+            }
+        }
+        self.lastTime = time
+        self.blockSum += value
+        self.blockTime += Double(time)
+        self.blockCount += 1
+        guard self.blockCount == self.blockSize else { return nil }
+        let mean = self.blockSum / Double(self.blockSize)
+        let meanTime = self.blockTime / Double(self.blockSize)
+        self.blockSum = 0
+        self.blockTime = 0
+        self.blockCount = 0
+        self.push(mean, time: meanTime)
+        guard self.isWarm else { return nil }
+        let n = Double(self.windowBlocks)
+        let variance = n * (n - 1) * (2 * n + 5) / 18
+        let z = self.s == 0 ? 0 : (Double(self.s) - (self.s > 0 ? 1 : -1)) / variance.squareRoot()
+        let p = erfc(abs(z) / 2.0.squareRoot())
+        guard p < alpha else { return Result(s: self.s, pValue: p, slopePerHour: nil) }
+        return Result(s: self.s, pValue: p, slopePerHour: self.theilSen(scratch: &scratch) * 3_600_000)
+    }
+
+    private mutating func push(_ mean: Double, time: Double) {
+        if self.filled < self.windowBlocks {
+            for old in self.means { self.s += Self.sign(mean - old) }
+            self.means.append(mean)
+            self.times.append(time)
+            self.filled += 1
+            return
+        }
+        // Evict the oldest (at head): remove its comparisons with every later block.
+        let oldest = self.means[self.head]
+        for i in 0..<self.windowBlocks where i != self.head {
+            self.s -= Self.sign(self.means[i] - oldest)
+        }
+        for i in 0..<self.windowBlocks where i != self.head {
+            self.s += Self.sign(mean - self.means[i])
+        }
+        self.means[self.head] = mean
+        self.times[self.head] = time
+        self.head = (self.head + 1) % self.windowBlocks
+    }
+
+    private static func sign(_ x: Double) -> Int { x > 0 ? 1 : (x < 0 ? -1 : 0) }
+
+    /// Median of pairwise slopes, in units per millisecond.
+    private func theilSen(scratch: inout [Double]) -> Double {
+        scratch.removeAll(keepingCapacity: true)
+        for i in 0..<self.windowBlocks {
+            for j in (i + 1)..<self.windowBlocks {
+                let dt = self.times[j] - self.times[i]
+                if dt != 0 { scratch.append((self.means[j] - self.means[i]) / dt) }
+            }
+        }
+        guard !scratch.isEmpty else { return 0 }
+        scratch.sort()
+        let n = scratch.count
+        return n % 2 == 1 ? scratch[n / 2] : (scratch[n / 2 - 1] + scratch[n / 2]) / 2
+    }
+}
+
+/// Percentage moves of a market instrument over a time window, O(1) amortised per sample: a ring of
+/// recent samples and a cursor that follows `now − window`.
+package struct MarketMoveDetector: Sendable {
+    private var values: [Double]
+    private var times: [Int64]
+    private var start = 0
+    private var count = 0
+    package let windowMilliseconds: Int64
+
+    package init(windowMilliseconds: Int64, capacity: Int = 1024) {
+        self.windowMilliseconds = windowMilliseconds
+        self.values = [Double](repeating: 0, count: capacity)
+        self.times = [Int64](repeating: 0, count: capacity)
+    }
+
+    /// Adds a sample; returns the percentage change from the oldest sample within the window
+    /// (`nil` until the window spans at least half its length).
+    package mutating func update(_ value: Double, time: Int64) -> Double? {
+        let capacity = self.values.count
+        if self.count == capacity {
+            self.start = (self.start + 1) % capacity
+            self.count -= 1
+        }
+        let end = (self.start + self.count) % capacity
+        self.values[end] = value
+        self.times[end] = time
+        self.count += 1
+        // Drop samples older than the window, keeping the one at its edge.
+        while self.count > 1 {
+            let second = (self.start + 1) % capacity
+            guard self.times[second] <= time &- self.windowMilliseconds else { break }
+            self.start = second
+            self.count -= 1
+        }
+        let oldest = self.values[self.start]
+        guard time &- self.times[self.start] >= self.windowMilliseconds / 2, oldest != 0 else { return nil }
+        return (value - oldest) / abs(oldest) * 100
+    }
+}
