@@ -19,12 +19,24 @@ package final class PostgresConnection {
     /// Connects with a libpq connection string: a URL (`postgres://user@host:port/db`), a
     /// `key=value` conninfo, or the empty string, which makes libpq read the standard `PG*`
     /// environment variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`…).
+    ///
+    /// A `connect_timeout` of 10 s applies unless the connection string sets its own, so one
+    /// attempt against a host that drops packets cannot block for minutes.
     package init(conninfo: String) throws(PostgresError) {
-        guard let handle = PQconnectdb(conninfo) else {
+        // expand_dbname = 1: the `dbname` value may itself be a URL or conninfo, whose keywords
+        // override the ones before it (here, the default connect_timeout).
+        let keywords = ["connect_timeout", "dbname"]
+        let values = ["10", conninfo]
+        let handle = withCStrings(keywords) { k in
+            withCStrings(values) { v in
+                PQconnectdbParams(k + [nil], v + [nil], 1)
+            }
+        }
+        guard let handle else {
             throw PostgresError(code: .connectionFailed, message: "out of memory")
         }
         guard PQstatus(handle) == CONNECTION_OK else {
-            let message = Self.errorMessage(handle)
+            let message = Self.redact(Self.errorMessage(handle), secret: conninfo)
             PQfinish(handle)
             throw PostgresError(code: .connectionFailed, message: message)
         }
@@ -97,6 +109,12 @@ package final class PostgresConnection {
         }
     }
 
+    /// libpq quotes the whole connection string in some parse errors; it may hold a password.
+    static func redact(_ message: String, secret: String) -> String {
+        guard !secret.isEmpty else { return message }
+        return message.replacingOccurrences(of: secret, with: "<connection string>")
+    }
+
     private static func errorMessage(_ handle: OpaquePointer) -> String {
         guard let raw = PQerrorMessage(handle) else { return "unknown error" }
         let text = String(cString: raw)
@@ -166,6 +184,18 @@ private func withCStrings<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar
 }
 
 extension String {
+    fileprivate func replacingOccurrences(of target: String, with replacement: String) -> String {
+        guard !target.isEmpty else { return self }
+        var result = ""
+        var rest = Substring(self)
+        while let range = rest.firstRange(of: target) {
+            result += rest[rest.startIndex..<range.lowerBound]
+            result += replacement
+            rest = rest[range.upperBound...]
+        }
+        return result + rest
+    }
+
     fileprivate func trimmingSpaces() -> String {
         var slice = Substring(self)
         while slice.first?.isWhitespace == true { slice.removeFirst() }

@@ -42,23 +42,24 @@ package final class MosquittoClient: @unchecked Sendable {
         _ = Library.initialized
         self.options = options
         self.context = CallbackContext(
-            onMessage: onMessage, onEvent: onEvent, subscriptions: options.subscriptions, birth: options.birth)
+            onMessage: onMessage, onEvent: onEvent, subscriptions: options.subscriptions, birth: options.birth,
+            isV5: options.protocolVersion == .v5)
         let userdata = Unmanaged.passUnretained(self.context).toOpaque()
         guard let handle = mosquitto_new(options.clientID, options.cleanStart, userdata) else {
             throw MosquittoError(code: .outOfMemory, function: "mosquitto_new")
         }
         self.handle = handle
-        do {
-            try self.configure()
-        } catch {
-            mosquitto_destroy(handle)
-            throw error
-        }
+        // If configure() throws, deinit still runs (every stored property is set) and destroys the handle.
+        try self.configure()
     }
 
     deinit {
-        // Joins the network thread, so no callback can run once `context` is released.
-        mosquitto_loop_stop(self.handle, true)
+        // Ends and joins the network thread (never pthread_cancel: it could stop a callback
+        // half-way through Swift code), so no callback can run once `context` is released.
+        if case .running = self.loop.withLock({ $0 }) {
+            mosquitto_disconnect_v5(self.handle, 0, nil)
+            mosquitto_loop_stop(self.handle, false)
+        }
         mosquitto_destroy(self.handle)
     }
 
@@ -109,7 +110,7 @@ package final class MosquittoClient: @unchecked Sendable {
                 }
                 context.onEvent(.connected(sessionPresent: flags & 1 != 0))
             } else {
-                context.onEvent(.connectionRefused(reason: MosquittoClient.describeConnack(rc)))
+                context.onEvent(.connectionRefused(reason: MosquittoClient.describeConnack(rc, v5: context.isV5)))
             }
         }
         mosquitto_disconnect_v5_callback_set(self.handle) { _, userdata, rc, _ in
@@ -146,13 +147,17 @@ package final class MosquittoClient: @unchecked Sendable {
         }
         guard proceed else { return }
         if try self.attemptFirstConnection() { return }
-        let thread = Thread { [self] in
-            var delay = Double(max(1, self.options.reconnectDelayMin))
+        let signal = self.stopSignal
+        let first = Double(max(1, self.options.reconnectDelayMin))
+        let cap = Double(max(self.options.reconnectDelayMin, self.options.reconnectDelayMax))
+        let thread = Thread { [weak self] in
+            var delay = first
             while true {
-                _ = self.stopSignal.wait(timeout: .now() + delay)
+                _ = signal.wait(timeout: .now() + delay)
+                guard let self else { return }
                 if case .stopped = self.loop.withLock({ $0 }) { return }
                 if (try? self.attemptFirstConnection()) == true { return }
-                delay = min(delay * 2, Double(max(self.options.reconnectDelayMin, self.options.reconnectDelayMax)))
+                delay = min(delay * 2, cap)
             }
         }
         thread.name = "dang-mqtt-connect"
@@ -218,8 +223,10 @@ package final class MosquittoClient: @unchecked Sendable {
         mosquitto_loop_stop(self.handle, false)
     }
 
-    private static func describeConnack(_ rc: Int32) -> String {
-        String(cString: mosquitto_reason_string(rc)) + " (\(rc))"
+    private static func describeConnack(_ rc: Int32, v5: Bool) -> String {
+        // MQTT 5 reason codes and MQTT 3.1.1 CONNACK return codes are different tables.
+        let text = v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc)
+        return (text.map { String(cString: $0) } ?? "unknown") + " (\(rc))"
     }
 
     private static func describeDisconnect(_ rc: Int32) -> String {
@@ -259,13 +266,16 @@ private final class CallbackContext: Sendable {
     let onEvent: @Sendable (MQTTClientEvent) -> Void
     let subscriptions: [(filter: String, qos: Int32)]
     let birth: MQTTConnectionOptions.Will?
+    let isV5: Bool
 
     init(
         onMessage: @escaping @Sendable (borrowing MQTTIncomingMessage) -> Void,
         onEvent: @escaping @Sendable (MQTTClientEvent) -> Void,
         subscriptions: [(filter: String, qos: Int32)],
-        birth: MQTTConnectionOptions.Will?
+        birth: MQTTConnectionOptions.Will?,
+        isV5: Bool
     ) {
+        self.isV5 = isV5
         self.onMessage = onMessage
         self.onEvent = onEvent
         self.subscriptions = subscriptions

@@ -78,6 +78,17 @@ struct ScratchDirectory {
         #expect(found[4].description.contains("orchestrator.yaml:8:3: error: mqtt.protcol: unknown key"))
     }
 
+    @Test func `limits get a deadband by default, and hysteresis settings that could never clear are refused`() throws {
+        let scratch = try ScratchDirectory()
+        let map = try scratch.write("map.yaml", "tags:\n  t:\n    limits: {lo: 0, hi: 100}\n")
+        let loaded = try TopicMap.load(file: map, environment: [:])
+        #expect(loaded.tags["t"]?.limits.deadband == 0.5)
+        #expect(issues("detection:\n  z_clear: 0\n").map(\.key) == ["detection.z_clear"])
+        #expect(issues("mqtt:\n  keepalive: 1e300\n").map(\.key) == ["mqtt.keepalive"])
+        #expect(issues("mqtt:\n  keepalive: 70000\n").map(\.key) == ["mqtt.keepalive"])
+        #expect(issues("database:\n  flush_interval: 0\n").map(\.key) == ["database.flush_interval"])
+    }
+
     @Test func `a YAML syntax error names its line`() {
         let found = issues("mqtt:\n  url: [unclosed\n")
         #expect(found.count == 1)
@@ -171,7 +182,10 @@ struct ScratchDirectory {
         #expect(router.route(topic) == .unknown)
     }
 
-    @Test func `subscriptions cover the patterns`() {
+    @Test func `subscriptions cover the patterns, and named topics only where no pattern does`() {
         #expect(router.subscriptions == ["plant/+/+/+/+", "market/#", "plant/+/+/+", "site/legacy/fot"])
+        let covered = TopicRouter(map: TopicMap(tags: ["X": TagInfo()], namedTopics: ["plant/r1/cdu/cdu1/TI-101": "X"]))
+        #expect(covered.subscriptions == ["plant/+/+/+/+", "market/#", "plant/+/+/+"])
+        #expect(covered.route("plant/r1/cdu/cdu1/TI-101") == .tag("X"))
     }
 }

@@ -32,7 +32,8 @@ import Testing
 
     @Test func `a batch carries several tags, with escaped names decoded`() {
         let result = parse(#"{"ts": 1000, "values": {"TI-101": 350.5, "FI\u002d101": 600}}"#)
-        #expect(result == .success(.batch(timestamp: 1000, values: [("TI-101", 350.5), ("FI-101", 600)])))
+        #expect(result == .success(.batch(timestamp: 1000, values: [("TI-101", 350.5), ("FI-101", 600)], quality: .good)))
+        #expect(parse(#"{"q":"bad","values":{"A":1}}"#) == .success(.batch(timestamp: nil, values: [("A", 1)], quality: .bad)))
     }
 
     @Test(arguments: [
@@ -43,6 +44,15 @@ import Testing
         ("0x10", .malformedNumber),
         ("NaN", .nonFinite),
         ("inf", .nonFinite),
+        ("-inf", .nonFinite),
+        ("-Infinity", .nonFinite),
+        ("-", .malformedNumber),
+        ("1e", .malformedNumber),
+        ("infinite", .malformedNumber),
+        (#"{"v": -Infinity}"#, .nonFinite),
+        (#"{"x": NaN, "v": 1}"#, .malformedJSON),
+        (#"{"v": 1, "ts": -99999999999999999}"#, .badTimestamp),
+        (#"{"v": 1, "ts": "0000-01-01T00:00:00Z"}"#, .badTimestamp),
         (#"{"v": NaN}"#, .nonFinite),
         (#"{"v": 1e999}"#, .nonFinite),
         (#"{"v": "12"}"#, .malformedJSON),

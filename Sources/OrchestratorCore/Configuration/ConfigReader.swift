@@ -258,11 +258,15 @@ struct YAMLSection {
     static func parseDuration(_ text: String) -> Duration? {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        // At most about 31 years, far inside Int64 milliseconds.
+        let largest = 1e12
         for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
             guard let number = Double(trimmed.dropLast(suffix.count)), number.isFinite else { return nil }
-            return .milliseconds(Int64((number * scale * 1000).rounded()))
+            let ms = number * scale * 1000
+            guard abs(ms) <= largest else { return nil }
+            return .milliseconds(Int64(ms.rounded()))
         }
-        guard let seconds = Double(trimmed), seconds.isFinite else { return nil }
+        guard let seconds = Double(trimmed), seconds.isFinite, abs(seconds * 1000) <= largest else { return nil }
         return .milliseconds(Int64((seconds * 1000).rounded()))
     }
 

@@ -79,7 +79,7 @@ extension DetectionSettings {
         self.ewmaAlpha = detection.double("ewma_alpha", default: self.ewmaAlpha, in: 0.0001...1)
         self.warmupSamples = detection.int("warmup_samples", default: self.warmupSamples, in: 2...1_000_000)
         self.zRaise = detection.double("z_raise", default: self.zRaise, in: 0.1...1000)
-        self.zClear = detection.double("z_clear", default: self.zClear, in: 0...1000)
+        self.zClear = detection.double("z_clear", default: self.zClear, in: 0.01...1000)
         self.sigmaFloor = detection.double("sigma_floor", default: self.sigmaFloor, in: 0...1)
         self.robustWindow = detection.int("robust_window", default: self.robustWindow, in: 3...100_000)
         self.cusumK = detection.double("cusum_k", default: self.cusumK, in: 0...100)
@@ -312,6 +312,11 @@ extension OrchestratorConfig {
             self.database.url = database.string("url", default: self.database.url)
             self.database.batchSize = database.int("batch_size", default: self.database.batchSize, in: 1...100_000)
             self.database.flushInterval = database.duration("flush_interval", default: self.database.flushInterval)
+            if self.database.flushInterval < .milliseconds(1) {
+                database.diagnostics.report(
+                    .error, database.keyPath("flush_interval"), at: database.markOf("flush_interval"), "must be at least 1ms")
+                self.database.flushInterval = .milliseconds(50)
+            }
             self.database.queueCapacity = database.int(
                 "queue_capacity", default: self.database.queueCapacity, in: 1...100_000_000)
             database.finish()
@@ -350,6 +355,11 @@ extension OrchestratorConfig {
         if let password = mqtt.optionalString("password") { self.mqtt.password = password }
         self.mqtt.protocolVersion = mqtt.choice("protocol", default: self.mqtt.protocolVersion)
         self.mqtt.keepAlive = mqtt.duration("keepalive", default: self.mqtt.keepAlive)
+        if self.mqtt.keepAlive < .seconds(5) || self.mqtt.keepAlive > .seconds(65535) {
+            mqtt.diagnostics.report(
+                .error, mqtt.keyPath("keepalive"), at: mqtt.markOf("keepalive"), "must be between 5 s and 65535 s (MQTT's limit)")
+            self.mqtt.keepAlive = .seconds(30)
+        }
         self.mqtt.cleanStart = mqtt.bool("clean_start", default: self.mqtt.cleanStart)
         self.mqtt.subscribeQoS = mqtt.int("subscribe_qos", default: self.mqtt.subscribeQoS, in: 0...2)
         self.mqtt.tcpNoDelay = mqtt.bool("tcp_nodelay", default: self.mqtt.tcpNoDelay)

@@ -67,7 +67,16 @@ package struct TopicMap: Sendable {
                 }
                 let info = TagInfo(reading: entry)
                 if let topic = entry.optionalString("topic") {
-                    map.namedTopics[topic] = tag
+                    if topic.contains(where: { "+#".contains($0) }) || topic.hasPrefix("$") || topic.isEmpty {
+                        diagnostics.report(
+                            .error, entry.keyPath("topic"), at: entry.markOf("topic"),
+                            "a tag's topic must be a plain topic name, without + or # wildcards")
+                    } else if let other = map.namedTopics[topic] {
+                        diagnostics.report(
+                            .error, entry.keyPath("topic"), at: entry.markOf("topic"), "topic already names tag \(other)")
+                    } else {
+                        map.namedTopics[topic] = tag
+                    }
                 }
                 entry.finish()
                 map.tags[tag] = info
@@ -164,8 +173,12 @@ package struct TagInfo: Sendable, Equatable {
             self.limits.lo = limits.optionalDouble("lo")
             self.limits.hi = limits.optionalDouble("hi")
             self.limits.hihi = limits.optionalDouble("hihi")
-            self.limits.deadband = limits.double("deadband", default: 0, in: 0...Double.greatestFiniteMagnitude)
             let ordered = [self.limits.lolo, self.limits.lo, self.limits.hi, self.limits.hihi].compactMap { $0 }
+            // Without a deadband a value dithering on a limit would raise and clear on every
+            // crossing; the default is 0.5% of the band between the outermost limits (or of the limit).
+            let span = (ordered.last ?? 0) - (ordered.first ?? 0)
+            let fallback = max(span > 0 ? span * 0.005 : abs(ordered.first ?? 0) * 0.005, 1e-9)
+            self.limits.deadband = limits.double("deadband", default: fallback, in: 1e-12...Double.greatestFiniteMagnitude)
             if ordered != ordered.sorted() {
                 limits.diagnostics.report(.error, limits.path, at: limits.mark, "limits must satisfy lolo ≤ lo ≤ hi ≤ hihi")
             }

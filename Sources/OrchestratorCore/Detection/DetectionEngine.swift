@@ -48,13 +48,14 @@ package struct DetectionEngine: Sendable {
     /// Returns the sample's anomaly score in [0, 1] (0 for samples that feed nothing).
     @discardableResult
     package mutating func ingest(
-        slot: Int32, value: Double, quality: SampleQuality, sampleTime: Int64, topic: String, now: Int64,
-        into events: inout [AlertEvent]
+        slot: Int32, value: Double, quality: SampleQuality, sampleTime: Int64, receiptTime: Bool = false, topic: String,
+        now: Int64, into events: inout [AlertEvent]
     ) -> Double {
         let index = Int(slot)
         self.changes.removeAll(keepingCapacity: true)
         let score = self.detectors[index].ingest(
-            value, time: sampleTime, quality: quality, settings: self.settings, scratch: &self.scratch, into: &self.changes)
+            value, time: sampleTime, receiptTime: receiptTime, quality: quality, settings: self.settings,
+            scratch: &self.scratch, into: &self.changes)
         self.emit(slot: slot, topic: topic, sampleTime: sampleTime, now: now, into: &events)
         return score
     }

@@ -44,9 +44,11 @@ package struct TagDetector: Sendable {
     package var statistics: EWMAStatistics { self.anomaly.ewma }
 
     /// Feeds one sample (any quality, any value); returns its anomaly score in [0, 1].
+    /// `receiptTime`: the timestamp is when the orchestrator received the sample (the payload had
+    /// none), so equal or decreasing times say nothing about the source.
     @discardableResult
     package mutating func ingest(
-        _ value: Double, time: Int64, quality: SampleQuality, settings: DetectionSettings, scratch: inout [Double],
+        _ value: Double, time: Int64, receiptTime: Bool = false, quality: SampleQuality, settings: DetectionSettings, scratch: inout [Double],
         into changes: inout [ConditionChange]
     ) -> Double {
         let policy = settings.policy
@@ -60,10 +62,10 @@ package struct TagDetector: Sendable {
         } else if quality == .bad {
             issue = .badQuality
             usable = false
-        } else if self.lastTime != .min && time < self.lastTime {
+        } else if !receiptTime && self.lastTime != .min && time < self.lastTime {
             issue = .outOfOrder
             usable = false
-        } else if self.lastTime != .min && time == self.lastTime {
+        } else if !receiptTime && self.lastTime != .min && time == self.lastTime {
             issue = .duplicateTimestamp
             usable = false
         } else if quality == .uncertain {
@@ -97,11 +99,11 @@ package struct TagDetector: Sendable {
             self.checkMarket(value, time: time, settings: settings, into: &changes)
         }
 
-        if self.lastTime != .min {
+        if self.lastTime != .min, time > self.lastTime {
             let interval = Double(time - self.lastTime)
             self.meanInterval = self.meanInterval == 0 ? interval : 0.95 * self.meanInterval + 0.05 * interval
         }
-        self.lastTime = time
+        self.lastTime = max(time, self.lastTime)
         self.lastValue = value
         return verdict.score
     }

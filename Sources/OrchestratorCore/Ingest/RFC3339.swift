@@ -1,6 +1,9 @@
 /// Parses RFC 3339 timestamps (`2026-11-26T19:40:00.123Z`, `…+01:00`; a space may replace `T`)
 /// into epoch milliseconds without Foundation's formatters, which are slow and allocate.
 package enum RFC3339 {
+    /// Epoch milliseconds of years 0001 to 9999: what PostgreSQL `timestamptz` and RFC 3339 can hold.
+    package static let storableRange: ClosedRange<Double> = -62_135_596_800_000...253_402_300_799_999
+
     package static func epochMilliseconds(_ text: String) -> Int64? {
         var copy = text
         return copy.withUTF8 { epochMilliseconds(UnsafeRawBufferPointer($0)) }

@@ -22,14 +22,14 @@ package enum SamplePayload: Equatable, Sendable {
     /// `{"ts": …, "v": …, "q": …}` or a bare number. `timestamp` is epoch ms, `nil` = receipt time.
     case single(timestamp: Int64?, value: Double, quality: SampleQuality)
     /// `{"ts": …, "values": {"TAG": number, …}}` on a unit's topic.
-    case batch(timestamp: Int64?, values: [(name: String, value: Double)])
+    case batch(timestamp: Int64?, values: [(name: String, value: Double)], quality: SampleQuality)
 
     package static func == (lhs: SamplePayload, rhs: SamplePayload) -> Bool {
         switch (lhs, rhs) {
         case (.single(let a, let b, let c), .single(let x, let y, let z)):
             return a == x && b == y && c == z
-        case (.batch(let a, let b), .batch(let x, let y)):
-            return a == x && b.count == y.count && zip(b, y).allSatisfy { $0.name == $1.name && $0.value == $1.value }
+        case (.batch(let a, let b, let c), .batch(let x, let y, let z)):
+            return a == x && c == z && b.count == y.count && zip(b, y).allSatisfy { $0.name == $1.name && $0.value == $1.value }
         default:
             return false
         }
@@ -74,7 +74,7 @@ package enum SamplePayloadParser {
         }
         // A bare number as UTF-8 text.
         do {
-            let value = try cursor.parseNumber(rejectionIfMalformed: .malformedNumber)
+            let value = try cursor.parseNumber(rejectionIfMalformed: .malformedNumber, allowWords: true)
             cursor.skipWhitespace()
             guard cursor.atEnd else { return .failure(.malformedNumber) }
             guard value.isFinite else { return .failure(.nonFinite) }
@@ -131,7 +131,7 @@ private struct Cursor {
             case .ts:
                 timestamp = try self.parseTimestamp()
             case .v:
-                let parsed = try self.parseNumber(rejectionIfMalformed: .malformedJSON)
+                let parsed = try self.parseNumber(rejectionIfMalformed: .malformedJSON, allowWords: true)
                 if !parsed.isFinite { nonFinite = true }
                 value = parsed
             case .q:
@@ -150,7 +150,7 @@ private struct Cursor {
         if nonFinite { throw .nonFinite }
         if let batch {
             guard value == nil else { throw .malformedJSON }
-            return .batch(timestamp: timestamp, values: batch)
+            return .batch(timestamp: timestamp, values: batch, quality: quality)
         }
         guard let value else { throw .missingValue }
         return .single(timestamp: timestamp, value: value, quality: quality)
@@ -283,8 +283,22 @@ private struct Cursor {
     }
 
     /// A JSON number (or, for bare payloads, `nan`/`inf` words, reported as non-finite).
-    mutating func parseNumber(rejectionIfMalformed: PayloadRejection) throws(PayloadRejection) -> Double {
+    /// With `allowWords`, `nan`, `inf`, `-inf`, `infinity` (any case) are read as non-finite values:
+    /// not JSON, but plant bridges send them for a sample's value.
+    mutating func parseNumber(rejectionIfMalformed: PayloadRejection, allowWords: Bool = false) throws(PayloadRejection) -> Double {
         let start = self.index
+        if allowWords {
+            var probe = self.index
+            if probe < self.bytes.count && self.bytes[probe] == UInt8(ascii: "-") { probe += 1 }
+            if probe < self.bytes.count && self.bytes[probe].isASCIILetter && self.bytes[probe] != UInt8(ascii: "-") {
+                while probe < self.bytes.count, self.bytes[probe].isASCIILetter { probe += 1 }
+                let word = String(decoding: UnsafeRawBufferPointer(rebasing: self.bytes[start..<probe]), as: UTF8.self)
+                    .lowercased()
+                guard ["nan", "-nan", "inf", "-inf", "infinity", "-infinity"].contains(word) else { throw rejectionIfMalformed }
+                self.index = probe
+                return .nan
+            }
+        }
         while let byte = self.peek,
             (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "-")
                 || byte == UInt8(ascii: "+") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "e")
@@ -293,14 +307,7 @@ private struct Cursor {
             self.index += 1
         }
         let length = self.index - start
-        if length == 0 {
-            // NaN and infinities are not JSON, but plant bridges send them as bare text.
-            while let byte = self.peek, byte.isASCIILetter { self.index += 1 }
-            let word = String(decoding: UnsafeRawBufferPointer(rebasing: self.bytes[start..<self.index]), as: UTF8.self)
-                .lowercased()
-            if ["nan", "inf", "infinity", "-inf"].contains(word) { return .nan }
-            throw rejectionIfMalformed
-        }
+        guard length > 0 else { throw rejectionIfMalformed }
         guard length <= 64, Self.isJSONNumber(self.bytes, start, self.index) else { throw rejectionIfMalformed }
         let value = withUnsafeTemporaryAllocation(of: CChar.self, capacity: length + 1) { buffer -> Double? in
             for i in 0..<length { buffer[i] = CChar(bitPattern: self.bytes[start + i]) }
@@ -341,11 +348,11 @@ private struct Cursor {
             let start = self.index + 1
             try self.skipString()
             let raw = UnsafeRawBufferPointer(rebasing: self.bytes[start..<(self.index - 1)])
-            guard let ms = RFC3339.epochMilliseconds(raw) else { throw .badTimestamp }
+            guard let ms = RFC3339.epochMilliseconds(raw), RFC3339.storableRange.contains(Double(ms)) else { throw .badTimestamp }
             return ms
         }
         let value = try self.parseNumber(rejectionIfMalformed: .badTimestamp)
-        guard value.isFinite, value == value.rounded(), abs(value) < 9.0e15 else { throw .badTimestamp }
+        guard value.isFinite, value == value.rounded(), RFC3339.storableRange.contains(value) else { throw .badTimestamp }
         return Int64(value)
     }
 
@@ -373,7 +380,7 @@ private struct Cursor {
             let name = try self.parseString()
             try self.expect(UInt8(ascii: ":"))
             self.skipWhitespace()
-            let value = try self.parseNumber(rejectionIfMalformed: .malformedJSON)
+            let value = try self.parseNumber(rejectionIfMalformed: .malformedJSON, allowWords: true)
             if !value.isFinite { nonFinite = true }
             values.append((name, value))
             self.skipWhitespace()

@@ -22,7 +22,13 @@ package struct TopicRouter: Sendable {
     package var subscriptions: [String] {
         var filters = [self.map.sensorPattern.filter, self.map.marketPattern.filter]
         if let batchPattern { filters.append(batchPattern.filter) }
-        filters.append(contentsOf: self.map.namedTopics.keys.sorted())
+        // A named topic that a pattern already covers must not be subscribed again: the broker
+        // would deliver each message once per matching subscription.
+        let patterns = [self.map.sensorPattern, self.map.marketPattern] + (self.batchPattern.map { [$0] } ?? [])
+        for topic in self.map.namedTopics.keys.sorted() {
+            let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
+            if !patterns.contains(where: { $0.match(levels) != nil }) { filters.append(topic) }
+        }
         var seen = Set<String>()
         return filters.filter { seen.insert($0).inserted }
     }

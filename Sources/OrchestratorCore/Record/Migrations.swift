@@ -78,17 +78,17 @@ package enum Migrations {
     /// against a schema newer than this build (a newer orchestrator has migrated the database).
     @discardableResult
     package static func apply(on connection: PostgresConnection) throws -> Report {
-        try connection.query(
-            """
-            CREATE TABLE IF NOT EXISTS schema_migrations (
-                version    integer PRIMARY KEY,
-                name       text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now()
-            )
-            """)
-        return try connection.withTransaction { connection in
-            // Serialise concurrent migrators; released at COMMIT.
+        try connection.withTransaction { connection in
+            // Serialise concurrent migrators (released at COMMIT), before anything else.
             try connection.query("SELECT pg_advisory_xact_lock($1)", [Int64(0x6461_6e67)])
+            try connection.query(
+                """
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version    integer PRIMARY KEY,
+                    name       text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )
+                """)
             let rows = try connection.query("SELECT coalesce(max(version), 0) FROM schema_migrations")
             let current = Int(rows.rows.first?.first.flatMap { $0 } ?? "0") ?? 0
             if current > Self.latestVersion {

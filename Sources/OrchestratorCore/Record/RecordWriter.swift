@@ -138,42 +138,57 @@ package final class RecordWriter: AlertSink, Sendable {
                 break
             }
 
-            do {
-                if connection == nil || connection?.isConnected == false {
-                    connection = nil
+            // Connecting (and migrating) is never the batch's fault: any failure there is retried.
+            var failure: (any Error)? = nil
+            if connection == nil || connection?.isConnected == false {
+                connection = nil
+                do {
                     connection = try self.connect()
                     backoff.reset()
+                } catch {
+                    failure = error
                 }
-                try self.write(batch, on: connection!)
-                self.state.withLock { $0.counters.written += batch.count }
-                batch.removeAll(keepingCapacity: true)
-            } catch let error as PostgresError where !error.isTransient {
-                // The server refused the batch itself: isolate the bad rows so the good ones land.
-                self.state.withLock { $0.counters.failedBatches += 1 }
-                self.logger.error("record batch rejected; writing rows one by one", metadata: ["error": "\(error)"])
-                if let connection { self.writeIndividually(batch, on: connection) }
-                batch.removeAll(keepingCapacity: true)
-            } catch {
-                let wasConnected = self.state.withLock { state in
-                    defer {
-                        state.counters.connected = false
-                        state.counters.failedBatches += 1
-                    }
-                    return state.counters.connected
-                }
-                connection = nil
-                let delay = backoff.next()
-                if wasConnected || backoff.attempt <= 1 || backoff.attempt.isPowerOfTwo {
-                    self.logger.warning(
-                        "database unavailable; holding records and retrying",
-                        metadata: [
-                            "error": "\(error)", "record.held": "\(batch.count + self.state.withLock { $0.pending.count })",
-                            "retry.in_ms": "\(delay.milliseconds)",
-                        ])
-                }
-                // Interruptible: stop() (or a full batch) wakes the writer early.
-                _ = self.wake.wait(timeout: .now() + delay.timeInterval)
             }
+            if let live = connection {
+                do {
+                    try self.write(batch, on: live)
+                    self.state.withLock { $0.counters.written += batch.count }
+                    batch.removeAll(keepingCapacity: true)
+                } catch let error as PostgresError where !error.isTransient {
+                    // The server refused the batch itself: isolate the bad rows so the good ones land.
+                    self.state.withLock { $0.counters.failedBatches += 1 }
+                    self.logger.error("record batch rejected; writing rows one by one", metadata: ["error": "\(error)"])
+                    do {
+                        try self.writeIndividually(&batch, on: live)
+                    } catch {
+                        failure = error
+                    }
+                } catch {
+                    failure = error
+                }
+            }
+            guard let failure else { continue }
+
+            let wasConnected = self.state.withLock { state in
+                defer {
+                    state.counters.connected = false
+                    state.counters.failedBatches += 1
+                }
+                return state.counters.connected
+            }
+            connection = nil
+            var delay = backoff.next()
+            if let deadline = stopDeadline { delay = min(delay, max(.zero, deadline - clock.now)) }
+            if wasConnected || backoff.attempt <= 1 || backoff.attempt.isPowerOfTwo {
+                self.logger.warning(
+                    "database unavailable; holding records and retrying",
+                    metadata: [
+                        "error": "\(failure)", "record.held": "\(batch.count + self.state.withLock { $0.pending.count })",
+                        "retry.in_ms": "\(delay.milliseconds)",
+                    ])
+            }
+            // Interruptible: stop() (or a full batch) wakes the writer early.
+            _ = self.wake.wait(timeout: .now() + delay.timeInterval)
         }
         self.state.withLock { $0.counters.connected = false }
     }
@@ -199,16 +214,19 @@ package final class RecordWriter: AlertSink, Sendable {
         }
     }
 
-    private func writeIndividually(_ batch: [AlertEvent], on connection: PostgresConnection) {
-        for event in batch {
+    /// Writes rows one at a time, dropping (and counting) only those the server refuses; rows
+    /// written are removed from `batch`. A transient error stops and is rethrown with the rest kept.
+    private func writeIndividually(_ batch: inout [AlertEvent], on connection: PostgresConnection) throws {
+        while let event = batch.first {
             do {
                 try Self.insert(event, on: connection)
                 self.state.withLock { $0.counters.written += 1 }
-            } catch {
+            } catch let error as PostgresError where !error.isTransient {
                 self.state.withLock { $0.counters.rejectedRecords += 1 }
                 self.logger.error(
                     "alert record rejected by the database", metadata: ["alert.id": "\(event.id)", "error": "\(error)"])
             }
+            batch.removeFirst()
         }
     }
 

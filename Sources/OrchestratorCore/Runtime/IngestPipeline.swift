@@ -92,10 +92,12 @@ package final class IngestPipeline: Sendable {
                     tagLimit = true
                     return
                 }
-                self.ingest(slot: slot, value: value, quality: quality, sampleTime: ts ?? now, topic: topic, now: now, state: &state, events: &events)
-            case (.batch(let base), .success(.batch(let ts, let values))):
+                self.ingest(
+                    slot: slot, value: value, quality: quality, sampleTime: ts ?? now, receiptTime: ts == nil, topic: topic,
+                    now: now, state: &state, events: &events)
+            case (.batch(let base), .success(.batch(let ts, let values, let quality))):
                 for (name, value) in values {
-                    guard !name.isEmpty, !name.contains(where: { $0 == "/" || $0 == "+" || $0 == "#" }) else {
+                    guard Self.isValidTagName(name) else {
                         state.counters.rejected[.malformedJSON, default: 0] += 1
                         rejection = .malformedJSON
                         continue
@@ -104,7 +106,9 @@ package final class IngestPipeline: Sendable {
                         tagLimit = true
                         continue
                     }
-                    self.ingest(slot: slot, value: value, quality: .good, sampleTime: ts ?? now, topic: topic, now: now, state: &state, events: &events)
+                    self.ingest(
+                        slot: slot, value: value, quality: quality, sampleTime: ts ?? now, receiptTime: ts == nil, topic: topic,
+                        now: now, state: &state, events: &events)
                 }
             case (.tag, .success(.batch)), (.batch, .success(.single)):
                 // A batch on a single tag's topic, or a single value on a unit's topic.
@@ -123,14 +127,15 @@ package final class IngestPipeline: Sendable {
     }
 
     private func ingest(
-        slot: Int32, value: Double, quality: SampleQuality, sampleTime: Int64, topic: String, now: Int64,
+        slot: Int32, value: Double, quality: SampleQuality, sampleTime: Int64, receiptTime: Bool, topic: String, now: Int64,
         state: inout State, events: inout [AlertEvent]
     ) {
         state.counters.samples += 1
         if quality == .bad { state.counters.badQualitySamples += 1 }
         let before = events.count
         state.engine.ingest(
-            slot: slot, value: value, quality: quality, sampleTime: sampleTime, topic: topic, now: now, into: &events)
+            slot: slot, value: value, quality: quality, sampleTime: sampleTime, receiptTime: receiptTime, topic: topic,
+            now: now, into: &events)
         for event in events[before...] {
             if event.state == .raised { state.counters.alertsRaised += 1 } else { state.counters.alertsCleared += 1 }
         }
@@ -140,6 +145,14 @@ package final class IngestPipeline: Sendable {
         let slot = state.engine.slot(for: tag)
         state.counters.tags = state.engine.tagCount
         return slot
+    }
+
+    /// A batch entry's name becomes part of a tag identifier and of an alert topic: 1–256 bytes,
+    /// no `/`, `+`, `#` and no control characters (NUL would truncate C strings).
+    static func isValidTagName(_ name: String) -> Bool {
+        let bytes = name.utf8
+        return !bytes.isEmpty && bytes.count <= 256
+            && !bytes.contains { $0 < 0x20 || $0 == 0x7F || $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") }
     }
 
     private func reject(_ reason: PayloadRejection, topic: String) {

@@ -155,9 +155,11 @@ struct RecordService: Service {
     let writer: RecordWriter
 
     func run() async throws {
-        await withGracefulShutdownHandler {
+        // Stop on cancellation too: if another service fails, the group cancels instead of
+        // shutting down gracefully, and the writer must still drain and return.
+        await withTaskCancellationOrGracefulShutdownHandler {
             await self.writer.run()
-        } onGracefulShutdown: {
+        } onCancelOrGracefulShutdown: {
             self.writer.stop()
         }
     }
