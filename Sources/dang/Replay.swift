@@ -43,7 +43,11 @@ struct Replay: ParsableCommand {
                 printError("\(self.output): cannot write: \(error.localizedDescription)")
                 throw ExitCode(1)
             }
-            printError("\(self.input): \(summary.rows) rows, \(summary.alertsRaised) alerts raised, \(summary.alarmedRows) rows in alarm → \(self.output)")
+            let kinds = summary.raisedByKind.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.rawValue) \($0.value)" }
+            let detail = kinds.isEmpty ? "" : " (\(kinds.joined(separator: ", ")))"
+            printError(
+                "\(self.input): \(summary.rows) rows, \(summary.alertsRaised) alerts raised\(detail), "
+                    + "\(summary.alarmedRows) rows in alarm → \(self.output)")
         } catch let problem as ReplayTable.Problem {
             printError(problem.description)
             throw ExitCode(2)

@@ -56,6 +56,7 @@ package struct AlertBook: Sendable {
         case .limitHigh, .limitLow: return .warning
         case .anomaly, .rateOfChange, .flatline, .stale: base = .warning
         case .dataQuality, .trendUp, .trendDown, .marketMove: base = .info
+        case .multivariate: base = .warning
         }
         switch criticality {
         case .high: return base == .info ? .warning : .critical
@@ -105,9 +106,15 @@ package struct AlertBook: Sendable {
             return "\(subject): the trend has ended"
         case (.marketMove(let percent, let window), true):
             return "\(subject) moved \(Self.format(percent))% in \(Self.format(window / 60)) min"
+        case (.multivariate(let ratio, let drivers), true):
+            let driven = drivers.map { "\($0.tag) (\(Int(($0.share * 100).rounded()))%)" }.joined(separator: ", ")
+            return "unit \(tag) departs from its trained normal operation (\(Self.format(ratio))× its limit), driven by \(driven)"
+        case (.multivariate, false):
+            return "unit \(tag) is back within its trained normal operation"
         case (.marketMove, false), (.none, _):
             return change.raised ? "\(subject): \(change.condition.kind.rawValue)" : "\(subject) is back to normal"
-        case (.stale, _), (.rate, _), (.flatline, _), (.dataQuality, _), (.trend, _), (.marketMove, _), (.deviation, _):
+        case (.stale, _), (.rate, _), (.flatline, _), (.dataQuality, _), (.trend, _), (.marketMove, _), (.deviation, _),
+            (.multivariate, _):
             return subject
         }
     }

@@ -109,6 +109,16 @@ extension DetectionSettings {
             }
             trend.finish()
         }
+        if let unit = detection.section("multivariate") {
+            self.multivariateEnabled = unit.bool("enabled", default: self.multivariateEnabled)
+            self.multivariateBaseline = unit.int("baseline", default: self.multivariateBaseline, in: 20...1_000_000)
+            self.multivariate.eigenvalueFloor = unit.double("eigenvalue_floor", default: self.multivariate.eigenvalueFloor, in: 1e-9...10)
+            self.multivariate.varianceExplained = unit.double("variance_explained", default: self.multivariate.varianceExplained, in: 0.1...1)
+            self.multivariate.lambda = unit.double("ewma_lambda", default: self.multivariate.lambda, in: 0.001...1)
+            self.multivariate.kappa = unit.double("limit_widening", default: self.multivariate.kappa, in: 1...100)
+            self.suppressTagAnomalies = unit.bool("suppress_tag_anomalies", default: self.suppressTagAnomalies)
+            unit.finish()
+        }
         if let quality = detection.section("data_quality") {
             self.gapFactor = quality.double("gap_factor", default: self.gapFactor, in: 1...1_000_000)
             self.dataQualityClearAfter = quality.int("clear_after", default: self.dataQualityClearAfter, in: 1...1_000_000)
@@ -202,6 +212,12 @@ package struct DetectionSettings: Sendable {
     package var gapFactor = 10.0
     /// Clean samples before a data-quality alert clears.
     package var dataQualityClearAfter = 10
+    /// Multivariate unit monitoring: on/off, baseline length (evaluations), model settings, and
+    /// whether a trained unit's tags stop raising their own anomaly alerts.
+    package var multivariateEnabled = true
+    package var multivariateBaseline = 500
+    package var multivariate = MultivariateModel.Settings()
+    package var suppressTagAnomalies = true
     /// Market move windows: percentage thresholds over time windows, for `market/…` tags.
     package var marketMoves: [MarketMove] = [
         MarketMove(window: .seconds(900), thresholdPercent: 2), MarketMove(window: .seconds(14_400), thresholdPercent: 5),

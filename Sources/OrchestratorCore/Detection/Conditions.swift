@@ -13,6 +13,8 @@ package enum AlertCondition: UInt8, Sendable, CaseIterable {
     case trendUp
     case trendDown
     case marketMove
+    /// A unit's tags together depart from their trained normal operation.
+    case multivariate
 
     package var kind: AlertKind {
         switch self {
@@ -24,6 +26,7 @@ package enum AlertCondition: UInt8, Sendable, CaseIterable {
         case .dataQuality: .dataQuality
         case .trendUp, .trendDown: .trend
         case .marketMove: .marketMove
+        case .multivariate: .multivariate
         }
     }
 }
@@ -67,6 +70,8 @@ package enum ConditionDetail: Sendable, Equatable {
     case trend(slopePerHour: Double, pValue: Double)
     /// Percentage change over a window of this many seconds.
     case marketMove(percent: Double, windowSeconds: Double)
+    /// The unit's statistic relative to its limit, and the tags that drove it most.
+    case multivariate(ratio: Double, drivers: [UnitDriver])
 }
 
 /// A condition starting or ending on one sample (or timer tick).

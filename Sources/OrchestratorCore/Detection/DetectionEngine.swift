@@ -11,6 +11,13 @@ package struct DetectionEngine: Sendable {
     private var alerts = AlertBook()
     private var changes: [ConditionChange] = []
     private var scratch: [Double] = []
+    /// Latest good value of every tag (NaN until one arrives), for the unit monitors.
+    private var lastValues: [Double] = []
+    /// The unit each tag belongs to, if any.
+    private var unitOfSlot: [Int32] = []
+    private var units: [UnitMonitor] = []
+    private var vector: [Double] = []
+    private var training = false
 
     package init(settings: DetectionSettings, topicMap: TopicMap) {
         self.settings = settings
@@ -32,17 +39,63 @@ package struct DetectionEngine: Sendable {
         self.tagNames.append(tag)
         self.tagInfos.append(info)
         self.detectors.append(TagDetector(settings: self.settings, info: info ?? TagInfo(), isMarket: tag.hasPrefix("market/")))
+        self.lastValues.append(.nan)
+        self.unitOfSlot.append(-1)
         return slot
     }
 
-    /// The last multivariate score of any unit, in [0, 1].
-    package private(set) var lastUnitScore = 0.0
+    /// The highest multivariate score of the units at their last evaluation, in [0, 1].
+    package var lastUnitScore: Double { self.units.reduce(0) { max($0, $1.lastScore) } }
 
-    /// Ends a training period: detectors that learn a baseline freeze it.
-    package mutating func endTraining() {}
+    /// The unit monitors, for status and tests.
+    package var unitMonitors: [UnitMonitor] { self.units }
 
-    /// Evaluates the multivariate unit monitors on the latest values of their tags.
-    package mutating func evaluateUnits(at time: Int64, into events: inout [AlertEvent]) {}
+    /// Monitors the given tags together as one unit (SPEC §3 `multivariate`). Tags already in a
+    /// unit, or not known to the engine, are refused.
+    package mutating func addUnit(name: String, slots: [Int32]) -> Bool {
+        guard slots.count >= 2, self.settings.multivariateEnabled,
+            slots.allSatisfy({ Int($0) < self.unitOfSlot.count && self.unitOfSlot[Int($0)] < 0 })
+        else { return false }
+        let index = Int32(self.units.count)
+        for slot in slots { self.unitOfSlot[Int(slot)] = index }
+        self.units.append(UnitMonitor(name: name, slots: slots, baselineSize: self.settings.multivariateBaseline))
+        return true
+    }
+
+    /// Starts a training period: unit vectors go to the baselines instead of being tested.
+    package mutating func beginTraining() { self.training = true }
+
+    /// Ends a training period: units train on what they collected.
+    package mutating func endTraining() {
+        self.training = false
+        for index in self.units.indices { self.units[index].train(settings: self.settings.multivariate) }
+    }
+
+    /// Evaluates the multivariate unit monitors on the latest values of their tags: baseline
+    /// collection until a unit is trained, then the test. Units with a tag never seen wait.
+    package mutating func evaluateUnits(at time: Int64, into events: inout [AlertEvent]) {
+        for index in self.units.indices {
+            self.vector.removeAll(keepingCapacity: true)
+            for slot in self.units[index].slots { self.vector.append(self.lastValues[Int(slot)]) }
+            guard !self.vector.contains(where: \.isNaN) else { continue }
+            if self.training || !self.units[index].isTrained {
+                self.units[index].learn(self.vector, settings: self.settings.multivariate)
+                continue
+            }
+            let names = self.tagNames
+            guard
+                let change = self.units[index].evaluate(
+                    self.vector, time: time, policy: self.settings.policy, names: { names[Int($0)] })
+            else { continue }
+            let slot = -1 - Int32(index)
+            if let event = self.alerts.event(
+                for: change, slot: slot, tag: self.units[index].name, info: nil, topic: self.units[index].name,
+                sampleTime: time, now: time)
+            {
+                events.append(event)
+            }
+        }
+    }
 
     /// Feeds one sample to its tag's detectors; alert transitions are appended to `events`.
     /// Returns the sample's anomaly score in [0, 1] (0 for samples that feed nothing).
@@ -56,6 +109,12 @@ package struct DetectionEngine: Sendable {
         let score = self.detectors[index].ingest(
             value, time: sampleTime, receiptTime: receiptTime, quality: quality, settings: self.settings,
             scratch: &self.scratch, into: &self.changes)
+        if value.isFinite && quality != .bad { self.lastValues[index] = value }
+        // A trained unit monitor speaks for its tags' level anomalies (its alert names the tags).
+        let unit = self.unitOfSlot[index]
+        if unit >= 0, self.settings.suppressTagAnomalies, self.units[Int(unit)].isTrained {
+            self.changes.removeAll { $0.condition == .anomaly && $0.raised }
+        }
         self.emit(slot: slot, topic: topic, sampleTime: sampleTime, now: now, into: &events)
         return score
     }

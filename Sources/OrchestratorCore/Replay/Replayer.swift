@@ -16,6 +16,8 @@ package struct Replayer: Sendable {
         package var rows = 0
         package var alarmedRows = 0
         package var alertsRaised = 0
+        /// Alerts raised, by kind.
+        package var raisedByKind: [AlertKind: Int] = [:]
     }
 
     /// Replays `input` (after warming up on `train`, when given) and returns the output CSV text.
@@ -30,16 +32,25 @@ package struct Replayer: Sendable {
             slots.append(slot)
         }
         var events: [AlertEvent] = []
+        var offset: Int64 = 0
         if let train {
             guard train.tags == input.tags else {
                 throw ReplayTable.Problem(
                     file: train.file, line: 1, field: "header", message: "the training file's columns differ from \(input.file)'s")
             }
+            _ = engine.addUnit(name: "replay", slots: slots)
+            engine.beginTraining()
             var scratch = [Double](repeating: 0, count: train.tags.count)
             for row in train.values.indices {
-                self.feed(row: row, of: train, slots: slots, engine: &engine, events: &events, scores: &scratch)
+                self.feed(row: row, of: train, slots: slots, engine: &engine, events: &events, scores: &scratch, offset: 0)
             }
             engine.endTraining()
+            // The input is a separate run: shift its clock to continue after the baseline's, so
+            // the detectors do not see time going backwards.
+            if let lastTrain = train.times.last, let firstInput = input.times.first, firstInput <= lastTrain {
+                let step = train.times.count > 1 ? max(1, (lastTrain - train.times[0]) / Int64(train.times.count - 1)) : 1000
+                offset = lastTrain + step - firstInput
+            }
         }
 
         var summary = Summary()
@@ -51,12 +62,15 @@ package struct Replayer: Sendable {
         var scores = [Double](repeating: 0, count: input.tags.count)
         for row in input.values.indices {
             events.removeAll(keepingCapacity: true)
-            self.feed(row: row, of: input, slots: slots, engine: &engine, events: &events, scores: &scores)
+            self.feed(row: row, of: input, slots: slots, engine: &engine, events: &events, scores: &scores, offset: offset)
             let rowScore = max(scores.max() ?? 0, engine.lastUnitScore)
             let alarm = engine.openAlerts > 0
             summary.rows += 1
             if alarm { summary.alarmedRows += 1 }
-            summary.alertsRaised += events.count { $0.state == .raised }
+            for event in events where event.state == .raised {
+                summary.alertsRaised += 1
+                summary.raisedByKind[event.kind, default: 0] += 1
+            }
             csv += "\(input.timestamps[row]),\(Self.format(rowScore)),\(alarm ? 1 : 0)"
             if self.tagScores {
                 for score in scores { csv += ",\(Self.format(score))" }
@@ -68,9 +82,9 @@ package struct Replayer: Sendable {
 
     private func feed(
         row: Int, of table: ReplayTable, slots: [Int32], engine: inout DetectionEngine, events: inout [AlertEvent],
-        scores: inout [Double]
+        scores: inout [Double], offset: Int64
     ) {
-        let time = table.times[row]
+        let time = table.times[row] + offset
         for (column, value) in table.values[row].enumerated() {
             guard let value else {
                 scores[column] = 0

@@ -1,0 +1,92 @@
+/// Multivariate monitoring of one process unit: collects a baseline of its tags' values, trains a
+/// ``MultivariateModel`` on it, then tests every new vector — raw D² against its limit and the EWMA
+/// of D² against its own (temporal filtering keeps false alarms low and catches small persistent
+/// shifts) — and says which tags drove an alarm.
+package struct UnitMonitor: Sendable {
+    package let name: String
+    /// Engine slots of the unit's tags, in model order.
+    package let slots: [Int32]
+    package private(set) var model: MultivariateModel?
+    private var baseline: [[Double]] = []
+    private let baselineSize: Int
+    private var filtered = 0.0
+    private var filteredContributions: [Double]
+    private var z: [Double]
+    private var y: [Double]
+    private var contributions: [Double]
+    private var latch = AlarmLatch()
+    package private(set) var lastScore = 0.0
+    package private(set) var trainingError: String?
+
+    package init(name: String, slots: [Int32], baselineSize: Int) {
+        self.name = name
+        self.slots = slots
+        self.baselineSize = baselineSize
+        let n = slots.count
+        self.filteredContributions = [Double](repeating: 0, count: n)
+        self.z = [Double](repeating: 0, count: n)
+        self.y = [Double](repeating: 0, count: n)
+        self.contributions = [Double](repeating: 0, count: n)
+    }
+
+    package var isTrained: Bool { self.model != nil }
+
+    /// Adds a baseline vector (until the baseline is full); trains when it is.
+    package mutating func learn(_ vector: [Double], settings: MultivariateModel.Settings) {
+        guard self.model == nil, self.trainingError == nil else { return }
+        self.baseline.append(vector)
+        if self.baseline.count >= self.baselineSize { self.train(settings: settings) }
+    }
+
+    /// Trains on the baseline collected so far (the end of a replay's `--train` file).
+    package mutating func train(settings: MultivariateModel.Settings) {
+        guard self.model == nil else { return }
+        do {
+            let model = try MultivariateModel.train(rows: self.baseline, settings: settings)
+            self.model = model
+            self.filtered = model.baselineMean
+            let share = model.baselineMean / Double(model.tags)
+            for j in 0..<model.tags { self.filteredContributions[j] = share }
+        } catch {
+            self.trainingError = error.message
+        }
+        self.baseline = []
+    }
+
+    /// Tests one vector; returns the change of the `multivariate` condition, if any.
+    package mutating func evaluate(
+        _ vector: [Double], time: Int64, policy: AlertPolicy, names: (Int32) -> String
+    ) -> ConditionChange? {
+        guard let model = self.model else { return nil }
+        let parts = model.evaluate(vector, z: &self.z, y: &self.y)
+        let d2 = parts.t2 + parts.residual
+        let lambda = model.settings.lambda
+        self.filtered = (1 - lambda) * self.filtered + lambda * d2
+        model.contributions(y: self.y, into: &self.contributions)
+        for j in 0..<model.tags {
+            self.filteredContributions[j] = (1 - lambda) * self.filteredContributions[j] + lambda * self.contributions[j]
+        }
+        let rawRatio = d2 / model.rawLimit
+        let filteredRatio = self.filtered / model.filteredLimit
+        let ratio = max(rawRatio, filteredRatio)
+        self.lastScore = ratio / (1 + ratio)
+        guard let raised = self.latch.update(raise: ratio > 1, clear: ratio <= 1, time: time, policy: policy) else {
+            return nil
+        }
+        // Which tags drove it: the statistic that alarmed decides which contributions to rank.
+        let ranked = rawRatio >= filteredRatio ? self.contributions : self.filteredContributions
+        let total = ranked.reduce(0, +)
+        let top = ranked.indices.sorted { ranked[$0] > ranked[$1] }.prefix(3).map { index in
+            UnitDriver(tag: names(self.slots[index]), share: total > 0 ? ranked[index] / total : 0)
+        }
+        return ConditionChange(
+            condition: .multivariate, raised: raised, value: d2, score: self.lastScore,
+            detail: .multivariate(ratio: ratio, drivers: top))
+    }
+}
+
+/// A tag's share of a multivariate alarm.
+package struct UnitDriver: Sendable, Equatable {
+    package let tag: String
+    package let share: Double
+}
