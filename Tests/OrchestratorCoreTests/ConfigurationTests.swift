@@ -62,8 +62,7 @@ struct ScratchDirectory {
               keepalive: 10x
               protcol: v5
             detection:
-              z_raise: 3
-              z_clear: 4
+              z_clear: 6
             """)
         let summary = found.map { "\($0.line) \($0.key)" }
         #expect(summary == [
@@ -72,7 +71,7 @@ struct ScratchDirectory {
             "6 mqtt.url",
             "7 mqtt.keepalive",
             "8 mqtt.protcol",
-            "11 detection.z_clear",
+            "10 detection.z_clear",
         ])
         #expect(found.allSatisfy { $0.severity == .error && $0.file.hasSuffix("orchestrator.yaml") })
         #expect(found[4].description.contains("orchestrator.yaml:8:3: error: mqtt.protcol: unknown key"))

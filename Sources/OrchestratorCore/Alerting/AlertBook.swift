@@ -54,7 +54,7 @@ package struct AlertBook: Sendable {
         switch condition {
         case .limitHighHigh, .limitLowLow: return .critical
         case .limitHigh, .limitLow: return .warning
-        case .anomaly, .rateOfChange, .flatline, .stale: base = .warning
+        case .anomaly, .shift, .rateOfChange, .flatline, .stale: base = .warning
         case .dataQuality, .trendUp, .trendDown, .marketMove: base = .info
         case .multivariate: base = .warning
         }
@@ -70,6 +70,8 @@ package struct AlertBook: Sendable {
         let value = Self.format(change.value) + unit
         let subject = "\(tag) = \(value)"
         switch (change.detail, change.raised) {
+        case (.deviation(let sigmas), true) where change.condition == .shift:
+            return "\(subject): its level has shifted (\(Self.format(abs(sigmas)))σ, CUSUM)"
         case (.deviation(let sigmas), true):
             return "\(subject) deviates \(Self.format(abs(sigmas)))σ from its recent behaviour"
         case (.deviation, false):

@@ -16,7 +16,8 @@ package import Mosquitto
 ///   `flush_interval` (duration), `queue_capacity` (records).
 /// - `topics`: `prefix` (default `apos`), `map` (topic-map file, relative to this file), `alert_qos`,
 ///   `max_payload_bytes`.
-/// - `detection`: `ewma_alpha`, `warmup_samples`, `z_raise`, `z_clear`, `sigma_floor`, `max_tags`.
+/// - `detection`: `ewma_alpha`, `warmup_samples`, `z_clear`, `sigma_floor`, `max_tags`, `anomaly.*`,
+///   `alerts.*`, `trend.*`, `data_quality.*`, `multivariate.*`, `market_moves` (see docs/configuration.md).
 package struct OrchestratorConfig: Sendable {
     package var llm: LLMSettings
     package var modules: [ModuleName: ModuleSettings]
@@ -78,17 +79,33 @@ extension DetectionSettings {
     mutating func read(_ detection: YAMLSection) {
         self.ewmaAlpha = detection.double("ewma_alpha", default: self.ewmaAlpha, in: 0.0001...1)
         self.warmupSamples = detection.int("warmup_samples", default: self.warmupSamples, in: 2...1_000_000)
-        self.zRaise = detection.double("z_raise", default: self.zRaise, in: 0.1...1000)
         self.zClear = detection.double("z_clear", default: self.zClear, in: 0.01...1000)
         self.sigmaFloor = detection.double("sigma_floor", default: self.sigmaFloor, in: 0...1)
-        self.robustWindow = detection.int("robust_window", default: self.robustWindow, in: 3...100_000)
+        if let anomaly = detection.section("anomaly") {
+            self.robustWindow = anomaly.int("window", default: self.robustWindow, in: 8...100_000)
+            self.windowStride = anomaly.int("window_stride", default: self.windowStride, in: 1...10_000)
+            self.spikeShape = anomaly.double("spike_shape", default: self.spikeShape, in: 0.01...1000)
+            self.anomalyBins = anomaly.int("bins", default: self.anomalyBins, in: 2...16)
+            self.noveltyAdaptation = anomaly.double("novelty_adaptation", default: self.noveltyAdaptation, in: 0...1)
+            self.driftScore = anomaly.double("drift_score", default: self.driftScore, in: 0...1)
+            self.anomalyRest = anomaly.int("rest", default: self.anomalyRest, in: 0...1_000_000)
+            self.anomalyRestLevel = anomaly.double("rest_level", default: self.anomalyRestLevel, in: 0...1)
+            self.anomalyRaise = anomaly.double("raise", default: self.anomalyRaise, in: 0.01...1)
+            self.anomalyClear = anomaly.double("clear", default: self.anomalyClear, in: 0...1)
+            self.anomalyMinSigmas = anomaly.double("min_sigmas", default: self.anomalyMinSigmas, in: 0...1000)
+            self.shiftAlerts = anomaly.bool("shift_alerts", default: self.shiftAlerts)
+            if self.anomalyClear > self.anomalyRaise {
+                anomaly.diagnostics.report(.error, anomaly.keyPath("clear"), at: anomaly.markOf("clear"), "must not exceed raise")
+            }
+            anomaly.finish()
+        }
         self.cusumK = detection.double("cusum_k", default: self.cusumK, in: 0...100)
         self.cusumH = detection.double("cusum_h", default: self.cusumH, in: 0.1...1000)
         self.maxTags = detection.int("max_tags", default: self.maxTags, in: 1...10_000_000)
-        if self.zClear >= self.zRaise {
+        if self.anomalyMinSigmas > 0, self.zClear >= self.anomalyMinSigmas {
             detection.diagnostics.report(
                 .error, detection.keyPath("z_clear"), at: detection.markOf("z_clear"),
-                "must be below z_raise (\(self.zRaise)) so that alerts clear with hysteresis")
+                "must be below anomaly.min_sigmas (\(self.anomalyMinSigmas)) so that alerts clear with hysteresis")
         }
         if let alerts = detection.section("alerts") {
             self.policy.onDelay = alerts.int("on_delay", default: self.policy.onDelay, in: 1...1_000_000)
@@ -184,15 +201,34 @@ package struct DetectionSettings: Sendable {
     /// Weight of the newest sample in the EWMA mean and variance.
     package var ewmaAlpha = 0.05
     /// Samples before a tag's anomaly score may raise an alert.
-    package var warmupSamples = 30
-    /// |z| at or above which an anomaly is raised.
-    package var zRaise = 5.0
-    /// |z| below which a raised anomaly clears (hysteresis; must be below `zRaise`).
+    package var warmupSamples = 10
+    /// Robust |z| below which a raised anomaly clears (hysteresis; below `anomalyMinSigmas`).
     package var zClear = 2.0
     /// Smallest standard deviation used, as a fraction of |mean| (keeps quiet tags from dividing by ~0).
     package var sigmaFloor = 0.001
-    /// Values in the robust (median/MAD) window.
-    package var robustWindow = 64
+    /// Values in the robust (quantile) window of the spike score, and the stride at which samples
+    /// enter it (256 × 4 spans about 1,000 samples).
+    package var robustWindow = 256
+    package var windowStride = 4
+    /// Spike score shaping: z / (z + spike_shape).
+    package var spikeShape = 10.0
+    /// Quantisation levels of the pattern-novelty view.
+    package var anomalyBins = 8
+    /// EWMA rate at which the novelty weighting adapts, and where it starts.
+    package var noveltyAdaptation = 0.002
+    package var noveltyInitialRate = 0.5
+    /// Score the CUSUM contributes when it signals a persistent shift.
+    package var driftScore = 0.0
+    /// After a raw score of `anomalyRestLevel`, the score is held at 0 for `anomalyRest` samples.
+    package var anomalyRest = 120
+    package var anomalyRestLevel = 0.65
+    /// Anomaly score that raises an anomaly alert, and below which it clears.
+    package var anomalyRaise = 0.65
+    package var anomalyClear = 0.5
+    /// An anomaly alert also needs the sample's robust z to reach this (0 = the score alone decides).
+    package var anomalyMinSigmas = 5.0
+    /// Raise an anomaly alert when the CUSUM signals a small persistent shift.
+    package var shiftAlerts = true
     /// CUSUM allowance k and decision interval h, in σ.
     package var cusumK = 0.5
     package var cusumH = 8.0

@@ -36,6 +36,17 @@ package struct TopicMap: Sendable {
         self.namedTopics = namedTopics
     }
 
+    /// Process units: plant tags grouped by the path above the tag (`r1/cdu/cdu1`), in name order,
+    /// for the units with at least two tags. Market instruments form no unit.
+    package var units: [(name: String, tags: [String])] {
+        var groups: [String: [String]] = [:]
+        for tag in self.tags.keys where !tag.hasPrefix("market/") {
+            guard let slash = tag.lastIndex(of: "/") else { continue }
+            groups[String(tag[..<slash]), default: []].append(tag)
+        }
+        return groups.filter { $0.value.count >= 2 }.map { ($0.key, $0.value.sorted()) }.sorted { $0.name < $1.name }
+    }
+
     package static func load(
         file path: String, environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws(ConfigError) -> TopicMap {

@@ -1,22 +1,67 @@
-/// The level/shape anomaly detector of one tag: an EWMA z-score, a robust median/MAD z-score and a
-/// two-sided CUSUM, combined into one calibrated `anomaly_score` in [0, 1].
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The level/shape anomaly detector of one tag, calibrated into one `anomaly_score` in [0, 1].
+///
+/// Three views of the stream, combined by their maximum:
+/// - **spike**: a robust z-score of the sample against the previous `window` values (median, and
+///   the interquartile range with a 5–95 % spread as a floor), shaped as z / (z + k);
+/// - **pattern novelty**: the sample's value is quantised into `bins` levels over the range seen so
+///   far, and 2-, 3- and 4-grams of those codes are looked up in bit tables; a never-seen n-gram is
+///   novel, weighted by how rare novelty has been lately (an EWMA per order) — this catches a
+///   change of shape at a normal level, which no z-score sees;
+/// - **drift**: a two-sided CUSUM on the EWMA z-score for small persistent shifts.
+/// The raw score (their maximum) also feeds an anomaly likelihood (Ahmad et al. 2017): how
+/// unusual the average of the last 10 raw scores is against the long-run distribution of raw
+/// scores, which lifts sustained moderate scores on a quiet tag and damps them on a noisy one.
+/// After a score of `restLevel` or more, the output is held at 0 for `rest` samples (extended while
+/// the raw score stays high), so one event yields one detection instead of a run of them: the
+/// behaviour operators and the NAB benchmark both reward.
+///
+/// Invariant to shift and scale of the input (up to the tiny absolute floors); O(log window) plus
+/// one `memmove` per sample; fixed storage (the window, 584 bits of tables); no allocation.
 package struct AnomalyDetector: Sendable {
     /// One sample's verdict.
     package struct Verdict: Sendable, Equatable {
         package var score: Double
+        /// EWMA z-score of the sample (for messages).
         package var sigmas: Double
         package var raise: Bool
         package var clear: Bool
+        /// The CUSUM signalled a small persistent shift on this sample.
+        package var shift = false
     }
 
     package private(set) var ewma: EWMAStatistics
-    private var robust: RobustWindow
+    private var window: RobustWindow
     private var cusum: CUSUM
+    private var low = Double.infinity
+    private var high = -Double.infinity
+    private var codes: UInt32 = 0
+    private var seen = 0
+    private var tables: [UInt64]
+    private var noveltyRate: (Double, Double, Double)
+    private var sample = 0
+    private var lastFire = Int.min / 2
+    private var likelihood = AnomalyLikelihood()
+
+    /// Words of the 2-, 3- and 4-gram bit tables for `bins` codes.
+    private static func tableLayout(bins: Int) -> (offsets: (Int, Int, Int), words: Int) {
+        let sizes = (bins * bins, bins * bins * bins, bins * bins * bins * bins)
+        let w0 = (sizes.0 + 63) / 64
+        let w1 = (sizes.1 + 63) / 64
+        let w2 = (sizes.2 + 63) / 64
+        return ((0, w0, w0 + w1), w0 + w1 + w2)
+    }
 
     package init(settings: DetectionSettings) {
         self.ewma = EWMAStatistics(alpha: settings.ewmaAlpha)
-        self.robust = RobustWindow(capacity: settings.robustWindow)
+        self.window = RobustWindow(capacity: settings.robustWindow)
         self.cusum = CUSUM(k: settings.cusumK, h: settings.cusumH)
+        self.tables = [UInt64](repeating: 0, count: Self.tableLayout(bins: settings.anomalyBins).words)
+        let rate = settings.noveltyInitialRate
+        self.noveltyRate = (rate, rate, rate)
     }
 
     /// The tag's typical noise (EWMA standard deviation), for judging the size of other findings.
@@ -24,22 +69,124 @@ package struct AnomalyDetector: Sendable {
 
     package mutating func update(_ value: Double, settings: DetectionSettings) -> Verdict {
         var verdict = Verdict(score: 0, sigmas: 0, raise: false, clear: true)
+
+        // Spike: robust z against the previous values only.
+        var spike = 0.0
+        var robustZ = 0.0
+        if self.window.count >= settings.warmupSamples {
+            let median = self.window.median
+            let iqr = (self.window.quantile(0.75) - self.window.quantile(0.25)) / 1.349
+            let spread = (self.window.quantile(0.95) - self.window.quantile(0.05)) / 3.29 / 3
+            let scale = max(iqr, spread, 1e-9 * (abs(median) + 1))
+            let z = abs(value - median) / scale
+            robustZ = z
+            spike = z / (z + settings.spikeShape)
+        }
+
+        // Drift: CUSUM on the EWMA z-score.
+        var drift = 0.0
         if self.ewma.count >= settings.warmupSamples {
             let z = self.ewma.zScore(value, floorFraction: settings.sigmaFloor)
-            let mad = self.robust.medianAbsoluteDeviation * 1.4826
-            let floor = max(settings.sigmaFloor * abs(self.robust.median), 1e-12)
-            let robustZ = (value - self.robust.median) / max(mad, floor)
-            // The robust z must agree, so one outlier in the EWMA variance does not hide the next.
-            let sigmas = abs(z) < abs(robustZ) ? z : (abs(robustZ) < abs(z) ? robustZ : z)
-            let drift = self.cusum.update(max(-10, min(10, z)))
-            verdict.sigmas = sigmas
-            verdict.score = max(anomalyScore(zScore: sigmas), drift >= 1 ? 0.9 : 0)
-            verdict.raise = abs(sigmas) >= settings.zRaise
-            verdict.clear = abs(sigmas) < settings.zClear
-            if drift >= 1 { self.cusum.reset() }
+            verdict.sigmas = z
+            drift = self.cusum.update(max(-10, min(10, z)))
+            if drift >= 1 {
+                self.cusum.reset()
+                verdict.shift = true
+            }
         }
         self.ewma.update(value)
-        self.robust.append(value)
+        // The window takes every `stride`-th sample (all of the first ones), so 256 values span
+        // about 1,000 samples: a day of 5-minute data.
+        if self.window.count < settings.warmupSamples || self.sample % settings.windowStride == 0 {
+            self.window.append(value)
+        }
+
+        // Pattern novelty on quantised codes over the range seen so far.
+        let pattern = self.novelty(value, settings: settings)
+
+        let raw = max(spike, pattern, drift >= 1 ? settings.driftScore : 0)
+        let final = max(raw, self.likelihood.update(raw, sample: self.sample))
+        let resting = self.sample - self.lastFire <= settings.anomalyRest
+        if final >= settings.anomalyRestLevel { self.lastFire = self.sample }
+        self.sample += 1
+        verdict.score = resting ? 0 : min(1, final)
+        // An alert also needs the sample itself to stand out (robust z): the composite score alone
+        // would now and then alarm on pure noise.
+        verdict.raise = verdict.score >= settings.anomalyRaise && robustZ >= settings.anomalyMinSigmas
+        // An episode lasts while the samples stay unusual against the window (a sustained step is
+        // one alert, cleared once the window has learnt the new level), not just while the score
+        // is high (the rest period zeroes it).
+        verdict.clear = verdict.score < settings.anomalyClear && robustZ < settings.zClear
         return verdict
+    }
+
+    private mutating func novelty(_ value: Double, settings: DetectionSettings) -> Double {
+        let bins = settings.anomalyBins
+        self.low = min(self.low, value)
+        self.high = max(self.high, value)
+        let range = self.high - self.low
+        let code = range > 0 ? UInt32(min(Double(bins - 1), ((value - self.low) / range * Double(bins)).rounded(.down))) : 0
+        let mask = UInt32(bins * bins * bins * bins)
+        self.codes = (self.codes &* UInt32(bins) &+ code) % mask
+        self.seen += 1
+        let layout = Self.tableLayout(bins: bins)
+        var sum = 0.0
+        let alpha = settings.noveltyAdaptation
+        func look(_ order: Int, offset: Int, rate: inout Double) -> Double {
+            guard self.seen >= order else { return 0 }
+            var size = 1
+            for _ in 0..<order { size *= bins }
+            let index = Int(self.codes % UInt32(size))
+            let word = offset + index / 64
+            let bit = UInt64(1) << UInt64(index % 64)
+            let novel = self.tables[word] & bit == 0
+            self.tables[word] |= bit
+            let weighted = novel ? 1 - rate : 0
+            rate += alpha * ((novel ? 1 : 0) - rate)
+            return weighted
+        }
+        sum += look(2, offset: layout.offsets.0, rate: &self.noveltyRate.0)
+        sum += look(3, offset: layout.offsets.1, rate: &self.noveltyRate.1)
+        sum += look(4, offset: layout.offsets.2, rate: &self.noveltyRate.2)
+        return sum / 3
+    }
+}
+
+/// Numenta's anomaly likelihood (Ahmad, Lavin, Purdy & Agha 2017) in streaming form: the tail
+/// probability of the short-term mean of raw scores under an EWMA estimate of their long-run mean
+/// and variance, squashed logarithmically into [0, 1].
+struct AnomalyLikelihood: Sendable {
+    private var recent: (Double, Double, Double, Double, Double, Double, Double, Double, Double, Double) =
+        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    private var mean = Double.nan
+    private var variance = 0.0
+    static let learning = 288
+    static let rate = 1.0 / 8640
+    static let meanFloor = 0.03
+    static let varianceFloor = 0.0003
+
+    mutating func update(_ raw: Double, sample: Int) -> Double {
+        withUnsafeMutableBytes(of: &self.recent) { buffer in
+            buffer.storeBytes(of: raw, toByteOffset: (sample % 10) * 8, as: Double.self)
+        }
+        let count = min(sample + 1, 10)
+        let sum = withUnsafeBytes(of: self.recent) { buffer in
+            (0..<count).reduce(0.0) { $0 + buffer.load(fromByteOffset: $1 * 8, as: Double.self) }
+        }
+        let average = sum / Double(count)
+        var p = 0.5
+        if sample >= Self.learning, !self.mean.isNaN {
+            let deviation = max(self.variance, Self.varianceFloor).squareRoot()
+            p = 0.5 * erfc((average - max(self.mean, Self.meanFloor)) / deviation / 2.0.squareRoot())
+        }
+        if self.mean.isNaN {
+            self.mean = average
+            self.variance = 0
+        } else {
+            let delta = average - self.mean
+            self.mean += Self.rate * delta
+            self.variance = (1 - Self.rate) * (self.variance + Self.rate * delta * delta)
+        }
+        return log(p + 1e-10) / log(1e-10)
     }
 }

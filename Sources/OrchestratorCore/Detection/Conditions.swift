@@ -2,6 +2,8 @@
 package enum AlertCondition: UInt8, Sendable, CaseIterable {
     /// The value deviates from the tag's own recent behaviour (level/shape anomaly).
     case anomaly
+    /// A small persistent shift of the level (CUSUM).
+    case shift
     case limitHigh
     case limitHighHigh
     case limitLow
@@ -18,7 +20,7 @@ package enum AlertCondition: UInt8, Sendable, CaseIterable {
 
     package var kind: AlertKind {
         switch self {
-        case .anomaly: .anomaly
+        case .anomaly, .shift: .anomaly
         case .limitHigh, .limitHighHigh, .limitLow, .limitLowLow: .limit
         case .rateOfChange: .rateOfChange
         case .flatline: .flatline

@@ -113,7 +113,7 @@ package struct DetectionEngine: Sendable {
         // A trained unit monitor speaks for its tags' level anomalies (its alert names the tags).
         let unit = self.unitOfSlot[index]
         if unit >= 0, self.settings.suppressTagAnomalies, self.units[Int(unit)].isTrained {
-            self.changes.removeAll { $0.condition == .anomaly && $0.raised }
+            self.changes.removeAll { ($0.condition == .anomaly || $0.condition == .shift) && $0.raised }
         }
         self.emit(slot: slot, topic: topic, sampleTime: sampleTime, now: now, into: &events)
         return score

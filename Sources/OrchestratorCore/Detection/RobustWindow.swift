@@ -43,6 +43,17 @@ package struct RobustWindow: Sendable {
         return low
     }
 
+    /// The `p`-quantile (0…1) with linear interpolation between order statistics.
+    package func quantile(_ p: Double) -> Double {
+        let n = self.sorted.count
+        guard n > 0 else { return 0 }
+        let position = p * Double(n - 1)
+        let low = Int(position)
+        let high = min(low + 1, n - 1)
+        let fraction = position - Double(low)
+        return self.sorted[low] * (1 - fraction) + self.sorted[high] * fraction
+    }
+
     package var median: Double {
         let n = self.sorted.count
         guard n > 0 else { return 0 }

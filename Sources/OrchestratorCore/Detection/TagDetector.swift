@@ -86,6 +86,11 @@ package struct TagDetector: Sendable {
         self.update(
             .anomaly, raise: verdict.raise, clear: verdict.clear, value: value, score: verdict.score,
             detail: .deviation(sigmas: verdict.sigmas), time: time, policy: policy, into: &changes)
+        if settings.shiftAlerts {
+            self.update(
+                .shift, raise: verdict.shift && !self.isActive(.anomaly), clear: !verdict.shift, value: value, score: verdict.score,
+                detail: .deviation(sigmas: verdict.sigmas), time: time, policy: policy, into: &changes)
+        }
 
         self.checkLimits(value, time: time, policy: policy, into: &changes)
         self.checkRate(value, time: time, policy: policy, into: &changes)

@@ -44,7 +44,13 @@ package final class IngestPipeline: Sendable {
         clock: @escaping @Sendable () -> Int64 = { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
     ) {
         self.config = config
-        self.state = Mutex(State(engine: DetectionEngine(settings: config.detection, topicMap: config.topicMap)))
+        var engine = DetectionEngine(settings: config.detection, topicMap: config.topicMap)
+        // Every process unit of the topic map with two or more tags is monitored as a whole.
+        for (unit, tags) in config.topicMap.units {
+            let slots = tags.compactMap { engine.slot(for: $0) }
+            _ = engine.addUnit(name: unit, slots: slots)
+        }
+        self.state = Mutex(State(engine: engine))
         self.router = TopicRouter(map: config.topicMap)
         self.sinks = sinks
         self.logger = logger
@@ -87,6 +93,13 @@ package final class IngestPipeline: Sendable {
             case (_, .failure(let reason)):
                 state.counters.rejected[reason, default: 0] += 1
                 rejection = reason
+                // A NaN/Inf on a known tag is also that tag's data-quality problem.
+                if reason == .nonFinite, case .tag(let tag) = route, let slot = self.slot(for: tag, in: &state) {
+                    state.engine.ingest(
+                        slot: slot, value: .nan, quality: .good, sampleTime: now, receiptTime: true, topic: topic, now: now,
+                        into: &events)
+                    self.count(events, in: &state)
+                }
             case (.tag(let tag), .success(.single(let ts, let value, let quality))):
                 guard let slot = self.slot(for: tag, in: &state) else {
                     tagLimit = true
@@ -136,9 +149,33 @@ package final class IngestPipeline: Sendable {
         state.engine.ingest(
             slot: slot, value: value, quality: quality, sampleTime: sampleTime, receiptTime: receiptTime, topic: topic,
             now: now, into: &events)
-        for event in events[before...] {
+        self.count(events[before...], in: &state)
+    }
+
+    private func count(_ events: some Collection<AlertEvent>, in state: inout State) {
+        for event in events {
             if event.state == .raised { state.counters.alertsRaised += 1 } else { state.counters.alertsCleared += 1 }
         }
+    }
+
+    /// The timer-driven part of detection, called about once a second: staleness, and the unit
+    /// monitors' baseline collection and tests on the latest values of their tags.
+    package func tick(now: Int64? = nil) {
+        let now = now ?? self.clock()
+        var events: [AlertEvent] = []
+        self.state.withLock { state in
+            state.engine.checkStaleness(now: now, into: &events)
+            state.engine.evaluateUnits(at: now, into: &events)
+            self.count(events, in: &state)
+        }
+        for event in events {
+            for sink in self.sinks { sink.deliver(event) }
+        }
+    }
+
+    /// Unit monitors: their names and whether they are trained yet.
+    package var units: [(name: String, tags: Int, trained: Bool)] {
+        self.state.withLock { state in state.engine.unitMonitors.map { ($0.name, $0.slots.count, $0.isTrained) } }
     }
 
     private func slot(for tag: String, in state: inout State) -> Int32? {

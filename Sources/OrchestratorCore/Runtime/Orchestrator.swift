@@ -146,7 +146,11 @@ struct IngestService: Service {
     func run() async throws {
         try self.orchestrator.startIngest()
         defer { self.orchestrator.stopIngest() }
-        try await gracefulShutdown()
+        // The timer side of detection (staleness, unit monitors), once a second until shutdown.
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            try? await Task.sleep(for: .seconds(1))
+            self.orchestrator.pipeline.tick()
+        }
     }
 }
 

@@ -1,0 +1,230 @@
+import Foundation
+import Testing
+
+@testable import OrchestratorCore
+
+/// Fixtures computed independently with numpy/scipy by scripts/fixtures/generate_detection_fixtures.py.
+enum Fixture {
+    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+
+    static func load(_ name: String) throws -> Any {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: directory.appendingPathComponent(name)))
+    }
+}
+
+@Suite struct MultivariateOracleTests {
+    @Test func `eigenvectors and eigenvalues reconstruct the matrix`() {
+        var random = SplitMix64(seed: 5)
+        let n = 8
+        var a = [Double](repeating: 0, count: n * n)
+        for i in 0..<n { for j in i..<n { let x = random.gaussian(); a[i * n + j] = x; a[j * n + i] = x } }
+        let (values, vectors) = SymmetricEigen.decompose(a, n: n)
+        #expect(values == values.sorted(by: >))
+        for i in 0..<n {
+            for j in 0..<n {
+                var sum = 0.0
+                for k in 0..<n { sum += vectors[i * n + k] * values[k] * vectors[j * n + k] }
+                #expect(abs(sum - a[i * n + j]) < 1e-9)
+            }
+        }
+    }
+
+    @Test func `the model matches the numpy oracle: eigenvalues, limits, D², EWMA, score and alarm`() throws {
+        let fixture = try #require(try Fixture.load("multivariate.json") as? [String: Any])
+        let train = try #require(fixture["train"] as? [[Double]])
+        let test = try #require(fixture["test"] as? [[Double]])
+        let expected = try #require(fixture["expected"] as? [[String: Any]])
+        let model = try MultivariateModel.train(rows: train)
+        let eigenvalues = try #require(fixture["eigenvalues"] as? [Double])
+        for (mine, theirs) in zip(model.eigenvalues, eigenvalues) { #expect(abs(mine - theirs) < 1e-8) }
+        #expect(abs(model.rawLimit - (fixture["raw_limit"] as! Double)) < 1e-6)
+        #expect(abs(model.filteredLimit - (fixture["filtered_limit"] as! Double)) < 1e-6)
+
+        var unit = UnitMonitor(name: "u", slots: (0..<6).map(Int32.init), baselineSize: train.count)
+        for row in train { unit.learn(row, settings: .init()) }
+        #expect(unit.isTrained)
+        var alarmed = false
+        for (row, oracle) in zip(test, expected) {
+            let change = unit.evaluate(row, time: 0, policy: AlertPolicy(), names: { "t\($0)" })
+            if let change { alarmed = change.raised }
+            #expect(abs(unit.lastScore - (oracle["score"] as! Double)) < 1e-9)
+            #expect(alarmed == ((oracle["alarm"] as! Int) == 1))
+        }
+    }
+
+    @Test func `a multivariate alarm names the tag that broke the correlation`() throws {
+        let fixture = try #require(try Fixture.load("multivariate.json") as? [String: Any])
+        let train = try #require(fixture["train"] as? [[Double]])
+        let test = try #require(fixture["test"] as? [[Double]])
+        var unit = UnitMonitor(name: "u", slots: (0..<6).map(Int32.init), baselineSize: train.count)
+        for row in train { unit.learn(row, settings: .init()) }
+        let raised = test.lazy.compactMap { unit.evaluate($0, time: 0, policy: AlertPolicy(), names: { "t\($0)" }) }.first { $0.raised }
+        guard case .multivariate(_, let drivers)? = raised?.detail else {
+            Issue.record("no multivariate alarm")
+            return
+        }
+        #expect(drivers.first?.tag == "t2")
+    }
+}
+
+@Suite struct TrendOracleTests {
+    @Test func `Mann–Kendall S, p-value and Theil–Sen slope match scipy`() throws {
+        let cases = try #require(try Fixture.load("trend.json") as? [[String: Any]])
+        for oracle in cases {
+            let values = oracle["values"] as! [Double]
+            var trend = TrendDetector(blockSize: oracle["block"] as! Int, windowBlocks: oracle["window"] as! Int)
+            var scratch: [Double] = []
+            var result: TrendDetector.Result? = nil
+            for (i, value) in values.enumerated() {
+                if let r = trend.update(value, time: Int64(i) * 1000, alpha: 1.0, scratch: &scratch) { result = r }
+            }
+            let r = try #require(result)
+            #expect(r.s == oracle["s"] as! Int)
+            #expect(abs(r.pValue - (oracle["p"] as! Double)) < 1e-9)
+            #expect(abs(r.slopePerHour! - (oracle["slope_per_hour"] as! Double)) < 1e-6 * max(1, abs(r.slopePerHour!)))
+        }
+    }
+
+    @Test func `the sliding window's incremental S equals a recount`() {
+        var trend = TrendDetector(blockSize: 1, windowBlocks: 8)
+        var scratch: [Double] = []
+        var random = SplitMix64(seed: 11)
+        var history: [Double] = []
+        for i in 0..<200 {
+            let x = random.gaussian()
+            history.append(x)
+            guard let r = trend.update(x, time: Int64(i), alpha: 1, scratch: &scratch) else { continue }
+            let window = history.suffix(8)
+            var s = 0
+            for (a, xa) in window.enumerated() {
+                for xb in window.dropFirst(a + 1) { s += xb > xa ? 1 : (xb < xa ? -1 : 0) }
+            }
+            #expect(r.s == s)
+        }
+    }
+
+    @Test func `a slow drift raises one trend alert with its direction and slope, and noise raises none`() {
+        var settings = DetectionSettings()
+        settings.trendBlock = 5
+        settings.trendWindow = 20
+        var detector = TagDetector(settings: settings, info: TagInfo(unit: "degC"), isMarket: false)
+        var random = SplitMix64(seed: 3)
+        var changes: [ConditionChange] = []
+        var scratch: [Double] = []
+        for i in 0..<2000 {
+            detector.ingest(350 + 0.3 * random.gaussian(), time: Int64(i) * 1000, quality: .good, settings: settings, scratch: &scratch, into: &changes)
+        }
+        #expect(!changes.contains { $0.condition == .trendUp || $0.condition == .trendDown })
+        changes.removeAll()
+        for i in 2000..<2300 {  // 0.01 °C per second = 36 °C/h
+            detector.ingest(350 + 0.01 * Double(i - 2000) + 0.3 * random.gaussian(), time: Int64(i) * 1000, quality: .good, settings: settings, scratch: &scratch, into: &changes)
+        }
+        let trends = changes.filter { $0.condition == .trendUp && $0.raised }
+        #expect(trends.count == 1)
+        if case .trend(let slope, let p)? = trends.first?.detail {
+            #expect(slope > 20 && slope < 55)
+            #expect(p < settings.trendAlpha)
+        } else {
+            Issue.record("no trend detail")
+        }
+    }
+}
+
+@Suite struct AnomalyPropertyTests {
+    func scores(_ values: [Double], settings: DetectionSettings = DetectionSettings()) -> [Double] {
+        var detector = AnomalyDetector(settings: settings)
+        return values.map { detector.update($0, settings: settings).score }
+    }
+
+    func series(seed: UInt64, count: Int = 600) -> [Double] {
+        var random = SplitMix64(seed: seed)
+        var level = 0.0
+        return (0..<count).map { i in
+            if i == 400 { level = 6 }
+            return level + random.gaussian()
+        }
+    }
+
+    @Test(arguments: [(0.0, 1.0), (1000.0, 1.0), (-5.0, 0.001), (1e6, 250.0)])
+    func `scores are invariant to shift and scale of the input`(shift: Double, scale: Double) {
+        var settings = DetectionSettings()
+        settings.sigmaFloor = 0  // the floor is relative to |mean|, which a shift changes by design
+        let base = self.scores(self.series(seed: 9).map { $0 + 10 }, settings: settings)
+        let moved = self.scores(self.series(seed: 9).map { ($0 + 10) * scale + shift }, settings: settings)
+        for (a, b) in zip(base, moved) { #expect(abs(a - b) < 1e-6) }
+    }
+
+    @Test func `a constant input never scores after warm-up`() {
+        #expect(self.scores([Double](repeating: 42, count: 5000)).dropFirst(400).allSatisfy { $0 < 0.01 })
+    }
+
+    @Test(arguments: [(4.0, 40), (6.0, 10), (10.0, 10)])
+    func `a step of k sigma is detected within n samples`(k: Double, within: Int) {
+        var random = SplitMix64(seed: 21)
+        var settings = DetectionSettings()
+        settings.trendEnabled = false
+        var detector = TagDetector(settings: settings, info: TagInfo(), isMarket: false)
+        var changes: [ConditionChange] = []
+        var scratch: [Double] = []
+        for i in 0..<500 {
+            detector.ingest(100 + random.gaussian(), time: Int64(i) * 1000, quality: .good, settings: settings, scratch: &scratch, into: &changes)
+        }
+        #expect(changes.isEmpty)
+        var detectedAfter: Int? = nil
+        for i in 0..<within where detectedAfter == nil {
+            detector.ingest(100 + k + random.gaussian(), time: Int64(500 + i) * 1000, quality: .good, settings: settings, scratch: &scratch, into: &changes)
+            if changes.contains(where: { $0.condition.kind == .anomaly && $0.raised }) { detectedAfter = i + 1 }
+        }
+        #expect(detectedAfter != nil)
+    }
+}
+
+@Suite struct ReplayTests {
+    func table(rows: Int, seed: UInt64 = 4) -> String {
+        var random = SplitMix64(seed: seed)
+        var text = "timestamp,a,b\n"
+        for i in 0..<rows {
+            let a = 10 + random.gaussian() + (i > 300 ? 8 : 0)
+            let b = 5 + 0.1 * random.gaussian()
+            text += "2026-01-01 00:\(String(format: "%02d", i / 60 % 60)):\(String(format: "%02d", i % 60)),\(a),\(b)\n"
+        }
+        return text
+    }
+
+    @Test func `no look-ahead: the rows of a prefix score the same with or without the rest`() throws {
+        let full = try ReplayTable.parse(self.table(rows: 500), file: "full.csv")
+        let lines = self.table(rows: 500).split(separator: "\n")
+        let prefix = try ReplayTable.parse(lines.prefix(351).joined(separator: "\n"), file: "prefix.csv")
+        let replayer = Replayer(config: .defaults())
+        let a = try replayer.run(input: full, train: nil).csv.split(separator: "\n")
+        let b = try replayer.run(input: prefix, train: nil).csv.split(separator: "\n")
+        #expect(b.count == 351)
+        #expect(Array(a.prefix(351)) == b)
+        #expect(a.dropFirst().contains { $0.hasSuffix(",1") })
+    }
+
+    @Test func `replay input errors name the file, line and field`() {
+        #expect(throws: ReplayTable.Problem.self) { try ReplayTable.parse("t,a\n1,2\n2,x\n", file: "f.csv") }
+        do {
+            _ = try ReplayTable.parse("t,a\n1,2\n2,x\n", file: "f.csv")
+        } catch {
+            #expect(error.description == "f.csv:3: a: \"x\" is not a number")
+        }
+        do {
+            _ = try ReplayTable.parse("t,a,b\n1,2\n", file: "f.csv")
+        } catch {
+            #expect(error.line == 2)
+        }
+    }
+
+    @Test(arguments: [
+        ("t,a\n0,1\n1,2\n", ReplayTable.TimeFormat.sampleIndex, [Int64(0), 1000]),
+        ("t,a\n1700000000000,1\n1700000001000,2\n", .epochMilliseconds, [1_700_000_000_000, 1_700_000_001_000]),
+        ("t,a\n2023-11-14 22:13:20,1\n2023-11-14T22:13:21Z,2\n", .rfc3339, [1_700_000_000_000, 1_700_000_001_000]),
+    ])
+    func `timestamps are read in every SPEC format`(text: String, format: ReplayTable.TimeFormat, times: [Int64]) throws {
+        let table = try ReplayTable.parse(text, file: "f.csv")
+        #expect(table.timeFormat == format)
+        #expect(table.times == times)
+    }
+}
