@@ -45,6 +45,9 @@ package struct AnomalyDetector: Sendable {
     private var sample = 0
     private var lastFire = Int.min / 2
     private var likelihood = AnomalyLikelihood()
+    /// Location and scale of the window, recomputed only when the window changes.
+    private var location = 0.0
+    private var scale = 0.0
 
     /// Words of the 2-, 3- and 4-gram bit tables for `bins` codes.
     private static func tableLayout(bins: Int) -> (offsets: (Int, Int, Int), words: Int) {
@@ -74,11 +77,7 @@ package struct AnomalyDetector: Sendable {
         var spike = 0.0
         var robustZ = 0.0
         if self.window.count >= settings.warmupSamples {
-            let median = self.window.median
-            let iqr = (self.window.quantile(0.75) - self.window.quantile(0.25)) / 1.349
-            let spread = (self.window.quantile(0.95) - self.window.quantile(0.05)) / 3.29 / 3
-            let scale = max(iqr, spread, 1e-9 * (abs(median) + 1))
-            let z = abs(value - median) / scale
+            let z = abs(value - self.location) / self.scale
             robustZ = z
             spike = z / (z + settings.spikeShape)
         }
@@ -99,6 +98,11 @@ package struct AnomalyDetector: Sendable {
         // about 1,000 samples: a day of 5-minute data.
         if self.window.count < settings.warmupSamples || self.sample % settings.windowStride == 0 {
             self.window.append(value)
+            let median = self.window.median
+            let iqr = (self.window.quantile(0.75) - self.window.quantile(0.25)) / 1.349
+            let spread = (self.window.quantile(0.95) - self.window.quantile(0.05)) / 3.29 / 3
+            self.location = median
+            self.scale = max(iqr, spread, 1e-9 * (abs(median) + 1))
         }
 
         // Pattern novelty on quantised codes over the range seen so far.
@@ -121,34 +125,39 @@ package struct AnomalyDetector: Sendable {
     }
 
     private mutating func novelty(_ value: Double, settings: DetectionSettings) -> Double {
-        let bins = settings.anomalyBins
+        let bins = UInt32(settings.anomalyBins)
         self.low = min(self.low, value)
         self.high = max(self.high, value)
         let range = self.high - self.low
         let code = range > 0 ? UInt32(min(Double(bins - 1), ((value - self.low) / range * Double(bins)).rounded(.down))) : 0
-        let mask = UInt32(bins * bins * bins * bins)
-        self.codes = (self.codes &* UInt32(bins) &+ code) % mask
+        let b2 = bins * bins
+        let b3 = b2 * bins
+        let b4 = b3 * bins
+        self.codes = (self.codes &* bins &+ code) % b4
         self.seen += 1
-        let layout = Self.tableLayout(bins: bins)
-        var sum = 0.0
         let alpha = settings.noveltyAdaptation
-        func look(_ order: Int, offset: Int, rate: inout Double) -> Double {
-            guard self.seen >= order else { return 0 }
-            var size = 1
-            for _ in 0..<order { size *= bins }
-            let index = Int(self.codes % UInt32(size))
-            let word = offset + index / 64
-            let bit = UInt64(1) << UInt64(index % 64)
-            let novel = self.tables[word] & bit == 0
-            self.tables[word] |= bit
-            let weighted = novel ? 1 - rate : 0
-            rate += alpha * ((novel ? 1 : 0) - rate)
-            return weighted
-        }
-        sum += look(2, offset: layout.offsets.0, rate: &self.noveltyRate.0)
-        sum += look(3, offset: layout.offsets.1, rate: &self.noveltyRate.1)
-        sum += look(4, offset: layout.offsets.2, rate: &self.noveltyRate.2)
+        // Bit tables of the 2-, 3- and 4-grams, one after the other.
+        let offset2 = 0
+        let offset3 = Int((b2 + 63) / 64)
+        let offset4 = offset3 + Int((b3 + 63) / 64)
+        var sum = 0.0
+        if self.seen >= 2 { sum += Self.lookUp(Int(self.codes % b2), word: offset2, tables: &self.tables, rate: &self.noveltyRate.0, alpha: alpha) }
+        if self.seen >= 3 { sum += Self.lookUp(Int(self.codes % b3), word: offset3, tables: &self.tables, rate: &self.noveltyRate.1, alpha: alpha) }
+        if self.seen >= 4 { sum += Self.lookUp(Int(self.codes), word: offset4, tables: &self.tables, rate: &self.noveltyRate.2, alpha: alpha) }
         return sum / 3
+    }
+
+    /// Marks an n-gram seen; returns its novelty weighted by how rare novelty has been lately.
+    private static func lookUp(
+        _ index: Int, word offset: Int, tables: inout [UInt64], rate: inout Double, alpha: Double
+    ) -> Double {
+        let word = offset + index >> 6
+        let bit = UInt64(1) << UInt64(index & 63)
+        let novel = tables[word] & bit == 0
+        tables[word] |= bit
+        let weighted = novel ? 1 - rate : 0
+        rate += alpha * ((novel ? 1 : 0) - rate)
+        return weighted
     }
 }
 

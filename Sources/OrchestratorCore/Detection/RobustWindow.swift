@@ -22,15 +22,27 @@ package struct RobustWindow: Sendable {
     package var isFull: Bool { self.sorted.count == self.capacity }
 
     package mutating func append(_ value: Double) {
-        if self.ring.count < self.capacity {
+        guard self.ring.count == self.capacity else {
             self.ring.append(value)
-        } else {
-            let old = self.ring[self.next]
-            self.ring[self.next] = value
-            self.next = (self.next + 1) % self.capacity
-            self.sorted.remove(at: self.lowerBound(old))
+            self.sorted.insert(value, at: self.lowerBound(value))
+            return
         }
-        self.sorted.insert(value, at: self.lowerBound(value))
+        let old = self.ring[self.next]
+        self.ring[self.next] = value
+        self.next = self.next + 1 == self.capacity ? 0 : self.next + 1
+        // Replace `old` by `value` in the sorted array with one shift of the values between them.
+        let removed = self.lowerBound(old)
+        var position = self.lowerBound(value)
+        self.sorted.withUnsafeMutableBufferPointer { buffer in
+            let base = buffer.baseAddress!
+            if position > removed {
+                position -= 1  // the slot freed by `old` sits before the insertion point
+                (base + removed).update(from: base + removed + 1, count: position - removed)
+            } else if position < removed {
+                (base + position + 1).update(from: base + position, count: removed - position)
+            }
+            base[position] = value
+        }
     }
 
     private func lowerBound(_ value: Double) -> Int {

@@ -1,0 +1,112 @@
+import Foundation
+import Logging
+
+/// Nanoseconds per sample of each detector and of the whole per-tag path, measured in-process on
+/// synthetic sensor data (`dang bench-detectors`). Build with `-c release` to measure.
+package enum DetectorBenchmark {
+    package struct Row: Sendable {
+        package let name: String
+        package let nanosecondsPerSample: Double
+    }
+
+    /// Runs every case over `samples` samples spread across `tags` tags (so per-tag state does not
+    /// all sit in L1, as in a plant) and returns the rows, fastest baseline first.
+    package static func run(samples: Int = 2_000_000, tags: Int = 1000) -> [Row] {
+        var random = SplitMix64(seed: 1)
+        let values = (0..<4096).map { i in 350 + random.gaussian() + (i % 1000 == 999 ? 12 : 0) }
+        var settings = DetectionSettings()
+        settings.multivariateEnabled = false
+        var rows: [Row] = []
+        var sink = 0.0
+
+        func measure(_ name: String, _ body: (Int) -> Double) {
+            _ = body(min(samples / 10, 100_000))  // warm up
+            let start = ContinuousClock.now
+            sink += body(samples)
+            let elapsed = ContinuousClock.now - start
+            let ns = Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
+            rows.append(Row(name: name, nanosecondsPerSample: ns / Double(samples)))
+        }
+
+        measure("baseline: read the sample") { n in
+            var sum = 0.0
+            for i in 0..<n { sum += values[i & 4095] }
+            return sum
+        }
+        var ewma = [EWMAStatistics](repeating: EWMAStatistics(alpha: 0.05), count: tags)
+        measure("EWMA mean/variance z-score") { n in
+            var sum = 0.0
+            for i in 0..<n {
+                let t = i % tags
+                sum += ewma[t].zScore(values[i & 4095], floorFraction: 0.001)
+                ewma[t].update(values[i & 4095])
+            }
+            return sum
+        }
+        var windows = [RobustWindow](repeating: RobustWindow(capacity: settings.robustWindow), count: tags)
+        measure("robust window (median, IQR) every sample") { n in
+            var sum = 0.0
+            for i in 0..<n {
+                let t = i % tags
+                sum += windows[t].quantile(0.75) - windows[t].quantile(0.25) + windows[t].median
+                windows[t].append(values[i & 4095])
+            }
+            return sum
+        }
+        var cusums = [CUSUM](repeating: CUSUM(), count: tags)
+        measure("two-sided CUSUM") { n in
+            var sum = 0.0
+            for i in 0..<n { sum += cusums[i % tags].update(values[i & 4095] - 350) }
+            return sum
+        }
+        var trends = [TrendDetector](repeating: TrendDetector(blockSize: settings.trendBlock, windowBlocks: settings.trendWindow), count: tags)
+        var scratch: [Double] = []
+        measure("trend (Mann–Kendall on block means, Holt)") { n in
+            var sum = 0.0
+            for i in 0..<n {
+                if let r = trends[i % tags].update(values[i & 4095], time: Int64(i) * 1000, alpha: settings.trendAlpha, scratch: &scratch) {
+                    sum += r.pValue
+                }
+            }
+            return sum
+        }
+        var anomalies = [AnomalyDetector](repeating: AnomalyDetector(settings: settings), count: tags)
+        measure("anomaly score (spike + novelty + likelihood + CUSUM)") { n in
+            var sum = 0.0
+            for i in 0..<n { sum += anomalies[i % tags].update(values[i & 4095], settings: settings).score }
+            return sum
+        }
+        var info = TagInfo(unit: "degC", limits: .init(lolo: 330, lo: 340, hi: 365, hihi: 370, deadband: 1))
+        info.maxRatePerMinute = 1000
+        var detectors = [TagDetector](repeating: TagDetector(settings: settings, info: info, isMarket: false), count: tags)
+        var changes: [ConditionChange] = []
+        measure("all univariate detectors of a tag (TagDetector)") { n in
+            var sum = 0.0
+            for i in 0..<n {
+                changes.removeAll(keepingCapacity: true)
+                sum += detectors[i % tags].ingest(
+                    values[i & 4095], time: Int64(i / tags) * 1000, quality: .good, settings: settings, scratch: &scratch, into: &changes)
+            }
+            return sum
+        }
+        var map = TopicMap()
+        for t in 0..<tags { map.tags["r1/cdu/cdu1/T\(t)"] = info }
+        var config = OrchestratorConfig.defaults(topicMap: map)
+        config.detection = settings
+        let pipeline = IngestPipeline(config: config, sinks: [], logger: .init(label: "bench"), clock: { 0 })
+        let topics = (0..<tags).map { Array("plant/r1/cdu/cdu1/T\($0)".utf8) }
+        let payloads = (0..<4096).map { Array("{\"ts\":\(1_700_000_000_000 + $0 * 1000),\"v\":\(values[$0]),\"q\":\"good\"}".utf8) }
+        measure("whole live path per sample (topic, JSON parse, all detectors, alerts)") { n in
+            for i in 0..<n {
+                topics[i % tags].withUnsafeBytes { topic in
+                    payloads[(i / tags) & 4095].withUnsafeBytes { payload in
+                        pipeline.handle(topic: topic, payload: payload, receivedAt: 0)
+                    }
+                }
+            }
+            return Double(pipeline.counters.samples)
+        }
+        if sink == .infinity { print(sink) }
+        return rows
+    }
+}
