@@ -115,8 +115,8 @@ package struct AlertPolicy: Sendable, Equatable {
 /// clear tests), on/off delays and a cooldown. Never flaps.
 package struct AlarmLatch: Sendable, Equatable {
     package private(set) var active = false
-    private var onCount = 0
-    private var offCount = 0
+    private var onCount: Int32 = 0
+    private var offCount: Int32 = 0
     private var clearedAt: Int64 = .min
 
     package init() {}
@@ -131,7 +131,7 @@ package struct AlarmLatch: Sendable, Equatable {
             }
             if self.clearedAt != .min, time &- self.clearedAt < policy.cooldownMilliseconds { return nil }
             self.onCount += 1
-            guard self.onCount >= policy.onDelay else { return nil }
+            guard Int(self.onCount) >= policy.onDelay else { return nil }
             self.active = true
             self.onCount = 0
             self.offCount = 0
@@ -142,7 +142,7 @@ package struct AlarmLatch: Sendable, Equatable {
             return nil
         }
         self.offCount += 1
-        guard self.offCount >= policy.offDelay else { return nil }
+        guard Int(self.offCount) >= policy.offDelay else { return nil }
         self.active = false
         self.offCount = 0
         self.clearedAt = time

@@ -10,7 +10,8 @@ import Glibc
 /// allocated when the tag is first seen, never per sample. Changes go to a caller-owned buffer.
 package struct TagDetector: Sendable {
     package private(set) var anomaly: AnomalyDetector
-    private var latches: [AlarmLatch]
+    /// One latch per ``AlertCondition``, stored inline (no pointer to chase per sample).
+    private var latches = InlineArray<16, AlarmLatch>(repeating: AlarmLatch())
     private let info: TagInfo
     private let isMarket: Bool
     private var trend: TrendDetector?
@@ -28,7 +29,6 @@ package struct TagDetector: Sendable {
 
     package init(settings: DetectionSettings, info: TagInfo, isMarket: Bool) {
         self.anomaly = AnomalyDetector(settings: settings)
-        self.latches = [AlarmLatch](repeating: AlarmLatch(), count: AlertCondition.allCases.count)
         self.info = info
         self.isMarket = isMarket
         self.trend = settings.trendEnabled ? TrendDetector(blockSize: settings.trendBlock, windowBlocks: settings.trendWindow) : nil
@@ -95,10 +95,8 @@ package struct TagDetector: Sendable {
         self.checkLimits(value, time: time, policy: policy, into: &changes)
         self.checkRate(value, time: time, policy: policy, into: &changes)
         self.checkFlatline(value, time: time, policy: policy, into: &changes)
-        if var trend = self.trend {
-            self.trend = nil
-            self.checkTrend(value, time: time, trend: &trend, settings: settings, scratch: &scratch, into: &changes)
-            self.trend = trend
+        if let result = self.trend?.update(value, time: time, alpha: settings.trendAlpha, scratch: &scratch) {
+            self.checkTrend(result, value: value, time: time, settings: settings, into: &changes)
         }
         if self.isMarket {
             self.checkMarket(value, time: time, settings: settings, into: &changes)
@@ -184,10 +182,9 @@ package struct TagDetector: Sendable {
     }
 
     private mutating func checkTrend(
-        _ value: Double, time: Int64, trend: inout TrendDetector, settings: DetectionSettings, scratch: inout [Double],
+        _ result: TrendDetector.Result, value: Double, time: Int64, settings: DetectionSettings,
         into changes: inout [ConditionChange]
     ) {
-        guard let result = trend.update(value, time: time, alpha: settings.trendAlpha, scratch: &scratch) else { return }
         let slope = result.slopePerHour ?? 0
         let spanHours = Double(settings.trendBlock * settings.trendWindow) * max(self.meanInterval, 1) / 3_600_000
         let relevant: Bool
