@@ -133,6 +133,7 @@ extension DetectionSettings {
             self.multivariate.varianceExplained = unit.double("variance_explained", default: self.multivariate.varianceExplained, in: 0.1...1)
             self.multivariate.lambda = unit.double("ewma_lambda", default: self.multivariate.lambda, in: 0.001...1)
             self.multivariate.kappa = unit.double("limit_widening", default: self.multivariate.kappa, in: 1...100)
+            self.multivariate.tagSigmas = unit.double("tag_sigmas", default: self.multivariate.tagSigmas, in: 0...1000)
             self.suppressTagAnomalies = unit.bool("suppress_tag_anomalies", default: self.suppressTagAnomalies)
             unit.finish()
         }

@@ -22,6 +22,8 @@ package struct MultivariateModel: Sendable {
         /// Standard-normal quantile of the limits (3.0902 = 0.999).
         package var z = 3.090232306167813
         package var folds = 5
+        /// A single tag beyond this many baseline standard deviations alarms by itself (0: off).
+        package var tagSigmas = 4.5
 
         package init() {}
     }

@@ -68,13 +68,25 @@ package struct UnitMonitor: Sendable {
         }
         let rawRatio = d2 / model.rawLimit
         let filteredRatio = self.filtered / model.filteredLimit
-        let ratio = max(rawRatio, filteredRatio)
+        // One tag far outside its baseline range alarms by itself (a Bonferroni-style per-tag limit).
+        var tagRatio = 0.0
+        var outlier = 0
+        if model.settings.tagSigmas > 0 {
+            for j in 0..<model.tags where abs(self.z[j]) / model.settings.tagSigmas > tagRatio {
+                tagRatio = abs(self.z[j]) / model.settings.tagSigmas
+                outlier = j
+            }
+        }
+        let ratio = max(rawRatio, filteredRatio, tagRatio)
         self.lastScore = ratio / (1 + ratio)
         guard let raised = self.latch.update(raise: ratio > 1, clear: ratio <= 1, time: time, policy: policy) else {
             return nil
         }
         // Which tags drove it: the statistic that alarmed decides which contributions to rank.
-        let ranked = rawRatio >= filteredRatio ? self.contributions : self.filteredContributions
+        var ranked = rawRatio >= filteredRatio ? self.contributions : self.filteredContributions
+        if tagRatio > max(rawRatio, filteredRatio) {
+            for j in ranked.indices { ranked[j] = j == outlier ? 1 : 0 }
+        }
         let total = ranked.reduce(0, +)
         let top = ranked.indices.sorted { ranked[$0] > ranked[$1] }.prefix(3).map { index in
             UnitDriver(tag: names(self.slots[index]), share: total > 0 ? ranked[index] / total : 0)
