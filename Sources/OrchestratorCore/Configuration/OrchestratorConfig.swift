@@ -85,6 +85,7 @@ extension DetectionSettings {
             self.robustWindow = anomaly.int("window", default: self.robustWindow, in: 8...100_000)
             self.windowStride = anomaly.int("window_stride", default: self.windowStride, in: 1...10_000)
             self.spikeShape = anomaly.double("spike_shape", default: self.spikeShape, in: 0.01...1000)
+            self.tailWidening = anomaly.double("tail_widening", default: self.tailWidening, in: 0...1000)
             self.anomalyBins = anomaly.int("bins", default: self.anomalyBins, in: 2...16)
             self.noveltyAdaptation = anomaly.double("novelty_adaptation", default: self.noveltyAdaptation, in: 0...1)
             self.driftScore = anomaly.double("drift_score", default: self.driftScore, in: 0...1)
@@ -213,6 +214,8 @@ package struct DetectionSettings: Sendable {
     package var windowStride = 4
     /// Spike score shaping: z / (z + spike_shape).
     package var spikeShape = 10.0
+    /// The spike's scale is at least the 1–99 % spread divided by this (0: off).
+    package var tailWidening = 10.0
     /// Quantisation levels of the pattern-novelty view.
     package var anomalyBins = 8
     /// EWMA rate at which the novelty weighting adapts, and where it starts.

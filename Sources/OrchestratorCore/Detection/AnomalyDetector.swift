@@ -6,7 +6,7 @@ import Glibc
 ///
 /// Three views of the stream, combined by their maximum:
 /// - **spike**: a robust z-score of the sample against the previous `window` values (median, and
-///   the interquartile range with a 5–95 % spread as a floor), shaped as z / (z + k);
+///   the interquartile range with 5–95 % and 1–99 % spreads as floors), shaped as z / (z + k);
 /// - **pattern novelty**: the sample's value is quantised into `bins` levels over the range seen so
 ///   far, and 2-, 3- and 4-grams of those codes are looked up in bit tables; a never-seen n-gram is
 ///   novel, weighted by how rare novelty has been lately (an EWMA per order) — this catches a
@@ -101,8 +101,10 @@ package struct AnomalyDetector: Sendable {
             let median = self.window.median
             let iqr = (self.window.quantile(0.75) - self.window.quantile(0.25)) / 1.349
             let spread = (self.window.quantile(0.95) - self.window.quantile(0.05)) / 3.29 / 3
+            // Heavy-tailed series (counts, traffic) spike often: widen the scale by their tails.
+            let tails = settings.tailWidening > 0 ? (self.window.quantile(0.99) - self.window.quantile(0.01)) / settings.tailWidening : 0
             self.location = median
-            self.scale = max(iqr, spread, 1e-9 * (abs(median) + 1))
+            self.scale = max(iqr, spread, tails, 1e-9 * (abs(median) + 1))
         }
 
         // Pattern novelty on quantised codes over the range seen so far.
