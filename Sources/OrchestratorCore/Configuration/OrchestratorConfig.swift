@@ -235,7 +235,7 @@ package struct DetectionSettings: Sendable {
     package var shiftAlerts = true
     /// CUSUM allowance k and decision interval h, in σ.
     package var cusumK = 0.5
-    package var cusumH = 8.0
+    package var cusumH = 20.0
     /// Most distinct tags tracked; samples of further tags are rejected and counted.
     package var maxTags = 100_000
     /// On/off delays and cooldown for every condition.

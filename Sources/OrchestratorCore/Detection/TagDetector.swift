@@ -86,7 +86,8 @@ package struct TagDetector: Sendable {
         self.update(
             .anomaly, raise: verdict.raise, clear: verdict.clear, value: value, score: verdict.score,
             detail: .deviation(sigmas: verdict.sigmas), time: time, policy: policy, into: &changes)
-        if settings.shiftAlerts {
+        // Market prices wander by nature; their moves are `market_move`'s job.
+        if settings.shiftAlerts && !self.isMarket {
             self.update(
                 .shift, raise: verdict.shift && !self.isActive(.anomaly), clear: !verdict.shift, value: value, score: verdict.score,
                 detail: .deviation(sigmas: verdict.sigmas), time: time, policy: policy, into: &changes)
