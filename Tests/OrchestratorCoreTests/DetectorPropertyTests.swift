@@ -59,7 +59,7 @@ enum Fixture {
         var unit = UnitMonitor(name: "u", slots: (0..<6).map(Int32.init), baselineSize: train.count)
         for row in train { unit.learn(row, settings: .init()) }
         let raised = test.lazy.compactMap { unit.evaluate($0, time: 0, policy: AlertPolicy(), names: { "t\($0)" }) }.first { $0.raised }
-        guard case .multivariate(_, let drivers)? = raised?.detail else {
+        guard case .multivariate(_, _, _, let drivers)? = raised?.detail else {
             Issue.record("no multivariate alarm")
             return
         }

@@ -108,9 +108,10 @@ package struct AlertBook: Sendable {
             return "\(subject): the trend has ended"
         case (.marketMove(let percent, let window), true):
             return "\(subject) moved \(Self.format(percent))% in \(Self.format(window / 60)) min"
-        case (.multivariate(let ratio, let drivers), true):
+        case (.multivariate(let ratio, let t2, let spe, let drivers), true):
             let driven = drivers.map { "\($0.tag) (\(Int(($0.share * 100).rounded()))%)" }.joined(separator: ", ")
-            return "unit \(tag) departs from its trained normal operation (\(Self.format(ratio))× its limit), driven by \(driven)"
+            return "unit \(tag) departs from its trained normal operation (\(Self.format(ratio))× its limit; "
+                + "T² \(Self.format(t2))×, SPE \(Self.format(spe))× theirs), driven by \(driven)"
         case (.multivariate, false):
             return "unit \(tag) is back within its trained normal operation"
         case (.marketMove, false), (.none, _):

@@ -73,7 +73,8 @@ package enum ConditionDetail: Sendable, Equatable {
     /// Percentage change over a window of this many seconds.
     case marketMove(percent: Double, windowSeconds: Double)
     /// The unit's statistic relative to its limit, and the tags that drove it most.
-    case multivariate(ratio: Double, drivers: [UnitDriver])
+    /// T² and SPE are relative to their own control limits.
+    case multivariate(ratio: Double, t2Ratio: Double, speRatio: Double, drivers: [UnitDriver])
 }
 
 /// A condition starting or ending on one sample (or timer tick).

@@ -40,6 +40,10 @@ package struct MultivariateModel: Sendable {
     package let retained: Int
     /// Limit of D² (raw, per sample).
     package let rawLimit: Double
+    /// Control limits of Hotelling's T² (retained components) and of SPE/Q (the residual), each
+    /// from the cross-validated baseline; reported with every multivariate alarm.
+    package let t2Limit: Double
+    package let speLimit: Double
     /// Limit of the EWMA of D².
     package let filteredLimit: Double
     /// Mean of the cross-validated D² (the EWMA's starting point).
@@ -63,9 +67,21 @@ package struct MultivariateModel: Sendable {
             throw TrainingError(message: "a baseline of \(rows.count) samples is too short for \(width) tags (need \(max(2 * width, 10 * settings.folds)))")
         }
         let fit = Fit(rows: rows[...], floor: settings.eigenvalueFloor)
+        let total = fit.eigenvalues.reduce(0) { $0 + max($1, 0) }
+        var cumulative = 0.0
+        var retained = width
+        for (index, value) in fit.eigenvalues.enumerated() {
+            cumulative += max(value, 0)
+            if cumulative / total >= settings.varianceExplained {
+                retained = index + 1
+                break
+            }
+        }
 
-        // Cross-validated D² in time order.
+        // Cross-validated D², T² and SPE in time order.
         var cv: [Double] = []
+        var cvT2: [Double] = []
+        var cvSPE: [Double] = []
         cv.reserveCapacity(rows.count)
         let foldSize = (rows.count + settings.folds - 1) / settings.folds
         for fold in 0..<settings.folds {
@@ -74,7 +90,12 @@ package struct MultivariateModel: Sendable {
             guard start < end else { continue }
             let trainingRows = Array(rows[..<start]) + Array(rows[end...])
             let foldFit = Fit(rows: trainingRows[...], floor: settings.eigenvalueFloor)
-            for row in rows[start..<end] { cv.append(foldFit.distance(row)) }
+            for row in rows[start..<end] {
+                let parts = foldFit.parts(row, retained: retained)
+                cv.append(parts.d2)
+                cvT2.append(parts.t2)
+                cvSPE.append(parts.spe)
+            }
         }
         let rawLimit = Self.scaledChiSquareLimit(cv, z: settings.z)
         let baselineMean = cv.reduce(0, +) / Double(cv.count)
@@ -88,16 +109,6 @@ package struct MultivariateModel: Sendable {
         let quantile = Self.scaledChiSquareLimit(filtered, z: settings.z)
         let filteredLimit = filteredMean + settings.kappa * (quantile - filteredMean)
 
-        let total = fit.eigenvalues.reduce(0) { $0 + max($1, 0) }
-        var cumulative = 0.0
-        var retained = width
-        for (index, value) in fit.eigenvalues.enumerated() {
-            cumulative += max(value, 0)
-            if cumulative / total >= settings.varianceExplained {
-                retained = index + 1
-                break
-            }
-        }
         var inverseDiagonal = [Double](repeating: 0, count: width)
         for j in 0..<width {
             var sum = 0.0
@@ -106,7 +117,9 @@ package struct MultivariateModel: Sendable {
         }
         return MultivariateModel(
             tags: width, mean: fit.mean, scale: fit.scale, vectors: fit.vectors, eigenvalues: fit.eigenvalues,
-            floored: fit.floored, retained: retained, rawLimit: rawLimit, filteredLimit: filteredLimit,
+            floored: fit.floored, retained: retained, rawLimit: rawLimit,
+            t2Limit: Self.scaledChiSquareLimit(cvT2, z: settings.z), speLimit: Self.scaledChiSquareLimit(cvSPE, z: settings.z),
+            filteredLimit: filteredLimit,
             baselineMean: baselineMean, inverseDiagonal: inverseDiagonal, settings: settings)
     }
 
@@ -206,14 +219,19 @@ private struct Fit {
         self.vectors = vectors
     }
 
-    func distance(_ row: [Double]) -> Double {
+    /// D² of a row, with its T² (first `retained` components) and SPE (squared residual) parts.
+    func parts(_ row: [Double], retained: Int) -> (d2: Double, t2: Double, spe: Double) {
         let n = self.mean.count
         var d = 0.0
+        var t2 = 0.0
+        var spe = 0.0
         for i in 0..<n {
             var y = 0.0
             for j in 0..<n { y += self.vectors[j * n + i] * (row[j] - self.mean[j]) / self.scale[j] }
-            d += y * y / self.floored[i]
+            let part = y * y / self.floored[i]
+            d += part
+            if i < retained { t2 += part } else { spe += y * y }
         }
-        return d
+        return (d, t2, spe)
     }
 }

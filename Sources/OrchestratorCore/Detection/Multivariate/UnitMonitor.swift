@@ -93,7 +93,8 @@ package struct UnitMonitor: Sendable {
         }
         return ConditionChange(
             condition: .multivariate, raised: raised, value: d2, score: self.lastScore,
-            detail: .multivariate(ratio: ratio, drivers: top))
+            detail: .multivariate(
+                ratio: ratio, t2Ratio: parts.t2 / model.t2Limit, speRatio: parts.spe / model.speLimit, drivers: top))
     }
 }
 
