@@ -90,6 +90,8 @@ extension DetectionSettings {
             self.noveltyAdaptation = anomaly.double("novelty_adaptation", default: self.noveltyAdaptation, in: 0...1)
             self.driftScore = anomaly.double("drift_score", default: self.driftScore, in: 0...1)
             self.anomalyRest = anomaly.int("rest", default: self.anomalyRest, in: 0...1_000_000)
+            self.anomalyRestGrowth = anomaly.double("rest_growth", default: self.anomalyRestGrowth, in: 0...10)
+            self.anomalyRestMax = anomaly.int("rest_max", default: self.anomalyRestMax, in: 0...10_000_000)
             self.anomalyRestLevel = anomaly.double("rest_level", default: self.anomalyRestLevel, in: 0...1)
             self.anomalyRaise = anomaly.double("raise", default: self.anomalyRaise, in: 0.01...1)
             self.anomalyClear = anomaly.double("clear", default: self.anomalyClear, in: 0...1)
@@ -225,6 +227,9 @@ package struct DetectionSettings: Sendable {
     package var driftScore = 0.0
     /// After a raw score of `anomalyRestLevel`, the score is held at 0 for `anomalyRest` samples.
     package var anomalyRest = 120
+    /// The rest period grows by this many samples per sample seen, up to `anomalyRestMax`.
+    package var anomalyRestGrowth = 0.03
+    package var anomalyRestMax = 500
     package var anomalyRestLevel = 0.65
     /// Anomaly score that raises an anomaly alert, and below which it clears.
     package var anomalyRaise = 0.65
