@@ -208,10 +208,22 @@ struct AnomalyLikelihood: Sendable {
         }
         let average = sum / Double(count)
         var p = 0.5
+        let center = max(self.mean, Self.meanFloor)
         if sample >= Self.learning, !self.mean.isNaN {
+            // At or below the long-run mean the likelihood is under 0.031, far below any alert
+            // threshold: skip erfc and log there (half the samples).
+            guard average > center else {
+                self.learn(average)
+                return 0
+            }
             let deviation = max(self.variance, Self.varianceFloor).squareRoot()
-            p = 0.5 * erfc((average - max(self.mean, Self.meanFloor)) / deviation / 2.0.squareRoot())
+            p = 0.5 * erfc((average - center) / deviation / 2.0.squareRoot())
         }
+        self.learn(average)
+        return log(p + 1e-10) / log(1e-10)
+    }
+
+    private mutating func learn(_ average: Double) {
         if self.mean.isNaN {
             self.mean = average
             self.variance = 0
@@ -220,6 +232,5 @@ struct AnomalyLikelihood: Sendable {
             self.mean += Self.rate * delta
             self.variance = (1 - Self.rate) * (self.variance + Self.rate * delta * delta)
         }
-        return log(p + 1e-10) / log(1e-10)
     }
 }
