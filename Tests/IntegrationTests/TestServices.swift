@@ -82,6 +82,8 @@ enum TestServices {
         config.topics.prefix = prefix
         config.database.url = databaseURL
         config.database.flushInterval = .milliseconds(20)
+        config.database.spoolDirectory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("dang-spool-\(UUID().uuidString)").path
         return config
     }
 }

@@ -83,6 +83,27 @@ package struct AlertEvent: Sendable, Equatable {
     }
 }
 
+extension AlertEvent {
+    /// Decodes ``jsonPayload()`` (the spool's record format); `nil` if it is not one.
+    package init?(json bytes: [UInt8]) {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
+            let id = (object["alert_id"] as? String).flatMap(UUID.init(uuidString:)),
+            let state = (object["state"] as? String).flatMap(State.init(rawValue:)),
+            let severity = (object["severity"] as? String).flatMap(AlertSeverity.init(rawValue:)),
+            let kind = (object["kind"] as? String).flatMap(AlertKind.init(rawValue:)),
+            let tag = object["tag"] as? String, let topic = object["topic"] as? String,
+            let timestamp = (object["ts"] as? NSNumber)?.int64Value,
+            let raisedAt = (object["raised_at"] as? NSNumber)?.int64Value,
+            let message = object["message"] as? String
+        else { return nil }
+        self.init(
+            alertID: id, state: state, severity: severity, kind: kind, tag: tag, topic: topic, timestamp: timestamp,
+            raisedAt: raisedAt, clearedAt: (object["cleared_at"] as? NSNumber)?.int64Value,
+            value: (object["value"] as? NSNumber)?.doubleValue ?? .nan,
+            score: (object["score"] as? NSNumber)?.doubleValue ?? .nan, message: message)
+    }
+}
+
 /// Writes one flat JSON object; strings are escaped per RFC 8259, so hostile tag names stay data.
 package struct JSONWriter {
     private var bytes: [UInt8] = [UInt8(ascii: "{")]

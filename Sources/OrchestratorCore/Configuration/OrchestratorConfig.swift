@@ -190,6 +190,11 @@ package struct DatabaseSettings: Sendable {
     package var batchSize = 500
     package var flushInterval: Duration = .milliseconds(50)
     package var queueCapacity = 100_000
+    /// Directory of the durable spool (empty: no spool, memory only).
+    package var spoolDirectory = ".dang/spool"
+    /// Largest spool, in bytes.
+    package var spoolCapacity = 1 << 30
+    package var spoolFsync: Spool.FsyncPolicy = .batch
 }
 
 /// `topics`.
@@ -380,6 +385,9 @@ extension OrchestratorConfig {
             }
             self.database.queueCapacity = database.int(
                 "queue_capacity", default: self.database.queueCapacity, in: 1...100_000_000)
+            self.database.spoolDirectory = database.string("spool_dir", default: self.database.spoolDirectory)
+            self.database.spoolCapacity = database.int("spool_max_bytes", default: self.database.spoolCapacity, in: 1024...(1 << 50))
+            self.database.spoolFsync = database.choice("spool_fsync", default: self.database.spoolFsync)
             database.finish()
         }
         if let topics = root.section("topics") {

@@ -13,9 +13,10 @@ package protocol AlertSink: Sendable {
 /// Writes the record to PostgreSQL off the hot path: a bounded in-memory queue, drained by one
 /// writer thread in batches (by size and by time), one transaction per batch.
 ///
-/// When the database is unreachable the writer keeps what it holds and reconnects with jittered
-/// exponential backoff, so a short outage loses nothing; records beyond `queue_capacity` are
-/// counted as dropped and logged (the durable spool that removes that limit is a later stage).
+/// When the database is unreachable (or a batch fails for a transient reason) records go to the
+/// durable ``Spool`` on local disk, and are written from it, in order, when the database returns;
+/// reconnection uses jittered exponential backoff. Writes are idempotent on the alert id, so a
+/// record replayed twice lands once.
 ///
 /// ### Threading
 /// ``deliver(_:)`` may be called from any thread and never waits on PostgreSQL. The connection
@@ -29,6 +30,9 @@ package final class RecordWriter: AlertSink, Sendable {
         package var failedBatches = 0
         package var rejectedRecords = 0
         package var connected = false
+        /// Records appended to the spool, and bytes in it not yet written to the database.
+        package var spooled = 0
+        package var spooledBytes = 0
     }
 
     private struct State: ~Copyable {
@@ -69,12 +73,12 @@ package final class RecordWriter: AlertSink, Sendable {
         }
     }
 
-    /// Runs the writer until ``stop()``; then writes what is still queued (for up to `drainTimeout`
-    /// when the database is down) and returns.
-    package func run(drainTimeout: Duration = .seconds(10)) async {
+    /// Runs the writer until ``stop()``; then writes what is still queued — to the database if it is
+    /// there, else to the spool — and returns.
+    package func run() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let thread = Thread {
-                self.loop(drainTimeout: drainTimeout)
+                self.loop()
                 continuation.resume()
             }
             thread.name = "dang-record-writer"
@@ -88,109 +92,193 @@ package final class RecordWriter: AlertSink, Sendable {
         self.wake.signal()
     }
 
-    private func loop(drainTimeout: Duration) {
-        var connection: PostgresConnection? = nil
-        var batch: [AlertEvent] = []
-        var backoff = Backoff()
-        var stopDeadline: ContinuousClock.Instant? = nil
-        let clock = ContinuousClock()
-
-        // Connect (and migrate) at start so a bad URL or a missing database shows up at once, not
-        // with the first alert; failing here is not fatal, the loop retries when there is work.
+    private func openSpool() -> Spool? {
+        guard !self.settings.spoolDirectory.isEmpty else { return nil }
         do {
-            connection = try self.connect()
+            let spool = try Spool(
+                directory: URL(fileURLWithPath: self.settings.spoolDirectory), capacity: self.settings.spoolCapacity,
+                fsync: self.settings.spoolFsync)
+            if spool.skippedAtOpen > 0 {
+                self.logger.warning(
+                    "spool: a torn or corrupt record at its end was skipped",
+                    metadata: ["spool.dir": "\(self.settings.spoolDirectory)", "spool.skipped_bytes": "\(spool.skippedAtOpen)"])
+            }
+            if spool.hasPending {
+                self.logger.notice(
+                    "spool: records from an earlier outage will be written first",
+                    metadata: ["spool.pending_bytes": "\(spool.pendingBytes)"])
+            }
+            self.state.withLock { $0.counters.spooledBytes = spool.pendingBytes }
+            return spool
         } catch {
-            self.logger.warning(
-                "database unavailable at start; alerts will be held and written when it returns",
-                metadata: ["error": "\(error)"])
+            self.logger.critical(
+                "spool unavailable: records will only be held in memory while the database is away",
+                metadata: ["spool.dir": "\(self.settings.spoolDirectory)", "error": "\(error)"])
+            return nil
         }
+    }
+
+    private func loop() {
+        var connection: PostgresConnection? = nil
+        var backoff = Backoff()
+        var nextAttempt = ContinuousClock.now
+        let clock = ContinuousClock()
+        let spool = self.openSpool()
+        // Records that could go neither to the database nor to the spool (no spool, or it is full).
+        var held: [AlertEvent] = []
 
         while true {
-            if batch.isEmpty {
-                let stopping = self.state.withLock { $0.stopping }
-                if !stopping {
-                    _ = self.wake.wait(timeout: .now() + self.settings.flushInterval.timeInterval)
-                }
-                let (taken, stoppingNow) = self.state.withLock { state -> ([AlertEvent], Bool) in
-                    let count = min(state.pending.count, self.settings.batchSize)
-                    let taken = Array(state.pending.prefix(count))
-                    state.pending.removeFirst(count)
-                    return (taken, state.stopping)
-                }
-                batch = taken
-                if batch.isEmpty {
-                    if stoppingNow { break }
-                    continue
-                }
+            let stopping = self.state.withLock { $0.stopping }
+            let spoolPending = spool?.hasPending ?? false
+            // Sleep until a full batch or the flush interval, unless there is a backlog to drain now.
+            if !stopping && !(connection != nil && (spoolPending || !held.isEmpty)) {
+                let wait = connection == nil ? min(self.settings.flushInterval, max(.zero, nextAttempt - clock.now)) : self.settings.flushInterval
+                _ = self.wake.wait(timeout: .now() + max(wait, .milliseconds(1)).timeInterval)
             }
-            if stopDeadline == nil, self.state.withLock({ $0.stopping }) {
-                stopDeadline = clock.now.advanced(by: drainTimeout)
+            let (taken, stoppingNow) = self.state.withLock { state -> ([AlertEvent], Bool) in
+                let count = min(state.pending.count, self.settings.batchSize)
+                let taken = Array(state.pending.prefix(count))
+                state.pending.removeFirst(count)
+                return (taken, state.stopping)
             }
-            if let deadline = stopDeadline, clock.now >= deadline {
-                let left = batch.count + self.state.withLock { $0.pending.count }
-                self.logger.error(
-                    "database still unavailable at shutdown: records not written",
-                    metadata: ["record.unwritten": "\(left)"])
-                self.state.withLock {
-                    $0.counters.dropped += left
-                    $0.pending.removeAll()
-                }
-                break
-            }
+            var batch = held + taken
+            held = []
 
-            // Connecting (and migrating) is never the batch's fault: any failure there is retried.
-            var failure: (any Error)? = nil
+            // (Re)connect when due.
             if connection == nil || connection?.isConnected == false {
                 connection = nil
-                do {
-                    connection = try self.connect()
-                    backoff.reset()
-                } catch {
-                    failure = error
+                if clock.now >= nextAttempt || (stoppingNow && backoff.attempt == 0) {
+                    do {
+                        connection = try self.connect()
+                        backoff.reset()
+                    } catch {
+                        let delay = backoff.next()
+                        nextAttempt = clock.now + delay
+                        self.noteFailure(error, retryIn: delay)
+                    }
                 }
             }
-            if let live = connection {
+
+            // New records: straight to the database only when nothing older waits in the spool.
+            if !batch.isEmpty, let live = connection, !(spool?.hasPending ?? false) {
+                if self.write(&batch, on: live) == nil {
+                    connection = nil
+                    nextAttempt = clock.now + backoff.next()
+                }
+            }
+            if !batch.isEmpty {
+                held = self.spoolOrHold(batch, spool: spool)
+            }
+
+            // Drain the spool, oldest first, while the database is there.
+            if let spool, spool.hasPending, let live = connection {
                 do {
-                    try self.write(batch, on: live)
-                    self.state.withLock { $0.counters.written += batch.count }
-                    batch.removeAll(keepingCapacity: true)
-                } catch let error as PostgresError where !error.isTransient {
-                    // The server refused the batch itself: isolate the bad rows so the good ones land.
-                    self.state.withLock { $0.counters.failedBatches += 1 }
-                    self.logger.error("record batch rejected; writing rows one by one", metadata: ["error": "\(error)"])
-                    do {
-                        try self.writeIndividually(&batch, on: live)
-                    } catch {
-                        failure = error
+                    let (payloads, next) = try spool.read(limit: self.settings.batchSize)
+                    var records = payloads.compactMap { AlertEvent(json: $0) }
+                    if records.count < payloads.count {
+                        self.logger.error("spool: unreadable records skipped", metadata: ["spool.skipped": "\(payloads.count - records.count)"])
+                    }
+                    if self.write(&records, on: live) != nil {
+                        try spool.markReplayed(upTo: next)
+                        self.state.withLock { $0.counters.spooledBytes = spool.pendingBytes }
+                    } else {
+                        connection = nil
+                        nextAttempt = clock.now + backoff.next()
                     }
                 } catch {
-                    failure = error
+                    self.logger.critical("spool: cannot read", metadata: ["error": "\(error)"])
                 }
             }
-            guard let failure else { continue }
 
-            let wasConnected = self.state.withLock { state in
-                defer {
-                    state.counters.connected = false
-                    state.counters.failedBatches += 1
+            if stoppingNow && self.state.withLock({ $0.pending.isEmpty }) {
+                if connection != nil {
+                    // The database is here: finish draining held records and the spool first.
+                    if held.isEmpty && !(spool?.hasPending ?? false) { break }
+                } else {
+                    // The database is away: what is left is in the spool, except records that
+                    // neither it nor the database could take.
+                    if !held.isEmpty {
+                        self.logger.error(
+                            "records not written at shutdown: no database and no spool room",
+                            metadata: ["record.unwritten": "\(held.count)"])
+                        self.state.withLock { $0.counters.dropped += held.count }
+                    }
+                    break
                 }
-                return state.counters.connected
             }
-            connection = nil
-            var delay = backoff.next()
-            if let deadline = stopDeadline { delay = min(delay, max(.zero, deadline - clock.now)) }
-            if wasConnected || backoff.attempt <= 1 || backoff.attempt.isPowerOfTwo {
-                self.logger.warning(
-                    "database unavailable; holding records and retrying",
-                    metadata: [
-                        "error": "\(failure)", "record.held": "\(batch.count + self.state.withLock { $0.pending.count })",
-                        "retry.in_ms": "\(delay.milliseconds)",
-                    ])
-            }
-            // Interruptible: stop() (or a full batch) wakes the writer early.
-            _ = self.wake.wait(timeout: .now() + delay.timeInterval)
         }
         self.state.withLock { $0.counters.connected = false }
+    }
+
+    /// Puts records in the spool; returns those it could not take (kept in memory, bounded).
+    private func spoolOrHold(_ batch: [AlertEvent], spool: Spool?) -> [AlertEvent] {
+        if let spool {
+            do {
+                try spool.append(batch.map { $0.jsonPayload() })
+                self.state.withLock {
+                    $0.counters.spooled += batch.count
+                    $0.counters.spooledBytes = spool.pendingBytes
+                }
+                if spool.usedBytes > spool.capacity / 10 * 9 {
+                    self.logger.critical(
+                        "spool is over 90% full", metadata: ["spool.used_bytes": "\(spool.usedBytes)", "spool.capacity": "\(spool.capacity)"])
+                }
+                return []
+            } catch {
+                self.logger.critical("spool: cannot append; holding records in memory", metadata: ["error": "\(error)"])
+            }
+        }
+        // Hold what fits in the queue's capacity; beyond it, count and log the loss.
+        let room = max(0, self.settings.queueCapacity - self.state.withLock { $0.pending.count })
+        if batch.count > room {
+            self.state.withLock { $0.counters.dropped += batch.count - room }
+            self.logger.error("records dropped: no database, no spool room", metadata: ["record.dropped": "\(batch.count - room)"])
+        }
+        return Array(batch.prefix(room))
+    }
+
+    private func noteFailure(_ error: any Error, retryIn delay: Duration) {
+        let wasConnected = self.state.withLock { state in
+            defer {
+                state.counters.connected = false
+                state.counters.failedBatches += 1
+            }
+            return state.counters.connected
+        }
+        if wasConnected || self.state.withLock({ $0.counters.failedBatches }) <= 1
+            || self.state.withLock({ $0.counters.failedBatches }).isPowerOfTwo
+        {
+            self.logger.warning(
+                "database unavailable; spooling records and retrying",
+                metadata: ["error": "\(error)", "retry.in_ms": "\(delay.milliseconds)"])
+        }
+    }
+
+    /// Writes a batch in one transaction; a batch the server refuses is retried row by row. Written
+    /// rows are removed from `batch`. Returns `nil` when the connection failed (the rest is kept).
+    private func write(_ batch: inout [AlertEvent], on connection: PostgresConnection) -> Int? {
+        let count = batch.count
+        do {
+            try connection.withTransaction { connection in
+                for event in batch { try Self.insert(event, on: connection) }
+            }
+            self.state.withLock { $0.counters.written += count }
+            batch.removeAll(keepingCapacity: true)
+            return count
+        } catch let error as PostgresError where !error.isTransient {
+            self.state.withLock { $0.counters.failedBatches += 1 }
+            self.logger.error("record batch rejected; writing rows one by one", metadata: ["error": "\(error)"])
+            do {
+                try self.writeIndividually(&batch, on: connection)
+                return count
+            } catch {
+                self.noteFailure(error, retryIn: .zero)
+                return nil
+            }
+        } catch {
+            self.noteFailure(error, retryIn: .zero)
+            return nil
+        }
     }
 
     private func connect() throws -> PostgresConnection {
@@ -204,14 +292,6 @@ package final class RecordWriter: AlertSink, Sendable {
         self.state.withLock { $0.counters.connected = true }
         self.logger.info("record writer connected", metadata: ["db.endpoint": "\(connection.endpointDescription)"])
         return connection
-    }
-
-    private func write(_ batch: [AlertEvent], on connection: PostgresConnection) throws {
-        try connection.withTransaction { connection in
-            for event in batch {
-                try Self.insert(event, on: connection)
-            }
-        }
     }
 
     /// Writes rows one at a time, dropping (and counting) only those the server refuses; rows
