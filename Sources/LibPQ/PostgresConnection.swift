@@ -203,3 +203,32 @@ extension String {
         return String(slice)
     }
 }
+
+/// A one-dimensional array parameter in PostgreSQL's text format (`{…}`), for multi-row statements
+/// such as `INSERT … SELECT * FROM unnest($1::text[], $2::float8[])`. Elements are quoted and
+/// escaped, so any string is data.
+package struct PostgresArray: PostgresEncodable {
+    package let postgresText: String
+
+    package init(_ strings: [String]) {
+        var text = "{"
+        for (index, string) in strings.enumerated() {
+            if index > 0 { text += "," }
+            text += "\""
+            for character in string.unicodeScalars {
+                if character == "\"" || character == "\\" { text += "\\" }
+                text.unicodeScalars.append(character)
+            }
+            text += "\""
+        }
+        self.postgresText = text + "}"
+    }
+
+    package init(_ values: [Int64]) {
+        self.postgresText = "{" + values.map(String.init).joined(separator: ",") + "}"
+    }
+
+    package init(_ values: [Double?]) {
+        self.postgresText = "{" + values.map { $0.map(\.postgresText).map { "\"\($0)\"" } ?? "NULL" }.joined(separator: ",") + "}"
+    }
+}

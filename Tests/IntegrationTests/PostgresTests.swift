@@ -15,7 +15,9 @@ struct PostgresTests {
         #expect(second.current == Migrations.latestVersion)
         let tables = try connection.query(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1")
-        #expect(tables.rows.map { $0[0]! } == ["alerts", "decisions", "invocations", "schema_migrations"])
+        #expect(tables.rows.map { $0[0]! } == [
+            "alerts", "decisions", "invocations", "llm_exchanges", "outcomes", "schema_migrations", "sessions", "tag_state",
+        ])
     }
 
     @Test func `a schema newer than this build is refused`() throws {
@@ -117,5 +119,43 @@ struct SpoolRecoveryTests {
         #expect(rows.rows == [["5000", "5000", "5000"]])
         let hostile = try connection.query("SELECT tag FROM alerts WHERE message = 'm7'")
         #expect(hostile.rows == [["t7'); DROP TABLE alerts; --"]])
+    }
+}
+
+@Suite(.timeLimit(.minutes(1)))
+struct TagStateTests {
+    @Test func `snapshots are upserted in one statement, newer wins, and a restart warms up from them`() throws {
+        let url = try TestServices.freshDatabase()
+        let connection = try PostgresConnection(conninfo: url)
+        try Migrations.apply(on: connection)
+        let hostile = "r1/\"quoted\"\\back{brace},comma'; DROP TABLE tag_state; --"
+        let first = [
+            TagSnapshot(tag: hostile, time: 2000, value: 1.5, quality: .good, samples: 10, ewmaMean: 1.4, ewmaVariance: 0.01),
+            TagSnapshot(tag: "r1/a/u1/T", time: 2000, value: .nan, quality: .bad, samples: 3, ewmaMean: 5, ewmaVariance: 0.5),
+        ]
+        try TagStateStore.upsert(first, on: connection)
+        // An older snapshot never overwrites a newer one; a newer one does.
+        try TagStateStore.upsert(
+            [TagSnapshot(tag: hostile, time: 1000, value: 9, quality: .good, samples: 99, ewmaMean: 9, ewmaVariance: 9)], on: connection)
+        try TagStateStore.upsert(
+            [TagSnapshot(tag: "r1/a/u1/T", time: 3000, value: 6, quality: .uncertain, samples: 4, ewmaMean: 5.5, ewmaVariance: 0.4)],
+            on: connection)
+        let loaded = try TagStateStore.load(on: connection).sorted { $0.tag < $1.tag }
+        #expect(loaded.map(\.tag) == ["r1/a/u1/T", hostile].sorted())
+        let byTag = Dictionary(uniqueKeysWithValues: loaded.map { ($0.tag, $0) })
+        #expect(byTag[hostile]?.samples == 10)
+        #expect(byTag[hostile]?.ewmaMean == 1.4)
+        #expect(byTag["r1/a/u1/T"]?.time == 3000)
+        #expect(byTag["r1/a/u1/T"]?.quality == .uncertain)
+
+        var engine = DetectionEngine(settings: DetectionSettings(), topicMap: TopicMap())
+        engine.seed(loaded)
+        var events: [AlertEvent] = []
+        let found = engine.slot(for: hostile)
+        let slot = try #require(found)
+        engine.ingest(slot: slot, value: 1.45, quality: .good, sampleTime: 5000, topic: "t", now: 5000, into: &events)
+        let snapshots = engine.snapshots()
+        let snapshot = try #require(snapshots.first { $0.tag == hostile })
+        #expect(snapshot.samples == 11)  // continued from the stored 10, not from zero
     }
 }

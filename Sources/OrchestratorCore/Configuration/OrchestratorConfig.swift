@@ -195,6 +195,8 @@ package struct DatabaseSettings: Sendable {
     /// Largest spool, in bytes.
     package var spoolCapacity = 1 << 30
     package var spoolFsync: Spool.FsyncPolicy = .batch
+    /// How often each tag's state is snapshotted into `tag_state` (zero: never).
+    package var snapshotInterval: Duration = .seconds(10)
 }
 
 /// `topics`.
@@ -388,6 +390,7 @@ extension OrchestratorConfig {
             self.database.spoolDirectory = database.string("spool_dir", default: self.database.spoolDirectory)
             self.database.spoolCapacity = database.int("spool_max_bytes", default: self.database.spoolCapacity, in: 1024...(1 << 50))
             self.database.spoolFsync = database.choice("spool_fsync", default: self.database.spoolFsync)
+            self.database.snapshotInterval = database.duration("snapshot_interval", default: self.database.snapshotInterval)
             database.finish()
         }
         if let topics = root.section("topics") {

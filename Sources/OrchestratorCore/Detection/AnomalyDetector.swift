@@ -71,6 +71,12 @@ package struct AnomalyDetector: Sendable {
         self.noveltyRate = (rate, rate, rate)
     }
 
+    /// Restores the running statistics from a snapshot, if this detector has seen nothing yet.
+    package mutating func seed(mean: Double, variance: Double, count: Int) {
+        guard self.ewma.count == 0, mean.isFinite, variance.isFinite else { return }
+        self.ewma = EWMAStatistics(alpha: self.ewma.alpha, mean: mean, variance: variance, count: count)
+    }
+
     /// The tag's typical noise (EWMA standard deviation), for judging the size of other findings.
     package var noiseSigma: Double { self.ewma.standardDeviation }
 

@@ -18,6 +18,9 @@ package struct DetectionEngine: Sendable {
     private var units: [UnitMonitor] = []
     private var vector: [Double] = []
     private var training = false
+    /// Quality of each tag's last sample, and the sample time each tag was last snapshotted at.
+    private var lastQuality: [SampleQuality] = []
+    private var snapshotted: [Int64] = []
 
     package init(settings: DetectionSettings, topicMap: TopicMap) {
         self.settings = settings
@@ -41,6 +44,8 @@ package struct DetectionEngine: Sendable {
         self.detectors.append(TagDetector(settings: self.settings, info: info ?? TagInfo(), isMarket: tag.hasPrefix("market/")))
         self.lastValues.append(.nan)
         self.unitOfSlot.append(-1)
+        self.lastQuality.append(.good)
+        self.snapshotted.append(.min)
         return slot
     }
 
@@ -110,6 +115,7 @@ package struct DetectionEngine: Sendable {
             value, time: sampleTime, receiptTime: receiptTime, quality: quality, settings: self.settings,
             scratch: &self.scratch, into: &self.changes)
         if value.isFinite && quality != .bad { self.lastValues[index] = value }
+        self.lastQuality[index] = quality
         // A trained unit monitor speaks for its tags' level anomalies (its alert names the tags).
         let unit = self.unitOfSlot[index]
         if unit >= 0, self.settings.suppressTagAnomalies, self.units[Int(unit)].isTrained {
@@ -117,6 +123,29 @@ package struct DetectionEngine: Sendable {
         }
         self.emit(slot: slot, topic: topic, sampleTime: sampleTime, now: now, into: &events)
         return score
+    }
+
+    /// The state of every tag that received a sample since the last call (for `tag_state`).
+    package mutating func snapshots() -> [TagSnapshot] {
+        var result: [TagSnapshot] = []
+        for index in self.detectors.indices {
+            guard let last = self.detectors[index].lastSample, last.time != self.snapshotted[index] else { continue }
+            self.snapshotted[index] = last.time
+            let statistics = self.detectors[index].statistics
+            result.append(
+                TagSnapshot(
+                    tag: self.tagNames[index], time: last.time, value: last.value, quality: self.lastQuality[index],
+                    samples: statistics.count, ewmaMean: statistics.mean, ewmaVariance: statistics.variance))
+        }
+        return result
+    }
+
+    /// Warms up tags that have seen nothing yet from their last snapshot.
+    package mutating func seed(_ snapshots: [TagSnapshot]) {
+        for snapshot in snapshots {
+            guard let slot = self.slot(for: snapshot.tag) else { continue }
+            self.detectors[Int(slot)].seed(mean: snapshot.ewmaMean, variance: snapshot.ewmaVariance, count: snapshot.samples)
+        }
     }
 
     /// Timer tick: raises `stale` for tags silent for longer than their `stale_after` periods.
@@ -140,5 +169,28 @@ package struct DetectionEngine: Sendable {
                 events.append(event)
             }
         }
+    }
+}
+
+/// One tag's latest state, snapshotted into `tag_state` so a restart can warm up from it.
+package struct TagSnapshot: Sendable, Equatable {
+    package let tag: String
+    package let time: Int64
+    package let value: Double
+    package let quality: SampleQuality
+    package let samples: Int
+    package let ewmaMean: Double
+    package let ewmaVariance: Double
+
+    package init(
+        tag: String, time: Int64, value: Double, quality: SampleQuality, samples: Int, ewmaMean: Double, ewmaVariance: Double
+    ) {
+        self.tag = tag
+        self.time = time
+        self.value = value
+        self.quality = quality
+        self.samples = samples
+        self.ewmaMean = ewmaMean
+        self.ewmaVariance = ewmaVariance
     }
 }

@@ -13,6 +13,14 @@ package struct EWMAStatistics: Sendable, Equatable {
         self.alpha = alpha
     }
 
+    /// Statistics restored from a snapshot (a restart warms up from `tag_state`).
+    package init(alpha: Double, mean: Double, variance: Double, count: Int) {
+        self.init(alpha: alpha)
+        self.mean = mean
+        self.variance = max(0, variance)
+        self.count = max(0, count)
+    }
+
     package mutating func update(_ x: Double) {
         if self.count == 0 {
             self.mean = x

@@ -43,6 +43,16 @@ package struct TagDetector: Sendable {
     /// The EWMA statistics of the anomaly detector (also what a state snapshot keeps).
     package var statistics: EWMAStatistics { self.anomaly.ewma }
 
+    /// Time and value of the last usable sample (`nil` before the first).
+    package var lastSample: (time: Int64, value: Double)? {
+        self.lastTime == .min ? nil : (self.lastTime, self.lastValue)
+    }
+
+    /// Warms up from a `tag_state` snapshot (only a tag that has seen nothing yet).
+    package mutating func seed(mean: Double, variance: Double, count: Int) {
+        self.anomaly.seed(mean: mean, variance: variance, count: count)
+    }
+
     /// Feeds one sample (any quality, any value); returns its anomaly score in [0, 1].
     /// `receiptTime`: the timestamp is when the orchestrator received the sample (the payload had
     /// none), so equal or decreasing times say nothing about the source.

@@ -62,7 +62,57 @@ package enum Migrations {
                 );
                 CREATE INDEX invocations_decision_idx ON invocations (decision_id);
                 CREATE INDEX invocations_published_at_idx ON invocations (published_at DESC);
-                """)
+                """),
+        Migration(
+            version: 2, name: "tag_state, outcomes, sessions, llm_exchanges",
+            sql: """
+                CREATE TABLE tag_state (
+                    tag           text PRIMARY KEY,
+                    ts            timestamptz NOT NULL,
+                    value         double precision,
+                    quality       text NOT NULL CHECK (quality IN ('good', 'uncertain', 'bad')),
+                    samples       bigint NOT NULL,
+                    ewma_mean     double precision,
+                    ewma_variance double precision,
+                    updated_at    timestamptz NOT NULL DEFAULT now()
+                );
+
+                CREATE TABLE outcomes (
+                    trigger_kind   text NOT NULL,
+                    module         text NOT NULL,
+                    invocations    bigint NOT NULL DEFAULT 0,
+                    successes      bigint NOT NULL DEFAULT 0,
+                    benefit_sum    double precision NOT NULL DEFAULT 0,
+                    benefit_sq_sum double precision NOT NULL DEFAULT 0,
+                    updated_at     timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (trigger_kind, module)
+                );
+
+                CREATE TABLE sessions (
+                    session_id uuid PRIMARY KEY,
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    updated_at timestamptz NOT NULL DEFAULT now(),
+                    title      text
+                );
+
+                CREATE TABLE llm_exchanges (
+                    exchange_id uuid PRIMARY KEY,
+                    session_id  uuid REFERENCES sessions (session_id),
+                    decision_id uuid REFERENCES decisions (decision_id),
+                    ts          timestamptz NOT NULL,
+                    provider    text NOT NULL,
+                    model       text NOT NULL,
+                    request     jsonb NOT NULL,
+                    response    jsonb,
+                    reasoning   text,
+                    status      text NOT NULL,
+                    latency_ms  integer,
+                    error       text
+                );
+                CREATE INDEX llm_exchanges_ts_idx ON llm_exchanges (ts DESC);
+                CREATE INDEX llm_exchanges_session_idx ON llm_exchanges (session_id, ts);
+                CREATE INDEX decisions_module_ts_idx ON decisions (module, ts DESC);
+                """),
     ]
 
     /// The newest schema version this build knows.

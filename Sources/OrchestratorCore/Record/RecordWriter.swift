@@ -33,10 +33,14 @@ package final class RecordWriter: AlertSink, Sendable {
         /// Records appended to the spool, and bytes in it not yet written to the database.
         package var spooled = 0
         package var spooledBytes = 0
+        /// Tag-state snapshots upserted.
+        package var snapshotsWritten = 0
     }
 
     private struct State: ~Copyable {
         var pending: [AlertEvent] = []
+        /// Latest snapshot per tag, waiting for the next write (state, not history: never spooled).
+        var snapshots: [String: TagSnapshot] = [:]
         var stopping = false
         var counters = Counters()
     }
@@ -70,6 +74,26 @@ package final class RecordWriter: AlertSink, Sendable {
             self.logger.error(
                 "record queue full: alert event dropped",
                 metadata: ["alert.id": "\(event.id)", "record.queue_capacity": "\(self.settings.queueCapacity)"])
+        }
+    }
+
+    /// Queues tag-state snapshots for `tag_state`; a newer snapshot of a tag replaces an older one.
+    package func deliver(snapshots: [TagSnapshot]) {
+        guard !snapshots.isEmpty else { return }
+        self.state.withLock { state in
+            for snapshot in snapshots { state.snapshots[snapshot.tag] = snapshot }
+        }
+    }
+
+    /// Reads `tag_state` once (for warming up detectors at start); `nil` if the database is away.
+    package func loadTagState() -> [TagSnapshot]? {
+        do {
+            let connection = try PostgresConnection(conninfo: self.settings.url)
+            try Migrations.apply(on: connection)
+            return try TagStateStore.load(on: connection)
+        } catch {
+            self.logger.warning("tag_state not loaded; detectors start cold", metadata: ["error": "\(error)"])
+            return nil
         }
     }
 
@@ -168,6 +192,20 @@ package final class RecordWriter: AlertSink, Sendable {
             }
             if !batch.isEmpty {
                 held = self.spoolOrHold(batch, spool: spool)
+            }
+
+            // Tag-state snapshots, when the database is there (state only: dropped if it is not).
+            let snapshots = self.state.withLock { state -> [TagSnapshot] in
+                defer { state.snapshots.removeAll(keepingCapacity: true) }
+                return connection == nil ? [] : Array(state.snapshots.values)
+            }
+            if !snapshots.isEmpty, let live = connection {
+                do {
+                    try TagStateStore.upsert(snapshots, on: live)
+                    self.state.withLock { $0.counters.snapshotsWritten += snapshots.count }
+                } catch {
+                    self.logger.warning("tag_state snapshot not written", metadata: ["error": "\(error)"])
+                }
             }
 
             // Drain the spool, oldest first, while the database is there.

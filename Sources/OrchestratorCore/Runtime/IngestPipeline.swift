@@ -173,6 +173,19 @@ package final class IngestPipeline: Sendable {
         }
     }
 
+    /// The state of every tag that received a sample since the last call.
+    package func snapshots() -> [TagSnapshot] {
+        self.state.withLock { $0.engine.snapshots() }
+    }
+
+    /// Warms up tags that have seen nothing yet (from `tag_state` at start).
+    package func seed(_ snapshots: [TagSnapshot]) {
+        self.state.withLock { state in
+            state.engine.seed(snapshots)
+            state.counters.tags = state.engine.tagCount
+        }
+    }
+
     /// Unit monitors: their names and whether they are trained yet.
     package var units: [(name: String, tags: Int, trained: Bool)] {
         self.state.withLock { state in state.engine.unitMonitors.map { ($0.name, $0.slots.count, $0.isTrained) } }

@@ -76,6 +76,16 @@ package final class Orchestrator: Sendable {
     }
 
     fileprivate func startIngest() throws {
+        // Warm up from tag_state in the background: a database that is away must not hold up ingest,
+        // and seeding touches only tags that have seen nothing yet.
+        let writer = self.recordWriter
+        let pipeline = self.pipeline
+        let logger = self.logger
+        Thread.detachNewThread {
+            guard let snapshots = writer.loadTagState(), !snapshots.isEmpty else { return }
+            pipeline.seed(snapshots)
+            logger.info("detectors warmed up from tag_state", metadata: ["tags": "\(snapshots.count)"])
+        }
         self.logger.info(
             "connecting to the broker",
             metadata: [
@@ -146,11 +156,19 @@ struct IngestService: Service {
     func run() async throws {
         try self.orchestrator.startIngest()
         defer { self.orchestrator.stopIngest() }
-        // The timer side of detection (staleness, unit monitors), once a second until shutdown.
+        // The timer side of detection (staleness, unit monitors) once a second, and tag-state
+        // snapshots every `database.snapshot_interval`, until shutdown.
+        let interval = self.orchestrator.config.database.snapshotInterval
+        var lastSnapshot = ContinuousClock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             try? await Task.sleep(for: .seconds(1))
             self.orchestrator.pipeline.tick()
+            if interval > .zero, ContinuousClock.now - lastSnapshot >= interval {
+                lastSnapshot = .now
+                self.orchestrator.recordWriter.deliver(snapshots: self.orchestrator.pipeline.snapshots())
+            }
         }
+        self.orchestrator.recordWriter.deliver(snapshots: self.orchestrator.pipeline.snapshots())
     }
 }
 
