@@ -33,3 +33,24 @@ import Testing
         #expect(json["value"] is NSNull)
     }
 }
+
+@Suite struct AlertStoreRowTests {
+    func event(_ id: UUID, _ state: AlertEvent.State, _ t: Int64) -> AlertEvent {
+        AlertEvent(
+            alertID: id, state: state, severity: .warning, kind: .limit, tag: "t", topic: "p", timestamp: t, raisedAt: 0,
+            clearedAt: state == .cleared ? t : nil, value: Double(t), score: 1, message: "\(state)")
+    }
+
+    @Test func `a raise and its clear in one batch become one row; order and clear-only rows are kept`() {
+        let a = UUID()
+        let b = UUID()
+        let c = UUID()
+        let rows = AlertStore.rows([
+            self.event(a, .raised, 1), self.event(b, .raised, 2), self.event(a, .cleared, 3), self.event(c, .cleared, 4),
+            self.event(c, .raised, 0),  // a replayed raise after its clear
+        ])
+        #expect(rows.map(\.event.alertID) == [a, b, c])
+        #expect(rows.map { $0.event.state } == [.raised, .raised, .raised])
+        #expect(rows.map { $0.cleared?.timestamp } == [3, nil, 4])
+    }
+}

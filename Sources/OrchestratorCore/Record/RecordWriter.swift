@@ -297,9 +297,7 @@ package final class RecordWriter: AlertSink, Sendable {
     private func write(_ batch: inout [AlertEvent], on connection: PostgresConnection) -> Int? {
         let count = batch.count
         do {
-            try connection.withTransaction { connection in
-                for event in batch { try Self.insert(event, on: connection) }
-            }
+            try AlertStore.write(batch, on: connection)
             self.state.withLock { $0.counters.written += count }
             batch.removeAll(keepingCapacity: true)
             return count
