@@ -159,3 +159,31 @@ struct TagStateTests {
         #expect(snapshot.samples == 11)  // continued from the stored 10, not from zero
     }
 }
+
+@Suite(.timeLimit(.minutes(1)))
+struct RetentionTests {
+    @Test func `old finished rows are deleted in batches; open alerts and referenced decisions stay`() throws {
+        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+        try Migrations.apply(on: connection)
+        try connection.execute(script: """
+            INSERT INTO alerts (alert_id, tag, topic, kind, severity, state, ts, raised_at)
+            SELECT gen_random_uuid(), 't', 'p', 'limit', 'warning', 'cleared', now() - interval '100 days', now() - interval '100 days'
+            FROM generate_series(1, 2500);
+            INSERT INTO alerts (alert_id, tag, topic, kind, severity, state, ts, raised_at)
+            VALUES (gen_random_uuid(), 'open', 'p', 'limit', 'warning', 'raised', now() - interval '100 days', now() - interval '100 days'),
+                   (gen_random_uuid(), 'recent', 'p', 'limit', 'warning', 'cleared', now(), now());
+            INSERT INTO decisions (decision_id, ts, action, source) VALUES
+                ('00000000-0000-0000-0000-000000000001', now() - interval '400 days', 'skip', 'rules'),
+                ('00000000-0000-0000-0000-000000000002', now() - interval '400 days', 'invoke', 'rules');
+            INSERT INTO invocations (invocation_id, decision_id, module, published_at, status)
+            VALUES (gen_random_uuid(), '00000000-0000-0000-0000-000000000002', 'forecasting', now(), 'ok');
+            """)
+        let deleted = try Retention.run(
+            [.init(table: "alerts", keep: .seconds(90 * 86400)), .init(table: "decisions", keep: .seconds(365 * 86400))],
+            batch: 1000, on: connection)
+        #expect(deleted["alerts"] == 2500)
+        #expect(deleted["decisions"] == 1)
+        #expect(try connection.query("SELECT tag FROM alerts ORDER BY tag").rows == [["open"], ["recent"]])
+        #expect(try connection.query("SELECT count(*) FROM decisions").rows == [["1"]])
+    }
+}

@@ -159,7 +159,7 @@ struct ScratchDirectory {
         #expect(throws: MQTTEndpoint.Problem.self) { try MQTTEndpoint.parse(text).get() }
     }
 
-    @Test(arguments: [("30", 30_000), ("250ms", 250), ("1.5s", 1500), ("5m", 300_000), ("2h", 7_200_000)])
+    @Test(arguments: [("30", 30_000), ("250ms", 250), ("1.5s", 1500), ("5m", 300_000), ("2h", 7_200_000), ("90d", 7_776_000_000)])
     func `durations accept seconds or a unit`(text: String, milliseconds: Int64) {
         #expect(YAMLSection.parseDuration(text) == .milliseconds(milliseconds))
     }

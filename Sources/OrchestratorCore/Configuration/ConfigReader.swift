@@ -249,7 +249,7 @@ struct YAMLSection {
         guard let parsed = Self.parseDuration(text), parsed >= .zero else {
             self.diagnostics.report(
                 .error, self.keyPath(key), at: self.markOf(key),
-                "expected a duration such as 30, 30s, 250ms, 5m or 2h, got \"\(text)\"")
+                "expected a duration such as 30, 30s, 250ms, 5m, 2h or 90d, got \"\(text)\"")
             return value
         }
         return parsed
@@ -257,7 +257,7 @@ struct YAMLSection {
 
     static func parseDuration(_ text: String) -> Duration? {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
         // At most about 31 years, far inside Int64 milliseconds.
         let largest = 1e12
         for (suffix, scale) in units where trimmed.hasSuffix(suffix) {

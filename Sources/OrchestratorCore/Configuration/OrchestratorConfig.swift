@@ -197,6 +197,12 @@ package struct DatabaseSettings: Sendable {
     package var spoolFsync: Spool.FsyncPolicy = .batch
     /// How often each tag's state is snapshotted into `tag_state` (zero: never).
     package var snapshotInterval: Duration = .seconds(10)
+    /// How long finished rows are kept, per table, and how often retention runs.
+    package var retention: [Retention.Rule] = [
+        .init(table: "alerts", keep: .seconds(90 * 86400)), .init(table: "decisions", keep: .seconds(365 * 86400)),
+        .init(table: "invocations", keep: .seconds(365 * 86400)), .init(table: "llm_exchanges", keep: .seconds(90 * 86400)),
+    ]
+    package var retentionInterval: Duration = .seconds(600)
 }
 
 /// `topics`.
@@ -391,6 +397,15 @@ extension OrchestratorConfig {
             self.database.spoolCapacity = database.int("spool_max_bytes", default: self.database.spoolCapacity, in: 1024...(1 << 50))
             self.database.spoolFsync = database.choice("spool_fsync", default: self.database.spoolFsync)
             self.database.snapshotInterval = database.duration("snapshot_interval", default: self.database.snapshotInterval)
+            if let retention = database.section("retention") {
+                self.database.retentionInterval = retention.duration("interval", default: self.database.retentionInterval)
+                self.database.retention = Retention.tables.compactMap { table in
+                    let current = self.database.retention.first { $0.table == table }?.keep ?? .seconds(90 * 86400)
+                    let keep = retention.duration(table, default: current)
+                    return keep > .zero ? Retention.Rule(table: table, keep: keep) : nil
+                }
+                retention.finish()
+            }
             database.finish()
         }
         if let topics = root.section("topics") {

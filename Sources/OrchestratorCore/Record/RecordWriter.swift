@@ -147,6 +147,7 @@ package final class RecordWriter: AlertSink, Sendable {
         var backoff = Backoff()
         var nextAttempt = ContinuousClock.now
         let clock = ContinuousClock()
+        var nextRetention = clock.now + .seconds(30)
         let spool = self.openSpool()
         // Records that could go neither to the database nor to the spool (no spool, or it is full).
         var held: [AlertEvent] = []
@@ -205,6 +206,20 @@ package final class RecordWriter: AlertSink, Sendable {
                     self.state.withLock { $0.counters.snapshotsWritten += snapshots.count }
                 } catch {
                     self.logger.warning("tag_state snapshot not written", metadata: ["error": "\(error)"])
+                }
+            }
+
+            // Retention, now and then, in small batches.
+            if let live = connection, !self.settings.retention.isEmpty, self.settings.retentionInterval > .zero,
+                clock.now >= nextRetention
+            {
+                nextRetention = clock.now + self.settings.retentionInterval
+                do {
+                    let deleted = try Retention.run(self.settings.retention, on: live)
+                    let total = deleted.values.reduce(0, +)
+                    if total > 0 { self.logger.info("retention: old rows deleted", metadata: ["rows": "\(deleted)"]) }
+                } catch {
+                    self.logger.warning("retention failed; will retry", metadata: ["error": "\(error)"])
                 }
             }
 
