@@ -66,10 +66,10 @@ import Testing
         var detector = TagDetector(settings: self.settings, info: info, isMarket: false)
         _ = run(&detector, [(0, 1, .good), (1, 1, .good)])
         var changes: [ConditionChange] = []
-        detector.checkStale(now: 3_500, policy: self.settings.policy, into: &changes)
+        detector.checkStale(now: 3_500, lastReceipt: 1000, policy: self.settings.policy, into: &changes)
         #expect(changes.isEmpty)
-        detector.checkStale(now: 4_500, policy: self.settings.policy, into: &changes)
-        detector.checkStale(now: 9_000, policy: self.settings.policy, into: &changes)
+        detector.checkStale(now: 4_500, lastReceipt: 1000, policy: self.settings.policy, into: &changes)
+        detector.checkStale(now: 9_000, lastReceipt: 1000, policy: self.settings.policy, into: &changes)
         #expect(summary(changes) == ["stale raised"])
         #expect(summary(run(&detector, [(10, 1, .good)])) == ["stale cleared"])
     }

@@ -34,6 +34,12 @@ import Testing
         let result = parse(#"{"ts": 1000, "values": {"TI-101": 350.5, "FI\u002d101": 600}}"#)
         #expect(result == .success(.batch(timestamp: 1000, values: [("TI-101", 350.5), ("FI-101", 600)], quality: .good)))
         #expect(parse(#"{"q":"bad","values":{"A":1}}"#) == .success(.batch(timestamp: nil, values: [("A", 1)], quality: .bad)))
+        // A NaN in a batch stays with its tag; the others are unaffected.
+        if case .success(.batch(_, let values, _)) = parse(#"{"values":{"A":1,"B":NaN}}"#) {
+            #expect(values.count == 2 && values[0].value == 1 && values[1].value.isNaN)
+        } else {
+            Issue.record("a batch with a NaN was refused whole")
+        }
     }
 
     @Test(arguments: [

@@ -20,7 +20,7 @@ import Glibc
 /// behaviour operators and the NAB benchmark both reward.
 ///
 /// Invariant to shift and scale of the input (up to the tiny absolute floors); O(log window) plus
-/// one `memmove` per sample; fixed storage (the window, 584 bits of tables); no allocation.
+/// one `memmove` per sample; fixed storage (the window, 584 bytes of tables); no allocation.
 package struct AnomalyDetector: Sendable {
     /// One sample's verdict.
     package struct Verdict: Sendable, Equatable {
@@ -132,7 +132,10 @@ package struct AnomalyDetector: Sendable {
         verdict.score = resting ? 0 : min(1, final)
         // An alert also needs the sample itself to stand out (robust z): the composite score alone
         // would now and then alarm on pure noise.
-        verdict.raise = verdict.score >= settings.anomalyRaise && robustZ >= settings.anomalyMinSigmas
+        // With the gate on, the decision uses the score before the rest period: a large deviation
+        // after an early, smaller detection must still raise.
+        let decisive = settings.anomalyMinSigmas > 0 ? min(1, final) : verdict.score
+        verdict.raise = decisive >= settings.anomalyRaise && robustZ >= settings.anomalyMinSigmas
         // An episode lasts while the samples stay unusual against the window (a sustained step is
         // one alert, cleared once the window has learnt the new level), not just while the score
         // is high (the rest period zeroes it).

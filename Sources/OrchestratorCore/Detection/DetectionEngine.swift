@@ -20,6 +20,8 @@ package struct DetectionEngine: Sendable {
     private var training = false
     /// Quality of each tag's last sample, and the sample time each tag was last snapshotted at.
     private var lastQuality: [SampleQuality] = []
+    /// The orchestrator's clock at each tag's last sample (for staleness).
+    private var lastReceipt: [Int64] = []
     private var snapshotted: [Int64] = []
 
     package init(settings: DetectionSettings, topicMap: TopicMap) {
@@ -45,6 +47,7 @@ package struct DetectionEngine: Sendable {
         self.lastValues.append(.nan)
         self.unitOfSlot.append(-1)
         self.lastQuality.append(.good)
+        self.lastReceipt.append(.min)
         self.snapshotted.append(.min)
         return slot
     }
@@ -84,7 +87,7 @@ package struct DetectionEngine: Sendable {
             for slot in self.units[index].slots { self.vector.append(self.lastValues[Int(slot)]) }
             guard !self.vector.contains(where: \.isNaN) else { continue }
             if self.training || !self.units[index].isTrained {
-                self.units[index].learn(self.vector, settings: self.settings.multivariate)
+                self.units[index].learn(self.vector, settings: self.settings.multivariate, autoTrain: !self.training)
                 continue
             }
             let names = self.tagNames
@@ -114,8 +117,9 @@ package struct DetectionEngine: Sendable {
         let score = self.detectors[index].ingest(
             value, time: sampleTime, receiptTime: receiptTime, quality: quality, settings: self.settings,
             scratch: &self.scratch, into: &self.changes)
-        if value.isFinite && quality != .bad { self.lastValues[index] = value }
+        if self.detectors[index].lastSampleUsable { self.lastValues[index] = value }
         self.lastQuality[index] = quality
+        self.lastReceipt[index] = now
         // A trained unit monitor speaks for its tags' level anomalies (its alert names the tags).
         let unit = self.unitOfSlot[index]
         if unit >= 0, self.settings.suppressTagAnomalies, self.units[Int(unit)].isTrained {
@@ -152,9 +156,10 @@ package struct DetectionEngine: Sendable {
     package mutating func checkStaleness(now: Int64, into events: inout [AlertEvent]) {
         for index in self.detectors.indices {
             self.changes.removeAll(keepingCapacity: true)
-            self.detectors[index].checkStale(now: now, policy: self.settings.policy, into: &self.changes)
+            self.detectors[index].checkStale(
+                now: now, lastReceipt: self.lastReceipt[index], policy: self.settings.policy, into: &self.changes)
             if !self.changes.isEmpty {
-                self.emit(slot: Int32(index), topic: "", sampleTime: now, now: now, into: &events)
+                self.emit(slot: Int32(index), topic: self.tagNames[index], sampleTime: now, now: now, into: &events)
             }
         }
     }

@@ -26,6 +26,8 @@ package struct TagDetector: Sendable {
     private var flatlineCount = 0
     private var cleanRun = 0
     private var lastIssue: DataQualityIssue?
+    /// Whether the last sample fed the detectors (not bad, finite, in order).
+    package private(set) var lastSampleUsable = false
 
     package init(settings: DetectionSettings, info: TagInfo, isMarket: Bool) {
         self.anomaly = AnomalyDetector(settings: settings)
@@ -86,6 +88,7 @@ package struct TagDetector: Sendable {
             issue = .gap
         }
         self.updateDataQuality(issue, value: value, time: time, settings: settings, into: &changes)
+        self.lastSampleUsable = usable
         guard usable else { return 0 }
 
         // Staleness clears on any usable sample.
@@ -99,7 +102,8 @@ package struct TagDetector: Sendable {
         // Market prices wander by nature; their moves are `market_move`'s job.
         if settings.shiftAlerts && !self.isMarket {
             self.update(
-                .shift, raise: verdict.shift && !self.isActive(.anomaly), clear: !verdict.shift, value: value, score: verdict.score,
+                .shift, raise: verdict.shift && !self.isActive(.anomaly),
+                clear: !verdict.shift && abs(verdict.sigmas) < settings.zClear, value: value, score: verdict.score,
                 detail: .deviation(sigmas: verdict.sigmas), time: time, policy: policy, into: &changes)
         }
 
@@ -122,10 +126,12 @@ package struct TagDetector: Sendable {
         return verdict.score
     }
 
-    /// Timer-driven staleness: raises `stale` when no sample arrived for `stale_after` expected periods.
-    package mutating func checkStale(now: Int64, policy: AlertPolicy, into changes: inout [ConditionChange]) {
-        guard let period = self.info.expectedPeriod, self.lastTime != .min else { return }
-        let silence = Double(now - self.lastTime)
+    /// Timer-driven staleness: raises `stale` when no sample arrived for `stale_after` expected
+    /// periods. `lastReceipt` is the orchestrator's clock at the last sample (the source's clock
+    /// may lag or jump, and buffered data arrives late).
+    package mutating func checkStale(now: Int64, lastReceipt: Int64, policy: AlertPolicy, into changes: inout [ConditionChange]) {
+        guard let period = self.info.expectedPeriod, lastReceipt != .min else { return }
+        let silence = Double(now &- lastReceipt)
         let limit = Double(period.milliseconds) * self.info.staleAfter
         guard silence > limit, !self.isActive(.stale) else { return }
         self.update(

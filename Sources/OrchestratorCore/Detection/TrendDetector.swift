@@ -138,6 +138,16 @@ package struct MarketMoveDetector: Sendable {
     /// (`nil` until the window spans at least half its length).
     package mutating func update(_ value: Double, time: Int64) -> Double? {
         let capacity = self.values.count
+        // Keep at most `capacity` samples per window: a sample closer than window/capacity to the
+        // newest one replaces it, so a fast feed cannot push the window's start out of the ring.
+        if self.count > 1 {
+            let newest = (self.start + self.count - 1) % capacity
+            if time &- self.times[newest] < self.windowMilliseconds / Int64(capacity) {
+                self.values[newest] = value
+                self.times[newest] = time
+                return self.change(value, time: time)
+            }
+        }
         if self.count == capacity {
             self.start = (self.start + 1) % capacity
             self.count -= 1
@@ -153,6 +163,10 @@ package struct MarketMoveDetector: Sendable {
             self.start = second
             self.count -= 1
         }
+        return self.change(value, time: time)
+    }
+
+    private func change(_ value: Double, time: Int64) -> Double? {
         let oldest = self.values[self.start]
         guard time &- self.times[self.start] >= self.windowMilliseconds / 2, oldest != 0 else { return nil }
         return (value - oldest) / abs(oldest) * 100

@@ -147,11 +147,13 @@ private struct Cursor {
             if byte == UInt8(ascii: "}") { break }
             guard byte == UInt8(ascii: ",") else { throw .malformedJSON }
         }
-        if nonFinite { throw .nonFinite }
         if let batch {
+            // A NaN in a batch is that tag's problem, not the other tags': the values are kept and
+            // the pipeline refuses the non-finite ones one by one.
             guard value == nil else { throw .malformedJSON }
             return .batch(timestamp: timestamp, values: batch, quality: quality)
         }
+        if nonFinite { throw .nonFinite }
         guard let value else { throw .missingValue }
         return .single(timestamp: timestamp, value: value, quality: quality)
     }

@@ -67,7 +67,7 @@ package final class RecordWriter: AlertSink, Sendable {
             }
             state.pending.append(event)
             state.counters.enqueued += 1
-            return (true, state.pending.count == self.settings.batchSize)
+            return (true, state.pending.count >= self.settings.batchSize)
         }
         if signal { self.wake.signal() }
         if !accepted {
@@ -156,7 +156,8 @@ package final class RecordWriter: AlertSink, Sendable {
             let stopping = self.state.withLock { $0.stopping }
             let spoolPending = spool?.hasPending ?? false
             // Sleep until a full batch or the flush interval, unless there is a backlog to drain now.
-            if !stopping && !(connection != nil && (spoolPending || !held.isEmpty)) {
+            let backlog = self.state.withLock { $0.pending.count >= self.settings.batchSize }
+            if !stopping && !backlog && !(connection != nil && (spoolPending || !held.isEmpty)) {
                 let wait = connection == nil ? min(self.settings.flushInterval, max(.zero, nextAttempt - clock.now)) : self.settings.flushInterval
                 _ = self.wake.wait(timeout: .now() + max(wait, .milliseconds(1)).timeInterval)
             }
@@ -227,6 +228,14 @@ package final class RecordWriter: AlertSink, Sendable {
             if let spool, spool.hasPending, let live = connection {
                 do {
                     let (payloads, next) = try spool.read(limit: self.settings.batchSize)
+                    if payloads.isEmpty {
+                        // Pending bytes that no longer read as records (changed on disk since open):
+                        // nothing can be recovered from them, and they must not block the rest.
+                        self.logger.critical(
+                            "spool: unreadable records discarded", metadata: ["spool.discarded_bytes": "\(spool.pendingBytes)"])
+                        try spool.discardPending()
+                        continue
+                    }
                     var records = payloads.compactMap { AlertEvent(json: $0) }
                     if records.count < payloads.count {
                         self.logger.error("spool: unreadable records skipped", metadata: ["spool.skipped": "\(payloads.count - records.count)"])
@@ -239,7 +248,9 @@ package final class RecordWriter: AlertSink, Sendable {
                         nextAttempt = clock.now + backoff.next()
                     }
                 } catch {
-                    self.logger.critical("spool: cannot read", metadata: ["error": "\(error)"])
+                    self.logger.critical("spool: cannot read; retrying later", metadata: ["error": "\(error)"])
+                    connection = nil
+                    nextAttempt = clock.now + backoff.next()
                 }
             }
 

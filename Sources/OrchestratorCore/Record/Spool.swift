@@ -10,8 +10,8 @@ import Foundation
 ///
 /// ### Guarantees
 /// - Order: records are replayed in the order they were appended.
-/// - Durability: with `fsync: batch` (the default) each appended batch is on disk before `append`
-///   returns; `always` also syncs the offset file; `never` leaves it to the OS.
+/// - Durability: with `fsync: batch` (the default) or `always` each appended batch is on disk
+///   before `append` returns; `never` leaves it to the OS. The offset file is replaced atomically.
 /// - A torn or corrupt record (a crash mid-write, a bad sector) ends the readable part: it and
 ///   anything after it are skipped with a logged warning and overwritten by the next append; it
 ///   never poisons the records before it.
@@ -66,7 +66,11 @@ package final class Spool {
         self.end = self.replayed
         // Find the end of the valid records.
         let size = Int(try handle.seekToEnd())
-        if self.replayed > size { self.replayed = 0 }
+        if self.replayed > size {
+            // The log was emptied after the offset was last saved: persist the reset now.
+            self.replayed = 0
+            try Data("0".utf8).write(to: directory.appendingPathComponent("spool.offset"), options: .atomic)
+        }
         var position = self.replayed
         while position < size {
             guard let (_, next) = try self.readRecord(at: position, size: size) else { break }
@@ -74,7 +78,15 @@ package final class Spool {
         }
         self.end = position
         self.skippedAtOpen = size - position
+        if self.skippedAtOpen > 0 {
+            // Cut the torn tail off, so stale bytes can never line up with later records.
+            try handle.truncate(atOffset: UInt64(position))
+            if fsync != .never { try handle.synchronize() }
+        }
     }
+
+    /// Largest record accepted (the reader refuses larger ones as corrupt).
+    static let maxRecord = 16 * 1024 * 1024
 
     deinit {
         try? self.log.close()
@@ -90,6 +102,7 @@ package final class Spool {
     func append(_ payloads: [[UInt8]]) throws {
         var bytes: [UInt8] = []
         for payload in payloads {
+            guard payload.count <= Self.maxRecord else { throw Problem(message: "a record of \(payload.count) bytes is too large") }
             var length = UInt32(payload.count).littleEndian
             var crc = CRC32.checksum(payload).littleEndian
             withUnsafeBytes(of: &length) { bytes.append(contentsOf: $0) }
@@ -103,6 +116,11 @@ package final class Spool {
         try self.log.write(contentsOf: bytes)
         if self.policy != .never { try self.log.synchronize() }
         self.end += bytes.count
+    }
+
+    /// Drops everything after the replay offset (records that can no longer be read).
+    func discardPending() throws {
+        try self.markReplayed(upTo: self.end)
     }
 
     /// Reads up to `limit` records from the replay offset; returns them and the offset after them.
@@ -119,13 +137,18 @@ package final class Spool {
 
     /// Records up to `offset` are in the database. When everything is, the spool is emptied.
     func markReplayed(upTo offset: Int) throws {
-        self.replayed = offset
-        if self.replayed >= self.end {
+        if offset >= self.end {
+            // Everything is in the database: reset the offset first, then empty the log, so a
+            // crash in between leaves an offset of 0 over an old log (replayed again, harmlessly)
+            // rather than an old offset over a new one.
+            try Data("0".utf8).write(to: self.offsetURL, options: .atomic)
             try self.log.truncate(atOffset: 0)
             if self.policy != .never { try self.log.synchronize() }
             self.replayed = 0
             self.end = 0
+            return
         }
+        self.replayed = offset
         // Written to a temporary file and renamed, so a crash leaves the old offset or the new one.
         try Data(String(self.replayed).utf8).write(to: self.offsetURL, options: .atomic)
     }
@@ -137,7 +160,7 @@ package final class Spool {
         guard let header = try self.log.read(upToCount: 8), header.count == 8 else { return nil }
         let length = Int(UInt32(littleEndian: header.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }))
         let crc = UInt32(littleEndian: header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self) })
-        guard length <= 16 * 1024 * 1024, position + 8 + length <= size else { return nil }
+        guard length <= Self.maxRecord, position + 8 + length <= size else { return nil }
         guard let body = try self.log.read(upToCount: length), body.count == length else { return nil }
         let payload = [UInt8](body)
         guard CRC32.checksum(payload) == crc else { return nil }

@@ -104,6 +104,9 @@ package struct ReplayTable: Sendable {
                 }
                 times.append(value)
             }
+            if let bad = times.firstIndex(where: { !RFC3339.storableRange.contains(Double($0)) || abs($0) > 1 << 52 }) {
+                throw Problem(file: file, line: bad + 2, field: name, message: "\(times[bad]) is out of range for a timestamp or index")
+            }
             if times.allSatisfy({ $0 >= 100_000_000_000 }) { return (.epochMilliseconds, times) }
             return (.sampleIndex, times.map { $0 * 1000 })
         }

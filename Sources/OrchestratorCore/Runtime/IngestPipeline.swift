@@ -119,6 +119,11 @@ package final class IngestPipeline: Sendable {
                         tagLimit = true
                         continue
                     }
+                    if !value.isFinite {
+                        // Refused and counted, and that tag's data-quality problem.
+                        state.counters.rejected[.nonFinite, default: 0] += 1
+                        rejection = .nonFinite
+                    }
                     self.ingest(
                         slot: slot, value: value, quality: quality, sampleTime: ts ?? now, receiptTime: ts == nil, topic: topic,
                         now: now, state: &state, events: &events)

@@ -109,6 +109,9 @@ package struct MultivariateModel: Sendable {
         let quantile = Self.scaledChiSquareLimit(filtered, z: settings.z)
         let filteredLimit = filteredMean + settings.kappa * (quantile - filteredMean)
 
+        guard rawLimit > 0, rawLimit.isFinite, filteredLimit > 0, filteredLimit.isFinite else {
+            throw TrainingError(message: "the baseline shows no variation to learn from (constant tags?)")
+        }
         var inverseDiagonal = [Double](repeating: 0, count: width)
         for j in 0..<width {
             var sum = 0.0
@@ -139,7 +142,7 @@ package struct MultivariateModel: Sendable {
     /// standard-normal quantile `z`.
     package static func chiSquareQuantile(degrees h: Double, z: Double) -> Double {
         let c = 2 / (9 * h)
-        let base = 1 - c + z * c.squareRoot()
+        let base = max(0, 1 - c + z * c.squareRoot())
         return h * base * base * base
     }
 

@@ -31,11 +31,12 @@ package struct UnitMonitor: Sendable {
 
     package var isTrained: Bool { self.model != nil }
 
-    /// Adds a baseline vector (until the baseline is full); trains when it is.
-    package mutating func learn(_ vector: [Double], settings: MultivariateModel.Settings) {
+    /// Adds a baseline vector; trains once the baseline is full, unless `autoTrain` is off (a
+    /// replay's `--train` file is used whole, and trained at its end).
+    package mutating func learn(_ vector: [Double], settings: MultivariateModel.Settings, autoTrain: Bool = true) {
         guard self.model == nil, self.trainingError == nil else { return }
         self.baseline.append(vector)
-        if self.baseline.count >= self.baselineSize { self.train(settings: settings) }
+        if autoTrain && self.baseline.count >= self.baselineSize { self.train(settings: settings) }
     }
 
     /// Trains on the baseline collected so far (the end of a replay's `--train` file).
@@ -79,7 +80,8 @@ package struct UnitMonitor: Sendable {
         }
         let ratio = max(rawRatio, filteredRatio, tagRatio)
         self.lastScore = ratio / (1 + ratio)
-        guard let raised = self.latch.update(raise: ratio > 1, clear: ratio <= 1, time: time, policy: policy) else {
+        // Hysteresis: raised above the limit, cleared only once every statistic is below 80 % of it.
+        guard let raised = self.latch.update(raise: ratio > 1, clear: ratio <= 0.8, time: time, policy: policy) else {
             return nil
         }
         // Which tags drove it: the statistic that alarmed decides which contributions to rank.
