@@ -11,6 +11,13 @@ import Testing
         #expect(abs(stats.standardDeviation - 2) < 0.3)
     }
 
+    @Test func `one absurd value cannot poison the statistics for good`() {
+        var stats = EWMAStatistics(alpha: 0.05)
+        for x in [1.0, 2, 1, 2, 1e200, 1, 2] { stats.update(x) }
+        #expect(stats.variance.isFinite && stats.mean.isFinite)
+        #expect(stats.mean < 10)
+    }
+
     @Test func `the sigma floor keeps a constant stream from dividing by zero`() {
         var stats = EWMAStatistics(alpha: 0.05)
         for _ in 0..<100 { stats.update(350) }

@@ -28,8 +28,11 @@ package struct EWMAStatistics: Sendable, Equatable {
         } else {
             let delta = x - self.mean
             let increment = self.alpha * delta
+            let variance = (1 - self.alpha) * (self.variance + delta * increment)
+            // An absurd value (|δ| beyond ~1e154) would make the variance infinite for good: skip it.
+            guard variance.isFinite, (self.mean + increment).isFinite else { return }
             self.mean += increment
-            self.variance = (1 - self.alpha) * (self.variance + delta * increment)
+            self.variance = variance
         }
         self.count &+= 1
     }
