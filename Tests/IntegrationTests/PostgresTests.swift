@@ -187,3 +187,62 @@ struct RetentionTests {
         #expect(try connection.query("SELECT count(*) FROM decisions").rows == [["1"]])
     }
 }
+
+@Suite(.timeLimit(.minutes(1)))
+struct HistoryTests {
+    @Test func `decisions filter, page by keyset without gaps or repeats, and aggregate`() throws {
+        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+        try Migrations.apply(on: connection)
+        // 250 decisions one minute apart; every other one invoked; outcomes cycle ok/ok/error.
+        try connection.execute(script: """
+            INSERT INTO decisions (decision_id, ts, module, action, source, trigger, reasons, confidence, latency_us)
+            SELECT md5(i::text)::uuid, timestamptz '2026-01-01' + i * interval '1 minute',
+                   (ARRAY['forecasting','analysis','optimization'])[1 + i % 3],
+                   CASE WHEN i % 2 = 0 THEN 'invoke' ELSE 'skip' END,
+                   (ARRAY['rules','llm','api'])[1 + i % 3 % 2 + (i % 5 = 0)::int],
+                   jsonb_build_object('kind', (ARRAY['equipment','market'])[1 + i % 2]), '[]', 0.9, 120
+            FROM generate_series(0, 249) i;
+            INSERT INTO invocations (invocation_id, decision_id, module, published_at, completed_at, status, attempts)
+            SELECT md5('inv' || i)::uuid, md5(i::text)::uuid, (ARRAY['forecasting','analysis','optimization'])[1 + i % 3],
+                   timestamptz '2026-01-01' + i * interval '1 minute',
+                   timestamptz '2026-01-01' + i * interval '1 minute' + (i % 10 + 1) * interval '100 milliseconds',
+                   (ARRAY['ok','ok','error'])[1 + (i / 2) % 3], 1
+            FROM generate_series(0, 249, 2) i;
+            """)
+        var query = History.DecisionQuery()
+        query.limit = 100
+        var seen: [String] = []
+        var pages = 0
+        repeat {
+            let page = try History.decisions(query, on: connection)
+            seen += page.rows.map(\.decisionID)
+            #expect(page.rows.map(\.ts) == page.rows.map(\.ts).sorted(by: >))
+            query.after = page.next
+            pages += 1
+        } while query.after != nil
+        #expect(pages == 3)
+        #expect(seen.count == 250 && Set(seen).count == 250)
+
+        var filtered = History.DecisionQuery()
+        filtered.module = "analysis"
+        filtered.triggerKind = "market"
+        filtered.outcome = "none"
+        let page = try History.decisions(filtered, on: connection)
+        #expect(!page.rows.isEmpty)
+        #expect(page.rows.allSatisfy { $0.module == "analysis" && $0.trigger.contains("market") && $0.outcome == "none" })
+        var window = History.DecisionQuery()
+        window.from = 1_767_225_600_000 + 10 * 60_000  // 2026-01-01 00:10
+        window.to = 1_767_225_600_000 + 20 * 60_000
+        #expect(try History.decisions(window, on: connection).rows.count == 10)
+
+        let counts = try History.counts(from: nil, to: nil, on: connection)
+        #expect(counts.reduce(0) { $0 + $1.count } == 250)
+        let stats = try History.moduleStats(from: nil, to: nil, on: connection)
+        #expect(stats.map(\.module) == ["analysis", "forecasting", "optimization"])
+        #expect(stats.reduce(0) { $0 + $1.invocations } == 125)
+        for module in stats { #expect((module.p50 ?? 0) >= 100 && (module.p99 ?? 0) <= 1000, "\(module)") }
+        // 84 of the 125 invocations are ok (statuses cycle ok, ok, error).
+        let ok = stats.reduce(0.0) { $0 + $1.successRate * Double($1.invocations) }
+        #expect(abs(ok - 84) < 1e-9)
+    }
+}

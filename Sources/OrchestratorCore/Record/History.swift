@@ -1,0 +1,144 @@
+package import LibPQ
+
+/// Queries over the decision record: the data layer for `GET /decisions` and for audits.
+/// Every filter is a bound parameter; an absent filter is a NULL that matches everything.
+package enum History {
+    /// Filters for ``decisions(_:on:)``; all optional.
+    package struct DecisionQuery: Sendable {
+        package var from: Int64?
+        package var to: Int64?
+        package var module: String?
+        package var triggerKind: String?
+        /// The status of the decision's latest invocation (`ok`, `error`, `timeout`, …), or `none`.
+        package var outcome: String?
+        package var source: String?
+        package var limit = 100
+        /// Keyset cursor: continue after this row (from the previous page's ``DecisionPage/next``).
+        package var after: Cursor?
+
+        package init() {}
+    }
+
+    /// Position of a row in the (ts, decision_id) descending order.
+    package struct Cursor: Sendable, Equatable {
+        package let ts: String
+        package let decisionID: String
+    }
+
+    package struct DecisionRow: Sendable, Equatable {
+        package let decisionID: String
+        /// Epoch milliseconds.
+        package let ts: Int64
+        package let module: String?
+        package let action: String
+        package let source: String
+        package let trigger: String
+        package let reasons: String
+        package let confidence: Double?
+        package let latencyMicroseconds: Int64?
+        package let outcome: String
+    }
+
+    package struct DecisionPage: Sendable {
+        package let rows: [DecisionRow]
+        /// Cursor of the next page, `nil` on the last one.
+        package let next: Cursor?
+    }
+
+    /// Decisions newest first, filtered, one page at a time (keyset pagination: stable under inserts).
+    package static func decisions(_ query: DecisionQuery, on connection: PostgresConnection) throws -> DecisionPage {
+        let limit = max(1, min(query.limit, 10_000))
+        let rows = try connection.query(
+            """
+            SELECT d.decision_id::text, (extract(epoch FROM d.ts) * 1000)::bigint, d.module, d.action, d.source,
+                   d.trigger::text, d.reasons::text, d.confidence, d.latency_us, coalesce(i.status, 'none'), d.ts::text
+            FROM decisions d
+            LEFT JOIN LATERAL (
+                SELECT status FROM invocations WHERE decision_id = d.decision_id
+                ORDER BY published_at DESC NULLS LAST LIMIT 1
+            ) i ON true
+            WHERE ($1::bigint IS NULL OR d.ts >= to_timestamp($1::double precision / 1000))
+              AND ($2::bigint IS NULL OR d.ts < to_timestamp($2::double precision / 1000))
+              AND ($3::text IS NULL OR d.module = $3)
+              AND ($4::text IS NULL OR d.trigger->>'kind' = $4)
+              AND ($5::text IS NULL OR coalesce(i.status, 'none') = $5)
+              AND ($6::text IS NULL OR d.source = $6)
+              AND ($7::timestamptz IS NULL OR (d.ts, d.decision_id) < ($7::timestamptz, $8::uuid))
+            ORDER BY d.ts DESC, d.decision_id DESC
+            LIMIT $9
+            """,
+            [
+                query.from, query.to, query.module, query.triggerKind, query.outcome, query.source, query.after?.ts,
+                query.after?.decisionID, limit + 1,
+            ])
+        var page = rows.rows.map { row in
+            DecisionRow(
+                decisionID: row[0] ?? "", ts: row[1].flatMap { Int64($0) } ?? 0, module: row[2], action: row[3] ?? "",
+                source: row[4] ?? "", trigger: row[5] ?? "{}", reasons: row[6] ?? "[]", confidence: row[7].flatMap(Double.init),
+                latencyMicroseconds: row[8].flatMap { Int64($0) }, outcome: row[9] ?? "none")
+        }
+        var next: Cursor? = nil
+        if page.count > limit {
+            page.removeLast()
+            let last = rows.rows[limit - 1]
+            next = Cursor(ts: last[10] ?? "", decisionID: last[0] ?? "")
+        }
+        return DecisionPage(rows: page, next: next)
+    }
+
+    package struct Count: Sendable, Equatable {
+        package let module: String
+        package let triggerKind: String
+        package let outcome: String
+        package let count: Int
+    }
+
+    /// Decisions counted per module × trigger kind × outcome over a time range.
+    package static func counts(from: Int64?, to: Int64?, on connection: PostgresConnection) throws -> [Count] {
+        let rows = try connection.query(
+            """
+            SELECT coalesce(d.module, '-'), coalesce(d.trigger->>'kind', '-'), coalesce(i.status, 'none'), count(*)
+            FROM decisions d
+            LEFT JOIN LATERAL (
+                SELECT status FROM invocations WHERE decision_id = d.decision_id
+                ORDER BY published_at DESC NULLS LAST LIMIT 1
+            ) i ON true
+            WHERE ($1::bigint IS NULL OR d.ts >= to_timestamp($1::double precision / 1000))
+              AND ($2::bigint IS NULL OR d.ts < to_timestamp($2::double precision / 1000))
+            GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+            """, [from, to])
+        return rows.rows.map { Count(module: $0[0] ?? "", triggerKind: $0[1] ?? "", outcome: $0[2] ?? "", count: Int($0[3] ?? "0") ?? 0) }
+    }
+
+    package struct ModuleStats: Sendable, Equatable {
+        package let module: String
+        package let invocations: Int
+        /// Share of finished invocations with status `ok`.
+        package let successRate: Double
+        /// Latency (published → completed) percentiles in milliseconds.
+        package let p50: Double?
+        package let p95: Double?
+        package let p99: Double?
+    }
+
+    /// Invocation success rate and latency percentiles per module over a time range.
+    package static func moduleStats(from: Int64?, to: Int64?, on connection: PostgresConnection) throws -> [ModuleStats] {
+        let rows = try connection.query(
+            """
+            SELECT module, count(*),
+                   coalesce(avg(CASE WHEN status = 'ok' THEN 1.0 ELSE 0.0 END) FILTER (WHERE status <> 'pending'), 0),
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - published_at) * 1000),
+                   percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - published_at) * 1000),
+                   percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - published_at) * 1000)
+            FROM invocations
+            WHERE ($1::bigint IS NULL OR published_at >= to_timestamp($1::double precision / 1000))
+              AND ($2::bigint IS NULL OR published_at < to_timestamp($2::double precision / 1000))
+            GROUP BY module ORDER BY module
+            """, [from, to])
+        return rows.rows.map { row in
+            ModuleStats(
+                module: row[0] ?? "", invocations: Int(row[1] ?? "0") ?? 0, successRate: Double(row[2] ?? "0") ?? 0,
+                p50: row[3].flatMap(Double.init), p95: row[4].flatMap(Double.init), p99: row[5].flatMap(Double.init))
+        }
+    }
+}
