@@ -93,11 +93,20 @@ struct SpoolRecoveryTests {
         settings.spoolDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("dang-spool-\(UUID().uuidString)").path
         let events = self.events(5000)  // 10,000 records: 5,000 episodes raised and cleared
 
+        let decisions = (0..<1000).map { i in
+            DecisionRecord(
+                decisionID: UUID(), ts: Int64(i) * 1000, module: i % 2 == 0 ? "forecasting" : nil, action: "invoke",
+                source: "rules", trigger: #"{"kind":"equipment","tag":"t\#(i)\"'"}"#, reasons: "[]",
+                confidence: 0.9, latencyMicroseconds: 150)
+        }
         // 1. The database does not exist yet: everything goes to the spool; the writer stops.
         let first = RecordWriter(settings: settings, logger: testLogger)
         let running = Task { await first.run() }
-        for event in events { first.deliver(event) }
-        try await eventually("all spooled") { first.counters.spooled == events.count }
+        for (index, event) in events.enumerated() {
+            first.deliver(event)
+            if index % 10 == 0 { first.deliver(decision: decisions[index / 10]) }
+        }
+        try await eventually("all spooled") { first.counters.spooled == events.count + decisions.count }
         first.stop()
         await running.value
         #expect(first.counters.written == 0)
@@ -107,10 +116,19 @@ struct SpoolRecoveryTests {
         try PostgresConnection(conninfo: TestServices.shared.databaseURL).execute(script: "CREATE DATABASE \(name)")
         let second = RecordWriter(settings: settings, logger: testLogger)
         let replaying = Task { await second.run() }
-        try await eventually("spool replayed", timeout: .seconds(30)) { second.counters.written == events.count && second.counters.spooledBytes == 0 }
+        let total = events.count + decisions.count
+        try await eventually("spool replayed", timeout: .seconds(30)) { second.counters.written == total && second.counters.spooledBytes == 0 }
         // Replaying the same records again (a crash before the offset was saved) changes nothing.
         for event in events.prefix(100) { second.deliver(event) }
-        try await eventually("duplicates written") { second.counters.written == events.count + 100 }
+        // A record the server refuses (invalid JSON) is dropped alone; the rest of its batch lands.
+        second.deliver(
+            decision: DecisionRecord(
+                decisionID: UUID(), ts: 0, module: nil, action: "skip", source: "rules", trigger: "{not json", reasons: "[]",
+                confidence: nil, latencyMicroseconds: nil))
+        second.deliver(decision: DecisionRecord(
+            decisionID: UUID(), ts: 0, module: nil, action: "defer", source: "api", trigger: "{}", reasons: "[]",
+            confidence: nil, latencyMicroseconds: nil))
+        try await eventually("duplicates written") { second.counters.written == total + 101 && second.counters.rejectedRecords == 1 }
         second.stop()
         await replaying.value
 
@@ -119,6 +137,8 @@ struct SpoolRecoveryTests {
         #expect(rows.rows == [["5000", "5000", "5000"]])
         let hostile = try connection.query("SELECT tag FROM alerts WHERE message = 'm7'")
         #expect(hostile.rows == [["t7'); DROP TABLE alerts; --"]])
+        #expect(try connection.query("SELECT count(*), count(module) FROM decisions").rows == [["1001", "500"]])
+        #expect(try connection.query("SELECT trigger->>'tag' FROM decisions WHERE ts = to_timestamp(7)").rows == [[#"t7"'"#]])
     }
 }
 
@@ -244,5 +264,27 @@ struct HistoryTests {
         // 84 of the 125 invocations are ok (statuses cycle ok, ok, error).
         let ok = stats.reduce(0.0) { $0 + $1.successRate * Double($1.invocations) }
         #expect(abs(ok - 84) < 1e-9)
+    }
+}
+
+@Suite(.timeLimit(.minutes(1)))
+struct DecisionStoreTests {
+    @Test func `decisions are written with their JSON, idempotently`() throws {
+        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+        try Migrations.apply(on: connection)
+        let decision = DecisionRecord(
+            decisionID: UUID(), ts: 1000, module: "etl", action: "invoke", source: "schedule",
+            trigger: #"{"kind":"schedule","note":"a \"quoted\" word"}"#, reasons: #"[{"step":"cooldown","ok":true}]"#,
+            confidence: 0.75, latencyMicroseconds: 42)
+        try Record.write([.decision(decision), .decision(decision)], on: connection)
+        let rows = try connection.query("SELECT module, trigger->>'note', reasons->0->>'step', confidence, latency_us FROM decisions")
+        #expect(rows.rows == [["etl", #"a "quoted" word"#, "cooldown", "0.75", "42"]])
+        #expect(Record(payload: Record.decision(decision).payload()) == .decision(decision))
+        let tricky = DecisionRecord(
+            decisionID: UUID(), ts: 2000, module: nil, action: "invoke", source: "rules",
+            trigger: #"{"kind":"equipment","tag":"t7\"'); DROP TABLE decisions; --"}"#, reasons: "[]", confidence: 0.9, latencyMicroseconds: 150)
+        let roundTripped = try #require(Record(payload: Record.decision(tricky).payload()))
+        try Record.write([roundTripped], on: connection)
+        #expect(try connection.query("SELECT trigger->>'tag' FROM decisions WHERE ts = to_timestamp(2)").rows == [[#"t7"'); DROP TABLE decisions; --"#]])
     }
 }

@@ -38,7 +38,7 @@ package final class RecordWriter: AlertSink, Sendable {
     }
 
     private struct State: ~Copyable {
-        var pending: [AlertEvent] = []
+        var pending: [Record] = []
         /// Latest snapshot per tag, waiting for the next write (state, not history: never spooled).
         var snapshots: [String: TagSnapshot] = [:]
         var stopping = false
@@ -60,20 +60,29 @@ package final class RecordWriter: AlertSink, Sendable {
     package var counters: Counters { self.state.withLock { $0.counters } }
 
     package func deliver(_ event: AlertEvent) {
+        self.enqueue(.alert(event))
+    }
+
+    /// Queues a decision for `decisions` (same queue, batches and spool as alerts).
+    package func deliver(decision: DecisionRecord) {
+        self.enqueue(.decision(decision))
+    }
+
+    private func enqueue(_ record: Record) {
         let (accepted, signal) = self.state.withLock { state -> (Bool, Bool) in
             guard state.pending.count < self.settings.queueCapacity else {
                 state.counters.dropped += 1
                 return (false, false)
             }
-            state.pending.append(event)
+            state.pending.append(record)
             state.counters.enqueued += 1
             return (true, state.pending.count >= self.settings.batchSize)
         }
         if signal { self.wake.signal() }
         if !accepted {
             self.logger.error(
-                "record queue full: alert event dropped",
-                metadata: ["alert.id": "\(event.id)", "record.queue_capacity": "\(self.settings.queueCapacity)"])
+                "record queue full: record dropped",
+                metadata: ["record.id": "\(record.id)", "record.queue_capacity": "\(self.settings.queueCapacity)"])
         }
     }
 
@@ -150,7 +159,7 @@ package final class RecordWriter: AlertSink, Sendable {
         var nextRetention = clock.now + .seconds(30)
         let spool = self.openSpool()
         // Records that could go neither to the database nor to the spool (no spool, or it is full).
-        var held: [AlertEvent] = []
+        var held: [Record] = []
 
         while true {
             let stopping = self.state.withLock { $0.stopping }
@@ -161,7 +170,7 @@ package final class RecordWriter: AlertSink, Sendable {
                 let wait = connection == nil ? min(self.settings.flushInterval, max(.zero, nextAttempt - clock.now)) : self.settings.flushInterval
                 _ = self.wake.wait(timeout: .now() + max(wait, .milliseconds(1)).timeInterval)
             }
-            let (taken, stoppingNow) = self.state.withLock { state -> ([AlertEvent], Bool) in
+            let (taken, stoppingNow) = self.state.withLock { state -> ([Record], Bool) in
                 let count = min(state.pending.count, self.settings.batchSize)
                 let taken = Array(state.pending.prefix(count))
                 state.pending.removeFirst(count)
@@ -236,7 +245,7 @@ package final class RecordWriter: AlertSink, Sendable {
                         try spool.discardPending()
                         continue
                     }
-                    var records = payloads.compactMap { AlertEvent(json: $0) }
+                    var records = payloads.compactMap { Record(payload: $0) }
                     if records.count < payloads.count {
                         self.logger.error("spool: unreadable records skipped", metadata: ["spool.skipped": "\(payloads.count - records.count)"])
                     }
@@ -275,10 +284,10 @@ package final class RecordWriter: AlertSink, Sendable {
     }
 
     /// Puts records in the spool; returns those it could not take (kept in memory, bounded).
-    private func spoolOrHold(_ batch: [AlertEvent], spool: Spool?) -> [AlertEvent] {
+    private func spoolOrHold(_ batch: [Record], spool: Spool?) -> [Record] {
         if let spool {
             do {
-                try spool.append(batch.map { $0.jsonPayload() })
+                try spool.append(batch.map { $0.payload() })
                 self.state.withLock {
                     $0.counters.spooled += batch.count
                     $0.counters.spooledBytes = spool.pendingBytes
@@ -320,10 +329,10 @@ package final class RecordWriter: AlertSink, Sendable {
 
     /// Writes a batch in one transaction; a batch the server refuses is retried row by row. Written
     /// rows are removed from `batch`. Returns `nil` when the connection failed (the rest is kept).
-    private func write(_ batch: inout [AlertEvent], on connection: PostgresConnection) -> Int? {
+    private func write(_ batch: inout [Record], on connection: PostgresConnection) -> Int? {
         let count = batch.count
         do {
-            try AlertStore.write(batch, on: connection)
+            try Record.write(batch, on: connection)
             self.state.withLock { $0.counters.written += count }
             batch.removeAll(keepingCapacity: true)
             return count
@@ -358,54 +367,20 @@ package final class RecordWriter: AlertSink, Sendable {
 
     /// Writes rows one at a time, dropping (and counting) only those the server refuses; rows
     /// written are removed from `batch`. A transient error stops and is rethrown with the rest kept.
-    private func writeIndividually(_ batch: inout [AlertEvent], on connection: PostgresConnection) throws {
+    private func writeIndividually(_ batch: inout [Record], on connection: PostgresConnection) throws {
         while let event = batch.first {
             do {
-                try Self.insert(event, on: connection)
+                try Record.write([event], on: connection)
                 self.state.withLock { $0.counters.written += 1 }
             } catch let error as PostgresError where !error.isTransient {
                 self.state.withLock { $0.counters.rejectedRecords += 1 }
                 self.logger.error(
-                    "alert record rejected by the database", metadata: ["alert.id": "\(event.id)", "error": "\(error)"])
+                    "record rejected by the database", metadata: ["record.id": "\(event.id)", "error": "\(error)"])
             }
             batch.removeFirst()
         }
     }
 
-    /// One alert transition. Raising inserts the episode's row; clearing updates it (or inserts it,
-    /// should the raise never have reached the database). Replaying a record is harmless.
-    static func insert(_ event: AlertEvent, on connection: PostgresConnection) throws {
-                switch event.state {
-        case .raised:
-            try connection.query(
-                """
-                INSERT INTO alerts (alert_id, tag, topic, kind, severity, state, ts, raised_at, value, score, message)
-                VALUES ($1, $2, $3, $4, $5, 'raised', to_timestamp($6::double precision / 1000),
-                        to_timestamp($7::double precision / 1000), $8, $9, $10)
-                ON CONFLICT (alert_id) DO NOTHING
-                """,
-                [
-                    event.id, event.tag, event.topic, event.kind.rawValue, event.severity.rawValue, event.timestamp,
-                    event.raisedAt, event.value, event.score, event.message,
-                ])
-        case .cleared:
-            try connection.query(
-                """
-                INSERT INTO alerts (alert_id, tag, topic, kind, severity, state, ts, raised_at, cleared_at,
-                                    value, score, message, cleared_value, cleared_message)
-                VALUES ($1, $2, $3, $4, $5, 'cleared', to_timestamp($6::double precision / 1000),
-                        to_timestamp($7::double precision / 1000), to_timestamp($8::double precision / 1000),
-                        $9, $10, $11, $9, $11)
-                ON CONFLICT (alert_id) DO UPDATE
-                SET state = 'cleared', cleared_at = EXCLUDED.cleared_at,
-                    cleared_value = EXCLUDED.cleared_value, cleared_message = EXCLUDED.cleared_message
-                """,
-                [
-                    event.id, event.tag, event.topic, event.kind.rawValue, event.severity.rawValue, event.timestamp,
-                    event.raisedAt, event.clearedAt ?? event.raisedAt, event.value, event.score, event.message,
-                ])
-        }
-    }
 }
 
 /// Jittered exponential backoff: 0.25 s doubling to 30 s, each delay drawn from [½d, d].

@@ -1,0 +1,129 @@
+package import Foundation
+import LibPQ
+
+/// One decision as recorded (SPEC §6 `decisions`).
+package struct DecisionRecord: Sendable, Equatable {
+    package let decisionID: UUID
+    /// Epoch milliseconds.
+    package let ts: Int64
+    package let module: String?
+    /// `invoke`, `skip` or `defer`.
+    package let action: String
+    /// `rules`, `llm`, `api` or `schedule`.
+    package let source: String
+    /// JSON object text.
+    package let trigger: String
+    /// JSON array text: the verdict of each selection step.
+    package let reasons: String
+    package let confidence: Double?
+    package let latencyMicroseconds: Int64?
+
+    package init(
+        decisionID: UUID, ts: Int64, module: String?, action: String, source: String, trigger: String, reasons: String,
+        confidence: Double?, latencyMicroseconds: Int64?
+    ) {
+        self.decisionID = decisionID
+        self.ts = ts
+        self.module = module
+        self.action = action
+        self.source = source
+        self.trigger = trigger
+        self.reasons = reasons
+        self.confidence = confidence
+        self.latencyMicroseconds = latencyMicroseconds
+    }
+}
+
+/// What the record writer writes: each kind with its own table, all through the same queue,
+/// batches and spool.
+package enum Record: Sendable, Equatable {
+    case alert(AlertEvent)
+    case decision(DecisionRecord)
+
+    /// The spool's record format: JSON, with `"record"` naming the kind (absent: an alert).
+    func payload() -> [UInt8] {
+        switch self {
+        case .alert(let event):
+            return event.jsonPayload()
+        case .decision(let d):
+            var json = JSONWriter()
+            json.field("record", string: "decision")
+            json.field("decision_id", string: d.decisionID.uuidString.lowercased())
+            json.field("ts", integer: d.ts)
+            if let module = d.module { json.field("module", string: module) }
+            json.field("action", string: d.action)
+            json.field("source", string: d.source)
+            json.field("trigger", string: d.trigger)
+            json.field("reasons", string: d.reasons)
+            if let confidence = d.confidence { json.field("confidence", number: confidence) }
+            if let latency = d.latencyMicroseconds { json.field("latency_us", integer: latency) }
+            return json.finish()
+        }
+    }
+
+    init?(payload bytes: [UInt8]) {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else { return nil }
+        if object["record"] as? String == "decision" {
+            guard let id = (object["decision_id"] as? String).flatMap(UUID.init(uuidString:)),
+                let ts = (object["ts"] as? NSNumber)?.int64Value, let action = object["action"] as? String,
+                let source = object["source"] as? String, let trigger = object["trigger"] as? String,
+                let reasons = object["reasons"] as? String
+            else { return nil }
+            self = .decision(
+                DecisionRecord(
+                    decisionID: id, ts: ts, module: object["module"] as? String, action: action, source: source,
+                    trigger: trigger, reasons: reasons, confidence: (object["confidence"] as? NSNumber)?.doubleValue,
+                    latencyMicroseconds: (object["latency_us"] as? NSNumber)?.int64Value))
+        } else {
+            guard let event = AlertEvent(json: bytes) else { return nil }
+            self = .alert(event)
+        }
+    }
+
+    var id: String {
+        switch self {
+        case .alert(let event): event.id
+        case .decision(let d): d.decisionID.uuidString.lowercased()
+        }
+    }
+
+    /// Writes a batch: each kind in one multi-row statement, all in one transaction.
+    static func write(_ batch: [Record], on connection: PostgresConnection) throws {
+        var alerts: [AlertEvent] = []
+        var decisions: [DecisionRecord] = []
+        for record in batch {
+            switch record {
+            case .alert(let event): alerts.append(event)
+            case .decision(let decision): decisions.append(decision)
+            }
+        }
+        try connection.withTransaction { connection in
+            try AlertStore.write(alerts, on: connection)
+            try DecisionStore.write(decisions, on: connection)
+        }
+    }
+}
+
+/// Writes `decisions`: insert-only, idempotent on `decision_id`.
+enum DecisionStore {
+    static func write(_ decisions: [DecisionRecord], on connection: PostgresConnection) throws {
+        guard !decisions.isEmpty else { return }
+        try connection.query(
+            """
+            INSERT INTO decisions (decision_id, ts, module, action, source, trigger, reasons, confidence, latency_us)
+            SELECT id, to_timestamp(ms::double precision / 1000), module, action, source, trigger::jsonb, reasons::jsonb,
+                   confidence, latency
+            FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                        $8::float8[], $9::bigint[])
+                AS r(id, ms, module, action, source, trigger, reasons, confidence, latency)
+            ON CONFLICT (decision_id) DO NOTHING
+            """,
+            [
+                PostgresArray(decisions.map { $0.decisionID.uuidString.lowercased() }), PostgresArray(decisions.map(\.ts)),
+                PostgresNullableTextArray(decisions.map(\.module)), PostgresArray(decisions.map(\.action)),
+                PostgresArray(decisions.map(\.source)), PostgresArray(decisions.map(\.trigger)),
+                PostgresArray(decisions.map(\.reasons)), PostgresArray(decisions.map(\.confidence)),
+                PostgresNullableInt64Array(decisions.map(\.latencyMicroseconds)),
+            ])
+    }
+}
