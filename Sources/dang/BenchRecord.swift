@@ -1,0 +1,32 @@
+import ArgumentParser
+import Foundation
+import Logging
+import OrchestratorCore
+
+/// `dang bench-record`: records per minute into PostgreSQL, batched and spooled, against one row per INSERT.
+struct BenchRecord: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-record",
+        abstract: "Measure decisions per minute written by the record writer and the spool, against one INSERT per row.")
+
+    @Option(name: .long, help: "PostgreSQL server URL (or DATABASE_URL); a scratch database is created there and dropped.")
+    var databaseURL: String?
+    @Option(name: .long, help: "Records per case.")
+    var records = 100_000
+
+    func run() async throws {
+        guard let url = self.databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"] else {
+            printError("give --database-url or DATABASE_URL")
+            throw ExitCode(2)
+        }
+        let logger = makeLogger(level: .warning)
+        let rows = try await RecordBenchmark.run(serverURL: url, records: self.records, logger: logger)
+        let baseline = rows.first?.perMinute ?? 1
+        print("case".padding(toLength: 52, withPad: " ", startingAt: 0) + "   records   seconds   records/min   × baseline")
+        for row in rows {
+            print(
+                row.name.padding(toLength: 52, withPad: " ", startingAt: 0)
+                    + String(format: "  %8d  %8.2f  %12.0f  %11.1f", row.records, row.seconds, row.perMinute, row.perMinute / baseline))
+        }
+    }
+}
