@@ -288,3 +288,67 @@ struct DecisionStoreTests {
         #expect(try connection.query("SELECT trigger->>'tag' FROM decisions WHERE ts = to_timestamp(2)").rows == [[#"t7"'); DROP TABLE decisions; --"#]])
     }
 }
+
+@Suite(.timeLimit(.minutes(2)))
+struct DatabaseOutageTests {
+    @Test func `PostgreSQL stopped in the middle of a stream of 10,000 alerts and decisions: every record lands exactly once`() async throws {
+        // A database server of this test's own, so it can be stopped without disturbing the others.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("dang-outage-\(getpid())-\(UUID().uuidString.prefix(8))").path
+        let script = TestServices.repositoryRoot.appendingPathComponent("scripts/services.sh").path
+        let started = try ChildProcess.run(["/bin/bash", script, "start", directory])
+        #expect(started.status == 0)
+        defer { _ = try? ChildProcess.run(["/bin/bash", script, "stop", directory, "--purge"]) }
+        let url = try #require(started.output.split(separator: "\n").first { $0.hasPrefix("DATABASE_URL=") }.map { String($0.dropFirst(13)) })
+        let pgData = "\(directory)/pg/data"
+        func pgCtl(_ action: String) throws {
+            let bin = try #require(try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql").sorted().last)
+            let ctl = "/usr/lib/postgresql/\(bin)/bin/pg_ctl"
+            let command = getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--", ctl] : [ctl]
+            let result = try ChildProcess.run(command + ["-D", pgData, "-m", "fast", "-w", action])
+            #expect(result.status == 0, "\(result.output)")
+        }
+
+        var settings = DatabaseSettings()
+        settings.url = url
+        settings.flushInterval = .milliseconds(10)
+        settings.batchSize = 200
+        settings.spoolDirectory = "\(directory)/spool"
+        let writer = RecordWriter(settings: settings, logger: testLogger)
+        let running = Task { await writer.run() }
+        try await eventually("writer connected") { writer.counters.connected }
+
+        let ids = (0..<5000).map { _ in UUID() }
+        for (i, id) in ids.enumerated() {
+            writer.deliver(
+                AlertEvent(
+                    alertID: id, state: .raised, severity: .warning, kind: .limit, tag: "t\(i)", topic: "p", timestamp: Int64(i),
+                    raisedAt: Int64(i), clearedAt: nil, value: 1, score: 1, message: "m"))
+            writer.deliver(
+                decision: DecisionRecord(
+                    decisionID: id, ts: Int64(i), module: nil, action: "skip", source: "rules", trigger: "{}", reasons: "[]",
+                    confidence: nil, latencyMicroseconds: nil))
+            if i == 1500 {
+                try pgCtl("stop")  // the server goes away mid-stream
+            }
+            if i == 3500 {
+                try pgCtl("restart")  // `restart` reuses the options of the first start (postmaster.opts)
+            }
+            if i % 100 == 0 { try await Task.sleep(for: .milliseconds(2)) }
+        }
+        do {
+            try await eventually("every record written", timeout: .seconds(60)) {
+                writer.counters.written == 10_000 && writer.counters.spooledBytes == 0
+            }
+        } catch {
+            Issue.record("writer counters: \(writer.counters)")
+            throw error
+        }
+        writer.stop()
+        await running.value
+        #expect(writer.counters.spooled > 0)  // the outage really happened
+        #expect(writer.counters.dropped == 0)
+        let connection = try PostgresConnection(conninfo: url)
+        #expect(try connection.query("SELECT count(*), count(DISTINCT alert_id) FROM alerts").rows == [["5000", "5000"]])
+        #expect(try connection.query("SELECT count(*), count(DISTINCT decision_id) FROM decisions").rows == [["5000", "5000"]])
+    }
+}
