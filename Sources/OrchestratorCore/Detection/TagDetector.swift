@@ -82,9 +82,12 @@ package struct TagDetector: Sendable {
             usable = false
         } else if quality == .uncertain {
             issue = .uncertainQuality
-        } else if self.lastTime != .min, self.meanInterval > 0,
-            Double(time - self.lastTime) > settings.gapFactor * self.meanInterval
+        } else if !receiptTime, self.lastTime != .min, self.meanInterval > 0,
+            Double(time &- self.lastTime) > max(settings.gapFactor * self.meanInterval, 1000)
         {
+            // A gap is judged on the source's own timestamps, and is at least a second: receipt
+            // times of a burst say more about the network than about the source (staleness covers
+            // silence).
             issue = .gap
         }
         self.updateDataQuality(issue, value: value, time: time, settings: settings, into: &changes)
