@@ -4,7 +4,9 @@
 #   1. `dang check-config` on a broken file names the file, line and key, and fails;
 #   2. `dang migrate` applies the schema;
 #   3. `dang run` turns a published step on plant/r1/cdu/cdu1/TI-101 into exactly one raised
-#      alert on apos/alert/... and one row in `alerts`, and says "offline" when stopped by SIGTERM.
+#      alert on apos/alert/... and one row in `alerts`, and says "offline" when stopped by SIGTERM;
+#   4. `dang run` killed with SIGKILL in the middle of a stream of alerts, then restarted: every
+#      alert it had published is in `alerts` (the spool holds a record before it is published).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${DANG_MQTT_URL:?set DANG_MQTT_URL (scripts/services.sh start prints it)}"
@@ -14,7 +16,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
+  if [ -n "${KEEP:-}" ]; then echo "logs kept in $work" >&2; else rm -rf "$work"; fi  # KEEP=1 keeps them
 }
 trap cleanup EXIT
 fail() { echo "smoke-test: FAIL: $*" >&2; for f in "$work"/*.log; do echo "--- $f" >&2; tail -20 "$f" >&2; done; exit 1; }
@@ -37,13 +39,17 @@ echo "ok: check-config names file:line:key"
 # 2. Migrations (idempotent).
 "$dang" migrate --database-url "$DATABASE_URL" > "$work/migrate.log" 2>&1 || fail "dang migrate failed"
 "$dang" migrate --database-url "$DATABASE_URL" 2>>"$work/migrate.log" | grep -q "up to date" || fail "second dang migrate was not a no-op"
+# A fresh start for the tag: no earlier alerts, and no tag_state to warm up from (a warm start
+# from an earlier run's level would rightly report the return to 358 as a level shift).
 psql "$DATABASE_URL" -qAtc "DELETE FROM alerts WHERE tag = 'r1/cdu/cdu1/TI-101'" >/dev/null
+psql "$DATABASE_URL" -qAtc "DELETE FROM tag_state WHERE tag LIKE 'r1/cdu/cdu1/%'" >/dev/null
 echo "ok: dang migrate"
 
 # 3. The live path through the binary.
 mosquitto_sub -h "$host" -p "$port" -q 1 -t 'apos/alert/#' -t 'apos/status' -v > "$work/sub.log" 2> "$work/sub.err" &
 pids+=($!)
-"$dang" run --config config/orchestrator.yaml --mqtt-url "$DANG_MQTT_URL" --database-url "$DATABASE_URL" > "$work/run.log" 2>&1 &
+"$dang" run --config config/orchestrator.yaml --mqtt-url "$DANG_MQTT_URL" --database-url "$DATABASE_URL" \
+  --spool-dir "$work/spool-3" > "$work/run.log" 2>&1 &
 run_pid=$!
 pids+=($run_pid)
 for _ in $(seq 100); do grep -q "connected to the broker" "$work/run.log" && break; sleep 0.1; done
@@ -76,3 +82,42 @@ wait "$run_pid" || fail "dang run exited with status $? after SIGTERM"
 sleep 0.3
 tail -1 "$work/sub.log" | grep -q '^apos/status {"state":"offline"' || fail "status topic did not say offline"
 echo "ok: SIGTERM → clean exit, retained status offline"
+
+# 4. SIGKILL in the middle of a stream of alerts, then a restart.
+psql "$DATABASE_URL" -qAtc "DELETE FROM alerts WHERE tag = 'r1/cdu/cdu1/TI-102'" >/dev/null
+mosquitto_sub -h "$host" -p "$port" -q 1 -t 'apos/alert/+/r1/cdu/cdu1/TI-102' > "$work/kill-sub.log" 2> "$work/kill-sub.err" &
+pids+=($!)
+start_dang() {
+  "$dang" run --config config/orchestrator.yaml --mqtt-url "$DANG_MQTT_URL" --database-url "$DATABASE_URL" \
+    --spool-dir "$work/spool" > "$work/run-$1.log" 2>&1 &
+  run_pid=$!
+  pids+=($run_pid)
+  for _ in $(seq 100); do grep -q "connected to the broker" "$work/run-$1.log" && break; sleep 0.1; done
+}
+start_dang 1
+# TI-102 (limits 105..130, deadband 0.5% of the band): every sample crosses HI one way or the other.
+python3 -c '
+for i in range(4000): print(140 if i % 2 else 118)
+' > "$work/flip.txt"
+mosquitto_pub -h "$host" -p "$port" -q 1 -t plant/r1/cdu/cdu1/TI-102 -l < "$work/flip.txt" &
+pub_pid=$!
+sleep 1
+kill -KILL "$run_pid"
+wait "$run_pid" 2>/dev/null || true
+wait "$pub_pid" 2>/dev/null || true
+start_dang 2
+sleep 1.5
+kill -TERM "$run_pid"; wait "$run_pid" || fail "restarted dang run exited with status $?"
+sleep 0.3
+published=$(grep -o '"alert_id":"[0-9a-f-]*","state":"raised"' "$work/kill-sub.log" | cut -d'"' -f4 | sort -u)
+count=$(printf '%s\n' "$published" | grep -c . || true)
+[ "$count" -gt 10 ] || fail "expected a stream of alerts before the kill, got $count"
+missing=0
+for id in $published; do
+  n=$(psql "$DATABASE_URL" -qAtc "SELECT count(*) FROM alerts WHERE alert_id = '$id'")
+  [ "$n" = 1 ] || missing=$((missing + 1))
+done
+[ "$missing" = 0 ] || fail "$missing of $count published alerts are missing from alerts after SIGKILL"
+recovered=$(grep -c "spool: records not yet in the database" "$work/run-2.log" || true)
+echo "ok: SIGKILL mid-stream → all $count published alerts are in PostgreSQL after the restart" \
+  "($([ "$recovered" -gt 0 ] && echo "the restart wrote a spool backlog first" || echo "nothing was left in the spool"))"

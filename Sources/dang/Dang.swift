@@ -50,10 +50,14 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .long, help: "PostgreSQL URL or conninfo (or DATABASE_URL, or the PG* variables).")
     var databaseURL: String?
 
+    @Option(name: .long, help: "Directory of the durable spool (overrides database.spool_dir).")
+    var spoolDir: String?
+
     func apply(to config: inout OrchestratorConfig) throws {
         do {
             try config.applyOverrides(
                 mqttURL: self.mqttURL, databaseURL: self.databaseURL, environment: ProcessInfo.processInfo.environment)
+            if let spoolDir = self.spoolDir { config.database.spoolDirectory = spoolDir }
         } catch {
             printError(error.description)
             throw ExitCode(2)

@@ -62,5 +62,6 @@ extension ServerOptions {
         self.init()
         self.mqttURL = mqttURL
         self.databaseURL = databaseURL
+        self.spoolDir = nil
     }
 }

@@ -43,9 +43,15 @@ package final class RecordWriter: AlertSink, Sendable {
         var snapshots: [String: TagSnapshot] = [:]
         var stopping = false
         var counters = Counters()
+        /// Records in the spool not yet written.
+        var backlog = 0
     }
 
     private let state = Mutex(State())
+    /// The spool doubles as the queue: every record is appended to it (a `write`, no fsync) before
+    /// anything else happens to it, so it survives the process being killed; the writer thread
+    /// syncs it per batch, writes the batch and advances the replay offset.
+    private let spool: Mutex<Spool?>
     private let wake = DispatchSemaphore(value: 0)
     private let settings: DatabaseSettings
     private let logger: Logger
@@ -55,6 +61,13 @@ package final class RecordWriter: AlertSink, Sendable {
         self.settings = settings
         self.migrate = migrate
         self.logger = logger
+        let spool = Self.openSpool(settings: settings, logger: logger)
+        let pending = spool?.pendingBytes ?? 0
+        self.spool = Mutex(spool)
+        self.state.withLock {
+            $0.counters.spooledBytes = pending
+            $0.backlog = pending > 0 ? 1 : 0
+        }
     }
 
     package var counters: Counters { self.state.withLock { $0.counters } }
@@ -69,19 +82,35 @@ package final class RecordWriter: AlertSink, Sendable {
     }
 
     private func enqueue(_ record: Record) {
+        // Durable first: into the spool (survives SIGKILL), else the bounded memory queue.
+        let spooled = self.spool.withLock { spool -> Int? in
+            guard let spool else { return nil }
+            do {
+                try spool.append([record.payload()], sync: false)
+                return spool.pendingBytes
+            } catch {
+                return nil
+            }
+        }
         let (accepted, signal) = self.state.withLock { state -> (Bool, Bool) in
+            state.counters.enqueued += 1
+            if let spooled {
+                state.counters.spooled += 1
+                state.counters.spooledBytes = spooled
+                state.backlog += 1
+                return (true, state.backlog == self.settings.batchSize)
+            }
             guard state.pending.count < self.settings.queueCapacity else {
                 state.counters.dropped += 1
                 return (false, false)
             }
             state.pending.append(record)
-            state.counters.enqueued += 1
             return (true, state.pending.count >= self.settings.batchSize)
         }
         if signal { self.wake.signal() }
         if !accepted {
             self.logger.error(
-                "record queue full: record dropped",
+                "record dropped: the spool is full or unavailable and the memory queue is full",
                 metadata: ["record.id": "\(record.id)", "record.queue_capacity": "\(self.settings.queueCapacity)"])
         }
     }
@@ -125,28 +154,27 @@ package final class RecordWriter: AlertSink, Sendable {
         self.wake.signal()
     }
 
-    private func openSpool() -> Spool? {
-        guard !self.settings.spoolDirectory.isEmpty else { return nil }
+    private static func openSpool(settings: DatabaseSettings, logger: Logger) -> Spool? {
+        guard !settings.spoolDirectory.isEmpty else { return nil }
         do {
             let spool = try Spool(
-                directory: URL(fileURLWithPath: self.settings.spoolDirectory), capacity: self.settings.spoolCapacity,
-                fsync: self.settings.spoolFsync)
+                directory: URL(fileURLWithPath: settings.spoolDirectory), capacity: settings.spoolCapacity,
+                fsync: settings.spoolFsync)
             if spool.skippedAtOpen > 0 {
-                self.logger.warning(
+                logger.warning(
                     "spool: a torn or corrupt record at its end was skipped",
-                    metadata: ["spool.dir": "\(self.settings.spoolDirectory)", "spool.skipped_bytes": "\(spool.skippedAtOpen)"])
+                    metadata: ["spool.dir": "\(settings.spoolDirectory)", "spool.skipped_bytes": "\(spool.skippedAtOpen)"])
             }
             if spool.hasPending {
-                self.logger.notice(
-                    "spool: records from an earlier outage will be written first",
+                logger.notice(
+                    "spool: records not yet in the database (an outage or a stop) will be written first",
                     metadata: ["spool.pending_bytes": "\(spool.pendingBytes)"])
             }
-            self.state.withLock { $0.counters.spooledBytes = spool.pendingBytes }
             return spool
         } catch {
-            self.logger.critical(
-                "spool unavailable: records will only be held in memory while the database is away",
-                metadata: ["spool.dir": "\(self.settings.spoolDirectory)", "error": "\(error)"])
+            logger.critical(
+                "spool unavailable: records will only be held in memory",
+                metadata: ["spool.dir": "\(settings.spoolDirectory)", "error": "\(error)"])
             return nil
         }
     }
@@ -157,32 +185,22 @@ package final class RecordWriter: AlertSink, Sendable {
         var nextAttempt = ContinuousClock.now
         let clock = ContinuousClock()
         var nextRetention = clock.now + .seconds(30)
-        let spool = self.openSpool()
-        // Records that could go neither to the database nor to the spool (no spool, or it is full).
-        var held: [Record] = []
+        let hasSpool = self.spool.withLock { $0 != nil }
 
         while true {
-            let stopping = self.state.withLock { $0.stopping }
-            let spoolPending = spool?.hasPending ?? false
+            let (stopping, backlog, queued) = self.state.withLock { ($0.stopping, $0.backlog, $0.pending.count) }
+            let spoolPending = self.spool.withLock { $0?.hasPending ?? false }
             // Sleep until a full batch or the flush interval, unless there is a backlog to drain now.
-            let backlog = self.state.withLock { $0.pending.count >= self.settings.batchSize }
-            if !stopping && !backlog && !(connection != nil && (spoolPending || !held.isEmpty)) {
+            let busy = connection != nil && (backlog >= self.settings.batchSize || queued >= self.settings.batchSize)
+            if !stopping && !busy {
                 let wait = connection == nil ? min(self.settings.flushInterval, max(.zero, nextAttempt - clock.now)) : self.settings.flushInterval
                 _ = self.wake.wait(timeout: .now() + max(wait, .milliseconds(1)).timeInterval)
             }
-            let (taken, stoppingNow) = self.state.withLock { state -> ([Record], Bool) in
-                let count = min(state.pending.count, self.settings.batchSize)
-                let taken = Array(state.pending.prefix(count))
-                state.pending.removeFirst(count)
-                return (taken, state.stopping)
-            }
-            var batch = held + taken
-            held = []
 
             // (Re)connect when due.
             if connection == nil || connection?.isConnected == false {
                 connection = nil
-                if clock.now >= nextAttempt || (stoppingNow && backoff.attempt == 0) {
+                if clock.now >= nextAttempt || (stopping && backoff.attempt == 0) {
                     do {
                         connection = try self.connect()
                         backoff.reset()
@@ -194,15 +212,21 @@ package final class RecordWriter: AlertSink, Sendable {
                 }
             }
 
-            // New records: straight to the database only when nothing older waits in the spool.
-            if !batch.isEmpty, let live = connection, !(spool?.hasPending ?? false) {
-                if self.write(&batch, on: live) == nil {
-                    connection = nil
-                    nextAttempt = clock.now + backoff.next()
-                }
+            // Records held in memory (no spool, or it was full): to the spool if it now has room,
+            // else straight to the database.
+            var memory = self.state.withLock { state -> [Record] in
+                let count = min(state.pending.count, self.settings.batchSize)
+                defer { state.pending.removeFirst(count) }
+                return Array(state.pending.prefix(count))
             }
-            if !batch.isEmpty {
-                held = self.spoolOrHold(batch, spool: spool)
+            if !memory.isEmpty {
+                if let live = connection, !spoolPending {
+                    if self.write(&memory, on: live) == nil {
+                        connection = nil
+                        nextAttempt = clock.now + backoff.next()
+                    }
+                }
+                if !memory.isEmpty { self.requeue(memory) }
             }
 
             // Tag-state snapshots, when the database is there (state only: dropped if it is not).
@@ -233,28 +257,41 @@ package final class RecordWriter: AlertSink, Sendable {
                 }
             }
 
-            // Drain the spool, oldest first, while the database is there.
-            if let spool, spool.hasPending, let live = connection {
+            // The spool, oldest first, one batch per pass.
+            if hasSpool, let live = connection {
                 do {
-                    let (payloads, next) = try spool.read(limit: self.settings.batchSize)
-                    if payloads.isEmpty {
-                        // Pending bytes that no longer read as records (changed on disk since open):
-                        // nothing can be recovered from them, and they must not block the rest.
-                        self.logger.critical(
-                            "spool: unreadable records discarded", metadata: ["spool.discarded_bytes": "\(spool.pendingBytes)"])
-                        try spool.discardPending()
-                        continue
+                    let read = try self.spool.withLock { spool -> (payloads: [[UInt8]], next: Int, pending: Int)? in
+                        guard let spool, spool.hasPending else { return nil }
+                        if self.settings.spoolFsync != .never { try spool.sync() }
+                        let (payloads, next) = try spool.read(limit: self.settings.batchSize)
+                        return (payloads, next, spool.pendingBytes)
                     }
-                    var records = payloads.compactMap { Record(payload: $0) }
-                    if records.count < payloads.count {
-                        self.logger.error("spool: unreadable records skipped", metadata: ["spool.skipped": "\(payloads.count - records.count)"])
-                    }
-                    if self.write(&records, on: live) != nil {
-                        try spool.markReplayed(upTo: next)
-                        self.state.withLock { $0.counters.spooledBytes = spool.pendingBytes }
-                    } else {
-                        connection = nil
-                        nextAttempt = clock.now + backoff.next()
+                    if let read {
+                        if read.payloads.isEmpty {
+                            // Pending bytes that no longer read as records: nothing can be recovered
+                            // from them, and they must not block the rest.
+                            self.logger.critical("spool: unreadable records discarded", metadata: ["spool.discarded_bytes": "\(read.pending)"])
+                            try self.spool.withLock { try $0?.discardPending() }
+                            self.state.withLock { $0.backlog = 0 }
+                        } else {
+                            var records = read.payloads.compactMap { Record(payload: $0) }
+                            if records.count < read.payloads.count {
+                                self.logger.error("spool: unreadable records skipped", metadata: ["spool.skipped": "\(read.payloads.count - records.count)"])
+                            }
+                            if self.write(&records, on: live) != nil {
+                                let pending = try self.spool.withLock { spool -> Int in
+                                    try spool?.markReplayed(upTo: read.next)
+                                    return spool?.pendingBytes ?? 0
+                                }
+                                self.state.withLock {
+                                    $0.counters.spooledBytes = pending
+                                    $0.backlog = pending == 0 ? 0 : max(0, $0.backlog - read.payloads.count)
+                                }
+                            } else {
+                                connection = nil
+                                nextAttempt = clock.now + backoff.next()
+                            }
+                        }
                     }
                 } catch {
                     self.logger.critical("spool: cannot read; retrying later", metadata: ["error": "\(error)"])
@@ -263,51 +300,53 @@ package final class RecordWriter: AlertSink, Sendable {
                 }
             }
 
-            if stoppingNow && self.state.withLock({ $0.pending.isEmpty }) {
+            if stopping {
+                let queueEmpty = self.state.withLock { $0.pending.isEmpty }
+                let spoolEmpty = self.spool.withLock { !($0?.hasPending ?? false) }
                 if connection != nil {
-                    // The database is here: finish draining held records and the spool first.
-                    if held.isEmpty && !(spool?.hasPending ?? false) { break }
+                    // The database is here: finish what is queued and spooled first.
+                    if queueEmpty && spoolEmpty { break }
                 } else {
-                    // The database is away: what is left is in the spool, except records that
-                    // neither it nor the database could take.
-                    if !held.isEmpty {
+                    // The database is away: the spool keeps its records for the next start;
+                    // only records that it could not take are lost.
+                    let left = self.state.withLock { state -> Int in
+                        defer { state.pending.removeAll() }
+                        return state.pending.count
+                    }
+                    if left > 0 {
                         self.logger.error(
-                            "records not written at shutdown: no database and no spool room",
-                            metadata: ["record.unwritten": "\(held.count)"])
-                        self.state.withLock { $0.counters.dropped += held.count }
+                            "records not written at shutdown: no database and no spool room", metadata: ["record.unwritten": "\(left)"])
+                        self.state.withLock { $0.counters.dropped += left }
                     }
                     break
                 }
             }
         }
+        self.spool.withLock { try? $0?.sync() }
         self.state.withLock { $0.counters.connected = false }
     }
 
-    /// Puts records in the spool; returns those it could not take (kept in memory, bounded).
-    private func spoolOrHold(_ batch: [Record], spool: Spool?) -> [Record] {
-        if let spool {
+    /// Puts memory-held records into the spool if it has room now, else back at the head of the
+    /// memory queue.
+    private func requeue(_ records: [Record]) {
+        let spooled = self.spool.withLock { spool -> Int? in
+            guard let spool else { return nil }
             do {
-                try spool.append(batch.map { $0.payload() })
-                self.state.withLock {
-                    $0.counters.spooled += batch.count
-                    $0.counters.spooledBytes = spool.pendingBytes
-                }
-                if spool.usedBytes > spool.capacity / 10 * 9 {
-                    self.logger.critical(
-                        "spool is over 90% full", metadata: ["spool.used_bytes": "\(spool.usedBytes)", "spool.capacity": "\(spool.capacity)"])
-                }
-                return []
+                try spool.append(records.map { $0.payload() }, sync: true)
+                return spool.pendingBytes
             } catch {
-                self.logger.critical("spool: cannot append; holding records in memory", metadata: ["error": "\(error)"])
+                return nil
             }
         }
-        // Hold what fits in the queue's capacity; beyond it, count and log the loss.
-        let room = max(0, self.settings.queueCapacity - self.state.withLock { $0.pending.count })
-        if batch.count > room {
-            self.state.withLock { $0.counters.dropped += batch.count - room }
-            self.logger.error("records dropped: no database, no spool room", metadata: ["record.dropped": "\(batch.count - room)"])
+        self.state.withLock { state in
+            if let spooled {
+                state.counters.spooled += records.count
+                state.counters.spooledBytes = spooled
+                state.backlog += records.count
+            } else {
+                state.pending.insert(contentsOf: records, at: 0)
+            }
         }
-        return Array(batch.prefix(room))
     }
 
     private func noteFailure(_ error: any Error, retryIn delay: Duration) {

@@ -97,9 +97,11 @@ package final class Spool {
     /// Bytes on disk, replayed or not, until the spool is emptied.
     var usedBytes: Int { self.end }
 
-    /// Appends records (after the valid end, overwriting any torn tail) and syncs per the policy.
-    /// Throws when the spool would exceed its capacity; nothing is then written.
-    func append(_ payloads: [[UInt8]]) throws {
+    /// Appends records after the valid end. With `sync`, syncs per the policy before returning;
+    /// without, the bytes are in the OS (they survive the process being killed) and ``sync()``
+    /// makes them durable later. Throws when the spool would exceed its capacity; nothing is then
+    /// written.
+    func append(_ payloads: [[UInt8]], sync: Bool = true) throws {
         var bytes: [UInt8] = []
         for payload in payloads {
             guard payload.count <= Self.maxRecord else { throw Problem(message: "a record of \(payload.count) bytes is too large") }
@@ -114,8 +116,13 @@ package final class Spool {
         }
         try self.log.seek(toOffset: UInt64(self.end))
         try self.log.write(contentsOf: bytes)
-        if self.policy != .never { try self.log.synchronize() }
+        if sync && self.policy != .never { try self.log.synchronize() }
         self.end += bytes.count
+    }
+
+    /// Flushes appended bytes to the disk.
+    func sync() throws {
+        try self.log.synchronize()
     }
 
     /// Drops everything after the replay offset (records that can no longer be read).

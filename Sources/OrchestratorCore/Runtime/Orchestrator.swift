@@ -35,7 +35,8 @@ package final class Orchestrator: Sendable {
         self.publisher = AlertPublisher(prefix: config.topics.prefix, qos: config.topics.alertQoS, logger: logger)
         self.recordWriter = RecordWriter(settings: config.database, logger: logger)
         let pipeline = IngestPipeline(
-            config: config, sinks: [self.publisher, self.recordWriter] + extraSinks, logger: logger)
+            // The record first: once an alert is published, it is already in the spool.
+            config: config, sinks: [self.recordWriter, self.publisher] + extraSinks, logger: logger)
         self.pipeline = pipeline
 
         let statusTopic = "\(config.topics.prefix)/status"
