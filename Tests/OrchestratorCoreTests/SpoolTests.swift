@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import Synchronization
 import Testing
 
 @testable import OrchestratorCore
@@ -81,5 +83,31 @@ import Testing
             value: 12.5, score: 0.75, message: "ünïcode \"quoted\"\n")
         #expect(AlertEvent(json: event.jsonPayload()) == event)
         #expect(AlertEvent(json: Array("{}".utf8)) == nil)
+    }
+}
+
+@Suite struct SpoolPressureTests {
+    @Test func `a nearly full spool raises one critical system alert; records beyond the cap wait in memory`() async throws {
+        var settings = DatabaseSettings()
+        settings.url = "postgres://nobody@127.0.0.1:1/none?connect_timeout=1"  // never reachable
+        settings.spoolDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("dang-pressure-\(UUID().uuidString)").path
+        settings.spoolCapacity = 20_000
+        settings.queueCapacity = 1000
+        let writer = RecordWriter(settings: settings, logger: .init(label: "test"))
+        let sink = CollectingSink()
+        writer.attachAlertSinks([sink])
+        for i in 0..<200 {
+            writer.deliver(
+                AlertEvent(
+                    alertID: UUID(), state: .raised, severity: .info, kind: .limit, tag: "t\(i)", topic: "p", timestamp: 0,
+                    raisedAt: 0, clearedAt: nil, value: 1, score: 1, message: String(repeating: "x", count: 100)))
+        }
+        let alerts = sink.events.withLock { $0 }
+        #expect(alerts.count == 1)
+        #expect(alerts.first?.kind == .system && alerts.first?.severity == .critical && alerts.first?.state == .raised)
+        #expect(alerts.first?.alertTopic(prefix: "apos") == "apos/alert/critical/orchestrator/spool")
+        let counters = writer.counters
+        #expect(counters.spooled > 0 && counters.spooled < 200)
+        #expect(counters.dropped == 0)  // the rest wait in memory (queue_capacity 1000)
     }
 }

@@ -11,6 +11,8 @@ package enum AlertKind: String, Sendable, CaseIterable {
     case dataQuality = "data_quality"
     case multivariate
     case marketMove = "market_move"
+    /// About the orchestrator itself (its spool nearly full…); the tag is `orchestrator/…`.
+    case system
 }
 
 /// SPEC §3 `severity`; also the second level of the alert topic.

@@ -45,6 +45,16 @@ package final class RecordWriter: AlertSink, Sendable {
         var counters = Counters()
         /// Records in the spool not yet written.
         var backlog = 0
+        /// The open "spool nearly full" alert, if any.
+        var pressureAlert: AlertEvent?
+    }
+
+    /// Where the writer's own alerts go (the "spool nearly full" one).
+    private let alertSinks = Mutex<[any AlertSink]>([])
+
+    /// Sets the sinks of the writer's own alerts (publisher, log); the record itself is added.
+    package func attachAlertSinks(_ sinks: [any AlertSink]) {
+        self.alertSinks.withLock { $0 = sinks }
     }
 
     private let state = Mutex(State())
@@ -83,15 +93,17 @@ package final class RecordWriter: AlertSink, Sendable {
 
     private func enqueue(_ record: Record) {
         // Durable first: into the spool (survives SIGKILL), else the bounded memory queue.
-        let spooled = self.spool.withLock { spool -> Int? in
+        let appended = self.spool.withLock { spool -> (ok: Bool, pending: Int, used: Int, capacity: Int)? in
             guard let spool else { return nil }
             do {
                 try spool.append([record.payload()], sync: false)
-                return spool.pendingBytes
+                return (true, spool.pendingBytes, spool.usedBytes, spool.capacity)
             } catch {
-                return nil
+                return (false, spool.pendingBytes, spool.capacity, spool.capacity)  // full: count it as 100 %
             }
         }
+        self.checkPressure(appended.map { ($0.used, $0.capacity) })
+        let spooled = appended.flatMap { $0.ok ? $0.pending : nil }
         let (accepted, signal) = self.state.withLock { state -> (Bool, Bool) in
             state.counters.enqueued += 1
             if let spooled {
@@ -152,6 +164,35 @@ package final class RecordWriter: AlertSink, Sendable {
     package func stop() {
         self.state.withLock { $0.stopping = true }
         self.wake.signal()
+    }
+
+    /// Raises a critical `system` alert when the spool passes 90 % of its cap, clears it below 80 %.
+    private func checkPressure(_ usage: (used: Int, capacity: Int)?) {
+        guard let usage, usage.capacity > 0 else { return }
+        let ratio = Double(usage.used) / Double(usage.capacity)
+        let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+        let event = self.state.withLock { state -> AlertEvent? in
+            if let open = state.pressureAlert {
+                guard ratio < 0.8 else { return nil }
+                state.pressureAlert = nil
+                return AlertEvent(
+                    alertID: open.alertID, state: .cleared, severity: .critical, kind: .system, tag: "orchestrator/spool",
+                    topic: self.settings.spoolDirectory, timestamp: now, raisedAt: open.raisedAt, clearedAt: now,
+                    value: Double(usage.used), score: ratio, message: "the record spool is back under 80% of its cap")
+            }
+            guard ratio >= 0.9 else { return nil }
+            let raised = AlertEvent(
+                alertID: UUID(), state: .raised, severity: .critical, kind: .system, tag: "orchestrator/spool",
+                topic: self.settings.spoolDirectory, timestamp: now, raisedAt: now, clearedAt: nil, value: Double(usage.used),
+                score: min(1, ratio),
+                message: "the record spool is \(Int(ratio * 100))% full (\(usage.used) of \(usage.capacity) bytes): "
+                    + "the database has been away long; records are lost when it is full")
+            state.pressureAlert = raised
+            return raised
+        }
+        guard let event else { return }
+        self.logger.critical("\(event.message)")
+        for sink in self.alertSinks.withLock({ $0 }) { sink.deliver(event) }
     }
 
     private static func openSpool(settings: DatabaseSettings, logger: Logger) -> Spool? {

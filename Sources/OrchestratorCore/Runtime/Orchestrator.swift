@@ -38,6 +38,7 @@ package final class Orchestrator: Sendable {
             // The record first: once an alert is published, it is already in the spool.
             config: config, sinks: [self.recordWriter, self.publisher] + extraSinks, logger: logger)
         self.pipeline = pipeline
+        self.recordWriter.attachAlertSinks([self.publisher] + extraSinks)
 
         let statusTopic = "\(config.topics.prefix)/status"
         var options = config.connectionOptions(
