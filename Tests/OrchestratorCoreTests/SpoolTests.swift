@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MetricsTestKit
 import Synchronization
 import Testing
 
@@ -93,7 +94,8 @@ import Testing
         settings.spoolDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("dang-pressure-\(UUID().uuidString)").path
         settings.spoolCapacity = 20_000
         settings.queueCapacity = 1000
-        let writer = RecordWriter(settings: settings, logger: .init(label: "test"))
+        let metrics = TestMetrics()
+        let writer = RecordWriter(settings: settings, logger: .init(label: "test"), metricsFactory: metrics)
         let sink = CollectingSink()
         writer.attachAlertSinks([sink])
         for i in 0..<200 {
@@ -109,5 +111,9 @@ import Testing
         let counters = writer.counters
         #expect(counters.spooled > 0 && counters.spooled < 200)
         #expect(counters.dropped == 0)  // the rest wait in memory (queue_capacity 1000)
+        // The metric says how full the spool is.
+        let gauge = try metrics.expectGauge("dang_record_spool_bytes")
+        #expect((gauge.lastValue ?? 0) >= 18_000)
+        #expect(try metrics.expectGauge("dang_record_spool_capacity_bytes").lastValue == 20_000)
     }
 }

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import LibPQ
 package import Logging
+package import Metrics
 import Synchronization
 
 /// Where alert events go after detection: publishers and the record.
@@ -67,12 +68,33 @@ package final class RecordWriter: AlertSink, Sendable {
     private let logger: Logger
     private let migrate: Bool
 
-    package init(settings: DatabaseSettings, migrate: Bool = true, logger: Logger) {
+    /// Prometheus-style metrics (exported by whatever `MetricsSystem` backend `dang` bootstraps).
+    private struct Instruments: Sendable {
+        let spoolBytes: Gauge
+        let written: Counter
+        let dropped: Counter
+        let rejected: Counter
+    }
+
+    private let metrics: Instruments
+
+    /// - Parameter metricsFactory: where the writer's metrics go (tests pass their own).
+    package init(
+        settings: DatabaseSettings, migrate: Bool = true, logger: Logger,
+        metricsFactory: any MetricsFactory = MetricsSystem.factory
+    ) {
         self.settings = settings
         self.migrate = migrate
         self.logger = logger
+        self.metrics = Instruments(
+            spoolBytes: Gauge(label: "dang_record_spool_bytes", dimensions: [], factory: metricsFactory),
+            written: Counter(label: "dang_record_written_total", dimensions: [], factory: metricsFactory),
+            dropped: Counter(label: "dang_record_dropped_total", dimensions: [], factory: metricsFactory),
+            rejected: Counter(label: "dang_record_rejected_total", dimensions: [], factory: metricsFactory))
+        Gauge(label: "dang_record_spool_capacity_bytes", dimensions: [], factory: metricsFactory).record(settings.spoolCapacity)
         let spool = Self.openSpool(settings: settings, logger: logger)
         let pending = spool?.pendingBytes ?? 0
+        self.metrics.spoolBytes.record(pending)
         self.spool = Mutex(spool)
         self.state.withLock {
             $0.counters.spooledBytes = pending
@@ -109,11 +131,13 @@ package final class RecordWriter: AlertSink, Sendable {
             if let spooled {
                 state.counters.spooled += 1
                 state.counters.spooledBytes = spooled
+                self.metrics.spoolBytes.record(spooled)
                 state.backlog += 1
                 return (true, state.backlog == self.settings.batchSize)
             }
             guard state.pending.count < self.settings.queueCapacity else {
                 state.counters.dropped += 1
+                self.metrics.dropped.increment()
                 return (false, false)
             }
             state.pending.append(record)
@@ -301,12 +325,14 @@ package final class RecordWriter: AlertSink, Sendable {
             // The spool, oldest first, one batch per pass.
             if hasSpool, let live = connection {
                 do {
-                    let read = try self.spool.withLock { spool -> (payloads: [[UInt8]], next: Int, pending: Int)? in
+                    let read = try self.spool.withLock { spool -> (payloads: [[UInt8]], next: Int, pending: Int, fd: Int32)? in
                         guard let spool, spool.hasPending else { return nil }
-                        if self.settings.spoolFsync != .never { try spool.sync() }
                         let (payloads, next) = try spool.read(limit: self.settings.batchSize)
-                        return (payloads, next, spool.pendingBytes)
+                        return (payloads, next, spool.pendingBytes, spool.fileDescriptor)
                     }
+                    // Durable against power loss before the batch is written; outside the lock, so
+                    // the ingest thread's appends never wait for the disk.
+                    if let read, self.settings.spoolFsync != .never { _ = fsync(read.fd) }
                     if let read {
                         if read.payloads.isEmpty {
                             // Pending bytes that no longer read as records: nothing can be recovered
@@ -326,6 +352,7 @@ package final class RecordWriter: AlertSink, Sendable {
                                 }
                                 self.state.withLock {
                                     $0.counters.spooledBytes = pending
+                                    self.metrics.spoolBytes.record(pending)
                                     $0.backlog = pending == 0 ? 0 : max(0, $0.backlog - read.payloads.count)
                                 }
                             } else {
@@ -358,6 +385,7 @@ package final class RecordWriter: AlertSink, Sendable {
                         self.logger.error(
                             "records not written at shutdown: no database and no spool room", metadata: ["record.unwritten": "\(left)"])
                         self.state.withLock { $0.counters.dropped += left }
+                        self.metrics.dropped.increment(by: left)
                     }
                     break
                 }
@@ -383,6 +411,7 @@ package final class RecordWriter: AlertSink, Sendable {
             if let spooled {
                 state.counters.spooled += records.count
                 state.counters.spooledBytes = spooled
+                self.metrics.spoolBytes.record(spooled)
                 state.backlog += records.count
             } else {
                 state.pending.insert(contentsOf: records, at: 0)
@@ -414,6 +443,7 @@ package final class RecordWriter: AlertSink, Sendable {
         do {
             try Record.write(batch, on: connection)
             self.state.withLock { $0.counters.written += count }
+            self.metrics.written.increment(by: count)
             batch.removeAll(keepingCapacity: true)
             return count
         } catch let error as PostgresError where !error.isTransient {
@@ -452,8 +482,10 @@ package final class RecordWriter: AlertSink, Sendable {
             do {
                 try Record.write([event], on: connection)
                 self.state.withLock { $0.counters.written += 1 }
+                self.metrics.written.increment()
             } catch let error as PostgresError where !error.isTransient {
                 self.state.withLock { $0.counters.rejectedRecords += 1 }
+                self.metrics.rejected.increment()
                 self.logger.error(
                     "record rejected by the database", metadata: ["record.id": "\(event.id)", "error": "\(error)"])
             }

@@ -125,6 +125,10 @@ package final class Spool {
         try self.log.synchronize()
     }
 
+    /// The log's descriptor, so the owner can `fsync` it without holding the lock that guards
+    /// appends (the descriptor stays open as long as the spool).
+    var fileDescriptor: Int32 { self.log.fileDescriptor }
+
     /// Drops everything after the replay offset (records that can no longer be read).
     func discardPending() throws {
         try self.markReplayed(upTo: self.end)
