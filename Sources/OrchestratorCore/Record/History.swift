@@ -3,6 +3,14 @@ package import LibPQ
 /// Queries over the decision record: the data layer for `GET /decisions` and for audits.
 /// Every filter is a bound parameter; an absent filter is a NULL that matches everything.
 package enum History {
+    /// Joins each decision `d` to the status of its latest invocation as `i.status` (fixed SQL text).
+    private static let latestOutcome = """
+        LEFT JOIN LATERAL (
+            SELECT status FROM invocations WHERE decision_id = d.decision_id
+            ORDER BY published_at DESC NULLS LAST LIMIT 1
+        ) i ON true
+        """
+
     /// Filters for ``decisions(_:on:)``; all optional.
     package struct DecisionQuery: Sendable {
         package var from: Int64?
@@ -53,10 +61,7 @@ package enum History {
             SELECT d.decision_id::text, (extract(epoch FROM d.ts) * 1000)::bigint, d.module, d.action, d.source,
                    d.trigger::text, d.reasons::text, d.confidence, d.latency_us, coalesce(i.status, 'none'), d.ts::text
             FROM decisions d
-            LEFT JOIN LATERAL (
-                SELECT status FROM invocations WHERE decision_id = d.decision_id
-                ORDER BY published_at DESC NULLS LAST LIMIT 1
-            ) i ON true
+            \(Self.latestOutcome)
             WHERE ($1::bigint IS NULL OR d.ts >= to_timestamp($1::double precision / 1000))
               AND ($2::bigint IS NULL OR d.ts < to_timestamp($2::double precision / 1000))
               AND ($3::text IS NULL OR d.module = $3)
@@ -99,10 +104,7 @@ package enum History {
             """
             SELECT coalesce(d.module, '-'), coalesce(d.trigger->>'kind', '-'), coalesce(i.status, 'none'), count(*)
             FROM decisions d
-            LEFT JOIN LATERAL (
-                SELECT status FROM invocations WHERE decision_id = d.decision_id
-                ORDER BY published_at DESC NULLS LAST LIMIT 1
-            ) i ON true
+            \(Self.latestOutcome)
             WHERE ($1::bigint IS NULL OR d.ts >= to_timestamp($1::double precision / 1000))
               AND ($2::bigint IS NULL OR d.ts < to_timestamp($2::double precision / 1000))
             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
