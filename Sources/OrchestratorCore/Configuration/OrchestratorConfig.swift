@@ -92,6 +92,7 @@ extension DetectionSettings {
             self.anomalyRest = anomaly.int("rest", default: self.anomalyRest, in: 0...1_000_000)
             self.anomalyRestGrowth = anomaly.double("rest_growth", default: self.anomalyRestGrowth, in: 0...10)
             self.anomalyRestMax = anomaly.int("rest_max", default: self.anomalyRestMax, in: 0...10_000_000)
+            self.gatePeriodicEvents = anomaly.bool("gate_periodic_events", default: self.gatePeriodicEvents)
             self.anomalyRestLevel = anomaly.double("rest_level", default: self.anomalyRestLevel, in: 0...1)
             self.anomalyRaise = anomaly.double("raise", default: self.anomalyRaise, in: 0.01...1)
             self.anomalyClear = anomaly.double("clear", default: self.anomalyClear, in: 0...1)
@@ -243,6 +244,8 @@ package struct DetectionSettings: Sendable {
     /// The rest period grows by this many samples per sample seen, up to `anomalyRestMax`.
     package var anomalyRestGrowth = 0.03
     package var anomalyRestMax = 500
+    /// Also suppress detections (not only spikes) that recur at a fixed interval.
+    package var gatePeriodicEvents = true
     package var anomalyRestLevel = 0.65
     /// Anomaly score that raises an anomaly alert, and below which it clears.
     package var anomalyRaise = 0.65

@@ -44,10 +44,8 @@ package struct AnomalyDetector: Sendable {
     private var noveltyRate: (Double, Double, Double)
     private var sample = 0
     private var lastFire = Int.min / 2
-    // Periodic-spike gate: the starts of the last two spike events and the last spike sample.
-    private var spikeEvent = (last: Int.min / 2, previous: Int.min / 2)
-    private var lastSpikeSample = Int.min / 2
-    private var periodic = false
+    private var spikeGate = PeriodicGate()
+    private var finalGate = PeriodicGate()
     private var likelihood = AnomalyLikelihood()
     /// Location and scale of the window, recomputed only when the window changes.
     private var location = 0.0
@@ -90,7 +88,7 @@ package struct AnomalyDetector: Sendable {
             let z = abs(value - self.location) / self.scale
             robustZ = z
             spike = z / (z + settings.spikeShape)
-            if spike >= 0.5 { spike = self.gatePeriodic(spike) }
+            if spike >= 0.5 { spike = self.spikeGate.gate(spike, at: self.sample) }
         }
 
         // Drift: CUSUM on the EWMA z-score.
@@ -122,7 +120,8 @@ package struct AnomalyDetector: Sendable {
         let pattern = self.novelty(value, settings: settings)
 
         let raw = max(spike, pattern, drift >= 1 ? settings.driftScore : 0)
-        let final = max(raw, self.likelihood.update(raw, sample: self.sample))
+        var final = max(raw, self.likelihood.update(raw, sample: self.sample))
+        if settings.gatePeriodicEvents && final >= settings.anomalyRestLevel { final = self.finalGate.gate(final, at: self.sample) }
         // The rest period grows with the samples seen (a stream that has run long has shown more
         // of its normal variety), up to `anomalyRestMax`.
         let rest = max(settings.anomalyRest, min(settings.anomalyRestMax, Int(settings.anomalyRestGrowth * Double(self.sample))))
@@ -141,20 +140,6 @@ package struct AnomalyDetector: Sendable {
         // is high (the rest period zeroes it).
         verdict.clear = verdict.score < settings.anomalyClear && robustZ < settings.zClear
         return verdict
-    }
-
-    /// A spike event (spike samples more than 10 samples after the previous one) that starts the
-    /// same gap after the last event as that one did after its predecessor is periodic — a daily
-    /// batch job, a scheduled purge — and is not scored.
-    private mutating func gatePeriodic(_ spike: Double) -> Double {
-        let t = self.sample
-        if t - self.lastSpikeSample > 10 {
-            let gap = self.spikeEvent.last - self.spikeEvent.previous
-            self.periodic = self.spikeEvent.previous >= 0 && abs((t - self.spikeEvent.last) - gap) <= max(3, gap / 50)
-            self.spikeEvent = (t, self.spikeEvent.last)
-        }
-        self.lastSpikeSample = t
-        return self.periodic ? 0 : spike
     }
 
     private mutating func novelty(_ value: Double, settings: DetectionSettings) -> Double {
@@ -241,5 +226,25 @@ struct AnomalyLikelihood: Sendable {
             self.mean += Self.rate * delta
             self.variance = (1 - Self.rate) * (self.variance + Self.rate * delta * delta)
         }
+    }
+}
+
+/// An event (samples above a level, more than 10 samples after the previous such sample) that
+/// starts the same gap after the last event as that one did after its predecessor (within 2 % or 3
+/// samples) is periodic — a daily batch job, a scheduled purge — and is not scored.
+struct PeriodicGate: Sendable {
+    private var last = Int.min / 2
+    private var previous = Int.min / 2
+    private var lastSample = Int.min / 2
+    private var periodic = false
+
+    mutating func gate(_ score: Double, at t: Int) -> Double {
+        if t - self.lastSample > 10 {
+            let gap = self.last - self.previous
+            self.periodic = self.previous >= 0 && abs((t - self.last) - gap) <= max(3, gap / 50)
+            (self.last, self.previous) = (t, self.last)
+        }
+        self.lastSample = t
+        return self.periodic ? 0 : score
     }
 }
