@@ -251,12 +251,15 @@ package final class RecordWriter: AlertSink, Sendable {
         let clock = ContinuousClock()
         var nextRetention = clock.now + .seconds(30)
         let hasSpool = self.spool.withLock { $0 != nil }
+        // The last spool read was a full batch: more is probably waiting (a backlog after a restart).
+        var lastBatchFull = false
 
         while true {
             let (stopping, backlog, queued) = self.state.withLock { ($0.stopping, $0.backlog, $0.pending.count) }
             let spoolPending = self.spool.withLock { $0?.hasPending ?? false }
             // Sleep until a full batch or the flush interval, unless there is a backlog to drain now.
-            let busy = connection != nil && (backlog >= self.settings.batchSize || queued >= self.settings.batchSize)
+            let busy = connection != nil
+                && (backlog >= self.settings.batchSize || queued >= self.settings.batchSize || (spoolPending && lastBatchFull))
             if !stopping && !busy {
                 let wait = connection == nil ? min(self.settings.flushInterval, max(.zero, nextAttempt - clock.now)) : self.settings.flushInterval
                 _ = self.wake.wait(timeout: .now() + max(wait, .milliseconds(1)).timeInterval)
@@ -341,6 +344,7 @@ package final class RecordWriter: AlertSink, Sendable {
                             try self.spool.withLock { try $0?.discardPending() }
                             self.state.withLock { $0.backlog = 0 }
                         } else {
+                            lastBatchFull = read.payloads.count >= self.settings.batchSize
                             var records = read.payloads.compactMap { Record(payload: $0) }
                             if records.count < read.payloads.count {
                                 self.logger.error("spool: unreadable records skipped", metadata: ["spool.skipped": "\(read.payloads.count - records.count)"])
