@@ -175,8 +175,14 @@ extension Bool: PostgresEncodable {
 }
 
 /// Calls `body` with an array of C strings that live for the duration of the call.
+///
+/// A NUL character cannot cross the C API (it would cut the value short): it is replaced by U+FFFD.
 private func withCStrings<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
-    var owned: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0) } ?? nil }
+    var owned: [UnsafeMutablePointer<CChar>?] = strings.map { string in
+        string.map { text in
+            strdup(text.contains("\u{0}") ? String(text.unicodeScalars.map { $0 == "\u{0}" ? "\u{FFFD}" : Character($0) }) : text)
+        } ?? nil
+    }
     defer { for pointer in owned { free(pointer) } }
     return owned.withUnsafeMutableBufferPointer { buffer in
         body(buffer.map { UnsafePointer($0) })

@@ -34,6 +34,9 @@ struct PostgresTests {
         try connection.query("INSERT INTO t VALUES ($1, $2, $3)", [hostile, 1.5, nil])
         let rows = try connection.query("SELECT s, d, n FROM t")
         #expect(rows.rows == [[hostile, "1.5", nil]])
+        // NUL cannot cross libpq's C strings: it arrives as U+FFFD instead of cutting the value short.
+        try connection.query("INSERT INTO t VALUES ($1, $2, $3)", ["a\u{0}b", 2.0, 7])
+        #expect(try connection.query("SELECT s FROM t WHERE n = 7").rows == [["a\u{FFFD}b"]])
     }
 
     @Test func `a failed transaction rolls back`() throws {

@@ -39,7 +39,7 @@ import Testing
             try spool.append(self.records(0..<3))
         }
         // A crash in the middle of writing a record: a header promising 100 bytes, and 5 of them.
-        let log = try FileHandle(forWritingTo: dir.appendingPathComponent("spool.log"))
+        let log = try FileHandle(forWritingTo: dir.appendingPathComponent("spool-0.log"))
         try log.seekToEnd()
         try log.write(contentsOf: [100, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9, 9, 9])
         try log.close()
@@ -57,13 +57,43 @@ import Testing
             try spool.append(self.records(0..<3))
         }
         // Flip one payload byte of the last record.
-        let url = dir.appendingPathComponent("spool.log")
+        let url = dir.appendingPathComponent("spool-0.log")
         var bytes = try [UInt8](Data(contentsOf: url))
         bytes[bytes.count - 1] ^= 0xFF
         try Data(bytes).write(to: url)
         let spool = try Spool(directory: dir, capacity: 1 << 20, fsync: .never)
         #expect(try spool.read(limit: 100).payloads == self.records(0..<2))
         #expect(spool.skippedAtOpen > 0)
+    }
+
+    @Test func `under steady traffic the log is compacted into a new generation, and nothing is lost`() throws {
+        let dir = self.directory()
+        let spool = try Spool(directory: dir, capacity: 1 << 30, fsync: .never)
+        let big = (0..<3000).map { i in Array("record \(i) ".utf8) + [UInt8](repeating: 7, count: 2000) }
+        try spool.append(Array(big[0..<2500]))
+        // Written up to record 2499 while 2500… are appended behind: the head passes the threshold.
+        let (written, next) = try spool.read(limit: 2500)
+        #expect(written.count == 2500)
+        try spool.append(Array(big[2500...]))
+        try spool.markReplayed(upTo: next)
+        #expect(spool.generation == 1)
+        #expect(spool.usedBytes < 2 * 1024 * 1024)  // only the unwritten tail remains
+        let reopened = try Spool(directory: dir, capacity: 1 << 30, fsync: .never)
+        #expect(reopened.generation == 1)
+        #expect(try reopened.read(limit: 10_000).payloads == Array(big[2500...]))
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("spool-0.log").path))
+    }
+
+    @Test func `an unreadable offset file replays the newest log from its start`() throws {
+        let dir = self.directory()
+        do {
+            let spool = try Spool(directory: dir, capacity: 1 << 20, fsync: .never)
+            try spool.append(self.records(0..<4))
+            try spool.markReplayed(upTo: try spool.read(limit: 2).next)
+        }
+        try Data("garbage".utf8).write(to: dir.appendingPathComponent("spool.offset"))
+        let spool = try Spool(directory: dir, capacity: 1 << 20, fsync: .never)
+        #expect(try spool.read(limit: 100).payloads == self.records(0..<4))
     }
 
     @Test func `a full spool refuses the append and writes nothing`() throws {

@@ -115,11 +115,13 @@ package final class RecordWriter: AlertSink, Sendable {
 
     private func enqueue(_ record: Record) {
         // Durable first: into the spool (survives SIGKILL), else the bounded memory queue.
+        // While older records wait in memory (the spool was full), newer ones queue behind them.
+        let memoryBacklog = self.state.withLock { !$0.pending.isEmpty }
         let appended = self.spool.withLock { spool -> (ok: Bool, pending: Int, used: Int, capacity: Int)? in
-            guard let spool else { return nil }
+            guard let spool, !memoryBacklog else { return nil }
             do {
-                try spool.append([record.payload()], sync: false)
-                return (true, spool.pendingBytes, spool.usedBytes, spool.capacity)
+                try spool.append([record.payload()], sync: self.settings.spoolFsync == .always)
+                return (true, spool.pendingBytes, spool.pendingBytes, spool.capacity)
             } catch {
                 return (false, spool.pendingBytes, spool.capacity, spool.capacity)  // full: count it as 100 %
             }
@@ -163,7 +165,7 @@ package final class RecordWriter: AlertSink, Sendable {
     package func loadTagState() -> [TagSnapshot]? {
         do {
             let connection = try PostgresConnection(conninfo: self.settings.url)
-            try Migrations.apply(on: connection)
+            if self.migrate { try Migrations.apply(on: connection) }
             return try TagStateStore.load(on: connection)
         } catch {
             self.logger.warning("tag_state not loaded; detectors start cold", metadata: ["error": "\(error)"])
@@ -216,6 +218,7 @@ package final class RecordWriter: AlertSink, Sendable {
         }
         guard let event else { return }
         self.logger.critical("\(event.message)")
+        self.enqueue(.alert(event))  // recorded like any alert (the open episode stops recursion)
         for sink in self.alertSinks.withLock({ $0 }) { sink.deliver(event) }
     }
 
@@ -253,13 +256,14 @@ package final class RecordWriter: AlertSink, Sendable {
         let hasSpool = self.spool.withLock { $0 != nil }
         // The last spool read was a full batch: more is probably waiting (a backlog after a restart).
         var lastBatchFull = false
+        var stopDeadline: ContinuousClock.Instant? = nil
 
         while true {
             let (stopping, backlog, queued) = self.state.withLock { ($0.stopping, $0.backlog, $0.pending.count) }
             let spoolPending = self.spool.withLock { $0?.hasPending ?? false }
             // Sleep until a full batch or the flush interval, unless there is a backlog to drain now.
             let busy = connection != nil
-                && (backlog >= self.settings.batchSize || queued >= self.settings.batchSize || (spoolPending && lastBatchFull))
+                && ((spoolPending && (backlog >= self.settings.batchSize || lastBatchFull)) || queued >= self.settings.batchSize)
             if !stopping && !busy {
                 let wait = connection == nil ? min(self.settings.flushInterval, max(.zero, nextAttempt - clock.now)) : self.settings.flushInterval
                 _ = self.wake.wait(timeout: .now() + max(wait, .milliseconds(1)).timeInterval)
@@ -331,6 +335,14 @@ package final class RecordWriter: AlertSink, Sendable {
                     let read = try self.spool.withLock { spool -> (payloads: [[UInt8]], next: Int, pending: Int, fd: Int32)? in
                         guard let spool, spool.hasPending else { return nil }
                         let (payloads, next) = try spool.read(limit: self.settings.batchSize)
+                        if payloads.isEmpty {
+                            // Pending bytes that no longer read as records (changed on disk since
+                            // open): nothing can be recovered from them, and they must not block the
+                            // rest. Discarded under the same lock, so no later append goes with them.
+                            let pending = spool.pendingBytes
+                            try spool.discardPending()
+                            return ([], next, pending, spool.fileDescriptor)
+                        }
                         return (payloads, next, spool.pendingBytes, spool.fileDescriptor)
                     }
                     // Durable against power loss before the batch is written; outside the lock, so
@@ -338,10 +350,7 @@ package final class RecordWriter: AlertSink, Sendable {
                     if let read, self.settings.spoolFsync != .never { _ = fsync(read.fd) }
                     if let read {
                         if read.payloads.isEmpty {
-                            // Pending bytes that no longer read as records: nothing can be recovered
-                            // from them, and they must not block the rest.
                             self.logger.critical("spool: unreadable records discarded", metadata: ["spool.discarded_bytes": "\(read.pending)"])
-                            try self.spool.withLock { try $0?.discardPending() }
                             self.state.withLock { $0.backlog = 0 }
                         } else {
                             lastBatchFull = read.payloads.count >= self.settings.batchSize
@@ -373,11 +382,16 @@ package final class RecordWriter: AlertSink, Sendable {
             }
 
             if stopping {
+                if stopDeadline == nil { stopDeadline = clock.now + .seconds(10) }
                 let queueEmpty = self.state.withLock { $0.pending.isEmpty }
                 let spoolEmpty = self.spool.withLock { !($0?.hasPending ?? false) }
                 if connection != nil {
-                    // The database is here: finish what is queued and spooled first.
-                    if queueEmpty && spoolEmpty { break }
+                    // The database is here: finish what is queued and spooled, for up to 10 s; what
+                    // is left in the spool is written at the next start.
+                    if queueEmpty && (spoolEmpty || clock.now >= stopDeadline!) {
+                        if !spoolEmpty { self.logger.notice("spool backlog left for the next start") }
+                        break
+                    }
                 } else {
                     // The database is away: the spool keeps its records for the next start;
                     // only records that it could not take are lost.

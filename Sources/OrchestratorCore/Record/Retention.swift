@@ -13,9 +13,9 @@ package enum Retention {
     static func statement(for table: String) -> String? {
         switch table {
         case "alerts":
-            "DELETE FROM alerts WHERE alert_id IN (SELECT alert_id FROM alerts WHERE state = 'cleared' AND raised_at < now() - make_interval(secs => $1) LIMIT $2)"
+            "DELETE FROM alerts WHERE alert_id IN (SELECT alert_id FROM alerts WHERE state = 'cleared' AND coalesce(cleared_at, raised_at) < now() - make_interval(secs => $1) LIMIT $2)"
         case "invocations":
-            "DELETE FROM invocations WHERE invocation_id IN (SELECT invocation_id FROM invocations WHERE status <> 'pending' AND published_at < now() - make_interval(secs => $1) LIMIT $2)"
+            "DELETE FROM invocations WHERE invocation_id IN (SELECT invocation_id FROM invocations WHERE status <> 'pending' AND coalesce(completed_at, published_at, '-infinity') < now() - make_interval(secs => $1) LIMIT $2)"
         case "llm_exchanges":
             "DELETE FROM llm_exchanges WHERE exchange_id IN (SELECT exchange_id FROM llm_exchanges WHERE ts < now() - make_interval(secs => $1) LIMIT $2)"
         case "decisions":

@@ -3,10 +3,10 @@ import Foundation
 /// A durable, append-only spool of records on local disk, for when PostgreSQL is unreachable.
 ///
 /// ### Format
-/// `spool.log` is a sequence of records, each `[length: UInt32 LE][crc32: UInt32 LE][payload]`, the
-/// CRC-32 (IEEE) of the payload. `spool.offset` holds, as decimal text, the byte offset up to which
-/// records have been written to the database (replaced atomically by rename). Records are read back
-/// in order from that offset.
+/// `spool-<generation>.log` is a sequence of records, each `[length: UInt32 LE][crc32: UInt32 LE]
+/// [payload]`, the CRC-32 (IEEE) of the payload. `spool.offset` holds `<generation> <offset>`: the
+/// byte offset up to which records have been written to the database. Records are read back in
+/// order from that offset; compaction moves the unwritten tail to the next generation.
 ///
 /// ### Guarantees
 /// - Order: records are replayed in the order they were appended.
@@ -32,7 +32,9 @@ package final class Spool {
     }
 
     let directory: URL
-    private let log: FileHandle
+    private var log: FileHandle
+    /// Generation of the log file (`spool-<generation>.log`); compaction starts the next one.
+    private(set) var generation: Int
     private let policy: FsyncPolicy
     let capacity: Int
     /// Offset up to which records are in the database.
@@ -44,36 +46,60 @@ package final class Spool {
 
     private var offsetURL: URL { self.directory.appendingPathComponent("spool.offset") }
 
+    private static func logURL(_ directory: URL, generation: Int) -> URL {
+        directory.appendingPathComponent("spool-\(generation).log")
+    }
+
+    /// Generations of the log files present, ascending.
+    private static func generations(in directory: URL) -> [Int] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        return names.compactMap { name -> Int? in
+            guard name.hasPrefix("spool-"), name.hasSuffix(".log") else { return nil }
+            return Int(name.dropFirst(6).dropLast(4))
+        }.sorted()
+    }
+
     /// Opens (or creates) the spool in `directory`, validating every record after the replay offset.
+    ///
+    /// `spool.offset` holds `<generation> <offset>`. If it is missing or unreadable (a crash while
+    /// it was rewritten), the newest log is replayed from its start: records are replayed again,
+    /// which the idempotent writes make harmless, and none is skipped.
     init(directory: URL, capacity: Int, fsync: FsyncPolicy) throws {
         self.directory = directory
         self.capacity = capacity
         self.policy = fsync
         let manager = FileManager.default
         try manager.createDirectory(at: directory, withIntermediateDirectories: true)
-        let logPath = directory.appendingPathComponent("spool.log").path
-        if !manager.fileExists(atPath: logPath) {
-            guard manager.createFile(atPath: logPath, contents: nil) else {
-                throw Problem(message: "cannot create \(logPath)")
+        let existing = Self.generations(in: directory)
+        let saved = ((try? String(contentsOf: directory.appendingPathComponent("spool.offset"), encoding: .utf8)) ?? "")
+            .split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        var generation = existing.last ?? 0
+        var replayed = 0
+        if saved.count == 2, existing.contains(saved[0]) {
+            generation = saved[0]
+            replayed = saved[1]
+        }
+        let url = Self.logURL(directory, generation: generation)
+        if !manager.fileExists(atPath: url.path) {
+            guard manager.createFile(atPath: url.path, contents: nil) else {
+                throw Problem(message: "cannot create \(url.path)")
             }
         }
-        guard let handle = FileHandle(forUpdatingAtPath: logPath) else {
-            throw Problem(message: "cannot open \(logPath) for writing")
+        guard let handle = FileHandle(forUpdatingAtPath: url.path) else {
+            throw Problem(message: "cannot open \(url.path) for writing")
         }
         self.log = handle
-        let offsetText = (try? String(contentsOf: directory.appendingPathComponent("spool.offset"), encoding: .utf8)) ?? "0"
-        self.replayed = Int(offsetText.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
-        self.end = self.replayed
-        // Find the end of the valid records.
-        let size = Int(try handle.seekToEnd())
-        if self.replayed > size {
-            // The log was emptied after the offset was last saved: persist the reset now.
-            self.replayed = 0
-            try Data("0".utf8).write(to: directory.appendingPathComponent("spool.offset"), options: .atomic)
+        self.generation = generation
+        // Older generations are fully written (compaction copied their unwritten tail forward).
+        for old in existing where old < generation {
+            try? manager.removeItem(at: Self.logURL(directory, generation: old))
         }
-        var position = self.replayed
+        let size = Int(try handle.seekToEnd())
+        if replayed > size { replayed = 0 }
+        self.replayed = replayed
+        var position = replayed
         while position < size {
-            guard let (_, next) = try self.readRecord(at: position, size: size) else { break }
+            guard let (_, next) = try Self.readRecord(handle, at: position, size: size) else { break }
             position = next
         }
         self.end = position
@@ -83,6 +109,7 @@ package final class Spool {
             try handle.truncate(atOffset: UInt64(position))
             if fsync != .never { try handle.synchronize() }
         }
+        try self.saveOffset(self.replayed)
     }
 
     /// Largest record accepted (the reader refuses larger ones as corrupt).
@@ -139,7 +166,7 @@ package final class Spool {
         var payloads: [[UInt8]] = []
         var position = self.replayed
         while payloads.count < limit, position < self.end {
-            guard let (payload, next) = try self.readRecord(at: position, size: self.end) else { break }
+            guard let (payload, next) = try Self.readRecord(self.log, at: position, size: self.end) else { break }
             payloads.append(payload)
             position = next
         }
@@ -152,27 +179,65 @@ package final class Spool {
             // Everything is in the database: reset the offset first, then empty the log, so a
             // crash in between leaves an offset of 0 over an old log (replayed again, harmlessly)
             // rather than an old offset over a new one.
-            try Data("0".utf8).write(to: self.offsetURL, options: .atomic)
+            try self.saveOffset(0)
             try self.log.truncate(atOffset: 0)
-            if self.policy != .never { try self.log.synchronize() }
             self.replayed = 0
             self.end = 0
             return
         }
         self.replayed = offset
-        // Written to a temporary file and renamed, so a crash leaves the old offset or the new one.
-        try Data(String(self.replayed).utf8).write(to: self.offsetURL, options: .atomic)
+        // Under steady traffic the log is rarely empty when a batch is done: now and then its
+        // unwritten tail moves to a new generation, so the log does not grow with what was written.
+        if self.replayed >= Self.compactAfter {
+            try self.compact()
+        } else {
+            try self.saveOffset(self.replayed)
+        }
+    }
+
+    /// Written-out bytes at the head of the log beyond which it is compacted.
+    static let compactAfter = 4 * 1024 * 1024
+
+    /// Copies the unwritten tail into `spool-<generation+1>.log`, syncs it, then switches the offset
+    /// file to it (atomically) and deletes the old log. A crash before the switch leaves the old log
+    /// and offset as they were; after it, the new log is complete.
+    private func compact() throws {
+        let pending = self.end - self.replayed
+        try self.log.seek(toOffset: UInt64(self.replayed))
+        let tail = pending > 0 ? (try self.log.read(upToCount: pending) ?? Data()) : Data()
+        guard tail.count == pending else { throw Problem(message: "spool: short read while compacting") }
+        let next = self.generation + 1
+        let url = Self.logURL(self.directory, generation: next)
+        guard FileManager.default.createFile(atPath: url.path, contents: tail),
+            let handle = FileHandle(forUpdatingAtPath: url.path)
+        else { throw Problem(message: "cannot create \(url.path)") }
+        try handle.synchronize()
+        _ = try handle.seekToEnd()
+        try Data("\(next) 0".utf8).write(to: self.offsetURL, options: .atomic)
+        let old = Self.logURL(self.directory, generation: self.generation)
+        try? self.log.close()
+        self.log = handle
+        self.generation = next
+        self.replayed = 0
+        self.end = pending
+        try? FileManager.default.removeItem(at: old)
+    }
+
+    /// The offset file is small and rewritten after every batch: written in place without a sync. A
+    /// torn one reads as "replay the newest log from its start" — harmless, the writes are idempotent.
+    private func saveOffset(_ offset: Int) throws {
+        try Data("\(self.generation) \(offset)".utf8).write(to: self.offsetURL)
     }
 
     /// One record at `position`, or `nil` if it is torn or corrupt.
-    private func readRecord(at position: Int, size: Int) throws -> ([UInt8], Int)? {
+    private static func readRecord(_ log: FileHandle, at position: Int, size: Int) throws -> ([UInt8], Int)? {
         guard position + 8 <= size else { return nil }
-        try self.log.seek(toOffset: UInt64(position))
-        guard let header = try self.log.read(upToCount: 8), header.count == 8 else { return nil }
+        try log.seek(toOffset: UInt64(position))
+        guard let header = try log.read(upToCount: 8), header.count == 8 else { return nil }
         let length = Int(UInt32(littleEndian: header.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }))
         let crc = UInt32(littleEndian: header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self) })
         guard length <= Self.maxRecord, position + 8 + length <= size else { return nil }
-        guard let body = try self.log.read(upToCount: length), body.count == length else { return nil }
+        guard let body = try log.read(upToCount: length), body.count == length else { return nil }
         let payload = [UInt8](body)
         guard CRC32.checksum(payload) == crc else { return nil }
         return (payload, position + 8 + length)
