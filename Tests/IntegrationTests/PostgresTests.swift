@@ -238,8 +238,8 @@ struct HistoryTests {
         var pages = 0
         repeat {
             let page = try History.decisions(query, on: connection)
-            seen += page.rows.map(\.decisionID)
-            #expect(page.rows.map(\.ts) == page.rows.map(\.ts).sorted(by: >))
+            seen += page.rows.map(\.decision.decisionID.uuidString)
+            #expect(page.rows.map(\.decision.ts) == page.rows.map(\.decision.ts).sorted(by: >))
             query.after = page.next
             pages += 1
         } while query.after != nil
@@ -252,7 +252,7 @@ struct HistoryTests {
         filtered.outcome = "none"
         let page = try History.decisions(filtered, on: connection)
         #expect(!page.rows.isEmpty)
-        #expect(page.rows.allSatisfy { $0.module == "analysis" && $0.trigger.contains("market") && $0.outcome == "none" })
+        #expect(page.rows.allSatisfy { $0.decision.module == "analysis" && $0.decision.trigger.contains("market") && $0.outcome == "none" })
         var window = History.DecisionQuery()
         window.from = 1_767_225_600_000 + 10 * 60_000  // 2026-01-01 00:10
         window.to = 1_767_225_600_000 + 20 * 60_000

@@ -1,4 +1,5 @@
 package import LibPQ
+import Foundation
 
 /// Queries over the decision record: the data layer for `GET /decisions` and for audits.
 /// Every filter is a bound parameter; an absent filter is a NULL that matches everything.
@@ -33,17 +34,9 @@ package enum History {
         package let decisionID: String
     }
 
+    /// A decision with the status of its latest invocation (`none` when it has none).
     package struct DecisionRow: Sendable, Equatable {
-        package let decisionID: String
-        /// Epoch milliseconds.
-        package let ts: Int64
-        package let module: String?
-        package let action: String
-        package let source: String
-        package let trigger: String
-        package let reasons: String
-        package let confidence: Double?
-        package let latencyMicroseconds: Int64?
+        package let decision: DecisionRecord
         package let outcome: String
     }
 
@@ -78,9 +71,12 @@ package enum History {
             ])
         var page = rows.rows.map { row in
             DecisionRow(
-                decisionID: row[0] ?? "", ts: row[1].flatMap { Int64($0) } ?? 0, module: row[2], action: row[3] ?? "",
-                source: row[4] ?? "", trigger: row[5] ?? "{}", reasons: row[6] ?? "[]", confidence: row[7].flatMap(Double.init),
-                latencyMicroseconds: row[8].flatMap { Int64($0) }, outcome: row[9] ?? "none")
+                decision: DecisionRecord(
+                    decisionID: row[0].flatMap(UUID.init(uuidString:)) ?? UUID(), ts: row[1].flatMap { Int64($0) } ?? 0,
+                    module: row[2], action: row[3] ?? "", source: row[4] ?? "", trigger: row[5] ?? "{}",
+                    reasons: row[6] ?? "[]", confidence: row[7].flatMap(Double.init),
+                    latencyMicroseconds: row[8].flatMap { Int64($0) }),
+                outcome: row[9] ?? "none")
         }
         var next: Cursor? = nil
         if page.count > limit {
