@@ -86,6 +86,7 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
+            exclude: ["Fixtures"],  // read from the source tree by path (oracle fixtures)
             swiftSettings: swiftSettings
         ),
         .testTarget(
