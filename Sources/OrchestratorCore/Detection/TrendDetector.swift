@@ -73,11 +73,33 @@ package struct TrendDetector: Sendable {
         self.push(mean, time: meanTime)
         guard self.isWarm else { return nil }
         let n = Double(self.windowBlocks)
-        let variance = n * (n - 1) * (2 * n + 5) / 18
+        // Var(S) with the correction for tied values (Kendall 1975): quantised sensors tie often.
+        let variance = (n * (n - 1) * (2 * n + 5) - self.tieCorrection(scratch: &scratch)) / 18
         let z = self.s == 0 ? 0 : (Double(self.s) - (self.s > 0 ? 1 : -1)) / variance.squareRoot()
         let p = erfc(abs(z) / 2.0.squareRoot())
         guard p < alpha else { return Result(s: self.s, pValue: p, slopePerHour: nil) }
         return Result(s: self.s, pValue: p, slopePerHour: self.theilSen(scratch: &scratch) * 3_600_000)
+    }
+
+    /// Σ t(t−1)(2t+5) over the groups of equal block means in the window.
+    private func tieCorrection(scratch: inout [Double]) -> Double {
+        scratch.removeAll(keepingCapacity: true)
+        scratch.append(contentsOf: self.means)
+        scratch.sort()
+        var correction = 0.0
+        var run = 1
+        for index in 1...scratch.count {
+            if index < scratch.count && scratch[index] == scratch[index - 1] {
+                run += 1
+            } else {
+                if run > 1 {
+                    let t = Double(run)
+                    correction += t * (t - 1) * (2 * t + 5)
+                }
+                run = 1
+            }
+        }
+        return correction
     }
 
     private mutating func push(_ mean: Double, time: Double) {
