@@ -240,9 +240,9 @@ package struct DetectionSettings: Sendable {
     /// Score the CUSUM contributes when it signals a persistent shift.
     package var driftScore = 0.0
     /// After a raw score of `anomalyRestLevel`, the score is held at 0 for `anomalyRest` samples.
-    package var anomalyRest = 120
+    package var anomalyRest = 84
     /// The rest period grows by this many samples per sample seen, up to `anomalyRestMax`.
-    package var anomalyRestGrowth = 0.03
+    package var anomalyRestGrowth = 0.032
     package var anomalyRestMax = 500
     /// Also suppress detections (not only spikes) that recur at a fixed interval.
     package var gatePeriodicEvents = true
