@@ -121,7 +121,7 @@ enum Fixture {
         }
         let trends = changes.filter { $0.condition == .trendUp && $0.raised }
         #expect(trends.count == 1)
-        if case .trend(let slope, let p)? = trends.first?.detail {
+        if case .trend(let slope, let p, _)? = trends.first?.detail {
             #expect(slope > 20 && slope < 55)
             #expect(p < settings.trendAlpha)
         } else {

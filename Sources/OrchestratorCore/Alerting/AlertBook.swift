@@ -101,9 +101,10 @@ package struct AlertBook: Sendable {
             return "\(tag): \(issue.text)"
         case (.dataQuality, false):
             return "\(tag): data quality is good again"
-        case (.trend(let slope, let p), true):
+        case (.trend(let slope, let p, let fast), true):
             let direction = slope >= 0 ? "rising" : "falling"
-            return "\(subject) is \(direction) at \(Self.format(slope))\(unit)/h (Mann–Kendall p = \(Self.format(p)))"
+            return "\(subject) is \(direction) at \(Self.format(slope))\(unit)/h (Mann–Kendall p = \(Self.format(p)); "
+                + "now \(Self.format(fast))\(unit)/h by Holt)"
         case (.trend, false):
             return "\(subject): the trend has ended"
         case (.marketMove(let percent, let window), true):

@@ -68,8 +68,9 @@ package enum ConditionDetail: Sendable, Equatable {
     /// No sample for this long.
     case stale(seconds: Double)
     case dataQuality(DataQualityIssue)
-    /// Theil–Sen slope in engineering units per hour, and the Mann–Kendall two-sided p-value.
-    case trend(slopePerHour: Double, pValue: Double)
+    /// Theil–Sen slope in engineering units per hour, the Mann–Kendall two-sided p-value, and Holt's
+    /// fast trend in units per hour (what the slope is now, not over the whole window).
+    case trend(slopePerHour: Double, pValue: Double, fastPerHour: Double)
     /// Percentage change over a window of this many seconds.
     case marketMove(percent: Double, windowSeconds: Double)
     /// The unit's statistic relative to its limit, and the tags that drove it most.

@@ -1,8 +1,8 @@
 /// The last `capacity` values of a stream, kept both in arrival order and sorted, for the median
-/// and the median absolute deviation (MAD).
+/// and other quantiles (the anomaly detector's robust location and scale).
 ///
 /// Cost per sample: two binary searches and one `memmove` of at most `capacity` doubles; median is
-/// O(1), MAD O(capacity/2) by walking outwards from the median. Storage is allocated once.
+/// and every quantile O(1). Storage is allocated once.
 package struct RobustWindow: Sendable {
     private var ring: [Double]
     private var sorted: [Double]
@@ -70,44 +70,5 @@ package struct RobustWindow: Sendable {
         let n = self.sorted.count
         guard n > 0 else { return 0 }
         return n % 2 == 1 ? self.sorted[n / 2] : (self.sorted[n / 2 - 1] + self.sorted[n / 2]) / 2
-    }
-
-    /// Median of |x − median|: the k-th smallest distance, found by merging outwards from the median.
-    package var medianAbsoluteDeviation: Double {
-        let n = self.sorted.count
-        guard n > 1 else { return 0 }
-        let m = self.median
-        // Walk two pointers outwards from the median; the distances come out in ascending order.
-        var left = (n - 1) / 2
-        var right = left + 1
-        if n % 2 == 1 {
-            right = n / 2 + 1
-            left = n / 2 - 1
-        }
-        var distances = (first: 0.0, second: 0.0)
-        let target = n / 2  // 0-based index of the upper median of the distances
-        var taken = 0
-        if n % 2 == 1 {
-            // The median itself is distance 0.
-            distances.first = 0
-            taken = 1
-            if target == 0 { return 0 }
-        }
-        while taken <= target {
-            let leftDistance = left >= 0 ? m - self.sorted[left] : .infinity
-            let rightDistance = right < n ? self.sorted[right] - m : .infinity
-            let d: Double
-            if leftDistance <= rightDistance {
-                d = leftDistance
-                left -= 1
-            } else {
-                d = rightDistance
-                right += 1
-            }
-            distances = (distances.second, d)
-            taken += 1
-        }
-        // distances.second is the target-th distance; with an even count average with the one before.
-        return n % 2 == 0 ? (distances.first + distances.second) / 2 : distances.second
     }
 }

@@ -214,7 +214,8 @@ package struct TagDetector: Sendable {
             relevant = abs(slope * spanHours) >= settings.trendMinSigmas * self.anomaly.noiseSigma
         }
         let significant = result.pValue < settings.trendAlpha && relevant
-        let detail = ConditionDetail.trend(slopePerHour: slope, pValue: result.pValue)
+        let detail = ConditionDetail.trend(
+            slopePerHour: slope, pValue: result.pValue, fastPerHour: self.trend?.fastSlopePerHour ?? 0)
         let score = 1 - result.pValue
         self.update(
             .trendUp, raise: significant && slope > 0, clear: result.pValue >= settings.trendClearAlpha || result.s <= 0,
