@@ -12,17 +12,19 @@ struct BenchDetectors: ParsableCommand {
     var samples = 2_000_000
     @Option(name: .long, help: "Tags the samples are spread over.")
     var tags = 1000
+    @Option(name: .long, help: "Repetitions of each case; the fastest and the median are reported.")
+    var repetitions = 5
 
     func run() throws {
         #if DEBUG
         printError("note: a debug build; measure with `swift build -c release` and .build/release/dang")
         #endif
-        let rows = DetectorBenchmark.run(samples: self.samples, tags: self.tags)
+        let rows = DetectorBenchmark.run(samples: self.samples, tags: self.tags, repetitions: self.repetitions)
         let baseline = rows.first?.nanosecondsPerSample ?? 1
-        print("detector".padding(toLength: 72, withPad: " ", startingAt: 0) + "  ns/sample   × baseline")
+        print("detector".padding(toLength: 72, withPad: " ", startingAt: 0) + "  ns/sample (best, median)   × baseline")
         for row in rows {
             let name = row.name.padding(toLength: 72, withPad: " ", startingAt: 0)
-            print(name + String(format: "  %9.1f   %9.1f", row.nanosecondsPerSample, row.nanosecondsPerSample / baseline))
+            print(name + String(format: "  %9.1f %9.1f   %9.1f", row.nanosecondsPerSample, row.medianNanoseconds, row.nanosecondsPerSample / baseline))
         }
     }
 }

@@ -108,10 +108,11 @@ package struct AnomalyDetector: Sendable {
         if self.window.count < settings.warmupSamples || self.sample % settings.windowStride == 0 {
             self.window.append(value)
             let median = self.window.median
-            let iqr = (self.window.quantile(0.75) - self.window.quantile(0.25)) / 1.349
-            let spread = (self.window.quantile(0.95) - self.window.quantile(0.05)) / 3.29 / 3
+            let spreads = self.window.spreads((0.25, 0.05, 0.01))
+            let iqr = spreads.0 / 1.349
+            let spread = spreads.1 / 3.29 / 3
             // Heavy-tailed series (counts, traffic) spike often: widen the scale by their tails.
-            let tails = settings.tailWidening > 0 ? (self.window.quantile(0.99) - self.window.quantile(0.01)) / settings.tailWidening : 0
+            let tails = settings.tailWidening > 0 ? spreads.2 / settings.tailWidening : 0
             self.location = median
             self.scale = max(iqr, spread, tails, 1e-9 * (abs(median) + 1))
         }

@@ -45,25 +45,46 @@ package struct RobustWindow: Sendable {
         }
     }
 
+    /// The first position whose value is not below `value`: a branch-free binary search (the
+    /// comparisons of a noisy signal are coin flips, which a branch predictor cannot learn).
     private func lowerBound(_ value: Double) -> Int {
-        var low = 0
-        var high = self.sorted.count
-        while low < high {
-            let mid = (low + high) / 2
-            if self.sorted[mid] < value { low = mid + 1 } else { high = mid }
+        self.sorted.withUnsafeBufferPointer { buffer in
+            var length = buffer.count
+            guard length > 0 else { return 0 }
+            var base = 0
+            while length > 1 {
+                let half = length / 2
+                base = buffer[base + half - 1] < value ? base + half : base
+                length -= half
+            }
+            return buffer[base] < value ? base + 1 : base
         }
-        return low
     }
 
     /// The `p`-quantile (0…1) with linear interpolation between order statistics.
     package func quantile(_ p: Double) -> Double {
-        let n = self.sorted.count
+        self.sorted.withUnsafeBufferPointer { Self.quantile(p, of: $0) }
+    }
+
+    /// The spreads between the symmetric quantiles `p` and 1 − `p`, for each of `ps`, in one pass
+    /// over the storage.
+    package func spreads(_ ps: (Double, Double, Double)) -> (Double, Double, Double) {
+        self.sorted.withUnsafeBufferPointer { buffer in
+            (Self.quantile(1 - ps.0, of: buffer) - Self.quantile(ps.0, of: buffer),
+             Self.quantile(1 - ps.1, of: buffer) - Self.quantile(ps.1, of: buffer),
+             Self.quantile(1 - ps.2, of: buffer) - Self.quantile(ps.2, of: buffer))
+        }
+    }
+
+    @inline(__always)
+    private static func quantile(_ p: Double, of buffer: UnsafeBufferPointer<Double>) -> Double {
+        let n = buffer.count
         guard n > 0 else { return 0 }
         let position = p * Double(n - 1)
         let low = Int(position)
         let high = min(low + 1, n - 1)
         let fraction = position - Double(low)
-        return self.sorted[low] * (1 - fraction) + self.sorted[high] * fraction
+        return buffer[low] * (1 - fraction) + buffer[high] * fraction
     }
 
     package var median: Double {

@@ -196,9 +196,10 @@ package struct TagDetector: Sendable {
         let seconds = Double(time - self.flatlineSince) / 1000
         let bySamples = flatline.samples.map { self.flatlineCount >= $0 } ?? false
         let byTime = flatline.duration.map { time - self.flatlineSince >= $0.milliseconds } ?? false
+        let samples = self.flatlineCount
         self.update(
-            .flatline, raise: bySamples || byTime, clear: self.flatlineCount == 1, value: value, score: 1,
-            detail: .flatline(seconds: seconds, samples: self.flatlineCount), time: time, policy: policy, into: &changes)
+            .flatline, raise: bySamples || byTime, clear: samples == 1, value: value, score: 1,
+            detail: .flatline(seconds: seconds, samples: samples), time: time, policy: policy, into: &changes)
     }
 
     private mutating func checkTrend(
@@ -244,12 +245,12 @@ package struct TagDetector: Sendable {
     }
 
     private mutating func update(
-        _ condition: AlertCondition, raise: Bool, clear: Bool, value: Double, score: Double, detail: ConditionDetail,
-        time: Int64, policy: AlertPolicy, into changes: inout [ConditionChange]
+        _ condition: AlertCondition, raise: Bool, clear: Bool, value: Double, score: Double,
+        detail: @autoclosure () -> ConditionDetail, time: Int64, policy: AlertPolicy, into changes: inout [ConditionChange]
     ) {
         let index = Int(condition.rawValue)
         guard let raised = self.latches[index].update(raise: raise, clear: clear, time: time, policy: policy) else { return }
-        changes.append(ConditionChange(condition: condition, raised: raised, value: value, score: score, detail: detail))
+        changes.append(ConditionChange(condition: condition, raised: raised, value: value, score: score, detail: detail()))
     }
 }
 

@@ -28,6 +28,8 @@ package struct TrendDetector: Sendable {
     private var blockTime = 0.0
     private var blockCount = 0
     private var s = 0
+    /// Pairs of equal block means in the window: the tie correction is needed only when some exist.
+    private var equalPairs = 0
     package let blockSize: Int
     package let windowBlocks: Int
     package private(set) var holt = HoltTrend()
@@ -83,6 +85,7 @@ package struct TrendDetector: Sendable {
 
     /// Σ t(t−1)(2t+5) over the groups of equal block means in the window.
     private func tieCorrection(scratch: inout [Double]) -> Double {
+        guard self.equalPairs > 0 else { return 0 }
         scratch.removeAll(keepingCapacity: true)
         scratch.append(contentsOf: self.means)
         scratch.sort()
@@ -104,7 +107,10 @@ package struct TrendDetector: Sendable {
 
     private mutating func push(_ mean: Double, time: Double) {
         if self.filled < self.windowBlocks {
-            for old in self.means { self.s += Self.sign(mean - old) }
+            for old in self.means {
+                self.s += Self.sign(mean - old)
+                if mean == old { self.equalPairs += 1 }
+            }
             self.means.append(mean)
             self.times.append(time)
             self.filled += 1
@@ -113,10 +119,9 @@ package struct TrendDetector: Sendable {
         // Evict the oldest (at head): remove its comparisons with every later block.
         let oldest = self.means[self.head]
         for i in 0..<self.windowBlocks where i != self.head {
-            self.s -= Self.sign(self.means[i] - oldest)
-        }
-        for i in 0..<self.windowBlocks where i != self.head {
-            self.s += Self.sign(mean - self.means[i])
+            self.s += Self.sign(mean - self.means[i]) - Self.sign(self.means[i] - oldest)
+            if self.means[i] == oldest { self.equalPairs -= 1 }
+            if self.means[i] == mean { self.equalPairs += 1 }
         }
         self.means[self.head] = mean
         self.times[self.head] = time
