@@ -210,6 +210,29 @@ package final class MosquittoClient: @unchecked Sendable {
         try check(rc, "mosquitto_publish_v5")
     }
 
+    /// Queues a request (SPEC §3 module invocation): with MQTT v5 it carries the response-topic
+    /// and correlation-data properties; with v3.1.1 the payload alone says where to answer.
+    package func publish(
+        topic: String, payload: [UInt8], qos: Int32, responseTopic: String, correlationData: [UInt8]
+    ) throws(MosquittoError) {
+        var properties: OpaquePointer? = nil
+        defer { mosquitto_property_free_all(&properties) }
+        if self.options.protocolVersion == .v5 {
+            try check(
+                mosquitto_property_add_string(&properties, Int32(MQTT_PROP_RESPONSE_TOPIC.rawValue), responseTopic),
+                "mosquitto_property_add_string")
+            let rc = correlationData.withUnsafeBytes { bytes in
+                mosquitto_property_add_binary(
+                    &properties, Int32(MQTT_PROP_CORRELATION_DATA.rawValue), bytes.baseAddress, UInt16(min(bytes.count, 65535)))
+            }
+            try check(rc, "mosquitto_property_add_binary")
+        }
+        let rc = payload.withUnsafeBytes { bytes in
+            mosquitto_publish_v5(self.handle, nil, topic, Int32(bytes.count), bytes.baseAddress, qos, false, properties)
+        }
+        try check(rc, "mosquitto_publish_v5")
+    }
+
     /// Sends DISCONNECT (so the broker does not publish the will) and stops the network thread
     /// once outgoing messages have been written. Also ends a first-connection retry.
     package func disconnect() {

@@ -23,6 +23,13 @@ package struct AlertBook: Sendable {
     /// Number of episodes currently raised.
     package var openCount: Int { self.open.count }
 
+    /// Kinds of a slot's open episodes.
+    package func openKinds(slot: Int32) -> Set<AlertKind> {
+        var kinds: Set<AlertKind> = []
+        for key in self.open.keys where key.slot == slot { kinds.insert(key.condition.kind) }
+        return kinds
+    }
+
     package mutating func event(
         for change: ConditionChange, slot: Int32, tag: String, info: TagInfo?, topic: String, sampleTime: Int64,
         now: Int64
@@ -34,16 +41,21 @@ package struct AlertBook: Sendable {
             let severity = Self.severity(change.condition, criticality: info?.criticality ?? .medium)
             let episode = Episode(alertID: UUID(), severity: severity, raisedAt: now)
             self.open[key] = episode
-            return AlertEvent(
+            var event = AlertEvent(
                 alertID: episode.alertID, state: .raised, severity: severity, kind: change.condition.kind, tag: tag,
                 topic: topic, timestamp: sampleTime, raisedAt: now, clearedAt: nil, value: change.value, score: score,
                 message: Self.message(change, tag: tag, info: info))
+            event.condition = change.condition
+            event.detail = change.detail
+            return event
         }
         guard let episode = self.open.removeValue(forKey: key) else { return nil }
-        return AlertEvent(
+        var event = AlertEvent(
             alertID: episode.alertID, state: .cleared, severity: episode.severity, kind: change.condition.kind, tag: tag,
             topic: topic, timestamp: sampleTime, raisedAt: episode.raisedAt, clearedAt: now, value: change.value,
             score: score, message: Self.message(change, tag: tag, info: info))
+        event.condition = change.condition
+        return event
     }
 
     /// Severity from the condition and the tag's criticality: HIHI/LOLO are always critical and

@@ -56,6 +56,20 @@ package struct AlertEvent: Sendable, Equatable {
     package let value: Double
     package let score: Double
     package let message: String
+    /// The detector condition behind the kind (which limit, which trend direction); in-process
+    /// only, for the decision engine's triggers — not part of the published or recorded alert.
+    package var condition: AlertCondition? = nil
+    /// The condition's figures (slope, percentage move, drivers…); in-process only, on raises.
+    package var detail: ConditionDetail? = nil
+
+    /// Equal when everything published and recorded is equal (``condition`` and ``detail`` are
+    /// in-process extras).
+    package static func == (lhs: AlertEvent, rhs: AlertEvent) -> Bool {
+        lhs.alertID == rhs.alertID && lhs.state == rhs.state && lhs.severity == rhs.severity && lhs.kind == rhs.kind
+            && lhs.tag == rhs.tag && lhs.topic == rhs.topic && lhs.timestamp == rhs.timestamp && lhs.raisedAt == rhs.raisedAt
+            && lhs.clearedAt == rhs.clearedAt && lhs.value.bitPattern == rhs.value.bitPattern
+            && lhs.score.bitPattern == rhs.score.bitPattern && lhs.message == rhs.message
+    }
 
     /// The alert id as written everywhere (lowercase UUID text).
     package var id: String { self.alertID.uuidString.lowercased() }

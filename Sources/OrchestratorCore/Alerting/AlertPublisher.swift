@@ -22,6 +22,24 @@ package final class AlertPublisher: AlertSink, Sendable {
         self.client.withLock { $0 = client }
     }
 
+    /// Publishes any message at QoS 1 on the same client (decision mirrors, module invocations as
+    /// MQTT v5 requests). False if there is no client yet or libmosquitto refused it.
+    package func publish(topic: String, payload: [UInt8], request: (responseTopic: String, correlation: [UInt8])?) -> Bool {
+        guard let client = self.client.withLock({ $0 }) else { return false }
+        do {
+            if let request {
+                try client.publish(
+                    topic: topic, payload: payload, qos: 1, responseTopic: request.responseTopic, correlationData: request.correlation)
+            } else {
+                try client.publish(topic: topic, payload: payload, qos: 1, retain: false)
+            }
+            return true
+        } catch {
+            self.logger.error("message not published", metadata: ["mqtt.topic": "\(topic)", "error": "\(error)"])
+            return false
+        }
+    }
+
     /// Alerts that libmosquitto refused to queue.
     package var publishFailures: Int { self.failures.load(ordering: .relaxed) }
 

@@ -22,6 +22,10 @@ package struct OrchestratorConfig: Sendable {
     package var llm: LLMSettings
     package var modules: [ModuleName: ModuleSettings]
     package var decisionEngine: DecisionEngineSettings
+    /// What makes the orchestrator consider a module (`orchestrator.triggers`).
+    package var triggers: [TriggerRule]
+    /// The plant's time zone, for scheduled triggers (`orchestrator.time_zone`, IANA name).
+    package var timeZone: String
     package var mqtt: MQTTSettings
     package var database: DatabaseSettings
     package var topics: TopicSettings
@@ -46,19 +50,6 @@ package struct LLMSettings: Sendable {
     package var model = "deepseek-v4-flash"
     package var apiKey: String?
     package var timeout: Duration = .seconds(120)
-}
-
-/// `orchestrator.modules.<name>`.
-package struct ModuleSettings: Sendable {
-    package var enabled = true
-    package var timeout: Duration = .seconds(300)
-}
-
-/// `orchestrator.decision_engine`.
-package struct DecisionEngineSettings: Sendable {
-    package var confidenceThreshold = 0.8
-    package var maxRetries = 3
-    package var cacheTTL: Duration = .seconds(3600)
 }
 
 /// `mqtt`.
@@ -106,6 +97,7 @@ extension DetectionSettings {
         self.cusumK = detection.double("cusum_k", default: self.cusumK, in: 0...100)
         self.cusumH = detection.double("cusum_h", default: self.cusumH, in: 0.1...1000)
         self.maxTags = detection.int("max_tags", default: self.maxTags, in: 1...10_000_000)
+        self.historyDepth = detection.int("history", default: self.historyDepth, in: 0...100_000)
         if self.anomalyMinSigmas > 0, self.zClear >= self.anomalyMinSigmas {
             detection.diagnostics.report(
                 .error, detection.keyPath("z_clear"), at: detection.markOf("z_clear"),
@@ -216,6 +208,8 @@ package struct TopicSettings: Sendable {
 
 /// `detection`: the per-tag detectors and the alert policy shared by every condition.
 package struct DetectionSettings: Sendable {
+    /// Good samples kept per tag for module invocations (`detection.history`).
+    package var historyDepth = 120
     /// Weight of the newest sample in the EWMA mean and variance.
     package var ewmaAlpha = 0.05
     /// Samples before a tag's anomaly score may raise an alert.
@@ -295,9 +289,10 @@ extension OrchestratorConfig {
     /// The built-in defaults with the sample topic map, for tests and tools.
     package static func defaults(topicMap: TopicMap = TopicMap()) -> OrchestratorConfig {
         var modules: [ModuleName: ModuleSettings] = [:]
-        for name in ModuleName.allCases { modules[name] = ModuleSettings() }
+        for name in ModuleName.allCases { modules[name] = ModuleSettings(name) }
         return OrchestratorConfig(
-            llm: LLMSettings(), modules: modules, decisionEngine: DecisionEngineSettings(), mqtt: MQTTSettings(),
+            llm: LLMSettings(), modules: modules, decisionEngine: DecisionEngineSettings(), triggers: [], timeZone: "UTC",
+            mqtt: MQTTSettings(),
             database: DatabaseSettings(), topics: TopicSettings(), detection: DetectionSettings(),
             topicMap: topicMap, warnings: [])
     }
@@ -363,22 +358,20 @@ extension OrchestratorConfig {
                 }
             }
             if let modules = orchestrator.section("modules") {
-                for name in ModuleName.allCases {
-                    guard let module = modules.section(name.rawValue) else { continue }
-                    var settings = ModuleSettings()
-                    settings.enabled = module.bool("enabled", default: settings.enabled)
-                    settings.timeout = module.duration("timeout", default: settings.timeout)
-                    module.finish()
-                    self.modules[name] = settings
-                }
-                modules.finish()
+                self.readModules(modules)
             }
             if let engine = orchestrator.section("decision_engine") {
-                self.decisionEngine.confidenceThreshold = engine.double(
-                    "confidence_threshold", default: self.decisionEngine.confidenceThreshold, in: 0...1)
-                self.decisionEngine.maxRetries = engine.int("max_retries", default: self.decisionEngine.maxRetries, in: 0...100)
-                self.decisionEngine.cacheTTL = engine.duration("cache_ttl", default: self.decisionEngine.cacheTTL)
-                engine.finish()
+                self.decisionEngine.read(engine)
+            }
+            self.timeZone = orchestrator.string("time_zone", default: self.timeZone)
+            if TimeZone(identifier: self.timeZone) == nil {
+                orchestrator.diagnostics.report(
+                    .error, orchestrator.keyPath("time_zone"), at: orchestrator.markOf("time_zone"),
+                    "unknown time zone \"\(self.timeZone)\" (use an IANA name such as Europe/Amsterdam or UTC)")
+                self.timeZone = "UTC"
+            }
+            if let node = orchestrator.node("triggers") {
+                self.triggers = TriggerRule.read(node, path: orchestrator.keyPath("triggers"), diagnostics: orchestrator.diagnostics)
             }
             orchestrator.finish()
         }

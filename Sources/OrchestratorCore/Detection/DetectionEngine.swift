@@ -23,10 +23,13 @@ package struct DetectionEngine: Sendable {
     /// The orchestrator's clock at each tag's last sample (for staleness).
     private var lastReceipt: [Int64] = []
     private var snapshotted: [Int64] = []
+    /// Recent usable samples of every tag, for module invocations.
+    private var history: SampleHistory
 
     package init(settings: DetectionSettings, topicMap: TopicMap) {
         self.settings = settings
         self.topicMap = topicMap
+        self.history = SampleHistory(depth: settings.historyDepth)
     }
 
     package var tagCount: Int { self.tagNames.count }
@@ -49,6 +52,7 @@ package struct DetectionEngine: Sendable {
         self.lastQuality.append(.good)
         self.lastReceipt.append(.min)
         self.snapshotted.append(.min)
+        self.history.addSlot()
         return slot
     }
 
@@ -117,7 +121,11 @@ package struct DetectionEngine: Sendable {
         let score = self.detectors[index].ingest(
             value, time: sampleTime, receiptTime: receiptTime, quality: quality, settings: self.settings,
             scratch: &self.scratch, into: &self.changes)
-        if self.detectors[index].lastSampleUsable { self.lastValues[index] = value }
+        if self.detectors[index].lastSampleUsable {
+            self.lastValues[index] = value
+            // Good samples only: uncertain ones are usable by the detectors, not as a module's input.
+            if quality == .good { self.history.append(slot: slot, time: sampleTime, value: value) }
+        }
         self.lastQuality[index] = quality
         self.lastReceipt[index] = now
         // A trained unit monitor speaks for its tags' level anomalies (its alert names the tags).
@@ -130,6 +138,28 @@ package struct DetectionEngine: Sendable {
     }
 
     /// The state of every tag that received a sample since the last call (for `tag_state`).
+    /// What the decision side needs to know about a tag's data (SPEC §4 "data quality sufficient").
+    package func view(of tag: String) -> TagView? {
+        guard let slot = self.slots[tag] else { return nil }
+        let index = Int(slot)
+        let receipt = self.lastReceipt[index]
+        return TagView(
+            tag: tag, info: self.tagInfos[index], lastReceipt: receipt == .min ? nil : receipt,
+            lastQuality: self.lastQuality[index], goodSamples: self.history.count(slot: slot),
+            openKinds: self.alerts.openKinds(slot: slot))
+    }
+
+    /// The newest `limit` good samples of a tag, oldest first.
+    package func window(of tag: String, limit: Int) -> (times: [Int64], values: [Double]) {
+        guard let slot = self.slots[tag] else { return ([], []) }
+        return self.history.window(slot: slot, limit: limit)
+    }
+
+    /// Tags seen so far whose identifier starts with `prefix`, in name order.
+    package func tags(withPrefix prefix: String) -> [String] {
+        self.tagNames.filter { $0.hasPrefix(prefix) }.sorted()
+    }
+
     package mutating func snapshots() -> [TagSnapshot] {
         var result: [TagSnapshot] = []
         for index in self.detectors.indices {
@@ -178,6 +208,19 @@ package struct DetectionEngine: Sendable {
 }
 
 /// One tag's latest state, snapshotted into `tag_state` so a restart can warm up from it.
+/// A tag's data as the selection criteria see it.
+package struct TagView: Sendable, Equatable {
+    package let tag: String
+    package let info: TagInfo?
+    /// The orchestrator's clock at the tag's last sample (epoch ms).
+    package let lastReceipt: Int64?
+    package let lastQuality: SampleQuality
+    /// Good samples held in the tag's history (at most `detection.history`).
+    package let goodSamples: Int
+    /// Kinds of the tag's open alert episodes.
+    package let openKinds: Set<AlertKind>
+}
+
 package struct TagSnapshot: Sendable, Equatable {
     package let tag: String
     package let time: Int64

@@ -113,6 +113,21 @@ package enum Migrations {
                 CREATE INDEX llm_exchanges_session_idx ON llm_exchanges (session_id, ts);
                 CREATE INDEX decisions_module_ts_idx ON decisions (module, ts DESC);
                 """),
+        Migration(
+            version: 3, name: "invocation scope and trigger kind, approvals",
+            sql: """
+                ALTER TABLE invocations ADD COLUMN trigger_kind text;
+                ALTER TABLE invocations ADD COLUMN scope text;
+                CREATE INDEX invocations_pending_idx ON invocations (module) WHERE status = 'pending';
+
+                CREATE TABLE approvals (
+                    decision_id uuid PRIMARY KEY REFERENCES decisions (decision_id),
+                    state       text NOT NULL CHECK (state IN ('approved', 'rejected', 'expired')),
+                    by_whom     text,
+                    via         text NOT NULL CHECK (via IN ('mqtt', 'http', 'timer')),
+                    at          timestamptz NOT NULL
+                );
+                """),
     ]
 
     /// The newest schema version this build knows.

@@ -39,6 +39,9 @@ package struct DecisionRecord: Sendable, Equatable {
 package enum Record: Sendable, Equatable {
     case alert(AlertEvent)
     case decision(DecisionRecord)
+    case invocation(InvocationRecord)
+    case outcome(OutcomeRecord)
+    case approval(ApprovalRecord)
 
     /// The spool's record format: JSON, with `"record"` naming the kind (absent: an alert).
     func payload() -> [UInt8] {
@@ -58,11 +61,33 @@ package enum Record: Sendable, Equatable {
             if let confidence = d.confidence { json.field("confidence", number: confidence) }
             if let latency = d.latencyMicroseconds { json.field("latency_us", integer: latency) }
             return json.finish()
+        case .invocation(let invocation):
+            return invocation.payload()
+        case .outcome(let outcome):
+            return outcome.payload()
+        case .approval(let approval):
+            return approval.payload()
         }
     }
 
     init?(payload bytes: [UInt8]) {
         guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else { return nil }
+        switch object["record"] as? String {
+        case "invocation":
+            guard let record = InvocationRecord(object) else { return nil }
+            self = .invocation(record)
+            return
+        case "outcome":
+            guard let record = OutcomeRecord(object) else { return nil }
+            self = .outcome(record)
+            return
+        case "approval":
+            guard let record = ApprovalRecord(object) else { return nil }
+            self = .approval(record)
+            return
+        default:
+            break
+        }
         if object["record"] as? String == "decision" {
             guard let id = (object["decision_id"] as? String).flatMap(UUID.init(uuidString:)),
                 let ts = (object["ts"] as? NSNumber)?.int64Value, let action = object["action"] as? String,
@@ -84,6 +109,9 @@ package enum Record: Sendable, Equatable {
         switch self {
         case .alert(let event): event.id
         case .decision(let d): d.decisionID.uuidString.lowercased()
+        case .invocation(let i): i.invocationID.uuidString.lowercased()
+        case .outcome(let o): "\(o.triggerKind)/\(o.module)"
+        case .approval(let a): a.decisionID.uuidString.lowercased()
         }
     }
 
@@ -91,20 +119,34 @@ package enum Record: Sendable, Equatable {
     static func write(_ batch: [Record], on connection: PostgresConnection) throws {
         var alerts: [AlertEvent] = []
         var decisions: [DecisionRecord] = []
+        // Invocation, outcome and approval records carry their whole state: the last one of a
+        // batch for a key is the one that counts.
+        var invocations: [UUID: InvocationRecord] = [:]
+        var invocationOrder: [UUID] = []
+        var outcomes: [String: OutcomeRecord] = [:]
+        var approvals: [UUID: ApprovalRecord] = [:]
         for record in batch {
             switch record {
             case .alert(let event): alerts.append(event)
             case .decision(let decision): decisions.append(decision)
+            case .invocation(let invocation):
+                if invocations.updateValue(invocation, forKey: invocation.invocationID) == nil {
+                    invocationOrder.append(invocation.invocationID)
+                }
+            case .outcome(let outcome): outcomes["\(outcome.triggerKind)\u{0}\(outcome.module)"] = outcome
+            case .approval(let approval): approvals[approval.decisionID] = approval
             }
         }
         try connection.withTransaction { connection in
             try AlertStore.write(alerts, on: connection)
             try DecisionStore.write(decisions, on: connection)
+            try InvocationStore.write(invocationOrder.compactMap { invocations[$0] }, on: connection)
+            try InvocationStore.write(outcomes: Array(outcomes.values), on: connection)
+            try InvocationStore.write(approvals: Array(approvals.values), on: connection)
         }
     }
 }
 
-/// Writes `decisions`: insert-only, idempotent on `decision_id`.
 enum DecisionStore {
     static func write(_ decisions: [DecisionRecord], on connection: PostgresConnection) throws {
         guard !decisions.isEmpty else { return }

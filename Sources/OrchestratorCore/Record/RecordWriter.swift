@@ -113,6 +113,11 @@ package final class RecordWriter: AlertSink, Sendable {
         self.enqueue(.decision(decision))
     }
 
+    /// Queues any record (invocations, outcomes, approvals) behind what is already queued.
+    package func deliver(record: Record) {
+        self.enqueue(record)
+    }
+
     private func enqueue(_ record: Record) {
         // Durable first: into the spool (survives SIGKILL), else the bounded memory queue.
         // While older records wait in memory (the spool was full), newer ones queue behind them.
@@ -169,6 +174,21 @@ package final class RecordWriter: AlertSink, Sendable {
             return try TagStateStore.load(on: connection)
         } catch {
             self.logger.warning("tag_state not loaded; detectors start cold", metadata: ["error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// Reads the decision side's memory once at start (learned outcomes, pending invocations, last
+    /// invocations); `nil` if the database is away. Call it once the spool has drained (see
+    /// ``Counters/spooledBytes``), or the previous run's last records are not seen.
+    package func loadDecisionMemory() -> DecisionMemory? {
+        do {
+            let connection = try PostgresConnection(conninfo: self.settings.url)
+            if self.migrate { try Migrations.apply(on: connection) }
+            return try InvocationStore.load(on: connection)
+        } catch {
+            self.logger.warning(
+                "decision memory not loaded; outcomes start from their priors", metadata: ["error": "\(error)"])
             return nil
         }
     }

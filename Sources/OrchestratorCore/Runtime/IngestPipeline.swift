@@ -34,7 +34,7 @@ package final class IngestPipeline: Sendable {
     private let state: Mutex<State>
     private let router: TopicRouter
     private let config: OrchestratorConfig
-    private let sinks: [any AlertSink]
+    private let sinks: Mutex<[any AlertSink]>
     private let logger: Logger
     private let clock: @Sendable () -> Int64
 
@@ -52,9 +52,23 @@ package final class IngestPipeline: Sendable {
         }
         self.state = Mutex(State(engine: engine))
         self.router = TopicRouter(map: config.topicMap)
-        self.sinks = sinks
+        self.sinks = Mutex(sinks)
         self.logger = logger
         self.clock = clock
+    }
+
+    /// Adds a sink after the ones given at creation (the decision side, which itself reads the
+    /// pipeline's tags).
+    package func attach(_ sink: any AlertSink) {
+        self.sinks.withLock { $0.append(sink) }
+    }
+
+    private func deliver(_ events: [AlertEvent]) {
+        guard !events.isEmpty else { return }
+        let sinks = self.sinks.withLock { $0 }
+        for event in events {
+            for sink in sinks { sink.deliver(event) }
+        }
     }
 
     /// Filters to subscribe to.
@@ -139,9 +153,7 @@ package final class IngestPipeline: Sendable {
         if let rejection { self.logRejection(rejection.rawValue, topic: topic) }
         if unknownTopic { self.logRejection("unknown_topic", topic: topic) }
         if tagLimit { self.logRejection("tag_limit", topic: topic) }
-        for event in events {
-            for sink in self.sinks { sink.deliver(event) }
-        }
+        self.deliver(events)
     }
 
     private func ingest(
@@ -173,9 +185,7 @@ package final class IngestPipeline: Sendable {
             state.engine.evaluateUnits(at: now, into: &events)
             self.count(events, in: &state)
         }
-        for event in events {
-            for sink in self.sinks { sink.deliver(event) }
-        }
+        self.deliver(events)
     }
 
     /// The state of every tag that received a sample since the last call.
@@ -188,6 +198,26 @@ package final class IngestPipeline: Sendable {
         self.state.withLock { state in
             state.engine.seed(snapshots)
             state.counters.tags = state.engine.tagCount
+        }
+    }
+
+    /// The decision side's view of some tags (unknown ones left out).
+    package func views(of tags: [String]) -> [TagView] {
+        self.state.withLock { state in tags.compactMap { state.engine.view(of: $0) } }
+    }
+
+    /// Tags seen so far under a prefix (a unit's path followed by `/`, or `market/`).
+    package func tags(withPrefix prefix: String) -> [String] {
+        self.state.withLock { $0.engine.tags(withPrefix: prefix) }
+    }
+
+    /// The newest `limit` good samples of each tag, oldest first.
+    package func windows(of tags: [String], limit: Int) -> [(tag: String, times: [Int64], values: [Double])] {
+        self.state.withLock { state in
+            tags.map { tag in
+                let window = state.engine.window(of: tag, limit: limit)
+                return (tag, window.times, window.values)
+            }
         }
     }
 

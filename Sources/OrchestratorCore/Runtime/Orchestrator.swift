@@ -16,6 +16,7 @@ package final class Orchestrator: Sendable {
     package let pipeline: IngestPipeline
     package let recordWriter: RecordWriter
     package let publisher: AlertPublisher
+    package let coordinator: ModuleCoordinator
     private let client: MosquittoClient
     private let connection = ConnectionTracker()
     private let logger: Logger
@@ -39,20 +40,37 @@ package final class Orchestrator: Sendable {
             config: config, sinks: [self.recordWriter, self.publisher] + extraSinks, logger: logger)
         self.pipeline = pipeline
         self.recordWriter.attachAlertSinks([self.publisher] + extraSinks)
+        let publisher = self.publisher
+        let writer = self.recordWriter
+        let coordinator = ModuleCoordinator(
+            config: config, pipeline: pipeline,
+            outputs: CoordinatorOutputs(
+                publish: { topic, payload, request in publisher.publish(topic: topic, payload: payload, request: request) },
+                record: { writer.deliver(record: $0) }),
+            logger: logger)
+        self.coordinator = coordinator
+        // After the record and the alert publisher: an alert is out before what it triggers.
+        pipeline.attach(coordinator)
 
         let statusTopic = "\(config.topics.prefix)/status"
         var options = config.connectionOptions(
             will: .init(topic: statusTopic, payload: Array(#"{"state":"offline"}"#.utf8), qos: 1, retain: true))
-        options.subscriptions = pipeline.subscriptions.map { ($0, Int32(config.mqtt.subscribeQoS)) }
+        options.subscriptions = (pipeline.subscriptions + coordinator.subscriptions).map { ($0, Int32(config.mqtt.subscribeQoS)) }
         options.birth = .init(
             topic: statusTopic, payload: Self.statusPayload(state: "online", startedAt: self.startedAt), qos: 1, retain: true)
 
+        let decisionTopics = PrefixMatcher(prefixes: ["\(config.topics.prefix)/result/", "\(config.topics.prefix)/approve/", "\(config.topics.prefix)/request/"])
         let connection = self.connection
         let endpoint = "\(config.mqtt.endpoint.host):\(config.mqtt.endpoint.port)"
         self.client = try MosquittoClient(
             options: options,
             onMessage: { message in
-                pipeline.handle(topic: message.topic, payload: message.payload)
+                // The decision side's own topics (results, approvals, requests) are few; the rest is plant data.
+                if decisionTopics.matches(message.topic) {
+                    coordinator.handle(topic: String(decoding: message.topic, as: UTF8.self), payload: Array(message.payload))
+                } else {
+                    pipeline.handle(topic: message.topic, payload: message.payload)
+                }
             },
             onEvent: { event in
                 Self.log(event, endpoint: endpoint, connection: connection, logger: logger)
@@ -74,7 +92,7 @@ package final class Orchestrator: Sendable {
     /// The services to run, in dependency order (shutdown runs in reverse: ingest stops, then the
     /// record writer drains).
     package var services: [any Service] {
-        [RecordService(writer: self.recordWriter), IngestService(orchestrator: self)]
+        [RecordService(writer: self.recordWriter), IngestService(orchestrator: self), DecisionService(orchestrator: self)]
     }
 
     fileprivate func startIngest() throws {
@@ -185,6 +203,45 @@ struct RecordService: Service {
             await self.writer.run()
         } onCancelOrGracefulShutdown: {
             self.writer.stop()
+        }
+    }
+}
+
+/// Byte-prefix test on a borrowed topic, without building a String for plant data.
+struct PrefixMatcher: Sendable {
+    let prefixes: [[UInt8]]
+
+    init(prefixes: [String]) {
+        self.prefixes = prefixes.map { Array($0.utf8) }
+    }
+
+    func matches(_ topic: UnsafeRawBufferPointer) -> Bool {
+        self.prefixes.contains { prefix in
+            topic.count > prefix.count && zip(topic, prefix).allSatisfy { $0 == $1 }
+        }
+    }
+}
+
+/// The decision side's timer: schedules, timeouts, retries, approvals (every
+/// `decision_engine.tick`), after reloading what the record remembers.
+struct DecisionService: Service {
+    let orchestrator: Orchestrator
+
+    func run() async throws {
+        let writer = self.orchestrator.recordWriter
+        let coordinator = self.orchestrator.coordinator
+        // The previous run's last records may still be in the spool: give the writer a moment to
+        // drain it, then reload (in the background: a database that is away must not hold up ticks).
+        Task.detached {
+            for _ in 0..<100 where writer.counters.spooledBytes > 0 {
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+            if let memory = writer.loadDecisionMemory() { coordinator.restore(memory) }
+        }
+        let tick = self.orchestrator.config.decisionEngine.tick
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            try? await Task.sleep(for: tick)
+            coordinator.tick()
         }
     }
 }

@@ -1,0 +1,56 @@
+import Foundation
+import Subprocess
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a command-transport invocation produced no result.
+package struct CommandFailure: Error, Sendable, CustomStringConvertible {
+    package let description: String
+
+    package init(_ description: String) {
+        self.description = description
+    }
+}
+
+/// The second transport of SPEC §4: a module as a local command. The invocation JSON goes to its
+/// stdin; its stdout (one JSON object, at most 16 MiB) is the result. Past the timeout the command
+/// gets SIGTERM, then SIGKILL two seconds later.
+package enum CommandTransport {
+    static let outputLimit = 16 << 20
+
+    @Sendable
+    package static func run(_ argv: [String], input: [UInt8], timeout: Duration) async -> Result<[UInt8], CommandFailure> {
+        guard let program = argv.first, !program.isEmpty else { return .failure(CommandFailure("no command configured")) }
+        let options = {
+            var options = PlatformOptions()
+            options.teardownSequence = [.gracefulShutDown(allowedDurationToNextStep: .seconds(2))]
+            return options
+        }()
+        let executable: Executable = program.contains("/") ? .path(FilePath(program)) : .name(program)
+        do {
+            return try await withThrowingTaskGroup(of: Result<[UInt8], CommandFailure>?.self) { group in
+                group.addTask {
+                    let result = try await Subprocess.run(
+                        executable, arguments: Arguments(Array(argv.dropFirst())), platformOptions: options, input: .array(input),
+                        output: .bytes(limit: Self.outputLimit), error: .string(limit: 64 << 10))
+                    guard case .exited(let code) = result.terminationStatus, code == 0 else {
+                        let stderr = result.standardError.suffix(500)
+                        return .failure(CommandFailure("\(program) ended with \(result.terminationStatus): \(stderr)"))
+                    }
+                    return .success(result.standardOutput)
+                }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return nil
+                }
+                let first = try await group.next() ?? nil
+                group.cancelAll()
+                return first ?? .failure(CommandFailure("\(program) gave no result within \(timeout) and was stopped"))
+            }
+        } catch {
+            return .failure(CommandFailure("\(program) could not be run: \(error)"))
+        }
+    }
+}

@@ -1,0 +1,166 @@
+package import Foundation
+
+/// The invocations not finished yet, and a memory of recently finished ones (to tell a late or
+/// duplicate result from an unknown one). Pure state: the caller supplies the time.
+package struct InvocationBook: Sendable {
+    /// What a result did.
+    package enum Completion: Sendable, Equatable {
+        /// Completed an active invocation (now finished).
+        case completed(Invocation)
+        /// Its invocation had already finished with this status (a retry's second answer, or a
+        /// result after the timeout): recorded, not counted again.
+        case late(Invocation)
+        case duplicate(InvocationStatus)
+        case unknown
+    }
+
+    /// What the timer found due.
+    package enum Due: Sendable, Equatable {
+        /// Deliver again (attempt already incremented).
+        case retry(Invocation)
+        /// No attempts left.
+        case timedOut(Invocation)
+        /// Nobody approved in time.
+        case expired(Invocation)
+    }
+
+    private(set) var active: [UUID: Invocation] = [:]
+    private var finished: [UUID: Invocation] = [:]
+    private var finishedOrder: [UUID] = []
+    private let memory: Int
+
+    package init(memory: Int = 10_000) {
+        self.memory = memory
+    }
+
+    package var activeInvocations: [Invocation] { Array(self.active.values) }
+
+    /// Delivered and not finished (including those waiting to be retried).
+    package func inFlight(_ module: ModuleName) -> Int {
+        self.active.values.reduce(0) { $0 + ($1.module == module && $1.publishedAt != nil ? 1 : 0) }
+    }
+
+    package func isPending(module: ModuleName, scopeKey: String) -> Bool {
+        self.active.values.contains { $0.module == module && $0.scopeKey == scopeKey }
+    }
+
+    package func invocation(forDecision id: UUID) -> Invocation? {
+        self.active.values.first { $0.decisionID == id }
+    }
+
+    package mutating func add(_ invocation: Invocation) {
+        self.active[invocation.id] = invocation
+    }
+
+    /// Marks a delivery: attempt counted, deadline set.
+    package mutating func delivered(_ id: UUID, at now: Int64, timeout: Duration) -> Invocation? {
+        guard var invocation = self.active[id] else { return nil }
+        invocation.attempts += 1
+        if invocation.publishedAt == nil { invocation.publishedAt = now }
+        invocation.deadline = now + timeout.milliseconds
+        invocation.retryAt = nil
+        self.active[id] = invocation
+        return invocation
+    }
+
+    /// A delivery that failed at once (publish refused, command would not start): retry after
+    /// the backoff, or give up.
+    package mutating func deliveryFailed(
+        _ id: UUID, reason: String, at now: Int64, maxRetries: Int, backoff: Duration
+    ) -> Due? {
+        guard var invocation = self.active[id] else { return nil }
+        if invocation.attempts <= maxRetries {
+            invocation.deadline = nil
+            invocation.retryAt = now + Self.backoff(backoff, attempt: invocation.attempts)
+            invocation.result = Self.reason(reason)
+            self.active[id] = invocation
+            return nil
+        }
+        invocation.result = Self.reason(reason)
+        return .timedOut(self.finish(invocation, status: .error, at: now))
+    }
+
+    package mutating func complete(_ result: ModuleResult, at now: Int64) -> Completion {
+        if var invocation = self.active[result.invocationID] {
+            invocation.result = result.json
+            return .completed(self.finish(invocation, status: result.ok ? .ok : .error, at: now))
+        }
+        guard var done = self.finished[result.invocationID] else { return .unknown }
+        if done.status == .timeout || done.status == .expired {
+            // Too late to count, but what the module said is kept.
+            done.result = #"{"late":true,"received_at":\#(now),"result":\#(result.json)}"#
+            self.finished[result.invocationID] = done
+            return .late(done)
+        }
+        return .duplicate(done.status)
+    }
+
+    /// Timeouts, retries due and approvals expired at `now`.
+    package mutating func due(at now: Int64, maxRetries: Int, backoff: Duration, timeout: (ModuleName) -> Duration) -> [Due] {
+        var due: [Due] = []
+        for (id, var invocation) in self.active {
+            if invocation.isAwaitingApproval {
+                if let expiry = invocation.approvalExpiresAt, now >= expiry {
+                    invocation.result = #"{"reason":"approval expired"}"#
+                    due.append(.expired(self.finish(invocation, status: .expired, at: now)))
+                }
+                continue
+            }
+            if let retryAt = invocation.retryAt {
+                guard now >= retryAt else { continue }
+                self.active[id] = invocation
+                if let delivered = self.delivered(id, at: now, timeout: timeout(invocation.module)) {
+                    due.append(.retry(delivered))
+                }
+                continue
+            }
+            guard let deadline = invocation.deadline, now >= deadline else { continue }
+            if invocation.attempts <= maxRetries {
+                invocation.deadline = nil
+                invocation.retryAt = now + Self.backoff(backoff, attempt: invocation.attempts)
+                self.active[id] = invocation
+            } else {
+                invocation.result = #"{"reason":"no result after \#(invocation.attempts) attempts"}"#
+                due.append(.timedOut(self.finish(invocation, status: .timeout, at: now)))
+            }
+        }
+        return due
+    }
+
+    /// Takes an invocation awaiting approval out of the waiting state (approved → delivered by the
+    /// caller; rejected → finished).
+    package mutating func reject(decision id: UUID, at now: Int64, reason: String) -> Invocation? {
+        guard let invocation = self.invocation(forDecision: id), invocation.isAwaitingApproval else { return nil }
+        var rejected = invocation
+        rejected.result = Self.reason(reason)
+        return self.finish(rejected, status: .expired, at: now)
+    }
+
+    private mutating func finish(_ invocation: Invocation, status: InvocationStatus, at now: Int64) -> Invocation {
+        var done = invocation
+        done.status = status
+        done.completedAt = now
+        done.deadline = nil
+        done.retryAt = nil
+        self.active[done.id] = nil
+        self.finished[done.id] = done
+        self.finishedOrder.append(done.id)
+        if self.finishedOrder.count > self.memory {
+            let drop = self.finishedOrder.count - self.memory
+            for old in self.finishedOrder.prefix(drop) { self.finished[old] = nil }
+            self.finishedOrder.removeFirst(drop)
+        }
+        return done
+    }
+
+    /// `base` × 2^(attempt − 1), at most 5 minutes.
+    static func backoff(_ base: Duration, attempt: Int) -> Int64 {
+        min(base.milliseconds << min(max(attempt - 1, 0), 20), 300_000)
+    }
+
+    private static func reason(_ text: String) -> String {
+        var json = JSONWriter()
+        json.field("reason", string: text)
+        return String(decoding: json.finish(), as: UTF8.self)
+    }
+}

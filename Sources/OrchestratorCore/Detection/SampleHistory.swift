@@ -1,0 +1,66 @@
+/// The last `depth` usable samples (good quality, finite, in time order) of every tag, in one
+/// contiguous block: the windows a module invocation carries (SPEC §3 `params`).
+///
+/// A slot's samples live in `depth` consecutive cells used as a ring; appending is O(1) and
+/// allocates only when a new tag appears. 16 bytes per sample: 120 samples of 10,000 tags take
+/// about 19 MB.
+package struct SampleHistory: Sendable {
+    package let depth: Int
+    private var times: [Int64] = []
+    private var values: [Double] = []
+    /// Per slot: index of the oldest sample and how many there are.
+    private var heads: [Int32] = []
+    private var counts: [Int32] = []
+
+    package init(depth: Int) {
+        self.depth = max(0, depth)
+    }
+
+    /// Makes room for one more tag.
+    package mutating func addSlot() {
+        self.heads.append(0)
+        self.counts.append(0)
+        self.times.append(contentsOf: repeatElement(0, count: self.depth))
+        self.values.append(contentsOf: repeatElement(0, count: self.depth))
+    }
+
+    package mutating func append(slot: Int32, time: Int64, value: Double) {
+        guard self.depth > 0 else { return }
+        let index = Int(slot)
+        let base = index * self.depth
+        let count = Int(self.counts[index])
+        if count < self.depth {
+            let cell = (Int(self.heads[index]) + count) % self.depth
+            self.times[base + cell] = time
+            self.values[base + cell] = value
+            self.counts[index] += 1
+        } else {
+            let cell = Int(self.heads[index])
+            self.times[base + cell] = time
+            self.values[base + cell] = value
+            self.heads[index] = Int32((cell + 1) % self.depth)
+        }
+    }
+
+    /// Samples held for a slot.
+    package func count(slot: Int32) -> Int { Int(self.counts[Int(slot)]) }
+
+    /// The newest `limit` samples of a slot, oldest first.
+    package func window(slot: Int32, limit: Int) -> (times: [Int64], values: [Double]) {
+        let index = Int(slot)
+        let count = Int(self.counts[index])
+        let take = min(count, max(0, limit))
+        var times: [Int64] = []
+        var values: [Double] = []
+        times.reserveCapacity(take)
+        values.reserveCapacity(take)
+        let base = index * self.depth
+        let head = Int(self.heads[index])
+        for offset in (count - take)..<count {
+            let cell = (head + offset) % self.depth
+            times.append(self.times[base + cell])
+            values.append(self.values[base + cell])
+        }
+        return (times, values)
+    }
+}

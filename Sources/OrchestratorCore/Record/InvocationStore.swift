@@ -1,0 +1,255 @@
+package import Foundation
+import LibPQ
+
+/// A row of `invocations` with its whole current state (written on every change).
+package struct InvocationRecord: Sendable, Equatable {
+    package let invocationID: UUID
+    package let decisionID: UUID
+    package let module: String
+    package let params: String
+    package let publishedAt: Int64?
+    package let completedAt: Int64?
+    package let status: String
+    package let attempts: Int
+    package let result: String?
+    package let triggerKind: String
+    package let scopeKey: String
+
+    package init(
+        invocationID: UUID, decisionID: UUID, module: String, params: String, publishedAt: Int64?, completedAt: Int64?,
+        status: String, attempts: Int, result: String?, triggerKind: String, scopeKey: String
+    ) {
+        self.invocationID = invocationID
+        self.decisionID = decisionID
+        self.module = module
+        self.params = params
+        self.publishedAt = publishedAt
+        self.completedAt = completedAt
+        self.status = status
+        self.attempts = attempts
+        self.result = result
+        self.triggerKind = triggerKind
+        self.scopeKey = scopeKey
+    }
+
+    func payload() -> [UInt8] {
+        var json = JSONWriter()
+        json.field("record", string: "invocation")
+        json.field("invocation_id", string: self.invocationID.uuidString.lowercased())
+        json.field("decision_id", string: self.decisionID.uuidString.lowercased())
+        json.field("module", string: self.module)
+        json.field("params", string: self.params)
+        if let at = self.publishedAt { json.field("published_at", integer: at) }
+        if let at = self.completedAt { json.field("completed_at", integer: at) }
+        json.field("status", string: self.status)
+        json.field("attempts", integer: Int64(self.attempts))
+        if let result = self.result { json.field("result", string: result) }
+        json.field("trigger_kind", string: self.triggerKind)
+        json.field("scope", string: self.scopeKey)
+        return json.finish()
+    }
+
+    init?(_ object: [String: Any]) {
+        guard let id = (object["invocation_id"] as? String).flatMap(UUID.init(uuidString:)),
+            let decision = (object["decision_id"] as? String).flatMap(UUID.init(uuidString:)),
+            let module = object["module"] as? String, let params = object["params"] as? String,
+            let status = object["status"] as? String, let attempts = (object["attempts"] as? NSNumber)?.intValue
+        else { return nil }
+        self.init(
+            invocationID: id, decisionID: decision, module: module, params: params,
+            publishedAt: (object["published_at"] as? NSNumber)?.int64Value, completedAt: (object["completed_at"] as? NSNumber)?.int64Value,
+            status: status, attempts: attempts, result: object["result"] as? String,
+            triggerKind: object["trigger_kind"] as? String ?? "", scopeKey: object["scope"] as? String ?? "")
+    }
+}
+
+/// A row of `outcomes`: the whole statistics of one (trigger kind, module).
+package struct OutcomeRecord: Sendable, Equatable {
+    package let triggerKind: String
+    package let module: String
+    package let statistics: OutcomeStatistics
+
+    package init(triggerKind: String, module: String, statistics: OutcomeStatistics) {
+        self.triggerKind = triggerKind
+        self.module = module
+        self.statistics = statistics
+    }
+
+    func payload() -> [UInt8] {
+        var json = JSONWriter()
+        json.field("record", string: "outcome")
+        json.field("trigger_kind", string: self.triggerKind)
+        json.field("module", string: self.module)
+        json.field("invocations", integer: Int64(self.statistics.invocations))
+        json.field("successes", integer: Int64(self.statistics.successes))
+        json.field("benefit_sum", number: self.statistics.benefitSum)
+        json.field("benefit_sq_sum", number: self.statistics.benefitSquareSum)
+        return json.finish()
+    }
+
+    init?(_ object: [String: Any]) {
+        guard let kind = object["trigger_kind"] as? String, let module = object["module"] as? String,
+            let invocations = (object["invocations"] as? NSNumber)?.intValue, let successes = (object["successes"] as? NSNumber)?.intValue
+        else { return nil }
+        self.init(
+            triggerKind: kind, module: module,
+            statistics: OutcomeStatistics(
+                invocations: invocations, successes: successes, benefitSum: (object["benefit_sum"] as? NSNumber)?.doubleValue ?? 0,
+                benefitSquareSum: (object["benefit_sq_sum"] as? NSNumber)?.doubleValue ?? 0))
+    }
+}
+
+/// A row of `approvals`: who approved or rejected a pending decision, or that it expired.
+package struct ApprovalRecord: Sendable, Equatable {
+    package enum State: String, Sendable {
+        case approved
+        case rejected
+        case expired
+    }
+
+    package let decisionID: UUID
+    package let state: State
+    package let by: String?
+    /// `mqtt`, `http` or `timer`.
+    package let via: String
+    package let at: Int64
+
+    package init(decisionID: UUID, state: State, by: String?, via: String, at: Int64) {
+        self.decisionID = decisionID
+        self.state = state
+        self.by = by
+        self.via = via
+        self.at = at
+    }
+
+    func payload() -> [UInt8] {
+        var json = JSONWriter()
+        json.field("record", string: "approval")
+        json.field("decision_id", string: self.decisionID.uuidString.lowercased())
+        json.field("state", string: self.state.rawValue)
+        if let by = self.by { json.field("by", string: by) }
+        json.field("via", string: self.via)
+        json.field("at", integer: self.at)
+        return json.finish()
+    }
+
+    init?(_ object: [String: Any]) {
+        guard let id = (object["decision_id"] as? String).flatMap(UUID.init(uuidString:)),
+            let state = (object["state"] as? String).flatMap(State.init(rawValue:)), let via = object["via"] as? String,
+            let at = (object["at"] as? NSNumber)?.int64Value
+        else { return nil }
+        self.init(decisionID: id, state: state, by: object["by"] as? String, via: via, at: at)
+    }
+}
+
+enum InvocationStore {
+    static func write(_ invocations: [InvocationRecord], on connection: PostgresConnection) throws {
+        for i in invocations {
+            try connection.query(
+                """
+                INSERT INTO invocations (invocation_id, decision_id, module, params, published_at, completed_at, status, attempts,
+                                         result, trigger_kind, scope)
+                VALUES ($1, $2, $3, $4::jsonb, to_timestamp($5::double precision / 1000), to_timestamp($6::double precision / 1000),
+                        $7, $8, $9::jsonb, $10, $11)
+                ON CONFLICT (invocation_id) DO UPDATE SET
+                    published_at = EXCLUDED.published_at, completed_at = EXCLUDED.completed_at, status = EXCLUDED.status,
+                    attempts = EXCLUDED.attempts, result = EXCLUDED.result
+                """,
+                [
+                    i.invocationID.uuidString.lowercased(), i.decisionID.uuidString.lowercased(), i.module, i.params, i.publishedAt,
+                    i.completedAt, i.status, i.attempts, i.result, i.triggerKind, i.scopeKey,
+                ])
+        }
+    }
+
+    static func write(outcomes: [OutcomeRecord], on connection: PostgresConnection) throws {
+        for o in outcomes {
+            try connection.query(
+                """
+                INSERT INTO outcomes (trigger_kind, module, invocations, successes, benefit_sum, benefit_sq_sum, updated_at)
+                VALUES ($1, $2, $3, $4, $5, $6, now())
+                ON CONFLICT (trigger_kind, module) DO UPDATE SET
+                    invocations = EXCLUDED.invocations, successes = EXCLUDED.successes, benefit_sum = EXCLUDED.benefit_sum,
+                    benefit_sq_sum = EXCLUDED.benefit_sq_sum, updated_at = now()
+                """,
+                [
+                    o.triggerKind, o.module, o.statistics.invocations, o.statistics.successes, o.statistics.benefitSum,
+                    o.statistics.benefitSquareSum,
+                ])
+        }
+    }
+
+    static func write(approvals: [ApprovalRecord], on connection: PostgresConnection) throws {
+        for a in approvals {
+            try connection.query(
+                """
+                INSERT INTO approvals (decision_id, state, by_whom, via, at)
+                VALUES ($1, $2, $3, $4, to_timestamp($5::double precision / 1000))
+                ON CONFLICT (decision_id) DO UPDATE SET state = EXCLUDED.state, by_whom = EXCLUDED.by_whom, via = EXCLUDED.via,
+                    at = EXCLUDED.at
+                """,
+                [a.decisionID.uuidString.lowercased(), a.state.rawValue, a.by, a.via, a.at])
+        }
+    }
+
+    /// What the decision side reloads at start: the learned statistics and the invocations still
+    /// pending (with their decision's time, for approval expiry).
+    static func load(on connection: PostgresConnection) throws -> DecisionMemory {
+        var memory = DecisionMemory()
+        let outcomes = try connection.query(
+            "SELECT trigger_kind, module, invocations, successes, benefit_sum, benefit_sq_sum FROM outcomes")
+        for row in outcomes.rows {
+            guard let kind = row[0], let module = row[1], let n = row[2].flatMap({ Int($0) }), let s = row[3].flatMap({ Int($0) }) else {
+                continue
+            }
+            memory.statistics[OutcomeStatistics.Key(triggerKind: kind, module: module)] = OutcomeStatistics(
+                invocations: n, successes: s, benefitSum: row[4].flatMap(Double.init) ?? 0,
+                benefitSquareSum: row[5].flatMap(Double.init) ?? 0)
+        }
+        let pending = try connection.query(
+            """
+            SELECT i.invocation_id, i.decision_id, i.module, i.params::text, (extract(epoch FROM i.published_at) * 1000)::bigint,
+                   i.attempts, coalesce(i.trigger_kind, d.trigger->>'kind', ''), coalesce(i.scope, ''), d.trigger::text,
+                   (extract(epoch FROM d.ts) * 1000)::bigint
+            FROM invocations i JOIN decisions d USING (decision_id)
+            WHERE i.status = 'pending'
+            ORDER BY d.ts
+            """)
+        for row in pending.rows {
+            guard let id = row[0].flatMap(UUID.init(uuidString:)), let decision = row[1].flatMap(UUID.init(uuidString:)),
+                let module = row[2].flatMap(ModuleName.init(rawValue:)), let params = row[3], let attempts = row[5].flatMap({ Int($0) }),
+                let decidedAt = row[9].flatMap({ Int64($0) })
+            else { continue }
+            var invocation = Invocation(
+                id: id, decisionID: decision, module: module, triggerKind: row[6] ?? "", scopeKey: row[7] ?? "", params: params,
+                trigger: row[8] ?? "{}")
+            invocation.attempts = attempts
+            invocation.publishedAt = row[4].flatMap { Int64($0) }
+            memory.pending.append((invocation, decidedAt))
+        }
+        let last = try connection.query(
+            """
+            SELECT module, coalesce(scope, ''), coalesce(trigger_kind, ''), (extract(epoch FROM max(published_at)) * 1000)::bigint
+            FROM invocations WHERE published_at > now() - interval '7 days'
+            GROUP BY module, scope, trigger_kind
+            """)
+        for row in last.rows {
+            guard let module = row[0], let scope = row[1], let kind = row[2], let at = row[3].flatMap({ Int64($0) }) else { continue }
+            memory.lastInvoked["\(module)|\(scope)"] = max(memory.lastInvoked["\(module)|\(scope)"] ?? .min, at)
+            memory.lastInvokedForKind["\(module)|\(kind)"] = max(memory.lastInvokedForKind["\(module)|\(kind)"] ?? .min, at)
+        }
+        return memory
+    }
+}
+
+/// The decision side's state as the record holds it.
+package struct DecisionMemory: Sendable {
+    package var statistics: [OutcomeStatistics.Key: OutcomeStatistics] = [:]
+    /// Pending invocations and when their decision was made.
+    package var pending: [(invocation: Invocation, decidedAt: Int64)] = []
+    /// Last invocation per `module|scope` and per `module|trigger kind`.
+    package var lastInvoked: [String: Int64] = [:]
+    package var lastInvokedForKind: [String: Int64] = [:]
+
+    package init() {}
+}
