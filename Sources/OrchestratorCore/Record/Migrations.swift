@@ -121,7 +121,7 @@ package enum Migrations {
                 CREATE INDEX invocations_pending_idx ON invocations (module) WHERE status = 'pending';
 
                 CREATE TABLE approvals (
-                    decision_id uuid PRIMARY KEY REFERENCES decisions (decision_id),
+                    decision_id uuid PRIMARY KEY REFERENCES decisions (decision_id) ON DELETE CASCADE,
                     state       text NOT NULL CHECK (state IN ('approved', 'rejected', 'expired')),
                     by_whom     text,
                     via         text NOT NULL CHECK (via IN ('mqtt', 'http', 'timer')),
