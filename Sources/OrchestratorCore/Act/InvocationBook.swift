@@ -25,6 +25,10 @@ package struct InvocationBook: Sendable {
     }
 
     private(set) var active: [UUID: Invocation] = [:]
+    /// Indexes over `active`, so that a decision costs the same with 10 or 10,000 invocations open.
+    private var deliveredCount: [ModuleName: Int] = [:]
+    private var scopes: [String: Int] = [:]
+    private var byDecision: [UUID: UUID] = [:]
     private var finished: [UUID: Invocation] = [:]
     private var finishedOrder: [UUID] = []
     private let memory: Int
@@ -37,26 +41,32 @@ package struct InvocationBook: Sendable {
 
     /// Delivered and not finished (including those waiting to be retried).
     package func inFlight(_ module: ModuleName) -> Int {
-        self.active.values.reduce(0) { $0 + ($1.module == module && $1.publishedAt != nil ? 1 : 0) }
+        self.deliveredCount[module] ?? 0
     }
 
     package func isPending(module: ModuleName, scopeKey: String) -> Bool {
-        self.active.values.contains { $0.module == module && $0.scopeKey == scopeKey }
+        (self.scopes["\(module.rawValue)|\(scopeKey)"] ?? 0) > 0
     }
 
     package func invocation(forDecision id: UUID) -> Invocation? {
-        self.active.values.first { $0.decisionID == id }
+        self.byDecision[id].flatMap { self.active[$0] }
     }
 
     package mutating func add(_ invocation: Invocation) {
-        self.active[invocation.id] = invocation
+        guard self.active.updateValue(invocation, forKey: invocation.id) == nil else { return }
+        if invocation.publishedAt != nil { self.deliveredCount[invocation.module, default: 0] += 1 }
+        self.scopes["\(invocation.module.rawValue)|\(invocation.scopeKey)", default: 0] += 1
+        self.byDecision[invocation.decisionID] = invocation.id
     }
 
     /// Marks a delivery: attempt counted, deadline set.
     package mutating func delivered(_ id: UUID, at now: Int64, timeout: Duration) -> Invocation? {
         guard var invocation = self.active[id] else { return nil }
         invocation.attempts += 1
-        if invocation.publishedAt == nil { invocation.publishedAt = now }
+        if invocation.publishedAt == nil {
+            invocation.publishedAt = now
+            self.deliveredCount[invocation.module, default: 0] += 1
+        }
         invocation.deadline = now + timeout.milliseconds
         invocation.retryAt = nil
         self.active[id] = invocation
@@ -142,7 +152,12 @@ package struct InvocationBook: Sendable {
         done.completedAt = now
         done.deadline = nil
         done.retryAt = nil
-        self.active[done.id] = nil
+        if self.active.removeValue(forKey: done.id) != nil {
+            if invocation.publishedAt != nil { self.deliveredCount[done.module, default: 1] -= 1 }
+            self.scopes["\(done.module.rawValue)|\(done.scopeKey)", default: 1] -= 1
+            if self.scopes["\(done.module.rawValue)|\(done.scopeKey)"] == 0 { self.scopes["\(done.module.rawValue)|\(done.scopeKey)"] = nil }
+            self.byDecision[done.decisionID] = nil
+        }
         self.finished[done.id] = done
         self.finishedOrder.append(done.id)
         if self.finishedOrder.count > self.memory {
