@@ -29,13 +29,20 @@ trap stop INT TERM EXIT
 cat <<MSG
 == broker   $DANG_MQTT_URL   (watch it: mosquitto_sub -h 127.0.0.1 -p ${DANG_MQTT_URL##*:} -t 'apos/#' -v)
 == database $DATABASE_URL   (psql "$DATABASE_URL" -c 'select * from alerts')
-== the simulator publishes 16 refinery and market tags at 5 Hz; the CDU furnace outlet
+== the simulator publishes 17 refinery and market tags at 5 Hz; the CDU furnace outlet
    temperature r1/cdu/cdu1/TI-101 jumps past its HI and HIHI limits after 15 s, for 20 s,
-   and again every 60 s. Alerts appear below as they are raised and cleared. Ctrl-C stops.
+   and again every 60 s. Alerts appear below as they are raised and cleared; each alert that
+   fires a trigger (config/orchestrator.yaml) is followed by a decision, and invoked modules are
+   answered by the reference workers (dang worker forecasting|analysis|optimization).
+   psql "\$DATABASE_URL" -c 'select module, status, attempts from invocations'   Ctrl-C stops.
 
 MSG
 "$dang" run --config config/orchestrator.yaml &
 pids+=($!)
+for module in forecasting analysis optimization; do
+  "$dang" worker "$module" --config config/orchestrator.yaml --log-level warning > "$dir/worker-$module.log" 2>&1 &
+  pids+=($!)
+done
 sleep 1
 "$dang" simulate --config config/orchestrator.yaml --rate 5 --upset-after 15 --upset-duration 20 --upset-every 60 \
   > "$dir/simulate.log" 2>&1 &

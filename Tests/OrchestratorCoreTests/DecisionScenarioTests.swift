@@ -409,7 +409,7 @@ private func equipmentTrigger(_ module: ModuleName = .forecasting, alerts: Set<A
             for _ in 0..<10 { h.sample(furnace, 355) }
             _ = round
         }
-        // Prior 2 of 3: after 3 failures the success estimate is 2/6 → expected 0.67 × priority 2 … falls below cost.
+        // Prior 2 of 3: after n failures the expected benefit is 2/(n+3) × priority 2, below the cost 0.5 from n = 6.
         #expect(invoked < 8)
         let statistics = h.coordinator.statistics(triggerKind: "equipment", module: .forecasting)
         #expect(statistics.successes == 0 && statistics.invocations == invoked)
