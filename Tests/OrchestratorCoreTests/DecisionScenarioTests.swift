@@ -289,7 +289,7 @@ private func equipmentTrigger(_ module: ModuleName = .forecasting, alerts: Set<A
         #expect(h.coordinator.statistics(triggerKind: "equipment", module: .forecasting).invocations == 2)
     }
 
-    @Test func `results for unknown invocations and malformed results are counted, never trusted`() {
+    @Test func `results for unknown invocations and malformed results are counted, never trusted`() throws {
         let h = DecisionHarness(map: tagMap([(furnace, limitInfo())])) { $0.triggers = [equipmentTrigger()] }
         h.coordinator.handle(topic: "apos/result/forecasting", payload: Array(#"{"invocation_id":"\#(UUID().uuidString)","status":"ok"}"#.utf8))
         for bad in [#"{"status":"ok"}"#, "not json", #"{"invocation_id":"x","status":"ok"}"#, #"{"invocation_id":"\#(UUID().uuidString)","status":"maybe"}"#,
@@ -299,6 +299,13 @@ private func equipmentTrigger(_ module: ModuleName = .forecasting, alerts: Set<A
         }
         #expect(h.coordinator.counters.unknownResults == 1)
         #expect(h.coordinator.counters.rejectedResults == 6)
+        // A real invocation's id on another module's result topic, or a result past the size limit: refused.
+        self.breach(h)
+        let invocation = try #require(h.invocations("forecasting").first)
+        h.answer(invocation, module: "optimization")
+        h.coordinator.handle(topic: "apos/result/forecasting", payload: [UInt8](repeating: 0x20, count: 70_000))
+        #expect(h.coordinator.counters.rejectedResults == 8)
+        #expect(h.coordinator.activeInvocations.count == 1)
     }
 
     @Test func `a second episode within the cooldown is skipped with the cooldown's reason`() throws {

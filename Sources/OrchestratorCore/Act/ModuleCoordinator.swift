@@ -144,6 +144,13 @@ package final class ModuleCoordinator: AlertSink, Sendable {
         guard topic.hasPrefix(base) else { return false }
         let rest = topic.dropFirst(base.count).split(separator: "/", omittingEmptySubsequences: false)
         guard rest.count == 2 else { return false }
+        guard payload.count <= self.config.topics.maxPayloadBytes else {
+            self.state.withLock { $0.counters.rejectedResults += 1 }
+            self.logger.warning(
+                "message refused: larger than topics.max_payload_bytes",
+                metadata: ["mqtt.topic": "\(topic.prefix(200))", "bytes": "\(payload.count)"])
+            return true
+        }
         switch rest[0] {
         case "result": self.handleResult(module: String(rest[1]), payload: payload)
         case "approve":
@@ -179,6 +186,13 @@ package final class ModuleCoordinator: AlertSink, Sendable {
         case .success(let result):
             var effects: [Effect] = []
             self.state.withLock { state in
+                // A result on another module's topic does not complete this one.
+                if let open = state.book.active[result.invocationID], open.module.rawValue != module {
+                    state.counters.rejectedResults += 1
+                    effects.append(
+                        .log(.warning, "module result refused: sent on another module's result topic", ["module": "\(module.prefix(64))", "invocation_id": "\(result.invocationID.uuidString.lowercased())"]))
+                    return
+                }
                 switch state.book.complete(result, at: now) {
                 case .completed(let invocation):
                     state.counters.results += 1
