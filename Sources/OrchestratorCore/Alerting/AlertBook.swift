@@ -129,7 +129,7 @@ package struct AlertBook: Sendable {
             return "unit \(tag) is back within its trained normal operation"
         case (.marketMove, false), (.none, _):
             return change.raised ? "\(subject): \(change.condition.kind.rawValue)" : "\(subject) is back to normal"
-        case (.stale, _), (.rate, _), (.flatline, _), (.dataQuality, _), (.trend, _), (.marketMove, _), (.deviation, _),
+        case (.rate, _), (.flatline, _), (.dataQuality, _), (.trend, _), (.marketMove, _), (.deviation, _),
             (.multivariate, _):
             return subject
         }
