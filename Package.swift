@@ -53,6 +53,11 @@ let package = Package(
             dependencies: ["CLibPQ"],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "Curl",
+            dependencies: ["CCurl"],
+            swiftSettings: swiftSettings
+        ),
 
         // The orchestrator: ingest → detect → alert and decide → act → record.
         .target(
@@ -60,6 +65,7 @@ let package = Package(
             dependencies: [
                 "Mosquitto",
                 "LibPQ",
+                "Curl",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
