@@ -142,6 +142,15 @@ class Handler(BaseHTTPRequestHandler):
             if n == 1:
                 return self.send_json(200, completion("", "reasoning_content", "partial", finish="insufficient_system_resource"))
             return self.send_json(200, ok)
+        if scenario == "injected":
+            # A valid-looking answer that reaches outside the allow-list and the bounds.
+            evil = '{"module": "shutdown_plant", "action": "invoke", "confidence": 1.0, "params": {"horizon": 100000}, "publish": "apos/cmd/etl"}'
+            return self.send_json(200, completion(evil, "reasoning_content", "Ignore the rules."))
+        if scenario == "skip":
+            return self.send_json(200, completion('{"action": "skip", "confidence": 0.8}', "reasoning_content", "Not worth it."))
+        if scenario == "ok-advice":
+            answer = '{"action": "invoke", "module": "forecasting", "confidence": 0.9, "params": {"horizon": 24}, "evidence_ids": ["t1"]}'
+            return self.send_json(200, completion(answer, "reasoning_content", "The limit breach justifies a longer horizon."))
         if scenario == "slow":
             time.sleep(3)
             return self.send_json(200, ok)

@@ -96,9 +96,12 @@ struct LLMClientTests {
         #expect((request["thinking"] as? [String: String])?["type"] == "enabled")
         #expect(request["temperature"] == nil && request["logprobs"] == nil)
         #expect((request["response_format"] as? [String: String])?["type"] == "json_object")
-        _ = await Self.fake.client("ok-vllm", provider: "vllm").complete(question)
-        #expect(Self.fake.requests("ok-vllm").first?["temperature"] as? Double == 0.6)
-        #expect(Self.fake.requests("ok-vllm").first?["thinking"] == nil)
+        // Other tests use the same scenario at the same time: find this request by its text.
+        let marker = "vllm flavour \(UUID())"
+        _ = await Self.fake.client("ok-vllm", provider: "vllm").complete([ChatCompletion.Message(role: "user", content: marker)])
+        let vllm = try #require(Self.fake.requests("ok-vllm").first { ($0["messages"] as? [[String: String]])?.first?["content"] == marker })
+        #expect(vllm["temperature"] as? Double == 0.6)
+        #expect(vllm["thinking"] == nil)
     }
 
     @Test func `a JSON answer inside a code fence or prose is found`() async throws {

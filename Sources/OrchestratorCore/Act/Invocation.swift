@@ -18,7 +18,7 @@ package struct Invocation: Sendable, Equatable {
     package let triggerKind: String
     package let scopeKey: String
     /// JSON object text of the prepared data and settings.
-    package let params: String
+    package var params: String
     /// JSON object text of the trigger.
     package let trigger: String
     package var status: InvocationStatus = .pending
@@ -49,7 +49,11 @@ package struct Invocation: Sendable, Equatable {
         self.trigger = trigger
     }
 
-    package var isAwaitingApproval: Bool { self.status == .pending && self.publishedAt == nil }
+    /// Held until the LLM advisor has answered (or failed to), then delivered (not recorded: after
+    /// a restart it is delivered at once).
+    package var awaitingAdvice = false
+
+    package var isAwaitingApproval: Bool { self.status == .pending && self.publishedAt == nil && !self.awaitingAdvice }
 
     /// The SPEC §3 invocation message for the current attempt.
     package func message(at now: Int64, timeout: Duration, replyTo: String) -> [UInt8] {

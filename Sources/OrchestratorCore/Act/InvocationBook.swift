@@ -59,6 +59,12 @@ package struct InvocationBook: Sendable {
         self.byDecision[invocation.decisionID] = invocation.id
     }
 
+    /// Replaces an open invocation's state (its params after advice); its keys do not change.
+    package mutating func replace(_ invocation: Invocation) {
+        guard self.active[invocation.id] != nil else { return }
+        self.active[invocation.id] = invocation
+    }
+
     /// Marks a delivery: attempt counted, deadline set.
     package mutating func delivered(_ id: UUID, at now: Int64, timeout: Duration) -> Invocation? {
         guard var invocation = self.active[id] else { return nil }
@@ -109,6 +115,7 @@ package struct InvocationBook: Sendable {
     package mutating func due(at now: Int64, maxRetries: Int, backoff: Duration, timeout: (ModuleName) -> Duration) -> [Due] {
         var due: [Due] = []
         for (id, var invocation) in self.active {
+            if invocation.awaitingAdvice && invocation.retryAt == nil { continue }
             if invocation.isAwaitingApproval {
                 if let expiry = invocation.approvalExpiresAt, now >= expiry {
                     invocation.result = #"{"reason":"approval expired"}"#
@@ -118,6 +125,7 @@ package struct InvocationBook: Sendable {
             }
             if let retryAt = invocation.retryAt {
                 guard now >= retryAt else { continue }
+                invocation.awaitingAdvice = false
                 self.active[id] = invocation
                 if let delivered = self.delivered(id, at: now, timeout: timeout(invocation.module)) {
                     due.append(.retry(delivered))

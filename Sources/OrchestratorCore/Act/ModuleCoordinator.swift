@@ -51,6 +51,7 @@ package final class ModuleCoordinator: AlertSink, Sendable {
         package var approvals = 0
         package var expired = 0
         package var deferredDropped = 0
+        package var advice = 0
     }
 
     private struct Deferred {
@@ -77,6 +78,8 @@ package final class ModuleCoordinator: AlertSink, Sendable {
         case deliver(Invocation)
         /// Decide again (a deferred trigger whose module has a free slot).
         case consider(TriggerEvent)
+        /// Ask the advisor about a held invocation.
+        case advise(Advisor.Question, invocation: UUID)
         case log(Logger.Level, String, Logger.Metadata)
     }
 
@@ -88,11 +91,14 @@ package final class ModuleCoordinator: AlertSink, Sendable {
     private let clock: @Sendable () -> Int64
     private let prefix: String
     private let timeZone: TimeZone
+    private let advisor: Advisor?
 
     package init(
         config: OrchestratorConfig, pipeline: IngestPipeline, outputs: CoordinatorOutputs, logger: Logger,
+        advisor: Advisor? = nil,
         clock: @escaping @Sendable () -> Int64 = { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
     ) {
+        self.advisor = advisor
         self.config = config
         self.pipeline = pipeline
         self.outputs = outputs
@@ -325,8 +331,12 @@ package final class ModuleCoordinator: AlertSink, Sendable {
                 if let published = invocation.publishedAt {
                     // The attempt in flight when we stopped: its answer may still come.
                     invocation.deadline = max(published + self.deliveryTimeout(invocation.module).milliseconds, now)
-                } else {
+                } else if settings.requiresApproval {
                     invocation.approvalExpiresAt = decidedAt + settings.approvalExpiry.milliseconds
+                } else {
+                    // It was waiting for the advisor: the rules' decision stands, delivered now.
+                    invocation.awaitingAdvice = true
+                    invocation.retryAt = now
                 }
                 state.book.add(invocation)
             }
@@ -377,6 +387,13 @@ package final class ModuleCoordinator: AlertSink, Sendable {
                     invocation.approvalExpiresAt = now + settings.approvalExpiry.milliseconds
                     state.book.add(invocation)
                     effects.append(.record(.invocation(invocation.record)))
+                } else if self.advisor != nil, decision.confidence < self.config.decisionEngine.confidenceThreshold, trigger.kind != .manual {
+                    // Low confidence: the advisor is asked first; the invocation waits at most `advice_wait`.
+                    state.counters.invoked += 1
+                    invocation.awaitingAdvice = true
+                    state.book.add(invocation)
+                    effects.append(.record(.invocation(invocation.record)))
+                    effects.append(.advise(self.question(for: decision, settings: settings), invocation: invocation.id))
                 } else {
                     state.counters.invoked += 1
                     state.counters.deliveries += 1
@@ -446,6 +463,73 @@ package final class ModuleCoordinator: AlertSink, Sendable {
         effects.append(.record(.outcome(OutcomeRecord(triggerKind: key.triggerKind, module: key.module, statistics: statistics))))
     }
 
+    /// The advisor's answer: recorded, and the held invocation delivered — with the advisor's
+    /// parameters when it agreed (within the bounds the rules set), as the rules decided otherwise.
+    private func adviceArrived(_ answer: Advisor.Answer, question: Advisor.Question, invocation id: UUID) {
+        let now = self.clock()
+        var effects: [Effect] = [.record(.llmExchange(answer.exchange))]
+        self.state.withLock { state in
+            state.counters.advice += 1
+            guard var held = state.book.active[id], held.awaitingAdvice else { return }
+            held.awaitingAdvice = false
+            if case .agreed(let confidence, let params, let evidence) = answer.verdict {
+                held.params = Self.merging(params, confidence: confidence, evidence: evidence, into: held.params)
+                let decision = DecisionRecord(
+                    decisionID: UUID(), ts: now, module: held.module.rawValue, action: "invoke", source: "llm",
+                    trigger: #"{"advises":"\#(question.decision.id.uuidString.lowercased())","kind":"\#(question.decision.trigger.kind.rawValue)"}"#,
+                    reasons: Self.adviceReasons(answer.verdict, params: params), confidence: confidence,
+                    latencyMicroseconds: Int64(answer.exchange.latencyMilliseconds) * 1000)
+                effects.append(.record(.decision(decision)))
+                effects.append(.mirror(decision))
+            } else {
+                effects.append(
+                    .log(.notice, "the rules' decision stands without the advisor", ["decision_id": "\(question.decision.id.uuidString.lowercased())", "advisor": "\(answer.verdict.status)", "reason": "\(answer.exchange.error ?? "it would not invoke")"]))
+            }
+            state.book.replace(held)
+            state.counters.deliveries += 1
+            if let delivered = state.book.delivered(id, at: now, timeout: self.deliveryTimeout(held.module)) {
+                state.lastInvoked["\(delivered.module.rawValue)|\(delivered.scopeKey)"] = now
+                state.lastInvokedForKind["\(delivered.module.rawValue)|\(delivered.triggerKind)"] = now
+                effects.append(.record(.invocation(delivered.record)))
+                effects.append(.deliver(delivered))
+            }
+        }
+        self.perform(effects)
+    }
+
+    private static func adviceReasons(_ verdict: Advisor.Verdict, params: [String: Int]) -> String {
+        var json = JSONWriter()
+        json.field("step", string: "advisor")
+        json.field("verdict", string: "pass")
+        let chosen = params.keys.sorted().map { "\($0)=\(params[$0]!)" }.joined(separator: ", ")
+        json.field("detail", string: "the advisor agreed" + (chosen.isEmpty ? "" : "; parameters within the rules' bounds: " + chosen))
+        return "[" + String(decoding: json.finish(), as: UTF8.self) + "]"
+    }
+
+    /// The invocation's params with the advisor's (already bounded) parameters and its note.
+    static func merging(_ params: [String: Int], confidence: Double, evidence: [String], into text: String) -> String {
+        guard var object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else { return text }
+        for (name, value) in params { object[name] = value }
+        object["advisor"] = ["confidence": confidence, "evidence_ids": evidence]
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return text }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// What the advisor sees: numbers per usable tag, and the bounds of what it may choose.
+    private func question(for decision: Decision, settings: ModuleSettings) -> Advisor.Question {
+        let windows = self.pipeline.windows(of: decision.usableTags, limit: settings.window)
+        let tags = windows.map { window -> (last: Double, count: Int, mean: Double, sd: Double, lo: Double?, hi: Double?) in
+            let values = window.values
+            let mean = values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count)
+            let variance = values.count > 1 ? values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(values.count - 1) : 0
+            let limits = self.config.topicMap.tags[window.tag]?.limits
+            return (values.last ?? 0, values.count, mean, variance.squareRoot(), limits?.lo ?? limits?.lolo, limits?.hi ?? limits?.hihi)
+        }
+        var bounds: [String: ClosedRange<Int>] = [:]
+        if decision.module == .forecasting { bounds["horizon"] = 1...max(1, settings.horizon * 4) }
+        return Advisor.Question(decision: decision, tags: tags, bounds: bounds)
+    }
+
     // MARK: - Acting
 
     private func perform(_ effects: [Effect]) {
@@ -459,6 +543,12 @@ package final class ModuleCoordinator: AlertSink, Sendable {
                 self.deliver(invocation)
             case .consider(let trigger):
                 self.consider(trigger)
+            case .advise(let question, let id):
+                guard let advisor = self.advisor else { continue }
+                Task { [self] in
+                    let answer = await advisor.advise(question)
+                    self.adviceArrived(answer, question: question, invocation: id)
+                }
             case .log(let level, let message, let metadata):
                 self.logger.log(level: level, "\(message)", metadata: metadata)
             }

@@ -32,6 +32,21 @@ package final class LLMClient: Sendable {
         /// First backoff step when the server gives no `Retry-After`.
         package var backoff: Duration = .milliseconds(500)
 
+        /// From the configuration: `orchestrator.llm`, the cache TTL, and a deadline no longer than
+        /// `decision_engine.advice_wait`.
+        package init(_ config: OrchestratorConfig) {
+            let llm = config.llm
+            self.init(baseURL: llm.baseURL, model: llm.model, provider: llm.provider, apiKey: llm.apiKey)
+            self.path = llm.path
+            self.timeout = min(llm.timeout, config.decisionEngine.adviceWait)
+            self.maxAttempts = llm.maxAttempts
+            self.maxConcurrent = llm.maxConcurrent
+            self.maxTokens = llm.maxTokens
+            self.breakerThreshold = llm.breakerThreshold
+            self.breakerCooldown = llm.breakerCooldown
+            self.cacheTTL = config.decisionEngine.cacheTTL
+        }
+
         package init(baseURL: String, model: String, provider: String, apiKey: String?) {
             self.baseURL = baseURL
             self.model = model

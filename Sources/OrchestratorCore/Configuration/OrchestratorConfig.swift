@@ -45,11 +45,27 @@ package enum ModuleName: String, Sendable, CaseIterable, Hashable {
 
 /// `orchestrator.llm`.
 package struct LLMSettings: Sendable {
+    /// `deepseek`, `vllm`, `ollama`, `llamacpp` or `openai` (any other OpenAI-compatible server).
     package var provider = "deepseek"
     package var baseURL = "https://api.deepseek.com"
+    package var path = "/v1/chat/completions"
     package var model = "deepseek-v4-flash"
     package var apiKey: String?
+    package var enabled = true
+    /// The hard total deadline of one call, retries included.
     package var timeout: Duration = .seconds(120)
+    package var maxAttempts = 3
+    package var maxConcurrent = 2
+    package var maxTokens = 8192
+    package var breakerThreshold = 5
+    package var breakerCooldown: Duration = .seconds(60)
+
+    static let providers = ["deepseek", "vllm", "ollama", "llamacpp", "openai"]
+
+    /// Whether the advisor runs: enabled, and a key for the hosted APIs (self-hosted servers need none).
+    package var isActive: Bool {
+        self.enabled && (self.apiKey != nil || !["deepseek", "openai"].contains(self.provider))
+    }
 }
 
 /// `mqtt`.
@@ -346,12 +362,27 @@ extension OrchestratorConfig {
         if let orchestrator = root.section("orchestrator") {
             if let llm = orchestrator.section("llm") {
                 self.llm.provider = llm.string("provider", default: self.llm.provider)
+                if !LLMSettings.providers.contains(self.llm.provider) {
+                    llm.diagnostics.report(
+                        .error, llm.keyPath("provider"), at: llm.markOf("provider"),
+                        "\"\(self.llm.provider)\" is not one of \(LLMSettings.providers.joined(separator: ", "))")
+                }
                 self.llm.baseURL = llm.string("base_url", default: self.llm.baseURL)
+                if !(self.llm.baseURL.hasPrefix("http://") || self.llm.baseURL.hasPrefix("https://")) {
+                    llm.diagnostics.report(.error, llm.keyPath("base_url"), at: llm.markOf("base_url"), "must start with http:// or https://")
+                }
+                self.llm.path = llm.string("path", default: self.llm.path)
                 self.llm.model = llm.string("model", default: self.llm.model)
                 self.llm.apiKey = llm.optionalString("api_key")
+                self.llm.enabled = llm.bool("enabled", default: self.llm.enabled)
                 self.llm.timeout = llm.duration("timeout", default: self.llm.timeout)
+                self.llm.maxAttempts = llm.int("max_attempts", default: self.llm.maxAttempts, in: 1...10)
+                self.llm.maxConcurrent = llm.int("max_concurrent", default: self.llm.maxConcurrent, in: 1...100)
+                self.llm.maxTokens = llm.int("max_tokens", default: self.llm.maxTokens, in: 16...1_000_000)
+                self.llm.breakerThreshold = llm.int("breaker_threshold", default: self.llm.breakerThreshold, in: 1...1000)
+                self.llm.breakerCooldown = llm.duration("breaker_cooldown", default: self.llm.breakerCooldown)
                 llm.finish()
-                if self.llm.apiKey == nil {
+                if self.llm.enabled && !self.llm.isActive {
                     llm.diagnostics.report(
                         .warning, llm.keyPath("api_key"), at: llm.markOf("api_key"),
                         "no API key: the LLM advisor will be off (set DEEPSEEK_API_KEY)")

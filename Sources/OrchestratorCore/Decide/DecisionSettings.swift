@@ -88,6 +88,8 @@ package struct DecisionEngineSettings: Sendable {
     package var maxDeferred = 100
     /// How often the engine looks at timeouts, retries, schedules and approvals.
     package var tick: Duration = .milliseconds(100)
+    /// The longest a low-confidence invocation waits for the LLM advisor (at most `llm.timeout`).
+    package var adviceWait: Duration = .seconds(30)
 
     package init() {}
 
@@ -99,6 +101,7 @@ package struct DecisionEngineSettings: Sendable {
         self.exploreEvery = engine.duration("explore_every", default: self.exploreEvery)
         self.maxDeferred = engine.int("max_deferred", default: self.maxDeferred, in: 0...1_000_000)
         self.tick = engine.duration("tick", default: self.tick)
+        self.adviceWait = engine.duration("advice_wait", default: self.adviceWait)
         if self.tick < .milliseconds(10) {
             engine.diagnostics.report(.error, engine.keyPath("tick"), at: engine.markOf("tick"), "must be at least 10ms")
             self.tick = .milliseconds(100)

@@ -253,3 +253,96 @@ package struct DecisionMemory: Sendable {
 
     package init() {}
 }
+
+/// A row of `llm_exchanges`: one call to the LLM, what was sent, what came back, the reasoning kept
+/// apart, and how it ended.
+package struct LLMExchangeRecord: Sendable, Equatable {
+    package let exchangeID: UUID
+    package let decisionID: UUID?
+    package let ts: Int64
+    package let provider: String
+    package let model: String
+    package let request: String
+    package let response: String?
+    package let reasoning: String?
+    package let status: String
+    package let latencyMilliseconds: Int
+    package let error: String?
+
+    package init(
+        exchangeID: UUID, decisionID: UUID?, ts: Int64, provider: String, model: String, request: String, response: String?,
+        reasoning: String?, status: String, latencyMilliseconds: Int, error: String?
+    ) {
+        self.exchangeID = exchangeID
+        self.decisionID = decisionID
+        self.ts = ts
+        self.provider = provider
+        self.model = model
+        self.request = request
+        self.response = response
+        self.reasoning = reasoning
+        self.status = status
+        self.latencyMilliseconds = latencyMilliseconds
+        self.error = error
+    }
+
+    func payload() -> [UInt8] {
+        var json = JSONWriter()
+        json.field("record", string: "llm_exchange")
+        json.field("exchange_id", string: self.exchangeID.uuidString.lowercased())
+        if let id = self.decisionID { json.field("decision_id", string: id.uuidString.lowercased()) }
+        json.field("ts", integer: self.ts)
+        json.field("provider", string: self.provider)
+        json.field("model", string: self.model)
+        json.field("request", string: self.request)
+        if let response = self.response { json.field("response", string: response) }
+        if let reasoning = self.reasoning { json.field("reasoning", string: reasoning) }
+        json.field("status", string: self.status)
+        json.field("latency_ms", integer: Int64(self.latencyMilliseconds))
+        if let error = self.error { json.field("error", string: error) }
+        return json.finish()
+    }
+
+    init?(_ object: [String: Any]) {
+        guard let id = (object["exchange_id"] as? String).flatMap(UUID.init(uuidString:)), let ts = (object["ts"] as? NSNumber)?.int64Value,
+            let provider = object["provider"] as? String, let model = object["model"] as? String,
+            let request = object["request"] as? String, let status = object["status"] as? String
+        else { return nil }
+        self.init(
+            exchangeID: id, decisionID: (object["decision_id"] as? String).flatMap(UUID.init(uuidString:)), ts: ts, provider: provider,
+            model: model, request: request, response: object["response"] as? String, reasoning: object["reasoning"] as? String,
+            status: status, latencyMilliseconds: (object["latency_ms"] as? NSNumber)?.intValue ?? 0, error: object["error"] as? String)
+    }
+
+    /// A text as a jsonb value: itself if it is JSON, else wrapped as `{"raw": text}`.
+    static func jsonb(_ text: String?) -> String? {
+        guard let text else { return nil }
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if !trimmed.isEmpty, (try? JSONSerialization.jsonObject(with: Data(trimmed.utf8), options: [.fragmentsAllowed])) != nil,
+            !trimmed.contains("\\u0000")
+        {
+            return trimmed
+        }
+        var json = JSONWriter()
+        json.field("raw", string: String(text.prefix(100_000)))
+        return String(decoding: json.finish(), as: UTF8.self)
+    }
+}
+
+extension InvocationStore {
+    static func write(exchanges: [LLMExchangeRecord], on connection: PostgresConnection) throws {
+        for e in exchanges {
+            try connection.query(
+                """
+                INSERT INTO llm_exchanges (exchange_id, decision_id, ts, provider, model, request, response, reasoning, status, latency_ms, error)
+                VALUES ($1, $2, to_timestamp($3::double precision / 1000), $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11)
+                ON CONFLICT (exchange_id) DO NOTHING
+                """,
+                [
+                    e.exchangeID.uuidString.lowercased(), e.decisionID?.uuidString.lowercased(), e.ts, e.provider, e.model,
+                    LLMExchangeRecord.jsonb(e.request), LLMExchangeRecord.jsonb(e.response), e.reasoning, e.status, e.latencyMilliseconds,
+                    e.error,
+                ])
+        }
+    }
+}

@@ -42,6 +42,7 @@ package enum Record: Sendable, Equatable {
     case invocation(InvocationRecord)
     case outcome(OutcomeRecord)
     case approval(ApprovalRecord)
+    case llmExchange(LLMExchangeRecord)
 
     /// The spool's record format: JSON, with `"record"` naming the kind (absent: an alert).
     func payload() -> [UInt8] {
@@ -67,6 +68,8 @@ package enum Record: Sendable, Equatable {
             return outcome.payload()
         case .approval(let approval):
             return approval.payload()
+        case .llmExchange(let exchange):
+            return exchange.payload()
         }
     }
 
@@ -84,6 +87,10 @@ package enum Record: Sendable, Equatable {
         case "approval":
             guard let record = ApprovalRecord(object) else { return nil }
             self = .approval(record)
+            return
+        case "llm_exchange":
+            guard let record = LLMExchangeRecord(object) else { return nil }
+            self = .llmExchange(record)
             return
         default:
             break
@@ -112,6 +119,7 @@ package enum Record: Sendable, Equatable {
         case .invocation(let i): i.invocationID.uuidString.lowercased()
         case .outcome(let o): "\(o.triggerKind)/\(o.module)"
         case .approval(let a): a.decisionID.uuidString.lowercased()
+        case .llmExchange(let e): e.exchangeID.uuidString.lowercased()
         }
     }
 
@@ -125,6 +133,7 @@ package enum Record: Sendable, Equatable {
         var invocationOrder: [UUID] = []
         var outcomes: [String: OutcomeRecord] = [:]
         var approvals: [UUID: ApprovalRecord] = [:]
+        var exchanges: [LLMExchangeRecord] = []
         for record in batch {
             switch record {
             case .alert(let event): alerts.append(event)
@@ -135,6 +144,7 @@ package enum Record: Sendable, Equatable {
                 }
             case .outcome(let outcome): outcomes["\(outcome.triggerKind)\u{0}\(outcome.module)"] = outcome
             case .approval(let approval): approvals[approval.decisionID] = approval
+            case .llmExchange(let exchange): exchanges.append(exchange)
             }
         }
         try connection.withTransaction { connection in
@@ -143,6 +153,7 @@ package enum Record: Sendable, Equatable {
             try InvocationStore.write(invocationOrder.compactMap { invocations[$0] }, on: connection)
             try InvocationStore.write(outcomes: Array(outcomes.values), on: connection)
             try InvocationStore.write(approvals: Array(approvals.values), on: connection)
+            try InvocationStore.write(exchanges: exchanges, on: connection)
         }
     }
 }

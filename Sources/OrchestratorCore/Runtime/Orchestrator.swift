@@ -47,7 +47,7 @@ package final class Orchestrator: Sendable {
             outputs: CoordinatorOutputs(
                 publish: { topic, payload, request in publisher.publish(topic: topic, payload: payload, request: request) },
                 record: { writer.deliver(record: $0) }),
-            logger: logger)
+            logger: logger, advisor: config.llm.isActive ? Advisor(client: LLMClient(settings: .init(config))) : nil)
         self.coordinator = coordinator
         // After the record and the alert publisher: an alert is out before what it triggers.
         pipeline.attach(coordinator)
