@@ -151,6 +151,9 @@ class Handler(BaseHTTPRequestHandler):
         if scenario == "ok-advice":
             answer = '{"action": "invoke", "module": "forecasting", "confidence": 0.9, "params": {"horizon": 24}, "evidence_ids": ["t1"]}'
             return self.send_json(200, completion(answer, "reasoning_content", "The limit breach justifies a longer horizon."))
+        if scenario == "answer":
+            return self.send_json(200, completion("a1 is the furnace outlet above its HI limit; forecasting was invoked.",
+                                                  "reasoning_content", "Looked at a1."))
         if scenario == "slow":
             time.sleep(3)
             return self.send_json(200, ok)

@@ -12,6 +12,7 @@ PACKAGES=(
   postgresql
   pkg-config
   python3
+  curl
 )
 
 die() { echo "install-deps: ERROR: $*" >&2; exit 1; }

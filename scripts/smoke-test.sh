@@ -48,12 +48,19 @@ echo "ok: dang migrate"
 # 3. The live path through the binary.
 mosquitto_sub -h "$host" -p "$port" -q 1 -t 'apos/alert/#' -t 'apos/status' -v > "$work/sub.log" 2> "$work/sub.err" &
 pids+=($!)
-"$dang" run --config config/orchestrator.yaml --mqtt-url "$DANG_MQTT_URL" --database-url "$DATABASE_URL" \
-  --spool-dir "$work/spool-3" > "$work/run.log" 2>&1 &
+api_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+DANG_API_TOKEN=smoke-token "$dang" run --config config/orchestrator.yaml --mqtt-url "$DANG_MQTT_URL" --database-url "$DATABASE_URL" \
+  --spool-dir "$work/spool-3" --http "127.0.0.1:$api_port" > "$work/run.log" 2>&1 &
 run_pid=$!
 pids+=($run_pid)
 for _ in $(seq 100); do grep -q "connected to the broker" "$work/run.log" && break; sleep 0.1; done
 grep -q "connected to the broker" "$work/run.log" || fail "dang run did not connect"
+for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$api_port/status" > "$work/status.json" 2>/dev/null && break; sleep 0.1; done
+python3 -c 'import json,sys; s = json.load(open(sys.argv[1])); assert s["mqtt"]["connected"] is True, s' "$work/status.json" \
+  || fail "GET /status did not report the broker connection"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$api_port/invoke/etl")
+[ "$code" = 401 ] || fail "POST /invoke without a token answered $code, not 401"
+echo "ok: the HTTP API answers GET /status and refuses an unauthenticated POST"
 sent_at=$(date +%s%3N)
 python3 - "$sent_at" > "$work/samples.txt" <<'PY'
 import random, sys

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Logging
 import OrchestratorCore
 import ServiceLifecycle
@@ -11,11 +12,29 @@ struct Run: AsyncParsableCommand {
 
     @OptionGroup var configOptions: ConfigOptions
     @OptionGroup var servers: ServerOptions
+    @Option(name: .long, help: "Where the HTTP API listens, HOST:PORT (overrides api.listen; default 127.0.0.1:8080).")
+    var http: String?
+    @Option(name: .long, help: "Base URL of the LLM (overrides orchestrator.llm.base_url).")
+    var llmBaseURL: String?
+
+    func validate() throws {
+        if let http = self.http, APISettings.parseListen(http) == nil { throw ValidationError("--http must be HOST:PORT, e.g. 127.0.0.1:8080") }
+        if let url = self.llmBaseURL, !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
+            throw ValidationError("--llm-base-url must start with http:// or https://")
+        }
+    }
 
     func run() async throws {
         let logger = makeLogger(level: self.configOptions.logLevel)
         var config = try self.configOptions.load(logger: logger)
         try self.servers.apply(to: &config)
+        if let http = self.http, let listen = APISettings.parseListen(http) {
+            (config.api.host, config.api.port) = listen
+            config.api.enabled = true
+        }
+        if let url = self.llmBaseURL { config.llm.baseURL = url }
+        // The token may also come from the environment when the file does not name it.
+        if config.api.token == nil, let token = ProcessInfo.processInfo.environment["DANG_API_TOKEN"], !token.isEmpty { config.api.token = token }
         let orchestrator = try Orchestrator(config: config, logger: logger, extraSinks: [AlertLogSink(logger: logger)])
         let group = ServiceGroup(
             configuration: .init(

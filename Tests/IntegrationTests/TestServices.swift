@@ -80,6 +80,7 @@ enum TestServices {
         config.mqtt.endpoint = shared.mqtt
         config.mqtt.clientID = "dang-it-\(prefix)"
         config.topics.prefix = prefix
+        config.api.port = 0  // a free port: orchestrators of several suites run at once
         config.database.url = databaseURL
         config.database.flushInterval = .milliseconds(20)
         config.database.spoolDirectory = FileManager.default.temporaryDirectory

@@ -110,7 +110,7 @@ package final class ModuleCoordinator: AlertSink, Sendable {
 
     /// Topics the orchestrator subscribes to for the decision side.
     package var subscriptions: [String] {
-        ["\(self.prefix)/result/+", "\(self.prefix)/approve/+", "\(self.prefix)/request/+"]
+        ["\(self.prefix)/result/+", "\(self.prefix)/approve/+", "\(self.prefix)/request/+", "\(self.prefix)/ack/+"]
     }
 
     package var counters: Counters { self.state.withLock { $0.counters } }
@@ -121,6 +121,14 @@ package final class ModuleCoordinator: AlertSink, Sendable {
 
     /// Invocations not finished yet.
     package var activeInvocations: [Invocation] { self.state.withLock { $0.book.activeInvocations } }
+
+    /// Delivered and unfinished invocations of a module.
+    package func inFlight(_ module: ModuleName) -> Int { self.state.withLock { $0.book.inFlight(module) } }
+
+    /// The advisor, when the LLM is configured (also answers `POST /orchestrate`).
+    package var advisorHandle: Advisor? { self.advisor }
+
+    package var advisorCounters: LLMClient.Counters? { self.advisor?.client.counters }
 
     // MARK: - Inputs
 

@@ -10,6 +10,8 @@ package final class AlertPublisher: AlertSink, Sendable {
     private let qos: Int32
     private let logger: Logger
     private let failures = Atomic<Int>(0)
+    /// Shelved alarms are recorded but not published.
+    package let shelf = AlertShelf()
 
     package init(prefix: String, qos: Int, logger: Logger) {
         self.prefix = prefix
@@ -45,6 +47,7 @@ package final class AlertPublisher: AlertSink, Sendable {
 
     package func deliver(_ event: AlertEvent) {
         guard let client = self.client.withLock({ $0 }) else { return }
+        if self.shelf.count > 0, self.shelf.isShelved(tag: event.tag, kind: event.kind, now: event.clearedAt ?? event.raisedAt) { return }
         do {
             try client.publish(topic: event.alertTopic(prefix: self.prefix), payload: event.jsonPayload(), qos: self.qos, retain: false)
         } catch {

@@ -30,6 +30,7 @@ package struct OrchestratorConfig: Sendable {
     package var database: DatabaseSettings
     package var topics: TopicSettings
     package var detection: DetectionSettings
+    package var api = APISettings()
     package var topicMap: TopicMap
     /// Warnings found while reading (errors throw instead).
     package var warnings: [ConfigIssue]
@@ -65,6 +66,29 @@ package struct LLMSettings: Sendable {
     /// Whether the advisor runs: enabled, and a key for the hosted APIs (self-hosted servers need none).
     package var isActive: Bool {
         self.enabled && (self.apiKey != nil || !["deepseek", "openai"].contains(self.provider))
+    }
+}
+
+/// `api`: the HTTP front door (`docs/api.md`).
+package struct APISettings: Sendable {
+    package var enabled = true
+    package var host = "127.0.0.1"
+    package var port = 8080
+    /// Bearer token of the `operate` role (everything); `DANG_API_TOKEN`.
+    package var token: String?
+    /// Bearer token of the `read` role (GET only); `DANG_API_READ_TOKEN`.
+    package var readToken: String?
+    package var maxBodyBytes = 1 << 20
+
+    package init() {}
+
+    /// Parses `HOST:PORT` (`[::1]:8080` for IPv6).
+    package static func parseListen(_ text: String) -> (host: String, port: Int)? {
+        guard let colon = text.lastIndex(of: ":") else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else { return nil }
+        return (host, port)
     }
 }
 
@@ -408,6 +432,24 @@ extension OrchestratorConfig {
         }
         if let mqtt = root.section("mqtt") {
             self.readMQTT(mqtt)
+        }
+        if let api = root.section("api") {
+            self.api.enabled = api.bool("enabled", default: self.api.enabled)
+            let listen = api.string("listen", default: "\(self.api.host):\(self.api.port)")
+            if let parsed = APISettings.parseListen(listen) {
+                (self.api.host, self.api.port) = parsed
+            } else {
+                api.diagnostics.report(.error, api.keyPath("listen"), at: api.markOf("listen"), "expected HOST:PORT, e.g. 127.0.0.1:8080")
+            }
+            self.api.token = api.optionalString("token")
+            self.api.readToken = api.optionalString("read_token")
+            self.api.maxBodyBytes = api.int("max_body_bytes", default: self.api.maxBodyBytes, in: 1024...(64 << 20))
+            if self.api.enabled && self.api.token == nil && self.api.readToken == nil {
+                api.diagnostics.report(
+                    .warning, api.keyPath("token"), at: api.markOf("token"),
+                    "no API token: only GET /status and GET /metrics will answer (set DANG_API_TOKEN)")
+            }
+            api.finish()
         }
         if let database = root.section("database") {
             self.database.url = database.string("url", default: self.database.url)

@@ -268,6 +268,10 @@ package struct LLMExchangeRecord: Sendable, Equatable {
     package let status: String
     package let latencyMilliseconds: Int
     package let error: String?
+    /// `POST /orchestrate`: the session, the person's question and the answer given.
+    package var sessionID: UUID? = nil
+    package var question: String? = nil
+    package var answer: String? = nil
 
     package init(
         exchangeID: UUID, decisionID: UUID?, ts: Int64, provider: String, model: String, request: String, response: String?,
@@ -300,6 +304,9 @@ package struct LLMExchangeRecord: Sendable, Equatable {
         json.field("status", string: self.status)
         json.field("latency_ms", integer: Int64(self.latencyMilliseconds))
         if let error = self.error { json.field("error", string: error) }
+        if let id = self.sessionID { json.field("session_id", string: id.uuidString.lowercased()) }
+        if let question = self.question { json.field("question", string: question) }
+        if let answer = self.answer { json.field("answer", string: answer) }
         return json.finish()
     }
 
@@ -312,6 +319,9 @@ package struct LLMExchangeRecord: Sendable, Equatable {
             exchangeID: id, decisionID: (object["decision_id"] as? String).flatMap(UUID.init(uuidString:)), ts: ts, provider: provider,
             model: model, request: request, response: object["response"] as? String, reasoning: object["reasoning"] as? String,
             status: status, latencyMilliseconds: (object["latency_ms"] as? NSNumber)?.intValue ?? 0, error: object["error"] as? String)
+        self.sessionID = (object["session_id"] as? String).flatMap(UUID.init(uuidString:))
+        self.question = object["question"] as? String
+        self.answer = object["answer"] as? String
     }
 
     /// A text as a jsonb value: itself if it is JSON, else wrapped as `{"raw": text}`.
@@ -332,16 +342,22 @@ package struct LLMExchangeRecord: Sendable, Equatable {
 extension InvocationStore {
     static func write(exchanges: [LLMExchangeRecord], on connection: PostgresConnection) throws {
         for e in exchanges {
+            if let session = e.sessionID {
+                try connection.query(
+                    "INSERT INTO sessions (session_id) VALUES ($1) ON CONFLICT (session_id) DO UPDATE SET updated_at = now()",
+                    [session.uuidString.lowercased()])
+            }
             try connection.query(
                 """
-                INSERT INTO llm_exchanges (exchange_id, decision_id, ts, provider, model, request, response, reasoning, status, latency_ms, error)
-                VALUES ($1, $2, to_timestamp($3::double precision / 1000), $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11)
+                INSERT INTO llm_exchanges (exchange_id, decision_id, ts, provider, model, request, response, reasoning, status, latency_ms, error,
+                                           session_id, question, answer)
+                VALUES ($1, $2, to_timestamp($3::double precision / 1000), $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12, $13, $14)
                 ON CONFLICT (exchange_id) DO NOTHING
                 """,
                 [
                     e.exchangeID.uuidString.lowercased(), e.decisionID?.uuidString.lowercased(), e.ts, e.provider, e.model,
                     LLMExchangeRecord.jsonb(e.request), LLMExchangeRecord.jsonb(e.response), e.reasoning, e.status, e.latencyMilliseconds,
-                    e.error,
+                    e.error, e.sessionID?.uuidString.lowercased(), e.question, e.answer,
                 ])
         }
     }

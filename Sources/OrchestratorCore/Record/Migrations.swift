@@ -128,6 +128,15 @@ package enum Migrations {
                     at          timestamptz NOT NULL
                 );
                 """),
+        Migration(
+            version: 4, name: "alarm management, LLM sessions",
+            sql: """
+                ALTER TABLE alerts ADD COLUMN acked_by text;
+                ALTER TABLE alerts ADD COLUMN shelved_until timestamptz;
+                ALTER TABLE alerts ADD COLUMN shelved_by text;
+                ALTER TABLE llm_exchanges ADD COLUMN question text;
+                ALTER TABLE llm_exchanges ADD COLUMN answer text;
+                """),
     ]
 
     /// The newest schema version this build knows.

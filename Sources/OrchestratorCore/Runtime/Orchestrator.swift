@@ -1,4 +1,4 @@
-import Foundation
+package import Foundation
 package import Logging
 import Mosquitto
 package import ServiceLifecycle
@@ -20,7 +20,8 @@ package final class Orchestrator: Sendable {
     private let client: MosquittoClient
     private let connection = ConnectionTracker()
     private let logger: Logger
-    private let startedAt: Date
+    package let startedAt: Date
+    package let alarmDesk: AlarmDesk
 
     /// What the broker connection is doing now.
     package struct ConnectionStatus: Sendable, Equatable {
@@ -49,6 +50,8 @@ package final class Orchestrator: Sendable {
                 record: { writer.deliver(record: $0) }),
             logger: logger, advisor: config.llm.isActive ? Advisor(client: LLMClient(settings: .init(config))) : nil)
         self.coordinator = coordinator
+        let alarmDesk = AlarmDesk(shelf: self.publisher.shelf, databaseURL: config.database.url, logger: logger)
+        self.alarmDesk = alarmDesk
         // After the record and the alert publisher: an alert is out before what it triggers.
         pipeline.attach(coordinator)
 
@@ -59,7 +62,10 @@ package final class Orchestrator: Sendable {
         options.birth = .init(
             topic: statusTopic, payload: Self.statusPayload(state: "online", startedAt: self.startedAt), qos: 1, retain: true)
 
-        let decisionTopics = PrefixMatcher(prefixes: ["\(config.topics.prefix)/result/", "\(config.topics.prefix)/approve/", "\(config.topics.prefix)/request/"])
+        let decisionTopics = PrefixMatcher(prefixes: [
+            "\(config.topics.prefix)/result/", "\(config.topics.prefix)/approve/", "\(config.topics.prefix)/request/", "\(config.topics.prefix)/ack/",
+        ])
+        let ackPrefix = "\(config.topics.prefix)/ack/"
         let connection = self.connection
         let endpoint = "\(config.mqtt.endpoint.host):\(config.mqtt.endpoint.port)"
         self.client = try MosquittoClient(
@@ -67,7 +73,12 @@ package final class Orchestrator: Sendable {
             onMessage: { message in
                 // The decision side's own topics (results, approvals, requests) are few; the rest is plant data.
                 if decisionTopics.matches(message.topic) {
-                    coordinator.handle(topic: String(decoding: message.topic, as: UTF8.self), payload: Array(message.payload))
+                    let topic = String(decoding: message.topic, as: UTF8.self)
+                    if topic.hasPrefix(ackPrefix) {
+                        alarmDesk.acknowledgeFromMQTT(String(topic.dropFirst(ackPrefix.count)), payload: Array(message.payload.prefix(4096)))
+                    } else {
+                        coordinator.handle(topic: topic, payload: Array(message.payload))
+                    }
                 } else {
                     pipeline.handle(topic: message.topic, payload: message.payload)
                 }
@@ -91,8 +102,21 @@ package final class Orchestrator: Sendable {
 
     /// The services to run, in dependency order (shutdown runs in reverse: ingest stops, then the
     /// record writer drains).
+    private let apiPortValue = Atomic<Int>(0)
+
+    /// The port the HTTP API listens on, once it does (0 before).
+    package var apiListeningPort: Int { self.apiPortValue.load(ordering: .relaxed) }
+
+    private var apiPort: @Sendable (Int) async -> Void {
+        { [weak self] port in self?.apiPortValue.store(port, ordering: .relaxed) }
+    }
+
     package var services: [any Service] {
-        [RecordService(writer: self.recordWriter), IngestService(orchestrator: self), DecisionService(orchestrator: self)]
+        var services: [any Service] = [RecordService(writer: self.recordWriter), IngestService(orchestrator: self), DecisionService(orchestrator: self)]
+        if self.config.api.enabled {
+            services.append(APIService(server: APIServer(orchestrator: self, logger: self.logger), onRunning: self.apiPort))
+        }
+        return services
     }
 
     fileprivate func startIngest() throws {
@@ -243,5 +267,15 @@ struct DecisionService: Service {
             try? await Task.sleep(for: tick)
             coordinator.tick()
         }
+    }
+}
+
+/// The HTTP API as a service of the group (it stops with the others).
+struct APIService: Service {
+    let server: APIServer
+    let onRunning: @Sendable (Int) async -> Void
+
+    func run() async throws {
+        try await self.server.application(onRunning: self.onRunning).run()
     }
 }

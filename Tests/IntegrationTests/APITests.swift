@@ -1,0 +1,176 @@
+import Curl
+import Foundation
+import LibPQ
+import Testing
+
+@testable import OrchestratorCore
+
+/// The HTTP API of a running orchestrator (real broker, database and, for questions, the fake LLM),
+/// called over libcurl.
+@Suite(.serialized, .timeLimit(.minutes(2)))
+struct APITests {
+    static let operate = "operate-token"
+    static let read = "read-token"
+
+    struct Client {
+        let port: Int
+
+        func call(_ method: String, _ path: String, token: String? = APITests.operate, body: String? = nil) -> (status: Int, json: [String: Any], text: String) {
+            var request = HTTPRequest(url: "http://127.0.0.1:\(self.port)\(path)")
+            request.method = method
+            request.totalTimeout = .seconds(10)
+            if let token { request.headers.append("Authorization: Bearer \(token)") }
+            if let body {
+                request.headers.append("Content-Type: application/json")
+                request.body = Array(body.utf8)
+            }
+            guard case .success(let response) = CurlTransfer.perform(request) else { return (0, [:], "") }
+            let json = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] ?? [:]
+            return (response.status, json, String(decoding: response.body, as: UTF8.self))
+        }
+    }
+
+    static func config(prefix: String, database: String, scenario: String? = nil) -> OrchestratorConfig {
+        var config = DecisionLoopTests.config(prefix: prefix, database: database)
+        config.api.token = Self.operate
+        config.api.readToken = Self.read
+        config.modules[.optimization]?.requiresApproval = true
+        config.modules[.optimization]?.data = .none  // approvals are tested without plant data
+        if let scenario {
+            config.llm.baseURL = "http://127.0.0.1:\(LLMClientTests.fake.port)"
+            config.llm.model = "fake:\(scenario)"
+            config.llm.apiKey = "sk-test"
+            config.llm.maxAttempts = 1
+        } else {
+            config.llm.apiKey = nil
+        }
+        return config
+    }
+
+    @Test func `status and metrics are open; acting needs the operate token; the read token may only read`() async throws {
+        let database = try TestServices.freshDatabase()
+        let orchestrator = try Orchestrator(config: Self.config(prefix: "it-api", database: database), logger: testLogger)
+        try await withRunningOrchestrator(orchestrator) {
+            try await eventually("API listening") { orchestrator.apiListeningPort > 0 }
+            try await eventually("orchestrator connected") { orchestrator.connectionStatus.connected }
+            let api = Client(port: orchestrator.apiListeningPort)
+            let status = api.call("GET", "/status", token: nil)
+            #expect(status.status == 200)
+            #expect((status.json["mqtt"] as? [String: Any])?["connected"] as? Bool == true)
+            #expect((status.json["modules"] as? [String: Any])?["forecasting"] != nil)
+            let metrics = api.call("GET", "/metrics", token: nil)
+            #expect(metrics.status == 200 && metrics.text.contains("dang_ingest_samples_total"))
+
+            #expect(api.call("POST", "/invoke/etl", token: nil).status == 401)
+            #expect(api.call("POST", "/invoke/etl", token: "wrong").status == 401)
+            #expect(api.call("POST", "/invoke/etl", token: Self.read).status == 403)
+            #expect(api.call("POST", "/invoke/teleport").status == 404)
+            #expect(api.call("POST", "/invoke/etl", body: "[1,2]").status == 400)
+            let invoked = api.call("POST", "/invoke/etl", body: #"{"by":"planner","params":{"since":"2026-11-01"}}"#)
+            #expect(invoked.status == 202)
+            #expect(invoked.json["action"] as? String == "invoke")
+            let id = try #require(invoked.json["decision_id"] as? String)
+
+            try await eventually("decision recorded") {
+                let page = api.call("GET", "/decisions?module=etl", token: Self.read)
+                return (page.json["decisions"] as? [[String: Any]])?.first?["decision_id"] as? String == id
+            }
+            let summary = api.call("GET", "/decisions?summary=true&limit=5", token: Self.read)
+            #expect(summary.status == 200 && summary.json["modules"] != nil)
+            #expect(api.call("GET", "/decisions?limit=0", token: Self.read).status == 400)
+
+            // An optimization needs approval: approved over HTTP, and on the record.
+            let pending = api.call("POST", "/invoke/optimization", body: #"{"scope":"r1/cdu/cdu1"}"#)
+            #expect(pending.status == 202 && pending.json["action"] as? String == "defer")
+            let pendingID = try #require(pending.json["decision_id"] as? String)
+            #expect(api.call("POST", "/approve/\(pendingID)", token: Self.read, body: "{}").status == 403)
+            #expect(api.call("POST", "/approve/\(pendingID)", body: #"{"approve":true,"by":"shift lead"}"#).status == 200)
+            #expect(api.call("POST", "/approve/\(pendingID)", body: "{}").status == 404)
+            try await eventually("approval recorded") {
+                (try? PostgresConnection(conninfo: database).query("SELECT by_whom, via FROM approvals").rows) == [["shift lead", "http"]]
+            }
+        }
+    }
+
+    @Test func `alarms are listed, acknowledged over HTTP and MQTT, and shelved from annunciation`() async throws {
+        let database = try TestServices.freshDatabase()
+        let orchestrator = try Orchestrator(config: Self.config(prefix: "it-alarm", database: database), logger: testLogger)
+        let publisher = try TestPublisher()
+        let alerts = try TestSubscriber(filters: ["it-alarm/alert/#"])
+        try await publisher.waitUntilConnected()
+        try await alerts.waitUntilConnected()
+        try await withRunningOrchestrator(orchestrator) {
+            try await eventually("API listening") { orchestrator.apiListeningPort > 0 }
+            try await eventually("orchestrator connected") { orchestrator.connectionStatus.connected }
+            try await Task.sleep(for: .milliseconds(200))
+            let api = Client(port: orchestrator.apiListeningPort)
+            try DecisionLoopTests.breach(publisher, prefix: "it-alarm")
+            try await eventually("alert recorded") {
+                ((api.call("GET", "/alerts", token: Self.read).json["alerts"] as? [[String: Any]]) ?? []).contains { $0["kind"] as? String == "limit" }
+            }
+            let active = try #require((api.call("GET", "/alerts", token: Self.read).json["alerts"] as? [[String: Any]])?.first { $0["kind"] as? String == "limit" })
+            let id = try #require(active["alert_id"] as? String)
+            #expect(api.call("POST", "/alerts/\(id)/ack", token: Self.read, body: "{}").status == 403)
+            #expect(api.call("POST", "/alerts/\(id)/ack", body: #"{"by":"operator 1"}"#).status == 200)
+            #expect(api.call("POST", "/alerts/\(id)/ack", body: "{}").status == 409)
+            #expect(api.call("POST", "/alerts/\(UUID().uuidString)/ack", body: "{}").status == 404)
+
+            // Shelved: the clear of this episode is recorded but not annunciated.
+            #expect(api.call("POST", "/alerts/\(id)/shelve", body: #"{"duration":"forever"}"#).status == 400)
+            let shelved = api.call("POST", "/alerts/\(id)/shelve", body: #"{"duration":"10m","by":"operator 1"}"#)
+            #expect(shelved.status == 200)
+            let before = alerts.messages.count
+            let start: Int64 = 1_790_000_100_000
+            for i in 0..<15 { try publisher.publish("it-decide/r1/cdu/cdu1/TI-101", #"{"ts":\#(start + Int64(i) * 1000),"v":358}"#) }
+            try await eventually("cleared in the record") {
+                (try? PostgresConnection(conninfo: database).query("SELECT state FROM alerts WHERE alert_id = $1", [id]).rows.first?.first) == "cleared"
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(!alerts.messages.dropFirst(before).contains { ($0.json?["alert_id"] as? String) == id })
+
+            // The same acknowledgement over MQTT, for another episode.
+            let other = try #require(
+                (try PostgresConnection(conninfo: database).query("SELECT alert_id::text FROM alerts WHERE alert_id <> $1 LIMIT 1", [id]).rows.first?.first)
+                    .flatMap { $0 })
+            try publisher.publish("it-alarm/ack/\(other)", #"{"by":"mqtt operator"}"#)
+            try await eventually("acknowledged over MQTT") {
+                (try? PostgresConnection(conninfo: database).query("SELECT acked_by FROM alerts WHERE alert_id = $1", [other]).rows.first?.first) == "mqtt operator"
+            }
+        }
+    }
+
+    @Test func `a question is answered with the plant's context, in a session kept in the record`() async throws {
+        let database = try TestServices.freshDatabase()
+        let orchestrator = try Orchestrator(config: Self.config(prefix: "it-ask", database: database, scenario: "answer"), logger: testLogger)
+        let publisher = try TestPublisher()
+        try await publisher.waitUntilConnected()
+        try await withRunningOrchestrator(orchestrator) {
+            try await eventually("API listening") { orchestrator.apiListeningPort > 0 }
+            try await eventually("orchestrator connected") { orchestrator.connectionStatus.connected }
+            try await Task.sleep(for: .milliseconds(200))
+            let api = Client(port: orchestrator.apiListeningPort)
+            try DecisionLoopTests.breach(publisher, prefix: "it-ask")
+            try await eventually("alert recorded") {
+                (try? PostgresConnection(conninfo: database).query("SELECT count(*) FROM alerts WHERE state = 'raised'").rows.first?.first) != "0"
+            }
+            #expect(api.call("POST", "/orchestrate", body: #"{"question":""}"#).status == 400)
+            let first = api.call("POST", "/orchestrate", body: #"{"question":"Why did the CDU furnace outlet temperature alarm?"}"#)
+            #expect(first.status == 200)
+            #expect((first.json["answer"] as? String)?.contains("a1") == true)
+            #expect(first.json["reasoning"] as? String == "Looked at a1.")
+            #expect((first.json["legend"] as? [String: String])?.values.contains("r1/cdu/cdu1/TI-101") == true)
+            let session = try #require(first.json["session_id"] as? String)
+            try await eventually("exchange recorded") {
+                (try? PostgresConnection(conninfo: database).query("SELECT count(*) FROM llm_exchanges WHERE session_id = $1 AND answer IS NOT NULL", [session]).rows.first?.first) == "1"
+            }
+            let second = api.call("POST", "/orchestrate", body: #"{"question":"Should we run optimization now?","session_id":"\#(session)"}"#)
+            #expect(second.status == 200)
+            // The second prompt carried the first answer, and no tag name from telemetry.
+            let prompt = try #require(LLMClientTests.fake.requests("answer").last.flatMap { ($0["messages"] as? [[String: String]])?.first?["content"] })
+            #expect(prompt.contains("Why did the CDU furnace outlet temperature alarm?"))
+            #expect(prompt.contains("CDU furnace outlet temperature"))  // the topic map's description
+            #expect(!prompt.contains("r1/cdu/cdu1/TI-101"))
+            #expect((try PostgresConnection(conninfo: database).query("SELECT count(*) FROM sessions").rows.first?.first) == "1")
+        }
+    }
+}
