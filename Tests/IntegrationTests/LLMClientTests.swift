@@ -156,7 +156,7 @@ struct LLMClientTests {
         let started = ContinuousClock.now
         let result = await Self.fake.client("slow") { $0.timeout = .seconds(1) }.complete(question)
         #expect(result.outcome.failure == .deadline)
-        #expect(ContinuousClock.now - started < .seconds(2))
+        #expect(ContinuousClock.now - started < .milliseconds(2900))  // the server answers after 3 s
     }
 
     @Test func `malformed JSON and truncated answers fail without retry`() async throws {

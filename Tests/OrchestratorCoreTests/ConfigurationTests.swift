@@ -40,7 +40,7 @@ struct ScratchDirectory {
 
     @Test func `the shipped configuration and topic map load cleanly`() throws {
         let path = Self.repositoryRoot.appendingPathComponent("config/orchestrator.yaml").path
-        let config = try OrchestratorConfig.load(file: path, environment: ["DEEPSEEK_API_KEY": "sk-test"])
+        let config = try OrchestratorConfig.load(file: path, environment: ["DEEPSEEK_API_KEY": "sk-test", "DANG_API_TOKEN": "t"])
         #expect(config.warnings.isEmpty)
         #expect(config.llm.apiKey == "sk-test")
         #expect(config.topics.prefix == "apos")
