@@ -121,7 +121,7 @@ struct APITests {
             #expect(shelved.status == 200)
             let before = alerts.messages.count
             let start: Int64 = 1_790_000_100_000
-            for i in 0..<15 { try publisher.publish("it-decide/r1/cdu/cdu1/TI-101", #"{"ts":\#(start + Int64(i) * 1000),"v":358}"#) }
+            for i in 0..<15 { try publisher.publish("it-alarm-in/r1/cdu/cdu1/TI-101", #"{"ts":\#(start + Int64(i) * 1000),"v":358}"#) }
             try await eventually("cleared in the record") {
                 (try? PostgresConnection(conninfo: database).query("SELECT state FROM alerts WHERE alert_id = $1", [id]).rows.first?.first) == "cleared"
             }

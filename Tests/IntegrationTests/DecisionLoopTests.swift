@@ -11,17 +11,17 @@ import Testing
 struct DecisionLoopTests {
     static let furnace = "r1/cdu/cdu1/TI-101"
 
-    /// The shipped tags on private input topics: the other suites publish on `plant/…` and
-    /// `market/…` at the same time, on the same broker.
-    static let map: TopicMap = {
+    /// The shipped tags on input topics private to each test (`{prefix}-in/…`): the other suites
+    /// publish on `plant/…` and on their own roots at the same time, on the same broker.
+    static func map(prefix: String) -> TopicMap {
         var map = LivePathTests.shippedMap
-        map.sensorPattern = TopicPattern("it-decide/{site}/{area}/{unit}/{tag}")!
-        map.marketPattern = TopicPattern("it-decide-market/{instrument...}")!
+        map.sensorPattern = TopicPattern("\(prefix)-in/{site}/{area}/{unit}/{tag}")!
+        map.marketPattern = TopicPattern("\(prefix)-market/{instrument...}")!
         return map
-    }()
+    }
 
     static func config(prefix: String, database: String) -> OrchestratorConfig {
-        var config = TestServices.config(prefix: prefix, databaseURL: database, topicMap: Self.map)
+        var config = TestServices.config(prefix: prefix, databaseURL: database, topicMap: Self.map(prefix: prefix))
         var rule = TriggerRule(name: "equipment-issue", kind: .equipment, module: .forecasting)
         rule.alertKinds = [.limit]
         rule.minSeverity = .warning
@@ -37,9 +37,9 @@ struct DecisionLoopTests {
     static func breach(_ publisher: TestPublisher, prefix: String) throws {
         let start: Int64 = 1_790_000_000_000
         for i in 0..<30 {
-            try publisher.publish("it-decide/\(furnace)", #"{"ts":\#(start + Int64(i) * 1000),"v":\#(358 + Double(i % 3) * 0.5)}"#)
+            try publisher.publish("\(prefix)-in/\(furnace)", #"{"ts":\#(start + Int64(i) * 1000),"v":\#(358 + Double(i % 3) * 0.5)}"#)
         }
-        try publisher.publish("it-decide/\(furnace)", #"{"ts":\#(start + 30_000),"v":375}"#)
+        try publisher.publish("\(prefix)-in/\(furnace)", #"{"ts":\#(start + 30_000),"v":375}"#)
     }
 
     static func rows(_ database: String, _ sql: String) throws -> [[String?]] {
