@@ -13,6 +13,7 @@ PACKAGES=(
   pkg-config
   python3
   curl
+  python3-venv
 )
 
 die() { echo "install-deps: ERROR: $*" >&2; exit 1; }

@@ -96,7 +96,7 @@ mosquitto_sub -h "$host" -p "$port" -q 1 -t 'apos/alert/+/r1/cdu/cdu1/TI-102' > 
 pids+=($!)
 start_dang() {
   "$dang" run --config config/orchestrator.yaml --mqtt-url "$DANG_MQTT_URL" --database-url "$DATABASE_URL" \
-    --spool-dir "$work/spool" > "$work/run-$1.log" 2>&1 &
+    --spool-dir "$work/spool" --http 127.0.0.1:0 > "$work/run-$1.log" 2>&1 &
   run_pid=$!
   pids+=($run_pid)
   for _ in $(seq 100); do grep -q "connected to the broker" "$work/run-$1.log" && break; sleep 0.1; done
@@ -128,3 +128,21 @@ done
 recovered=$(grep -c "spool: records not yet in the database" "$work/run-2.log" || true)
 echo "ok: SIGKILL mid-stream → all $count published alerts are in PostgreSQL after the restart" \
   "($([ "$recovered" -gt 0 ] && echo "the restart wrote a spool backlog first" || echo "nothing was left in the spool"))"
+
+# 5. The running API against its description (docs/openapi.yaml), with schemathesis.
+venv=.run/venv-schemathesis
+if [ ! -x "$venv/bin/st" ]; then
+  python3 -m venv "$venv" >/dev/null || fail "python3 -m venv failed (install python3-venv)"
+  "$venv/bin/pip" install -q "schemathesis==4.32.5" > "$work/pip.log" 2>&1 || { cat "$work/pip.log"; fail "pip install schemathesis failed"; }
+fi
+api_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+DANG_API_TOKEN=schema-token "$dang" run --config config/orchestrator.yaml --mqtt-url "$DANG_MQTT_URL" --database-url "$DATABASE_URL" \
+  --spool-dir "$work/spool-5" --http "127.0.0.1:$api_port" > "$work/run-5.log" 2>&1 &
+run_pid=$!
+pids+=($run_pid)
+for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$api_port/status" >/dev/null 2>&1 && break; sleep 0.1; done
+"$venv/bin/st" run docs/openapi.yaml --url "http://127.0.0.1:$api_port" -H "Authorization: Bearer schema-token" \
+  -c status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
+  --max-examples 25 --seed 1 > "$work/schemathesis.log" 2>&1 || { tail -60 "$work/schemathesis.log"; fail "the API does not match docs/openapi.yaml"; }
+kill -TERM "$run_pid"; wait "$run_pid" || fail "dang run exited with status $? after the schema check"
+echo "ok: the running API matches docs/openapi.yaml ($(grep -o '[0-9]* generated, [0-9]* passed' "$work/schemathesis.log" | head -1))"
