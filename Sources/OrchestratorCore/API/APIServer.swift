@@ -20,7 +20,7 @@ package struct APIServer: Sendable {
         self.orchestrator = orchestrator
         self.settings = orchestrator.config.api
         self.logger = logger
-        self.metrics = MetricsExporter()
+        self.metrics = orchestrator.metrics
     }
 
     /// The application; `onRunning` receives the port it listens on (for `listen: …:0`).
@@ -330,10 +330,36 @@ struct BearerAuth<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// Prometheus text from the orchestrator's counters, read at scrape time (nothing on the hot path).
-final class MetricsExporter: Sendable {
+/// Prometheus text from the orchestrator's counters, read at scrape time (nothing on the hot path),
+/// and two latency histograms recorded as things finish: module invocations (published → result)
+/// and LLM calls.
+package final class MetricsExporter: Sendable {
     private let registry = PrometheusCollectorRegistry()
     private let previous = Mutex<[String: Int]>([:])
+    private let invocationLatency: DurationHistogram
+    private let llmLatency: DurationHistogram
+    private let llmErrors: Counter
+
+    package init() {
+        let buckets: [Duration] = [
+            .milliseconds(10), .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1), .seconds(5), .seconds(10),
+            .seconds(30), .seconds(60), .seconds(300), .seconds(900),
+        ]
+        self.invocationLatency = self.registry.makeDurationHistogram(
+            name: "dang_invocation_latency_seconds", buckets: buckets, help: "module invocation published → result")
+        self.llmLatency = self.registry.makeDurationHistogram(name: "dang_llm_latency_seconds", buckets: buckets, help: "LLM call, retries included")
+        self.llmErrors = self.registry.makeCounter(name: "dang_llm_errors_total", help: "LLM calls that ended without a usable answer")
+    }
+
+    package func observe(_ observation: CoordinatorOutputs.Observation) {
+        switch observation {
+        case .invocationCompleted(let latency):
+            self.invocationLatency.recordNanoseconds(Int64(latency.timeInterval * 1e9))
+        case .llmCall(let latency, let ok):
+            self.llmLatency.recordNanoseconds(Int64(latency.timeInterval * 1e9))
+            if !ok { self.llmErrors.increment() }
+        }
+    }
 
     func render(_ o: Orchestrator) -> [UInt8] {
         let ingest = o.pipeline.counters

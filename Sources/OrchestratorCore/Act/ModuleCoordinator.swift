@@ -11,15 +11,24 @@ package struct CoordinatorOutputs: Sendable {
     package var record: @Sendable (Record) -> Void
     /// Runs a command-transport module: the invocation JSON on stdin, its stdout back, within the timeout.
     package var runCommand: @Sendable (_ argv: [String], _ input: [UInt8], _ timeout: Duration) async -> Result<[UInt8], CommandFailure>
+    /// Latencies for the metrics.
+    package var observe: @Sendable (Observation) -> Void
+
+    package enum Observation: Sendable {
+        case invocationCompleted(Duration)
+        case llmCall(Duration, ok: Bool)
+    }
 
     package init(
         publish: @escaping @Sendable (String, [UInt8], (responseTopic: String, correlation: [UInt8])?) -> Bool,
         record: @escaping @Sendable (Record) -> Void,
-        runCommand: @escaping @Sendable ([String], [UInt8], Duration) async -> Result<[UInt8], CommandFailure> = CommandTransport.run
+        runCommand: @escaping @Sendable ([String], [UInt8], Duration) async -> Result<[UInt8], CommandFailure> = CommandTransport.run,
+        observe: @escaping @Sendable (Observation) -> Void = { _ in }
     ) {
         self.publish = publish
         self.record = record
         self.runCommand = runCommand
+        self.observe = observe
     }
 }
 
@@ -80,6 +89,7 @@ package final class ModuleCoordinator: AlertSink, Sendable {
         case consider(TriggerEvent)
         /// Ask the advisor about a held invocation.
         case advise(Advisor.Question, invocation: UUID)
+        case observe(CoordinatorOutputs.Observation)
         case log(Logger.Level, String, Logger.Metadata)
     }
 
@@ -210,6 +220,7 @@ package final class ModuleCoordinator: AlertSink, Sendable {
                 switch state.book.complete(result, at: now) {
                 case .completed(let invocation):
                     state.counters.results += 1
+                    if let published = invocation.publishedAt { effects.append(.observe(.invocationCompleted(.milliseconds(now - published)))) }
                     self.learn(invocation, success: result.ok, benefit: result.benefit, state: &state, effects: &effects)
                     effects.append(.record(.invocation(invocation.record)))
                     effects.append(
@@ -475,7 +486,10 @@ package final class ModuleCoordinator: AlertSink, Sendable {
     /// parameters when it agreed (within the bounds the rules set), as the rules decided otherwise.
     private func adviceArrived(_ answer: Advisor.Answer, question: Advisor.Question, invocation id: UUID) {
         let now = self.clock()
-        var effects: [Effect] = [.record(.llmExchange(answer.exchange))]
+        var effects: [Effect] = [
+            .record(.llmExchange(answer.exchange)),
+            .observe(.llmCall(.milliseconds(Int64(answer.exchange.latencyMilliseconds)), ok: answer.verdict.status == "agreed" || answer.verdict.status == "disagreed")),
+        ]
         self.state.withLock { state in
             state.counters.advice += 1
             guard var held = state.book.active[id], held.awaitingAdvice else { return }
@@ -551,6 +565,8 @@ package final class ModuleCoordinator: AlertSink, Sendable {
                 self.deliver(invocation)
             case .consider(let trigger):
                 self.consider(trigger)
+            case .observe(let observation):
+                self.outputs.observe(observation)
             case .advise(let question, let id):
                 guard let advisor = self.advisor else { continue }
                 Task { [self] in

@@ -75,6 +75,10 @@ struct Concierge {
         let previous = (try? JSONSerialization.data(withJSONObject: gathered.previous)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
         let prompt = Self.instructions + "\nCONTEXT:\n" + data + "\nPREVIOUS:\n" + previous + "\nQUESTION (from the operator):\n" + question
         let result = await self.advisor.client.complete([ChatCompletion.Message(role: "user", content: prompt)], json: false)
+        if !result.cached {
+            let ok = if case .success = result.outcome { true } else { false }
+            self.orchestrator.metrics.observe(.llmCall(result.latency, ok: ok))
+        }
         var exchange = LLMExchangeRecord(
             exchangeID: UUID(), decisionID: nil, ts: Int64((Date().timeIntervalSince1970 * 1000).rounded()),
             provider: self.advisor.client.settings.provider, model: self.advisor.client.settings.model,

@@ -50,6 +50,21 @@ package final class AlarmDesk: Sendable {
         return until
     }
 
+    /// Puts back on the shelf what was shelved before a restart (from `alerts.shelved_until`).
+    package func loadShelves() {
+        do {
+            let rows = try PostgresConnection(conninfo: self.databaseURL).query(
+                "SELECT tag, kind, (extract(epoch FROM shelved_until) * 1000)::bigint FROM alerts WHERE shelved_until > now()")
+            for row in rows.rows {
+                guard let tag = row[0], let kind = row[1].flatMap(AlertKind.init(rawValue:)), let until = row[2].flatMap({ Int64($0) }) else { continue }
+                self.shelf.shelve(tag: tag, kind: kind, until: until)
+            }
+            if !rows.rows.isEmpty { self.logger.notice("shelved alarms restored", metadata: ["alarms": "\(rows.rows.count)"]) }
+        } catch {
+            self.logger.warning("shelved alarms not restored", metadata: ["error": "\(error)"])
+        }
+    }
+
     /// `{prefix}/ack/{alert_id}` with an optional `{"by": "name"}`: done on a thread of its own (the
     /// MQTT thread never waits on PostgreSQL).
     package func acknowledgeFromMQTT(_ idText: String, payload: [UInt8]) {

@@ -22,6 +22,7 @@ package final class Orchestrator: Sendable {
     private let logger: Logger
     package let startedAt: Date
     package let alarmDesk: AlarmDesk
+    package let metrics = MetricsExporter()
 
     /// What the broker connection is doing now.
     package struct ConnectionStatus: Sendable, Equatable {
@@ -43,11 +44,12 @@ package final class Orchestrator: Sendable {
         self.recordWriter.attachAlertSinks([self.publisher] + extraSinks)
         let publisher = self.publisher
         let writer = self.recordWriter
+        let metrics = self.metrics
         let coordinator = ModuleCoordinator(
             config: config, pipeline: pipeline,
             outputs: CoordinatorOutputs(
                 publish: { topic, payload, request in publisher.publish(topic: topic, payload: payload, request: request) },
-                record: { writer.deliver(record: $0) }),
+                record: { writer.deliver(record: $0) }, observe: { metrics.observe($0) }),
             logger: logger, advisor: config.llm.isActive ? Advisor(client: LLMClient(settings: .init(config))) : nil)
         self.coordinator = coordinator
         let alarmDesk = AlarmDesk(shelf: self.publisher.shelf, databaseURL: config.database.url, logger: logger)
@@ -125,7 +127,9 @@ package final class Orchestrator: Sendable {
         let writer = self.recordWriter
         let pipeline = self.pipeline
         let logger = self.logger
+        let alarmDesk = self.alarmDesk
         Thread.detachNewThread {
+            alarmDesk.loadShelves()
             guard let snapshots = writer.loadTagState(), !snapshots.isEmpty else { return }
             pipeline.seed(snapshots)
             logger.info("detectors warmed up from tag_state", metadata: ["tags": "\(snapshots.count)"])
