@@ -19,6 +19,11 @@ package struct MQTTConnectionOptions: Sendable {
         package var keyFile: String?
         /// Check the broker's certificate names the host connected to. On by default.
         package var verifyHostname: Bool
+        /// `tlsv1.2` or `tlsv1.3` (libmosquitto's default otherwise).
+        package var version: String?
+        /// Pre-shared key (hex) and its identity, instead of certificates.
+        package var psk: String?
+        package var pskIdentity: String?
 
         package init(
             caFile: String? = nil, caPath: String? = nil, certFile: String? = nil, keyFile: String? = nil,
@@ -65,9 +70,16 @@ package struct MQTTConnectionOptions: Sendable {
     package var subscriptions: [(filter: String, qos: Int32)] = []
     /// Published on every successful connect, e.g. a retained "online" status.
     package var birth: Will?
-    /// Reconnect backoff bounds, in seconds (exponential between them).
+    /// Reconnect backoff bounds, in seconds (exponential between them, jittered).
     package var reconnectDelayMin: UInt32
     package var reconnectDelayMax: UInt32
+    /// MQTT v5 session expiry in seconds, sent with `cleanStart` off: how long the broker keeps the
+    /// session (subscriptions and queued QoS 1/2 messages) while the client is away.
+    package var sessionExpiry: UInt32 = 0
+    /// Outgoing QoS 1/2 messages in flight at once (libmosquitto default 20).
+    package var maxInflight: Int?
+    /// MQTT v5 receive maximum: incoming QoS 1/2 messages the broker may have unacknowledged.
+    package var receiveMaximum: Int?
 
     package init(
         host: String, port: Int, clientID: String, username: String? = nil, password: String? = nil,

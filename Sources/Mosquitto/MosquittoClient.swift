@@ -13,8 +13,12 @@ import Glibc
 /// `handle` never changes after `init`, and `deinit` stops the network thread before destroying it.
 ///
 /// ### Threading
-/// ``start()`` runs libmosquitto's own network thread (`mosquitto_loop_start`). Every callback —
-/// messages, connection changes, log lines — runs on that thread. The message handler is given
+/// ``start()`` runs one network thread of ours that drives `mosquitto_loop` and owns the
+/// connection: it connects (the first time and after every loss) with `mosquitto_connect_bind_v5`,
+/// so MQTT v5 CONNECT properties — the session expiry of a persistent session — go with every
+/// reconnect (libmosquitto's own reconnect sends none), after a jittered exponential backoff between
+/// `reconnectDelayMin` and `reconnectDelayMax`. Every callback — messages, connection changes —
+/// runs on that thread. The message handler is given
 /// borrowed views of the topic and payload that are valid only during the call (libmosquitto frees
 /// the message when the callback returns), so it must copy what it keeps. While a handler runs,
 /// libmosquitto reads nothing more from the socket: a slow handler pushes back on the broker, which
@@ -25,10 +29,12 @@ package final class MosquittoClient: @unchecked Sendable {
     private let options: MQTTConnectionOptions
     private let loop = Mutex(LoopState.idle)
     private let stopSignal = DispatchSemaphore(value: 0)
+    private let exited = DispatchSemaphore(value: 0)
+    /// CONNECT properties sent on every (re)connection (MQTT v5 session expiry); freed in deinit.
+    private let connectProperties: PropertyList
 
     private enum LoopState {
         case idle
-        case connecting
         case running
         case stopped
     }
@@ -41,6 +47,7 @@ package final class MosquittoClient: @unchecked Sendable {
     ) throws(MosquittoError) {
         _ = Library.initialized
         self.options = options
+        self.connectProperties = PropertyList()
         self.context = CallbackContext(
             onMessage: onMessage, onEvent: onEvent, subscriptions: options.subscriptions, birth: options.birth,
             isV5: options.protocolVersion == .v5)
@@ -56,10 +63,7 @@ package final class MosquittoClient: @unchecked Sendable {
     deinit {
         // Ends and joins the network thread (never pthread_cancel: it could stop a callback
         // half-way through Swift code), so no callback can run once `context` is released.
-        if case .running = self.loop.withLock({ $0 }) {
-            mosquitto_disconnect_v5(self.handle, 0, nil)
-            mosquitto_loop_stop(self.handle, false)
-        }
+        self.disconnect()
         mosquitto_destroy(self.handle)
     }
 
@@ -73,12 +77,36 @@ package final class MosquittoClient: @unchecked Sendable {
             try check(mosquitto_username_pw_set(self.handle, username, self.options.password), "mosquitto_username_pw_set")
         }
         if let tls = self.options.tls {
-            try check(
-                mosquitto_tls_set(self.handle, tls.caFile, tls.caPath, tls.certFile, tls.keyFile, nil),
-                "mosquitto_tls_set"
-            )
-            try check(mosquitto_tls_insecure_set(self.handle, !tls.verifyHostname), "mosquitto_tls_insecure_set")
+            if let psk = tls.psk, let identity = tls.pskIdentity {
+                try check(mosquitto_tls_psk_set(self.handle, psk, identity, nil), "mosquitto_tls_psk_set")
+            } else {
+                try check(
+                    mosquitto_tls_set(self.handle, tls.caFile, tls.caPath, tls.certFile, tls.keyFile, nil),
+                    "mosquitto_tls_set"
+                )
+                try check(mosquitto_tls_insecure_set(self.handle, !tls.verifyHostname), "mosquitto_tls_insecure_set")
+            }
+            if let version = tls.version {
+                // 1 = SSL_VERIFY_PEER: the broker's certificate is always checked.
+                try check(mosquitto_tls_opts_set(self.handle, 1, version, nil), "mosquitto_tls_opts_set")
+            }
         }
+        if let inflight = self.options.maxInflight {
+            try check(mosquitto_max_inflight_messages_set(self.handle, UInt32(max(0, inflight))), "mosquitto_max_inflight_messages_set")
+        }
+        if self.options.protocolVersion == .v5 {
+            if let receiveMaximum = self.options.receiveMaximum {
+                try check(mosquitto_int_option(self.handle, MOSQ_OPT_RECEIVE_MAXIMUM, Int32(receiveMaximum)), "mosquitto_int_option")
+            }
+            if !self.options.cleanStart && self.options.sessionExpiry > 0 {
+                try check(
+                    mosquitto_property_add_int32(
+                        &self.connectProperties.list, Int32(MQTT_PROP_SESSION_EXPIRY_INTERVAL.rawValue), self.options.sessionExpiry),
+                    "mosquitto_property_add_int32")
+            }
+        }
+        // Publications from other threads are queued and wake our loop (no concurrent socket writes).
+        try check(mosquitto_threaded_set(self.handle, true), "mosquitto_threaded_set")
         if let will = self.options.will {
             let rc = will.payload.withUnsafeBytes { bytes in
                 mosquitto_will_set_v5(
@@ -86,16 +114,12 @@ package final class MosquittoClient: @unchecked Sendable {
             }
             try check(rc, "mosquitto_will_set_v5")
         }
-        try check(
-            mosquitto_reconnect_delay_set(
-                self.handle, self.options.reconnectDelayMin, self.options.reconnectDelayMax, true),
-            "mosquitto_reconnect_delay_set"
-        )
 
         mosquitto_connect_v5_callback_set(self.handle) { mosq, userdata, rc, flags, _ in
             guard let userdata else { return }
             let context = Unmanaged<CallbackContext>.fromOpaque(userdata).takeUnretainedValue()
             if rc == 0 {
+                context.acknowledged.store(true, ordering: .relaxed)
                 for (filter, qos) in context.subscriptions {
                     let rc = mosquitto_subscribe_v5(mosq, nil, filter, qos, 0, nil)
                     if rc != MOSQ_ERR_SUCCESS.rawValue {
@@ -134,58 +158,54 @@ package final class MosquittoClient: @unchecked Sendable {
         }
     }
 
-    /// Starts the connection and libmosquitto's network thread. Once connected, libmosquitto
-    /// reconnects by itself with exponential backoff between the configured delays. The *first*
-    /// connection is retried here instead: libmosquitto's thread never retries a first
-    /// `mosquitto_connect_async` that failed (eclipse-mosquitto/mosquitto#1903). Every change is
-    /// reported as an event.
+    /// Starts the network thread: it connects, and connects again after every loss, until
+    /// ``disconnect()``. Every change is reported as an event. Throws nothing today; kept throwing
+    /// for options that can only be checked when connecting.
     package func start() throws(MosquittoError) {
         let proceed = self.loop.withLock { state -> Bool in
             guard case .idle = state else { return false }
-            state = .connecting
-            return true
-        }
-        guard proceed else { return }
-        if try self.attemptFirstConnection() { return }
-        let signal = self.stopSignal
-        let first = Double(max(1, self.options.reconnectDelayMin))
-        let cap = Double(max(self.options.reconnectDelayMin, self.options.reconnectDelayMax))
-        let thread = Thread { [weak self] in
-            var delay = first
-            while true {
-                _ = signal.wait(timeout: .now() + delay)
-                guard let self else { return }
-                if case .stopped = self.loop.withLock({ $0 }) { return }
-                if (try? self.attemptFirstConnection()) == true { return }
-                delay = min(delay * 2, cap)
-            }
-        }
-        thread.name = "dang-mqtt-connect"
-        thread.start()
-    }
-
-    /// One `mosquitto_connect_bind_async`; on success starts the network thread. Returns whether
-    /// the loop is running; throws only for errors no retry can fix.
-    private func attemptFirstConnection() throws(MosquittoError) -> Bool {
-        let rc = mosquitto_connect_bind_async(
-            self.handle, self.options.host, Int32(self.options.port), Int32(self.options.keepAlive), nil)
-        guard rc == MOSQ_ERR_SUCCESS.rawValue else {
-            guard rc == MOSQ_ERR_ERRNO.rawValue || rc == MOSQ_ERR_EAI.rawValue || rc == MOSQ_ERR_TLS.rawValue else {
-                self.loop.withLock { $0 = .stopped }
-                try check(rc, "mosquitto_connect_bind_async")
-                return false
-            }
-            let reason = rc == MOSQ_ERR_ERRNO.rawValue ? String(cString: strerror(errno)) : String(cString: mosquitto_strerror(rc))
-            self.context.onEvent(.connectionFailed(reason: reason))
-            return false
-        }
-        // Start the loop unless stop() came first.
-        return try self.loop.withLock { state throws(MosquittoError) -> Bool in
-            guard case .connecting = state else { return true }
-            try check(mosquitto_loop_start(self.handle), "mosquitto_loop_start")
             state = .running
             return true
         }
+        guard proceed else { return }
+        let thread = Thread { [self] in
+            self.run()
+            self.exited.signal()
+        }
+        thread.name = "dang-mqtt"
+        thread.start()
+    }
+
+    private var isStopped: Bool {
+        if case .stopped = self.loop.withLock({ $0 }) { return true }
+        return false
+    }
+
+    /// The network thread: connect, loop while connected, back off with jitter, repeat.
+    private func run() {
+        let first = Double(max(1, self.options.reconnectDelayMin))
+        let cap = Double(max(self.options.reconnectDelayMin, self.options.reconnectDelayMax, 1))
+        var delay = first
+        while !self.isStopped {
+            let rc = mosquitto_connect_bind_v5(
+                self.handle, self.options.host, Int32(self.options.port), Int32(self.options.keepAlive), nil,
+                self.connectProperties.list)
+            if rc == MOSQ_ERR_SUCCESS.rawValue {
+                self.context.acknowledged.store(false, ordering: .relaxed)
+                while !self.isStopped && mosquitto_loop(self.handle, 100, 1) == MOSQ_ERR_SUCCESS.rawValue {}
+                if self.isStopped { break }
+                // A connection the broker had accepted starts the backoff afresh.
+                if self.context.acknowledged.load(ordering: .relaxed) { delay = first }
+            } else {
+                let reason = rc == MOSQ_ERR_ERRNO.rawValue ? String(cString: strerror(errno)) : String(cString: mosquitto_strerror(rc))
+                self.context.onEvent(.connectionFailed(reason: reason))
+            }
+            // Full jitter in the upper half: reconnecting clients do not stampede a restarted broker.
+            _ = self.stopSignal.wait(timeout: .now() + delay * Double.random(in: 0.5...1))
+            delay = min(delay * 2, cap)
+        }
+        // Stopping: let the loop write what is queued (the offline status, DISCONNECT) and close.
+        for _ in 0..<30 where mosquitto_loop(self.handle, 100, 1) == MOSQ_ERR_SUCCESS.rawValue {}
     }
 
     /// Subscribes to a topic filter. Call it from the `.connected` event so that every reconnect
@@ -234,7 +254,7 @@ package final class MosquittoClient: @unchecked Sendable {
     }
 
     /// Sends DISCONNECT (so the broker does not publish the will) and stops the network thread
-    /// once outgoing messages have been written. Also ends a first-connection retry.
+    /// once outgoing messages have been written (at most about 3 s).
     package func disconnect() {
         let previous = self.loop.withLock { state -> LoopState in
             defer { state = .stopped }
@@ -243,7 +263,7 @@ package final class MosquittoClient: @unchecked Sendable {
         self.stopSignal.signal()
         guard case .running = previous else { return }
         mosquitto_disconnect_v5(self.handle, 0, nil)
-        mosquitto_loop_stop(self.handle, false)
+        _ = self.exited.wait(timeout: .now() + 5)
     }
 
     private static func describeConnack(_ rc: Int32, v5: Bool) -> String {
@@ -265,7 +285,7 @@ package enum MQTTClientEvent: Sendable, Equatable {
     case connectionRefused(reason: String)
     /// A connection attempt failed before the broker answered (DNS, refused TCP, TLS).
     case connectionFailed(reason: String)
-    /// The connection ended; unless `expected`, libmosquitto is reconnecting.
+    /// The connection ended; unless `expected`, the client is reconnecting.
     case disconnected(expected: Bool, reason: String)
     /// A subscription could not be sent.
     case subscribeFailed(filter: String, reason: String)
@@ -290,6 +310,8 @@ private final class CallbackContext: Sendable {
     let subscriptions: [(filter: String, qos: Int32)]
     let birth: MQTTConnectionOptions.Will?
     let isV5: Bool
+    /// The broker accepted the current connection (CONNACK success).
+    let acknowledged = Atomic<Bool>(false)
 
     init(
         onMessage: @escaping @Sendable (borrowing MQTTIncomingMessage) -> Void,
@@ -304,6 +326,13 @@ private final class CallbackContext: Sendable {
         self.subscriptions = subscriptions
         self.birth = birth
     }
+}
+
+/// A libmosquitto property list, owned (freed once).
+private final class PropertyList: @unchecked Sendable {
+    var list: OpaquePointer? = nil
+
+    deinit { mosquitto_property_free_all(&self.list) }
 }
 
 /// `mosquitto_lib_init` is not thread safe and must run once per process.

@@ -104,6 +104,12 @@ package struct MQTTSettings: Sendable {
     package var subscribeQoS = 1
     package var tcpNoDelay = true
     package var tls = MQTTConnectionOptions.TLS()
+    /// MQTT v5 session expiry with `clean_start: false` (a persistent session).
+    package var sessionExpiry: Duration = .seconds(3600)
+    package var reconnectDelayMin: Duration = .seconds(1)
+    package var reconnectDelayMax: Duration = .seconds(30)
+    package var maxInflight: Int?
+    package var receiveMaximum: Int?
 }
 
 extension DetectionSettings {
@@ -519,12 +525,41 @@ extension OrchestratorConfig {
         self.mqtt.cleanStart = mqtt.bool("clean_start", default: self.mqtt.cleanStart)
         self.mqtt.subscribeQoS = mqtt.int("subscribe_qos", default: self.mqtt.subscribeQoS, in: 0...2)
         self.mqtt.tcpNoDelay = mqtt.bool("tcp_nodelay", default: self.mqtt.tcpNoDelay)
+        self.mqtt.sessionExpiry = mqtt.duration("session_expiry", default: self.mqtt.sessionExpiry)
+        if self.mqtt.sessionExpiry > .seconds(Int64(UInt32.max)) {
+            mqtt.diagnostics.report(.error, mqtt.keyPath("session_expiry"), at: mqtt.markOf("session_expiry"), "at most 4294967295 s")
+            self.mqtt.sessionExpiry = .seconds(3600)
+        }
+        self.mqtt.reconnectDelayMin = mqtt.duration("reconnect_delay_min", default: self.mqtt.reconnectDelayMin)
+        self.mqtt.reconnectDelayMax = mqtt.duration("reconnect_delay_max", default: self.mqtt.reconnectDelayMax)
+        if self.mqtt.reconnectDelayMin < .seconds(1) || self.mqtt.reconnectDelayMax < self.mqtt.reconnectDelayMin {
+            mqtt.diagnostics.report(
+                .error, mqtt.keyPath("reconnect_delay_min"), at: mqtt.markOf("reconnect_delay_min"),
+                "reconnect_delay_min must be at least 1s and not above reconnect_delay_max")
+        }
+        if mqtt.text("max_inflight") != nil { self.mqtt.maxInflight = mqtt.int("max_inflight", default: 20, in: 1...65535) }
+        if mqtt.text("receive_maximum") != nil { self.mqtt.receiveMaximum = mqtt.int("receive_maximum", default: 65535, in: 1...65535) }
         if let tls = mqtt.section("tls") {
             self.mqtt.tls.caFile = tls.optionalString("ca_file")
             self.mqtt.tls.caPath = tls.optionalString("ca_path")
             self.mqtt.tls.certFile = tls.optionalString("cert_file")
             self.mqtt.tls.keyFile = tls.optionalString("key_file")
             self.mqtt.tls.verifyHostname = tls.bool("verify_hostname", default: true)
+            if let version = tls.optionalString("version") {
+                if ["tlsv1.2", "tlsv1.3"].contains(version) {
+                    self.mqtt.tls.version = version
+                } else {
+                    tls.diagnostics.report(.error, tls.keyPath("version"), at: tls.markOf("version"), "\"\(version)\" is not one of tlsv1.2, tlsv1.3")
+                }
+            }
+            self.mqtt.tls.psk = tls.optionalString("psk")
+            self.mqtt.tls.pskIdentity = tls.optionalString("psk_identity")
+            if (self.mqtt.tls.psk == nil) != (self.mqtt.tls.pskIdentity == nil) {
+                tls.diagnostics.report(.error, tls.keyPath("psk"), at: tls.mark, "psk and psk_identity must be given together")
+            }
+            if let psk = self.mqtt.tls.psk, psk.isEmpty || !psk.allSatisfy(\.isHexDigit) {
+                tls.diagnostics.report(.error, tls.keyPath("psk"), at: tls.markOf("psk"), "the pre-shared key is hexadecimal")
+            }
             if (self.mqtt.tls.certFile == nil) != (self.mqtt.tls.keyFile == nil) {
                 tls.diagnostics.report(
                     .error, tls.keyPath("cert_file"), at: tls.mark, "cert_file and key_file must be given together")
@@ -563,11 +598,17 @@ extension OrchestratorConfig {
             if settings.caFile == nil && settings.caPath == nil { settings.caPath = "/etc/ssl/certs" }
             tls = settings
         }
-        return MQTTConnectionOptions(
+        var options = MQTTConnectionOptions(
             host: self.mqtt.endpoint.host, port: self.mqtt.endpoint.port, clientID: self.mqtt.clientID,
             username: self.mqtt.username, password: self.mqtt.password, protocolVersion: self.mqtt.protocolVersion,
             keepAlive: max(5, Int(self.mqtt.keepAlive.components.seconds)), cleanStart: self.mqtt.cleanStart,
-            tcpNoDelay: self.mqtt.tcpNoDelay, tls: tls, will: will)
+            tcpNoDelay: self.mqtt.tcpNoDelay, tls: tls, will: will,
+            reconnectDelayMin: UInt32(max(1, self.mqtt.reconnectDelayMin.components.seconds)),
+            reconnectDelayMax: UInt32(max(1, self.mqtt.reconnectDelayMax.components.seconds)))
+        options.sessionExpiry = UInt32(clamping: self.mqtt.sessionExpiry.components.seconds)
+        options.maxInflight = self.mqtt.maxInflight
+        options.receiveMaximum = self.mqtt.receiveMaximum
+        return options
     }
 }
 
