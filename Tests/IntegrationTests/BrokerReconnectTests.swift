@@ -9,11 +9,18 @@ final class PrivateBroker: @unchecked Sendable {
     private var pid: pid_t?
     private let directory: URL
 
-    init() throws {
+    /// - Parameter persistent: keep sessions and queued messages on disk, saved after every change
+    ///   (so a SIGKILL loses nothing the broker has acknowledged).
+    init(persistent: Bool = false, extra: String = "") throws {
         self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("dang-broker-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
         self.port = try Self.freePort()
-        let config = "listener \(self.port) 127.0.0.1\nallow_anonymous true\nuser root\nset_tcp_nodelay true\n"
+        var config = "listener \(self.port) 127.0.0.1\nallow_anonymous true\nuser root\nset_tcp_nodelay true\n"
+        if persistent {
+            config += "persistence true\npersistence_location \(self.directory.path)/\nautosave_interval 1\nautosave_on_changes true\n"
+            config += "max_queued_messages 100000\n"
+        }
+        config += extra
         try config.write(to: self.directory.appendingPathComponent("mosquitto.conf"), atomically: true, encoding: .utf8)
     }
 
@@ -24,6 +31,14 @@ final class PrivateBroker: @unchecked Sendable {
     func stop() {
         guard let pid = self.pid else { return }
         kill(pid, SIGTERM)
+        ChildProcess.wait(pid)
+        self.pid = nil
+    }
+
+    /// SIGKILL: no chance to save or say goodbye.
+    func crash() {
+        guard let pid = self.pid else { return }
+        kill(pid, SIGKILL)
         ChildProcess.wait(pid)
         self.pid = nil
     }

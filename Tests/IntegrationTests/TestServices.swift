@@ -110,9 +110,9 @@ final class TestSubscriber: Sendable {
     private let state = ClientState()
     let client: MosquittoClient
 
-    init(filters: [String]) throws {
+    init(filters: [String], port: Int? = nil) throws {
         var options = MQTTConnectionOptions(
-            host: TestServices.shared.mqtt.host, port: TestServices.shared.mqtt.port, clientID: "sub-\(UUID().uuidString)")
+            host: TestServices.shared.mqtt.host, port: port ?? TestServices.shared.mqtt.port, clientID: "sub-\(UUID().uuidString)")
         options.subscriptions = filters.map { ($0, 1) }
         let state = self.state
         self.client = try MosquittoClient(

@@ -155,6 +155,12 @@ package struct DetectionEngine: Sendable {
         return self.history.window(slot: slot, limit: limit)
     }
 
+    /// Usable samples a tag's detectors have processed (duplicates, out-of-order and bad-quality
+    /// samples excluded).
+    package func processedCount(of tag: String) -> Int? {
+        self.slots[tag].map { self.detectors[Int($0)].statistics.count }
+    }
+
     /// Tags seen so far whose identifier starts with `prefix`, in name order.
     package func tags(withPrefix prefix: String) -> [String] {
         self.tagNames.filter { $0.hasPrefix(prefix) }.sorted()

@@ -206,6 +206,11 @@ package final class IngestPipeline: Sendable {
         self.state.withLock { state in tags.compactMap { state.engine.view(of: $0) } }
     }
 
+    /// Usable samples the detectors of a tag have processed.
+    package func processedCount(tag: String) -> Int? {
+        self.state.withLock { $0.engine.processedCount(of: tag) }
+    }
+
     /// Tags seen so far under a prefix (a unit's path followed by `/`, or `market/`).
     package func tags(withPrefix prefix: String) -> [String] {
         self.state.withLock { $0.engine.tags(withPrefix: prefix) }

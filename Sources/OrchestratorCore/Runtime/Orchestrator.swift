@@ -129,8 +129,10 @@ package final class Orchestrator: Sendable {
         let logger = self.logger
         let alarmDesk = self.alarmDesk
         Thread.detachNewThread {
+            // tag_state first: loading it also migrates a new database, which the shelves need.
+            let snapshots = writer.loadTagState()
             alarmDesk.loadShelves()
-            guard let snapshots = writer.loadTagState(), !snapshots.isEmpty else { return }
+            guard let snapshots, !snapshots.isEmpty else { return }
             pipeline.seed(snapshots)
             logger.info("detectors warmed up from tag_state", metadata: ["tags": "\(snapshots.count)"])
         }
