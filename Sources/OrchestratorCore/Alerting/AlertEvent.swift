@@ -77,7 +77,9 @@ package struct AlertEvent: Sendable, Equatable {
     /// `{prefix}/alert/{severity}/{site}/{area}/{unit}/{tag}` for plant tags,
     /// `{prefix}/alert/{severity}/market/{instrument…}` for market data: the tag identifier is the tail.
     package func alertTopic(prefix: String) -> String {
-        "\(prefix)/alert/\(self.severity.rawValue)/\(self.tag)"
+        // Sparkplug data: `{prefix}/alert/{severity}/spb/{group}/{edge}[/{device}]/{metric}` (SPEC §3).
+        if self.topic.hasPrefix("spBv1.0/") { return "\(prefix)/alert/\(self.severity.rawValue)/spb/\(self.tag)" }
+        return "\(prefix)/alert/\(self.severity.rawValue)/\(self.tag)"
     }
 
     /// The SPEC §3 JSON body. Numbers that JSON cannot carry (NaN, ±∞) are written as `null`.

@@ -250,6 +250,10 @@ package struct TopicSettings: Sendable {
     package var mapFile = ""
     package var alertQoS = 1
     package var maxPayloadBytes = 65_536
+    /// Subscribe to `spBv1.0/#` and ingest Sparkplug B.
+    package var sparkplug = true
+    /// Answer sequence gaps and data before birth with an NCMD `Node Control/Rebirth`.
+    package var sparkplugRebirth = true
 }
 
 /// `detection`: the per-tag detectors and the alert policy shared by every condition.
@@ -494,6 +498,8 @@ extension OrchestratorConfig {
             }
             self.topics.mapFile = topics.string("map", default: self.topics.mapFile)
             self.topics.alertQoS = topics.int("alert_qos", default: self.topics.alertQoS, in: 0...2)
+            self.topics.sparkplug = topics.bool("sparkplug", default: self.topics.sparkplug)
+            self.topics.sparkplugRebirth = topics.bool("sparkplug_rebirth", default: self.topics.sparkplugRebirth)
             self.topics.maxPayloadBytes = topics.int(
                 "max_payload_bytes", default: self.topics.maxPayloadBytes, in: 16...268_435_455)
             topics.finish()

@@ -41,6 +41,8 @@ package enum DataQualityIssue: UInt8, Sendable, Equatable {
     case outOfOrder
     case duplicateTimestamp
     case gap
+    /// A Sparkplug edge node skipped sequence numbers or sent data before its birth.
+    case sequence
 
     package var text: String {
         switch self {
@@ -50,6 +52,7 @@ package enum DataQualityIssue: UInt8, Sendable, Equatable {
         case .outOfOrder: "out-of-order timestamps"
         case .duplicateTimestamp: "duplicate timestamps"
         case .gap: "a gap in the data"
+        case .sequence: "Sparkplug sequence broken (messages lost or data before birth); rebirth requested"
         }
     }
 }

@@ -189,6 +189,24 @@ package struct DetectionEngine: Sendable {
     }
 
     /// Timer tick: raises `stale` for tags silent for longer than their `stale_after` periods.
+    /// Marks tags stale at once (their source announced its death).
+    package mutating func markStale(_ tags: [String], topic: String, now: Int64, into events: inout [AlertEvent]) {
+        for tag in tags {
+            guard let slot = self.slots[tag] else { continue }
+            self.changes.removeAll(keepingCapacity: true)
+            self.detectors[Int(slot)].forceStale(now: now, policy: self.settings.policy, into: &self.changes)
+            self.emit(slot: slot, topic: topic, sampleTime: now, now: now, into: &events)
+        }
+    }
+
+    /// A transport-level data-quality problem of a tag (a Sparkplug node's broken sequence).
+    package mutating func reportDataQuality(_ issue: DataQualityIssue, tag: String, topic: String, now: Int64, into events: inout [AlertEvent]) {
+        guard let slot = self.slot(for: tag) else { return }
+        self.changes.removeAll(keepingCapacity: true)
+        self.detectors[Int(slot)].reportDataQuality(issue, now: now, settings: self.settings, into: &self.changes)
+        self.emit(slot: slot, topic: topic, sampleTime: now, now: now, into: &events)
+    }
+
     package mutating func checkStaleness(now: Int64, into events: inout [AlertEvent]) {
         for index in self.detectors.indices {
             self.changes.removeAll(keepingCapacity: true)

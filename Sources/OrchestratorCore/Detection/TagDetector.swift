@@ -142,6 +142,19 @@ package struct TagDetector: Sendable {
             time: now, policy: AlertPolicy(cooldownMilliseconds: policy.cooldownMilliseconds), into: &changes)
     }
 
+    /// The source said it is gone (a Sparkplug death): `stale` now, whatever the expected period.
+    package mutating func forceStale(now: Int64, policy: AlertPolicy, into changes: inout [ConditionChange]) {
+        guard !self.isActive(.stale) else { return }
+        self.update(
+            .stale, raise: true, clear: false, value: self.lastValue, score: 1, detail: .stale(seconds: 0), time: now,
+            policy: AlertPolicy(cooldownMilliseconds: policy.cooldownMilliseconds), into: &changes)
+    }
+
+    /// A data-quality problem the transport found (not a sample's own).
+    package mutating func reportDataQuality(_ issue: DataQualityIssue, now: Int64, settings: DetectionSettings, into changes: inout [ConditionChange]) {
+        self.updateDataQuality(issue, value: self.lastValue, time: now, settings: settings, into: &changes)
+    }
+
     private mutating func updateDataQuality(
         _ issue: DataQualityIssue?, value: Double, time: Int64, settings: DetectionSettings,
         into changes: inout [ConditionChange]

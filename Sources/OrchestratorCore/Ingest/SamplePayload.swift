@@ -47,6 +47,12 @@ package enum PayloadRejection: String, Sendable, CaseIterable, Error {
     case badTimestamp = "bad_timestamp"
     case badQuality = "bad_quality"
     case tooDeep = "too_deep"
+    /// Sparkplug: a topic not of the `spBv1.0/{group}/{type}/{edge}[/{device}]` shape.
+    case sparkplugTopic = "sparkplug_topic"
+    /// Sparkplug: not a Sparkplug B protobuf payload.
+    case sparkplugPayload = "sparkplug_payload"
+    /// Sparkplug: more edge nodes than the orchestrator keeps state for.
+    case sparkplugNodeLimit = "sparkplug_node_limit"
 }
 
 /// Decodes sample payloads straight from the message bytes.

@@ -29,12 +29,15 @@ package final class IngestPipeline: Sendable {
         var routes: [String: Route] = [:]
         var engine: DetectionEngine
         var counters = IngestCounters()
+        var sparkplug = SparkplugSession()
     }
 
     private let state: Mutex<State>
     private let router: TopicRouter
     private let config: OrchestratorConfig
     private let sinks: Mutex<[any AlertSink]>
+    /// Publishes Sparkplug commands (NCMD rebirth requests); set by the orchestrator.
+    private let commandPublisher = Mutex<(@Sendable (String, [UInt8]) -> Void)?>(nil)
     private let logger: Logger
     private let clock: @Sendable () -> Int64
 
@@ -72,7 +75,14 @@ package final class IngestPipeline: Sendable {
     }
 
     /// Filters to subscribe to.
-    package var subscriptions: [String] { self.router.subscriptions }
+    package var subscriptions: [String] {
+        self.router.subscriptions + (self.config.topics.sparkplug ? ["\(SparkplugSession.namespace)/#"] : [])
+    }
+
+    /// Where Sparkplug rebirth requests go (the MQTT client).
+    package func attachCommandPublisher(_ publish: @escaping @Sendable (String, [UInt8]) -> Void) {
+        self.commandPublisher.withLock { $0 = publish }
+    }
 
     package var counters: IngestCounters { self.state.withLock { $0.counters } }
 
@@ -82,6 +92,10 @@ package final class IngestPipeline: Sendable {
         let topic = String(decoding: topicBytes, as: UTF8.self)
         guard payload.count <= self.config.topics.maxPayloadBytes else {
             self.reject(.tooLarge, topic: topic)
+            return
+        }
+        if self.config.topics.sparkplug && topic.hasPrefix(SparkplugSession.namespace + "/") {
+            self.handleSparkplug(topic: topic, payload: payload, now: receivedAt ?? self.clock())
             return
         }
         let parsed = SamplePayloadParser.parse(payload)
@@ -153,6 +167,52 @@ package final class IngestPipeline: Sendable {
         if let rejection { self.logRejection(rejection.rawValue, topic: topic) }
         if unknownTopic { self.logRejection("unknown_topic", topic: topic) }
         if tagLimit { self.logRejection("tag_limit", topic: topic) }
+        self.deliver(events)
+    }
+
+    /// One Sparkplug B message: births, data, deaths, sequence checks (``SparkplugSession``).
+    private func handleSparkplug(topic: String, payload: UnsafeRawBufferPointer, now: Int64) {
+        var events: [AlertEvent] = []
+        var rejection: PayloadRejection? = nil
+        var rebirth: (group: String, edge: String)? = nil
+        var tagLimit = false
+        self.state.withLock { state in
+            state.counters.messages += 1
+            let outcome = state.sparkplug.handle(topic: topic, payload: payload, now: now)
+            if let reason = outcome.rejection {
+                rejection = PayloadRejection(rawValue: reason) ?? .sparkplugPayload
+                state.counters.rejected[rejection!, default: 0] += 1
+                return
+            }
+            for sample in outcome.samples {
+                guard let slot = self.slot(for: sample.tag, in: &state) else {
+                    tagLimit = true
+                    continue
+                }
+                self.ingest(
+                    slot: slot, value: sample.value, quality: .good, sampleTime: sample.time ?? now, receiptTime: sample.time == nil,
+                    topic: topic, now: now, state: &state, events: &events)
+            }
+            if !outcome.dead.isEmpty {
+                let before = events.count
+                state.engine.markStale(outcome.dead, topic: topic, now: now, into: &events)
+                self.count(events[before...], in: &state)
+            }
+            if let problem = outcome.problem {
+                let before = events.count
+                state.engine.reportDataQuality(.sequence, tag: problem.node, topic: topic, now: now, into: &events)
+                state.counters.tags = state.engine.tagCount
+                self.count(events[before...], in: &state)
+            }
+            if tagLimit { state.counters.tagLimitRejections += 1 }
+            rebirth = outcome.rebirth
+        }
+        if let rejection { self.logRejection(rejection.rawValue, topic: topic) }
+        if tagLimit { self.logRejection("tag_limit", topic: topic) }
+        if let rebirth, self.config.topics.sparkplugRebirth, let publish = self.commandPublisher.withLock({ $0 }) {
+            publish("\(SparkplugSession.namespace)/\(rebirth.group)/NCMD/\(rebirth.edge)", SparkplugSession.rebirthCommand(now: now))
+            self.logger.notice("Sparkplug rebirth requested", metadata: ["sparkplug.node": "\(rebirth.group)/\(rebirth.edge)"])
+        }
         self.deliver(events)
     }
 

@@ -89,6 +89,10 @@ package final class Orchestrator: Sendable {
                 Self.log(event, endpoint: endpoint, connection: connection, logger: logger)
             })
         self.publisher.attach(self.client)
+        let client = self.client
+        pipeline.attachCommandPublisher { topic, payload in
+            try? client.publish(topic: topic, payload: payload, qos: 0, retain: false)
+        }
     }
 
     /// The retained status body: `{"state", "version", "started_at"}`.

@@ -1,0 +1,217 @@
+import Foundation
+import SwiftProtobuf
+
+/// Sparkplug B ingest (SPEC §3, `spBv1.0/{group}/{type}/{edge}[/{device}]`): births build each edge
+/// node's alias table, data messages become samples of the tags `{group}/{edge}/{device}/{metric}`
+/// (`{group}/{edge}/{metric}` for node metrics), sequence numbers are checked, deaths mark a node's
+/// or device's tags stale. Pure state: the pipeline feeds it messages under its lock and acts on
+/// what comes back.
+package struct SparkplugSession: Sendable {
+    /// What one message produced.
+    package struct Outcome: Sendable {
+        /// Samples for the detectors: tag, value, sample time (ms), or nil time for receipt time.
+        package var samples: [(tag: String, value: Double, time: Int64?)] = []
+        /// Tags whose source died (NDEATH/DDEATH): mark them stale.
+        package var dead: [String] = []
+        /// A data-quality problem of the node (sequence gap, data before birth): `(node, text)`.
+        package var problem: (node: String, text: String)? = nil
+        /// Ask the node to publish its births again (NCMD `Node Control/Rebirth`).
+        package var rebirth: (group: String, edge: String)? = nil
+        /// Why the message was refused, if it was.
+        package var rejection: String? = nil
+        /// Metrics skipped (not numeric, historical, no name for the alias…).
+        package var skipped = 0
+    }
+
+    private struct Node {
+        /// alias → (device or nil for node metrics, metric name)
+        var aliases: [UInt64: (device: String?, name: String)] = [:]
+        var born = false
+        var seq: UInt64?
+        var bdSeq: UInt64?
+        /// Tags seen per device (nil key: node metrics), for deaths.
+        var tags: [String: Set<String>] = [:]
+        var lastRebirthRequest: Int64 = .min / 2
+    }
+
+    private var nodes: [String: Node] = [:]
+    /// At most this many nodes and metrics per node (a hostile stream cannot grow memory unbounded).
+    package let maxNodes: Int
+    package let maxAliasesPerNode: Int
+
+    package init(maxNodes: Int = 10_000, maxAliasesPerNode: Int = 100_000) {
+        self.maxNodes = maxNodes
+        self.maxAliasesPerNode = maxAliasesPerNode
+    }
+
+    package static let namespace = "spBv1.0"
+
+    /// Handles one message on `spBv1.0/…`. `now` is the orchestrator's clock (ms).
+    package mutating func handle(topic: String, payload: UnsafeRawBufferPointer, now: Int64) -> Outcome {
+        var outcome = Outcome()
+        let levels = topic.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard levels.count == 4 || levels.count == 5, levels[0] == Self.namespace, levels.dropFirst().allSatisfy(Self.isValidName) else {
+            outcome.rejection = "sparkplug_topic"
+            return outcome
+        }
+        let group = levels[1]
+        let type = levels[2]
+        let edge = levels[3]
+        let device: String? = levels.count == 5 ? levels[4] : nil
+        switch type {
+        case "NCMD", "DCMD", "STATE": return outcome  // commands and host state: not ours to ingest
+        case "NBIRTH", "NDEATH", "NDATA": guard device == nil else { outcome.rejection = "sparkplug_topic"; return outcome }
+        case "DBIRTH", "DDEATH", "DDATA": guard device != nil else { outcome.rejection = "sparkplug_topic"; return outcome }
+        default:
+            outcome.rejection = "sparkplug_topic"
+            return outcome
+        }
+        let message: Org_Eclipse_Tahu_Protobuf_Payload
+        do {
+            message = try Org_Eclipse_Tahu_Protobuf_Payload(serializedBytes: Array(payload))
+        } catch {
+            outcome.rejection = "sparkplug_payload"
+            return outcome
+        }
+        let key = "\(group)/\(edge)"
+        if self.nodes[key] == nil {
+            guard self.nodes.count < self.maxNodes else {
+                outcome.rejection = "sparkplug_node_limit"
+                return outcome
+            }
+            self.nodes[key] = Node()
+        }
+        var node = self.nodes[key]!
+        defer { self.nodes[key] = node }
+
+        // Sequence numbers: NBIRTH starts at 0; every later message of the node adds one (mod 256).
+        if type == "NBIRTH" {
+            node = Node(lastRebirthRequest: node.lastRebirthRequest)
+            node.born = true
+            node.seq = message.hasSeq ? message.seq : 0
+            node.bdSeq = message.metrics.first { $0.name == "bdSeq" }.flatMap(Self.unsigned)
+        } else if type != "NDEATH" {
+            guard node.born else {
+                outcome.problem = (key, "\(type) before NBIRTH")
+                outcome.rebirth = self.rebirth(&node, group: group, edge: edge, now: now)
+                return outcome
+            }
+            if message.hasSeq, let last = node.seq {
+                let expected = (last + 1) % 256
+                if message.seq != expected {
+                    outcome.problem = (key, "sequence gap: expected \(expected), got \(message.seq)")
+                    outcome.rebirth = self.rebirth(&node, group: group, edge: edge, now: now)
+                }
+                node.seq = message.seq
+            }
+        }
+
+        switch type {
+        case "NDEATH", "DDEATH":
+            if type == "NDEATH" {
+                // A death from an older session (its bdSeq is not the birth's) is stale news.
+                if let death = message.metrics.first(where: { $0.name == "bdSeq" }).flatMap(Self.unsigned), let birth = node.bdSeq, death != birth {
+                    return outcome
+                }
+                outcome.dead = node.tags.values.flatMap { $0 }.sorted()
+                node.born = false
+            } else {
+                outcome.dead = node.tags[device ?? ""].map { Array($0).sorted() } ?? []
+            }
+            return outcome
+        default:
+            break
+        }
+
+        let births = type == "NBIRTH" || type == "DBIRTH"
+        let messageTime = message.hasTimestamp ? Int64(clamping: message.timestamp) : nil
+        for metric in message.metrics {
+            var name: String? = metric.hasName ? metric.name : nil
+            if births, let named = name, metric.hasAlias {
+                if node.aliases.count < self.maxAliasesPerNode || node.aliases[metric.alias] != nil {
+                    node.aliases[metric.alias] = (device, named)
+                }
+            }
+            if name == nil, metric.hasAlias, let known = node.aliases[metric.alias] {
+                name = known.name
+            }
+            guard let metricName = name, !metricName.isEmpty, metricName.utf8.count <= 256,
+                !metricName.contains(where: { $0 == "+" || $0 == "#" || $0.asciiValue.map { $0 < 0x20 || $0 == 0x7F } == true })
+            else {
+                outcome.skipped += 1
+                continue
+            }
+            if metricName == "bdSeq" || metricName.hasPrefix("Node Control/") || metricName.hasPrefix("Device Control/") {
+                continue  // protocol metrics, not measurements
+            }
+            guard !(metric.hasIsHistorical && metric.isHistorical), !(metric.hasIsNull && metric.isNull), let value = Self.number(metric) else {
+                outcome.skipped += 1
+                continue
+            }
+            let tag = [group, edge, device, metricName].compactMap { $0 }.joined(separator: "/")
+            if node.tags[device ?? "", default: []].count < self.maxAliasesPerNode { node.tags[device ?? "", default: []].insert(tag) }
+            let time = metric.hasTimestamp ? Int64(clamping: metric.timestamp) : messageTime
+            outcome.samples.append((tag, value, time))
+        }
+        return outcome
+    }
+
+    /// A rebirth request, at most one per node every 5 s.
+    private func rebirth(_ node: inout Node, group: String, edge: String, now: Int64) -> (group: String, edge: String)? {
+        guard now &- node.lastRebirthRequest >= 5000 else { return nil }
+        node.lastRebirthRequest = now
+        return (group, edge)
+    }
+
+    /// The numeric value of a metric by its Sparkplug datatype; nil for strings, bytes, datasets,
+    /// templates and unknown types.
+    static func number(_ metric: Org_Eclipse_Tahu_Protobuf_Payload.Metric) -> Double? {
+        guard let value = metric.value else { return nil }
+        let type = metric.hasDatatype ? metric.datatype : 0
+        switch value {
+        case .intValue(let raw):
+            // Int8/16/32 travel as their two's complement in uint32.
+            switch type {
+            case 1: return Double(Int8(truncatingIfNeeded: raw))
+            case 2: return Double(Int16(truncatingIfNeeded: raw))
+            case 3: return Double(Int32(bitPattern: raw))
+            default: return Double(raw)
+            }
+        case .longValue(let raw):
+            switch type {
+            case 4: return Double(Int64(bitPattern: raw))
+            case 13: return nil  // DateTime: a time, not a measurement
+            default: return Double(raw)
+            }
+        case .floatValue(let v): return v.isFinite ? Double(v) : nil
+        case .doubleValue(let v): return v.isFinite ? v : nil
+        case .booleanValue(let v): return v ? 1 : 0
+        default: return nil
+        }
+    }
+
+    static func unsigned(_ metric: Org_Eclipse_Tahu_Protobuf_Payload.Metric) -> UInt64? {
+        switch metric.value {
+        case .intValue(let v)?: UInt64(v)
+        case .longValue(let v)?: v
+        default: nil
+        }
+    }
+
+    static func isValidName(_ level: String) -> Bool {
+        !level.isEmpty && level.utf8.count <= 256
+            && !level.unicodeScalars.contains { $0 == "+" || $0 == "#" || $0.value < 0x20 || $0.value == 0x7F }
+    }
+
+    /// The NCMD that asks an edge node for its births again.
+    package static func rebirthCommand(now: Int64) -> [UInt8] {
+        var metric = Org_Eclipse_Tahu_Protobuf_Payload.Metric()
+        metric.name = "Node Control/Rebirth"
+        metric.datatype = 11  // Boolean
+        metric.booleanValue = true
+        var payload = Org_Eclipse_Tahu_Protobuf_Payload()
+        payload.timestamp = UInt64(max(0, now))
+        payload.metrics = [metric]
+        return (try? payload.serializedBytes()) ?? []
+    }
+}
