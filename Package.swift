@@ -115,6 +115,7 @@ let package = Package(
                 "Mosquitto",
                 "LibPQ",
                 "Curl",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

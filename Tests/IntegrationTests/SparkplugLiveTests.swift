@@ -1,0 +1,54 @@
+import Foundation
+import SwiftProtobuf
+import Testing
+
+@testable import OrchestratorCore
+
+/// Sparkplug B over the real broker: births, data by alias, an alert on the `spb` topic, and a
+/// rebirth request answered on NCMD after a sequence gap.
+@Suite(.timeLimit(.minutes(1)))
+struct SparkplugLiveTests {
+    typealias Payload = Org_Eclipse_Tahu_Protobuf_Payload
+
+    static func payload(seq: UInt64, time: UInt64, _ metrics: [(name: String?, alias: UInt64, value: Double)]) -> [UInt8] {
+        var payload = Payload()
+        payload.seq = seq
+        payload.timestamp = time
+        payload.metrics = metrics.map { entry in
+            var metric = Payload.Metric()
+            if let name = entry.name { metric.name = name }
+            metric.alias = entry.alias
+            metric.datatype = 10
+            metric.doubleValue = entry.value
+            return metric
+        }
+        return try! payload.serializedBytes()
+    }
+
+    @Test func `births, data by alias, an spb alert, and a rebirth request after a gap, over mosquitto`() async throws {
+        let group = "it\(UUID().uuidString.prefix(6))"
+        var map = LivePathTests.shippedMap
+        map.tags["\(group)/edge1/pump7/Temperature"] = TagInfo(unit: "degC", limits: .init(hi: 90, deadband: 1))
+        let config = TestServices.config(prefix: "it-spb", databaseURL: try TestServices.freshDatabase(), topicMap: map)
+        let orchestrator = try Orchestrator(config: config, logger: testLogger)
+        let watcher = try TestSubscriber(filters: ["it-spb/alert/+/spb/#", "spBv1.0/\(group)/NCMD/#"])
+        let publisher = try TestPublisher()
+        try await watcher.waitUntilConnected()
+        try await publisher.waitUntilConnected()
+        try await withRunningOrchestrator(orchestrator) {
+            try await eventually("connected") { orchestrator.connectionStatus.connected }
+            try await Task.sleep(for: .milliseconds(200))
+            let t: UInt64 = 1_790_000_000_000
+            try publisher.publish("spBv1.0/\(group)/NBIRTH/edge1", bytes: Self.payload(seq: 0, time: t, []))
+            try publisher.publish("spBv1.0/\(group)/DBIRTH/edge1/pump7", bytes: Self.payload(seq: 1, time: t, [("Temperature", 10, 60)]))
+            try publisher.publish("spBv1.0/\(group)/DDATA/edge1/pump7", bytes: Self.payload(seq: 2, time: t + 1000, [(nil, 10, 95)]))
+            try await eventually("the limit alert on the spb topic") {
+                watcher.messages.contains { $0.topic == "it-spb/alert/warning/spb/\(group)/edge1/pump7/Temperature" }
+            }
+            try publisher.publish("spBv1.0/\(group)/DDATA/edge1/pump7", bytes: Self.payload(seq: 7, time: t + 2000, [(nil, 10, 95)]))
+            try await eventually("a rebirth request") { watcher.messages.contains { $0.topic == "spBv1.0/\(group)/NCMD/edge1" } }
+            let command = try Payload(serializedBytes: watcher.messages.first { $0.topic.hasSuffix("NCMD/edge1") }!.payload)
+            #expect(command.metrics.first?.name == "Node Control/Rebirth")
+        }
+    }
+}
