@@ -96,6 +96,13 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Fuzz targets (scripts/fuzz.sh builds them with libFuzzer); a plain build replays inputs.
+        .executableTarget(
+            name: "dang-fuzz",
+            dependencies: ["OrchestratorCore"],
+            swiftSettings: swiftSettings
+        ),
+
         .testTarget(
             name: "OrchestratorCoreTests",
             dependencies: [
