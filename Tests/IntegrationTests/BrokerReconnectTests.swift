@@ -11,6 +11,7 @@ final class PrivateBroker: @unchecked Sendable {
 
     /// - Parameter persistent: keep sessions and queued messages on disk, saved after every change
     ///   (so a SIGKILL loses nothing the broker has acknowledged).
+    /// - Parameter extra: more configuration; listener options (TLS) apply to its one listener.
     init(persistent: Bool = false, extra: String = "") throws {
         self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("dang-broker-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
@@ -26,6 +27,22 @@ final class PrivateBroker: @unchecked Sendable {
 
     func start() throws {
         self.pid = try ChildProcess.spawn(["/usr/sbin/mosquitto", "-c", self.directory.appendingPathComponent("mosquitto.conf").path])
+    }
+
+    /// Waits until the broker accepts TCP connections.
+    func waitUntilListening() async throws {
+        let port = self.port
+        try await eventually("broker listening on \(port)", timeout: .seconds(20)) {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = UInt16(port).bigEndian
+            return withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            } == 0
+        }
     }
 
     func stop() {

@@ -29,7 +29,8 @@ struct SparkplugLiveTests {
         let group = "it\(UUID().uuidString.prefix(6))"
         var map = LivePathTests.shippedMap
         map.tags["\(group)/edge1/pump7/Temperature"] = TagInfo(unit: "degC", limits: .init(hi: 90, deadband: 1))
-        let config = TestServices.config(prefix: "it-spb", databaseURL: try TestServices.freshDatabase(), topicMap: map)
+        var config = TestServices.config(prefix: "it-spb", databaseURL: try TestServices.freshDatabase(), topicMap: map)
+        config.topics.sparkplug = true
         let orchestrator = try Orchestrator(config: config, logger: testLogger)
         let watcher = try TestSubscriber(filters: ["it-spb/alert/+/spb/#", "spBv1.0/\(group)/NCMD/#"])
         let publisher = try TestPublisher()

@@ -81,6 +81,7 @@ enum TestServices {
         config.mqtt.clientID = "dang-it-\(prefix)"
         config.topics.prefix = prefix
         config.api.port = 0  // a free port: orchestrators of several suites run at once
+        config.topics.sparkplug = false  // only the Sparkplug suites take spBv1.0/# from the shared broker
         config.database.url = databaseURL
         config.database.flushInterval = .milliseconds(20)
         config.database.spoolDirectory = FileManager.default.temporaryDirectory
