@@ -192,10 +192,21 @@ package final class MosquittoClient: @unchecked Sendable {
                 self.connectProperties.list)
             if rc == MOSQ_ERR_SUCCESS.rawValue {
                 self.context.acknowledged.store(false, ordering: .relaxed)
-                while !self.isStopped && mosquitto_loop(self.handle, 100, 1) == MOSQ_ERR_SUCCESS.rawValue {}
+                var loopRC = MOSQ_ERR_SUCCESS.rawValue
+                while !self.isStopped {
+                    loopRC = mosquitto_loop(self.handle, 100, 1)
+                    if loopRC != MOSQ_ERR_SUCCESS.rawValue { break }
+                }
                 if self.isStopped { break }
-                // A connection the broker had accepted starts the backoff afresh.
-                if self.context.acknowledged.load(ordering: .relaxed) { delay = first }
+                if self.context.acknowledged.load(ordering: .relaxed) {
+                    // A connection the broker had accepted starts the backoff afresh.
+                    delay = first
+                } else {
+                    // Lost before any CONNACK (a TLS handshake that failed after a pending connect):
+                    // libmosquitto reports no disconnect for it, so say it here.
+                    let reason = loopRC == MOSQ_ERR_ERRNO.rawValue ? String(cString: strerror(errno)) : String(cString: mosquitto_strerror(loopRC))
+                    self.context.onEvent(.connectionFailed(reason: reason))
+                }
             } else {
                 let reason = rc == MOSQ_ERR_ERRNO.rawValue ? String(cString: strerror(errno)) : String(cString: mosquitto_strerror(rc))
                 self.context.onEvent(.connectionFailed(reason: reason))

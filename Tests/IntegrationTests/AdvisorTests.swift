@@ -82,7 +82,7 @@ struct AdvisorTests {
         let plant = self.plant(scenario: "ok-advice")
         self.breach(plant)
         #expect(plant.invocations.isEmpty)  // held for the advisor
-        try await eventually("delivered after advice") { plant.invocations.count == 1 }
+        try await eventually("delivered after advice", timeout: .seconds(15)) { plant.invocations.count == 1 }
         let params = try #require(plant.invocations.first?["params"] as? [String: Any])
         #expect(params["horizon"] as? Int == 24)
         #expect((params["advisor"] as? [String: Any])?["confidence"] as? Double == 0.9)
@@ -97,7 +97,7 @@ struct AdvisorTests {
     @Test func `an answer outside the allow-list and the bounds is refused, and the rules' invocation goes out as decided`() async throws {
         let plant = self.plant(scenario: "injected")
         self.breach(plant)
-        try await eventually("delivered after advice") { plant.invocations.count == 1 }
+        try await eventually("delivered after advice", timeout: .seconds(15)) { plant.invocations.count == 1 }
         let invocation = try #require(plant.invocations.first)
         #expect(invocation["module"] as? String == "forecasting")
         #expect((invocation["params"] as? [String: Any])?["horizon"] as? Int == 12)
@@ -110,7 +110,7 @@ struct AdvisorTests {
     func `an advisor that disagrees or does not answer leaves the rules' decision standing`(scenario: String) async throws {
         let plant = self.plant(scenario: scenario, tag: "r1/cdu/cdu1/TI-\(scenario)")
         self.breach(plant, tag: "r1/cdu/cdu1/TI-\(scenario)")
-        try await eventually("delivered", timeout: .seconds(5)) { plant.invocations.count == 1 }
+        try await eventually("delivered", timeout: .seconds(15)) { plant.invocations.count == 1 }
         #expect((plant.invocations.first?["params"] as? [String: Any])?["horizon"] as? Int == 12)
         #expect(plant.exchanges.first?.status == (scenario == "skip" ? "disagreed" : "unavailable"))
         #expect(plant.exchanges.first?.error != nil || scenario == "skip")

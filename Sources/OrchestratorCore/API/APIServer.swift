@@ -72,7 +72,10 @@ package struct APIServer: Sendable {
             "state": degraded ? "degraded" : "ok",
             "version": DangVersion.current,
             "started_at": ISO8601DateFormatter().string(from: o.startedAt),
-            "mqtt": ["connected": mqtt.connected, "connects": mqtt.connects, "last_error": mqtt.lastError ?? NSNull()],
+            "mqtt": [
+                "connected": mqtt.connected, "connects": mqtt.connects, "last_error": mqtt.lastError ?? NSNull(),
+                "dropped_while_away": o.publisher.droppedWhileAway,
+            ],
             "database": [
                 "connected": record.connected, "written": record.written, "spool_bytes": record.spooledBytes,
                 "rejected": record.rejectedRecords, "dropped": record.dropped,

@@ -12,6 +12,38 @@ package final class AlertPublisher: AlertSink, Sendable {
     private let failures = Atomic<Int>(0)
     /// Shelved alarms are recorded but not published.
     package let shelf = AlertShelf()
+    /// Messages handed to libmosquitto while the broker is away (it queues them without bound);
+    /// past `maxQueued` they are dropped and counted — alerts stay in the record.
+    private let queuedWhileAway = Atomic<Int>(0)
+    private let connected = Atomic<Bool>(false)
+    private let dropped = Atomic<Int>(0)
+    private let maxQueuedValue = Atomic<Int>(10_000)
+    package var maxQueued: Int { self.maxQueuedValue.load(ordering: .relaxed) }
+    package func setMaxQueued(_ value: Int) { self.maxQueuedValue.store(value, ordering: .relaxed) }
+
+    /// The connection came or went (from the client's events).
+    package func connectionChanged(connected: Bool) {
+        self.connected.store(connected, ordering: .relaxed)
+        if connected { self.queuedWhileAway.store(0, ordering: .relaxed) }
+    }
+
+    /// Messages not queued because the broker was away too long.
+    package var droppedWhileAway: Int { self.dropped.load(ordering: .relaxed) }
+
+    /// Whether one more message may be queued now.
+    private func admit() -> Bool {
+        if self.connected.load(ordering: .relaxed) { return true }
+        guard self.queuedWhileAway.add(1, ordering: .relaxed).newValue <= self.maxQueued else {
+            let total = self.dropped.add(1, ordering: .relaxed).newValue
+            if total == 1 || total & (total - 1) == 0 {
+                self.logger.error(
+                    "message not queued: the broker has been away and mqtt.max_queued messages are waiting (alerts stay in the record)",
+                    metadata: ["mqtt.dropped": "\(total)", "mqtt.max_queued": "\(self.maxQueued)"])
+            }
+            return false
+        }
+        return true
+    }
 
     package init(prefix: String, qos: Int, logger: Logger) {
         self.prefix = prefix
@@ -27,7 +59,7 @@ package final class AlertPublisher: AlertSink, Sendable {
     /// Publishes any message at QoS 1 on the same client (decision mirrors, module invocations as
     /// MQTT v5 requests). False if there is no client yet or libmosquitto refused it.
     package func publish(topic: String, payload: [UInt8], request: (responseTopic: String, correlation: [UInt8])?) -> Bool {
-        guard let client = self.client.withLock({ $0 }) else { return false }
+        guard let client = self.client.withLock({ $0 }), self.admit() else { return false }
         do {
             if let request {
                 try client.publish(
@@ -48,6 +80,7 @@ package final class AlertPublisher: AlertSink, Sendable {
     package func deliver(_ event: AlertEvent) {
         guard let client = self.client.withLock({ $0 }) else { return }
         if self.shelf.count > 0, self.shelf.isShelved(tag: event.tag, kind: event.kind, now: event.clearedAt ?? event.raisedAt) { return }
+        guard self.admit() else { return }
         do {
             try client.publish(topic: event.alertTopic(prefix: self.prefix), payload: event.jsonPayload(), qos: self.qos, retain: false)
         } catch {

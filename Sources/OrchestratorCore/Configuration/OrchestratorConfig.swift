@@ -110,6 +110,9 @@ package struct MQTTSettings: Sendable {
     package var reconnectDelayMax: Duration = .seconds(30)
     package var maxInflight: Int?
     package var receiveMaximum: Int?
+    /// Outgoing messages (alerts, invocations, decisions) queued while the broker is away; beyond it
+    /// they are dropped and counted (alerts and decisions stay in the record).
+    package var maxQueued = 10_000
 }
 
 extension DetectionSettings {
@@ -543,6 +546,7 @@ extension OrchestratorConfig {
                 .error, mqtt.keyPath("reconnect_delay_min"), at: mqtt.markOf("reconnect_delay_min"),
                 "reconnect_delay_min must be at least 1s and not above reconnect_delay_max")
         }
+        self.mqtt.maxQueued = mqtt.int("max_queued", default: self.mqtt.maxQueued, in: 0...10_000_000)
         if mqtt.text("max_inflight") != nil { self.mqtt.maxInflight = mqtt.int("max_inflight", default: 20, in: 1...65535) }
         if mqtt.text("receive_maximum") != nil { self.mqtt.receiveMaximum = mqtt.int("receive_maximum", default: 65535, in: 1...65535) }
         if let tls = mqtt.section("tls") {

@@ -69,6 +69,8 @@ package final class Orchestrator: Sendable {
         ])
         let ackPrefix = "\(config.topics.prefix)/ack/"
         let connection = self.connection
+        let alertPublisher = self.publisher
+        alertPublisher.setMaxQueued(config.mqtt.maxQueued)
         let endpoint = "\(config.mqtt.endpoint.host):\(config.mqtt.endpoint.port)"
         self.client = try MosquittoClient(
             options: options,
@@ -86,6 +88,11 @@ package final class Orchestrator: Sendable {
                 }
             },
             onEvent: { event in
+                switch event {
+                case .connected: alertPublisher.connectionChanged(connected: true)
+                case .disconnected, .connectionFailed, .connectionRefused: alertPublisher.connectionChanged(connected: false)
+                case .subscribeFailed: break
+                }
                 Self.log(event, endpoint: endpoint, connection: connection, logger: logger)
             })
         self.publisher.attach(self.client)
