@@ -61,6 +61,7 @@ struct APITests {
             let metrics = api.call("GET", "/metrics", token: nil)
             #expect(metrics.status == 200 && metrics.text.contains("dang_ingest_samples_total"))
             #expect(metrics.text.contains("dang_invocation_latency_seconds") && metrics.text.contains("dang_llm_latency_seconds"))
+            #expect(metrics.text.contains("dang_record_written_total") && metrics.text.contains("dang_record_spool_bytes"))
 
             #expect(api.call("POST", "/invoke/etl", token: nil).status == 401)
             #expect(api.call("POST", "/invoke/etl", token: "wrong").status == 401)

@@ -3,6 +3,7 @@ package import Hummingbird
 import LibPQ
 package import Logging
 import NIOCore
+package import CoreMetrics
 import Prometheus
 import Synchronization
 
@@ -341,7 +342,10 @@ package final class MetricsExporter: Sendable {
     private let previous = Mutex<[String: Int]>([:])
     private let invocationLatency: DurationHistogram
     private let llmLatency: DurationHistogram
-    private let llmErrors: Counter
+    private let llmErrors: Prometheus.Counter
+
+    /// swift-metrics instruments made from this land in the same registry (the record writer's).
+    package var factory: any MetricsFactory { PrometheusMetricsFactory(registry: self.registry) }
 
     package init() {
         let buckets: [Duration] = [
@@ -381,8 +385,6 @@ package final class MetricsExporter: Sendable {
             ("dang_invocation_results_total", "module results received", decisions.results),
             ("dang_invocation_timeouts_total", "invocations timed out", decisions.timeouts),
             ("dang_invocation_retries_total", "invocations delivered again", decisions.retries),
-            ("dang_record_written_total", "records written to PostgreSQL", record.written),
-            ("dang_record_dropped_total", "records lost (spool and queue full)", record.dropped),
             ("dang_llm_calls_total", "LLM calls", llm?.calls ?? 0),
             ("dang_llm_failures_total", "LLM calls without a usable answer", llm?.failures ?? 0),
             ("dang_llm_cache_hits_total", "LLM answers from the cache", llm?.cacheHits ?? 0),
@@ -395,7 +397,6 @@ package final class MetricsExporter: Sendable {
                 previous[name] = value
             }
         }
-        self.registry.makeGauge(name: "dang_spool_bytes", help: "bytes waiting in the record spool").set(to: Double(record.spooledBytes))
         self.registry.makeGauge(name: "dang_open_invocations", help: "invocations not finished").set(to: Double(o.coordinator.activeInvocations.count))
         self.registry.makeGauge(name: "dang_mqtt_connected", help: "1 while connected to the broker").set(to: o.connectionStatus.connected ? 1 : 0)
         self.registry.makeGauge(name: "dang_database_connected", help: "1 while the record writer is connected").set(to: record.connected ? 1 : 0)

@@ -78,7 +78,7 @@ package struct AlertEvent: Sendable, Equatable {
     /// `{prefix}/alert/{severity}/market/{instrument…}` for market data: the tag identifier is the tail.
     package func alertTopic(prefix: String) -> String {
         // Sparkplug data: `{prefix}/alert/{severity}/spb/{group}/{edge}[/{device}]/{metric}` (SPEC §3).
-        if self.topic.hasPrefix("spBv1.0/") { return "\(prefix)/alert/\(self.severity.rawValue)/spb/\(self.tag)" }
+        if self.topic.hasPrefix(SparkplugSession.topicPrefix) { return "\(prefix)/alert/\(self.severity.rawValue)/spb/\(self.tag)" }
         return "\(prefix)/alert/\(self.severity.rawValue)/\(self.tag)"
     }
 

@@ -94,7 +94,7 @@ package final class IngestPipeline: Sendable {
             self.reject(.tooLarge, topic: topic)
             return
         }
-        if self.config.topics.sparkplug && topic.hasPrefix(SparkplugSession.namespace + "/") {
+        if self.config.topics.sparkplug && topic.hasPrefix(SparkplugSession.topicPrefix) {
             self.handleSparkplug(topic: topic, payload: payload, now: receivedAt ?? self.clock())
             return
         }

@@ -22,7 +22,8 @@ package final class Orchestrator: Sendable {
     private let logger: Logger
     package let startedAt: Date
     package let alarmDesk: AlarmDesk
-    package let metrics = MetricsExporter()
+    /// `GET /metrics`: its registry also receives the swift-metrics instruments of the record writer.
+    package let metrics: MetricsExporter
 
     /// What the broker connection is doing now.
     package struct ConnectionStatus: Sendable, Equatable {
@@ -36,7 +37,9 @@ package final class Orchestrator: Sendable {
         self.logger = logger
         self.startedAt = Date()
         self.publisher = AlertPublisher(prefix: config.topics.prefix, qos: config.topics.alertQoS, logger: logger)
-        self.recordWriter = RecordWriter(settings: config.database, logger: logger)
+        let metrics = MetricsExporter()
+        self.metrics = metrics
+        self.recordWriter = RecordWriter(settings: config.database, logger: logger, metricsFactory: metrics.factory)
         let pipeline = IngestPipeline(
             // The record first: once an alert is published, it is already in the spool.
             config: config, sinks: [self.recordWriter, self.publisher] + extraSinks, logger: logger)
@@ -44,7 +47,6 @@ package final class Orchestrator: Sendable {
         self.recordWriter.attachAlertSinks([self.publisher] + extraSinks)
         let publisher = self.publisher
         let writer = self.recordWriter
-        let metrics = self.metrics
         let coordinator = ModuleCoordinator(
             config: config, pipeline: pipeline,
             outputs: CoordinatorOutputs(

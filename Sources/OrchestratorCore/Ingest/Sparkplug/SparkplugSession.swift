@@ -45,6 +45,8 @@ package struct SparkplugSession: Sendable {
     }
 
     package static let namespace = "spBv1.0"
+    /// `spBv1.0/`, the prefix of every Sparkplug topic.
+    package static let topicPrefix = namespace + "/"
 
     /// Handles one message on `spBv1.0/…`. `now` is the orchestrator's clock (ms).
     package mutating func handle(topic: String, payload: UnsafeRawBufferPointer, now: Int64) -> Outcome {
