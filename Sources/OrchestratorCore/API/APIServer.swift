@@ -83,6 +83,7 @@ package struct APIServer: Sendable {
             ],
             "ingest": [
                 "messages": ingest.messages, "samples": ingest.samples, "rejected": ingest.totalRejected, "unknown_topics": ingest.unknownTopics,
+                "redelivered": ingest.redeliveries,
                 "tags": ingest.tags, "alerts_raised": ingest.alertsRaised, "alerts_cleared": ingest.alertsCleared,
             ],
             "detectors": ["units": o.pipeline.units.map { ["name": $0.name, "tags": $0.tags, "trained": $0.trained] }],
@@ -377,6 +378,7 @@ package final class MetricsExporter: Sendable {
             ("dang_ingest_messages_total", "MQTT messages handled", ingest.messages),
             ("dang_ingest_samples_total", "samples fed to the detectors", ingest.samples),
             ("dang_ingest_rejected_total", "messages refused (malformed, unknown topic, too large…)", ingest.totalRejected),
+            ("dang_ingest_redelivered_total", "samples that repeated one already processed (QoS 1 redelivery), not fed again", ingest.redeliveries),
             ("dang_alerts_raised_total", "alert episodes raised", ingest.alertsRaised),
             ("dang_alerts_cleared_total", "alert episodes cleared", ingest.alertsCleared),
             ("dang_decisions_total", "decisions made", decisions.decisions),

@@ -22,6 +22,8 @@ package struct DetectionEngine: Sendable {
     private var lastQuality: [SampleQuality] = []
     /// The orchestrator's clock at each tag's last sample (for staleness).
     private var lastReceipt: [Int64] = []
+    /// Samples refused as redeliveries of one already processed (same tag, time and value).
+    package private(set) var redeliveries = 0
     private var snapshotted: [Int64] = []
     /// Recent usable samples of every tag, for module invocations.
     private var history: SampleHistory
@@ -117,6 +119,16 @@ package struct DetectionEngine: Sendable {
         now: Int64, into events: inout [AlertEvent]
     ) -> Double {
         let index = Int(slot)
+        // A QoS 1 redelivery (the broker or the publisher sending again what it could not know was
+        // received, after a reconnect): the same time and value as a sample already processed.
+        // Counted, never fed twice, and no data-quality alarm.
+        if !receiptTime, let last = self.detectors[index].lastSample, sampleTime <= last.time,
+            self.history.contains(slot: slot, time: sampleTime, value: value)
+        {
+            self.redeliveries += 1
+            self.lastReceipt[index] = now
+            return 0
+        }
         self.changes.removeAll(keepingCapacity: true)
         let score = self.detectors[index].ingest(
             value, time: sampleTime, receiptTime: receiptTime, quality: quality, settings: self.settings,

@@ -45,6 +45,25 @@ package struct SampleHistory: Sendable {
     /// Samples held for a slot.
     package func count(slot: Int32) -> Int { Int(self.counts[Int(slot)]) }
 
+    /// Whether a slot holds a sample with exactly this time and value (bit for bit): how a QoS 1
+    /// redelivery is told from a new sample. Searches newest first and stops at older times, so a
+    /// redelivery of a recent sample costs a few comparisons.
+    package func contains(slot: Int32, time: Int64, value: Double) -> Bool {
+        let index = Int(slot)
+        let count = Int(self.counts[index])
+        let base = index * self.depth
+        let head = Int(self.heads[index])
+        var offset = count - 1
+        while offset >= 0 {
+            let cell = base + (head + offset) % self.depth
+            let held = self.times[cell]
+            if held < time { return false }
+            if held == time && self.values[cell].bitPattern == value.bitPattern { return true }
+            offset -= 1
+        }
+        return false
+    }
+
     /// The newest `limit` samples of a slot, oldest first.
     package func window(slot: Int32, limit: Int) -> (times: [Int64], values: [Double]) {
         let index = Int(slot)

@@ -7,6 +7,8 @@ package struct IngestCounters: Sendable, Equatable {
     package var messages = 0
     package var samples = 0
     package var badQualitySamples = 0
+    /// Samples that repeated one already processed (a QoS 1 redelivery): not fed again.
+    package var redeliveries = 0
     package var rejected: [PayloadRejection: Int] = [:]
     package var unknownTopics = 0
     package var tagLimitRejections = 0
@@ -84,7 +86,13 @@ package final class IngestPipeline: Sendable {
         self.commandPublisher.withLock { $0 = publish }
     }
 
-    package var counters: IngestCounters { self.state.withLock { $0.counters } }
+    package var counters: IngestCounters {
+        self.state.withLock { state in
+            var counters = state.counters
+            counters.redeliveries = state.engine.redeliveries
+            return counters
+        }
+    }
 
     /// Handles one message. Never throws and never traps on bad input: every refusal is counted
     /// and logged (rate-limited), and good data in the same stream is unaffected.
