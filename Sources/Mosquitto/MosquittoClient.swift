@@ -17,7 +17,9 @@ import Glibc
 /// connection: it connects (the first time and after every loss) with `mosquitto_connect_bind_v5`,
 /// so MQTT v5 CONNECT properties — the session expiry of a persistent session — go with every
 /// reconnect (libmosquitto's own reconnect sends none), after a jittered exponential backoff between
-/// `reconnectDelayMin` and `reconnectDelayMax`. Every callback — messages, connection changes —
+/// `reconnectDelayMin` and `reconnectDelayMax`. After each `mosquitto_loop` it drains what the
+/// socket already holds with `mosquitto_loop_read` (one `pselect` per burst, not per message).
+/// Every callback — messages, connection changes —
 /// runs on that thread. The message handler is given
 /// borrowed views of the topic and payload that are valid only during the call (libmosquitto frees
 /// the message when the callback returns), so it must copy what it keeps. While a handler runs,
@@ -196,6 +198,8 @@ package final class MosquittoClient: @unchecked Sendable {
                 while !self.isStopped {
                     loopRC = mosquitto_loop(self.handle, 100, 1)
                     if loopRC != MOSQ_ERR_SUCCESS.rawValue { break }
+                    loopRC = self.drain()
+                    if loopRC != MOSQ_ERR_SUCCESS.rawValue { break }
                 }
                 if self.isStopped { break }
                 if self.context.acknowledged.load(ordering: .relaxed) {
@@ -217,6 +221,26 @@ package final class MosquittoClient: @unchecked Sendable {
         }
         // Stopping: let the loop write what is queued (the offline status, DISCONNECT) and close.
         for _ in 0..<30 where mosquitto_loop(self.handle, 100, 1) == MOSQ_ERR_SUCCESS.rawValue {}
+    }
+
+    /// Reads what the socket already holds, up to 256 packets, without waiting in `pselect` for
+    /// each: `mosquitto_loop` reads one QoS 0 packet per call, and its `pselect` would be a
+    /// quarter of the system calls per message. What a handler published goes out between
+    /// packets, so an alert does not wait for the burst to end.
+    private func drain() -> Int32 {
+        for _ in 0..<256 {
+            if mosquitto_want_write(self.handle) {
+                let rc = mosquitto_loop_write(self.handle, 1)
+                if rc != MOSQ_ERR_SUCCESS.rawValue { return rc }
+            }
+            errno = 0
+            let rc = mosquitto_loop_read(self.handle, 1)
+            if rc != MOSQ_ERR_SUCCESS.rawValue { return rc }
+            // A non-blocking read that found nothing: the socket is empty.
+            if errno == EAGAIN || errno == EWOULDBLOCK { break }
+        }
+        if mosquitto_want_write(self.handle) { return mosquitto_loop_write(self.handle, 1) }
+        return MOSQ_ERR_SUCCESS.rawValue
     }
 
     /// Subscribes to a topic filter. Call it from the `.connected` event so that every reconnect
@@ -347,14 +371,14 @@ private final class PropertyList: @unchecked Sendable {
 }
 
 /// `mosquitto_lib_init` is not thread safe and must run once per process.
-private enum Library {
+enum Library {
     static let initialized: Void = {
         mosquitto_lib_init()
     }()
 }
 
 /// The one funnel from libmosquitto's integer results to ``MosquittoError``.
-private func check(_ rc: Int32, _ function: StaticString) throws(MosquittoError) {
+func check(_ rc: Int32, _ function: StaticString) throws(MosquittoError) {
     guard rc != MOSQ_ERR_SUCCESS.rawValue else { return }
     throw MosquittoError(code: .init(rawValue: rc), function: function)
 }

@@ -136,7 +136,6 @@ package struct AlertBook: Sendable {
     }
 
     static func format(_ value: Double) -> String {
-        guard value.isFinite else { return "\(value)" }
-        return String(format: "%.4g", value)
+        NumberText.significant(value, digits: 4)
     }
 }

@@ -326,7 +326,6 @@ package enum DecisionEngine {
     }
 
     static func format(_ value: Double) -> String {
-        guard value.isFinite else { return "\(value)" }
-        return String(format: "%.3g", value)
+        NumberText.significant(value, digits: 3)
     }
 }

@@ -29,6 +29,8 @@ package struct IngestCounters: Sendable, Equatable {
 package final class IngestPipeline: Sendable {
     private struct State: ~Copyable {
         var routes: [String: Route] = [:]
+        /// The hot path: topic bytes straight to the tag's slot.
+        var topicSlots = TopicSlots()
         var engine: DetectionEngine
         var counters = IngestCounters()
         var sparkplug = SparkplugSession()
@@ -97,18 +99,36 @@ package final class IngestPipeline: Sendable {
     /// Handles one message. Never throws and never traps on bad input: every refusal is counted
     /// and logged (rate-limited), and good data in the same stream is unaffected.
     package func handle(topic topicBytes: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, receivedAt: Int64? = nil) {
-        let topic = String(decoding: topicBytes, as: UTF8.self)
         guard payload.count <= self.config.topics.maxPayloadBytes else {
-            self.reject(.tooLarge, topic: topic)
+            self.reject(.tooLarge, topic: String(decoding: topicBytes, as: UTF8.self))
             return
         }
-        if self.config.topics.sparkplug && topic.hasPrefix(SparkplugSession.topicPrefix) {
-            self.handleSparkplug(topic: topic, payload: payload, now: receivedAt ?? self.clock())
+        if self.config.topics.sparkplug && topicBytes.starts(with: SparkplugSession.topicPrefix.utf8) {
+            self.handleSparkplug(topic: String(decoding: topicBytes, as: UTF8.self), payload: payload, now: receivedAt ?? self.clock())
             return
         }
         let parsed = SamplePayloadParser.parse(payload)
         let now = receivedAt ?? self.clock()
         var events: [AlertEvent] = []
+
+        // The hot path: one sample on a topic seen before — no String, no route, no tag lookup.
+        if case .success(.single(let ts, let value, let quality)) = parsed {
+            let hash = TopicSlots.hash(topicBytes)
+            let handled = self.state.withLock { state -> Bool in
+                guard let (topic, slot) = state.topicSlots.find(topicBytes, hash: hash) else { return false }
+                state.counters.messages += 1
+                self.ingest(
+                    slot: slot, value: value, quality: quality, sampleTime: ts ?? now, receiptTime: ts == nil, topic: topic,
+                    now: now, state: &state, events: &events)
+                return true
+            }
+            if handled {
+                self.deliver(events)
+                return
+            }
+        }
+
+        let topic = String(decoding: topicBytes, as: UTF8.self)
         var rejection: PayloadRejection? = nil
         var unknownTopic = false
         var tagLimit = false
@@ -141,6 +161,7 @@ package final class IngestPipeline: Sendable {
                     tagLimit = true
                     return
                 }
+                state.topicSlots.insert(topicBytes, hash: TopicSlots.hash(topicBytes), topic: topic, slot: slot)
                 self.ingest(
                     slot: slot, value: value, quality: quality, sampleTime: ts ?? now, receiptTime: ts == nil, topic: topic,
                     now: now, state: &state, events: &events)
@@ -330,5 +351,31 @@ package final class IngestPipeline: Sendable {
             metadata: [
                 "reason": "\(reason)", "mqtt.topic": "\(topic.prefix(256))", "ingest.rejected_total": "\(total)",
             ])
+    }
+}
+
+/// Topic bytes → (topic, slot) for the topics of single tags, looked up without building a
+/// String: an FNV-1a hash of the bytes, then a byte comparison. At most one entry per slot, so
+/// it is bounded by `detection.max_tags`; a topic whose hash collides with another's simply
+/// takes the slower path.
+struct TopicSlots {
+    private var entries: [UInt64: (bytes: [UInt8], topic: String, slot: Int32)] = [:]
+
+    static func hash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in bytes {
+            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
+        }
+        return hash
+    }
+
+    func find(_ bytes: UnsafeRawBufferPointer, hash: UInt64) -> (String, Int32)? {
+        guard let entry = self.entries[hash], entry.bytes.elementsEqual(bytes) else { return nil }
+        return (entry.topic, entry.slot)
+    }
+
+    mutating func insert(_ bytes: UnsafeRawBufferPointer, hash: UInt64, topic: String, slot: Int32) {
+        guard self.entries[hash] == nil else { return }
+        self.entries[hash] = (Array(bytes), topic, slot)
     }
 }

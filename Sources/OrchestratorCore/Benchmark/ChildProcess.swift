@@ -1,14 +1,18 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// Starts helper programs (scripts/services.sh, mosquitto) from the test process.
+/// Starts helper programs (mosquitto, PostgreSQL, `dang run`) for `dang bench` and the tests.
 ///
-/// Not Foundation's `Process`: children inherit the test process's signal mask, in which SIGTERM
-/// and SIGINT are blocked, so a broker started that way ignores a polite stop. `posix_spawn` with
+/// Not Foundation's `Process`: children inherit the caller's signal mask (in the tests SIGTERM
+/// and SIGINT are blocked, so a broker started that way ignores a polite stop), and its waiting
+/// depends on a SIGCHLD handler that did not reap `runuser` here. `posix_spawn` with
 /// an empty mask and default handlers gives the child a normal signal state. Output goes to a file,
 /// not a pipe, so a daemon that keeps its descriptors cannot stall the reader.
-enum ChildProcess {
+package enum ChildProcess {
     /// Spawns `arguments[0]` (a path) and returns its pid.
-    static func spawn(_ arguments: [String], output: String = "/dev/null") throws -> pid_t {
+    package static func spawn(_ arguments: [String], output: String = "/dev/null") throws -> Int32 {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -33,25 +37,43 @@ enum ChildProcess {
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, arguments[0], &actions, &attributes, &argv, environ)
         guard rc == 0 else {
-            throw NSError(domain: "posix_spawn", code: Int(rc), userInfo: [NSLocalizedDescriptionKey: "cannot start \(arguments[0])"])
+            throw BenchError(message: "cannot start \(arguments[0]): \(String(cString: strerror(rc)))")
         }
         return pid
     }
 
     /// Waits for `pid` and returns its exit status.
     @discardableResult
-    static func wait(_ pid: pid_t) -> Int32 {
+    package static func wait(_ pid: Int32) -> Int32 {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
         return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     }
 
     /// Runs a command to completion; returns its exit status and output.
-    static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    package static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("dang-child-\(UUID().uuidString).log").path
         defer { try? FileManager.default.removeItem(atPath: log) }
         let status = wait(try spawn(arguments, output: log))
         let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         return (status, output)
+    }
+
+    /// Whether `pid` (a child of ours) is still running; reaps it if it has ended.
+    package static func isRunning(_ pid: Int32) -> Bool {
+        var status: Int32 = 0
+        return waitpid(pid, &status, WNOHANG) == 0
+    }
+
+    /// SIGTERM, then SIGKILL if it has not ended within `seconds`; reaps it.
+    package static func stop(_ pid: Int32, seconds: Double = 10) {
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        for _ in 0..<Int(seconds * 20) {
+            if waitpid(pid, &status, WNOHANG) != 0 { return }
+            usleep(50_000)
+        }
+        kill(pid, SIGKILL)
+        _ = Self.wait(pid)
     }
 }

@@ -1,0 +1,446 @@
+import Curl
+import Foundation
+import Histogram
+import Mosquitto
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `dang bench`: the orchestrator end to end against a private broker, as ratios against a bare
+/// libmosquitto subscriber measured in the same run (SPEC §8, docs/performance.md).
+///
+/// The orchestrator is the real `dang run`, a child process with a generated configuration, so
+/// its CPU time and peak RSS are its own (from /proc) and nothing of the benchmark's runs inside
+/// it. Its counters come from `GET /status`.
+package struct WireBenchmark {
+    package enum Phase: String, CaseIterable, Sendable {
+        /// A bare subscriber's receive rate at full speed: the baseline.
+        case baseline
+        /// The orchestrator under the same load.
+        case ingest
+        /// Alert and invocation latency at each paced rate.
+        case latency
+        /// QoS 1 at a paced rate: nothing may be lost.
+        case qos1
+        /// Peak RSS with many tags.
+        case memory
+    }
+
+    package struct Options: Sendable {
+        package var executable: String
+        package var databaseURL: String?
+        package var tags = 1000
+        package var seconds = 5.0
+        package var latencyRates: [Double] = [10_000, 50_000]
+        package var qos1Rate = 20_000.0
+        package var memoryTags = 10_000
+        package var phases = Set(Phase.allCases)
+
+        package init(executable: String) { self.executable = executable }
+    }
+
+    /// One line of the report.
+    package struct Row: Sendable {
+        package var name: String
+        package var values: [(String, Double)]
+        package var text: String
+
+        func value(_ key: String) -> Double? { self.values.first { $0.0 == key }?.1 }
+    }
+
+    let options: Options
+    let progress: @Sendable (String) -> Void
+
+    package init(options: Options, progress: @escaping @Sendable (String) -> Void) {
+        self.options = options
+        self.progress = progress
+    }
+
+    /// Runs the chosen phases; returns the rows in order.
+    package func run() throws -> [Row] {
+        let servers = try BenchServers(databaseURL: self.options.databaseURL, log: self.progress)
+        defer { servers.stop() }
+        var rows: [Row] = []
+        var baselineRate: Double?
+        let phases = self.options.phases
+
+        if phases.contains(.baseline) {
+            self.progress("baseline: bare libmosquitto subscriber, \(self.options.tags) tags, QoS 0, full speed, \(self.options.seconds) s")
+            let (received, load, seconds, cpu) = try self.bareSubscriber(port: servers.brokerPort, directory: servers.directory)
+            let rate = Double(received) / seconds
+            let perSample = cpu / Double(max(received, 1)) * 1e6
+            baselineRate = rate
+            rows.append(
+                Row(
+                    name: "baseline",
+                    values: [
+                        ("published", Double(load.published)), ("received", Double(received)), ("rate", rate), ("cpu_us_per_sample", perSample),
+                    ],
+                    text: String(
+                        format: "bare subscriber: %@ msg/s received (%@ published), %.2f µs CPU per message", fmt(rate), fmt(load.rate),
+                        perSample)))
+        }
+
+        if phases.contains(.ingest) || phases.contains(.latency) {
+            let child = try OrchestratorChild(
+                executable: self.options.executable, servers: servers, tags: self.options.tags, qos: 0, name: "ingest")
+            defer { child.stop() }
+            try child.waitUntilConnected()
+            if phases.contains(.ingest) {
+                self.progress("ingest: dang run, \(self.options.tags) tags, every detector on, QoS 0, full speed, \(self.options.seconds) s")
+                let row = try self.ingest(child: child, port: servers.brokerPort, baseline: baselineRate)
+                rows.append(row)
+            }
+            if phases.contains(.latency) {
+                for rate in self.options.latencyRates {
+                    self.progress("latency: \(fmt(rate)) samples/s paced, about 100 limit breaches a second, \(self.options.seconds) s")
+                    rows.append(try self.latency(child: child, port: servers.brokerPort, rate: rate))
+                }
+            }
+        }
+
+        if phases.contains(.qos1) {
+            let child = try OrchestratorChild(
+                executable: self.options.executable, servers: servers, tags: self.options.tags, qos: 1, name: "qos1")
+            defer { child.stop() }
+            try child.waitUntilConnected()
+            self.progress("qos1: \(fmt(self.options.qos1Rate)) samples/s at QoS 1, \(self.options.seconds) s")
+            rows.append(try self.qos1(child: child, port: servers.brokerPort))
+        }
+
+        if phases.contains(.memory) {
+            let child = try OrchestratorChild(
+                executable: self.options.executable, servers: servers, tags: self.options.memoryTags, qos: 0, name: "memory")
+            defer { child.stop() }
+            try child.waitUntilConnected()
+            self.progress("memory: \(self.options.memoryTags) tags, 20 samples each")
+            rows.append(try self.memory(child: child, port: servers.brokerPort))
+        }
+        return rows
+    }
+
+    // MARK: - Phases
+
+    /// The baseline: `dang bench-subscriber`, a bare libmosquitto subscriber in a process of its
+    /// own (as `dang run` is), counting what arrives.
+    private func bareSubscriber(port: Int, directory: URL) throws -> (received: Int, load: LoadGenerator.Report, seconds: Double, cpu: Double) {
+        let report = directory.appendingPathComponent("bare-subscriber.txt").path
+        let pid = try ChildProcess.spawn([self.options.executable, "bench-subscriber", "--port", "\(port)", "--report", report])
+        defer { ChildProcess.stop(pid) }
+        @Sendable func read() -> BareSubscriber.Counts? { BareSubscriber.Counts(file: report) }
+        try waitFor("the bare subscriber to connect") { read() != nil }
+        usleep(200_000)
+        let cpuBefore = cpuSeconds(pid: pid)
+        let load = try self.generate(LoadGenerator.Plan(tags: self.options.tags, rate: 0, seconds: self.options.seconds, qos: 0), port: port) {
+            "\(read()?.received ?? 0) received"
+        }
+        // Until nothing more arrives for 300 ms.
+        var counts = read()
+        while true {
+            usleep(300_000)
+            let next = read()
+            if next?.received == counts?.received { break }
+            counts = next
+        }
+        let final = counts ?? BareSubscriber.Counts(received: 0, first: 0, last: 0)
+        let seconds = Double(final.last &- final.first) / 1e9
+        return (final.received, load.report, max(seconds, 1e-9), cpuSeconds(pid: pid) - cpuBefore)
+    }
+
+    private func ingest(child: OrchestratorChild, port: Int, baseline: Double?) throws -> Row {
+        let before = try child.status()
+        let cpuBefore = child.cpuSeconds()
+        let load = try self.generate(LoadGenerator.Plan(tags: self.options.tags, rate: 0, seconds: self.options.seconds, qos: 0), port: port) {
+            "\((try? child.status().samples).map { "\($0 - before.samples)" } ?? "?") processed"
+        }
+        let (after, seconds) = try child.drain(from: before, startedAt: load.startedAt)
+        let cpu = child.cpuSeconds() - cpuBefore
+        let processed = after.samples - before.samples
+        let rate = Double(processed) / seconds
+        var values: [(String, Double)] = [
+            ("published", Double(load.report.published)), ("processed", Double(processed)), ("rate", rate),
+            ("cpu_us_per_sample", cpu / Double(max(processed, 1)) * 1e6), ("rejected", Double(after.rejected - before.rejected)),
+            ("peak_rss_mib", child.peakRSSMiB()),
+        ]
+        var text = "dang run: \(fmt(rate)) samples/s"
+        if let baseline {
+            values.append(("ratio_to_baseline", rate / baseline))
+            text += " = \(String(format: "%.1f", rate / baseline * 100)) % of the bare subscriber"
+        }
+        text += "; \(String(format: "%.2f", cpu / Double(max(processed, 1)) * 1e6)) µs CPU per sample; \(load.report.published - processed) not processed of \(load.report.published) published (QoS 0)"
+        return Row(name: "ingest", values: values, text: text)
+    }
+
+    private func latency(child: OrchestratorChild, port: Int, rate: Double) throws -> Row {
+        // About 100 breaches a second whatever the rate; a prime stride walks every tag in turn.
+        let stride = Self.prime(near: max(7, Int(rate / 100)))
+        let plan = LoadGenerator.Plan(tags: self.options.tags, rate: rate, seconds: self.options.seconds, qos: 0, breachEvery: stride)
+        let generator = LoadGenerator(plan: plan)
+        let alerts = Mutex(Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three))
+        let invocations = Mutex(Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three))
+        let wire = Mutex(Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three))
+        let connected = Atomic<Bool>(false)
+        var options = MQTTConnectionOptions(host: "127.0.0.1", port: port, clientID: "dang-bench-watch-\(getpid())")
+        options.subscriptions = [("bench/alert/#", 1), ("bench/cmd/#", 1), ("bench/wire/#", 0)]
+        let watcher = try MosquittoClient(
+            options: options,
+            onMessage: { message in
+                let now = monotonicNanoseconds()
+                let topic = String(decoding: message.topic, as: UTF8.self)
+                guard let object = try? JSONSerialization.jsonObject(with: Data(message.payload)) as? [String: Any] else { return }
+                if topic.hasPrefix("bench/wire/") {
+                    guard let ts = (object["ts"] as? NSNumber)?.int64Value,
+                        let sent = generator.breachTime(tag: String(topic.dropFirst("bench/wire/".count)), ts: ts)
+                    else { return }
+                    wire.withLock { _ = $0.record((now &- sent) / 1000) }
+                } else if topic.hasPrefix("bench/alert/") {
+                    guard object["kind"] as? String == "limit", object["state"] as? String == "raised",
+                        let tag = object["tag"] as? String, let ts = (object["ts"] as? NSNumber)?.int64Value,
+                        let sent = generator.breachTime(tag: tag, ts: ts)
+                    else { return }
+                    alerts.withLock { _ = $0.record((now &- sent) / 1000) }
+                } else if let trigger = object["trigger"] as? [String: Any], let tag = trigger["tag"] as? String,
+                    let ts = (trigger["ts"] as? NSNumber)?.int64Value, let sent = generator.breachTime(tag: tag, ts: ts)
+                {
+                    invocations.withLock { _ = $0.record((now &- sent) / 1000) }
+                }
+            },
+            onEvent: { event in if case .connected = event { connected.store(true, ordering: .relaxed) } })
+        try watcher.start()
+        defer { watcher.disconnect() }
+        try waitFor("the alert subscriber to connect") { connected.load(ordering: .relaxed) }
+        usleep(200_000)
+        let before = try child.status()
+        let cpuBefore = child.cpuSeconds()
+        let load = try self.generate(generator, port: port) { "\(alerts.withLock { $0.totalCount }) alerts timed" }
+        let (after, _) = try child.drain(from: before, startedAt: load.startedAt)
+        usleep(500_000)
+        let cpu = child.cpuSeconds() - cpuBefore
+        let processed = after.samples - before.samples
+        let a = alerts.withLock { $0 }
+        let i = invocations.withLock { $0 }
+        let w = wire.withLock { $0 }
+        func ms(_ h: Histogram<UInt64>, _ p: Double) -> Double { h.totalCount == 0 ? .nan : Double(h.valueAtPercentile(p)) / 1000 }
+        let values: [(String, Double)] = [
+            ("rate", rate), ("achieved_rate", load.report.rate), ("processed", Double(processed)),
+            ("breaches", Double(load.report.breaches)), ("alerts_timed", Double(a.totalCount)),
+            ("alert_p50_ms", ms(a, 50)), ("alert_p99_ms", ms(a, 99)), ("alert_p999_ms", ms(a, 99.9)),
+            ("wire_p50_ms", ms(w, 50)), ("wire_p99_ms", ms(w, 99)), ("wire_p999_ms", ms(w, 99.9)),
+            ("invocations_timed", Double(i.totalCount)), ("invocation_p50_ms", ms(i, 50)), ("invocation_p99_ms", ms(i, 99)),
+            ("invocation_p999_ms", ms(i, 99.9)), ("cpu_us_per_sample", cpu / Double(max(processed, 1)) * 1e6),
+            ("lost", Double(load.report.published - processed)),
+        ]
+        let text = String(
+            format: "%@ samples/s: alert p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms (%d of %d breaches; the wire alone: p50 %.3f, p99 %.3f ms); invocation p50 %.3f ms, p99 %.3f ms (%d); %.2f µs CPU/sample; %d lost",
+            fmt(load.report.rate), ms(a, 50), ms(a, 99), ms(a, 99.9), Int(a.totalCount), load.report.breaches, ms(w, 50), ms(w, 99), ms(i, 50), ms(i, 99),
+            Int(i.totalCount), cpu / Double(max(processed, 1)) * 1e6, load.report.published - processed)
+        return Row(name: "latency@\(Int(rate))", values: values, text: text)
+    }
+
+    private func qos1(child: OrchestratorChild, port: Int) throws -> Row {
+        let before = try child.status()
+        let load = try self.generate(
+            LoadGenerator.Plan(tags: self.options.tags, rate: self.options.qos1Rate, seconds: self.options.seconds, qos: 1), port: port
+        ) { "\((try? child.status().samples).map { "\($0 - before.samples)" } ?? "?") processed" }
+        let (after, _) = try child.drain(from: before, startedAt: load.startedAt)
+        let processed = after.samples - before.samples
+        let lost = load.report.published - processed
+        return Row(
+            name: "qos1",
+            values: [
+                ("rate", load.report.rate), ("published", Double(load.report.published)),
+                ("acknowledged", Double(load.report.acknowledged)), ("processed", Double(processed)), ("lost", Double(lost)),
+            ],
+            text: "QoS 1 at \(fmt(load.report.rate)) samples/s: \(load.report.published) published, \(load.report.acknowledged) acknowledged by the broker, \(processed) processed, \(lost) lost")
+    }
+
+    private func memory(child: OrchestratorChild, port: Int) throws -> Row {
+        let before = try child.status()
+        let rounds = 20.0
+        let rate = 20_000.0
+        let load = try self.generate(
+            LoadGenerator.Plan(tags: self.options.memoryTags, rate: rate, seconds: rounds * Double(self.options.memoryTags) / rate, qos: 0),
+            port: port
+        ) { "\((try? child.status().tags) ?? 0) tags" }
+        let (after, _) = try child.drain(from: before, startedAt: load.startedAt)
+        let rss = child.peakRSSMiB()
+        return Row(
+            name: "memory", values: [("tags", Double(after.tags)), ("processed", Double(after.samples - before.samples)), ("peak_rss_mib", rss)],
+            text: String(format: "%d tags: peak RSS %.1f MiB", after.tags, rss))
+    }
+
+    // MARK: - Helpers
+
+    private func generate(
+        _ plan: LoadGenerator.Plan, port: Int, status: @escaping @Sendable () -> String
+    ) throws -> (report: LoadGenerator.Report, startedAt: UInt64) {
+        let generated = try self.generate(LoadGenerator(plan: plan), port: port, status: status)
+        return generated
+    }
+
+    /// Runs the generator on a thread of its own, reporting progress every second.
+    private func generate(
+        _ generator: LoadGenerator, port: Int, status: @escaping @Sendable () -> String
+    ) throws -> (report: LoadGenerator.Report, startedAt: UInt64) {
+        let result = Mutex<Result<LoadGenerator.Report, any Error>?>(nil)
+        let startedAt = monotonicNanoseconds()
+        let thread = Thread {
+            let outcome = Result { try generator.run(port: port) }
+            result.withLock { $0 = outcome }
+        }
+        thread.start()
+        var second = 0
+        while result.withLock({ $0 }) == nil {
+            usleep(100_000)
+            second += 1
+            if second % 10 == 0 { self.progress("  \(second / 10) s: \(status())") }
+        }
+        let report = try result.withLock { $0! }.get()
+        return (report, startedAt)
+    }
+
+    static func prime(near value: Int) -> Int {
+        var candidate = max(2, value)
+        while (2..<candidate).contains(where: { $0 * $0 <= candidate && candidate % $0 == 0 }) { candidate += 1 }
+        return candidate
+    }
+}
+
+/// `dang run` as a child process with a configuration written for the benchmark.
+final class OrchestratorChild: @unchecked Sendable {
+    struct Status {
+        var samples: Int
+        var rejected: Int
+        var tags: Int
+        var connected: Bool
+    }
+
+    let pid: pid_t
+    let httpPort: Int
+    private let directory: URL
+
+    init(executable: String, servers: BenchServers, tags: Int, qos: Int, name: String) throws {
+        self.directory = servers.directory.appendingPathComponent(name)
+        try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
+        self.httpPort = try BenchServers.freePort()
+        var map = "sensors:\n  pattern: \"plant/{site}/{area}/{unit}/{tag}\"\nmarket:\n  pattern: \"market/{instrument...}\"\ntags:\n"
+        map.reserveCapacity(tags * 90)
+        for tag in 0..<tags {
+            map += "  \(LoadGenerator.tagName(tag)): {criticality: high, limits: {lo: 50, hi: \(LoadGenerator.hiLimit), deadband: 1.0}}\n"
+        }
+        try map.write(to: self.directory.appendingPathComponent("topics.yaml"), atomically: true, encoding: .utf8)
+        let config = """
+            orchestrator:
+              modules:
+                forecasting: {enabled: true, transport: mqtt, timeout: 2s, max_in_flight: 10000, cooldown: 0s, data: tag, window: 10, min_history: 1, max_age: 1000d, cost: 0}
+                analysis: {enabled: false}
+                optimization: {enabled: false}
+                etl: {enabled: false}
+              triggers:
+                - {name: bench-limit, kind: equipment, module: forecasting, alerts: [limit]}
+              decision_engine: {max_retries: 0}
+            api: {enabled: true, listen: "127.0.0.1:\(self.httpPort)"}
+            mqtt: {url: "mqtt://127.0.0.1:\(servers.brokerPort)", client_id: dang-bench-\(name), subscribe_qos: \(qos), tcp_nodelay: true}
+            database: {url: "\(servers.databaseURL)", spool_dir: "\(self.directory.path)/spool"}
+            topics: {prefix: bench, map: topics.yaml}
+
+            """
+        let file = self.directory.appendingPathComponent("orchestrator.yaml")
+        try config.write(to: file, atomically: true, encoding: .utf8)
+        self.pid = try ChildProcess.spawn(
+            [executable, "run", "--config", file.path, "--log-level", "error"], output: self.directory.appendingPathComponent("dang.log").path)
+    }
+
+    private var isRunning: Bool { ChildProcess.isRunning(self.pid) }
+
+    func stop() {
+        if self.isRunning { ChildProcess.stop(self.pid) }
+    }
+
+    func waitUntilConnected() throws {
+        try waitFor("dang run to connect (log: \(self.directory.path)/dang.log)", seconds: 30) {
+            guard self.isRunning else { return true }
+            return (try? self.status().connected) == true
+        }
+        guard self.isRunning else {
+            let log = (try? String(contentsOf: self.directory.appendingPathComponent("dang.log"), encoding: .utf8)) ?? ""
+            throw BenchError(message: "dang run exited: \(log.suffix(800))")
+        }
+    }
+
+    func status() throws -> Status {
+        var request = HTTPRequest(url: "http://127.0.0.1:\(self.httpPort)/status")
+        request.method = "GET"
+        request.totalTimeout = .seconds(5)
+        request.connectTimeout = .seconds(2)
+        let response = try CurlTransfer.perform(request).get()
+        guard response.status == 200, let object = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any],
+            let ingest = object["ingest"] as? [String: Any], let mqtt = object["mqtt"] as? [String: Any]
+        else { throw BenchError(message: "GET /status answered \(response.status)") }
+        return Status(
+            samples: ingest["samples"] as? Int ?? 0, rejected: ingest["rejected"] as? Int ?? 0, tags: ingest["tags"] as? Int ?? 0,
+            connected: mqtt["connected"] as? Bool ?? false)
+    }
+
+    /// Waits until the sample count stops growing; returns the final status and the seconds
+    /// from `startedAt` to the last growth seen.
+    func drain(from before: Status, startedAt: UInt64) throws -> (Status, Double) {
+        var current = try self.status()
+        var lastGrowth = monotonicNanoseconds()
+        var quiet = 0
+        while quiet < 5 {
+            usleep(100_000)
+            let next = try self.status()
+            if next.samples != current.samples {
+                lastGrowth = monotonicNanoseconds()
+                quiet = 0
+            } else {
+                quiet += 1
+            }
+            current = next
+        }
+        // The last growth was seen up to one poll after it happened.
+        return (current, max(1e-9, Double(lastGrowth - startedAt) / 1e9 - 0.05))
+    }
+
+    /// User + system CPU seconds of the child so far.
+    func cpuSeconds() -> Double { OrchestratorCore.cpuSeconds(pid: self.pid) }
+
+    /// Peak resident set (VmHWM) in MiB.
+    func peakRSSMiB() -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/\(self.pid)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+        else { return .nan }
+        let kib = line.split(separator: " ").compactMap { Double($0) }.first ?? .nan
+        return kib / 1024
+    }
+}
+
+/// User + system CPU seconds of a process so far (/proc/PID/stat).
+func cpuSeconds(pid: Int32) -> Double {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return 0 }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+func waitFor(_ what: String, seconds: Double = 10, _ condition: () -> Bool) throws {
+    let deadline = monotonicNanoseconds() + UInt64(seconds * 1e9)
+    while !condition() {
+        if monotonicNanoseconds() > deadline { throw BenchError(message: "timed out waiting for \(what)") }
+        usleep(20_000)
+    }
+}
+
+/// 1,234,567 (rounded to an integer).
+func fmt(_ value: Double) -> String {
+    guard value.isFinite else { return "—" }
+    let digits = String(Int(value.rounded()))
+    var out = ""
+    for (i, c) in digits.reversed().enumerated() {
+        if i > 0 && i % 3 == 0 && c != "-" { out.append(",") }
+        out.append(c)
+    }
+    return String(out.reversed())
+}
