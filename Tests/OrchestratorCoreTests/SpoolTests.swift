@@ -145,5 +145,16 @@ import Testing
         let gauge = try metrics.expectGauge("dang_record_spool_bytes")
         #expect((gauge.lastValue ?? 0) >= 18_000)
         #expect(try metrics.expectGauge("dang_record_spool_capacity_bytes").lastValue == 20_000)
+
+        // Past the memory queue too: dropped, and counted — never silently.
+        let waiting = counters.enqueued - counters.spooled
+        for i in 0..<(1000 - waiting + 25) {
+            writer.deliver(
+                AlertEvent(
+                    alertID: UUID(), state: .raised, severity: .info, kind: .limit, tag: "u\(i)", topic: "p", timestamp: 0,
+                    raisedAt: 0, clearedAt: nil, value: 1, score: 1, message: "y"))
+        }
+        #expect(writer.counters.dropped == 25)
+        #expect(try metrics.expectCounter("dang_record_dropped_total").totalValue == 25)
     }
 }

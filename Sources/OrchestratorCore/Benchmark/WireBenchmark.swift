@@ -257,6 +257,7 @@ package struct WireBenchmark {
 
     private func memory(child: OrchestratorChild, port: Int) throws -> Row {
         let before = try child.status()
+        let idle = child.peakRSSMiB()
         let rounds = 20.0
         let rate = 20_000.0
         let load = try self.generate(
@@ -266,8 +267,9 @@ package struct WireBenchmark {
         let (after, _) = try child.drain(from: before, startedAt: load.startedAt)
         let rss = child.peakRSSMiB()
         return Row(
-            name: "memory", values: [("tags", Double(after.tags)), ("processed", Double(after.samples - before.samples)), ("peak_rss_mib", rss)],
-            text: String(format: "%d tags: peak RSS %.1f MiB", after.tags, rss))
+            name: "memory",
+            values: [("tags", Double(after.tags)), ("processed", Double(after.samples - before.samples)), ("rss_started_mib", idle), ("peak_rss_mib", rss)],
+            text: String(format: "%d tags: peak RSS %.1f MiB (%.1f MiB once started, before any sample)", after.tags, rss, idle))
     }
 
     // MARK: - Helpers
@@ -349,7 +351,12 @@ final class OrchestratorChild: @unchecked Sendable {
         let file = self.directory.appendingPathComponent("orchestrator.yaml")
         try config.write(to: file, atomically: true, encoding: .utf8)
         self.pid = try ChildProcess.spawn(
-            [executable, "run", "--config", file.path, "--log-level", "error"], output: self.directory.appendingPathComponent("dang.log").path)
+            // The servers on the command line: they win over DANG_MQTT_URL and DATABASE_URL in
+            // the environment, which may name another broker.
+            [
+                executable, "run", "--config", file.path, "--log-level", "error", "--mqtt-url", "mqtt://127.0.0.1:\(servers.brokerPort)",
+                "--database-url", servers.databaseURL, "--spool-dir", self.directory.path + "/spool",
+            ], output: self.directory.appendingPathComponent("dang.log").path)
     }
 
     private var isRunning: Bool { ChildProcess.isRunning(self.pid) }

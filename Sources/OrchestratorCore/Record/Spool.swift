@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A durable, append-only spool of records on local disk, for when PostgreSQL is unreachable.
 ///
@@ -141,8 +144,8 @@ package final class Spool {
         guard self.end + bytes.count <= self.capacity else {
             throw Problem(message: "the spool is full (\(self.end) of \(self.capacity) bytes)")
         }
-        try self.log.seek(toOffset: UInt64(self.end))
-        try self.log.write(contentsOf: bytes)
+        // One positioned write (no seek, no Foundation buffering): appends run on the ingest thread.
+        try Self.writeFully(self.log.fileDescriptor, bytes, at: self.end)
         if sync && self.policy != .never { try self.log.synchronize() }
         self.end += bytes.count
     }
@@ -165,12 +168,63 @@ package final class Spool {
     func read(limit: Int) throws -> (payloads: [[UInt8]], next: Int) {
         var payloads: [[UInt8]] = []
         var position = self.replayed
+        // Whole chunks with one positioned read each, records cut out of memory: the record writer
+        // holds the spool's lock while it reads, and the ingest thread waits for that lock.
+        var chunk: [UInt8] = []
+        var chunkStart = position
         while payloads.count < limit, position < self.end {
-            guard let (payload, next) = try Self.readRecord(self.log, at: position, size: self.end) else { break }
+            var offset = position - chunkStart
+            if offset + 8 > chunk.count {
+                chunk = try Self.readFully(self.log.fileDescriptor, at: position, count: min(self.end - position, Self.readChunk))
+                chunkStart = position
+                offset = 0
+                guard chunk.count >= 8 else { break }
+            }
+            let length = Int(UInt32(littleEndian: chunk.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }))
+            let crc = UInt32(littleEndian: chunk.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self) })
+            guard length <= Self.maxRecord, position + 8 + length <= self.end else { break }
+            if offset + 8 + length > chunk.count {
+                // A record larger than what is left of the chunk: read it on its own.
+                chunk = try Self.readFully(self.log.fileDescriptor, at: position, count: 8 + length)
+                chunkStart = position
+                offset = 0
+                guard chunk.count == 8 + length else { break }
+            }
+            let payload = Array(chunk[(offset + 8)..<(offset + 8 + length)])
+            guard CRC32.checksum(payload) == crc else { break }
             payloads.append(payload)
-            position = next
+            position += 8 + length
         }
         return (payloads, position)
+    }
+
+    static let readChunk = 1 << 20
+
+    private static func writeFully(_ fd: Int32, _ bytes: [UInt8], at offset: Int) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(offset + done)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Problem(message: "spool: write failed: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
+
+    private static func readFully(_ fd: Int32, at offset: Int, count: Int) throws -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset + done)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Problem(message: "spool: read failed: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done == count ? buffer : Array(buffer[..<done])
     }
 
     /// Records up to `offset` are in the database. When everything is, the spool is emptied.

@@ -1,0 +1,41 @@
+import Foundation
+import Testing
+
+@testable import OrchestratorCore
+
+@Suite struct BenchToolTests {
+    @Test(arguments: [0.0, 100.0, 99.9995, -3.25, 160, 123_456.789])
+    func `the load generator's payload is a SPEC §3 sample the parser reads back`(value: Double) throws {
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let length = LoadGenerator.format(ts: 1_790_000_123_000, value: value, into: &buffer)
+        let parsed = buffer[..<length].withUnsafeBytes { SamplePayloadParser.parse($0) }
+        guard case .success(.single(let ts, let v, let quality)) = parsed else {
+            Issue.record("not parsed: \(String(decoding: buffer[..<length], as: UTF8.self))")
+            return
+        }
+        #expect(ts == 1_790_000_123_000)
+        #expect(abs(v - value) <= 0.0005 + 1e-9)
+        #expect(quality == .good)
+    }
+
+    @Test func `breach times are found again from the alert's tag and timestamp`() {
+        #expect(LoadGenerator.tagNumber("b1/bench/u12/T123") == 123)
+        #expect(LoadGenerator.tagNumber("b1/bench/u0/T0") == 0)
+        #expect(LoadGenerator.tagNumber("r1/cdu/cdu1/TI-101") == nil)
+        #expect(LoadGenerator.topic(57) == "plant/" + LoadGenerator.tagName(57))
+    }
+
+    @Test func `the topic cache finds a topic by its bytes and never confuses two topics`() {
+        var cache = TopicSlots()
+        let topics = (0..<2000).map { "plant/b1/bench/u\($0 / 10)/T\($0)" }
+        for (slot, topic) in topics.enumerated() {
+            var bytes = Array(topic.utf8)
+            bytes.withUnsafeBytes { cache.insert($0, hash: TopicSlots.hash($0), topic: topic, slot: Int32(slot)) }
+        }
+        for (slot, topic) in topics.enumerated() {
+            let found = Array(topic.utf8).withUnsafeBytes { cache.find($0, hash: TopicSlots.hash($0)) }
+            #expect(found?.0 == topic && found?.1 == Int32(slot))
+        }
+        #expect(Array("plant/b1/bench/u0/T99999".utf8).withUnsafeBytes { cache.find($0, hash: TopicSlots.hash($0)) } == nil)
+    }
+}
