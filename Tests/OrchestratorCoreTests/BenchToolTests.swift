@@ -29,8 +29,7 @@ import Testing
         var cache = TopicSlots()
         let topics = (0..<2000).map { "plant/b1/bench/u\($0 / 10)/T\($0)" }
         for (slot, topic) in topics.enumerated() {
-            var bytes = Array(topic.utf8)
-            bytes.withUnsafeBytes { cache.insert($0, hash: TopicSlots.hash($0), topic: topic, slot: Int32(slot)) }
+            Array(topic.utf8).withUnsafeBytes { cache.insert($0, hash: TopicSlots.hash($0), topic: topic, slot: Int32(slot)) }
         }
         for (slot, topic) in topics.enumerated() {
             let found = Array(topic.utf8).withUnsafeBytes { cache.find($0, hash: TopicSlots.hash($0)) }

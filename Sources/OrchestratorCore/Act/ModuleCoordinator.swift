@@ -681,8 +681,11 @@ package final class ModuleCoordinator: AlertSink, Sendable {
     /// of module needs besides (horizon, constraints, objective).
     private func params(for decision: Decision, settings: ModuleSettings, scope: Scope) -> String {
         var text = "{"
+        var first = true
         func key(_ name: String) {
-            if text.count > 1 { text += "," }
+            // A flag, not `text.count` (which walks the whole string every time).
+            if !first { text += "," }
+            first = false
             text += "\"\(name)\":"
         }
         func string(_ value: String) -> String {

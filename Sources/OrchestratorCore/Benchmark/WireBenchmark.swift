@@ -335,7 +335,7 @@ final class OrchestratorChild: @unchecked Sendable {
         let config = """
             orchestrator:
               modules:
-                forecasting: {enabled: true, transport: mqtt, timeout: 2s, max_in_flight: 10000, cooldown: 0s, data: tag, window: 10, min_history: 1, max_age: 1000d, cost: 0}
+                forecasting: {enabled: true, transport: mqtt, timeout: 60s, max_in_flight: 10000, cooldown: 0s, data: tag, window: 10, min_history: 1, max_age: 1000d, cost: 0}
                 analysis: {enabled: false}
                 optimization: {enabled: false}
                 etl: {enabled: false}
