@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import Foundation
 import OrchestratorCore
 
@@ -50,6 +51,21 @@ struct Bench: ParsableCommand {
         options.memoryTags = self.memoryTags
         options.databaseURL = self.databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
         if !self.phases.isEmpty { options.phases = Set(self.phases.compactMap(WireBenchmark.Phase.init(rawValue:))) }
+        // Interrupted: stop the private broker and database before going (children of ours in the
+        // same process group get the terminal's SIGINT too; PostgreSQL, started by pg_ctl, does not).
+        var sources: [any DispatchSourceSignal] = []
+        for number in [SIGINT, SIGTERM] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                printError("interrupted: stopping the benchmark's broker and database")
+                BenchServers.stopRunning()
+                Foundation.exit(130)
+            }
+            source.resume()
+            sources.append(source)
+        }
+        defer { sources.forEach { $0.cancel() } }
         let started = Date()
         let rows = try WireBenchmark(options: options) { line in printError(line) }.run()
         print("")

@@ -1,5 +1,6 @@
 import Foundation
 import LibPQ
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -24,16 +25,46 @@ package final class BenchServers {
         self.brokerPort = try Self.freePort()
         self.databaseURL = databaseURL ?? ""
         try self.startBroker()
+        self.register()
         log("broker: mosquitto on 127.0.0.1:\(self.brokerPort)")
         if databaseURL == nil {
             try self.startPostgres()
+            self.register()
             log("database: private PostgreSQL at \(self.databaseURL)")
         }
     }
 
     deinit { self.stop() }
 
+    /// How to stop the servers of the benchmark running now, from a signal handler (a PostgreSQL
+    /// started by `pg_ctl` outlives an interrupted benchmark otherwise).
+    private static let running = Mutex<(@Sendable () -> Void)?>(nil)
+
+    /// Stops the servers of the running benchmark, if any (on SIGINT or SIGTERM).
+    package static func stopRunning() {
+        let stop = Self.running.withLock { action in
+            defer { action = nil }
+            return action
+        }
+        stop?()
+    }
+
+    private func register() {
+        let broker = self.broker
+        let postgres = self.postgres
+        let directory = self.directory
+        let stopPostgres = postgres.map { self.command($0.bin + "/pg_ctl", ["-D", $0.data, "-m", "fast", "-w", "stop"]) }
+        Self.running.withLock {
+            $0 = {
+                if let broker { ChildProcess.stop(broker) }
+                if let stopPostgres { _ = try? ChildProcess.run([stopPostgres.0] + stopPostgres.1) }
+                try? FileManager.default.removeItem(at: directory)
+            }
+        }
+    }
+
     package func stop() {
+        Self.running.withLock { $0 = nil }
         if let broker { ChildProcess.stop(broker) }
         self.broker = nil
         if let postgres {
