@@ -277,8 +277,7 @@ package struct WireBenchmark {
     private func generate(
         _ plan: LoadGenerator.Plan, port: Int, status: @escaping @Sendable () -> String
     ) throws -> (report: LoadGenerator.Report, startedAt: UInt64) {
-        let generated = try self.generate(LoadGenerator(plan: plan), port: port, status: status)
-        return generated
+        try self.generate(LoadGenerator(plan: plan), port: port, status: status)
     }
 
     /// Runs the generator on a thread of its own, reporting progress every second.
