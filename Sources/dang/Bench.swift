@@ -73,7 +73,7 @@ struct Bench: ParsableCommand {
             print(row.name.padding(toLength: 14, withPad: " ", startingAt: 0) + row.text)
         }
         var report: [String: Any] = [
-            "started_at": ISO8601DateFormatter().string(from: started), "version": DangVersion.current,
+            "started_at": started.formatted(.iso8601), "version": DangVersion.current,
             "options": ["tags": self.tags, "seconds": self.seconds, "rates": self.rates, "qos1_rate": self.qos1Rate, "memory_tags": self.memoryTags],
         ]
         for row in rows {

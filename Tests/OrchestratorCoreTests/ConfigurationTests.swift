@@ -149,12 +149,18 @@ struct ScratchDirectory {
         ("mqtt://localhost", MQTTEndpoint(host: "localhost", port: 1883, tls: false)),
         ("mqtts://broker.example:8884", MQTTEndpoint(host: "broker.example", port: 8884, tls: true)),
         ("mqtt://user:p%40ss@10.0.0.1:1883", MQTTEndpoint(host: "10.0.0.1", port: 1883, tls: false, username: "user", password: "p@ss")),
+        ("MQTT://operator@plant-broker/", MQTTEndpoint(host: "plant-broker", port: 1883, tls: false, username: "operator")),
+        ("ssl://[fd00::7]:8885", MQTTEndpoint(host: "fd00::7", port: 8885, tls: true)),
+        ("tcp://[::1]", MQTTEndpoint(host: "::1", port: 1883, tls: false)),
     ])
     func `broker URLs parse`(text: String, expected: MQTTEndpoint) throws {
         #expect(try MQTTEndpoint.parse(text).get() == expected)
     }
 
-    @Test(arguments: ["localhost:1883", "http://x", "mqtt://", "mqtt://host:99999", "mqtt://host/path"])
+    @Test(arguments: [
+        "localhost:1883", "http://x", "mqtt://", "mqtt://host:99999", "mqtt://host/path", "mqtt://host:", "mqtt://host:12a",
+        "mqtt://[::1", "mqtt://[::1]x", "mqtt://:1883", "mqtt://u:%zz@host",
+    ])
     func `bad broker URLs are refused`(text: String) {
         #expect(throws: MQTTEndpoint.Problem.self) { try MQTTEndpoint.parse(text).get() }
     }

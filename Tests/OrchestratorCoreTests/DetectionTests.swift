@@ -25,6 +25,26 @@ import Testing
     }
 }
 
+@Suite struct RobustWindowTests {
+    @Test(arguments: [3, 7, 256])
+    func `holds exactly the last values, sorted, with ties evicted by age`(capacity: Int) {
+        var window = RobustWindow(capacity: capacity)
+        var random = SplitMix64(seed: UInt64(capacity))
+        var stream: [Double] = []
+        for step in 0..<(capacity * 6) {
+            // Few distinct values, so ties are common (a quantised sensor); now and then a long run.
+            let value = step % 97 < 20 ? 5 : (random.gaussian() * 3).rounded()
+            stream.append(value)
+            window.append(value)
+            let expected = stream.suffix(capacity).sorted()
+            #expect(window.values == expected, "after \(step + 1) values")
+            #expect(window.median == (expected.count % 2 == 1
+                ? expected[expected.count / 2] : (expected[expected.count / 2 - 1] + expected[expected.count / 2]) / 2))
+        }
+        #expect(window.isFull && window.count == capacity)
+    }
+}
+
 @Suite struct TagDetectorTests {
     let settings: DetectionSettings = {
         var settings = DetectionSettings()

@@ -72,7 +72,7 @@ package struct APIServer: Sendable {
         let body: [String: Any] = [
             "state": degraded ? "degraded" : "ok",
             "version": DangVersion.current,
-            "started_at": ISO8601DateFormatter().string(from: o.startedAt),
+            "started_at": o.startedAt.formatted(.iso8601),
             "mqtt": [
                 "connected": mqtt.connected, "connects": mqtt.connects, "last_error": mqtt.lastError ?? NSNull(),
                 "dropped_while_away": o.publisher.droppedWhileAway,

@@ -115,7 +115,7 @@ package final class ModuleCoordinator: AlertSink, Sendable {
         self.logger = logger
         self.clock = clock
         self.prefix = config.topics.prefix
-        self.timeZone = TimeZone(identifier: config.timeZone) ?? .gmt
+        self.timeZone = TimeZone.configured(config.timeZone) ?? .gmt
     }
 
     /// Topics the orchestrator subscribes to for the decision side.

@@ -53,7 +53,10 @@ final class ConfigDiagnostics {
     /// Parses YAML text into the root mapping, reporting syntax errors with their line.
     func parseRoot(_ text: String) -> YAMLSection? {
         do {
-            guard let node = try Yams.compose(yaml: text) else {
+            // The basic resolver: every scalar stays text, read by type where it is used. (The
+            // default one runs seven ICU regular expressions per scalar, which made a 10,000-tag
+            // topic map slow to load and mapped megabytes of ICU into the process.)
+            guard let node = try Yams.compose(yaml: text, .basic) else {
                 return YAMLSection(mapping: Node.Mapping([]), path: "", mark: nil, diagnostics: self)
             }
             guard let mapping = node.mapping else {

@@ -122,7 +122,7 @@ extension DetectionSettings {
         self.zClear = detection.double("z_clear", default: self.zClear, in: 0.01...1000)
         self.sigmaFloor = detection.double("sigma_floor", default: self.sigmaFloor, in: 0...1)
         if let anomaly = detection.section("anomaly") {
-            self.robustWindow = anomaly.int("window", default: self.robustWindow, in: 8...100_000)
+            self.robustWindow = anomaly.int("window", default: self.robustWindow, in: 8...RobustWindow.maximumCapacity)
             self.windowStride = anomaly.int("window_stride", default: self.windowStride, in: 1...10_000)
             self.spikeShape = anomaly.double("spike_shape", default: self.spikeShape, in: 0.01...1000)
             self.tailWidening = anomaly.double("tail_widening", default: self.tailWidening, in: 0...1000)
@@ -146,6 +146,7 @@ extension DetectionSettings {
         self.cusumK = detection.double("cusum_k", default: self.cusumK, in: 0...100)
         self.cusumH = detection.double("cusum_h", default: self.cusumH, in: 0.1...1000)
         self.maxTags = detection.int("max_tags", default: self.maxTags, in: 1...10_000_000)
+        self.historyConfigured = detection.node("history") != nil
         self.historyDepth = detection.int("history", default: self.historyDepth, in: 0...100_000)
         if self.anomalyMinSigmas > 0, self.zClear >= self.anomalyMinSigmas {
             detection.diagnostics.report(
@@ -261,8 +262,13 @@ package struct TopicSettings: Sendable {
 
 /// `detection`: the per-tag detectors and the alert policy shared by every condition.
 package struct DetectionSettings: Sendable {
-    /// Good samples kept per tag for module invocations (`detection.history`).
+    /// Good samples kept per tag for module invocations (`detection.history`); when the file does
+    /// not set it, what the enabled modules need (see ``OrchestratorConfig/sizeHistory()``).
     package var historyDepth = 120
+    /// Whether `detection.history` was set in the file.
+    package var historyConfigured = false
+    /// The least history kept when no module needs more: QoS 1 redeliveries are recognised in it.
+    package static let minimumHistory = 16
     /// Weight of the newest sample in the EWMA mean and variance.
     package var ewmaAlpha = 0.05
     /// Samples before a tag's anomaly score may raise an alert.
@@ -432,7 +438,7 @@ extension OrchestratorConfig {
                 self.decisionEngine.read(engine)
             }
             self.timeZone = orchestrator.string("time_zone", default: self.timeZone)
-            if TimeZone(identifier: self.timeZone) == nil {
+            if TimeZone.configured(self.timeZone) == nil {
                 orchestrator.diagnostics.report(
                     .error, orchestrator.keyPath("time_zone"), at: orchestrator.markOf("time_zone"),
                     "unknown time zone \"\(self.timeZone)\" (use an IANA name such as Europe/Amsterdam or UTC)")
@@ -510,6 +516,16 @@ extension OrchestratorConfig {
         if let detection = root.section("detection") {
             self.detection.read(detection)
         }
+        self.sizeHistory()
+    }
+
+    /// Unless `detection.history` is set, keeps as many samples per tag as the enabled modules
+    /// read (their `window` and `min_history`), at least ``DetectionSettings/minimumHistory``:
+    /// 16 bytes per sample of every tag, so 10,000 tags with windows of 10 need 1.6 MB, not 19.
+    mutating func sizeHistory() {
+        guard !self.detection.historyConfigured else { return }
+        let needed = self.modules.values.filter(\.enabled).map { max($0.window, $0.minHistory) }.max() ?? 0
+        self.detection.historyDepth = max(DetectionSettings.minimumHistory, needed)
     }
 
     private mutating func readMQTT(_ mqtt: YAMLSection) {
@@ -647,10 +663,14 @@ package struct MQTTEndpoint: Sendable, Equatable {
         package let message: String
     }
 
+    /// Parses `mqtt[s]://[user[:password]@]host[:port][/]` (also `tcp://`, `ssl://`; an IPv6 host in
+    /// brackets; user and password percent-encoded). Read by hand rather than with `URLComponents`,
+    /// whose host getters run ICU's IDNA conversion and map megabytes of ICU into the process.
     package static func parse(_ text: String) -> Result<MQTTEndpoint, Problem> {
-        guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased() else {
+        guard let separator = text.range(of: "://"), !text[..<separator.lowerBound].isEmpty else {
             return .failure(Problem(message: "\"\(text)\" is not a URL; expected mqtt://host:port or mqtts://host:port"))
         }
+        let scheme = text[..<separator.lowerBound].lowercased()
         let tls: Bool
         switch scheme {
         case "mqtt", "tcp": tls = false
@@ -658,18 +678,65 @@ package struct MQTTEndpoint: Sendable, Equatable {
         default:
             return .failure(Problem(message: "unsupported scheme \"\(scheme)\"; expected mqtt:// or mqtts://"))
         }
-        guard let host = components.host, !host.isEmpty else {
+        var rest = text[separator.upperBound...]
+        if let slash = rest.firstIndex(of: "/") {
+            guard rest[slash...] == "/" else {
+                return .failure(Problem(message: "\"\(text)\" has a path; expected mqtt://host:port"))
+            }
+            rest = rest[..<slash]
+        }
+        var username: String? = nil
+        var password: String? = nil
+        if let at = rest.lastIndex(of: "@") {
+            let userInfo = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            let colon = userInfo.firstIndex(of: ":")
+            username = String(userInfo[..<(colon ?? userInfo.endIndex)]).removingPercentEncoding
+            password = colon.flatMap { String(userInfo[userInfo.index(after: $0)...]).removingPercentEncoding }
+            guard username != nil, colon == nil || password != nil else {
+                return .failure(Problem(message: "\"\(text)\" has a malformed percent-encoded user or password"))
+            }
+        }
+        var host = rest
+        var portText: Substring? = nil
+        if rest.hasPrefix("[") {
+            guard let close = rest.firstIndex(of: "]") else {
+                return .failure(Problem(message: "\"\(text)\" has an unclosed IPv6 address; expected mqtt://[::1]:port"))
+            }
+            host = rest[rest.index(after: rest.startIndex)..<close]
+            let after = rest[rest.index(after: close)...]
+            if !after.isEmpty {
+                guard after.first == ":" else { return .failure(Problem(message: "\"\(text)\" has text after its IPv6 address")) }
+                portText = after.dropFirst()
+            }
+        } else if let colon = rest.lastIndex(of: ":") {
+            host = rest[..<colon]
+            portText = rest[rest.index(after: colon)...]
+        }
+        guard !host.isEmpty else {
             return .failure(Problem(message: "\"\(text)\" has no host; expected mqtt://host:port"))
         }
-        if let port = components.port, !(1...65535).contains(port) {
-            return .failure(Problem(message: "port \(port) is out of range 1...65535"))
+        var port = tls ? 8883 : 1883
+        if let portText {
+            guard !portText.isEmpty, portText.count <= 5, portText.allSatisfy(\.isASCII), let number = Int(portText) else {
+                return .failure(Problem(message: "port \"\(portText)\" is not a number 1...65535"))
+            }
+            guard (1...65535).contains(number) else {
+                return .failure(Problem(message: "port \(number) is out of range 1...65535"))
+            }
+            port = number
         }
-        if !components.path.isEmpty && components.path != "/" {
-            return .failure(Problem(message: "\"\(text)\" has a path; expected mqtt://host:port"))
+        return .success(MQTTEndpoint(host: String(host), port: port, tls: tls, username: username, password: password))
+    }
+}
+
+extension TimeZone {
+    /// The time zone of `orchestrator.time_zone`: UTC and GMT without asking ICU (whose zone
+    /// database maps megabytes into the process), any other IANA name through it.
+    static func configured(_ name: String) -> TimeZone? {
+        switch name {
+        case "UTC", "GMT", "Etc/UTC", "Etc/GMT", "Z": .gmt
+        default: TimeZone(identifier: name)
         }
-        return .success(
-            MQTTEndpoint(
-                host: host, port: components.port ?? (tls ? 8883 : 1883), tls: tls,
-                username: components.user?.removingPercentEncoding, password: components.password?.removingPercentEncoding))
     }
 }

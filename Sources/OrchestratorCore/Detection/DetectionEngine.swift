@@ -6,7 +6,6 @@ package struct DetectionEngine: Sendable {
     private let topicMap: TopicMap
     private var slots: [String: Int32] = [:]
     package private(set) var tagNames: [String] = []
-    private var tagInfos: [TagInfo?] = []
     private var detectors: [TagDetector] = []
     private var alerts = AlertBook()
     private var changes: [ConditionChange] = []
@@ -47,8 +46,7 @@ package struct DetectionEngine: Sendable {
         let info = self.topicMap.tags[tag]
         self.slots[tag] = slot
         self.tagNames.append(tag)
-        self.tagInfos.append(info)
-        self.detectors.append(TagDetector(settings: self.settings, info: info ?? TagInfo(), isMarket: tag.hasPrefix("market/")))
+        self.detectors.append(TagDetector(settings: self.settings, info: info, isMarket: tag.hasPrefix("market/")))
         self.lastValues.append(.nan)
         self.unitOfSlot.append(-1)
         self.lastQuality.append(.good)
@@ -156,7 +154,7 @@ package struct DetectionEngine: Sendable {
         let index = Int(slot)
         let receipt = self.lastReceipt[index]
         return TagView(
-            tag: tag, info: self.tagInfos[index], lastReceipt: receipt == .min ? nil : receipt,
+            tag: tag, info: self.detectors[index].mappedInfo, lastReceipt: receipt == .min ? nil : receipt,
             lastQuality: self.lastQuality[index], goodSamples: self.history.count(slot: slot),
             openKinds: self.alerts.openKinds(slot: slot))
     }
@@ -234,7 +232,7 @@ package struct DetectionEngine: Sendable {
         let index = Int(slot)
         for change in self.changes {
             if let event = self.alerts.event(
-                for: change, slot: slot, tag: self.tagNames[index], info: self.tagInfos[index], topic: topic,
+                for: change, slot: slot, tag: self.tagNames[index], info: self.detectors[index].mappedInfo, topic: topic,
                 sampleTime: sampleTime, now: now)
             {
                 events.append(event)

@@ -1,42 +1,66 @@
-/// The last `capacity` values of a stream, kept both in arrival order and sorted, for the median
-/// and other quantiles (the anomaly detector's robust location and scale).
+/// The last `capacity` values of a stream, kept sorted, for the median and other quantiles (the
+/// anomaly detector's robust location and scale).
 ///
-/// Cost per sample: two binary searches and one `memmove` of at most `capacity` doubles; median is
-/// and every quantile O(1). Storage is allocated once.
+/// Each sorted value carries the ring slot it arrived in, so no second copy in arrival order is
+/// kept: the value to evict is the one whose slot comes round again, found by a scan of the slots
+/// (two bytes each). 10 bytes per value: 2.5 KB for the default 256, where a ring of values beside
+/// the sorted array took 4 KB — per tag, so 15 MB less for 10,000 tags.
+///
+/// Cost per sample: one binary search, one scan of at most `capacity` slots and one `memmove` of
+/// each array; median and every quantile O(1). Storage is allocated once.
 package struct RobustWindow: Sendable {
-    private var ring: [Double]
+    /// The largest capacity: slots are `UInt16`.
+    package static let maximumCapacity = 65_536
+
     private var sorted: [Double]
+    /// The arrival slot (0..<capacity, cycling) of each value of `sorted`.
+    private var slots: [UInt16]
+    /// The slot the next value arrives in; once full, also the slot of the oldest value.
     private var next = 0
     package let capacity: Int
 
     package init(capacity: Int) {
-        precondition(capacity >= 3, "a robust window needs at least 3 values")
+        precondition((3...Self.maximumCapacity).contains(capacity), "a robust window holds 3 to 65,536 values")
         self.capacity = capacity
-        self.ring = []
         self.sorted = []
-        self.ring.reserveCapacity(capacity)
+        self.slots = []
         self.sorted.reserveCapacity(capacity)
+        self.slots.reserveCapacity(capacity)
     }
 
     package var count: Int { self.sorted.count }
+    /// The values held, in ascending order.
+    package var values: [Double] { self.sorted }
     package var isFull: Bool { self.sorted.count == self.capacity }
 
     package mutating func append(_ value: Double) {
-        guard self.ring.count == self.capacity else {
-            self.ring.append(value)
-            self.sorted.insert(value, at: self.lowerBound(value))
+        let slot = UInt16(truncatingIfNeeded: self.next)
+        self.next = self.next + 1 == self.capacity ? 0 : self.next + 1
+        guard self.sorted.count == self.capacity else {
+            let position = self.lowerBound(value)
+            self.sorted.insert(value, at: position)
+            self.slots.insert(slot, at: position)
             return
         }
-        let old = self.ring[self.next]
-        self.ring[self.next] = value
-        self.next = self.next + 1 == self.capacity ? 0 : self.next + 1
-        // Replace `old` by `value` in the sorted array with one shift of the values between them.
-        let removed = self.lowerBound(old)
+        // Replace the oldest value by `value` with one shift of the entries between them.
+        let removed = self.slots.withUnsafeBufferPointer { slots in
+            var index = 0
+            while slots[index] != slot { index += 1 }
+            return index
+        }
         var position = self.lowerBound(value)
-        self.sorted.withUnsafeMutableBufferPointer { buffer in
+        if position > removed { position -= 1 }  // the entry freed by the oldest sits before the insertion point
+        Self.move(&self.sorted, from: removed, to: position, value)
+        Self.move(&self.slots, from: removed, to: position, slot)
+    }
+
+    /// Drops the entry at `removed` and puts `value` at `position` (an index after the drop),
+    /// shifting the entries between them by one.
+    @inline(__always)
+    private static func move<T>(_ array: inout [T], from removed: Int, to position: Int, _ value: T) {
+        array.withUnsafeMutableBufferPointer { buffer in
             let base = buffer.baseAddress!
             if position > removed {
-                position -= 1  // the slot freed by `old` sits before the insertion point
                 (base + removed).update(from: base + removed + 1, count: position - removed)
             } else if position < removed {
                 (base + position + 1).update(from: base + position, count: removed - position)

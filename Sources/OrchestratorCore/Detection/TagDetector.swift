@@ -13,6 +13,8 @@ package struct TagDetector: Sendable {
     /// One latch per ``AlertCondition``, stored inline (no pointer to chase per sample).
     private var latches = InlineArray<16, AlarmLatch>(repeating: AlarmLatch())
     private let info: TagInfo
+    /// Whether the tag is in the topic map (`info` is then its entry, else the defaults).
+    private let isMapped: Bool
     private let isMarket: Bool
     private var trend: TrendDetector?
     private var marketMoves: [MarketMoveDetector]
@@ -29,14 +31,18 @@ package struct TagDetector: Sendable {
     /// Whether the last sample fed the detectors (not bad, finite, in order).
     package private(set) var lastSampleUsable = false
 
-    package init(settings: DetectionSettings, info: TagInfo, isMarket: Bool) {
+    package init(settings: DetectionSettings, info: TagInfo?, isMarket: Bool) {
         self.anomaly = AnomalyDetector(settings: settings)
-        self.info = info
+        self.info = info ?? TagInfo()
+        self.isMapped = info != nil
         self.isMarket = isMarket
         self.trend = settings.trendEnabled ? TrendDetector(blockSize: settings.trendBlock, windowBlocks: settings.trendWindow) : nil
         self.marketMoves =
             isMarket ? settings.marketMoves.map { MarketMoveDetector(windowMilliseconds: $0.window.milliseconds) } : []
     }
+
+    /// The tag's topic-map entry; `nil` for a tag the map does not name.
+    package var mappedInfo: TagInfo? { self.isMapped ? self.info : nil }
 
     package func isActive(_ condition: AlertCondition) -> Bool {
         self.latches[Int(condition.rawValue)].active

@@ -2,9 +2,20 @@ import LibPQ
 
 /// Reads and writes `tag_state`: each tag's latest value and running statistics.
 enum TagStateStore {
-    /// Upserts a batch of snapshots in one statement (arrays unnested server-side).
+    /// Rows per statement: 10,000 tags' snapshots as one statement built ~10 MB of array text.
+    static let rowsPerStatement = 1_000
+
+    /// Upserts snapshots, `rowsPerStatement` per statement (arrays unnested server-side).
     static func upsert(_ snapshots: [TagSnapshot], on connection: PostgresConnection) throws {
-        guard !snapshots.isEmpty else { return }
+        var start = 0
+        while start < snapshots.count {
+            let end = min(start + Self.rowsPerStatement, snapshots.count)
+            try Self.upsertStatement(snapshots[start..<end], on: connection)
+            start = end
+        }
+    }
+
+    private static func upsertStatement(_ snapshots: ArraySlice<TagSnapshot>, on connection: PostgresConnection) throws {
         try connection.query(
             """
             INSERT INTO tag_state (tag, ts, value, quality, samples, ewma_mean, ewma_variance, updated_at)

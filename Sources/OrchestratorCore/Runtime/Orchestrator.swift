@@ -109,7 +109,7 @@ package final class Orchestrator: Sendable {
         var json = JSONWriter()
         json.field("state", string: state)
         json.field("version", string: DangVersion.current)
-        json.field("started_at", string: ISO8601DateFormatter().string(from: startedAt))
+        json.field("started_at", string: startedAt.formatted(.iso8601))
         return json.finish()
     }
 
