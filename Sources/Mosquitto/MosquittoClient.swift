@@ -183,8 +183,21 @@ package final class MosquittoClient: @unchecked Sendable {
         return false
     }
 
+    /// The network thread (`pthread_t`), once it runs: ``flush()`` acts only on it.
+    private let networkThread = Atomic<UInt>(0)
+
+    /// Writes the publications queued so far, when called on the network thread — from the message
+    /// handler, whose publications libmosquitto otherwise holds until the handler returns. So an
+    /// alert goes out before the work that follows it in the same handler (its decision). Anywhere
+    /// else it does nothing: a publication from another thread is written at once.
+    package func flush() {
+        guard self.networkThread.load(ordering: .relaxed) == UInt(pthread_self()), mosquitto_want_write(self.handle) else { return }
+        _ = mosquitto_loop_write(self.handle, 1)
+    }
+
     /// The network thread: connect, loop while connected, back off with jitter, repeat.
     private func run() {
+        self.networkThread.store(UInt(pthread_self()), ordering: .relaxed)
         let first = Double(max(1, self.options.reconnectDelayMin))
         let cap = Double(max(self.options.reconnectDelayMin, self.options.reconnectDelayMax, 1))
         var delay = first

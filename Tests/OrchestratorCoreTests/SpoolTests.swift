@@ -158,3 +158,79 @@ import Testing
         #expect(try metrics.expectCounter("dang_record_dropped_total").totalValue == 25)
     }
 }
+
+@Suite struct SpoolMirrorTests {
+    func decision(_ n: Int) -> Record {
+        .decision(
+            DecisionRecord(
+                decisionID: UUID(), ts: Int64(n), module: "forecasting", action: "invoke", source: "rules", trigger: "{\"n\":\(n)}",
+                reasons: "[]", confidence: nil, latencyMicroseconds: nil))
+    }
+
+    func spool() throws -> Spool {
+        try Spool(
+            directory: FileManager.default.temporaryDirectory.appendingPathComponent("dang-mirror-test-\(UUID().uuidString)"),
+            capacity: 1 << 20, fsync: .never)
+    }
+
+    /// What the record writer does on append: the spool, then the copy.
+    func append(_ records: [Record], to spool: Spool, mirror: inout SpoolMirror) throws {
+        let payloads = records.map { $0.payload() }
+        try spool.append(payloads)
+        for (record, payload) in zip(records, payloads) { mirror.push(record, spoolBytes: Spool.recordHeader + payload.count) }
+    }
+
+    func read(_ spool: Spool, _ mirror: SpoolMirror, limit: Int) throws -> (payloads: [[UInt8]], copies: [Record?], next: Int) {
+        let (payloads, next) = try spool.read(limit: limit)
+        let copies = mirror.lookup(pendingBytes: spool.pendingBytes, spoolSizes: payloads.map { Spool.recordHeader + $0.count })
+        return (payloads, copies, next)
+    }
+
+    @Test func `the writer gets back the records it appended without decoding them; a backlog is decoded`() throws {
+        let spool = try self.spool()
+        let backlog = (0..<3).map(self.decision)
+        try spool.append(backlog.map { $0.payload() })  // left by a previous run: no copies
+        var mirror = SpoolMirror(capacity: 100)
+        let fresh = (3..<8).map(self.decision)
+        try self.append(fresh, to: spool, mirror: &mirror)
+
+        let first = try self.read(spool, mirror, limit: 5)
+        #expect(first.copies.map { $0 == nil } == [true, true, true, false, false])
+        #expect(first.copies[3] == fresh[0] && first.copies[4] == fresh[1])
+        #expect(first.payloads.prefix(3).compactMap(Record.init(payload:)) == backlog)
+        try spool.markReplayed(upTo: first.next)
+        mirror.trim(pendingBytes: spool.pendingBytes)
+        #expect(mirror.count == 3)
+
+        let second = try self.read(spool, mirror, limit: 10)
+        #expect(second.copies == fresh[2...].map { Optional($0) })
+        try spool.markReplayed(upTo: second.next)
+        mirror.trim(pendingBytes: spool.pendingBytes)
+        #expect(mirror.count == 0 && mirror.bytes == 0 && !spool.hasPending)
+    }
+
+    @Test func `past its capacity the oldest copies go, and those records are decoded`() throws {
+        let spool = try self.spool()
+        var mirror = SpoolMirror(capacity: 2)
+        let records = (0..<4).map(self.decision)
+        try self.append(records, to: spool, mirror: &mirror)
+        let batch = try self.read(spool, mirror, limit: 10)
+        #expect(batch.copies == [nil, nil, records[2], records[3]])
+    }
+
+    @Test func `a batch that does not line up with the copies is decoded from there on`() throws {
+        let spool = try self.spool()
+        var mirror = SpoolMirror(capacity: 10)
+        let records = (0..<3).map(self.decision)
+        try spool.append(records.map { $0.payload() })
+        // Copies whose sizes are not the spool's: never handed out as the wrong record.
+        for record in records { mirror.push(record, spoolBytes: 7) }
+        #expect(try self.read(spool, mirror, limit: 10).copies == [nil, nil, nil])
+        // More copies than pending bytes: nothing lines up.
+        let short = try self.spool()
+        try short.append([records[0].payload()])
+        var stale = SpoolMirror(capacity: 10)
+        for record in records { stale.push(record, spoolBytes: Spool.recordHeader + record.payload().count) }
+        #expect(try self.read(short, stale, limit: 10).copies == [nil])
+    }
+}

@@ -3,7 +3,7 @@
 ///
 /// Each sorted value carries the ring slot it arrived in, so no second copy in arrival order is
 /// kept: the value to evict is the one whose slot comes round again, found by a scan of the slots
-/// (two bytes each). 10 bytes per value: 2.5 KB for the default 256, where a ring of values beside
+/// (two bytes each, 16 at a time). 10 bytes per value: 2.5 KB for the default 256, where a ring of values beside
 /// the sorted array took 4 KB — per tag, so 15 MB less for 10,000 tags.
 ///
 /// Cost per sample: one binary search, one scan of at most `capacity` slots and one `memmove` of
@@ -43,15 +43,25 @@ package struct RobustWindow: Sendable {
             return
         }
         // Replace the oldest value by `value` with one shift of the entries between them.
-        let removed = self.slots.withUnsafeBufferPointer { slots in
-            var index = 0
-            while slots[index] != slot { index += 1 }
-            return index
-        }
+        let removed = self.slots.withUnsafeBufferPointer { Self.index(of: slot, in: $0) }
         var position = self.lowerBound(value)
         if position > removed { position -= 1 }  // the entry freed by the oldest sits before the insertion point
         Self.move(&self.sorted, from: removed, to: position, value)
         Self.move(&self.slots, from: removed, to: position, slot)
+    }
+
+    /// Where `slot` is (it is there): 16 slots per comparison, then one by one within the 16.
+    @inline(__always)
+    private static func index(of slot: UInt16, in slots: UnsafeBufferPointer<UInt16>) -> Int {
+        let raw = UnsafeRawPointer(slots.baseAddress!)
+        let wanted = SIMD16<UInt16>(repeating: slot)
+        var index = 0
+        while index + 16 <= slots.count {
+            if any(raw.loadUnaligned(fromByteOffset: index * 2, as: SIMD16<UInt16>.self) .== wanted) { break }
+            index += 16
+        }
+        while slots[index] != slot { index += 1 }
+        return index
     }
 
     /// Drops the entry at `removed` and puts `value` at `position` (an index after the drop),

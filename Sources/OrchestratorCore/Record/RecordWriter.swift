@@ -63,6 +63,9 @@ package final class RecordWriter: AlertSink, Sendable {
     /// anything else happens to it, so it survives the process being killed; the writer thread
     /// syncs it per batch, writes the batch and advances the replay offset.
     private let spool: Mutex<Spool?>
+    /// Decoded copies of the spool's newest records (so the writer does not parse them back);
+    /// changed only under the spool's lock.
+    private let mirror: Mutex<SpoolMirror>
     private let wake = DispatchSemaphore(value: 0)
     private let settings: DatabaseSettings
     private let logger: Logger
@@ -84,6 +87,7 @@ package final class RecordWriter: AlertSink, Sendable {
         metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) {
         self.settings = settings
+        self.mirror = Mutex(SpoolMirror(capacity: 4 * settings.batchSize))
         self.migrate = migrate
         self.logger = logger
         self.metrics = Instruments(
@@ -125,7 +129,9 @@ package final class RecordWriter: AlertSink, Sendable {
         let appended = self.spool.withLock { spool -> (ok: Bool, pending: Int, used: Int, capacity: Int)? in
             guard let spool, !memoryBacklog else { return nil }
             do {
-                try spool.append([record.payload()], sync: self.settings.spoolFsync == .always)
+                let payload = record.payload()
+                try spool.append([payload], sync: self.settings.spoolFsync == .always)
+                self.mirror.withLock { $0.push(record, spoolBytes: Spool.recordHeader + payload.count) }
                 return (true, spool.pendingBytes, spool.pendingBytes, spool.capacity)
             } catch {
                 return (false, spool.pendingBytes, spool.capacity, spool.capacity)  // full: count it as 100 %
@@ -352,7 +358,7 @@ package final class RecordWriter: AlertSink, Sendable {
             // The spool, oldest first, one batch per pass.
             if hasSpool, let live = connection {
                 do {
-                    let read = try self.spool.withLock { spool -> (payloads: [[UInt8]], next: Int, pending: Int, fd: Int32)? in
+                    let read = try self.spool.withLock { spool -> (payloads: [[UInt8]], copies: [Record?], next: Int, pending: Int, fd: Int32)? in
                         guard let spool, spool.hasPending else { return nil }
                         let (payloads, next) = try spool.read(limit: self.settings.batchSize)
                         if payloads.isEmpty {
@@ -361,9 +367,13 @@ package final class RecordWriter: AlertSink, Sendable {
                             // rest. Discarded under the same lock, so no later append goes with them.
                             let pending = spool.pendingBytes
                             try spool.discardPending()
-                            return ([], next, pending, spool.fileDescriptor)
+                            self.mirror.withLock { $0.removeAll() }
+                            return ([], [], next, pending, spool.fileDescriptor)
                         }
-                        return (payloads, next, spool.pendingBytes, spool.fileDescriptor)
+                        let copies = self.mirror.withLock {
+                            $0.lookup(pendingBytes: spool.pendingBytes, spoolSizes: payloads.map { Spool.recordHeader + $0.count })
+                        }
+                        return (payloads, copies, next, spool.pendingBytes, spool.fileDescriptor)
                     }
                     // Durable against power loss before the batch is written; outside the lock, so
                     // the ingest thread's appends never wait for the disk.
@@ -374,14 +384,17 @@ package final class RecordWriter: AlertSink, Sendable {
                             self.state.withLock { $0.backlog = 0 }
                         } else {
                             lastBatchFull = read.payloads.count >= self.settings.batchSize
-                            var records = read.payloads.compactMap { Record(payload: $0) }
+                            // Records appended by this process are still in the mirror; a backlog is decoded.
+                            var records = zip(read.payloads, read.copies).compactMap { payload, copy in copy ?? Record(payload: payload) }
                             if records.count < read.payloads.count {
                                 self.logger.error("spool: unreadable records skipped", metadata: ["spool.skipped": "\(read.payloads.count - records.count)"])
                             }
                             if self.write(&records, on: live) != nil {
                                 let pending = try self.spool.withLock { spool -> Int in
                                     try spool?.markReplayed(upTo: read.next)
-                                    return spool?.pendingBytes ?? 0
+                                    let pending = spool?.pendingBytes ?? 0
+                                    self.mirror.withLock { $0.trim(pendingBytes: pending) }
+                                    return pending
                                 }
                                 self.state.withLock {
                                     $0.counters.spooledBytes = pending
@@ -439,7 +452,11 @@ package final class RecordWriter: AlertSink, Sendable {
         let spooled = self.spool.withLock { spool -> Int? in
             guard let spool else { return nil }
             do {
-                try spool.append(records.map { $0.payload() }, sync: true)
+                let payloads = records.map { $0.payload() }
+                try spool.append(payloads, sync: true)
+                self.mirror.withLock { mirror in
+                    for (record, payload) in zip(records, payloads) { mirror.push(record, spoolBytes: Spool.recordHeader + payload.count) }
+                }
                 return spool.pendingBytes
             } catch {
                 return nil

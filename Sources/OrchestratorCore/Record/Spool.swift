@@ -115,6 +115,9 @@ package final class Spool {
         try self.saveOffset(self.replayed)
     }
 
+    /// Bytes before each payload: length and CRC-32.
+    static let recordHeader = 8
+
     /// Largest record accepted (the reader refuses larger ones as corrupt).
     static let maxRecord = 16 * 1024 * 1024
 
