@@ -95,4 +95,44 @@ struct BrokerReconnectTests {
         }
         broker.stop()
     }
+
+    @Test func `past mqtt.max_queued, messages made while the broker is away are dropped and counted; the queued ones go out on reconnect`() async throws {
+        let broker = try PrivateBroker()
+        try broker.start()
+        try await broker.waitUntilListening()
+        var config = TestServices.config(prefix: "it-maxq", databaseURL: try TestServices.freshDatabase())
+        config.mqtt.endpoint = MQTTEndpoint(host: "127.0.0.1", port: broker.port, tls: false)
+        config.mqtt.maxQueued = 5
+        // A slow first reconnect, so the subscriber below is listening before the queue goes out.
+        config.mqtt.reconnectDelayMin = .seconds(3)
+        config.mqtt.reconnectDelayMax = .seconds(3)
+        let orchestrator = try Orchestrator(config: config, logger: testLogger)
+
+        try await withRunningOrchestrator(orchestrator) {
+            try await eventually("connected", timeout: .seconds(15)) { orchestrator.connectionStatus.connected }
+            broker.stop()
+            try await eventually("disconnect noticed") { !orchestrator.connectionStatus.connected }
+
+            let events = (0..<12).map { n in
+                AlertEvent(
+                    alertID: UUID(), state: .raised, severity: .warning, kind: .limit, tag: "r1/cdu/cdu1/TI-\(n)", topic: "plant/r1/cdu/cdu1/TI-\(n)",
+                    timestamp: 1_700_000_000_000 + Int64(n), raisedAt: 1_700_000_000_000 + Int64(n), clearedAt: nil, value: 400, score: 1,
+                    message: "limit \(n)")
+            }
+            for event in events { orchestrator.publisher.deliver(event) }
+            #expect(orchestrator.publisher.droppedWhileAway == 7)
+
+            try broker.start()
+            try await broker.waitUntilListening()
+            let subscriber = try TestSubscriber(filters: ["it-maxq/alert/#"], port: broker.port)
+            try await subscriber.waitUntilConnected()
+            try await eventually("reconnected", timeout: .seconds(20)) { orchestrator.connectionStatus.connects == 2 }
+            try await eventually("the queued alerts delivered") { subscriber.messages.count >= 5 }
+            try await Task.sleep(for: .milliseconds(300))
+            let delivered = subscriber.messages.compactMap { $0.json?["alert_id"] as? String }
+            #expect(delivered == events.prefix(5).map { $0.id })
+            #expect(orchestrator.publisher.droppedWhileAway == 7)
+        }
+        broker.stop()
+    }
 }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 
 @testable import OrchestratorCore
@@ -24,6 +27,33 @@ import Testing
     @Test(arguments: ["42", " 42\n", "4.2e1", "42.0"])
     func `a bare number is a good sample at receipt time`(text: String) {
         #expect(parse(text) == .success(.single(timestamp: nil, value: 42, quality: .good)))
+    }
+
+    @Test func `numbers are the same doubles strtod reads, on the fast path and off it`() {
+        var random = SplitMix64(seed: 11)
+        var texts = ["0", "-0", "1e22", "1e23", "9007199254740993", "123456789012345678", "0.1", "-2.5E-3", "4.35e+2", "1E-22", "7e-23"]
+        for _ in 0..<20_000 {
+            let digits = 1 + Int(random.next() % 18)
+            var mantissa = String(1 + random.next() % 9)
+            for _ in 1..<digits { mantissa += String(random.next() % 10) }
+            let point = Int(random.next() % UInt64(digits + 1))
+            var text = point == 0 ? mantissa : point == digits ? mantissa : "\(mantissa.prefix(point)).\(mantissa.dropFirst(point))"
+            if random.next() % 3 == 0 { text += "e\(Int(random.next() % 61) - 30)" }
+            if random.next() % 2 == 0 { text = "-" + text }
+            texts.append(text)
+        }
+        var fast = 0
+        for text in texts {
+            let expected = strtod(text, nil)
+            guard case .success(.single(_, let value, _)) = parse(text) else {
+                Issue.record("\(text) refused")
+                continue
+            }
+            #expect(value.bitPattern == expected.bitPattern, "\(text): \(value) against strtod's \(expected)")
+            var copy = text
+            if copy.withUTF8({ DecimalText.fastPath(UnsafeRawBufferPointer($0), 0, $0.count) }) != nil { fast += 1 }
+        }
+        #expect(fast > texts.count / 3)  // the fast path is taken for most sensor-shaped numbers
     }
 
     @Test func `unknown keys are skipped, including nested ones`() {

@@ -121,7 +121,7 @@ package struct AnomalyDetector: Sendable {
         let pattern = self.novelty(value, settings: settings)
 
         let raw = max(spike, pattern, drift >= 1 ? settings.driftScore : 0)
-        var final = max(raw, self.likelihood.update(raw, sample: self.sample))
+        var final = self.likelihood.update(raw, sample: self.sample)
         if settings.gatePeriodicEvents && final >= settings.anomalyRestLevel { final = self.finalGate.gate(final, at: self.sample) }
         // The rest period grows with the samples seen (a stream that has run long has shown more
         // of its normal variety), up to `anomalyRestMax`.
@@ -193,6 +193,36 @@ struct AnomalyLikelihood: Sendable {
     static let meanFloor = 0.03
     static let varianceFloor = 0.0003
 
+    /// For j = 1…100, the z whose upper tail probability is 10^(−j/10) (scipy's `norm.isf`), less a
+    /// margin: a standardized average at most `quietBelow[j − 1]` has p ≥ 10^(−j/10), so its
+    /// likelihood is below j / 100.
+    static let quietBelow: [Double] = [
+        -0.8215316028830921, -0.33438996468698795, -0.0029759577713821916, 0.258249521507514, 0.47827353237616266,
+        0.6707539524725243, 0.8433147011358806, 1.0006859987740053, 1.146024336914298, 1.2815515655446004,
+        1.408896931793884, 1.5292944337999321, 1.643703577060694, 1.7528868332898155, 1.8574612929324577,
+        1.9579342475561634, 2.054728389182805, 2.148200086477733, 2.238652917462301, 2.3263478740408408,
+        2.411511181968675, 2.4943403802983397, 2.5750091091119613, 2.653670924185496, 2.7304623686514513,
+        2.8055054703197806, 2.878909790025265, 2.950774115378708, 3.0211878718002976, 3.090232306167813,
+        3.157981486099138, 3.2245031486237963, 3.28985942495574, 3.3541074626751586, 3.4172999624428955,
+        3.4794856431045242, 3.540709646471239, 3.6010138910279674, 3.660437382193955, 3.7190164854556804,
+        3.776785167637302, 3.8337752107164556, 3.8900164018927432, 3.945536703040728, 4.00036240220414,
+        4.054518249394028, 4.1080275786252445, 4.160912417851022, 4.213193588224677, 4.264890793922825,
+        4.316022703599823, 4.366607024403208, 4.416660569360588, 4.4661993188465, 4.515238476750142,
+        4.5637925218897015, 4.611875255153919, 4.65949984279533, 4.7066788562508535, 4.753424308822899,
+        4.799747689517177, 4.845659994301005, 4.891171755017557, 4.9362930661665985, 4.981033609740275,
+        5.025402678283279, 5.069409196329531, 5.113061740352435, 5.156368557352331, 5.1993375821928165,
+        5.241976453787, 5.284292530225246, 5.326292902927535, 5.367984409895933, 5.409373648135921,
+        5.450466985309184, 5.491270570675018, 5.531790345372523, 5.572032052091368, 5.612001244174789,
+        5.651703294194953, 5.691143402037446, 5.730326602528694, 5.769257772637418, 5.807941638278738,
+        5.846382780747323, 5.884585642803939, 5.922554534437865, 5.960293638325968, 5.9978070150076865,
+        6.0350986077937065, 6.072172247424857, 6.109031656496533, 6.145680453662872, 6.1821221576338985,
+        6.218360190977924, 6.254397883740631, 6.290238476891539, 6.325885125607712, 6.361340902404056
+    ].map { $0 - 1e-9 }
+
+    /// The larger of `raw` and the likelihood of the recent raw scores. The likelihood
+    /// (log p / log 1e−10) is below j / 100 when p ≥ 10^(−j/10); so when the standardized average
+    /// is under `quietBelow[j − 1]` for j = ⌊100 × raw⌋ the answer is `raw`, exactly, without erfc
+    /// and log — most samples of a quiet tag.
     mutating func update(_ raw: Double, sample: Int) -> Double {
         withUnsafeMutableBytes(of: &self.recent) { buffer in
             buffer.storeBytes(of: raw, toByteOffset: (sample % 10) * 8, as: Double.self)
@@ -209,13 +239,19 @@ struct AnomalyLikelihood: Sendable {
             // threshold: skip erfc and log there (half the samples).
             guard average > center else {
                 self.learn(average)
-                return 0
+                return max(raw, 0)
             }
             let deviation = max(self.variance, Self.varianceFloor).squareRoot()
-            p = 0.5 * erfc((average - center) / deviation / 2.0.squareRoot())
+            let z = (average - center) / deviation
+            let j = min(100, Int(max(0, raw) * 100))
+            if j >= 1, z <= Self.quietBelow[j - 1] {
+                self.learn(average)
+                return raw
+            }
+            p = 0.5 * erfc(z / 2.0.squareRoot())
         }
         self.learn(average)
-        return log(p + 1e-10) / log(1e-10)
+        return max(raw, log(p + 1e-10) / log(1e-10))
     }
 
     private mutating func learn(_ average: Double) {

@@ -98,12 +98,19 @@ package final class IngestPipeline: Sendable {
 
     /// Handles one message. Never throws and never traps on bad input: every refusal is counted
     /// and logged (rate-limited), and good data in the same stream is unaffected.
+    private static let sparkplugPrefix = Array(SparkplugSession.topicPrefix.utf8)
+
+    private static func isSparkplug(_ topic: UnsafeRawBufferPointer) -> Bool {
+        topic.count >= Self.sparkplugPrefix.count
+            && Self.sparkplugPrefix.withUnsafeBytes { memcmp($0.baseAddress!, topic.baseAddress!, $0.count) } == 0
+    }
+
     package func handle(topic topicBytes: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, receivedAt: Int64? = nil) {
         guard payload.count <= self.config.topics.maxPayloadBytes else {
             self.reject(.tooLarge, topic: String(decoding: topicBytes, as: UTF8.self))
             return
         }
-        if self.config.topics.sparkplug && topicBytes.starts(with: SparkplugSession.topicPrefix.utf8) {
+        if self.config.topics.sparkplug && Self.isSparkplug(topicBytes) {
             self.handleSparkplug(topic: String(decoding: topicBytes, as: UTF8.self), payload: payload, now: receivedAt ?? self.clock())
             return
         }
@@ -370,7 +377,9 @@ struct TopicSlots {
     }
 
     func find(_ bytes: UnsafeRawBufferPointer, hash: UInt64) -> (String, Int32)? {
-        guard let entry = self.entries[hash], entry.bytes.elementsEqual(bytes) else { return nil }
+        guard let entry = self.entries[hash], entry.bytes.count == bytes.count,
+            bytes.isEmpty || entry.bytes.withUnsafeBytes({ memcmp($0.baseAddress!, bytes.baseAddress!, bytes.count) }) == 0
+        else { return nil }
         return (entry.topic, entry.slot)
     }
 
