@@ -90,6 +90,9 @@ struct DecisionLoopTests {
             """
         config.modules[.forecasting]?.transport = .command
         config.modules[.forecasting]?.command = ["python3", "-c", answer]
+        // A first python3 on a fresh, loaded CI machine took over 2 s to start: this part is about
+        // the invocation on stdin and the answer, not the timeout (the hanging command below is).
+        config.modules[.forecasting]?.timeout = .seconds(20)
         let orchestrator = try Orchestrator(config: config, logger: testLogger)
         let publisher = try TestPublisher()
         try await publisher.waitUntilConnected()

@@ -159,7 +159,7 @@ struct ScratchDirectory {
 
     @Test(arguments: [
         "localhost:1883", "http://x", "mqtt://", "mqtt://host:99999", "mqtt://host/path", "mqtt://host:", "mqtt://host:12a",
-        "mqtt://[::1", "mqtt://[::1]x", "mqtt://:1883", "mqtt://u:%zz@host",
+        "mqtt://[::1", "mqtt://[::1]x", "mqtt://:1883", "mqtt://u:%zz@host", "mqtt://host:+1883",
     ])
     func `bad broker URLs are refused`(text: String) {
         #expect(throws: MQTTEndpoint.Problem.self) { try MQTTEndpoint.parse(text).get() }

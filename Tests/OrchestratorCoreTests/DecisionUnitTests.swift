@@ -81,3 +81,22 @@ import Testing
         #expect(config.modules[.analysis]?.data == .market)
     }
 }
+
+@Suite struct BackoffTests {
+    @Test func `doubles from the base up to the cap, and jitter stays in the upper half`() {
+        let plain = Backoff(base: .milliseconds(200), cap: .seconds(5), jitter: false)
+        #expect((1...7).map { plain.delay(attempt: $0) } == [200, 400, 800, 1600, 3200, 5000, 5000].map { Duration.milliseconds($0) })
+        #expect(plain.delay(attempt: 0) == .milliseconds(200))
+        #expect(plain.delay(attempt: 1_000) == .seconds(5))  // no overflow far out
+
+        var jittered = Backoff.reconnect
+        for attempt in 1...12 {
+            let ceiling = min(Duration.milliseconds(250) * (1 << (attempt - 1)), .seconds(30))
+            let delay = jittered.next()
+            #expect(delay >= ceiling / 2 && delay <= ceiling, "attempt \(attempt): \(delay)")
+        }
+        #expect(jittered.attempt == 12)
+        jittered.reset()
+        #expect(jittered.next() <= .milliseconds(250))
+    }
+}

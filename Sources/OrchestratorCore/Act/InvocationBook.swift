@@ -176,9 +176,10 @@ package struct InvocationBook: Sendable {
         return done
     }
 
-    /// `base` × 2^(attempt − 1), at most 5 minutes.
+    /// `base` × 2^(attempt − 1), at most 5 minutes, in milliseconds (no jitter: a retry's time is
+    /// recorded and tested).
     static func backoff(_ base: Duration, attempt: Int) -> Int64 {
-        min(base.milliseconds << min(max(attempt - 1, 0), 20), 300_000)
+        Backoff(base: base, cap: .seconds(300), jitter: false).delay(attempt: attempt).milliseconds
     }
 
     private static func reason(_ text: String) -> String {

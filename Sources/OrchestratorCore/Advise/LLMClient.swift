@@ -281,10 +281,9 @@ package final class LLMClient: Sendable {
         func set() { self.flag.store(true, ordering: .relaxed) }
     }
 
-    /// `base` × 2^(attempt − 1), drawn from its upper half.
+    /// `base` × 2^(attempt − 1), at most 1,024 × `base`, drawn from its upper half.
     static func backoff(_ base: Duration, attempt: Int) -> Duration {
-        let ceiling = base * (1 << min(max(attempt - 1, 0), 10))
-        return ceiling * Double.random(in: 0.5...1)
+        Backoff(base: base, cap: base * 1024, jitter: true).delay(attempt: attempt)
     }
 
     /// The provider's error message (OpenAI envelope), else the start of the body.

@@ -718,7 +718,8 @@ package struct MQTTEndpoint: Sendable, Equatable {
         }
         var port = tls ? 8883 : 1883
         if let portText {
-            guard !portText.isEmpty, portText.count <= 5, portText.allSatisfy(\.isASCII), let number = Int(portText) else {
+            guard !portText.isEmpty, portText.count <= 5, portText.allSatisfy({ $0.isASCII && $0.isNumber }), let number = Int(portText)
+            else {
                 return .failure(Problem(message: "port \"\(portText)\" is not a number 1...65535"))
             }
             guard (1...65535).contains(number) else {
@@ -735,7 +736,7 @@ extension TimeZone {
     /// database maps megabytes into the process), any other IANA name through it.
     static func configured(_ name: String) -> TimeZone? {
         switch name {
-        case "UTC", "GMT", "Etc/UTC", "Etc/GMT", "Z": .gmt
+        case "UTC", "GMT", "Etc/UTC", "Etc/GMT": .gmt
         default: TimeZone(identifier: name)
         }
     }

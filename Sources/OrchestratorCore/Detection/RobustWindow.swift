@@ -3,8 +3,8 @@
 ///
 /// Each sorted value carries the ring slot it arrived in, so no second copy in arrival order is
 /// kept: the value to evict is the one whose slot comes round again, found by a scan of the slots
-/// (two bytes each, 16 at a time). 10 bytes per value: 2.5 KB for the default 256, where a ring of values beside
-/// the sorted array took 4 KB — per tag, so 15 MB less for 10,000 tags.
+/// (two bytes each, 16 at a time). 10 bytes per value: 2.5 KB for the default 256, where a ring of
+/// values beside the sorted array took 4 KB — per tag, so 15 MB less for 10,000 tags.
 ///
 /// Cost per sample: one binary search, one scan of at most `capacity` slots and one `memmove` of
 /// each array; median and every quantile O(1). Storage is allocated once.

@@ -275,7 +275,7 @@ package final class RecordWriter: AlertSink, Sendable {
 
     private func loop() {
         var connection: PostgresConnection? = nil
-        var backoff = Backoff()
+        var backoff = Backoff.reconnect
         var nextAttempt = ContinuousClock.now
         let clock = ContinuousClock()
         var nextRetention = clock.now + .seconds(30)
@@ -548,23 +548,6 @@ package final class RecordWriter: AlertSink, Sendable {
         }
     }
 
-}
-
-/// Jittered exponential backoff: 0.25 s doubling to 30 s, each delay drawn from [½d, d].
-struct Backoff {
-    private(set) var attempt = 0
-    var base: Duration = .milliseconds(250)
-    var cap: Duration = .seconds(30)
-
-    mutating func next() -> Duration {
-        self.attempt += 1
-        let exponent = min(self.attempt - 1, 16)
-        let ceiling = min(self.base * (1 << exponent), self.cap)
-        let ms = ceiling.milliseconds
-        return .milliseconds(Int64.random(in: (ms / 2)...max(ms / 2, ms)))
-    }
-
-    mutating func reset() { self.attempt = 0 }
 }
 
 extension Duration {
