@@ -290,6 +290,58 @@ struct DecisionStoreTests {
         try Record.write([roundTripped], on: connection)
         #expect(try connection.query("SELECT trigger->>'tag' FROM decisions WHERE ts = to_timestamp(2)").rows == [[#"t7"'); DROP TABLE decisions; --"#]])
     }
+
+    @Test func `invocations, outcomes and approvals are upserted many rows per statement, NULLs kept, the latest state winning`() throws {
+        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+        try Migrations.apply(on: connection)
+        let decisions = (0..<3).map { n in
+            DecisionRecord(
+                decisionID: UUID(), ts: 1000 + Int64(n), module: "forecasting", action: "invoke", source: "rules", trigger: "{}",
+                reasons: "[]", confidence: nil, latencyMicroseconds: nil)
+        }
+        func invocation(_ n: Int, status: String, published: Int64?, result: String?, attempts: Int) -> InvocationRecord {
+            InvocationRecord(
+                invocationID: UUID(uuidString: "00000000-0000-0000-0000-00000000000\(n)")!, decisionID: decisions[n].decisionID,
+                module: "forecasting", params: #"{"tag":"r1/\"quoted\"/TI-\#(n)"}"#, publishedAt: published, completedAt: nil,
+                status: status, attempts: attempts, result: result, triggerKind: "equipment", scopeKey: "r1/cdu/cdu1")
+        }
+        try Record.write(
+            decisions.map { .decision($0) } + [
+                .invocation(invocation(0, status: "pending", published: nil, result: nil, attempts: 0)),
+                .invocation(invocation(1, status: "pending", published: 2000, result: nil, attempts: 1)),
+                .invocation(invocation(1, status: "ok", published: 2000, result: #"{"status":"ok","note":"a \"b\""}"#, attempts: 1)),
+                .invocation(invocation(2, status: "timeout", published: 3000, result: nil, attempts: 3)),
+                .outcome(OutcomeRecord(triggerKind: "equipment", module: "forecasting", statistics: OutcomeStatistics(
+                    invocations: 2, successes: 1, benefitSum: 0.5, benefitSquareSum: 0.25))),
+                .outcome(OutcomeRecord(triggerKind: "market", module: "analysis", statistics: OutcomeStatistics(
+                    invocations: 1, successes: 0, benefitSum: 0, benefitSquareSum: 0))),
+                .approval(ApprovalRecord(decisionID: decisions[0].decisionID, state: .approved, by: nil, via: "timer", at: 4000)),
+                .approval(ApprovalRecord(decisionID: decisions[1].decisionID, state: .rejected, by: "shift lead", via: "http", at: 5000)),
+            ], on: connection)
+        // A later batch moves one invocation on and updates an outcome.
+        try Record.write(
+            [
+                .invocation(invocation(0, status: "ok", published: 6000, result: "{}", attempts: 1)),
+                .outcome(OutcomeRecord(triggerKind: "equipment", module: "forecasting", statistics: OutcomeStatistics(
+                    invocations: 3, successes: 2, benefitSum: 1, benefitSquareSum: 0.5))),
+            ], on: connection)
+        let invocations = try connection.query(
+            """
+            SELECT status, attempts, (extract(epoch FROM published_at) * 1000)::bigint, result->>'note', params->>'tag', scope
+            FROM invocations ORDER BY invocation_id
+            """)
+        #expect(invocations.rows == [
+            ["ok", "1", "6000", nil, #"r1/"quoted"/TI-0"#, "r1/cdu/cdu1"],
+            ["ok", "1", "2000", #"a "b""#, #"r1/"quoted"/TI-1"#, "r1/cdu/cdu1"],
+            ["timeout", "3", "3000", nil, #"r1/"quoted"/TI-2"#, "r1/cdu/cdu1"],
+        ])
+        #expect(try connection.query("SELECT trigger_kind, module, invocations, successes, benefit_sum FROM outcomes ORDER BY 1").rows == [
+            ["equipment", "forecasting", "3", "2", "1"], ["market", "analysis", "1", "0", "0"],
+        ])
+        #expect(try connection.query("SELECT state, by_whom, via FROM approvals ORDER BY at").rows == [
+            ["approved", nil, "timer"], ["rejected", "shift lead", "http"],
+        ])
+    }
 }
 
 @Suite(.timeLimit(.minutes(2)))

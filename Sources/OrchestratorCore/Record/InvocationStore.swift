@@ -143,53 +143,69 @@ package struct ApprovalRecord: Sendable, Equatable {
 }
 
 enum InvocationStore {
+    // Each kind in one multi-row statement (arrays unnested server-side), like alerts and decisions.
+    // A batch holds at most one record per key (``Record/write(_:on:)`` keeps the last), as
+    // `ON CONFLICT DO UPDATE` may not touch a row twice in one statement.
+
     static func write(_ invocations: [InvocationRecord], on connection: PostgresConnection) throws {
-        for i in invocations {
-            try connection.query(
-                """
-                INSERT INTO invocations (invocation_id, decision_id, module, params, published_at, completed_at, status, attempts,
-                                         result, trigger_kind, scope)
-                VALUES ($1, $2, $3, $4::jsonb, to_timestamp($5::double precision / 1000), to_timestamp($6::double precision / 1000),
-                        $7, $8, $9::jsonb, $10, $11)
-                ON CONFLICT (invocation_id) DO UPDATE SET
-                    published_at = EXCLUDED.published_at, completed_at = EXCLUDED.completed_at, status = EXCLUDED.status,
-                    attempts = EXCLUDED.attempts, result = EXCLUDED.result
-                """,
-                [
-                    i.invocationID.uuidString.lowercased(), i.decisionID.uuidString.lowercased(), i.module, i.params, i.publishedAt,
-                    i.completedAt, i.status, i.attempts, i.result, i.triggerKind, i.scopeKey,
-                ])
-        }
+        guard !invocations.isEmpty else { return }
+        try connection.query(
+            """
+            INSERT INTO invocations (invocation_id, decision_id, module, params, published_at, completed_at, status, attempts,
+                                     result, trigger_kind, scope)
+            SELECT id, decision, module, params::jsonb, to_timestamp(published::double precision / 1000),
+                   to_timestamp(completed::double precision / 1000), status, attempts, result::jsonb, kind, scope
+            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[],
+                        $9::text[], $10::text[], $11::text[])
+                AS r(id, decision, module, params, published, completed, status, attempts, result, kind, scope)
+            ON CONFLICT (invocation_id) DO UPDATE SET
+                published_at = EXCLUDED.published_at, completed_at = EXCLUDED.completed_at, status = EXCLUDED.status,
+                attempts = EXCLUDED.attempts, result = EXCLUDED.result
+            """,
+            [
+                PostgresArray(invocations.map { $0.invocationID.uuidString.lowercased() }),
+                PostgresArray(invocations.map { $0.decisionID.uuidString.lowercased() }), PostgresArray(invocations.map(\.module)),
+                PostgresArray(invocations.map(\.params)), PostgresNullableInt64Array(invocations.map(\.publishedAt)),
+                PostgresNullableInt64Array(invocations.map(\.completedAt)), PostgresArray(invocations.map(\.status)),
+                PostgresArray(invocations.map { Int64($0.attempts) }), PostgresNullableTextArray(invocations.map(\.result)),
+                PostgresArray(invocations.map(\.triggerKind)), PostgresArray(invocations.map(\.scopeKey)),
+            ])
     }
 
     static func write(outcomes: [OutcomeRecord], on connection: PostgresConnection) throws {
-        for o in outcomes {
-            try connection.query(
-                """
-                INSERT INTO outcomes (trigger_kind, module, invocations, successes, benefit_sum, benefit_sq_sum, updated_at)
-                VALUES ($1, $2, $3, $4, $5, $6, now())
-                ON CONFLICT (trigger_kind, module) DO UPDATE SET
-                    invocations = EXCLUDED.invocations, successes = EXCLUDED.successes, benefit_sum = EXCLUDED.benefit_sum,
-                    benefit_sq_sum = EXCLUDED.benefit_sq_sum, updated_at = now()
-                """,
-                [
-                    o.triggerKind, o.module, o.statistics.invocations, o.statistics.successes, o.statistics.benefitSum,
-                    o.statistics.benefitSquareSum,
-                ])
-        }
+        guard !outcomes.isEmpty else { return }
+        try connection.query(
+            """
+            INSERT INTO outcomes (trigger_kind, module, invocations, successes, benefit_sum, benefit_sq_sum, updated_at)
+            SELECT kind, module, n, s, benefit, square, now()
+            FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::float8[], $6::float8[])
+                AS r(kind, module, n, s, benefit, square)
+            ON CONFLICT (trigger_kind, module) DO UPDATE SET
+                invocations = EXCLUDED.invocations, successes = EXCLUDED.successes, benefit_sum = EXCLUDED.benefit_sum,
+                benefit_sq_sum = EXCLUDED.benefit_sq_sum, updated_at = now()
+            """,
+            [
+                PostgresArray(outcomes.map(\.triggerKind)), PostgresArray(outcomes.map(\.module)),
+                PostgresArray(outcomes.map { Int64($0.statistics.invocations) }), PostgresArray(outcomes.map { Int64($0.statistics.successes) }),
+                PostgresArray(outcomes.map { Optional($0.statistics.benefitSum) }),
+                PostgresArray(outcomes.map { Optional($0.statistics.benefitSquareSum) }),
+            ])
     }
 
     static func write(approvals: [ApprovalRecord], on connection: PostgresConnection) throws {
-        for a in approvals {
-            try connection.query(
-                """
-                INSERT INTO approvals (decision_id, state, by_whom, via, at)
-                VALUES ($1, $2, $3, $4, to_timestamp($5::double precision / 1000))
-                ON CONFLICT (decision_id) DO UPDATE SET state = EXCLUDED.state, by_whom = EXCLUDED.by_whom, via = EXCLUDED.via,
-                    at = EXCLUDED.at
-                """,
-                [a.decisionID.uuidString.lowercased(), a.state.rawValue, a.by, a.via, a.at])
-        }
+        guard !approvals.isEmpty else { return }
+        try connection.query(
+            """
+            INSERT INTO approvals (decision_id, state, by_whom, via, at)
+            SELECT id, state, by_whom, via, to_timestamp(at_ms::double precision / 1000)
+            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS r(id, state, by_whom, via, at_ms)
+            ON CONFLICT (decision_id) DO UPDATE SET state = EXCLUDED.state, by_whom = EXCLUDED.by_whom, via = EXCLUDED.via,
+                at = EXCLUDED.at
+            """,
+            [
+                PostgresArray(approvals.map { $0.decisionID.uuidString.lowercased() }), PostgresArray(approvals.map(\.state.rawValue)),
+                PostgresNullableTextArray(approvals.map(\.by)), PostgresArray(approvals.map(\.via)), PostgresArray(approvals.map(\.at)),
+            ])
     }
 
     /// What the decision side reloads at start: the learned statistics and the invocations still
