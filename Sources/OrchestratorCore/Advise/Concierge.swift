@@ -79,36 +79,29 @@ struct Concierge {
             let ok = if case .success = result.outcome { true } else { false }
             self.orchestrator.metrics.observe(.llmCall(result.latency, ok: ok))
         }
+        // One record of the exchange, whatever its outcome.
+        let completion: ChatCompletion.Completion?
+        let failure: LLMClient.Failure?
+        switch result.outcome {
+        case .success(let answer): (completion, failure) = (answer, nil)
+        case .failure(let error): (completion, failure) = (nil, error)
+        }
         var exchange = LLMExchangeRecord(
             exchangeID: UUID(), decisionID: nil, ts: Int64((Date().timeIntervalSince1970 * 1000).rounded()),
             provider: self.advisor.client.settings.provider, model: self.advisor.client.settings.model,
             request: String(decoding: result.request, as: UTF8.self), response: result.response.map { String(decoding: $0, as: UTF8.self) },
-            reasoning: nil, status: "answered", latencyMilliseconds: Int(result.latency.milliseconds), error: nil)
+            reasoning: completion?.reasoning, status: failure?.status ?? "answered", latencyMilliseconds: Int(result.latency.milliseconds),
+            error: failure?.description)
         exchange.sessionID = session
         exchange.question = question
-        switch result.outcome {
-        case .success(let completion):
-            exchange = LLMExchangeRecord(
-                exchangeID: exchange.exchangeID, decisionID: nil, ts: exchange.ts, provider: exchange.provider, model: exchange.model,
-                request: exchange.request, response: exchange.response, reasoning: completion.reasoning, status: "answered",
-                latencyMilliseconds: exchange.latencyMilliseconds, error: nil)
-            exchange.sessionID = session
-            exchange.question = question
-            exchange.answer = completion.content
-            self.orchestrator.recordWriter.deliver(record: .llmExchange(exchange))
-            return (true, [
-                "session_id": session.uuidString.lowercased(), "exchange_id": exchange.exchangeID.uuidString.lowercased(),
-                "answer": completion.content, "reasoning": completion.reasoning ?? NSNull(), "legend": gathered.legend,
-            ])
-        case .failure(let failure):
-            var failed = LLMExchangeRecord(
-                exchangeID: exchange.exchangeID, decisionID: nil, ts: exchange.ts, provider: exchange.provider, model: exchange.model,
-                request: exchange.request, response: exchange.response, reasoning: nil, status: failure.status,
-                latencyMilliseconds: exchange.latencyMilliseconds, error: failure.description)
-            failed.sessionID = session
-            failed.question = question
-            self.orchestrator.recordWriter.deliver(record: .llmExchange(failed))
-            return (false, ["session_id": session.uuidString.lowercased(), "error": "no answer from the LLM: \(failure.description)"])
+        exchange.answer = completion?.content
+        self.orchestrator.recordWriter.deliver(record: .llmExchange(exchange))
+        guard let completion else {
+            return (false, ["session_id": session.uuidString.lowercased(), "error": "no answer from the LLM: \(failure?.description ?? "no answer")"])
         }
+        return (true, [
+            "session_id": session.uuidString.lowercased(), "exchange_id": exchange.exchangeID.uuidString.lowercased(),
+            "answer": completion.content, "reasoning": completion.reasoning ?? NSNull(), "legend": gathered.legend,
+        ])
     }
 }
