@@ -32,17 +32,7 @@ final class PrivateBroker: @unchecked Sendable {
     /// Waits until the broker accepts TCP connections.
     func waitUntilListening() async throws {
         let port = self.port
-        try await eventually("broker listening on \(port)", timeout: .seconds(20)) {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(fd) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            address.sin_port = UInt16(port).bigEndian
-            return withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            } == 0
-        }
+        try await eventually("broker listening on \(port)", timeout: .seconds(20)) { BenchServers.isListening(port) }
     }
 
     func stop() {
