@@ -266,10 +266,16 @@ package struct WireBenchmark {
         ) { "\((try? child.status().tags) ?? 0) tags" }
         let (after, _) = try child.drain(from: before, startedAt: load.startedAt)
         let rss = child.peakRSSMiB()
+        let now = child.residentMiB()
         return Row(
             name: "memory",
-            values: [("tags", Double(after.tags)), ("processed", Double(after.samples - before.samples)), ("rss_started_mib", idle), ("peak_rss_mib", rss)],
-            text: String(format: "%d tags: peak RSS %.1f MiB (%.1f MiB once started, before any sample)", after.tags, rss, idle))
+            values: [
+                ("tags", Double(after.tags)), ("processed", Double(after.samples - before.samples)), ("rss_started_mib", idle),
+                ("peak_rss_mib", rss), ("rss_anonymous_mib", now.anonymous), ("rss_files_mib", now.files),
+            ],
+            text: String(
+                format: "%d tags: peak RSS %.1f MiB (%.1f MiB once started, before any sample); now %.1f MiB its own + %.1f MiB code and libraries",
+                after.tags, rss, idle, now.anonymous, now.files))
     }
 
     // MARK: - Helpers
@@ -414,9 +420,16 @@ final class OrchestratorChild: @unchecked Sendable {
     func cpuSeconds() -> Double { OrchestratorCore.cpuSeconds(pid: self.pid) }
 
     /// Peak resident set (VmHWM) in MiB.
-    func peakRSSMiB() -> Double {
+    func peakRSSMiB() -> Double { self.statusMiB("VmHWM:") }
+
+    /// The resident memory now: the process's own (anonymous: heap, stacks) and its mapped files
+    /// (code and libraries, shared with other processes that map them).
+    func residentMiB() -> (anonymous: Double, files: Double) { (self.statusMiB("RssAnon:"), self.statusMiB("RssFile:")) }
+
+    /// A `kB` line of /proc/PID/status, in MiB.
+    private func statusMiB(_ key: String) -> Double {
         guard let status = try? String(contentsOfFile: "/proc/\(self.pid)/status", encoding: .utf8),
-            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix(key) })
         else { return .nan }
         let kib = line.split(separator: " ").compactMap { Double($0) }.first ?? .nan
         return kib / 1024
