@@ -291,6 +291,26 @@ struct DecisionStoreTests {
         #expect(try connection.query("SELECT trigger->>'tag' FROM decisions WHERE ts = to_timestamp(2)").rows == [[#"t7"'); DROP TABLE decisions; --"#]])
     }
 
+    @Test func `the minute each schedule last fired in is read back from its decisions`() throws {
+        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+        try Migrations.apply(on: connection)
+        let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+        func decision(rule: String, kind: String, at time: Int64) -> Record {
+            .decision(
+                DecisionRecord(
+                    decisionID: UUID(), ts: time, module: "etl", action: "invoke", source: kind == "schedule" ? "schedule" : "rules",
+                    trigger: #"{"name":"\#(rule)","kind":"\#(kind)","source":"schedule","time":\#(time)}"#, reasons: "[]",
+                    confidence: nil, latencyMicroseconds: nil))
+        }
+        try Record.write(
+            [
+                decision(rule: "nightly", kind: "schedule", at: now - 3_600_000), decision(rule: "nightly", kind: "schedule", at: now - 1_000),
+                decision(rule: "hourly", kind: "schedule", at: now - 120_000), decision(rule: "furnace", kind: "equipment", at: now),
+            ], on: connection)
+        let memory = try InvocationStore.load(on: connection)
+        #expect(memory.scheduleFired == ["nightly": (now - 1_000) / 60_000, "hourly": (now - 120_000) / 60_000])
+    }
+
     @Test func `invocations, outcomes and approvals are upserted many rows per statement, NULLs kept, the latest state winning`() throws {
         let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
         try Migrations.apply(on: connection)

@@ -401,6 +401,23 @@ private func equipmentTrigger(_ module: ModuleName = .forecasting, alerts: Set<A
         #expect(sent >= 1_700_011_800_000 && sent < 1_700_011_860_000)
     }
 
+    @Test func `after a restart a schedule waits for the record, and does not fire again in the minute it fired in`() throws {
+        var rule = TriggerRule(name: "hourly", kind: .schedule, module: .etl)
+        rule.schedule = try CronSchedule("* * * * *")
+        let h = DecisionHarness(map: TopicMap()) { $0.triggers = [rule] }
+        h.capture.now.store(1_700_011_785_000, ordering: .relaxed)  // 45 s into a minute
+        h.coordinator.holdSchedules()
+        h.advance(seconds: 1)
+        #expect(h.decisions("etl").isEmpty)  // held: the record is being read
+        var memory = DecisionMemory()
+        memory.scheduleFired["hourly"] = h.time / 60_000  // the previous process fired in this minute
+        h.coordinator.restore(memory)
+        for _ in 0..<10 { h.advance(seconds: 1) }
+        #expect(h.decisions("etl").isEmpty)
+        for _ in 0..<10 { h.advance(seconds: 1) }  // into the next minute
+        #expect(h.decisions("etl").count == 1)
+    }
+
     @Test func `a module that keeps failing for a trigger kind is invoked less, and only for that kind`() throws {
         let h = DecisionHarness(map: tagMap([(furnace, limitInfo()), (flow, limitInfo())])) {
             $0.triggers = [equipmentTrigger()]

@@ -77,6 +77,8 @@ package final class ModuleCoordinator: AlertSink, Sendable {
         var lastInvokedForKind: [String: Int64] = [:]
         var deferred: [ModuleName: [Deferred]] = [:]
         var scheduleFired: [String: Int64] = [:]
+        /// Schedules wait while the record's memory of them is being read (see ``holdSchedules()``).
+        var schedulesHeld = false
         var counters = Counters()
     }
 
@@ -295,7 +297,9 @@ package final class ModuleCoordinator: AlertSink, Sendable {
         self.state.withLock { state in
             let date = Date(timeIntervalSince1970: Double(now) / 1000)
             for rule in self.config.triggers where rule.kind == .schedule {
-                guard let schedule = rule.schedule, state.scheduleFired[rule.name] != minute, schedule.matches(date, in: self.timeZone) else { continue }
+                guard !state.schedulesHeld, let schedule = rule.schedule, state.scheduleFired[rule.name] != minute,
+                    schedule.matches(date, in: self.timeZone)
+                else { continue }
                 state.scheduleFired[rule.name] = minute
                 scheduled.append(rule)
             }
@@ -338,9 +342,19 @@ package final class ModuleCoordinator: AlertSink, Sendable {
 
     /// Picks up where the previous run stopped: learned statistics, last invocations, and the
     /// invocations still pending (re-armed; the timer times out those past their deadline).
+    /// Until ``restore(_:)``, schedules do not fire: a process restarted in the minute a schedule
+    /// fired in must learn that from the record first, or it fires again.
+    package func holdSchedules() {
+        self.state.withLock { $0.schedulesHeld = true }
+    }
+
+    /// Takes in what the record remembers (an empty memory when the database is away), and lets
+    /// schedules fire.
     package func restore(_ memory: DecisionMemory) {
         let now = self.clock()
         self.state.withLock { state in
+            state.schedulesHeld = false
+            state.scheduleFired.merge(memory.scheduleFired) { max($0, $1) }
             for (key, statistics) in memory.statistics where state.statistics[key] == nil { state.statistics[key] = statistics }
             state.lastInvoked.merge(memory.lastInvoked) { max($0, $1) }
             state.lastInvokedForKind.merge(memory.lastInvokedForKind) { max($0, $1) }

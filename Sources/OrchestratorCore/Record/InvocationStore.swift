@@ -254,6 +254,17 @@ enum InvocationStore {
             memory.lastInvoked["\(module)|\(scope)"] = max(memory.lastInvoked["\(module)|\(scope)"] ?? .min, at)
             memory.lastInvokedForKind["\(module)|\(kind)"] = max(memory.lastInvokedForKind["\(module)|\(kind)"] ?? .min, at)
         }
+        // A schedule fires once in its minute, across restarts too: every firing left a decision.
+        let fired = try connection.query(
+            """
+            SELECT trigger->>'name', max((trigger->>'time')::bigint) / 60000
+            FROM decisions WHERE trigger->>'kind' = 'schedule' AND ts > now() - interval '2 days'
+            GROUP BY 1
+            """)
+        for row in fired.rows {
+            guard let name = row[0], let minute = row[1].flatMap({ Int64($0) }) else { continue }
+            memory.scheduleFired[name] = minute
+        }
         return memory
     }
 }
@@ -266,6 +277,8 @@ package struct DecisionMemory: Sendable {
     /// Last invocation per `module|scope` and per `module|trigger kind`.
     package var lastInvoked: [String: Int64] = [:]
     package var lastInvokedForKind: [String: Int64] = [:]
+    /// The minute (epoch minutes) each schedule rule last fired in, by rule name.
+    package var scheduleFired: [String: Int64] = [:]
 
     package init() {}
 }

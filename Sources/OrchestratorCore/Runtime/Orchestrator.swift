@@ -274,12 +274,14 @@ struct DecisionService: Service {
         let writer = self.orchestrator.recordWriter
         let coordinator = self.orchestrator.coordinator
         // The previous run's last records may still be in the spool: give the writer a moment to
-        // drain it, then reload (in the background: a database that is away must not hold up ticks).
+        // drain it, then reload (in the background: a database that is away must not hold up ticks;
+        // only schedules wait for it, at most about 10 s and a connection attempt).
+        coordinator.holdSchedules()
         Task.detached {
             for _ in 0..<100 where writer.counters.spooledBytes > 0 {
                 try? await Task.sleep(for: .milliseconds(100))
             }
-            if let memory = writer.loadDecisionMemory() { coordinator.restore(memory) }
+            coordinator.restore(writer.loadDecisionMemory() ?? DecisionMemory())
         }
         let tick = self.orchestrator.config.decisionEngine.tick
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
