@@ -144,7 +144,7 @@ package final class MosquittoClient: @unchecked Sendable {
             let context = Unmanaged<CallbackContext>.fromOpaque(userdata).takeUnretainedValue()
             context.onEvent(.disconnected(expected: rc == 0, reason: MosquittoClient.describeDisconnect(rc)))
         }
-        mosquitto_message_v5_callback_set(self.handle) { _, userdata, message, _ in
+        mosquitto_message_v5_callback_set(self.handle) { _, userdata, message, properties in
             guard let userdata, let message else { return }
             let context = Unmanaged<CallbackContext>.fromOpaque(userdata).takeUnretainedValue()
             let m = message.pointee
@@ -154,7 +154,8 @@ package final class MosquittoClient: @unchecked Sendable {
                 topic: UnsafeRawBufferPointer(start: topic, count: topicLength),
                 payload: UnsafeRawBufferPointer(start: m.payload, count: Int(max(0, m.payloadlen))),
                 qos: m.qos,
-                retained: m.retain
+                retained: m.retain,
+                properties: properties
             )
             context.onMessage(incoming)
         }
@@ -349,6 +350,30 @@ package struct MQTTIncomingMessage: ~Copyable {
     package let qos: Int32
     /// Whether the broker delivered it from its retained store.
     package let retained: Bool
+    /// The MQTT v5 properties (libmosquitto's list, valid during the handler only): read on demand,
+    /// so the hot path pays nothing for them.
+    let properties: OpaquePointer?
+
+    /// MQTT v5 response topic (a request's "answer here"), if the message has one.
+    package var responseTopic: String? {
+        var value: UnsafeMutablePointer<CChar>? = nil
+        guard mosquitto_property_read_string(self.properties, Int32(MQTT_PROP_RESPONSE_TOPIC.rawValue), &value, false) != nil,
+            let value
+        else { return nil }
+        defer { free(value) }
+        return String(cString: value)
+    }
+
+    /// MQTT v5 correlation data (what a response carries back), if the message has it.
+    package var correlationData: [UInt8]? {
+        var value: UnsafeMutableRawPointer? = nil
+        var length: UInt16 = 0
+        guard mosquitto_property_read_binary(self.properties, Int32(MQTT_PROP_CORRELATION_DATA.rawValue), &value, &length, false) != nil
+        else { return nil }
+        defer { free(value) }
+        guard let value else { return [] }
+        return Array(UnsafeRawBufferPointer(start: value, count: Int(length)))
+    }
 }
 
 /// Holds the handlers for the C callbacks; reached through the `userdata` pointer.

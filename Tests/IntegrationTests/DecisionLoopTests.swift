@@ -67,8 +67,12 @@ struct DecisionLoopTests {
                 (try? Self.rows(database, "SELECT status FROM invocations").first?.first) == "ok"
             }
         }
-        let invocation = try #require(commands.messages.first { $0.topic == "it-loop/cmd/forecasting" }?.json)
+        let message = try #require(commands.messages.first { $0.topic == "it-loop/cmd/forecasting" })
+        let invocation = try #require(message.json)
         #expect(invocation["reply_to"] as? String == "it-loop/result/forecasting")
+        // The same as an MQTT v5 request: response topic and correlation data (the invocation id).
+        #expect(message.responseTopic == "it-loop/result/forecasting")
+        #expect(message.correlationData.map { String(decoding: $0, as: UTF8.self) } == invocation["invocation_id"] as? String)
         #expect(invocation["deadline_ms"] as? Int == 2000)
         let decision = try Self.rows(database, "SELECT action, source, module, confidence IS NOT NULL, latency_us >= 0 FROM decisions")
         #expect(decision == [["invoke", "rules", "forecasting", "t", "t"]])

@@ -102,6 +102,9 @@ final class TestSubscriber: Sendable {
         let topic: String
         let payload: [UInt8]
         let retained: Bool
+        /// MQTT v5 request properties, when the message carries them.
+        var responseTopic: String? = nil
+        var correlationData: [UInt8]? = nil
 
         var json: [String: any Sendable]? {
             (try? JSONSerialization.jsonObject(with: Data(self.payload))) as? [String: any Sendable]
@@ -121,7 +124,7 @@ final class TestSubscriber: Sendable {
             onMessage: { message in
                 let copy = Received(
                     topic: String(decoding: message.topic, as: UTF8.self), payload: Array(message.payload),
-                    retained: message.retained)
+                    retained: message.retained, responseTopic: message.responseTopic, correlationData: message.correlationData)
                 state.received.withLock { $0.append(copy) }
             },
             onEvent: { event in
