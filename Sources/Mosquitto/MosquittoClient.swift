@@ -42,14 +42,21 @@ package final class MosquittoClient: @unchecked Sendable {
     }
 
     /// Creates the client and applies every option; nothing touches the network until ``start()``.
+    ///
+    /// - Parameter afterMessages: runs on the network thread after each message's handler has
+    ///   returned and what it published has been written to the socket — the place for work that
+    ///   must not hold those publications back (the decisions an alert triggers). libmosquitto
+    ///   holds its callback lock during a handler, so that work cannot be done from inside it.
     package init(
         options: MQTTConnectionOptions,
         onMessage: @escaping @Sendable (borrowing MQTTIncomingMessage) -> Void,
-        onEvent: @escaping @Sendable (MQTTClientEvent) -> Void
+        onEvent: @escaping @Sendable (MQTTClientEvent) -> Void,
+        afterMessages: (@Sendable () -> Void)? = nil
     ) throws(MosquittoError) {
         _ = Library.initialized
         self.options = options
         self.connectProperties = PropertyList()
+        self.afterMessages = afterMessages
         self.context = CallbackContext(
             onMessage: onMessage, onEvent: onEvent, subscriptions: options.subscriptions, birth: options.birth,
             isV5: options.protocolVersion == .v5)
@@ -184,21 +191,23 @@ package final class MosquittoClient: @unchecked Sendable {
         return false
     }
 
-    /// The network thread (`pthread_t`), once it runs: ``flush()`` acts only on it.
-    private let networkThread = Atomic<UInt>(0)
+    private let afterMessages: (@Sendable () -> Void)?
 
-    /// Writes the publications queued so far, when called on the network thread — from the message
-    /// handler, whose publications libmosquitto otherwise holds until the handler returns. So an
-    /// alert goes out before the work that follows it in the same handler (its decision). Anywhere
-    /// else it does nothing: a publication from another thread is written at once.
-    package func flush() {
-        guard self.networkThread.load(ordering: .relaxed) == UInt(pthread_self()), mosquitto_want_write(self.handle) else { return }
-        _ = mosquitto_loop_write(self.handle, 1)
+    /// Writes what handlers published, then runs ``afterMessages`` (outside any libmosquitto
+    /// callback), then writes what that published.
+    private func settle() -> Int32 {
+        if mosquitto_want_write(self.handle) {
+            let rc = mosquitto_loop_write(self.handle, 1)
+            if rc != MOSQ_ERR_SUCCESS.rawValue { return rc }
+        }
+        guard let afterMessages = self.afterMessages else { return MOSQ_ERR_SUCCESS.rawValue }
+        afterMessages()
+        if mosquitto_want_write(self.handle) { return mosquitto_loop_write(self.handle, 1) }
+        return MOSQ_ERR_SUCCESS.rawValue
     }
 
     /// The network thread: connect, loop while connected, back off with jitter, repeat.
     private func run() {
-        self.networkThread.store(UInt(pthread_self()), ordering: .relaxed)
         let first = Double(max(1, self.options.reconnectDelayMin))
         let cap = Double(max(self.options.reconnectDelayMin, self.options.reconnectDelayMax, 1))
         var delay = first
@@ -215,6 +224,8 @@ package final class MosquittoClient: @unchecked Sendable {
                     loopRC = self.drain()
                     if loopRC != MOSQ_ERR_SUCCESS.rawValue { break }
                 }
+                // Work left by the last handlers runs even when the connection just ended.
+                self.afterMessages?()
                 if self.isStopped { break }
                 if self.context.acknowledged.load(ordering: .relaxed) {
                     // A connection the broker had accepted starts the backoff afresh.
@@ -235,26 +246,24 @@ package final class MosquittoClient: @unchecked Sendable {
         }
         // Stopping: let the loop write what is queued (the offline status, DISCONNECT) and close.
         for _ in 0..<30 where mosquitto_loop(self.handle, 100, 1) == MOSQ_ERR_SUCCESS.rawValue {}
+        self.afterMessages?()
     }
 
     /// Reads what the socket already holds, up to 256 packets, without waiting in `pselect` for
     /// each: `mosquitto_loop` reads one QoS 0 packet per call, and its `pselect` would be a
     /// quarter of the system calls per message. What a handler published goes out between
-    /// packets, so an alert does not wait for the burst to end.
+    /// packets, so an alert does not wait for the burst to end, and before ``afterMessages`` runs.
     private func drain() -> Int32 {
         for _ in 0..<256 {
-            if mosquitto_want_write(self.handle) {
-                let rc = mosquitto_loop_write(self.handle, 1)
-                if rc != MOSQ_ERR_SUCCESS.rawValue { return rc }
-            }
+            let settled = self.settle()
+            if settled != MOSQ_ERR_SUCCESS.rawValue { return settled }
             errno = 0
             let rc = mosquitto_loop_read(self.handle, 1)
             if rc != MOSQ_ERR_SUCCESS.rawValue { return rc }
             // A non-blocking read that found nothing: the socket is empty.
             if errno == EAGAIN || errno == EWOULDBLOCK { break }
         }
-        if mosquitto_want_write(self.handle) { return mosquitto_loop_write(self.handle, 1) }
-        return MOSQ_ERR_SUCCESS.rawValue
+        return self.settle()
     }
 
     /// Subscribes to a topic filter. Call it from the `.connected` event so that every reconnect

@@ -3,8 +3,8 @@ import Mosquitto
 import Synchronization
 
 /// Publishes alert events on `{prefix}/alert/{severity}/…` (SPEC §3) as soon as they happen, on the
-/// ingest thread (libmosquitto's network thread), writing each to the socket before the decision
-/// work that follows it.
+/// ingest thread (libmosquitto's network thread, which writes them to the socket as soon as the
+/// message's handler returns, before the decisions they trigger are made).
 package final class AlertPublisher: AlertSink, Sendable {
     private let client = Mutex<MosquittoClient?>(nil)
     private let prefix: String
@@ -84,8 +84,6 @@ package final class AlertPublisher: AlertSink, Sendable {
         guard self.admit() else { return }
         do {
             try client.publish(topic: event.alertTopic(prefix: self.prefix), payload: event.jsonPayload(), qos: self.qos, retain: false)
-            // Out now, not after the decision the same sample goes on to.
-            client.flush()
         } catch {
             self.failures.add(1, ordering: .relaxed)
             self.logger.error(

@@ -70,11 +70,49 @@ package final class IngestPipeline: Sendable {
         self.sinks.withLock { $0.append(sink) }
     }
 
-    private func deliver(_ events: [AlertEvent]) {
+    /// Sinks given a message's events only once its handler has returned (``deliverDeferred()``).
+    private let lateSinks = Mutex<[any AlertSink]>([])
+    private let deferred = Mutex<[AlertEvent]>([])
+    private let hasDeferred = Atomic<Bool>(false)
+
+    /// Adds a sink that gets the events of an MQTT message only when ``deliverDeferred()`` runs:
+    /// the MQTT client calls it after the message's handler has returned and the alerts it
+    /// published are on the wire, so the decisions they trigger (this sink) do not hold them back.
+    /// Events from the timer (staleness, units) reach it at once.
+    package func attachAfterMessage(_ sink: any AlertSink) {
+        self.lateSinks.withLock { $0.append(sink) }
+    }
+
+    /// Gives the late sinks, in order, the events of the messages handled since the last call.
+    /// Cheap when there are none (one atomic load): it runs after every message.
+    package func deliverDeferred() {
+        guard self.hasDeferred.load(ordering: .acquiring) else { return }
+        let events = self.deferred.withLock { pending -> [AlertEvent] in
+            defer { pending.removeAll(keepingCapacity: true) }
+            self.hasDeferred.store(false, ordering: .relaxed)
+            return pending
+        }
+        let late = self.lateSinks.withLock { $0 }
+        for event in events {
+            for sink in late { sink.deliver(event) }
+        }
+    }
+
+    private func deliver(_ events: [AlertEvent], fromMessage: Bool = false) {
         guard !events.isEmpty else { return }
         let sinks = self.sinks.withLock { $0 }
         for event in events {
             for sink in sinks { sink.deliver(event) }
+        }
+        let late = self.lateSinks.withLock { $0 }
+        guard !late.isEmpty else { return }
+        if fromMessage {
+            self.deferred.withLock { $0.append(contentsOf: events) }
+            self.hasDeferred.store(true, ordering: .releasing)
+        } else {
+            for event in events {
+                for sink in late { sink.deliver(event) }
+            }
         }
     }
 
@@ -130,7 +168,7 @@ package final class IngestPipeline: Sendable {
                 return true
             }
             if handled {
-                self.deliver(events)
+                self.deliver(events, fromMessage: true)
                 return
             }
         }
@@ -203,7 +241,7 @@ package final class IngestPipeline: Sendable {
         if let rejection { self.logRejection(rejection.rawValue, topic: topic) }
         if unknownTopic { self.logRejection("unknown_topic", topic: topic) }
         if tagLimit { self.logRejection("tag_limit", topic: topic) }
-        self.deliver(events)
+        self.deliver(events, fromMessage: true)
     }
 
     /// One Sparkplug B message: births, data, deaths, sequence checks (``SparkplugSession``).
@@ -249,7 +287,7 @@ package final class IngestPipeline: Sendable {
             publish("\(SparkplugSession.namespace)/\(rebirth.group)/NCMD/\(rebirth.edge)", SparkplugSession.rebirthCommand(now: now))
             self.logger.notice("Sparkplug rebirth requested", metadata: ["sparkplug.node": "\(rebirth.group)/\(rebirth.edge)"])
         }
-        self.deliver(events)
+        self.deliver(events, fromMessage: true)
     }
 
     private func ingest(

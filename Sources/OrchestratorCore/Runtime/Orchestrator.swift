@@ -56,8 +56,9 @@ package final class Orchestrator: Sendable {
         self.coordinator = coordinator
         let alarmDesk = AlarmDesk(shelf: self.publisher.shelf, databaseURL: config.database.url, logger: logger)
         self.alarmDesk = alarmDesk
-        // After the record and the alert publisher: an alert is out before what it triggers.
-        pipeline.attach(coordinator)
+        // After the record and the alert publisher: an alert is out (written to the socket) before
+        // the decision it triggers is made — once the message's handler has returned.
+        pipeline.attachAfterMessage(coordinator)
 
         let statusTopic = "\(config.topics.prefix)/status"
         var options = config.connectionOptions(
@@ -96,7 +97,8 @@ package final class Orchestrator: Sendable {
                 case .subscribeFailed: break
                 }
                 Self.log(event, endpoint: endpoint, connection: connection, logger: logger)
-            })
+            },
+            afterMessages: { pipeline.deliverDeferred() })
         self.publisher.attach(self.client)
         let client = self.client
         pipeline.attachCommandPublisher { topic, payload in
