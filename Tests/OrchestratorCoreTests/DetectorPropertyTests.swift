@@ -65,6 +65,30 @@ enum Fixture {
         }
         #expect(drivers.first?.tag == "t2")
     }
+
+    @Test func `a unit whose model keeps every component says no NaN about its residual`() throws {
+        // Two independent tags: both components are kept, nothing is left for SPE.
+        var random = SplitMix64(seed: 9)
+        let train = (0..<400).map { _ in [100 + random.gaussian(), 50 + random.gaussian()] }
+        var unit = UnitMonitor(name: "r1/fcc/fcc1", slots: [0, 1], baselineSize: train.count)
+        for row in train { unit.learn(row, settings: .init()) }
+        #expect(unit.isTrained)
+        var raised: ConditionChange? = nil
+        for _ in 0..<20 where raised == nil {
+            raised = unit.evaluate([112, 50], time: 0, policy: AlertPolicy(), names: { "t\($0)" }).flatMap { $0.raised ? $0 : nil }
+        }
+        let change = try #require(raised)
+        guard case .multivariate(let ratio, let t2, let spe, _) = change.detail else {
+            Issue.record("not a multivariate detail")
+            return
+        }
+        #expect(ratio.isFinite && t2.isFinite && spe == 0)  // no residual space: SPE is 0, not 0 / 0
+        var book = AlertBook()
+        let made = book.event(for: change, slot: 0, tag: "r1/fcc/fcc1", info: nil, topic: "r1/fcc/fcc1", sampleTime: 1_000, now: 1_000)
+        let event = try #require(made)
+        #expect(!event.message.lowercased().contains("nan"), "\(event.message)")
+        #expect(event.message.contains("T²"))
+    }
 }
 
 @Suite struct TrendOracleTests {

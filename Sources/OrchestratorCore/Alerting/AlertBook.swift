@@ -123,8 +123,10 @@ package struct AlertBook: Sendable {
             return "\(subject) moved \(Self.format(percent))% in \(Self.format(window / 60)) min"
         case (.multivariate(let ratio, let t2, let spe, let drivers), true):
             let driven = drivers.map { "\($0.tag) (\(Int(($0.share * 100).rounded()))%)" }.joined(separator: ", ")
+            // SPE is 0 exactly when the model keeps every component (no residual space): not worth saying.
+            let statistics = spe > 0 ? "T² \(Self.format(t2))×, SPE \(Self.format(spe))×" : "T² \(Self.format(t2))×"
             return "unit \(tag) departs from its trained normal operation (\(Self.format(ratio))× its limit; "
-                + "T² \(Self.format(t2))×, SPE \(Self.format(spe))× theirs), driven by \(driven)"
+                + "\(statistics) theirs), driven by \(driven)"
         case (.multivariate, false):
             return "unit \(tag) is back within its trained normal operation"
         case (.marketMove, false), (.none, _):

@@ -96,7 +96,14 @@ package struct UnitMonitor: Sendable {
         return ConditionChange(
             condition: .multivariate, raised: raised, value: d2, score: self.lastScore,
             detail: .multivariate(
-                ratio: ratio, t2Ratio: parts.t2 / model.t2Limit, speRatio: parts.spe / model.speLimit, drivers: top))
+                ratio: ratio, t2Ratio: Self.ratio(parts.t2, model.t2Limit), speRatio: Self.ratio(parts.spe, model.speLimit),
+                drivers: top))
+    }
+
+    /// A statistic against its limit; 0 where the limit is 0 — SPE when the model keeps every
+    /// component, so nothing is left in the residual space (0 / 0 printed "-nan×" in the alert).
+    private static func ratio(_ value: Double, _ limit: Double) -> Double {
+        limit > 0 ? value / limit : 0
     }
 }
 
