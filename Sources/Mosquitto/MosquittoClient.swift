@@ -19,12 +19,12 @@ import Glibc
 /// reconnect (libmosquitto's own reconnect sends none), after a jittered exponential backoff between
 /// `reconnectDelayMin` and `reconnectDelayMax`. After each `mosquitto_loop` it drains what the
 /// socket already holds with `mosquitto_loop_read` (one `pselect` per burst, not per message).
-/// Every callback — messages, connection changes —
-/// runs on that thread. The message handler is given
-/// borrowed views of the topic and payload that are valid only during the call (libmosquitto frees
-/// the message when the callback returns), so it must copy what it keeps. While a handler runs,
-/// libmosquitto reads nothing more from the socket: a slow handler pushes back on the broker, which
-/// queues QoS 1 messages, instead of an unbounded buffer growing here.
+/// Every callback — messages, connection changes — runs on that thread. The message handler is
+/// given borrowed views of the topic and payload that are valid only during the call (libmosquitto
+/// frees the message when the callback returns), so it must copy what it keeps. What a handler
+/// publishes is written once it returns, before the `afterMessages` hook runs. While a handler
+/// runs, libmosquitto reads nothing more from the socket: a slow handler pushes back on the broker,
+/// which queues QoS 1 messages, instead of an unbounded buffer growing here.
 package final class MosquittoClient: @unchecked Sendable {
     private let handle: OpaquePointer
     private let context: CallbackContext

@@ -37,8 +37,9 @@ package struct CoordinatorOutputs: Sendable {
 /// approval or expiry — learning from every outcome (SPEC §4).
 ///
 /// ### Threading
-/// ``deliver(_:)`` runs on the ingest thread right after an alert is raised; the decision and the
-/// publication happen there, without a hop (the event-to-invocation latency is the product). All
+/// ``deliver(_:)`` runs on the ingest thread just after the message that raised the alert has been
+/// handled and the alert written (the pipeline's late sink); the decision and the publication
+/// happen there, without a hop (the event-to-invocation latency is the product). All
 /// state sits behind one lock; publishing, recording and logging happen after it is released.
 /// ``tick(now:)`` is called by a timer (every `decision_engine.tick`).
 package final class ModuleCoordinator: AlertSink, Sendable {

@@ -83,41 +83,42 @@ package struct WireBenchmark {
         }
 
         if phases.contains(.ingest) || phases.contains(.latency) {
-            let child = try OrchestratorChild(
-                executable: self.options.executable, servers: servers, tags: self.options.tags, qos: 0, name: "ingest")
-            defer { child.stop() }
-            try child.waitUntilConnected()
-            if phases.contains(.ingest) {
-                self.progress("ingest: dang run, \(self.options.tags) tags, every detector on, QoS 0, full speed, \(self.options.seconds) s")
-                let row = try self.ingest(child: child, port: servers.brokerPort, baseline: baselineRate)
-                rows.append(row)
-            }
-            if phases.contains(.latency) {
-                for rate in self.options.latencyRates {
-                    self.progress("latency: \(fmt(rate)) samples/s paced, about 100 limit breaches a second, \(self.options.seconds) s")
-                    rows.append(try self.latency(child: child, port: servers.brokerPort, rate: rate))
+            try self.withChild(servers, tags: self.options.tags, qos: 0, name: "ingest") { child in
+                if phases.contains(.ingest) {
+                    self.progress("ingest: dang run, \(self.options.tags) tags, every detector on, QoS 0, full speed, \(self.options.seconds) s")
+                    rows.append(try self.ingest(child: child, port: servers.brokerPort, baseline: baselineRate))
+                }
+                if phases.contains(.latency) {
+                    for rate in self.options.latencyRates {
+                        self.progress("latency: \(fmt(rate)) samples/s paced, about 100 limit breaches a second, \(self.options.seconds) s")
+                        rows.append(try self.latency(child: child, port: servers.brokerPort, rate: rate))
+                    }
                 }
             }
         }
 
         if phases.contains(.qos1) {
-            let child = try OrchestratorChild(
-                executable: self.options.executable, servers: servers, tags: self.options.tags, qos: 1, name: "qos1")
-            defer { child.stop() }
-            try child.waitUntilConnected()
-            self.progress("qos1: \(fmt(self.options.qos1Rate)) samples/s at QoS 1, \(self.options.seconds) s")
-            rows.append(try self.qos1(child: child, port: servers.brokerPort))
+            try self.withChild(servers, tags: self.options.tags, qos: 1, name: "qos1") { child in
+                self.progress("qos1: \(fmt(self.options.qos1Rate)) samples/s at QoS 1, \(self.options.seconds) s")
+                rows.append(try self.qos1(child: child, port: servers.brokerPort))
+            }
         }
 
         if phases.contains(.memory) {
-            let child = try OrchestratorChild(
-                executable: self.options.executable, servers: servers, tags: self.options.memoryTags, qos: 0, name: "memory")
-            defer { child.stop() }
-            try child.waitUntilConnected()
-            self.progress("memory: \(self.options.memoryTags) tags, 20 samples each")
-            rows.append(try self.memory(child: child, port: servers.brokerPort))
+            try self.withChild(servers, tags: self.options.memoryTags, qos: 0, name: "memory") { child in
+                self.progress("memory: \(self.options.memoryTags) tags, 20 samples each")
+                rows.append(try self.memory(child: child, port: servers.brokerPort))
+            }
         }
         return rows
+    }
+
+    /// A fresh `dang run` child for a phase, connected to the broker, stopped when `body` returns.
+    private func withChild(_ servers: BenchServers, tags: Int, qos: Int, name: String, _ body: (OrchestratorChild) throws -> Void) throws {
+        let child = try OrchestratorChild(executable: self.options.executable, servers: servers, tags: tags, qos: qos, name: name)
+        defer { child.stop() }
+        try child.waitUntilConnected()
+        try body(child)
     }
 
     // MARK: - Phases

@@ -177,26 +177,26 @@ package final class Spool {
         var chunkStart = position
         while payloads.count < limit, position < self.end {
             var offset = position - chunkStart
-            if offset + 8 > chunk.count {
+            if offset + Self.recordHeader > chunk.count {
                 chunk = try Self.readFully(self.log.fileDescriptor, at: position, count: min(self.end - position, Self.readChunk))
                 chunkStart = position
                 offset = 0
-                guard chunk.count >= 8 else { break }
+                guard chunk.count >= Self.recordHeader else { break }
             }
             let length = Int(UInt32(littleEndian: chunk.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }))
             let crc = UInt32(littleEndian: chunk.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self) })
-            guard length <= Self.maxRecord, position + 8 + length <= self.end else { break }
-            if offset + 8 + length > chunk.count {
+            guard length <= Self.maxRecord, position + Self.recordHeader + length <= self.end else { break }
+            if offset + Self.recordHeader + length > chunk.count {
                 // A record larger than what is left of the chunk: read it on its own.
-                chunk = try Self.readFully(self.log.fileDescriptor, at: position, count: 8 + length)
+                chunk = try Self.readFully(self.log.fileDescriptor, at: position, count: Self.recordHeader + length)
                 chunkStart = position
                 offset = 0
-                guard chunk.count == 8 + length else { break }
+                guard chunk.count == Self.recordHeader + length else { break }
             }
-            let payload = Array(chunk[(offset + 8)..<(offset + 8 + length)])
+            let payload = Array(chunk[(offset + Self.recordHeader)..<(offset + Self.recordHeader + length)])
             guard CRC32.checksum(payload) == crc else { break }
             payloads.append(payload)
-            position += 8 + length
+            position += Self.recordHeader + length
         }
         return (payloads, position)
     }
@@ -288,16 +288,16 @@ package final class Spool {
 
     /// One record at `position`, or `nil` if it is torn or corrupt.
     private static func readRecord(_ log: FileHandle, at position: Int, size: Int) throws -> ([UInt8], Int)? {
-        guard position + 8 <= size else { return nil }
+        guard position + Self.recordHeader <= size else { return nil }
         try log.seek(toOffset: UInt64(position))
-        guard let header = try log.read(upToCount: 8), header.count == 8 else { return nil }
+        guard let header = try log.read(upToCount: Self.recordHeader), header.count == Self.recordHeader else { return nil }
         let length = Int(UInt32(littleEndian: header.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }))
         let crc = UInt32(littleEndian: header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self) })
-        guard length <= Self.maxRecord, position + 8 + length <= size else { return nil }
+        guard length <= Self.maxRecord, position + Self.recordHeader + length <= size else { return nil }
         guard let body = try log.read(upToCount: length), body.count == length else { return nil }
         let payload = [UInt8](body)
         guard CRC32.checksum(payload) == crc else { return nil }
-        return (payload, position + 8 + length)
+        return (payload, position + Self.recordHeader + length)
     }
 }
 

@@ -134,8 +134,6 @@ package final class IngestPipeline: Sendable {
         }
     }
 
-    /// Handles one message. Never throws and never traps on bad input: every refusal is counted
-    /// and logged (rate-limited), and good data in the same stream is unaffected.
     private static let sparkplugPrefix = Array(SparkplugSession.topicPrefix.utf8)
 
     private static func isSparkplug(_ topic: UnsafeRawBufferPointer) -> Bool {
@@ -143,6 +141,8 @@ package final class IngestPipeline: Sendable {
             && Self.sparkplugPrefix.withUnsafeBytes { memcmp($0.baseAddress!, topic.baseAddress!, $0.count) } == 0
     }
 
+    /// Handles one message. Never throws and never traps on bad input: every refusal is counted
+    /// and logged (rate-limited), and good data in the same stream is unaffected.
     package func handle(topic topicBytes: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, receivedAt: Int64? = nil) {
         guard payload.count <= self.config.topics.maxPayloadBytes else {
             self.reject(.tooLarge, topic: String(decoding: topicBytes, as: UTF8.self))
