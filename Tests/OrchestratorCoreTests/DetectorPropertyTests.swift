@@ -109,21 +109,32 @@ enum Fixture {
         }
     }
 
-    @Test func `the sliding window's incremental S equals a recount`() {
+    /// Quantised values tie often: then the p-value also depends on the tie groups, which the
+    /// detector tracks incrementally as it evicts blocks.
+    @Test(arguments: [false, true])
+    func `the sliding window's incremental S and p-value equal a recount`(quantised: Bool) {
         var trend = TrendDetector(blockSize: 1, windowBlocks: 8)
         var scratch: [Double] = []
         var random = SplitMix64(seed: 11)
         var history: [Double] = []
-        for i in 0..<200 {
-            let x = random.gaussian()
+        for i in 0..<400 {
+            // Quantised after a first window without ties, so the ties come and go by eviction.
+            let x = quantised && i >= 8 ? (random.gaussian() * 1.5).rounded() : random.gaussian()
             history.append(x)
             guard let r = trend.update(x, time: Int64(i), alpha: 1, scratch: &scratch) else { continue }
-            let window = history.suffix(8)
+            let window = Array(history.suffix(8))
             var s = 0
             for (a, xa) in window.enumerated() {
                 for xb in window.dropFirst(a + 1) { s += xb > xa ? 1 : (xb < xa ? -1 : 0) }
             }
             #expect(r.s == s)
+            // Var(S) with Kendall's tie correction, from the groups of equal values.
+            let n = 8.0
+            let ties = Dictionary(grouping: window, by: { $0 }).values.map { Double($0.count) }
+            let correction = ties.reduce(0.0) { $0 + $1 * ($1 - 1) * (2 * $1 + 5) }
+            let variance = (n * (n - 1) * (2 * n + 5) - correction) / 18
+            let z = s == 0 ? 0 : (Double(s) - (s > 0 ? 1 : -1)) / variance.squareRoot()
+            #expect(abs(r.pValue - erfc(abs(z) / 2.0.squareRoot())) < 1e-12, "after \(i + 1) values")
         }
     }
 

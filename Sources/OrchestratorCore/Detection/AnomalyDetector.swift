@@ -38,7 +38,11 @@ package struct AnomalyDetector: Sendable {
     private var cusum: CUSUM
     private var low = Double.infinity
     private var high = -Double.infinity
-    private var codes: UInt32 = 0
+    /// The last three codes, newest first: the n-gram indices are built from them by
+    /// multiplication, with no division by the configured `bins` per sample.
+    private var previousCodes: (UInt32, UInt32, UInt32) = (0, 0, 0)
+    /// `sample` modulo `window_stride`, kept as a counter (no division per sample).
+    private var strideCount = 0
     private var seen = 0
     private var tables: [UInt64]
     private var noveltyRate: (Double, Double, Double)
@@ -105,7 +109,9 @@ package struct AnomalyDetector: Sendable {
         self.ewma.update(value)
         // The window takes every `stride`-th sample (all of the first ones), so 256 values span
         // about 1,000 samples: a day of 5-minute data.
-        if self.window.count < settings.warmupSamples || self.sample % settings.windowStride == 0 {
+        let strideCount = self.strideCount
+        self.strideCount = strideCount + 1 >= settings.windowStride ? 0 : strideCount + 1
+        if self.window.count < settings.warmupSamples || strideCount == 0 {
             self.window.append(value)
             let median = self.window.median
             let spreads = self.window.spreads((0.25, 0.05, 0.01))
@@ -151,8 +157,12 @@ package struct AnomalyDetector: Sendable {
         let code = range > 0 ? UInt32(min(Double(bins - 1), ((value - self.low) / range * Double(bins)).rounded(.down))) : 0
         let b2 = bins * bins
         let b3 = b2 * bins
-        let b4 = b3 * bins
-        self.codes = (self.codes &* bins &+ code) % b4
+        // The 2-, 3- and 4-gram ending with this code, as base-`bins` numbers (codes before the
+        // first sample count as 0).
+        let gram2 = self.previousCodes.0 &* bins &+ code
+        let gram3 = self.previousCodes.1 &* b2 &+ gram2
+        let gram4 = self.previousCodes.2 &* b3 &+ gram3
+        self.previousCodes = (code, self.previousCodes.0, self.previousCodes.1)
         self.seen += 1
         let alpha = settings.noveltyAdaptation
         // Bit tables of the 2-, 3- and 4-grams, one after the other.
@@ -160,9 +170,9 @@ package struct AnomalyDetector: Sendable {
         let offset3 = Int((b2 + 63) / 64)
         let offset4 = offset3 + Int((b3 + 63) / 64)
         var sum = 0.0
-        if self.seen >= 2 { sum += Self.lookUp(Int(self.codes % b2), word: offset2, tables: &self.tables, rate: &self.noveltyRate.0, alpha: alpha) }
-        if self.seen >= 3 { sum += Self.lookUp(Int(self.codes % b3), word: offset3, tables: &self.tables, rate: &self.noveltyRate.1, alpha: alpha) }
-        if self.seen >= 4 { sum += Self.lookUp(Int(self.codes), word: offset4, tables: &self.tables, rate: &self.noveltyRate.2, alpha: alpha) }
+        if self.seen >= 2 { sum += Self.lookUp(Int(gram2), word: offset2, tables: &self.tables, rate: &self.noveltyRate.0, alpha: alpha) }
+        if self.seen >= 3 { sum += Self.lookUp(Int(gram3), word: offset3, tables: &self.tables, rate: &self.noveltyRate.1, alpha: alpha) }
+        if self.seen >= 4 { sum += Self.lookUp(Int(gram4), word: offset4, tables: &self.tables, rate: &self.noveltyRate.2, alpha: alpha) }
         return sum / 3
     }
 
@@ -228,8 +238,15 @@ struct AnomalyLikelihood: Sendable {
             buffer.storeBytes(of: raw, toByteOffset: (sample % 10) * 8, as: Double.self)
         }
         let count = min(sample + 1, 10)
-        let sum = withUnsafeBytes(of: self.recent) { buffer in
-            (0..<count).reduce(0.0) { $0 + buffer.load(fromByteOffset: $1 * 8, as: Double.self) }
+        let sum: Double
+        if count == 10 {
+            // The same additions in the same order as the loop below, unrolled.
+            let r = self.recent
+            sum = 0.0 + r.0 + r.1 + r.2 + r.3 + r.4 + r.5 + r.6 + r.7 + r.8 + r.9
+        } else {
+            sum = withUnsafeBytes(of: self.recent) { buffer in
+                (0..<count).reduce(0.0) { $0 + buffer.load(fromByteOffset: $1 * 8, as: Double.self) }
+            }
         }
         let average = sum / Double(count)
         var p = 0.5

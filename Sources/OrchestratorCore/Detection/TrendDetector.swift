@@ -116,19 +116,31 @@ package struct TrendDetector: Sendable {
             self.filled += 1
             return
         }
-        // Evict the oldest (at head): remove its comparisons with every later block.
-        let oldest = self.means[self.head]
-        for i in 0..<self.windowBlocks where i != self.head {
-            self.s += Self.sign(mean - self.means[i]) - Self.sign(self.means[i] - oldest)
-            if self.means[i] == oldest { self.equalPairs -= 1 }
-            if self.means[i] == mean { self.equalPairs += 1 }
+        // Evict the oldest (at head): remove its comparisons with every later block. Branch-free:
+        // the signs of a noisy series are coin flips a branch predictor cannot learn.
+        let head = self.head
+        let oldest = self.means[head]
+        var s = 0
+        var equal = 0
+        self.means.withUnsafeBufferPointer { means in
+            for i in 0..<means.count {
+                let other = means[i]
+                s += Self.sign(mean - other) - Self.sign(other - oldest)
+                equal += (other == mean ? 1 : 0) - (other == oldest ? 1 : 0)
+            }
         }
-        self.means[self.head] = mean
+        // Less what the loop counted for the head itself (the oldest block, being replaced).
+        s -= Self.sign(mean - oldest) - Self.sign(oldest - oldest)
+        equal -= (oldest == mean ? 1 : 0) - (oldest == oldest ? 1 : 0)
+        self.s += s
+        self.equalPairs += equal
+        self.means[head] = mean
         self.times[self.head] = time
         self.head = (self.head + 1) % self.windowBlocks
     }
 
-    private static func sign(_ x: Double) -> Int { x > 0 ? 1 : (x < 0 ? -1 : 0) }
+    @inline(__always)
+    private static func sign(_ x: Double) -> Int { (x > 0 ? 1 : 0) - (x < 0 ? 1 : 0) }
 
     /// Median of pairwise slopes, in units per millisecond.
     private func theilSen(scratch: inout [Double]) -> Double {
