@@ -25,16 +25,28 @@ import Testing
         #expect(LoadGenerator.topic(57) == "plant/" + LoadGenerator.tagName(57))
     }
 
-    @Test func `the topic cache finds a topic by its bytes and never confuses two topics`() {
-        var cache = TopicSlots()
-        let topics = (0..<2000).map { "plant/b1/bench/u\($0 / 10)/T\($0)" }
-        for (slot, topic) in topics.enumerated() {
-            Array(topic.utf8).withUnsafeBytes { cache.insert($0, hash: TopicSlots.hash($0), topic: topic, slot: Int32(slot)) }
+    @Test func `the topic cache finds every topic by its bytes, through growth, and never confuses two`() {
+        var slots = TopicSlots()
+        // Topics that share long prefixes and differ only near the end, one a prefix of another
+        // (".../cdu1/T1" is among the generated ones), and the empty topic.
+        let topics = ["", "plant/r1/cdu/cdu1/T1x"] + (0..<5_000).map { "plant/r1/cdu/cdu\($0 % 7)/T\($0)" }
+        for (index, topic) in topics.enumerated() {
+            let bytes = Array(topic.utf8)
+            bytes.withUnsafeBytes { slots.insert($0, hash: TopicSlots.hash($0), topic: topic, slot: Int32(index)) }
+            // Inserting again changes nothing.
+            bytes.withUnsafeBytes { slots.insert($0, hash: TopicSlots.hash($0), topic: "other", slot: -5) }
         }
-        for (slot, topic) in topics.enumerated() {
-            let found = Array(topic.utf8).withUnsafeBytes { cache.find($0, hash: TopicSlots.hash($0)) }
-            #expect(found?.0 == topic && found?.1 == Int32(slot))
+        for (index, topic) in topics.enumerated() {
+            let found = Array(topic.utf8).withUnsafeBytes { slots.find($0, hash: TopicSlots.hash($0)) }
+            #expect(found?.slot == Int32(index), "\(topic)")
+            #expect(found.map { slots.topic($0.entry) } == topic)
         }
-        #expect(Array("plant/b1/bench/u0/T99999".utf8).withUnsafeBytes { cache.find($0, hash: TopicSlots.hash($0)) } == nil)
+        for missing in ["plant/r1/cdu/cdu1/T", "plant/r1/cdu/cdu0/T5001", "plant/r1/cdu/cdu1/T1y"] {
+            #expect(Array(missing.utf8).withUnsafeBytes { slots.find($0, hash: TopicSlots.hash($0)) } == nil)
+        }
+        // Same hash, other bytes: a collision is told apart by the bytes.
+        let known = Array("plant/r1/cdu/cdu1/T1".utf8)
+        let hash = known.withUnsafeBytes { TopicSlots.hash($0) }
+        #expect(Array("plant/r1/cdu/cdu1/T2".utf8).withUnsafeBytes { slots.find($0, hash: hash) } == nil)
     }
 }

@@ -17,8 +17,13 @@ package enum DetectorBenchmark {
     package static func run(samples: Int = 2_000_000, tags: Int = 1000, repetitions: Int = 5) -> [Row] {
         var random = SplitMix64(seed: 1)
         let values = (0..<4096).map { i in 350 + random.gaussian() + (i % 1000 == 999 ? 12 : 0) }
-        var settings = DetectionSettings()
-        settings.multivariateEnabled = false
+        // A constant, as the engine's settings are: a `var` captured by the closures below would
+        // be boxed and copied (with a retain and release of its arrays) at every sample.
+        let settings = {
+            var settings = DetectionSettings()
+            settings.multivariateEnabled = false
+            return settings
+        }()
         var rows: [Row] = []
         var sink = 0.0
 

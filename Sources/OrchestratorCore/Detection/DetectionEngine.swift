@@ -116,7 +116,23 @@ package struct DetectionEngine: Sendable {
         slot: Int32, value: Double, quality: SampleQuality, sampleTime: Int64, receiptTime: Bool = false, topic: String,
         now: Int64, into events: inout [AlertEvent]
     ) -> Double {
+        let score = self.detect(slot: slot, value: value, quality: quality, sampleTime: sampleTime, receiptTime: receiptTime, now: now)
+        if self.hasChanges { self.emitChanges(slot: slot, topic: topic, sampleTime: sampleTime, now: now, into: &events) }
+        return score
+    }
+
+    /// Whether the last ``detect(slot:value:quality:sampleTime:receiptTime:now:)`` changed a
+    /// condition: its alert events are still to be made with ``emitChanges(slot:topic:sampleTime:now:into:)``.
+    package var hasChanges: Bool { !self.changes.isEmpty }
+
+    /// The first half of ``ingest(slot:value:quality:sampleTime:receiptTime:topic:now:into:)``:
+    /// every detector, no alert event yet. For a caller that looks the topic up only when an
+    /// event needs it (the live path's hot path copies no String per sample).
+    package mutating func detect(
+        slot: Int32, value: Double, quality: SampleQuality, sampleTime: Int64, receiptTime: Bool = false, now: Int64
+    ) -> Double {
         let index = Int(slot)
+        if !self.changes.isEmpty { self.changes.removeAll(keepingCapacity: true) }
         // A QoS 1 redelivery (the broker or the publisher sending again what it could not know was
         // received, after a reconnect): the same time and value as a sample already processed.
         // Counted, never fed twice, and no data-quality alarm.
@@ -127,7 +143,6 @@ package struct DetectionEngine: Sendable {
             self.lastReceipt[index] = now
             return 0
         }
-        self.changes.removeAll(keepingCapacity: true)
         let score = self.detectors[index].ingest(
             value, time: sampleTime, receiptTime: receiptTime, quality: quality, settings: self.settings,
             scratch: &self.scratch, into: &self.changes)
@@ -143,7 +158,6 @@ package struct DetectionEngine: Sendable {
         if unit >= 0, self.settings.suppressTagAnomalies, self.units[Int(unit)].isTrained {
             self.changes.removeAll { ($0.condition == .anomaly || $0.condition == .shift) && $0.raised }
         }
-        self.emit(slot: slot, topic: topic, sampleTime: sampleTime, now: now, into: &events)
         return score
     }
 
@@ -205,7 +219,7 @@ package struct DetectionEngine: Sendable {
             guard let slot = self.slots[tag] else { continue }
             self.changes.removeAll(keepingCapacity: true)
             self.detectors[Int(slot)].forceStale(now: now, policy: self.settings.policy, into: &self.changes)
-            self.emit(slot: slot, topic: topic, sampleTime: now, now: now, into: &events)
+            self.emitChanges(slot: slot, topic: topic, sampleTime: now, now: now, into: &events)
         }
     }
 
@@ -214,7 +228,7 @@ package struct DetectionEngine: Sendable {
         guard let slot = self.slot(for: tag) else { return }
         self.changes.removeAll(keepingCapacity: true)
         self.detectors[Int(slot)].reportDataQuality(issue, now: now, settings: self.settings, into: &self.changes)
-        self.emit(slot: slot, topic: topic, sampleTime: now, now: now, into: &events)
+        self.emitChanges(slot: slot, topic: topic, sampleTime: now, now: now, into: &events)
     }
 
     package mutating func checkStaleness(now: Int64, into events: inout [AlertEvent]) {
@@ -223,13 +237,15 @@ package struct DetectionEngine: Sendable {
             self.detectors[index].checkStale(
                 now: now, lastReceipt: self.lastReceipt[index], policy: self.settings.policy, into: &self.changes)
             if !self.changes.isEmpty {
-                self.emit(slot: Int32(index), topic: self.tagNames[index], sampleTime: now, now: now, into: &events)
+                self.emitChanges(slot: Int32(index), topic: self.tagNames[index], sampleTime: now, now: now, into: &events)
             }
         }
     }
 
-    private mutating func emit(slot: Int32, topic: String, sampleTime: Int64, now: Int64, into events: inout [AlertEvent]) {
+    /// The alert events of the conditions the last `detect` changed.
+    package mutating func emitChanges(slot: Int32, topic: String, sampleTime: Int64, now: Int64, into events: inout [AlertEvent]) {
         let index = Int(slot)
+        defer { self.changes.removeAll(keepingCapacity: true) }
         for change in self.changes {
             if let event = self.alerts.event(
                 for: change, slot: slot, tag: self.tagNames[index], info: self.detectors[index].mappedInfo, topic: topic,

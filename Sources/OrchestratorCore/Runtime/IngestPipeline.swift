@@ -160,10 +160,10 @@ package final class IngestPipeline: Sendable {
         if case .success(.single(let ts, let value, let quality)) = parsed {
             let hash = TopicSlots.hash(topicBytes)
             let handled = self.state.withLock { state -> Bool in
-                guard let (topic, slot) = state.topicSlots.find(topicBytes, hash: hash) else { return false }
+                guard let (entry, slot) = state.topicSlots.find(topicBytes, hash: hash) else { return false }
                 state.counters.messages += 1
                 self.ingest(
-                    slot: slot, value: value, quality: quality, sampleTime: ts ?? now, receiptTime: ts == nil, topic: topic,
+                    slot: slot, value: value, quality: quality, sampleTime: ts ?? now, receiptTime: ts == nil, topic: .cached(entry),
                     now: now, state: &state, events: &events)
                 return true
             }
@@ -208,7 +208,7 @@ package final class IngestPipeline: Sendable {
                 }
                 state.topicSlots.insert(topicBytes, hash: TopicSlots.hash(topicBytes), topic: topic, slot: slot)
                 self.ingest(
-                    slot: slot, value: value, quality: quality, sampleTime: ts ?? now, receiptTime: ts == nil, topic: topic,
+                    slot: slot, value: value, quality: quality, sampleTime: ts ?? now, receiptTime: ts == nil, topic: .text(topic),
                     now: now, state: &state, events: &events)
             case (.batch(let base), .success(.batch(let ts, let values, let quality))):
                 for (name, value) in values {
@@ -227,7 +227,7 @@ package final class IngestPipeline: Sendable {
                         rejection = .nonFinite
                     }
                     self.ingest(
-                        slot: slot, value: value, quality: quality, sampleTime: ts ?? now, receiptTime: ts == nil, topic: topic,
+                        slot: slot, value: value, quality: quality, sampleTime: ts ?? now, receiptTime: ts == nil, topic: .text(topic),
                         now: now, state: &state, events: &events)
                 }
             case (.tag, .success(.batch)), (.batch, .success(.single)):
@@ -265,7 +265,7 @@ package final class IngestPipeline: Sendable {
                 }
                 self.ingest(
                     slot: slot, value: sample.value, quality: .good, sampleTime: sample.time ?? now, receiptTime: sample.time == nil,
-                    topic: topic, now: now, state: &state, events: &events)
+                    topic: .text(topic), now: now, state: &state, events: &events)
             }
             if !outcome.dead.isEmpty {
                 let before = events.count
@@ -290,16 +290,28 @@ package final class IngestPipeline: Sendable {
         self.deliver(events, fromMessage: true)
     }
 
+    /// The topic a sample came on: its text, or its entry in `topicSlots` (read only when an
+    /// alert event needs it, so the hot path copies no String per sample).
+    private enum SampleTopic {
+        case text(String)
+        case cached(Int)
+    }
+
     private func ingest(
-        slot: Int32, value: Double, quality: SampleQuality, sampleTime: Int64, receiptTime: Bool, topic: String, now: Int64,
+        slot: Int32, value: Double, quality: SampleQuality, sampleTime: Int64, receiptTime: Bool, topic: SampleTopic, now: Int64,
         state: inout State, events: inout [AlertEvent]
     ) {
         state.counters.samples += 1
         if quality == .bad { state.counters.badQualitySamples += 1 }
+        _ = state.engine.detect(slot: slot, value: value, quality: quality, sampleTime: sampleTime, receiptTime: receiptTime, now: now)
+        guard state.engine.hasChanges else { return }
+        let text: String
+        switch topic {
+        case .text(let topic): text = topic
+        case .cached(let entry): text = state.topicSlots.topic(entry)
+        }
         let before = events.count
-        state.engine.ingest(
-            slot: slot, value: value, quality: quality, sampleTime: sampleTime, receiptTime: receiptTime, topic: topic,
-            now: now, into: &events)
+        state.engine.emitChanges(slot: slot, topic: text, sampleTime: sampleTime, now: now, into: &events)
         self.count(events[before...], in: &state)
     }
 
@@ -399,12 +411,26 @@ package final class IngestPipeline: Sendable {
     }
 }
 
-/// Topic bytes → (topic, slot) for the topics of single tags, looked up without building a
-/// String: an FNV-1a hash of the bytes, then a byte comparison. At most one entry per slot, so
-/// it is bounded by `detection.max_tags`; a topic whose hash collides with another's simply
-/// takes the slower path.
+/// Topic bytes → slot for the topics of single tags, looked up without building a String or
+/// touching a reference count: an open-addressing table keyed by an FNV-1a hash of the bytes,
+/// then a byte comparison against one shared buffer of every topic's bytes. At most one entry
+/// per slot, so it is bounded by `detection.max_tags`.
 struct TopicSlots {
-    private var entries: [UInt64: (bytes: [UInt8], topic: String, slot: Int32)] = [:]
+    private struct Entry {
+        var hash: UInt64 = 0
+        /// Where the topic's bytes are in `bytes`.
+        var offset = 0
+        var length: Int32 = 0
+        /// -1: an empty cell.
+        var slot: Int32 = -1
+        /// The entry's topic in `topics`.
+        var index: Int32 = 0
+    }
+
+    /// A power of two, at most half full.
+    private var table = [Entry](repeating: Entry(), count: 64)
+    private var bytes: [UInt8] = []
+    private var topics: [String] = []
 
     static func hash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325
@@ -414,15 +440,46 @@ struct TopicSlots {
         return hash
     }
 
-    func find(_ bytes: UnsafeRawBufferPointer, hash: UInt64) -> (String, Int32)? {
-        guard let entry = self.entries[hash], entry.bytes.count == bytes.count,
-            bytes.isEmpty || entry.bytes.withUnsafeBytes({ memcmp($0.baseAddress!, bytes.baseAddress!, bytes.count) }) == 0
-        else { return nil }
-        return (entry.topic, entry.slot)
+    /// The topic's entry (for ``topic(_:)``) and slot.
+    func find(_ key: UnsafeRawBufferPointer, hash: UInt64) -> (entry: Int, slot: Int32)? {
+        self.table.withUnsafeBufferPointer { table in
+            self.bytes.withUnsafeBufferPointer { bytes in
+                let mask = table.count - 1
+                // FNV-1a's low bits see only the low bits of each byte: fold the high half in.
+                var cell = Int(truncatingIfNeeded: hash ^ (hash >> 32)) & mask
+                while true {
+                    let entry = table[cell]
+                    if entry.slot < 0 { return nil }
+                    if entry.hash == hash, Int(entry.length) == key.count,
+                        key.isEmpty || memcmp(bytes.baseAddress! + entry.offset, key.baseAddress!, key.count) == 0
+                    {
+                        return (Int(entry.index), entry.slot)
+                    }
+                    cell = (cell + 1) & mask
+                }
+            }
+        }
     }
 
-    mutating func insert(_ bytes: UnsafeRawBufferPointer, hash: UInt64, topic: String, slot: Int32) {
-        guard self.entries[hash] == nil else { return }
-        self.entries[hash] = (Array(bytes), topic, slot)
+    func topic(_ entry: Int) -> String { self.topics[entry] }
+
+    mutating func insert(_ key: UnsafeRawBufferPointer, hash: UInt64, topic: String, slot: Int32) {
+        guard self.find(key, hash: hash) == nil, key.count <= Int(Int32.max) else { return }
+        if (self.topics.count + 1) * 2 > self.table.count {
+            let old = self.table
+            self.table = [Entry](repeating: Entry(), count: old.count * 2)
+            for entry in old where entry.slot >= 0 { self.place(entry) }
+        }
+        let entry = Entry(hash: hash, offset: self.bytes.count, length: Int32(key.count), slot: slot, index: Int32(self.topics.count))
+        self.bytes.append(contentsOf: key)
+        self.topics.append(topic)
+        self.place(entry)
+    }
+
+    private mutating func place(_ entry: Entry) {
+        let mask = self.table.count - 1
+        var cell = Int(truncatingIfNeeded: entry.hash ^ (entry.hash >> 32)) & mask
+        while self.table[cell].slot >= 0 { cell = (cell + 1) & mask }
+        self.table[cell] = entry
     }
 }
