@@ -80,6 +80,7 @@ package final class BenchServers {
             allow_anonymous true
             user root
             set_tcp_nodelay true
+            sys_interval 1
             log_type error
             log_type warning
             log_dest file \(self.directory.path)/mosquitto.log
