@@ -62,10 +62,14 @@ package final class RecordWriter: AlertSink, Sendable {
     /// The spool doubles as the queue: every record is appended to it (a `write`, no fsync) before
     /// anything else happens to it, so it survives the process being killed; the writer thread
     /// syncs it per batch, writes the batch and advances the replay offset.
-    private let spool: Mutex<Spool?>
-    /// Decoded copies of the spool's newest records (so the writer does not parse them back);
-    /// changed only under the spool's lock.
-    private let mirror: Mutex<SpoolMirror>
+    private let spool: Mutex<Spooled>
+
+    /// The spool and decoded copies of its newest records (so the writer does not parse back what
+    /// this process appended), under one lock: the mirror follows every append, read and trim.
+    private struct Spooled {
+        var spool: Spool?
+        var mirror: SpoolMirror
+    }
     private let wake = DispatchSemaphore(value: 0)
     private let settings: DatabaseSettings
     private let logger: Logger
@@ -87,7 +91,6 @@ package final class RecordWriter: AlertSink, Sendable {
         metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) {
         self.settings = settings
-        self.mirror = Mutex(SpoolMirror(capacity: 4 * settings.batchSize))
         self.migrate = migrate
         self.logger = logger
         self.metrics = Instruments(
@@ -99,7 +102,7 @@ package final class RecordWriter: AlertSink, Sendable {
         let spool = Self.openSpool(settings: settings, logger: logger)
         let pending = spool?.pendingBytes ?? 0
         self.metrics.spoolBytes.record(pending)
-        self.spool = Mutex(spool)
+        self.spool = Mutex(Spooled(spool: spool, mirror: SpoolMirror(capacity: 4 * settings.batchSize)))
         self.state.withLock {
             $0.counters.spooledBytes = pending
             $0.backlog = pending > 0 ? 1 : 0
@@ -126,12 +129,12 @@ package final class RecordWriter: AlertSink, Sendable {
         // Durable first: into the spool (survives SIGKILL), else the bounded memory queue.
         // While older records wait in memory (the spool was full), newer ones queue behind them.
         let memoryBacklog = self.state.withLock { !$0.pending.isEmpty }
-        let appended = self.spool.withLock { spool -> (ok: Bool, pending: Int, used: Int, capacity: Int)? in
-            guard let spool, !memoryBacklog else { return nil }
+        let appended = self.spool.withLock { spooled -> (ok: Bool, pending: Int, used: Int, capacity: Int)? in
+            guard let spool = spooled.spool, !memoryBacklog else { return nil }
             do {
                 let payload = record.payload()
                 try spool.append([payload], sync: self.settings.spoolFsync == .always)
-                self.mirror.withLock { $0.push(record, spoolBytes: Spool.recordHeader + payload.count) }
+                spooled.mirror.push(record, spoolBytes: Spool.recordHeader + payload.count)
                 return (true, spool.pendingBytes, spool.pendingBytes, spool.capacity)
             } catch {
                 return (false, spool.pendingBytes, spool.capacity, spool.capacity)  // full: count it as 100 %
@@ -279,14 +282,14 @@ package final class RecordWriter: AlertSink, Sendable {
         var nextAttempt = ContinuousClock.now
         let clock = ContinuousClock()
         var nextRetention = clock.now + .seconds(30)
-        let hasSpool = self.spool.withLock { $0 != nil }
+        let hasSpool = self.spool.withLock { $0.spool != nil }
         // The last spool read was a full batch: more is probably waiting (a backlog after a restart).
         var lastBatchFull = false
         var stopDeadline: ContinuousClock.Instant? = nil
 
         while true {
             let (stopping, backlog, queued) = self.state.withLock { ($0.stopping, $0.backlog, $0.pending.count) }
-            let spoolPending = self.spool.withLock { $0?.hasPending ?? false }
+            let spoolPending = self.spool.withLock { $0.spool?.hasPending ?? false }
             // Sleep until a full batch or the flush interval, unless there is a backlog to drain now.
             let busy = connection != nil
                 && ((spoolPending && (backlog >= self.settings.batchSize || lastBatchFull)) || queued >= self.settings.batchSize)
@@ -358,8 +361,8 @@ package final class RecordWriter: AlertSink, Sendable {
             // The spool, oldest first, one batch per pass.
             if hasSpool, let live = connection {
                 do {
-                    let read = try self.spool.withLock { spool -> (payloads: [[UInt8]], copies: [Record?], next: Int, pending: Int, fd: Int32)? in
-                        guard let spool, spool.hasPending else { return nil }
+                    let read = try self.spool.withLock { spooled -> (payloads: [[UInt8]], copies: [Record?], next: Int, pending: Int, fd: Int32)? in
+                        guard let spool = spooled.spool, spool.hasPending else { return nil }
                         let (payloads, next) = try spool.read(limit: self.settings.batchSize)
                         if payloads.isEmpty {
                             // Pending bytes that no longer read as records (changed on disk since
@@ -367,12 +370,11 @@ package final class RecordWriter: AlertSink, Sendable {
                             // rest. Discarded under the same lock, so no later append goes with them.
                             let pending = spool.pendingBytes
                             try spool.discardPending()
-                            self.mirror.withLock { $0.removeAll() }
+                            spooled.mirror.removeAll()
                             return ([], [], next, pending, spool.fileDescriptor)
                         }
-                        let copies = self.mirror.withLock {
-                            $0.lookup(pendingBytes: spool.pendingBytes, spoolSizes: payloads.map { Spool.recordHeader + $0.count })
-                        }
+                        let copies = spooled.mirror.lookup(
+                            pendingBytes: spool.pendingBytes, spoolSizes: payloads.map { Spool.recordHeader + $0.count })
                         return (payloads, copies, next, spool.pendingBytes, spool.fileDescriptor)
                     }
                     // Durable against power loss before the batch is written; outside the lock, so
@@ -390,10 +392,10 @@ package final class RecordWriter: AlertSink, Sendable {
                                 self.logger.error("spool: unreadable records skipped", metadata: ["spool.skipped": "\(read.payloads.count - records.count)"])
                             }
                             if self.write(&records, on: live) != nil {
-                                let pending = try self.spool.withLock { spool -> Int in
-                                    try spool?.markReplayed(upTo: read.next)
-                                    let pending = spool?.pendingBytes ?? 0
-                                    self.mirror.withLock { $0.trim(pendingBytes: pending) }
+                                let pending = try self.spool.withLock { spooled -> Int in
+                                    try spooled.spool?.markReplayed(upTo: read.next)
+                                    let pending = spooled.spool?.pendingBytes ?? 0
+                                    spooled.mirror.trim(pendingBytes: pending)
                                     return pending
                                 }
                                 self.state.withLock {
@@ -417,7 +419,7 @@ package final class RecordWriter: AlertSink, Sendable {
             if stopping {
                 if stopDeadline == nil { stopDeadline = clock.now + .seconds(10) }
                 let queueEmpty = self.state.withLock { $0.pending.isEmpty }
-                let spoolEmpty = self.spool.withLock { !($0?.hasPending ?? false) }
+                let spoolEmpty = self.spool.withLock { !($0.spool?.hasPending ?? false) }
                 if connection != nil {
                     // The database is here: finish what is queued and spooled, for up to 10 s; what
                     // is left in the spool is written at the next start.
@@ -442,21 +444,19 @@ package final class RecordWriter: AlertSink, Sendable {
                 }
             }
         }
-        self.spool.withLock { try? $0?.sync() }
+        self.spool.withLock { try? $0.spool?.sync() }
         self.state.withLock { $0.counters.connected = false }
     }
 
     /// Puts memory-held records into the spool if it has room now, else back at the head of the
     /// memory queue.
     private func requeue(_ records: [Record]) {
-        let spooled = self.spool.withLock { spool -> Int? in
-            guard let spool else { return nil }
+        let spooled = self.spool.withLock { spooled -> Int? in
+            guard let spool = spooled.spool else { return nil }
             do {
                 let payloads = records.map { $0.payload() }
                 try spool.append(payloads, sync: true)
-                self.mirror.withLock { mirror in
-                    for (record, payload) in zip(records, payloads) { mirror.push(record, spoolBytes: Spool.recordHeader + payload.count) }
-                }
+                for (record, payload) in zip(records, payloads) { spooled.mirror.push(record, spoolBytes: Spool.recordHeader + payload.count) }
                 return spool.pendingBytes
             } catch {
                 return nil
