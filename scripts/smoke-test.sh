@@ -148,7 +148,7 @@ kill -TERM "$run_pid"; wait "$run_pid" || fail "dang run exited with status $? a
 echo "ok: the running API matches docs/openapi.yaml ($(grep -o '[0-9]* generated, [0-9]* passed' "$work/schemathesis.log" | head -1))"
 
 # 6. `dang bench` end to end, briefly (a debug build: the figures mean nothing here; the command must work).
-"$dang" bench --seconds 1 --tags 50 --phases baseline ingest qos1 --qos1-rate 2000 --database-url "$DATABASE_URL" \
+"$dang" bench --seconds 1 --tags 50 --phases baseline ingest latency qos1 --rates 2000 --qos1-rate 2000 --database-url "$DATABASE_URL" \
   --json "$work/bench.json" > "$work/bench.log" 2>&1 || fail "dang bench failed"
 python3 - "$work/bench.json" <<'PY' || fail "dang bench report"
 import json, sys
@@ -156,5 +156,8 @@ report = json.load(open(sys.argv[1]))
 assert report["baseline"]["received"] > 0, report
 assert report["ingest"]["processed"] > 0, report
 assert report["qos1"]["lost"] == 0 and report["qos1"]["processed"] == report["qos1"]["published"] > 0, report
+assert report["baseline@2000"]["received"] > 0, report
+latency = report["latency@2000"]
+assert latency["processed"] > 0 and latency["alerts_timed"] > 0 and latency["baseline_cpu_us_per_sample"] > 0, report
 PY
-echo "ok: dang bench (baseline, ingest and QoS 1 phases; QoS 1: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["qos1"]; print(int(r["published"]), "published,", int(r["lost"]), "lost")' "$work/bench.json"))"
+echo "ok: dang bench (baseline full speed and paced, ingest, latency and QoS 1 phases; QoS 1: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["qos1"]; print(int(r["published"]), "published,", int(r["lost"]), "lost")' "$work/bench.json"))"

@@ -70,7 +70,7 @@ struct Bench: ParsableCommand {
         let rows = try WireBenchmark(options: options) { line in printError(line) }.run()
         print("")
         for row in rows {
-            print(row.name.padding(toLength: 14, withPad: " ", startingAt: 0) + row.text)
+            print(row.name.padding(toLength: 16, withPad: " ", startingAt: 0) + row.text)
         }
         var report: [String: Any] = [
             "started_at": started.formatted(.iso8601), "version": DangVersion.current,

@@ -63,11 +63,12 @@ package struct WireBenchmark {
         defer { servers.stop() }
         var rows: [Row] = []
         var baselineRate: Double?
+        var pacedBaselines: [Double: Double] = [:]
         let phases = self.options.phases
 
         if phases.contains(.baseline) {
             self.progress("baseline: bare libmosquitto subscriber, \(self.options.tags) tags, QoS 0, full speed, \(self.options.seconds) s")
-            let (received, load, seconds, cpu) = try self.bareSubscriber(port: servers.brokerPort, directory: servers.directory)
+            let (received, load, seconds, cpu) = try self.bareSubscriber(port: servers.brokerPort, directory: servers.directory, rate: 0)
             let rate = Double(received) / seconds
             let perSample = cpu / Double(max(received, 1)) * 1e6
             baselineRate = rate
@@ -80,6 +81,21 @@ package struct WireBenchmark {
                     text: String(
                         format: "bare subscriber: %@ msg/s received (%@ published), %.2f µs CPU per message", fmt(rate), fmt(load.rate),
                         perSample)))
+            // The same subscriber at the latency phase's paced rates: there every message wakes the
+            // receiving thread on its own, which costs far more CPU per message than a full-speed
+            // stream does (the latency rows are compared with these).
+            if phases.contains(.latency) {
+                for paced in self.options.latencyRates {
+                    self.progress("baseline: bare libmosquitto subscriber, \(fmt(paced)) msg/s paced, \(self.options.seconds) s")
+                    let (received, _, _, cpu) = try self.bareSubscriber(port: servers.brokerPort, directory: servers.directory, rate: paced)
+                    let perSample = cpu / Double(max(received, 1)) * 1e6
+                    pacedBaselines[paced] = perSample
+                    rows.append(
+                        Row(
+                            name: "baseline@\(Int(paced))", values: [("received", Double(received)), ("cpu_us_per_sample", perSample)],
+                            text: String(format: "bare subscriber at %@ msg/s paced: %.2f µs CPU per message", fmt(paced), perSample)))
+                }
+            }
         }
 
         if phases.contains(.ingest) || phases.contains(.latency) {
@@ -91,7 +107,7 @@ package struct WireBenchmark {
                 if phases.contains(.latency) {
                     for rate in self.options.latencyRates {
                         self.progress("latency: \(fmt(rate)) samples/s paced, about 100 limit breaches a second, \(self.options.seconds) s")
-                        rows.append(try self.latency(child: child, port: servers.brokerPort, rate: rate))
+                        rows.append(try self.latency(child: child, port: servers.brokerPort, rate: rate, baselineCPU: pacedBaselines[rate]))
                     }
                 }
             }
@@ -125,7 +141,9 @@ package struct WireBenchmark {
 
     /// The baseline: `dang bench-subscriber`, a bare libmosquitto subscriber in a process of its
     /// own (as `dang run` is), counting what arrives.
-    private func bareSubscriber(port: Int, directory: URL) throws -> (received: Int, load: LoadGenerator.Report, seconds: Double, cpu: Double) {
+    private func bareSubscriber(
+        port: Int, directory: URL, rate: Double
+    ) throws -> (received: Int, load: LoadGenerator.Report, seconds: Double, cpu: Double) {
         let report = directory.appendingPathComponent("bare-subscriber.txt").path
         let pid = try ChildProcess.spawn([self.options.executable, "bench-subscriber", "--port", "\(port)", "--report", report])
         defer { ChildProcess.stop(pid) }
@@ -133,7 +151,7 @@ package struct WireBenchmark {
         try waitFor("the bare subscriber to connect") { read() != nil }
         usleep(200_000)
         let cpuBefore = cpuSeconds(pid: pid)
-        let load = try self.generate(LoadGenerator.Plan(tags: self.options.tags, rate: 0, seconds: self.options.seconds, qos: 0), port: port) {
+        let load = try self.generate(LoadGenerator.Plan(tags: self.options.tags, rate: rate, seconds: self.options.seconds, qos: 0), port: port) {
             "\(read()?.received ?? 0) received"
         }
         // Until nothing more arrives for 300 ms.
@@ -173,7 +191,7 @@ package struct WireBenchmark {
         return Row(name: "ingest", values: values, text: text)
     }
 
-    private func latency(child: OrchestratorChild, port: Int, rate: Double) throws -> Row {
+    private func latency(child: OrchestratorChild, port: Int, rate: Double, baselineCPU: Double?) throws -> Row {
         // About 100 breaches a second whatever the rate; a prime stride walks every tag in turn.
         let stride = Self.prime(near: max(7, Int(rate / 100)))
         let plan = LoadGenerator.Plan(tags: self.options.tags, rate: rate, seconds: self.options.seconds, qos: 0, breachEvery: stride)
@@ -231,11 +249,12 @@ package struct WireBenchmark {
             ("invocations_timed", Double(i.totalCount)), ("invocation_p50_ms", ms(i, 50)), ("invocation_p99_ms", ms(i, 99)),
             ("invocation_p999_ms", ms(i, 99.9)), ("cpu_us_per_sample", cpu / Double(max(processed, 1)) * 1e6),
             ("lost", Double(load.report.published - processed)),
-        ]
-        let text = String(
+        ] + (baselineCPU.map { [("baseline_cpu_us_per_sample", $0)] } ?? [])
+        var text = String(
             format: "%@ samples/s: alert p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms (%d of %d breaches; the wire alone: p50 %.3f, p99 %.3f ms); invocation p50 %.3f ms, p99 %.3f ms (%d); %.2f µs CPU/sample; %d lost",
             fmt(load.report.rate), ms(a, 50), ms(a, 99), ms(a, 99.9), Int(a.totalCount), load.report.breaches, ms(w, 50), ms(w, 99), ms(i, 50), ms(i, 99),
             Int(i.totalCount), cpu / Double(max(processed, 1)) * 1e6, load.report.published - processed)
+        if let baselineCPU { text += String(format: " (the bare subscriber at this rate: %.2f µs CPU/message)", baselineCPU) }
         return Row(name: "latency@\(Int(rate))", values: values, text: text)
     }
 
