@@ -216,18 +216,24 @@ extension String {
 package struct PostgresArray: PostgresEncodable {
     package let postgresText: String
 
+    /// Built from the UTF-8 bytes (`"` and `\` are single bytes that never occur inside a
+    /// multi-byte character): appending scalar by scalar was a third of the record writer's CPU
+    /// in `perf`.
     package init(_ strings: [String]) {
-        var text = "{"
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(strings.reduce(2) { $0 + $1.utf8.count + 3 })
+        bytes.append(UInt8(ascii: "{"))
         for (index, string) in strings.enumerated() {
-            if index > 0 { text += "," }
-            text += "\""
-            for character in string.unicodeScalars {
-                if character == "\"" || character == "\\" { text += "\\" }
-                text.unicodeScalars.append(character)
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            bytes.append(UInt8(ascii: "\""))
+            for byte in string.utf8 {
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { bytes.append(UInt8(ascii: "\\")) }
+                bytes.append(byte)
             }
-            text += "\""
+            bytes.append(UInt8(ascii: "\""))
         }
-        self.postgresText = text + "}"
+        bytes.append(UInt8(ascii: "}"))
+        self.postgresText = String(decoding: bytes, as: UTF8.self)
     }
 
     package init(_ values: [Int64]) {

@@ -151,7 +151,7 @@ struct TagStateTests {
         let url = try TestServices.freshDatabase()
         let connection = try PostgresConnection(conninfo: url)
         try Migrations.apply(on: connection)
-        let hostile = "r1/\"quoted\"\\back{brace},comma'; DROP TABLE tag_state; --"
+        let hostile = "r1/\"quoted\"\\back{brace},comma'; DROP TABLE tag_state; -- Ü°C \u{1F525}\\\""
         let first = [
             TagSnapshot(tag: hostile, time: 2000, value: 1.5, quality: .good, samples: 10, ewmaMean: 1.4, ewmaVariance: 0.01),
             TagSnapshot(tag: "r1/a/u1/T", time: 2000, value: .nan, quality: .bad, samples: 3, ewmaMean: 5, ewmaVariance: 0.5),
