@@ -54,3 +54,17 @@ import Testing
         #expect(rows.map { $0.cleared?.timestamp } == [3, nil, 4])
     }
 }
+
+@Suite struct JSONWriterTests {
+    @Test func `strings are escaped as JSON: every control character, quotes, backslashes, and UTF-8 as is`() throws {
+        let controls = String(decoding: (0..<0x20).map { UInt8($0) } + [0x7F], as: UTF8.self)
+        let value = "a\"b\\c/d Ü°C \u{1F525} " + controls
+        var bytes: [UInt8] = []
+        JSONWriter.appendString(value, to: &bytes)
+        let text = String(decoding: bytes, as: UTF8.self)
+        #expect(text.hasPrefix(#""a\"b\\c/d Ü°C 🔥 \u0000\u0001"#))
+        #expect(text.contains(#"\t\n\u000b\u000c\r\u000e"#) && text.hasSuffix(#"\u001e\u001f\u007f""#))
+        let decoded = try JSONSerialization.jsonObject(with: Data(bytes), options: .fragmentsAllowed) as? String
+        #expect(decoded == value)
+    }
+}
