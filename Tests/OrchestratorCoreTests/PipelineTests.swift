@@ -51,6 +51,21 @@ final class CollectingSink: AlertSink, Sendable {
         #expect(pipeline.processedCount(tag: "r1/cdu/cdu1/TI-101") == 25)
     }
 
+    @Test func `alerts made on the hot path carry the topic their sample came on`() {
+        // The first sample of a topic takes the slow path (route, then the topic cache); later ones
+        // find their slot by the topic's bytes, and their alerts read the topic from the cache.
+        var map = TopicMap()
+        let tags = (0..<300).map { "r1/cdu/cdu\($0 % 5)/TI-\($0)" }
+        for tag in tags { map.tags[tag] = TagInfo(limits: .init(hi: 100)) }
+        let (pipeline, sink) = self.pipeline(map: map)
+        for tag in tags { self.publish(pipeline, "plant/\(tag)", #"{"ts":1790000000000,"v":50}"#, at: 1_000) }
+        for tag in tags { self.publish(pipeline, "plant/\(tag)", #"{"ts":1790000001000,"v":150}"#, at: 2_000) }
+        let raised = sink.events.withLock { $0 }.filter { $0.kind == .limit && $0.state == .raised }
+        #expect(raised.count == tags.count)
+        #expect(Set(raised.map(\.tag)) == Set(tags))
+        #expect(raised.allSatisfy { $0.topic == "plant/" + $0.tag })
+    }
+
     @Test func `a unit of the topic map trains on its baseline live, then names the tag that breaks the correlation`() {
         var map = TopicMap()
         for tag in ["r1/cdu/cdu1/TI-101", "r1/cdu/cdu1/TI-102", "r1/cdu/cdu1/FI-101"] { map.tags[tag] = TagInfo() }
