@@ -206,7 +206,9 @@ package final class IngestPipeline: Sendable {
                     tagLimit = true
                     return
                 }
-                state.topicSlots.insert(topicBytes, hash: TopicSlots.hash(topicBytes), topic: topic, slot: slot)
+                state.topicSlots.insert(topicBytes, hash: TopicSlots.hash(topicBytes), slot: slot)
+                // From now on the topic cache answers for this topic: one entry, not two.
+                state.routes[topic] = nil
                 self.ingest(
                     slot: slot, value: value, quality: quality, sampleTime: ts ?? now, receiptTime: ts == nil, topic: .text(topic),
                     now: now, state: &state, events: &events)
@@ -423,14 +425,12 @@ struct TopicSlots {
         var length: Int32 = 0
         /// -1: an empty cell.
         var slot: Int32 = -1
-        /// The entry's topic in `topics`.
-        var index: Int32 = 0
     }
 
     /// A power of two, at most half full.
     private var table = [Entry](repeating: Entry(), count: 64)
     private var bytes: [UInt8] = []
-    private var topics: [String] = []
+    private var count = 0
 
     static func hash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325
@@ -440,7 +440,7 @@ struct TopicSlots {
         return hash
     }
 
-    /// The topic's entry (for ``topic(_:)``) and slot.
+    /// The topic's entry (for ``topic(_:)``, until the next insert) and slot.
     func find(_ key: UnsafeRawBufferPointer, hash: UInt64) -> (entry: Int, slot: Int32)? {
         self.table.withUnsafeBufferPointer { table in
             self.bytes.withUnsafeBufferPointer { bytes in
@@ -453,7 +453,7 @@ struct TopicSlots {
                     if entry.hash == hash, Int(entry.length) == key.count,
                         key.isEmpty || memcmp(bytes.baseAddress! + entry.offset, key.baseAddress!, key.count) == 0
                     {
-                        return (Int(entry.index), entry.slot)
+                        return (cell, entry.slot)
                     }
                     cell = (cell + 1) & mask
                 }
@@ -461,18 +461,22 @@ struct TopicSlots {
         }
     }
 
-    func topic(_ entry: Int) -> String { self.topics[entry] }
+    /// The topic of an entry, made from its bytes (only when an alert needs it).
+    func topic(_ entry: Int) -> String {
+        let held = self.table[entry]
+        return String(decoding: self.bytes[held.offset..<(held.offset + Int(held.length))], as: UTF8.self)
+    }
 
-    mutating func insert(_ key: UnsafeRawBufferPointer, hash: UInt64, topic: String, slot: Int32) {
+    mutating func insert(_ key: UnsafeRawBufferPointer, hash: UInt64, slot: Int32) {
         guard self.find(key, hash: hash) == nil, key.count <= Int(Int32.max) else { return }
-        if (self.topics.count + 1) * 2 > self.table.count {
+        if (self.count + 1) * 2 > self.table.count {
             let old = self.table
             self.table = [Entry](repeating: Entry(), count: old.count * 2)
             for entry in old where entry.slot >= 0 { self.place(entry) }
         }
-        let entry = Entry(hash: hash, offset: self.bytes.count, length: Int32(key.count), slot: slot, index: Int32(self.topics.count))
+        let entry = Entry(hash: hash, offset: self.bytes.count, length: Int32(key.count), slot: slot)
         self.bytes.append(contentsOf: key)
-        self.topics.append(topic)
+        self.count += 1
         self.place(entry)
     }
 
