@@ -255,6 +255,10 @@ package struct WireBenchmark {
             fmt(load.report.rate), ms(a, 50), ms(a, 99), ms(a, 99.9), Int(a.totalCount), load.report.breaches, ms(w, 50), ms(w, 99), ms(i, 50), ms(i, 99),
             Int(i.totalCount), cpu / Double(max(processed, 1)) * 1e6, load.report.published - processed)
         if let baselineCPU { text += String(format: " (the bare subscriber at this rate: %.2f µs CPU/message)", baselineCPU) }
+        if a.totalCount == 0 && load.report.breaches > 0 {
+            // Nothing to time: say what the child said, before its directory goes.
+            self.progress("latency: no limit alert of \(load.report.breaches) breaches arrived; dang run's log ends: \(child.logTail())")
+        }
         return Row(name: "latency@\(Int(rate))", values: values, text: text)
     }
 
@@ -410,6 +414,12 @@ final class OrchestratorChild: @unchecked Sendable {
 
     private var isRunning: Bool { ChildProcess.isRunning(self.pid) }
 
+    /// The end of the child's log (it runs at `--log-level error`).
+    func logTail(_ characters: Int = 800) -> String {
+        let log = (try? String(contentsOf: self.directory.appendingPathComponent("dang.log"), encoding: .utf8)) ?? ""
+        return String(log.suffix(characters))
+    }
+
     func stop() {
         if self.isRunning { ChildProcess.stop(self.pid) }
     }
@@ -420,8 +430,7 @@ final class OrchestratorChild: @unchecked Sendable {
             return (try? self.status().connected) == true
         }
         guard self.isRunning else {
-            let log = (try? String(contentsOf: self.directory.appendingPathComponent("dang.log"), encoding: .utf8)) ?? ""
-            throw BenchError(message: "dang run exited: \(log.suffix(800))")
+            throw BenchError(message: "dang run exited: \(self.logTail())")
         }
     }
 
