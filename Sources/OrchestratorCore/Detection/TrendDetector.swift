@@ -135,8 +135,8 @@ package struct TrendDetector: Sendable {
         self.s += s
         self.equalPairs += equal
         self.means[head] = mean
-        self.times[self.head] = time
-        self.head = (self.head + 1) % self.windowBlocks
+        self.times[head] = time
+        self.head = (head + 1) % self.windowBlocks
     }
 
     @inline(__always)
