@@ -88,6 +88,18 @@ struct ScratchDirectory {
         #expect(issues("database:\n  flush_interval: 0\n").map(\.key) == ["database.flush_interval"])
     }
 
+    @Test func `the per-tag limit of a unit is auto by default, a number, or off`() throws {
+        #expect(try load("detection:\n  multivariate: {enabled: true}\n").detection.multivariate.tagSigmas == nil)
+        #expect(try load("detection:\n  multivariate: {tag_sigmas: auto}\n").detection.multivariate.tagSigmas == nil)
+        #expect(try load("detection:\n  multivariate: {tag_sigmas: 4.5}\n").detection.multivariate.tagSigmas == 4.5)
+        #expect(try load("detection:\n  multivariate: {tag_sigmas: 0}\n").detection.multivariate.tagSigmas == 0)
+        for bad in ["lots", "-1", "nan", "1e9"] {
+            let found = issues("detection:\n  multivariate:\n    tag_sigmas: \(bad)\n")
+            #expect(found.map { "\($0.line) \($0.key)" } == ["3 detection.multivariate.tag_sigmas"], "\(bad)")
+            #expect(found.first?.message.contains("auto") == true)
+        }
+    }
+
     @Test func `a YAML syntax error names its line`() {
         let found = issues("mqtt:\n  url: [unclosed\n")
         #expect(found.count == 1)

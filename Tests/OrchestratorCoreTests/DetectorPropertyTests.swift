@@ -52,6 +52,97 @@ enum Fixture {
         }
     }
 
+    @Test func `the per-tag limit and the normal quantile match scipy`() throws {
+        let fixture = try #require(try Fixture.load("multivariate.json") as? [String: Any])
+        for pair in try #require(fixture["normal_quantiles"] as? [[Double]]) {
+            let z = MultivariateModel.upperNormalQuantile(pair[0])
+            #expect(abs(z - pair[1]) <= 1e-12 * max(1, pair[1]), "p \(pair[0]): \(z) against \(pair[1])")
+        }
+        for pair in try #require(fixture["tag_limits"] as? [[Double]]) {
+            let limit = MultivariateModel.derivedTagLimit(tags: Int(pair[0]))
+            #expect(abs(limit - pair[1]) <= 1e-12 * pair[1], "\(Int(pair[0])) tags: \(limit) against \(pair[1])")
+        }
+        let train = try #require(fixture["train"] as? [[Double]])
+        #expect(try MultivariateModel.train(rows: train).tagLimit == fixture["tag_limit"] as? Double)
+        var settings = MultivariateModel.Settings()
+        settings.tagSigmas = 0
+        #expect(try MultivariateModel.train(rows: train, settings: settings).tagLimit == 0)
+    }
+
+    @Test func `each test clears at its own level: the EWMA near its limit neither holds nor ends a D² alarm's episode`() throws {
+        // Six independent tags; the per-tag test off, so only D² and its EWMA speak.
+        var random = SplitMix64(seed: 11)
+        let n = 6
+        let train = (0..<400).map { _ in (0..<n).map { _ in 10 + random.gaussian() } }
+        var settings = MultivariateModel.Settings()
+        settings.tagSigmas = 0
+        var unit = UnitMonitor(name: "u", slots: (0..<Int32(n)).map { $0 }, baselineSize: train.count)
+        for row in train { unit.learn(row, settings: settings) }
+        let model = try #require(unit.model)
+        let raw = model.rawLimit
+        let filtered = model.filteredLimit
+        // A vector whose D² is `d2`, along the first principal component.
+        func vector(d2: Double) -> [Double] {
+            let a = (d2 * model.floored[0]).squareRoot()
+            return (0..<n).map { j in model.mean[j] + model.scale[j] * model.vectors[j * n] * a }
+        }
+        // The construction needs the EWMA to stay below its limit after one spike of D² and a steady
+        // level that keeps D² itself under 80 % of its limit.
+        try #require(0.9 * 0.85 * filtered + 0.1 * 1.05 * raw < filtered && 1.3 * filtered < 0.8 * raw)
+        var time: Int64 = 0
+        func step(_ d2: Double) -> Bool? {
+            time += 1
+            return unit.evaluate(vector(d2: d2), time: time, policy: AlertPolicy(), names: { "t\($0)" })?.raised
+        }
+        // The EWMA settles at 85 % of its limit: no alarm.
+        for _ in 0..<200 { #expect(step(0.85 * filtered) == nil) }
+        // D² above its limit raises; the next sample, D² under 80 % of its limit, clears — the EWMA
+        // (above its 80 %, never above its limit) does not hold the episode.
+        #expect(step(1.05 * raw) == true)
+        #expect(step(0.85 * filtered) == false)
+        // The EWMA above its own limit raises, and holds while it stays above 80 % of it ...
+        var raised = false
+        for _ in 0..<60 where !raised { raised = step(1.3 * filtered) == true }
+        #expect(raised)
+        for _ in 0..<100 { #expect(step(0.85 * filtered) == nil) }
+        // ... and clears once it falls to it.
+        var cleared = false
+        for _ in 0..<60 where !cleared { cleared = step(0.5 * filtered) == false }
+        #expect(cleared)
+    }
+
+    @Test func `a tag beyond its limit raises the unit alone and clears 2 % inside it`() throws {
+        var random = SplitMix64(seed: 12)
+        let n = 52
+        let train = (0..<400).map { _ in (0..<n).map { _ in 50 + 3 * random.gaussian() } }
+        var settings = MultivariateModel.Settings()
+        settings.tagSigmas = 4
+        var unit = UnitMonitor(name: "u", slots: (0..<Int32(n)).map { $0 }, baselineSize: train.count)
+        for row in train { unit.learn(row, settings: settings) }
+        let model = try #require(unit.model)
+        // Tag 0 at `sigmas` baseline deviations, every other tag at its mean: D² = sigmas² (C⁻¹)₀₀,
+        // far below 80 % of D²'s limit, and the EWMA only falls — the tag test alone speaks.
+        try #require(4.1 * 4.1 * model.inverseDiagonal[0] < 0.8 * model.rawLimit)
+        var time: Int64 = 0
+        func step(_ sigmas: Double) -> ConditionChange? {
+            time += 1
+            var vector = model.mean
+            vector[0] += sigmas * model.scale[0]
+            return unit.evaluate(vector, time: time, policy: AlertPolicy(), names: { "t\($0)" })
+        }
+        for _ in 0..<50 { #expect(step(0) == nil) }
+        #expect(step(3.99) == nil)
+        let raised = try #require(step(4.1))
+        #expect(raised.raised)
+        guard case .multivariate(_, _, _, let drivers) = raised.detail else {
+            Issue.record("not a multivariate detail")
+            return
+        }
+        #expect(drivers.first?.tag == "t0" && drivers.first?.share == 1)
+        #expect(step(3.95) == nil)  // 98.75 % of the limit: still beyond
+        #expect(step(3.9)?.raised == false)  // 97.5 %: cleared
+    }
+
     @Test func `a multivariate alarm names the tag that broke the correlation`() throws {
         let fixture = try #require(try Fixture.load("multivariate.json") as? [String: Any])
         let train = try #require(fixture["train"] as? [[Double]])

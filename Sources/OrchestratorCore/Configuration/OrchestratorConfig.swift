@@ -179,7 +179,16 @@ extension DetectionSettings {
             self.multivariate.varianceExplained = unit.double("variance_explained", default: self.multivariate.varianceExplained, in: 0.1...1)
             self.multivariate.lambda = unit.double("ewma_lambda", default: self.multivariate.lambda, in: 0.001...1)
             self.multivariate.kappa = unit.double("limit_widening", default: self.multivariate.kappa, in: 1...100)
-            self.multivariate.tagSigmas = unit.double("tag_sigmas", default: self.multivariate.tagSigmas, in: 0...1000)
+            // `auto` (the default): the unit's Bonferroni limit, `MultivariateModel.derivedTagLimit`.
+            if let text = unit.text("tag_sigmas")?.trimmingCharacters(in: .whitespaces), text != "auto" {
+                if let sigmas = Double(text), (0...1000).contains(sigmas) {
+                    self.multivariate.tagSigmas = sigmas
+                } else {
+                    unit.diagnostics.report(
+                        .error, unit.keyPath("tag_sigmas"), at: unit.markOf("tag_sigmas"),
+                        "expected auto or a number of standard deviations in 0...1000 (0: off), got \"\(text)\"")
+                }
+            }
             self.suppressTagAnomalies = unit.bool("suppress_tag_anomalies", default: self.suppressTagAnomalies)
             unit.finish()
         }

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A unit's model of normal operation: the correlation structure of its tags, learned from a
 /// baseline, with control limits for the regularised Mahalanobis distance D² and its EWMA.
 ///
@@ -22,8 +26,10 @@ package struct MultivariateModel: Sendable {
         /// Standard-normal quantile of the limits (3.0902 = 0.999).
         package var z = 3.090232306167813
         package var folds = 5
-        /// A single tag beyond this many baseline standard deviations alarms by itself (0: off).
-        package var tagSigmas = 4.5
+        /// A single tag beyond this many baseline standard deviations alarms by itself (0: off;
+        /// `nil`: ``derivedTagLimit(tags:)``, the limit that gives the whole unit the false-alarm
+        /// rate of one 3σ alarm).
+        package var tagSigmas: Double? = nil
 
         package init() {}
     }
@@ -46,6 +52,8 @@ package struct MultivariateModel: Sendable {
     package let speLimit: Double
     /// Limit of the EWMA of D².
     package let filteredLimit: Double
+    /// Limit of a single tag's |z| (0: no per-tag test).
+    package let tagLimit: Double
     /// Mean of the cross-validated D² (the EWMA's starting point).
     package let baselineMean: Double
     /// Diagonal of the regularised inverse correlation matrix, for the contributions.
@@ -122,8 +130,30 @@ package struct MultivariateModel: Sendable {
             tags: width, mean: fit.mean, scale: fit.scale, vectors: fit.vectors, eigenvalues: fit.eigenvalues,
             floored: fit.floored, retained: retained, rawLimit: rawLimit,
             t2Limit: Self.scaledChiSquareLimit(cvT2, z: settings.z), speLimit: Self.scaledChiSquareLimit(cvSPE, z: settings.z),
-            filteredLimit: filteredLimit,
+            filteredLimit: filteredLimit, tagLimit: settings.tagSigmas ?? Self.derivedTagLimit(tags: width),
             baselineMean: baselineMean, inverseDiagonal: inverseDiagonal, settings: settings)
+    }
+
+    /// The per-tag limit when none is configured: the |z| that one of `tags` Gaussian tags exceeds
+    /// with probability 2Φ(−3)/`tags` — so the unit as a whole (Bonferroni) alarms on noise no more
+    /// often than a single 3σ alarm (0.27 % of samples) — and never below 4σ, which keeps small
+    /// units from alarming on 3σ readings. 52 tags: 4.047σ.
+    package static func derivedTagLimit(tags: Int) -> Double {
+        let tail = 0.5 * erfc(3 / 2.0.squareRoot())
+        return max(4, upperNormalQuantile(tail / Double(max(tags, 1))))
+    }
+
+    /// The z with P(Z > z) = `p` for a standard normal Z, 0 < p ≤ 0.5: bisection on `erfc` to the
+    /// last bit (called once per unit at training, so exactness beats speed).
+    package static func upperNormalQuantile(_ p: Double) -> Double {
+        precondition(p > 0 && p <= 0.5, "upper-tail probability \(p) outside (0, 0.5]")
+        var low = 0.0
+        var high = 40.0
+        while true {
+            let middle = 0.5 * (low + high)
+            guard middle > low, middle < high else { return middle }
+            if 0.5 * erfc(middle / 2.0.squareRoot()) > p { low = middle } else { high = middle }
+        }
     }
 
     /// The limit of a positive statistic whose distribution is matched to g·χ²(h) by its mean and

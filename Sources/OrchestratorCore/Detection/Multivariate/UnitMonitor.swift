@@ -14,6 +14,11 @@ package struct UnitMonitor: Sendable {
     private var z: [Double]
     private var y: [Double]
     private var contributions: [Double]
+    /// Each test's own hysteresis: beyond its limit since it last went above it and has not yet
+    /// fallen to its clear level.
+    private var rawBeyond = false
+    private var filteredBeyond = false
+    private var tagBeyond = false
     private var latch = AlarmLatch()
     package private(set) var lastScore = 0.0
     package private(set) var trainingError: String?
@@ -69,19 +74,27 @@ package struct UnitMonitor: Sendable {
         }
         let rawRatio = d2 / model.rawLimit
         let filteredRatio = self.filtered / model.filteredLimit
-        // One tag far outside its baseline range alarms by itself (a Bonferroni-style per-tag limit).
+        // One tag far outside its baseline range alarms by itself (a Bonferroni per-tag limit).
         var tagRatio = 0.0
         var outlier = 0
-        if model.settings.tagSigmas > 0 {
-            for j in 0..<model.tags where abs(self.z[j]) / model.settings.tagSigmas > tagRatio {
-                tagRatio = abs(self.z[j]) / model.settings.tagSigmas
+        if model.tagLimit > 0 {
+            for j in 0..<model.tags where abs(self.z[j]) / model.tagLimit > tagRatio {
+                tagRatio = abs(self.z[j]) / model.tagLimit
                 outlier = j
             }
         }
         let ratio = max(rawRatio, filteredRatio, tagRatio)
         self.lastScore = ratio / (1 + ratio)
-        // Hysteresis: raised above the limit, cleared only once every statistic is below 80 % of it.
-        guard let raised = self.latch.update(raise: ratio > 1, clear: ratio <= 0.8, time: time, policy: policy) else {
+        // Hysteresis, per test: D² and its EWMA, which swing widely from sample to sample, clear
+        // below 80 % of their limits; a tag's reading clears 2 % inside its limit, as a limit alarm
+        // with a deadband. The unit is in alarm while any test is: one episode from the first test
+        // beyond its limit to the last one cleared; a test that has not gone beyond its own limit
+        // holds nothing open, however close to it it stays.
+        self.rawBeyond = Self.beyond(rawRatio, was: self.rawBeyond, clear: Self.statisticClear)
+        self.filteredBeyond = Self.beyond(filteredRatio, was: self.filteredBeyond, clear: Self.statisticClear)
+        self.tagBeyond = Self.beyond(tagRatio, was: self.tagBeyond, clear: Self.tagClear)
+        let anyBeyond = self.rawBeyond || self.filteredBeyond || self.tagBeyond
+        guard let raised = self.latch.update(raise: anyBeyond, clear: !anyBeyond, time: time, policy: policy) else {
             return nil
         }
         // Which tags drove it: the statistic that alarmed decides which contributions to rank.
@@ -98,6 +111,17 @@ package struct UnitMonitor: Sendable {
             detail: .multivariate(
                 ratio: ratio, t2Ratio: Self.ratio(parts.t2, model.t2Limit), speRatio: Self.ratio(parts.spe, model.speLimit),
                 drivers: top))
+    }
+
+    /// Clear level of D² and of its EWMA, as a share of the limit.
+    static let statisticClear = 0.8
+    /// Clear level of a single tag's |z|, as a share of its limit.
+    static let tagClear = 0.98
+
+    /// A test's hysteresis: above its limit (ratio > 1) it is beyond, and stays so until the ratio
+    /// falls to `clear`.
+    private static func beyond(_ ratio: Double, was: Bool, clear: Double) -> Bool {
+        was ? ratio > clear : ratio > 1
     }
 
     /// A statistic against its limit; 0 where the limit is 0 — SPE when the model keeps every
