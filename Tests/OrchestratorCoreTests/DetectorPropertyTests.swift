@@ -143,6 +143,48 @@ enum Fixture {
         #expect(step(3.9)?.raised == false)  // 97.5 %: cleared
     }
 
+    @Test func `a unit whose tags have gone quiet is not evaluated again on their last values`() throws {
+        var settings = DetectionSettings()
+        settings.multivariateBaseline = 300
+        var engine = DetectionEngine(settings: settings, topicMap: TopicMap())
+        var slots: [Int32] = []
+        for tag in ["u/a", "u/b"] {
+            let slot = engine.slot(for: tag)
+            slots.append(try #require(slot))
+        }
+        let added = engine.addUnit(name: "u", slots: slots)
+        #expect(added)
+        var random = SplitMix64(seed: 13)
+        var events: [AlertEvent] = []
+        var time: Int64 = 0
+        func sample(_ values: [Double]) {
+            for (slot, value) in zip(slots, values) {
+                time += 1_000
+                engine.ingest(
+                    slot: slot, value: value, quality: .good, sampleTime: time, topic: "t", now: time, into: &events)
+            }
+            engine.evaluateUnits(at: time, into: &events)
+        }
+        for _ in 0..<settings.multivariateBaseline { sample([10 + random.gaussian(), 20 + random.gaussian()]) }
+        let model = try #require(engine.unitMonitors.first?.model)
+        // A vector whose D² is 90 % of its raw limit: no alarm once, but above the EWMA's limit, which
+        // an EWMA fed the same vector again and again would reach.
+        try #require(0.9 * model.rawLimit > 1.2 * model.filteredLimit)
+        let a = (0.9 * model.rawLimit * model.floored[0]).squareRoot()
+        sample((0..<2).map { j in model.mean[j] + model.scale[j] * model.vectors[j * 2] * a })
+        let score = engine.unitMonitors[0].lastScore
+        events.removeAll()
+        for _ in 0..<200 {
+            time += 1_000
+            engine.evaluateUnits(at: time, into: &events)
+        }
+        #expect(events.isEmpty)
+        #expect(engine.unitMonitors[0].lastScore == score)
+        // A new sample of one tag makes the unit evaluated again.
+        sample([model.mean[0], model.mean[1]])
+        #expect(engine.unitMonitors[0].lastScore != score)
+    }
+
     @Test func `a multivariate alarm names the tag that broke the correlation`() throws {
         let fixture = try #require(try Fixture.load("multivariate.json") as? [String: Any])
         let train = try #require(fixture["train"] as? [[Double]])

@@ -15,6 +15,11 @@ package struct DetectionEngine: Sendable {
     /// The unit each tag belongs to, if any.
     private var unitOfSlot: [Int32] = []
     private var units: [UnitMonitor] = []
+    /// Whether a tag of each unit got a usable sample since the unit's last evaluation: a unit whose
+    /// tags have all gone quiet is not evaluated again on their last values (the EWMA of D² would
+    /// otherwise converge on one repeated vector and alarm on a gateway outage; staleness is
+    /// reported per tag).
+    private var unitFresh: [Bool] = []
     private var vector: [Double] = []
     private var training = false
     /// Quality of each tag's last sample, and the sample time each tag was last snapshotted at.
@@ -71,6 +76,7 @@ package struct DetectionEngine: Sendable {
         let index = Int32(self.units.count)
         for slot in slots { self.unitOfSlot[Int(slot)] = index }
         self.units.append(UnitMonitor(name: name, slots: slots, baselineSize: self.settings.multivariateBaseline))
+        self.unitFresh.append(false)
         return true
     }
 
@@ -84,12 +90,14 @@ package struct DetectionEngine: Sendable {
     }
 
     /// Evaluates the multivariate unit monitors on the latest values of their tags: baseline
-    /// collection until a unit is trained, then the test. Units with a tag never seen wait.
+    /// collection until a unit is trained, then the test. Units with a tag never seen wait, and so
+    /// do units none of whose tags had a usable sample since their last evaluation.
     package mutating func evaluateUnits(at time: Int64, into events: inout [AlertEvent]) {
-        for index in self.units.indices {
+        for index in self.units.indices where self.unitFresh[index] {
             self.vector.removeAll(keepingCapacity: true)
             for slot in self.units[index].slots { self.vector.append(self.lastValues[Int(slot)]) }
             guard !self.vector.contains(where: \.isNaN) else { continue }
+            self.unitFresh[index] = false
             if self.training || !self.units[index].isTrained {
                 self.units[index].learn(self.vector, settings: self.settings.multivariate, autoTrain: !self.training)
                 continue
@@ -146,15 +154,16 @@ package struct DetectionEngine: Sendable {
         let score = self.detectors[index].ingest(
             value, time: sampleTime, receiptTime: receiptTime, quality: quality, settings: self.settings,
             scratch: &self.scratch, into: &self.changes)
+        let unit = self.unitOfSlot[index]
         if self.detectors[index].lastSampleUsable {
             self.lastValues[index] = value
+            if unit >= 0 { self.unitFresh[Int(unit)] = true }
             // Good samples only: uncertain ones are usable by the detectors, not as a module's input.
             if quality == .good { self.history.append(slot: slot, time: sampleTime, value: value) }
         }
         self.lastQuality[index] = quality
         self.lastReceipt[index] = now
         // A trained unit monitor speaks for its tags' level anomalies (its alert names the tags).
-        let unit = self.unitOfSlot[index]
         if unit >= 0, self.settings.suppressTagAnomalies, self.units[Int(unit)].isTrained {
             self.changes.removeAll { ($0.condition == .anomaly || $0.condition == .shift) && $0.raised }
         }
