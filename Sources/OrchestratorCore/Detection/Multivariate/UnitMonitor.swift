@@ -1,7 +1,8 @@
 /// Multivariate monitoring of one process unit: collects a baseline of its tags' values, trains a
-/// ``MultivariateModel`` on it, then tests every new vector — raw D² against its limit and the EWMA
+/// ``MultivariateModel`` on it, then tests every new vector — raw D² against its limit, the EWMA
 /// of D² against its own (temporal filtering keeps false alarms low and catches small persistent
-/// shifts) — and says which tags drove an alarm.
+/// shifts), and each tag's |z| against the per-tag limit, each test with its own hysteresis — and
+/// says which tags drove an alarm.
 package struct UnitMonitor: Sendable {
     package let name: String
     /// Engine slots of the unit's tags, in model order.
