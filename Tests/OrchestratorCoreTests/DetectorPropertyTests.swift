@@ -111,7 +111,7 @@ enum Fixture {
         #expect(cleared)
     }
 
-    @Test func `a tag beyond its limit raises the unit alone and clears 2 % inside it`() throws {
+    @Test func `a tag beyond its limit raises the unit alone, clears 2 % inside it and re-arms at 80 %`() throws {
         var random = SplitMix64(seed: 12)
         let n = 52
         let train = (0..<400).map { _ in (0..<n).map { _ in 50 + 3 * random.gaussian() } }
@@ -141,6 +141,17 @@ enum Fixture {
         #expect(drivers.first?.tag == "t0" && drivers.first?.share == 1)
         #expect(step(3.95) == nil)  // 98.75 % of the limit: still beyond
         #expect(step(3.9)?.raised == false)  // 97.5 %: cleared
+        // Back across the limit without having fallen to 80 % of it: not raised again ...
+        #expect(step(4.1) == nil)
+        #expect(step(3.3) == nil)
+        #expect(step(4.2) == nil)
+        // ... unless 25 % beyond it, an escalation.
+        try #require(5.1 * 5.1 * model.inverseDiagonal[0] < 0.8 * model.rawLimit)
+        #expect(step(5.1)?.raised == true)
+        #expect(step(3.9)?.raised == false)
+        // Once at 80 % of its limit, the test is re-armed: the limit raises again.
+        #expect(step(3.2) == nil)
+        #expect(step(4.1)?.raised == true)
     }
 
     @Test func `a unit whose tags have gone quiet is not evaluated again on their last values`() throws {

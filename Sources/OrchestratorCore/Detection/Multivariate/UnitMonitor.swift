@@ -20,6 +20,9 @@ package struct UnitMonitor: Sendable {
     private var rawBeyond = false
     private var filteredBeyond = false
     private var tagBeyond = false
+    /// Whether the tag test may raise again at its limit: after a clear, only once it has fallen
+    /// to 80 % of its limit (or when it goes 25 % beyond it).
+    private var tagArmed = true
     private var latch = AlarmLatch()
     package private(set) var lastScore = 0.0
     package private(set) var trainingError: String?
@@ -88,12 +91,22 @@ package struct UnitMonitor: Sendable {
         self.lastScore = ratio / (1 + ratio)
         // Hysteresis, per test: D² and its EWMA, which swing widely from sample to sample, clear
         // below 80 % of their limits; a tag's reading clears 2 % inside its limit, as a limit alarm
-        // with a deadband. The unit is in alarm while any test is: one episode from the first test
-        // beyond its limit to the last one cleared; a test that has not gone beyond its own limit
-        // holds nothing open, however close to it it stays.
+        // with a deadband, and re-arms below 80 % of it, so a reading wandering back and forth
+        // across the limit does not raise, clear and raise again (unless it goes 25 % beyond: an
+        // escalation is never held back). The unit is in alarm while any test is: one episode from
+        // the first test beyond its limit to the last one cleared; a test that has not gone beyond
+        // its own limit holds nothing open, however close to it it stays.
         self.rawBeyond = Self.beyond(rawRatio, was: self.rawBeyond, clear: Self.statisticClear)
         self.filteredBeyond = Self.beyond(filteredRatio, was: self.filteredBeyond, clear: Self.statisticClear)
-        self.tagBeyond = Self.beyond(tagRatio, was: self.tagBeyond, clear: Self.tagClear)
+        if self.tagBeyond {
+            if tagRatio <= Self.tagClear {
+                self.tagBeyond = false
+                self.tagArmed = tagRatio <= Self.tagRearm
+            }
+        } else {
+            if tagRatio <= Self.tagRearm { self.tagArmed = true }
+            self.tagBeyond = tagRatio > 1 && (self.tagArmed || tagRatio > Self.tagEscalation)
+        }
         let anyBeyond = self.rawBeyond || self.filteredBeyond || self.tagBeyond
         guard let raised = self.latch.update(raise: anyBeyond, clear: !anyBeyond, time: time, policy: policy) else {
             return nil
@@ -118,6 +131,10 @@ package struct UnitMonitor: Sendable {
     static let statisticClear = 0.8
     /// Clear level of a single tag's |z|, as a share of its limit.
     static let tagClear = 0.98
+    /// A cleared tag test is re-armed (may raise again at its limit) at this share of its limit.
+    static let tagRearm = 0.8
+    /// A tag test not yet re-armed raises again above this share of its limit.
+    static let tagEscalation = 1.25
 
     /// A test's hysteresis: above its limit (ratio > 1) it is beyond, and stays so until the ratio
     /// falls to `clear`.
