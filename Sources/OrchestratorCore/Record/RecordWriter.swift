@@ -451,7 +451,7 @@ package final class RecordWriter: AlertSink, Sendable {
     /// Puts memory-held records into the spool if it has room now, else back at the head of the
     /// memory queue.
     private func requeue(_ records: [Record]) {
-        let spooled = self.spool.withLock { spooled -> Int? in
+        let pendingBytes = self.spool.withLock { spooled -> Int? in
             guard let spool = spooled.spool else { return nil }
             do {
                 let payloads = records.map { $0.payload() }
@@ -463,10 +463,10 @@ package final class RecordWriter: AlertSink, Sendable {
             }
         }
         self.state.withLock { state in
-            if let spooled {
+            if let pendingBytes {
                 state.counters.spooled += records.count
-                state.counters.spooledBytes = spooled
-                self.metrics.spoolBytes.record(spooled)
+                state.counters.spooledBytes = pendingBytes
+                self.metrics.spoolBytes.record(pendingBytes)
                 state.backlog += records.count
             } else {
                 state.pending.insert(contentsOf: records, at: 0)

@@ -15,14 +15,10 @@ package struct UnitMonitor: Sendable {
     private var z: [Double]
     private var y: [Double]
     private var contributions: [Double]
-    /// Each test's own hysteresis: beyond its limit since it last went above it and has not yet
-    /// fallen to its clear level.
-    private var rawBeyond = false
-    private var filteredBeyond = false
-    private var tagBeyond = false
-    /// Whether the tag test may raise again at its limit: after a clear, only once it has fallen
-    /// to 80 % of its limit (or when it goes 25 % beyond it).
-    private var tagArmed = true
+    /// Each test's own hysteresis (see `evaluate`).
+    private var rawTest = TestLatch(clear: 0.8)
+    private var filteredTest = TestLatch(clear: 0.8)
+    private var tagTest = TestLatch(clear: 0.98, rearm: 0.8, escalation: 1.25)
     private var latch = AlarmLatch()
     package private(set) var lastScore = 0.0
     package private(set) var trainingError: String?
@@ -96,18 +92,11 @@ package struct UnitMonitor: Sendable {
         // escalation is never held back). The unit is in alarm while any test is: one episode from
         // the first test beyond its limit to the last one cleared; a test that has not gone beyond
         // its own limit holds nothing open, however close to it it stays.
-        self.rawBeyond = Self.beyond(rawRatio, was: self.rawBeyond, clear: Self.statisticClear)
-        self.filteredBeyond = Self.beyond(filteredRatio, was: self.filteredBeyond, clear: Self.statisticClear)
-        if self.tagBeyond {
-            if tagRatio <= Self.tagClear {
-                self.tagBeyond = false
-                self.tagArmed = tagRatio <= Self.tagRearm
-            }
-        } else {
-            if tagRatio <= Self.tagRearm { self.tagArmed = true }
-            self.tagBeyond = tagRatio > 1 && (self.tagArmed || tagRatio > Self.tagEscalation)
-        }
-        let anyBeyond = self.rawBeyond || self.filteredBeyond || self.tagBeyond
+        // (Every test is updated, whichever is beyond.)
+        let rawBeyond = self.rawTest.update(rawRatio)
+        let filteredBeyond = self.filteredTest.update(filteredRatio)
+        let tagBeyond = self.tagTest.update(tagRatio)
+        let anyBeyond = rawBeyond || filteredBeyond || tagBeyond
         guard let raised = self.latch.update(raise: anyBeyond, clear: !anyBeyond, time: time, policy: policy) else {
             return nil
         }
@@ -127,21 +116,6 @@ package struct UnitMonitor: Sendable {
                 drivers: top))
     }
 
-    /// Clear level of D² and of its EWMA, as a share of the limit.
-    static let statisticClear = 0.8
-    /// Clear level of a single tag's |z|, as a share of its limit.
-    static let tagClear = 0.98
-    /// A cleared tag test is re-armed (may raise again at its limit) at this share of its limit.
-    static let tagRearm = 0.8
-    /// A tag test not yet re-armed raises again above this share of its limit.
-    static let tagEscalation = 1.25
-
-    /// A test's hysteresis: above its limit (ratio > 1) it is beyond, and stays so until the ratio
-    /// falls to `clear`.
-    private static func beyond(_ ratio: Double, was: Bool, clear: Double) -> Bool {
-        was ? ratio > clear : ratio > 1
-    }
-
     /// A statistic against its limit; 0 where the limit is 0 — SPE when the model keeps every
     /// component, so nothing is left in the residual space (0 / 0 printed "-nan×" in the alert).
     private static func ratio(_ value: Double, _ limit: Double) -> Double {
@@ -153,4 +127,35 @@ package struct UnitMonitor: Sendable {
 package struct UnitDriver: Sendable, Equatable {
     package let tag: String
     package let share: Double
+}
+
+/// One test's hysteresis, on its ratio to its limit: beyond above 1, cleared at `clear`; once
+/// cleared it may go beyond at its limit again only after falling to `rearm` (at `clear` or below:
+/// at once), or above `escalation` at any time.
+private struct TestLatch {
+    let clear: Double
+    let rearm: Double
+    let escalation: Double
+    private var beyond = false
+    private var armed = true
+
+    init(clear: Double, rearm: Double? = nil, escalation: Double = 1) {
+        self.clear = clear
+        self.rearm = rearm ?? clear
+        self.escalation = escalation
+    }
+
+    /// Whether the test is beyond its limit after this ratio.
+    mutating func update(_ ratio: Double) -> Bool {
+        if self.beyond {
+            if ratio <= self.clear {
+                self.beyond = false
+                self.armed = ratio <= self.rearm
+            }
+        } else {
+            if ratio <= self.rearm { self.armed = true }
+            self.beyond = ratio > 1 && (self.armed || ratio > self.escalation)
+        }
+        return self.beyond
+    }
 }
