@@ -32,6 +32,16 @@ package struct PostgresError: Error, CustomStringConvertible, Sendable {
         return state.hasPrefix("08") || state.hasPrefix("40") || state.hasPrefix("53") || state.hasPrefix("57P")
     }
 
+    /// Errors that belong to one row's data, not to the database or the session: bad data (class
+    /// 22: a value out of range, an unstorable escape), integrity (23: a constraint) and program
+    /// limits (54: a value too large for an index). Only these may set one row aside; anything else
+    /// (a read-only standby, a revoked grant, a missing table, a lock or statement timeout) is the
+    /// whole database's problem, and the rows wait for it.
+    package var isRowSpecific: Bool {
+        guard self.code != .connectionFailed, let state = self.sqlState else { return false }
+        return state.hasPrefix("22") || state.hasPrefix("23") || state.hasPrefix("54")
+    }
+
     package var description: String {
         if let sqlState { return "PostgreSQL \(self.code) [\(sqlState)]: \(self.message)" }
         return "PostgreSQL \(self.code): \(self.message)"

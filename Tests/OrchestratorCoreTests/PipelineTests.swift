@@ -35,17 +35,17 @@ final class CollectingSink: AlertSink, Sendable {
         let (pipeline, sink) = self.pipeline(map: map)
         let topic = "plant/r1/cdu/cdu1/TI-101"
         func sample(_ second: Int64, _ value: Double) -> String { #"{"ts":\#(1_790_000_000_000 + second * 1000),"v":\#(value)}"# }
-        for second: Int64 in 0..<20 { self.publish(pipeline, topic, sample(second, 350 + Double(second % 3)), at: second * 1000) }
+        for second: Int64 in 0..<20 { self.publish(pipeline, topic, sample(second, 350 + Double(second % 3)), at: 1_790_000_000_000 + second * 1000) }
         // After a broker restart the last three come again (at least once), then the stream goes on.
-        for second: Int64 in 17..<20 { self.publish(pipeline, topic, sample(second, 350 + Double(second % 3)), at: 20_000) }
-        for second: Int64 in 20..<25 { self.publish(pipeline, topic, sample(second, 350 + Double(second % 3)), at: second * 1000) }
+        for second: Int64 in 17..<20 { self.publish(pipeline, topic, sample(second, 350 + Double(second % 3)), at: 1_790_000_020_000) }
+        for second: Int64 in 20..<25 { self.publish(pipeline, topic, sample(second, 350 + Double(second % 3)), at: 1_790_000_000_000 + second * 1000) }
         #expect(pipeline.processedCount(tag: "r1/cdu/cdu1/TI-101") == 25)
         #expect(pipeline.counters.redeliveries == 3)
         #expect(pipeline.counters.samples == 28)
         #expect(sink.events.withLock { $0 }.filter { $0.kind == .dataQuality }.isEmpty)
 
         // The same time with another value is no redelivery: the source is confused.
-        self.publish(pipeline, topic, sample(24, 999), at: 25_000)
+        self.publish(pipeline, topic, sample(24, 999), at: 1_790_000_025_000)
         #expect(pipeline.counters.redeliveries == 3)
         #expect(sink.events.withLock { $0 }.filter { $0.kind == .dataQuality && $0.state == .raised }.count == 1)
         #expect(pipeline.processedCount(tag: "r1/cdu/cdu1/TI-101") == 25)
@@ -58,8 +58,8 @@ final class CollectingSink: AlertSink, Sendable {
         let tags = (0..<300).map { "r1/cdu/cdu\($0 % 5)/TI-\($0)" }
         for tag in tags { map.tags[tag] = TagInfo(limits: .init(hi: 100)) }
         let (pipeline, sink) = self.pipeline(map: map)
-        for tag in tags { self.publish(pipeline, "plant/\(tag)", #"{"ts":1790000000000,"v":50}"#, at: 1_000) }
-        for tag in tags { self.publish(pipeline, "plant/\(tag)", #"{"ts":1790000001000,"v":150}"#, at: 2_000) }
+        for tag in tags { self.publish(pipeline, "plant/\(tag)", #"{"ts":1790000000000,"v":50}"#, at: 1_790_000_001_000) }
+        for tag in tags { self.publish(pipeline, "plant/\(tag)", #"{"ts":1790000001000,"v":150}"#, at: 1_790_000_002_000) }
         let raised = sink.events.withLock { $0 }.filter { $0.kind == .limit && $0.state == .raised }
         #expect(raised.count == tags.count)
         #expect(Set(raised.map(\.tag)) == Set(tags))

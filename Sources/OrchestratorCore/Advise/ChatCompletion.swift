@@ -162,12 +162,13 @@ package enum ChatCompletion {
     /// `Retry-After` as delay-seconds or an HTTP-date, relative to `now`.
     package static func retryAfter(_ value: String?, now: Date = Date()) -> Duration? {
         guard let value = value?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
-        if let seconds = Double(value), seconds.isFinite, seconds >= 0 { return .milliseconds(Int64(seconds * 1000)) }
+        // A server's number is capped at a day (a huge one would overflow the conversion and trap).
+        if let seconds = Double(value), seconds.isFinite, seconds >= 0 { return .milliseconds(Int64(min(seconds, 86_400) * 1000)) }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")
         formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
         guard let date = formatter.date(from: value) else { return nil }
-        return .milliseconds(max(0, Int64((date.timeIntervalSince(now) * 1000).rounded())))
+        return .milliseconds(Int64((min(max(0, date.timeIntervalSince(now)), 86_400) * 1000).rounded()))
     }
 }

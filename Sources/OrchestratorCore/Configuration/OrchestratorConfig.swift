@@ -16,6 +16,7 @@ package import Mosquitto
 ///   `flush_interval` (duration), `queue_capacity` (records).
 /// - `topics`: `prefix` (default `apos`), `map` (topic-map file, relative to this file), `alert_qos`,
 ///   `max_payload_bytes`.
+/// - `ingest`: `max_future_skew` (duration; samples stamped further ahead of the clock are refused).
 /// - `detection`: `ewma_alpha`, `warmup_samples`, `z_clear`, `sigma_floor`, `max_tags`, `anomaly.*`,
 ///   `alerts.*`, `trend.*`, `data_quality.*`, `multivariate.*`, `market_moves` (see docs/configuration.md).
 package struct OrchestratorConfig: Sendable {
@@ -31,6 +32,7 @@ package struct OrchestratorConfig: Sendable {
     package var topics: TopicSettings
     package var detection: DetectionSettings
     package var api = APISettings()
+    package var ingest = IngestSettings()
     package var topicMap: TopicMap
     /// Warnings found while reading (errors throw instead).
     package var warnings: [ConfigIssue]
@@ -255,6 +257,20 @@ package struct DatabaseSettings: Sendable {
         .init(table: "invocations", keep: .seconds(365 * 86400)), .init(table: "llm_exchanges", keep: .seconds(90 * 86400)),
     ]
     package var retentionInterval: Duration = .seconds(600)
+}
+
+/// `ingest`: the rules every input format (JSON, batches, Sparkplug) is held to.
+package struct IngestSettings: Sendable {
+    /// A sample stamped more than this ahead of the wall clock is refused (a mis-set source clock
+    /// would otherwise pin its tag's clock in the future and blind it).
+    package var maxFutureSkew: Duration = .seconds(300)
+
+    /// Whether a sample time is acceptable at `now` (epoch ms): not beyond the skew, and inside
+    /// what PostgreSQL's `timestamptz` holds.
+    package func accepts(sampleTime: Int64, now: Int64) -> Bool {
+        RFC3339.storableRange.contains(Double(sampleTime))
+            && Double(sampleTime) <= Double(now) + Double(self.maxFutureSkew.milliseconds)
+    }
 }
 
 /// `topics`.
@@ -524,6 +540,10 @@ extension OrchestratorConfig {
         }
         if let detection = root.section("detection") {
             self.detection.read(detection)
+        }
+        if let ingest = root.section("ingest") {
+            self.ingest.maxFutureSkew = ingest.duration("max_future_skew", default: self.ingest.maxFutureSkew)
+            ingest.finish()
         }
         self.sizeHistory()
     }

@@ -43,6 +43,8 @@ package enum DataQualityIssue: UInt8, Sendable, Equatable {
     case gap
     /// A Sparkplug edge node skipped sequence numbers or sent data before its birth.
     case sequence
+    /// A sample stamped too far in the future, or outside what PostgreSQL can store: refused.
+    case futureTimestamp
 
     package var text: String {
         switch self {
@@ -53,6 +55,7 @@ package enum DataQualityIssue: UInt8, Sendable, Equatable {
         case .duplicateTimestamp: "duplicate timestamps"
         case .gap: "a gap in the data"
         case .sequence: "Sparkplug sequence broken (messages lost or data before birth); rebirth requested"
+        case .futureTimestamp: "timestamps too far in the future or out of range (a source clock is wrong); samples refused"
         }
     }
 }

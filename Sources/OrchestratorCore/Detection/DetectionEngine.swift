@@ -235,6 +235,12 @@ package struct DetectionEngine: Sendable {
     /// A transport-level data-quality problem of a tag (a Sparkplug node's broken sequence).
     package mutating func reportDataQuality(_ issue: DataQualityIssue, tag: String, topic: String, now: Int64, into events: inout [AlertEvent]) {
         guard let slot = self.slot(for: tag) else { return }
+        self.reportDataQuality(issue, slot: slot, topic: topic, now: now, into: &events)
+    }
+
+    /// A data-quality problem of a sample that was refused before its detectors saw it (a time
+    /// far in the future): the tag's clock and statistics are left as they were.
+    package mutating func reportDataQuality(_ issue: DataQualityIssue, slot: Int32, topic: String, now: Int64, into events: inout [AlertEvent]) {
         self.changes.removeAll(keepingCapacity: true)
         self.detectors[Int(slot)].reportDataQuality(issue, now: now, settings: self.settings, into: &self.changes)
         self.emitChanges(slot: slot, topic: topic, sampleTime: now, now: now, into: &events)

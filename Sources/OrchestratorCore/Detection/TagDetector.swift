@@ -89,7 +89,7 @@ package struct TagDetector: Sendable {
         } else if quality == .uncertain {
             issue = .uncertainQuality
         } else if !receiptTime, self.lastTime != .min, self.meanInterval > 0,
-            Double(time &- self.lastTime) > max(settings.gapFactor * self.meanInterval, 1000)
+            Self.elapsed(from: self.lastTime, to: time) > max(settings.gapFactor * self.meanInterval, 1000)
         {
             // A gap is judged on the source's own timestamps, and is at least a second: receipt
             // times of a burst say more about the network than about the source (staleness covers
@@ -127,7 +127,7 @@ package struct TagDetector: Sendable {
         }
 
         if self.lastTime != .min, time > self.lastTime {
-            let interval = Double(time - self.lastTime)
+            let interval = Self.elapsed(from: self.lastTime, to: time)
             self.meanInterval = self.meanInterval == 0 ? interval : 0.95 * self.meanInterval + 0.05 * interval
         }
         self.lastTime = max(time, self.lastTime)
@@ -140,7 +140,7 @@ package struct TagDetector: Sendable {
     /// may lag or jump, and buffered data arrives late).
     package mutating func checkStale(now: Int64, lastReceipt: Int64, policy: AlertPolicy, into changes: inout [ConditionChange]) {
         guard let period = self.info.expectedPeriod, lastReceipt != .min else { return }
-        let silence = Double(now &- lastReceipt)
+        let silence = Self.elapsed(from: lastReceipt, to: now)
         let limit = Double(period.milliseconds) * self.info.staleAfter
         guard silence > limit, !self.isActive(.stale) else { return }
         self.update(
@@ -197,7 +197,7 @@ package struct TagDetector: Sendable {
 
     private mutating func checkRate(_ value: Double, time: Int64, policy: AlertPolicy, into changes: inout [ConditionChange]) {
         guard let limit = self.info.maxRatePerMinute, self.lastTime != .min, time > self.lastTime else { return }
-        let rate = (value - self.lastValue) / Double(time - self.lastTime) * 60_000
+        let rate = (value - self.lastValue) / Self.elapsed(from: self.lastTime, to: time) * 60_000
         self.update(
             .rateOfChange, raise: abs(rate) > limit, clear: abs(rate) <= limit * 0.8, value: value, score: 1,
             detail: .rate(perMinute: rate, limit: limit), time: time, policy: policy, into: &changes)
@@ -212,9 +212,9 @@ package struct TagDetector: Sendable {
         } else {
             self.flatlineCount += 1
         }
-        let seconds = Double(time - self.flatlineSince) / 1000
+        let seconds = Self.elapsed(from: self.flatlineSince, to: time) / 1000
         let bySamples = flatline.samples.map { self.flatlineCount >= $0 } ?? false
-        let byTime = flatline.duration.map { time - self.flatlineSince >= $0.milliseconds } ?? false
+        let byTime = flatline.duration.map { seconds * 1000 >= Double($0.milliseconds) } ?? false
         let samples = self.flatlineCount
         self.update(
             .flatline, raise: bySamples || byTime, clear: samples == 1, value: value, score: 1,
@@ -270,6 +270,15 @@ package struct TagDetector: Sendable {
         let index = Int(condition.rawValue)
         guard let raised = self.latches[index].update(raise: raise, clear: clear, time: time, policy: policy) else { return }
         changes.append(ConditionChange(condition: condition, raised: raised, value: value, score: score, detail: detail()))
+    }
+}
+
+extension TagDetector {
+    /// Milliseconds from one time to a later one, as a Double: two wire-derived Int64 times can be
+    /// far enough apart that their Int64 difference would overflow (and trap).
+    @inline(__always)
+    static func elapsed(from start: Int64, to end: Int64) -> Double {
+        Double(end) - Double(start)
     }
 }
 

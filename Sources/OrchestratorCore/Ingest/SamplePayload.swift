@@ -53,6 +53,11 @@ package enum PayloadRejection: String, Sendable, CaseIterable, Error {
     case sparkplugPayload = "sparkplug_payload"
     /// Sparkplug: more edge nodes than the orchestrator keeps state for.
     case sparkplugNodeLimit = "sparkplug_node_limit"
+    /// Sparkplug: a sequence number outside 0…255 (a protocol error; the node is asked to rebirth).
+    case sparkplugSequence = "sparkplug_sequence"
+    /// A sample time more than `ingest.max_future_skew` ahead of the wall clock, or outside what
+    /// PostgreSQL can store: refused, and a data-quality event of its tag; it never moves the tag's clock.
+    case futureTimestamp = "future_timestamp"
 }
 
 /// Decodes sample payloads straight from the message bytes.

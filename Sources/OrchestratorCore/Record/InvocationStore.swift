@@ -165,9 +165,9 @@ enum InvocationStore {
             [
                 PostgresArray(invocations.map { $0.invocationID.uuidString.lowercased() }),
                 PostgresArray(invocations.map { $0.decisionID.uuidString.lowercased() }), PostgresArray(invocations.map(\.module)),
-                PostgresArray(invocations.map(\.params)), PostgresNullableInt64Array(invocations.map(\.publishedAt)),
+                PostgresArray(invocations.map { StorableJSON.jsonb($0.params) }), PostgresNullableInt64Array(invocations.map(\.publishedAt)),
                 PostgresNullableInt64Array(invocations.map(\.completedAt)), PostgresArray(invocations.map(\.status)),
-                PostgresArray(invocations.map { Int64($0.attempts) }), PostgresNullableTextArray(invocations.map(\.result)),
+                PostgresArray(invocations.map { Int64($0.attempts) }), PostgresNullableTextArray(invocations.map { StorableJSON.jsonb($0.result) }),
                 PostgresArray(invocations.map(\.triggerKind)), PostgresArray(invocations.map(\.scopeKey)),
             ])
     }
@@ -352,20 +352,6 @@ package struct LLMExchangeRecord: Sendable, Equatable {
         self.question = object["question"] as? String
         self.answer = object["answer"] as? String
     }
-
-    /// A text as a jsonb value: itself if it is JSON, else wrapped as `{"raw": text}`.
-    static func jsonb(_ text: String?) -> String? {
-        guard let text else { return nil }
-        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        if !trimmed.isEmpty, (try? JSONSerialization.jsonObject(with: Data(trimmed.utf8), options: [.fragmentsAllowed])) != nil,
-            !trimmed.contains("\\u0000")
-        {
-            return trimmed
-        }
-        var json = JSONWriter()
-        json.field("raw", string: String(text.prefix(100_000)))
-        return String(decoding: json.finish(), as: UTF8.self)
-    }
 }
 
 extension InvocationStore {
@@ -385,7 +371,7 @@ extension InvocationStore {
                 """,
                 [
                     e.exchangeID.uuidString.lowercased(), e.decisionID?.uuidString.lowercased(), e.ts, e.provider, e.model,
-                    LLMExchangeRecord.jsonb(e.request), LLMExchangeRecord.jsonb(e.response), e.reasoning, e.status, e.latencyMilliseconds,
+                    StorableJSON.jsonb(e.request), StorableJSON.jsonb(e.response), e.reasoning, e.status, e.latencyMilliseconds,
                     e.error, e.sessionID?.uuidString.lowercased(), e.question, e.answer,
                 ])
         }

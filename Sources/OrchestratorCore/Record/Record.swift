@@ -174,8 +174,8 @@ enum DecisionStore {
             [
                 PostgresArray(decisions.map { $0.decisionID.uuidString.lowercased() }), PostgresArray(decisions.map(\.ts)),
                 PostgresNullableTextArray(decisions.map(\.module)), PostgresArray(decisions.map(\.action)),
-                PostgresArray(decisions.map(\.source)), PostgresArray(decisions.map(\.trigger)),
-                PostgresArray(decisions.map(\.reasons)), PostgresArray(decisions.map(\.confidence)),
+                PostgresArray(decisions.map(\.source)), PostgresArray(decisions.map { StorableJSON.jsonb($0.trigger) }),
+                PostgresArray(decisions.map { StorableJSON.jsonb($0.reasons) }), PostgresArray(decisions.map(\.confidence)),
                 PostgresNullableInt64Array(decisions.map(\.latencyMicroseconds)),
             ])
     }

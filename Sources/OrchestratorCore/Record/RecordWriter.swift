@@ -29,6 +29,7 @@ package final class RecordWriter: AlertSink, Sendable {
         package var written = 0
         package var dropped = 0
         package var failedBatches = 0
+        /// Records the database refused for their own data, set aside in the dead-letter file.
         package var rejectedRecords = 0
         package var connected = false
         /// Records appended to the spool, and bytes in it not yet written to the database.
@@ -48,6 +49,8 @@ package final class RecordWriter: AlertSink, Sendable {
         var backlog = 0
         /// The open "spool nearly full" alert, if any.
         var pressureAlert: AlertEvent?
+        /// The open "records set aside" alert, if any.
+        var deadLetterAlert: AlertEvent?
     }
 
     /// Where the writer's own alerts go (the "spool nearly full" one).
@@ -71,6 +74,7 @@ package final class RecordWriter: AlertSink, Sendable {
         var mirror: SpoolMirror
     }
     private let wake = DispatchSemaphore(value: 0)
+    private let deadLetter: DeadLetter
     private let settings: DatabaseSettings
     private let logger: Logger
     private let migrate: Bool
@@ -91,6 +95,7 @@ package final class RecordWriter: AlertSink, Sendable {
         metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) {
         self.settings = settings
+        self.deadLetter = DeadLetter(spoolDirectory: settings.spoolDirectory)
         self.migrate = migrate
         self.logger = logger
         self.metrics = Instruments(
@@ -491,8 +496,10 @@ package final class RecordWriter: AlertSink, Sendable {
         }
     }
 
-    /// Writes a batch in one transaction; a batch the server refuses is retried row by row. Written
-    /// rows are removed from `batch`. Returns `nil` when the connection failed (the rest is kept).
+    /// Writes a batch in one transaction; a batch the server refuses for one row's data is retried
+    /// row by row. Written rows are removed from `batch`. Returns `nil` when the batch could not be
+    /// written for a reason that is not a row's (the connection, a read-only standby, a revoked
+    /// grant, a timeout…): the rest is kept, and the caller backs off.
     private func write(_ batch: inout [Record], on connection: PostgresConnection) -> Int? {
         let count = batch.count
         do {
@@ -501,7 +508,7 @@ package final class RecordWriter: AlertSink, Sendable {
             self.metrics.written.increment(by: count)
             batch.removeAll(keepingCapacity: true)
             return count
-        } catch let error as PostgresError where !error.isTransient {
+        } catch let error as PostgresError where error.isRowSpecific {
             self.state.withLock { $0.counters.failedBatches += 1 }
             self.logger.error("record batch rejected; writing rows one by one", metadata: ["error": "\(error)"])
             do {
@@ -530,22 +537,73 @@ package final class RecordWriter: AlertSink, Sendable {
         return connection
     }
 
-    /// Writes rows one at a time, dropping (and counting) only those the server refuses; rows
-    /// written are removed from `batch`. A transient error stops and is rethrown with the rest kept.
+    /// Writes rows one at a time. A row the server refuses for its own data is written again with
+    /// its JSON kept as text, and if that is refused too, set aside in the dead-letter file (counted,
+    /// logged and alerted). Rows written or set aside are removed from `batch`; any other error stops
+    /// and is rethrown with the rest kept.
     private func writeIndividually(_ batch: inout [Record], on connection: PostgresConnection) throws {
-        while let event = batch.first {
+        while let record = batch.first {
             do {
-                try Record.write([event], on: connection)
+                try Record.write([record], on: connection)
                 self.state.withLock { $0.counters.written += 1 }
                 self.metrics.written.increment()
-            } catch let error as PostgresError where !error.isTransient {
-                self.state.withLock { $0.counters.rejectedRecords += 1 }
-                self.metrics.rejected.increment()
-                self.logger.error(
-                    "record rejected by the database", metadata: ["record.id": "\(event.id)", "error": "\(error)"])
+            } catch let error as PostgresError where error.isRowSpecific {
+                if let text = record.withJSONAsText(), (try? Record.write([text], on: connection)) != nil {
+                    self.state.withLock { $0.counters.written += 1 }
+                    self.metrics.written.increment()
+                    self.logger.warning(
+                        "record's JSON refused by the database; kept as text",
+                        metadata: ["record.id": "\(record.id)", "error": "\(error)"])
+                } else {
+                    try self.setAside(record, error: error)
+                }
             }
             batch.removeFirst()
         }
+    }
+
+    /// Puts one refused record into the dead-letter file. Throws (keeping the record where it is)
+    /// when that file cannot be written either: a refused row is never silently dropped.
+    private func setAside(_ record: Record, error: PostgresError) throws {
+        let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+        let line = DeadLetter.line(record: record, sqlState: error.sqlState, error: error.message, at: now)
+        if self.deadLetter.path != nil {
+            do {
+                try self.deadLetter.append(line)
+            } catch let fileError {
+                self.logger.critical(
+                    "record refused by the database and the dead-letter file cannot be written; keeping it",
+                    metadata: ["record.id": "\(record.id)", "error": "\(error)", "file.error": "\(fileError)"])
+                throw error
+            }
+        } else {
+            self.logger.critical("record refused by the database (no spool directory: logged in full)", metadata: ["record": "\(String(decoding: line, as: UTF8.self))"])
+        }
+        let total = self.state.withLock { state -> Int in
+            state.counters.rejectedRecords += 1
+            return state.counters.rejectedRecords
+        }
+        self.metrics.rejected.increment()
+        self.logger.error(
+            "record refused by the database; set aside in the dead-letter file",
+            metadata: [
+                "record.id": "\(record.id)", "error": "\(error)", "file": "\(self.deadLetter.path ?? "(log)")",
+                "record.set_aside_total": "\(total)",
+            ])
+        // One open `system` alert while records have been set aside (an operator looks at the file).
+        let event = self.state.withLock { state -> AlertEvent? in
+            guard state.deadLetterAlert == nil else { return nil }
+            let raised = AlertEvent(
+                alertID: UUID(), state: .raised, severity: .warning, kind: .system, tag: "orchestrator/record",
+                topic: self.deadLetter.path ?? "", timestamp: now, raisedAt: now, clearedAt: nil, value: Double(total), score: 1,
+                message: "a record was refused by the database for its data (\(error.sqlState ?? "?")) and set aside in "
+                    + "\(self.deadLetter.path ?? "the log"): nothing is lost, but it needs a look")
+            state.deadLetterAlert = raised
+            return raised
+        }
+        guard let event else { return }
+        self.enqueue(.alert(event))
+        for sink in self.alertSinks.withLock({ $0 }) { sink.deliver(event) }
     }
 
 }

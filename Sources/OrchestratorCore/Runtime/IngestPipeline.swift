@@ -159,15 +159,17 @@ package final class IngestPipeline: Sendable {
         // The hot path: one sample on a topic seen before — no String, no route, no tag lookup.
         if case .success(.single(let ts, let value, let quality)) = parsed {
             let hash = TopicSlots.hash(topicBytes)
+            var refused: PayloadRejection? = nil
             let handled = self.state.withLock { state -> Bool in
                 guard let (entry, slot) = state.topicSlots.find(topicBytes, hash: hash) else { return false }
                 state.counters.messages += 1
-                self.ingest(
+                refused = self.ingest(
                     slot: slot, value: value, quality: quality, sampleTime: ts ?? now, receiptTime: ts == nil, topic: .cached(entry),
                     now: now, state: &state, events: &events)
                 return true
             }
             if handled {
+                if let refused { self.logRejection(refused.rawValue, topic: String(decoding: topicBytes, as: UTF8.self)) }
                 self.deliver(events, fromMessage: true)
                 return
             }
@@ -194,11 +196,14 @@ package final class IngestPipeline: Sendable {
             case (_, .failure(let reason)):
                 state.counters.rejected[reason, default: 0] += 1
                 rejection = reason
-                // A NaN/Inf on a known tag is also that tag's data-quality problem.
+                // A NaN/Inf or an impossible time on a known tag is also that tag's data-quality problem.
                 if reason == .nonFinite, case .tag(let tag) = route, let slot = self.slot(for: tag, in: &state) {
                     state.engine.ingest(
                         slot: slot, value: .nan, quality: .good, sampleTime: now, receiptTime: true, topic: topic, now: now,
                         into: &events)
+                    self.count(events, in: &state)
+                } else if reason == .badTimestamp, case .tag(let tag) = route, let slot = self.slot(for: tag, in: &state) {
+                    state.engine.reportDataQuality(.futureTimestamp, slot: slot, topic: topic, now: now, into: &events)
                     self.count(events, in: &state)
                 }
             case (.tag(let tag), .success(.single(let ts, let value, let quality))):
@@ -209,9 +214,12 @@ package final class IngestPipeline: Sendable {
                 state.topicSlots.insert(topicBytes, hash: TopicSlots.hash(topicBytes), slot: slot)
                 // From now on the topic cache answers for this topic: one entry, not two.
                 state.routes[topic] = nil
-                self.ingest(
+                if let refused = self.ingest(
                     slot: slot, value: value, quality: quality, sampleTime: ts ?? now, receiptTime: ts == nil, topic: .text(topic),
                     now: now, state: &state, events: &events)
+                {
+                    rejection = refused
+                }
             case (.batch(let base), .success(.batch(let ts, let values, let quality))):
                 for (name, value) in values {
                     guard Self.isValidTagName(name) else {
@@ -228,9 +236,12 @@ package final class IngestPipeline: Sendable {
                         state.counters.rejected[.nonFinite, default: 0] += 1
                         rejection = .nonFinite
                     }
-                    self.ingest(
+                    if let refused = self.ingest(
                         slot: slot, value: value, quality: quality, sampleTime: ts ?? now, receiptTime: ts == nil, topic: .text(topic),
                         now: now, state: &state, events: &events)
+                    {
+                        rejection = refused
+                    }
                 }
             case (.tag, .success(.batch)), (.batch, .success(.single)):
                 // A batch on a single tag's topic, or a single value on a unit's topic.
@@ -258,16 +269,18 @@ package final class IngestPipeline: Sendable {
             if let reason = outcome.rejection {
                 rejection = PayloadRejection(rawValue: reason) ?? .sparkplugPayload
                 state.counters.rejected[rejection!, default: 0] += 1
-                return
             }
             for sample in outcome.samples {
                 guard let slot = self.slot(for: sample.tag, in: &state) else {
                     tagLimit = true
                     continue
                 }
-                self.ingest(
+                if let refused = self.ingest(
                     slot: slot, value: sample.value, quality: .good, sampleTime: sample.time ?? now, receiptTime: sample.time == nil,
                     topic: .text(topic), now: now, state: &state, events: &events)
+                {
+                    rejection = refused
+                }
             }
             if !outcome.dead.isEmpty {
                 let before = events.count
@@ -299,22 +312,37 @@ package final class IngestPipeline: Sendable {
         case cached(Int)
     }
 
+    /// Feeds one sample to its tag. Returns the reason it was refused, if it was (the caller logs
+    /// it once the lock is released).
+    @discardableResult
     private func ingest(
         slot: Int32, value: Double, quality: SampleQuality, sampleTime: Int64, receiptTime: Bool, topic: SampleTopic, now: Int64,
         state: inout State, events: inout [AlertEvent]
-    ) {
+    ) -> PayloadRejection? {
+        // One rule for every input format: a time far ahead of the clock (or one PostgreSQL cannot
+        // store) is refused and is its tag's data-quality event; it never moves the tag's clock.
+        if !receiptTime, !self.config.ingest.accepts(sampleTime: sampleTime, now: now) {
+            state.counters.rejected[.futureTimestamp, default: 0] += 1
+            let before = events.count
+            state.engine.reportDataQuality(.futureTimestamp, slot: slot, topic: self.text(of: topic, in: state), now: now, into: &events)
+            self.count(events[before...], in: &state)
+            return .futureTimestamp
+        }
         state.counters.samples += 1
         if quality == .bad { state.counters.badQualitySamples += 1 }
         _ = state.engine.detect(slot: slot, value: value, quality: quality, sampleTime: sampleTime, receiptTime: receiptTime, now: now)
-        guard state.engine.hasChanges else { return }
-        let text: String
-        switch topic {
-        case .text(let topic): text = topic
-        case .cached(let entry): text = state.topicSlots.topic(entry)
-        }
+        guard state.engine.hasChanges else { return nil }
         let before = events.count
-        state.engine.emitChanges(slot: slot, topic: text, sampleTime: sampleTime, now: now, into: &events)
+        state.engine.emitChanges(slot: slot, topic: self.text(of: topic, in: state), sampleTime: sampleTime, now: now, into: &events)
         self.count(events[before...], in: &state)
+        return nil
+    }
+
+    private func text(of topic: SampleTopic, in state: borrowing State) -> String {
+        switch topic {
+        case .text(let topic): topic
+        case .cached(let entry): state.topicSlots.topic(entry)
+        }
     }
 
     private func count(_ events: some Collection<AlertEvent>, in state: inout State) {

@@ -69,7 +69,8 @@ package enum ReferenceWorker: String, Sendable, CaseIterable {
             let values = s.values.filter(\.isFinite)
             guard values.count >= 4 else { continue }
             let fit = HoltFit.best(values)
-            let step = s.times.count > 1 ? Double(s.times.last! - s.times.first!) / Double(s.times.count - 1) : 1000
+            // Times come from the invocation: differences in Double, results clamped (never a trap).
+            let step = s.times.count > 1 ? (Double(s.times.last!) - Double(s.times.first!)) / Double(s.times.count - 1) : 1000
             var mean: [Double] = []
             var lower: [Double] = []
             var upper: [Double] = []
@@ -85,7 +86,8 @@ package enum ReferenceWorker: String, Sendable, CaseIterable {
                 mean.append(forecast)
                 lower.append(forecast - 1.96 * sd)
                 upper.append(forecast + 1.96 * sd)
-                times.append((s.times.last ?? 0) + Int64((Double(h) * step).rounded()))
+                let ahead = (Double(s.times.last ?? 0) + Double(h) * step).rounded()
+                times.append(ahead.isFinite ? Int64(max(-9.0e18, min(9.0e18, ahead))) : 0)
             }
             var crossing: String? = nil
             if let hi = s.limits["hi"], let first = mean.firstIndex(where: { $0 > hi }) { crossing = "hi in \(first + 1) steps" }

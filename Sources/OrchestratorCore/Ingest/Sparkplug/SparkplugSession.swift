@@ -87,6 +87,15 @@ package struct SparkplugSession: Sendable {
         defer { self.nodes[key] = node }
 
         // Sequence numbers: NBIRTH starts at 0; every later message of the node adds one (mod 256).
+        // A seq outside 0…255 is a protocol error (the field is a uint64 on the wire): the message
+        // is refused and the node asked to start again, never used in arithmetic.
+        if message.hasSeq, message.seq > 255, type != "NDEATH" {
+            outcome.problem = (key, "\(type) with sequence number \(message.seq) outside 0…255")
+            outcome.rebirth = node.born ? self.rebirth(&node, group: group, edge: edge, now: now) : nil
+            node.born = false
+            outcome.rejection = "sparkplug_sequence"
+            return outcome
+        }
         if type == "NBIRTH" {
             node = Node(lastRebirthRequest: node.lastRebirthRequest)
             node.born = true
@@ -99,7 +108,7 @@ package struct SparkplugSession: Sendable {
                 return outcome
             }
             if message.hasSeq, let last = node.seq {
-                let expected = (last + 1) % 256
+                let expected = (last &+ 1) % 256
                 if message.seq != expected {
                     outcome.problem = (key, "sequence gap: expected \(expected), got \(message.seq)")
                     outcome.rebirth = self.rebirth(&node, group: group, edge: edge, now: now)

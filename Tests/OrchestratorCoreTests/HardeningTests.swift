@@ -1,0 +1,174 @@
+import Foundation
+import Logging
+import SwiftProtobuf
+import Synchronization
+import Testing
+
+@testable import OrchestratorCore
+
+/// What a misbehaving plant network sends (issue 16): never a trap, never a blind tag.
+@Suite struct HardeningTests {
+    typealias Payload = Org_Eclipse_Tahu_Protobuf_Payload
+    typealias Metric = Org_Eclipse_Tahu_Protobuf_Payload.Metric
+
+    static let now: Int64 = 1_790_000_000_000
+
+    func pipeline(map: TopicMap = TopicMap()) -> (IngestPipeline, CollectingSink) {
+        var config = OrchestratorConfig.defaults(topicMap: map)
+        config.detection.multivariateEnabled = false
+        let sink = CollectingSink()
+        return (IngestPipeline(config: config, sinks: [sink], logger: Logger(label: "test")), sink)
+    }
+
+    func send(_ pipeline: IngestPipeline, _ topic: String, _ bytes: [UInt8], at ms: Int64 = Self.now) {
+        var t = topic
+        t.withUTF8 { topicBytes in
+            bytes.withUnsafeBytes { pipeline.handle(topic: UnsafeRawBufferPointer(topicBytes), payload: $0, receivedAt: ms) }
+        }
+    }
+
+    func send(_ pipeline: IngestPipeline, _ topic: String, _ text: String, at ms: Int64 = Self.now) {
+        self.send(pipeline, topic, Array(text.utf8), at: ms)
+    }
+
+    static func sparkplug(seq: UInt64?, timestamp: UInt64 = UInt64(now), _ metrics: [Metric]) -> [UInt8] {
+        var payload = Payload()
+        payload.timestamp = timestamp
+        if let seq { payload.seq = seq }
+        payload.metrics = metrics
+        return try! payload.serializedBytes()
+    }
+
+    static func metric(_ name: String?, alias: UInt64?, _ value: Double) -> Metric {
+        var metric = Metric()
+        if let name { metric.name = name }
+        if let alias { metric.alias = alias }
+        metric.datatype = 10
+        metric.doubleValue = value
+        return metric
+    }
+
+    @Test func `a Sparkplug seq outside 0…255 is a protocol error: refused, a data-quality event and a rebirth, never a trap`() {
+        let (pipeline, sink) = self.pipeline()
+        let sent = Mutex<[String]>([])
+        pipeline.attachCommandPublisher { topic, _ in sent.withLock { $0.append(topic) } }
+        // A good birth first, then a birth with seq 2^64−1, then data: the old code trapped on (last + 1) % 256.
+        self.send(pipeline, "spBv1.0/g/NBIRTH/e1", Self.sparkplug(seq: 0, [Self.metric("T", alias: 1, 50)]))
+        self.send(pipeline, "spBv1.0/g/NBIRTH/e1", Self.sparkplug(seq: UInt64.max, [Self.metric("T", alias: 1, 50)]), at: Self.now + 10)
+        self.send(pipeline, "spBv1.0/g/NDATA/e1", Self.sparkplug(seq: 1, [Self.metric(nil, alias: 1, 51)]), at: Self.now + 20)
+        // A node born with seq 2^64−1 and never before, then its data.
+        self.send(pipeline, "spBv1.0/g/NBIRTH/e2", Self.sparkplug(seq: UInt64.max, [Self.metric("T", alias: 1, 50)]))
+        self.send(pipeline, "spBv1.0/g/NDATA/e2", Self.sparkplug(seq: 0, [Self.metric(nil, alias: 1, 51)]), at: Self.now + 30)
+        self.send(pipeline, "spBv1.0/g/NDATA/e2", Self.sparkplug(seq: 256, [Self.metric(nil, alias: 1, 51)]), at: Self.now + 40)
+        let counters = pipeline.counters
+        #expect(counters.rejected[.sparkplugSequence] == 3)
+        #expect(sent.withLock { $0 }.contains("spBv1.0/g/NCMD/e1"))
+        let quality = sink.events.withLock { $0 }.filter { $0.kind == .dataQuality && $0.state == .raised }
+        #expect(Set(quality.map(\.tag)) == ["g/e1", "g/e2"])
+        #expect(quality.first { $0.tag == "g/e1" }?.message.contains("Sparkplug sequence") == true)
+        // A new good birth brings the node back.
+        self.send(pipeline, "spBv1.0/g/NBIRTH/e1", Self.sparkplug(seq: 0, [Self.metric("T", alias: 1, 52)]), at: Self.now + 50)
+        self.send(pipeline, "spBv1.0/g/NDATA/e1", Self.sparkplug(seq: 1, timestamp: UInt64(Self.now + 60), [Self.metric(nil, alias: 1, 53)]), at: Self.now + 60)
+        #expect(pipeline.windows(of: ["g/e1/T"], limit: 1).first?.values.last == 53)
+    }
+
+    @Test(arguments: [
+        #"{"ts": "9999-12-31T23:59:59Z", "v": 50}"#,
+        #"{"ts": 9007199254740991, "v": 50}"#,  // 2^53 − 1 ms
+        #"{"ts": 1790000600000, "v": 50}"#,  // 10 minutes ahead, past the 5-minute default
+    ])
+    func `a sample from the future is refused as a data-quality event and never blinds its tag`(payload: String) {
+        var map = TopicMap()
+        map.tags["p/a/u/TI-1"] = TagInfo(unit: "degC", limits: .init(hi: 90, hihi: 100, deadband: 1))
+        let (pipeline, sink) = self.pipeline(map: map)
+        self.send(pipeline, "plant/p/a/u/TI-1", #"{"ts": \#(Self.now), "v": 50}"#)
+        self.send(pipeline, "plant/p/a/u/TI-1", payload, at: Self.now + 500)
+        // Past year 9999 the parser refuses it already (bad_timestamp); either way the tag hears of it.
+        let counters = pipeline.counters
+        #expect((counters.rejected[.futureTimestamp] ?? 0) + (counters.rejected[.badTimestamp] ?? 0) == 1)
+        #expect(sink.events.withLock { $0 }.contains { $0.kind == .dataQuality && $0.state == .raised && $0.message.contains("future") })
+        // The next real sample breaches HIHI: it must alert (before the fix the tag's clock sat in 9999).
+        self.send(pipeline, "plant/p/a/u/TI-1", #"{"ts": \#(Self.now + 1000), "v": 105}"#, at: Self.now + 1000)
+        #expect(sink.events.withLock { $0 }.contains { $0.kind == .limit && $0.state == .raised && $0.severity == .critical })
+        #expect(pipeline.processedCount(tag: "p/a/u/TI-1") == 2)
+    }
+
+    @Test func `Sparkplug timestamps get the same rule, and a unit batch too`() {
+        let (pipeline, _) = self.pipeline()
+        self.send(pipeline, "spBv1.0/g/NBIRTH/e1", Self.sparkplug(seq: 0, [Self.metric("T", alias: 1, 50)]))
+        self.send(pipeline, "spBv1.0/g/NDATA/e1", Self.sparkplug(seq: 1, timestamp: UInt64.max, [Self.metric(nil, alias: 1, 51)]), at: Self.now + 10)
+        var late = Self.metric(nil, alias: 1, 52)
+        late.timestamp = UInt64(Int64.max)
+        self.send(pipeline, "spBv1.0/g/NDATA/e1", Self.sparkplug(seq: 2, [late]), at: Self.now + 20)
+        self.send(pipeline, "spBv1.0/g/NDATA/e1", Self.sparkplug(seq: 3, timestamp: UInt64(Self.now + 30), [Self.metric(nil, alias: 1, 53)]), at: Self.now + 30)
+        #expect(pipeline.counters.rejected[.futureTimestamp] == 2)
+        #expect(pipeline.windows(of: ["g/e1/T"], limit: 5).first?.values == [50, 53])
+        self.send(pipeline, "plant/p/a/u", #"{"ts": 253402300799999, "values": {"A": 1, "B": 2}}"#)
+        #expect(pipeline.counters.rejected[.futureTimestamp] == 4)
+        #expect(pipeline.processedCount(tag: "p/a/u/A") == 0)
+    }
+
+    @Test func `the skew is configurable and receipt-time samples are never refused`() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dang-skew-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let file = dir.appendingPathComponent("c.yaml").path
+        try "ingest:\n  max_future_skew: 2s\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let config = try OrchestratorConfig.load(file: file)
+        #expect(config.ingest.maxFutureSkew == .seconds(2))
+        #expect(config.ingest.accepts(sampleTime: Self.now + 2000, now: Self.now))
+        #expect(!config.ingest.accepts(sampleTime: Self.now + 2001, now: Self.now))
+        #expect(!config.ingest.accepts(sampleTime: -62_135_596_800_001, now: Self.now))
+        #expect(!config.ingest.accepts(sampleTime: .min, now: .max))
+        #expect(config.ingest.accepts(sampleTime: Self.now, now: .max))
+        try "ingest:\n  max_future_skew: soon\n".write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(throws: ConfigError.self) { try OrchestratorConfig.load(file: file) }
+    }
+
+    @Test func `a tag detector fed the extremes of Int64 time does not trap`() {
+        var settings = DetectionSettings()
+        settings.marketMoves = [.init(window: .seconds(60), thresholdPercent: 1)]
+        var info = TagInfo(limits: .init(hi: 1))
+        info.maxRatePerMinute = 1
+        info.flatline = .init(tolerance: 0, samples: 3, duration: .seconds(1))
+        info.expectedPeriod = .seconds(1)
+        for isMarket in [false, true] {
+            var detector = TagDetector(settings: settings, info: info, isMarket: isMarket)
+            var scratch: [Double] = []
+            var changes: [ConditionChange] = []
+            for time: Int64 in [.min, .min + 1, -1, 0, .max - 1, .max, .min, .max] {
+                detector.ingest(1, time: time, quality: .good, settings: settings, scratch: &scratch, into: &changes)
+                detector.checkStale(now: time, lastReceipt: .min + 1, policy: settings.policy, into: &changes)
+                detector.checkStale(now: .min, lastReceipt: .max, policy: settings.policy, into: &changes)
+            }
+        }
+    }
+
+    @Test func `JSON headed for jsonb: NUL and lone surrogates become text, valid pairs stay, non-JSON is wrapped`() throws {
+        #expect(StorableJSON.jsonb(#"{"by":"a\u0000b"}"#) == #"{"by":"a\\u0000b"}"#)
+        #expect(StorableJSON.jsonb(#"{"s":"\ud83d\ude00 ok"}"#) == #"{"s":"\ud83d\ude00 ok"}"#)
+        // Foundation refuses lone surrogates as JSON: such a text is kept whole as escaped text.
+        #expect(StorableJSON.jsonb(#"["\ud83d", "\\u0000"]"#) == #"{"raw":"[\"\\ud83d\", \"\\\\u0000\"]"}"#)
+        #expect(StorableJSON.escapingUnstorable(#"["\ud83d", "\ude00x", "\\u0000", "\ud83d\ude00"]"#) == #"["\\ud83d", "\\ude00x", "\\u0000", "\ud83d\ude00"]"#)
+        #expect(StorableJSON.jsonb("{not json") == #"{"raw":"{not json"}"#)
+        #expect(StorableJSON.jsonb("a\u{0}b") == #"{"raw":"a\\u0000b"}"#)
+        #expect(StorableJSON.jsonb("") == #"{"raw":""}"#)
+        // Whatever comes out is still JSON, and its strings say what came in.
+        let out = StorableJSON.jsonb(#"{"by":"x\u0000y"}"#)
+        let decoded = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: String]
+        #expect(decoded == ["by": #"x\u0000y"#])
+    }
+
+    @Test func `the record's decoded copy of a decision keeps its JSON-as-text fallback`() {
+        let decision = DecisionRecord(
+            decisionID: UUID(), ts: 1, module: nil, action: "skip", source: "api", trigger: "{\"by\":\"\\u0000\"}", reasons: "[]",
+            confidence: nil, latencyMicroseconds: nil)
+        guard case .decision(let text)? = Record.decision(decision).withJSONAsText() else {
+            Issue.record("no fallback for a decision")
+            return
+        }
+        #expect(text.trigger == #"{"raw":"{\"by\":\"\\u0000\"}"}"#)
+        #expect(Record.alert(AlertEvent(
+            alertID: UUID(), state: .raised, severity: .info, kind: .system, tag: "t", topic: "t", timestamp: 0, raisedAt: 0,
+            clearedAt: nil, value: 0, score: 0, message: "")).withJSONAsText() == nil)
+    }
+}
