@@ -86,8 +86,10 @@ struct APITests {
             #expect(pending.status == 202 && pending.json["action"] as? String == "defer")
             let pendingID = try #require(pending.json["decision_id"] as? String)
             #expect(api.call("POST", "/approve/\(pendingID)", token: Self.read, body: "{}").status == 403)
+            #expect(api.call("POST", "/approve/\(pendingID)", body: "").status == 400)
+            #expect(api.call("POST", "/approve/\(pendingID)", body: "{}").status == 400)
             #expect(api.call("POST", "/approve/\(pendingID)", body: #"{"approve":true,"by":"shift lead"}"#).status == 200)
-            #expect(api.call("POST", "/approve/\(pendingID)", body: "{}").status == 404)
+            #expect(api.call("POST", "/approve/\(pendingID)", body: #"{"approve":true}"#).status == 404)
             try await eventually("approval recorded") {
                 (try? PostgresConnection(conninfo: database).query("SELECT by_whom, via FROM approvals").rows) == [["shift lead", "http"]]
             }

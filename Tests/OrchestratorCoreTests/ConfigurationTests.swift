@@ -107,6 +107,18 @@ struct ScratchDirectory {
         #expect(found.first?.message.hasPrefix("YAML syntax") == true)
     }
 
+    @Test func `an unclosed bracket or quote is reported where it was opened, with where the parser gave up`() {
+        var found = issues("orchestrator:\n  llm:\n    model: [deepseek\n")
+        #expect(found.map { "\($0.line):\($0.column)" } == ["3:12"])
+        #expect(found.first?.message == "YAML syntax: unclosed '[' (reached the end of the file at 4:1)")
+        found = issues("a: {x: 1\nb: 2\n")
+        #expect(found.map { "\($0.line):\($0.column)" } == ["1:4"])
+        #expect(found.first?.message.hasPrefix("YAML syntax: unclosed '{'") == true)
+        found = issues("a: 1\nb: \"open\n")
+        #expect(found.map { "\($0.line):\($0.column)" } == ["2:4"])
+        #expect(found.first?.message.hasPrefix("YAML syntax: unclosed quote") == true)
+    }
+
     @Test func `environment variables are substituted, with defaults, and a missing one is an error`() throws {
         let config = try load(
             "mqtt:\n  url: mqtt://${HOST}:${PORT:-1884}\n  client_id: ${ID:-fallback}\n",

@@ -479,6 +479,12 @@ private func equipmentTrigger(_ module: ModuleName = .forecasting, alerts: Set<A
         let pending = try #require(h.decisions("optimization", action: "defer").first)
         #expect(DecisionHarness.reasons(pending)["approval"] == "defer")
         #expect(h.invocationRecords.values.first?.status == "pending")
+        // Decision ids are public on apos/decision: an empty payload, {} or a number approves nothing.
+        for payload in ["", "{}", #"{"approve":1}"#, #"{"approve":"yes"}"#, "true", #"{"by":"someone"}"#] {
+            h.coordinator.handle(topic: "apos/approve/\(pending.decisionID.uuidString.lowercased())", payload: Array(payload.utf8))
+        }
+        #expect(h.invocations("optimization").isEmpty)
+        #expect(h.coordinator.counters.refusedApprovals == 6)
         h.coordinator.handle(
             topic: "apos/approve/\(pending.decisionID.uuidString.lowercased())", payload: Array(#"{"approve":true,"by":"shift lead"}"#.utf8))
         #expect(h.invocations("optimization").count == 1)

@@ -172,3 +172,34 @@ import Testing
             clearedAt: nil, value: 0, score: 0, message: "")).withJSONAsText() == nil)
     }
 }
+
+@Suite struct ReplayInputTests {
+    @Test func `dang replay reads LF, CRLF, a UTF-8 BOM and quoted header names alike`() throws {
+        let plain = try ReplayTable.parse("timestamp,TI-101,FI-7\n1790000000000,1.5,2\n1790000001000,1.6,\n", file: "lf.csv")
+        let windows = try ReplayTable.parse(
+            "\u{FEFF}\"timestamp\",\"TI-101\",\"FI-7\"\r\n1790000000000,1.5,2\r\n1790000001000,1.6,\r\n", file: "crlf.csv")
+        #expect(windows.tags == ["TI-101", "FI-7"])
+        #expect(windows.tags == plain.tags && windows.times == plain.times && windows.values == plain.values)
+        #expect(windows.values == [[1.5, 2], [1.6, nil]])
+        let quoted = try ReplayTable.parse("t,\"a,b\",\"say \"\"hi\"\"\"\n1,2,3\n", file: "q.csv")
+        #expect(quoted.tags == ["a,b", #"say "hi""#])
+    }
+
+    @Test func `a file that is not CSV is refused with the line that shows it`() {
+        func problem(_ text: String) -> ReplayTable.Problem? {
+            do {
+                _ = try ReplayTable.parse(text, file: "f.csv")
+                return nil
+            } catch {
+                return error
+            }
+        }
+        #expect(problem("{\"ts\": 1,\n \"v\": 2}\n")?.line == 1)
+        let unclosed = problem("t,a\n1,2\n2,\"3\n3,4\n")
+        #expect(unclosed?.line == 3)
+        #expect(unclosed?.message.contains("never closed") == true)
+        #expect(problem("t,a\n1,2\n2,x\"y\n")?.line == 3)
+        #expect(problem("t,a\r\n1,2\r\n2,3,4\r\n")?.line == 3)
+        #expect(problem("t,a\n1,2\n\n2,nope\n")?.line == 4)
+    }
+}

@@ -131,7 +131,9 @@ package struct APIServer: Sendable {
         guard let text = context.parameters.get("decision"), let id = UUID(uuidString: text) else {
             return Self.error(.badRequest, "not a decision id")
         }
-        let answer = ModuleCoordinator.approvalRequest(try await self.body(request))
+        guard let answer = ModuleCoordinator.approvalRequest(try await self.body(request)) else {
+            return Self.error(.badRequest, #"the body must say {"approve": true} or {"approve": false}"#)
+        }
         guard self.orchestrator.coordinator.approve(decision: id, approve: answer.approve, by: answer.by, via: "http") else {
             return Self.error(.notFound, "no decision waiting for approval with this id")
         }

@@ -58,6 +58,8 @@ package final class ModuleCoordinator: AlertSink, Sendable {
         package var duplicateResults = 0
         package var unknownResults = 0
         package var rejectedResults = 0
+        /// Messages on `{prefix}/approve/{id}` that did not say `{"approve": true|false}`.
+        package var refusedApprovals = 0
         package var approvals = 0
         package var expired = 0
         package var deferredDropped = 0
@@ -185,7 +187,13 @@ package final class ModuleCoordinator: AlertSink, Sendable {
                 self.logger.warning("approval refused: not a decision id", metadata: ["mqtt.topic": "\(topic.prefix(200))"])
                 return true
             }
-            let request = Self.approvalRequest(payload)
+            guard let request = Self.approvalRequest(payload) else {
+                self.state.withLock { $0.counters.refusedApprovals += 1 }
+                self.logger.warning(
+                    "approval refused: the payload must be {\"approve\": true} or {\"approve\": false}",
+                    metadata: ["mqtt.topic": "\(topic.prefix(200))"])
+                return true
+            }
             self.approve(decision: id, approve: request.approve, by: request.by, via: "mqtt")
         case "request":
             guard let module = ModuleName(rawValue: String(rest[1])) else {
@@ -760,13 +768,15 @@ package final class ModuleCoordinator: AlertSink, Sendable {
 
     // MARK: - Request payloads
 
-    static func approvalRequest(_ payload: [UInt8]) -> (approve: Bool, by: String?) {
-        guard !payload.isEmpty, let object = (try? JSONSerialization.jsonObject(with: Data(payload))) as? [String: Any] else {
-            return (true, nil)
+    /// `{"approve": true|false, "by": …}`; anything else (an empty payload, `{}`, `"approve": 1`) is
+    /// no answer: decision ids are public on `{prefix}/decision`, so approval must be said outright.
+    static func approvalRequest(_ payload: [UInt8]) -> (approve: Bool, by: String?)? {
+        struct Answer: Decodable {
+            let approve: Bool
+            let by: String?
         }
-        let approve = (object["approve"] as? Bool) ?? true
-        let by = (object["by"] as? String).map { String($0.prefix(200)) }
-        return (approve, by)
+        guard let answer = try? JSONDecoder().decode(Answer.self, from: Data(payload)) else { return nil }
+        return (answer.approve, answer.by.map { String($0.prefix(200)) })
     }
 
     static func manualRequest(_ payload: [UInt8]) -> (scope: String?, by: String?, params: String?)? {

@@ -65,7 +65,7 @@ final class ConfigDiagnostics {
             }
             return YAMLSection(mapping: mapping, path: "", mark: node.mark, diagnostics: self)
         } catch let error as YamlError {
-            let (mark, problem) = Self.describe(error)
+            let (mark, problem) = Self.describe(error, text: text)
             self.report(.error, "", at: mark, "YAML syntax: \(problem)")
             return nil
         } catch {
@@ -74,12 +74,30 @@ final class ConfigDiagnostics {
         }
     }
 
-    private static func describe(_ error: YamlError) -> (Mark?, String) {
+    /// Where a syntax error is to be looked for, and what it is. With a context (an open `[`, `{` or
+    /// quote), the error is reported where that began — the end of the file, where the parser
+    /// noticed, says nothing about where to look — and the place it was noticed follows.
+    static func describe(_ error: YamlError, text: String) -> (Mark?, String) {
         switch error {
         case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
             .composer(let context, let problem, let mark, _):
-            let prefix = context.map { "\($0.text) " } ?? ""
-            return (mark, prefix + problem)
+            guard let context else { return (mark, problem) }
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+            // Past the last character: the last line, or the empty one after a final newline.
+            let atEnd = mark.line > lines.count || (mark.line == lines.count && mark.column > lines[mark.line - 1].count)
+                || (mark.line == lines.count && lines.last?.isEmpty == true)
+            let place = atEnd ? "reached the end of the file at \(mark.line):\(mark.column)" : "\(problem) at \(mark.line):\(mark.column)"
+            let what: String
+            if context.text.contains("flow sequence") {
+                what = "unclosed '['"
+            } else if context.text.contains("flow mapping") {
+                what = "unclosed '{'"
+            } else if context.text.contains("quoted scalar") {
+                what = "unclosed quote"
+            } else {
+                return (context.mark, "\(context.text) \(problem) (at \(mark.line):\(mark.column))")
+            }
+            return (context.mark, "\(what) (\(place))")
         default:
             return (nil, "\(error)")
         }
