@@ -68,16 +68,18 @@ import Testing
 
     @Test func `under steady traffic the log is compacted into a new generation, and nothing is lost`() throws {
         let dir = self.directory()
-        let spool = try Spool(directory: dir, capacity: 1 << 30, fsync: .never)
         let big = (0..<3000).map { i in Array("record \(i) ".utf8) + [UInt8](repeating: 7, count: 2000) }
-        try spool.append(Array(big[0..<2500]))
-        // Written up to record 2499 while 2500… are appended behind: the head passes the threshold.
-        let (written, next) = try spool.read(limit: 2500)
-        #expect(written.count == 2500)
-        try spool.append(Array(big[2500...]))
-        try spool.markReplayed(upTo: next)
-        #expect(spool.generation == 1)
-        #expect(spool.usedBytes < 2 * 1024 * 1024)  // only the unwritten tail remains
+        do {
+            let spool = try Spool(directory: dir, capacity: 1 << 30, fsync: .never)
+            try spool.append(Array(big[0..<2500]))
+            // Written up to record 2499 while 2500… are appended behind: the head passes the threshold.
+            let (written, next) = try spool.read(limit: 2500)
+            #expect(written.count == 2500)
+            try spool.append(Array(big[2500...]))
+            try spool.markReplayed(upTo: next)
+            #expect(spool.generation == 1)
+            #expect(spool.usedBytes < 2 * 1024 * 1024)  // only the unwritten tail remains
+        }
         let reopened = try Spool(directory: dir, capacity: 1 << 30, fsync: .never)
         #expect(reopened.generation == 1)
         #expect(try reopened.read(limit: 10_000).payloads == Array(big[2500...]))

@@ -37,6 +37,11 @@ package final class RecordWriter: AlertSink, Sendable {
         package var spooledBytes = 0
         /// Tag-state snapshots upserted.
         package var snapshotsWritten = 0
+        /// Corrupt spool bytes skipped (moved aside) while running, and at open.
+        package var corruptBytesSkipped = 0
+        /// Compactions of the spool, and timed syncs of appends made while no batch was read.
+        package var compactions = 0
+        package var timedSyncs = 0
     }
 
     private struct State: ~Copyable {
@@ -74,6 +79,8 @@ package final class RecordWriter: AlertSink, Sendable {
         var mirror: SpoolMirror
     }
     private let wake = DispatchSemaphore(value: 0)
+    /// Appends not yet synced to disk (`spool_fsync: batch`).
+    private let unsynced = Atomic<Bool>(false)
     private let deadLetter: DeadLetter
     private let settings: DatabaseSettings
     private let logger: Logger
@@ -104,7 +111,10 @@ package final class RecordWriter: AlertSink, Sendable {
             dropped: Counter(label: "dang_record_dropped_total", dimensions: [], factory: metricsFactory),
             rejected: Counter(label: "dang_record_rejected_total", dimensions: [], factory: metricsFactory))
         Gauge(label: "dang_record_spool_capacity_bytes", dimensions: [], factory: metricsFactory).record(settings.spoolCapacity)
-        let spool = Self.openSpool(settings: settings, logger: logger)
+        let opened = Self.openSpool(settings: settings, logger: logger)
+        let spool = try? opened?.get()
+        if case .failure(let problem)? = opened { self.spoolProblem = problem.message } else { self.spoolProblem = nil }
+        self.state.withLock { $0.counters.corruptBytesSkipped = spool?.skippedAtOpen ?? 0 }
         let pending = spool?.pendingBytes ?? 0
         self.metrics.spoolBytes.record(pending)
         self.spool = Mutex(Spooled(spool: spool, mirror: SpoolMirror(capacity: 4 * settings.batchSize)))
@@ -139,6 +149,7 @@ package final class RecordWriter: AlertSink, Sendable {
             do {
                 let payload = record.payload()
                 try spool.append([payload], sync: self.settings.spoolFsync == .always)
+                self.unsynced.store(true, ordering: .relaxed)
                 spooled.mirror.push(record, spoolBytes: Spool.recordHeader + payload.count)
                 return (true, spool.pendingBytes, spool.pendingBytes, spool.capacity)
             } catch {
@@ -256,7 +267,11 @@ package final class RecordWriter: AlertSink, Sendable {
         for sink in self.alertSinks.withLock({ $0 }) { sink.deliver(event) }
     }
 
-    private static func openSpool(settings: DatabaseSettings, logger: Logger) -> Spool? {
+    /// Why the configured spool could not be opened (`nil`: it opened, or none is configured).
+    /// `dang run` refuses to start with one: records would be held in memory only.
+    package let spoolProblem: String?
+
+    private static func openSpool(settings: DatabaseSettings, logger: Logger) -> Result<Spool, Spool.Problem>? {
         guard !settings.spoolDirectory.isEmpty else { return nil }
         do {
             let spool = try Spool(
@@ -264,7 +279,7 @@ package final class RecordWriter: AlertSink, Sendable {
                 fsync: settings.spoolFsync)
             if spool.skippedAtOpen > 0 {
                 logger.warning(
-                    "spool: a torn or corrupt record at its end was skipped",
+                    "spool: a torn last record or corrupt stretches were skipped (corrupt ones moved aside to spool-*.corrupt)",
                     metadata: ["spool.dir": "\(settings.spoolDirectory)", "spool.skipped_bytes": "\(spool.skippedAtOpen)"])
             }
             if spool.hasPending {
@@ -272,12 +287,12 @@ package final class RecordWriter: AlertSink, Sendable {
                     "spool: records not yet in the database (an outage or a stop) will be written first",
                     metadata: ["spool.pending_bytes": "\(spool.pendingBytes)"])
             }
-            return spool
+            return .success(spool)
         } catch {
             logger.critical(
                 "spool unavailable: records will only be held in memory",
                 metadata: ["spool.dir": "\(settings.spoolDirectory)", "error": "\(error)"])
-            return nil
+            return .failure(error as? Spool.Problem ?? Spool.Problem(message: "\(error)"))
         }
     }
 
@@ -291,6 +306,7 @@ package final class RecordWriter: AlertSink, Sendable {
         // The last spool read was a full batch: more is probably waiting (a backlog after a restart).
         var lastBatchFull = false
         var stopDeadline: ContinuousClock.Instant? = nil
+        var lastSync = clock.now
 
         while true {
             let (stopping, backlog, queued) = self.state.withLock { ($0.stopping, $0.backlog, $0.pending.count) }
@@ -301,6 +317,15 @@ package final class RecordWriter: AlertSink, Sendable {
             if !stopping && !busy {
                 let wait = connection == nil ? min(self.settings.flushInterval, max(.zero, nextAttempt - clock.now)) : self.settings.flushInterval
                 _ = self.wake.wait(timeout: .now() + max(wait, .milliseconds(1)).timeInterval)
+            }
+
+            // `spool_fsync: batch` syncs when a batch is read, which needs the database: while it is
+            // away, appends are synced here at least every 200 ms (outside the lock).
+            if self.settings.spoolFsync == .batch, self.unsynced.load(ordering: .relaxed), clock.now - lastSync >= .milliseconds(200) {
+                self.unsynced.store(false, ordering: .relaxed)
+                if let fd = self.spool.withLock({ $0.spool?.fileDescriptor }) { _ = fsync(fd) }
+                lastSync = clock.now
+                self.state.withLock { $0.counters.timedSyncs += 1 }
             }
 
             // (Re)connect when due.
@@ -370,13 +395,13 @@ package final class RecordWriter: AlertSink, Sendable {
                         guard let spool = spooled.spool, spool.hasPending else { return nil }
                         let (payloads, next) = try spool.read(limit: self.settings.batchSize)
                         if payloads.isEmpty {
-                            // Pending bytes that no longer read as records (changed on disk since
-                            // open): nothing can be recovered from them, and they must not block the
-                            // rest. Discarded under the same lock, so no later append goes with them.
-                            let pending = spool.pendingBytes
-                            try spool.discardPending()
+                            // Bytes at the offset that do not read as a record (changed on disk since
+                            // open): the spool moved them aside and skips to the next valid record;
+                            // everything after them is kept.
+                            let skipped = next - spool.replayed
+                            try spool.advanceReplayed(to: next)
                             spooled.mirror.removeAll()
-                            return ([], [], next, pending, spool.fileDescriptor)
+                            return ([], [], next, skipped, spool.fileDescriptor)
                         }
                         let copies = spooled.mirror.lookup(
                             pendingBytes: spool.pendingBytes, spoolSizes: payloads.map { Spool.recordHeader + $0.count })
@@ -384,11 +409,16 @@ package final class RecordWriter: AlertSink, Sendable {
                     }
                     // Durable against power loss before the batch is written; outside the lock, so
                     // the ingest thread's appends never wait for the disk.
-                    if let read, self.settings.spoolFsync != .never { _ = fsync(read.fd) }
+                    if let read, self.settings.spoolFsync != .never {
+                        _ = fsync(read.fd)
+                        lastSync = clock.now
+                    }
                     if let read {
                         if read.payloads.isEmpty {
-                            self.logger.critical("spool: unreadable records discarded", metadata: ["spool.discarded_bytes": "\(read.pending)"])
-                            self.state.withLock { $0.backlog = 0 }
+                            self.logger.critical(
+                                "spool: a corrupt stretch was skipped and moved aside; the records after it are kept",
+                                metadata: ["spool.skipped_bytes": "\(read.pending)", "spool.dir": "\(self.settings.spoolDirectory)"])
+                            self.state.withLock { $0.counters.corruptBytesSkipped += read.pending }
                         } else {
                             lastBatchFull = read.payloads.count >= self.settings.batchSize
                             // Records appended by this process are still in the mirror; a backlog is decoded.
@@ -397,12 +427,13 @@ package final class RecordWriter: AlertSink, Sendable {
                                 self.logger.error("spool: unreadable records skipped", metadata: ["spool.skipped": "\(read.payloads.count - records.count)"])
                             }
                             if self.write(&records, on: live) != nil {
-                                let pending = try self.spool.withLock { spooled -> Int in
-                                    try spooled.spool?.markReplayed(upTo: read.next)
+                                let (pending, plan) = try self.spool.withLock { spooled -> (Int, Spool.CompactionPlan?) in
+                                    try spooled.spool?.advanceReplayed(to: read.next)
                                     let pending = spooled.spool?.pendingBytes ?? 0
                                     spooled.mirror.trim(pendingBytes: pending)
-                                    return pending
+                                    return (pending, spooled.spool?.compactionPlan())
                                 }
+                                if let plan { try self.compact(plan) }
                                 self.state.withLock {
                                     $0.counters.spooledBytes = pending
                                     self.metrics.spoolBytes.record(pending)
@@ -449,8 +480,26 @@ package final class RecordWriter: AlertSink, Sendable {
                 }
             }
         }
-        self.spool.withLock { try? $0.spool?.sync() }
+        // Synced and closed: its lock is released for the next process (a restart) on this directory.
+        self.spool.withLock { spooled in
+            try? spooled.spool?.sync()
+            spooled.spool = nil
+            spooled.mirror.removeAll()
+        }
         self.state.withLock { $0.counters.connected = false }
+    }
+
+    /// Moves the spool's unwritten tail to a new generation: the bulk copy outside the lock (the
+    /// ingest thread keeps appending), the few bytes appended meanwhile and the switch under it.
+    private func compact(_ plan: Spool.CompactionPlan) throws {
+        let clock = ContinuousClock()
+        let started = clock.now
+        let handle = try Spool.copyForCompaction(plan)
+        try self.spool.withLock { spooled in try spooled.spool?.finishCompaction(plan, handle) }
+        self.state.withLock { $0.counters.compactions += 1 }
+        self.logger.debug(
+            "spool compacted",
+            metadata: ["spool.bytes": "\(plan.to - plan.from)", "spool.compaction_ms": "\((clock.now - started).milliseconds)"])
     }
 
     /// Puts memory-held records into the spool if it has room now, else back at the head of the

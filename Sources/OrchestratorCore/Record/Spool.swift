@@ -15,13 +15,17 @@ import Glibc
 /// - Order: records are replayed in the order they were appended.
 /// - Durability: with `fsync: batch` (the default) or `always` each appended batch is on disk
 ///   before `append` returns; `never` leaves it to the OS. The offset file is replaced atomically.
-/// - A torn or corrupt record (a crash mid-write, a bad sector) ends the readable part: it and
-///   anything after it are skipped with a logged warning and overwritten by the next append; it
-///   never poisons the records before it.
+/// - A torn record at the end (a crash mid-write) is cut off and overwritten by the next append.
+///   A corrupt stretch elsewhere (a bad sector, a stray write) loses only itself: the reader skips
+///   to the next valid record header, moves the bad bytes aside to `spool-<generation>.corrupt`
+///   and counts them; the records before and after it are kept.
 /// - Replaying a record twice is harmless: the record's writes are idempotent on its UUID.
+/// - One process per directory: the spool holds an exclusive `flock` on `spool.lock` while open,
+///   and a second spool on the same directory (another `dang`) is refused.
 ///
 /// ### Threading
-/// Owned by the record writer's thread; not `Sendable`.
+/// Owned by the record writer; not `Sendable`. The owner serialises calls, except that the bulk copy
+/// of a compaction (``copyForCompaction(_:)``) runs without that serialisation so appends go on.
 package final class Spool {
     package enum FsyncPolicy: String, Sendable, CaseIterable {
         case always
@@ -44,8 +48,14 @@ package final class Spool {
     private(set) var replayed: Int
     /// End of the last valid record: where the next append goes.
     private(set) var end: Int
-    /// Bytes of a torn or corrupt tail found at open (skipped).
+    /// Bytes of a torn tail or of corrupt stretches found at open (skipped).
     private(set) var skippedAtOpen = 0
+    /// Corrupt bytes skipped by ``read(limit:)`` since open (moved aside to the `.corrupt` file).
+    private(set) var skippedCorrupt = 0
+    /// Bytes copied by compactions since open (at most about what was appended).
+    private(set) var compactedBytes = 0
+    /// The exclusive lock on `spool.lock` (held until the spool is closed).
+    private let lockDescriptor: Int32
 
     private var offsetURL: URL { self.directory.appendingPathComponent("spool.offset") }
 
@@ -73,6 +83,17 @@ package final class Spool {
         self.policy = fsync
         let manager = FileManager.default
         try manager.createDirectory(at: directory, withIntermediateDirectories: true)
+        // One process per spool: two appending to one log corrupt each other.
+        let lockPath = directory.appendingPathComponent("spool.lock").path
+        let lock = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lock >= 0 else { throw Problem(message: "cannot open \(lockPath): \(String(cString: strerror(errno)))") }
+        guard flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+            close(lock)
+            throw Problem(
+                message: "the spool directory \(directory.path) is in use by another process (another dang?): "
+                    + "each orchestrator needs its own database.spool_dir")
+        }
+        self.lockDescriptor = lock
         let existing = Self.generations(in: directory)
         let saved = ((try? String(contentsOf: directory.appendingPathComponent("spool.offset"), encoding: .utf8)) ?? "")
             .split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
@@ -85,10 +106,12 @@ package final class Spool {
         let url = Self.logURL(directory, generation: generation)
         if !manager.fileExists(atPath: url.path) {
             guard manager.createFile(atPath: url.path, contents: nil) else {
+                close(lock)
                 throw Problem(message: "cannot create \(url.path)")
             }
         }
         guard let handle = FileHandle(forUpdatingAtPath: url.path) else {
+            close(lock)
             throw Problem(message: "cannot open \(url.path) for writing")
         }
         self.log = handle
@@ -98,18 +121,35 @@ package final class Spool {
             try? manager.removeItem(at: Self.logURL(directory, generation: old))
         }
         let size = Int(try handle.seekToEnd())
-        if replayed > size { replayed = 0 }
+        // A hand-edited or torn offset file: replay from the start (idempotent) rather than trap.
+        if replayed > size || replayed < 0 { replayed = 0 }
         self.replayed = replayed
+        self.end = size
+        // Every record after the offset is checked. A bad stretch followed by good records is moved
+        // aside; a bad tail (a torn last write) is cut off.
         var position = replayed
+        var bad: [Range<Int>] = []
         while position < size {
-            guard let (_, next) = try Self.readRecord(handle, at: position, size: size) else { break }
+            if let (_, next) = try Self.readRecord(handle, at: position, size: size) {
+                position = next
+                continue
+            }
+            let next = try Self.nextValidRecord(handle.fileDescriptor, after: position, end: size)
+            bad.append(position..<next)
             position = next
         }
-        self.end = position
-        self.skippedAtOpen = size - position
-        if self.skippedAtOpen > 0 {
+        if let last = bad.last, last.upperBound == size {
+            bad.removeLast()
+            self.end = last.lowerBound
+        }
+        self.skippedAtOpen = size - self.end + bad.reduce(0) { $0 + $1.count }
+        if !bad.isEmpty {
+            // Keep the bad bytes for a person to look at, then rewrite the log without them.
+            for range in bad { try self.moveAside(range) }
+            try self.rewrite(skipping: bad)
+        } else if self.end < size {
             // Cut the torn tail off, so stale bytes can never line up with later records.
-            try handle.truncate(atOffset: UInt64(position))
+            try handle.truncate(atOffset: UInt64(self.end))
             if fsync != .never { try handle.synchronize() }
         }
         try self.saveOffset(self.replayed)
@@ -123,6 +163,8 @@ package final class Spool {
 
     deinit {
         try? self.log.close()
+        flock(self.lockDescriptor, LOCK_UN)
+        close(self.lockDescriptor)
     }
 
     var hasPending: Bool { self.end > self.replayed }
@@ -162,13 +204,20 @@ package final class Spool {
     /// appends (the descriptor stays open as long as the spool).
     var fileDescriptor: Int32 { self.log.fileDescriptor }
 
-    /// Drops everything after the replay offset (records that can no longer be read).
-    func discardPending() throws {
-        try self.markReplayed(upTo: self.end)
+    /// Reads up to `limit` records from the replay offset; returns them and the offset after them.
+    /// When the first bytes at the offset are not a valid record, nothing is returned but an offset
+    /// past them: the next valid record header (or the end). Those bytes are moved aside to the
+    /// `.corrupt` file and counted in ``skippedCorrupt``; everything after them is kept.
+    func read(limit: Int) throws -> (payloads: [[UInt8]], next: Int) {
+        let read = try self.readValid(limit: limit)
+        guard read.payloads.isEmpty, read.next == self.replayed, self.replayed < self.end else { return read }
+        let next = try Self.nextValidRecord(self.log.fileDescriptor, after: self.replayed, end: self.end)
+        try self.moveAside(self.replayed..<next)
+        self.skippedCorrupt += next - self.replayed
+        return ([], next)
     }
 
-    /// Reads up to `limit` records from the replay offset; returns them and the offset after them.
-    func read(limit: Int) throws -> (payloads: [[UInt8]], next: Int) {
+    private func readValid(limit: Int) throws -> (payloads: [[UInt8]], next: Int) {
         var payloads: [[UInt8]] = []
         var position = self.replayed
         // Whole chunks with one positioned read each, records cut out of memory: the record writer
@@ -230,8 +279,18 @@ package final class Spool {
         return done == count ? buffer : Array(buffer[..<done])
     }
 
-    /// Records up to `offset` are in the database. When everything is, the spool is emptied.
+    /// Records up to `offset` are in the database. When everything is, the spool is emptied; when
+    /// the written part outweighs the rest, the rest moves to a new generation (here, at once; the
+    /// record writer uses ``advanceReplayed(to:)`` and compacts outside its lock).
     func markReplayed(upTo offset: Int) throws {
+        try self.advanceReplayed(to: offset)
+        if let plan = self.compactionPlan() {
+            try self.finishCompaction(plan, try Self.copyForCompaction(plan))
+        }
+    }
+
+    /// ``markReplayed(upTo:)`` without the compaction (see ``compactionPlan()``).
+    func advanceReplayed(to offset: Int) throws {
         if offset >= self.end {
             // Everything is in the database: reset the offset first, then empty the log, so a
             // crash in between leaves an offset of 0 over an old log (replayed again, harmlessly)
@@ -243,40 +302,132 @@ package final class Spool {
             return
         }
         self.replayed = offset
-        // Under steady traffic the log is rarely empty when a batch is done: now and then its
-        // unwritten tail moves to a new generation, so the log does not grow with what was written.
-        if self.replayed >= Self.compactAfter {
-            try self.compact()
-        } else {
-            try self.saveOffset(self.replayed)
+        try self.saveOffset(self.replayed)
+    }
+
+    /// Written-out bytes at the head of the log beyond which it may be compacted.
+    static let compactAfter = 4 * 1024 * 1024
+
+    /// What a compaction copies: the unwritten bytes `from..<to` of the log behind `descriptor`
+    /// into `spool-<generation>.log`.
+    struct CompactionPlan: Sendable {
+        let descriptor: Int32
+        let from: Int
+        let to: Int
+        let generation: Int
+        let url: URL
+    }
+
+    /// A compaction, when one is due: the written head is past ``compactAfter`` and outweighs the
+    /// unwritten rest. So each byte is copied a bounded number of times: draining a backlog of any
+    /// size costs linear time, never a full copy per batch.
+    func compactionPlan() -> CompactionPlan? {
+        guard self.replayed >= Self.compactAfter, self.replayed >= self.end - self.replayed, self.generation < Int.max else { return nil }
+        return CompactionPlan(
+            descriptor: self.log.fileDescriptor, from: self.replayed, to: self.end, generation: self.generation + 1,
+            url: Self.logURL(self.directory, generation: self.generation + 1))
+    }
+
+    /// The bulk of a compaction, in 1 MiB chunks: safe while appends go on (they only write past
+    /// `plan.to`), so the owner runs it outside the lock the ingest thread takes.
+    static func copyForCompaction(_ plan: CompactionPlan) throws -> FileHandle {
+        guard FileManager.default.createFile(atPath: plan.url.path, contents: nil),
+            let handle = FileHandle(forUpdatingAtPath: plan.url.path)
+        else { throw Problem(message: "cannot create \(plan.url.path)") }
+        try Self.copy(from: plan.descriptor, plan.from..<plan.to, to: handle.fileDescriptor, at: 0)
+        return handle
+    }
+
+    /// Copies what was appended since the plan, syncs the new log, switches the offset file to it
+    /// (atomically) and deletes the old log. A crash before the switch leaves the old log and offset
+    /// as they were; after it, the new log is complete.
+    func finishCompaction(_ plan: CompactionPlan, _ handle: FileHandle) throws {
+        guard plan.from == self.replayed, plan.to <= self.end, plan.descriptor == self.log.fileDescriptor else {
+            // The spool changed under the plan (emptied, or compacted): drop the copy.
+            try? handle.close()
+            try? FileManager.default.removeItem(at: plan.url)
+            return
+        }
+        try Self.copy(from: self.log.fileDescriptor, plan.to..<self.end, to: handle.fileDescriptor, at: plan.to - plan.from)
+        self.compactedBytes += self.end - plan.from
+        try handle.synchronize()
+        _ = try handle.seekToEnd()
+        try Data("\(plan.generation) 0".utf8).write(to: self.offsetURL, options: .atomic)
+        let old = Self.logURL(self.directory, generation: self.generation)
+        try? self.log.close()
+        self.log = handle
+        self.generation = plan.generation
+        self.end -= self.replayed
+        self.replayed = 0
+        try? FileManager.default.removeItem(at: old)
+    }
+
+    private static func copy(from source: Int32, _ range: Range<Int>, to target: Int32, at offset: Int) throws {
+        var position = range.lowerBound
+        while position < range.upperBound {
+            let chunk = try Self.readFully(source, at: position, count: min(Self.readChunk, range.upperBound - position))
+            guard !chunk.isEmpty else { throw Problem(message: "spool: short read while compacting") }
+            try Self.writeFully(target, chunk, at: offset + position - range.lowerBound)
+            position += chunk.count
         }
     }
 
-    /// Written-out bytes at the head of the log beyond which it is compacted.
-    static let compactAfter = 4 * 1024 * 1024
+    /// The offset of the first valid record after `position` (one whose length fits and whose
+    /// checksum matches), or `end`.
+    static func nextValidRecord(_ fd: Int32, after position: Int, end: Int) throws -> Int {
+        var candidate = position + 1
+        while candidate + Self.recordHeader <= end {
+            let window = try Self.readFully(fd, at: candidate, count: min(Self.readChunk, end - candidate))
+            guard window.count >= Self.recordHeader else { break }
+            for offset in 0...(window.count - Self.recordHeader) {
+                let length = Int(UInt32(littleEndian: window.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }))
+                let start = candidate + offset
+                guard length <= Self.maxRecord, start + Self.recordHeader + length <= end else { continue }
+                let crc = UInt32(littleEndian: window.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self) })
+                let payload =
+                    offset + Self.recordHeader + length <= window.count
+                    ? Array(window[(offset + Self.recordHeader)..<(offset + Self.recordHeader + length)])
+                    : try Self.readFully(fd, at: start + Self.recordHeader, count: length)
+                if payload.count == length, CRC32.checksum(payload) == crc { return start }
+            }
+            candidate += window.count - Self.recordHeader + 1
+        }
+        return end
+    }
 
-    /// Copies the unwritten tail into `spool-<generation+1>.log`, syncs it, then switches the offset
-    /// file to it (atomically) and deletes the old log. A crash before the switch leaves the old log
-    /// and offset as they were; after it, the new log is complete.
-    private func compact() throws {
-        let pending = self.end - self.replayed
-        try self.log.seek(toOffset: UInt64(self.replayed))
-        let tail = pending > 0 ? (try self.log.read(upToCount: pending) ?? Data()) : Data()
-        guard tail.count == pending else { throw Problem(message: "spool: short read while compacting") }
+    /// Appends a corrupt stretch of the log to `spool-<generation>.corrupt`, for a person to look at.
+    private func moveAside(_ range: Range<Int>) throws {
+        guard !range.isEmpty else { return }
+        let path = self.directory.appendingPathComponent("spool-\(self.generation).corrupt").path
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw Problem(message: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let size = Int(lseek(fd, 0, SEEK_END))
+        try Self.copy(from: self.log.fileDescriptor, range, to: fd, at: max(0, size))
+        _ = fsync(fd)
+    }
+
+    /// Rewrites the log as the next generation without the given stretches (at open).
+    private func rewrite(skipping bad: [Range<Int>]) throws {
         let next = self.generation + 1
         let url = Self.logURL(self.directory, generation: next)
-        guard FileManager.default.createFile(atPath: url.path, contents: tail),
-            let handle = FileHandle(forUpdatingAtPath: url.path)
+        guard FileManager.default.createFile(atPath: url.path, contents: nil), let handle = FileHandle(forUpdatingAtPath: url.path)
         else { throw Problem(message: "cannot create \(url.path)") }
+        var written = 0
+        var position = self.replayed
+        for range in bad + [self.end..<self.end] {
+            try Self.copy(from: self.log.fileDescriptor, position..<range.lowerBound, to: handle.fileDescriptor, at: written)
+            written += range.lowerBound - position
+            position = range.upperBound
+        }
         try handle.synchronize()
-        _ = try handle.seekToEnd()
         try Data("\(next) 0".utf8).write(to: self.offsetURL, options: .atomic)
         let old = Self.logURL(self.directory, generation: self.generation)
         try? self.log.close()
         self.log = handle
         self.generation = next
         self.replayed = 0
-        self.end = pending
+        self.end = written
         try? FileManager.default.removeItem(at: old)
     }
 

@@ -40,6 +40,10 @@ package final class Orchestrator: Sendable {
         let metrics = MetricsExporter()
         self.metrics = metrics
         self.recordWriter = RecordWriter(settings: config.database, logger: logger, metricsFactory: metrics.factory)
+        if let problem = self.recordWriter.spoolProblem {
+            // Without its spool the record is not lossless: refuse to start rather than run on memory.
+            throw Spool.Problem(message: "database.spool_dir: \(problem)")
+        }
         let pipeline = IngestPipeline(
             // The record first: once an alert is published, it is already in the spool.
             config: config, sinks: [self.recordWriter, self.publisher] + extraSinks, logger: logger)
