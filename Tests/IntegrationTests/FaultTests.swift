@@ -114,30 +114,35 @@ struct FaultTests {
         broker.stop()
     }
 
-    @Test func `QoS 1 samples published while the orchestrator is away are delivered when it returns (persistent session)`() async throws {
+    @Test func `with the shipped configuration, QoS 1 samples published while the orchestrator is away are delivered when it returns`() async throws {
         let broker = try PrivateBroker(persistent: true)
         try broker.start()
-        var config = TestServices.config(prefix: "it-away", databaseURL: try TestServices.freshDatabase(), topicMap: LivePathTests.shippedMap)
+        // The shipped file as it is, but for where the broker, database, API and spool are.
+        var config = try OrchestratorConfig.load(
+            file: TestServices.repositoryRoot.appendingPathComponent("config/orchestrator.yaml").path, environment: [:])
+        #expect(!config.mqtt.cleanStart)
+        #expect(config.mqtt.clientID.hasPrefix("dang-"))
         config.mqtt.endpoint = MQTTEndpoint(host: "127.0.0.1", port: broker.port, tls: false)
-        config.mqtt.clientID = "dang-it-away"
-        config.mqtt.cleanStart = false
-        config.mqtt.sessionExpiry = .seconds(600)
+        config.database.url = try TestServices.freshDatabase()
+        config.database.spoolDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("dang-spool-\(UUID().uuidString)").path
+        config.api.port = 0
         try await eventually("broker up") { (try? MQTTTestPublisher(port: broker.port)) != nil }
         let first = try Orchestrator(config: config, logger: testLogger)
         try await withRunningOrchestrator(first) {
             try await eventually("connected", timeout: .seconds(15)) { first.connectionStatus.connected }
         }
-        // Away: 50 samples queued by the broker for the persistent session.
+        // Away: 100 samples queued by the broker for the persistent session.
         let publisher = try StreamPublisher(port: broker.port)
         try await eventually("publisher connected") { publisher.isConnected }
-        for seq in 0..<50 {
-            try await publisher.publish("plant/r1/cdu/cdu1/TI-102", #"{"ts":\#(1_790_000_000_000 + Int64(seq) * 1000),"v":\#(118 + Double(seq % 2))}"#)
+        let now = Int64(Date().timeIntervalSince1970 * 1000) - 200_000
+        for seq in 0..<100 {
+            try await publisher.publish("plant/r1/cdu/cdu1/TI-102", #"{"ts":\#(now + Int64(seq) * 1000),"v":\#(118 + Double(seq % 2))}"#)
         }
         try await Task.sleep(for: .milliseconds(300))
         let second = try Orchestrator(config: config, logger: testLogger)
         try await withRunningOrchestrator(second) {
             try await eventually("the queued samples delivered", timeout: .seconds(15)) {
-                second.pipeline.processedCount(tag: "r1/cdu/cdu1/TI-102") == 50
+                second.pipeline.processedCount(tag: "r1/cdu/cdu1/TI-102") == 100
             }
         }
         broker.stop()

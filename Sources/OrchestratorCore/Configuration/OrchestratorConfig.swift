@@ -96,13 +96,31 @@ package struct APISettings: Sendable {
 
 /// `mqtt`.
 package struct MQTTSettings: Sendable {
+    /// `dang-<host name>`: the same across restarts of one gateway, different between gateways.
+    package static let defaultClientID: String = {
+        var name = [CChar](repeating: 0, count: 256)
+        let host = gethostname(&name, name.count) == 0 ? String(cString: name) : ""
+        // Client ids are safest in [0-9A-Za-z-_] (MQTT 3.1.1 only promises those, up to 23 bytes).
+        let safe = host.unicodeScalars.map { scalar -> Character in
+            let allowed = ("0"..."9").contains(scalar) || ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || scalar == "-" || scalar == "_"
+            return allowed ? Character(scalar) : "-"
+        }
+        let suffix = String(safe.prefix(64))
+        return suffix.isEmpty ? "dang-orchestrator" : "dang-\(suffix)"
+    }()
+
     package var endpoint = MQTTEndpoint(host: "127.0.0.1", port: 1883, tls: false)
-    package var clientID = "dang-orchestrator"
+    /// Stable per instance (a persistent session is found again by it): `dang-<host name>` unless set.
+    package var clientID = MQTTSettings.defaultClientID
     package var username: String?
     package var password: String?
     package var protocolVersion: MQTTConnectionOptions.ProtocolVersion = .v5
     package var keepAlive: Duration = .seconds(30)
-    package var cleanStart = true
+    /// `false` by default: a persistent session, so QoS 1 samples published while the orchestrator
+    /// is away (a restart, an upgrade) are kept by the broker and delivered when it returns (SPEC §8:
+    /// nothing lost with the shipped configuration). Sparkplug B, whose host rules ask for a clean
+    /// session, then gets a connection of its own (`<client_id>-spb`).
+    package var cleanStart = false
     package var subscribeQoS = 1
     package var tcpNoDelay = true
     package var tls = MQTTConnectionOptions.TLS()

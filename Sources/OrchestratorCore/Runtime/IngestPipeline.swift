@@ -118,8 +118,14 @@ package final class IngestPipeline: Sendable {
 
     /// Filters to subscribe to.
     package var subscriptions: [String] {
-        self.router.subscriptions + (self.config.topics.sparkplug ? ["\(SparkplugSession.namespace)/#"] : [])
+        self.sensorSubscriptions + self.sparkplugSubscriptions
     }
+
+    /// The plant and market data filters of the topic map.
+    package var sensorSubscriptions: [String] { self.router.subscriptions }
+
+    /// `spBv1.0/#` when Sparkplug B is ingested.
+    package var sparkplugSubscriptions: [String] { self.config.topics.sparkplug ? ["\(SparkplugSession.namespace)/#"] : [] }
 
     /// Where Sparkplug rebirth requests go (the MQTT client).
     package func attachCommandPublisher(_ publish: @escaping @Sendable (String, [UInt8]) -> Void) {

@@ -18,6 +18,8 @@ package final class Orchestrator: Sendable {
     package let publisher: AlertPublisher
     package let coordinator: ModuleCoordinator
     private let client: MosquittoClient
+    /// Sparkplug B's own clean-session connection, when the main one is persistent.
+    private let sparkplugClient: MosquittoClient?
     private let connection = ConnectionTracker()
     private let logger: Logger
     package let startedAt: Date
@@ -67,7 +69,11 @@ package final class Orchestrator: Sendable {
         let statusTopic = "\(config.topics.prefix)/status"
         var options = config.connectionOptions(
             will: .init(topic: statusTopic, payload: Array(#"{"state":"offline"}"#.utf8), qos: 1, retain: true))
-        options.subscriptions = (pipeline.subscriptions + coordinator.subscriptions).map { ($0, Int32(config.mqtt.subscribeQoS)) }
+        // A persistent session for plant data and the decision side; Sparkplug B on its own clean
+        // session when that differs (its host rules ask for one).
+        let separateSparkplug = !config.mqtt.cleanStart && !pipeline.sparkplugSubscriptions.isEmpty
+        let mainFilters = separateSparkplug ? pipeline.sensorSubscriptions : pipeline.subscriptions
+        options.subscriptions = (mainFilters + coordinator.subscriptions).map { ($0, Int32(config.mqtt.subscribeQoS)) }
         options.birth = .init(
             topic: statusTopic, payload: Self.statusPayload(state: "online", startedAt: self.startedAt), qos: 1, retain: true)
 
@@ -104,7 +110,23 @@ package final class Orchestrator: Sendable {
             },
             afterMessages: { pipeline.deliverDeferred() })
         self.publisher.attach(self.client)
-        let client = self.client
+        if separateSparkplug {
+            var sparkplug = config.connectionOptions(will: nil)
+            sparkplug.clientID = String(config.mqtt.clientID.prefix(250)) + "-spb"
+            sparkplug.cleanStart = true
+            sparkplug.sessionExpiry = 0
+            sparkplug.subscriptions = pipeline.sparkplugSubscriptions.map { ($0, Int32(config.mqtt.subscribeQoS)) }
+            let sparkplugEndpoint = endpoint + " (Sparkplug B)"
+            let sparkplugConnection = ConnectionTracker()
+            self.sparkplugClient = try MosquittoClient(
+                options: sparkplug,
+                onMessage: { message in pipeline.handle(topic: message.topic, payload: message.payload) },
+                onEvent: { event in Self.log(event, endpoint: sparkplugEndpoint, connection: sparkplugConnection, logger: logger) },
+                afterMessages: { pipeline.deliverDeferred() })
+        } else {
+            self.sparkplugClient = nil
+        }
+        let client = self.sparkplugClient ?? self.client
         pipeline.attachCommandPublisher { topic, payload in
             try? client.publish(topic: topic, payload: payload, qos: 0, retain: false)
         }
@@ -162,6 +184,7 @@ package final class Orchestrator: Sendable {
                 "mqtt.subscriptions": "\(self.pipeline.subscriptions)",
             ])
         try self.client.start()
+        try self.sparkplugClient?.start()
     }
 
     fileprivate func stopIngest() {
@@ -170,6 +193,7 @@ package final class Orchestrator: Sendable {
             topic: "\(self.config.topics.prefix)/status", payload: Self.statusPayload(state: "offline", startedAt: self.startedAt), qos: 1,
             retain: true)
         self.client.disconnect()
+        self.sparkplugClient?.disconnect()
         let counters = self.pipeline.counters
         self.logger.info(
             "ingest stopped",

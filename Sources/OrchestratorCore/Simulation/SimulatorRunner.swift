@@ -28,6 +28,9 @@ package struct SimulatorRunner: Sendable {
         }
         var options = self.config.connectionOptions(will: nil)
         options.clientID = "\(self.config.mqtt.clientID)-simulator-\(ProcessInfo.processInfo.processIdentifier)"
+        // A new id per process: a persistent session would only pile up messages nobody collects.
+        options.cleanStart = true
+        options.sessionExpiry = 0
         let connected = Atomic<Bool>(false)
         let logger = self.logger
         let client = try MosquittoClient(

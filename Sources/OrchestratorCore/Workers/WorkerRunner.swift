@@ -24,6 +24,9 @@ package struct WorkerRunner: Sendable {
     package func run() async throws -> Int {
         var options = self.config.connectionOptions(will: nil)
         options.clientID = "\(self.config.mqtt.clientID)-worker-\(self.worker.rawValue)-\(ProcessInfo.processInfo.processIdentifier)"
+        // A new id per process: a persistent session would only pile up messages nobody collects.
+        options.cleanStart = true
+        options.sessionExpiry = 0
         let command = "\(self.config.topics.prefix)/cmd/\(self.worker.rawValue)"
         let fallbackReply = "\(self.config.topics.prefix)/result/\(self.worker.rawValue)"
         options.subscriptions = [(command, 1)]
