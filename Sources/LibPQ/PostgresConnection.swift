@@ -25,8 +25,10 @@ package final class PostgresConnection {
     package init(conninfo: String) throws(PostgresError) {
         // expand_dbname = 1: the `dbname` value may itself be a URL or conninfo, whose keywords
         // override the ones before it (here, the default connect_timeout).
-        let keywords = ["connect_timeout", "dbname"]
-        let values = ["10", conninfo]
+        // client_encoding after it: always UTF-8 (what every String sent is), whatever the server's
+        // or the environment's default.
+        let keywords = ["connect_timeout", "dbname", "client_encoding"]
+        let values = ["10", conninfo, "UTF8"]
         let handle = withCStrings(keywords) { k in
             withCStrings(values) { v in
                 PQconnectdbParams(k + [nil], v + [nil], 1)

@@ -1,6 +1,7 @@
 import Curl
 import Foundation
 import LibPQ
+import Synchronization
 import Testing
 
 @testable import OrchestratorCore
@@ -140,6 +141,32 @@ struct APITests {
             try await eventually("acknowledged over MQTT") {
                 (try? PostgresConnection(conninfo: database).query("SELECT acked_by FROM alerts WHERE alert_id = $1", [other]).rows.first?.first) == "mqtt operator"
             }
+
+            // A flood of acknowledgements and reads: never a thread and a connection per message or
+            // request (that exhausted max_connections and starved the record writer).
+            let watcher = try PostgresConnection(conninfo: database)
+            let flood = Task.detached {
+                for _ in 0..<2000 { try publisher.publish("it-alarm/ack/\(UUID().uuidString)", "{}") }
+            }
+            // Plain threads: the calls block, and the cooperative pool must stay free for the server.
+            let answers = Mutex<[Int]>([])
+            for _ in 0..<40 {
+                Thread.detachNewThread { let status = api.call("GET", "/alerts", token: Self.read).status; answers.withLock { $0.append(status) } }
+            }
+            var most = 0
+            for _ in 0..<50 {
+                let rows = try watcher.query("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                most = max(most, Int(rows.rows.first?.first.flatMap { $0 } ?? "0") ?? 0)
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            try await flood.value
+            try await eventually("every read answered", timeout: .seconds(30)) { answers.withLock { $0.count } == 40 }
+            let statuses = answers.withLock { $0 }
+            // The record writer's connection, the pool's (2), and nothing per message.
+            #expect(most <= 1 + orchestrator.databasePool.size)
+            #expect(orchestrator.databasePool.threads <= orchestrator.databasePool.size)
+            #expect(statuses.allSatisfy { $0 == 200 || $0 == 503 })
+            #expect(statuses.contains(200))
         }
     }
 

@@ -203,3 +203,41 @@ import Testing
         #expect(problem("t,a\n1,2\n\n2,nope\n")?.line == 4)
     }
 }
+
+@Suite struct CommandIsolationTests {
+    @Test func `a module command sees only the variables its module allows, never the orchestrator's secrets`() async throws {
+        let parent = ["PATH": "/usr/bin:/bin", "HOME": "/root", "DATABASE_URL": "postgres://dang:secret@db/dang",
+                      "DANG_API_TOKEN": "tok", "DEEPSEEK_API_KEY": "sk-1", "LANG": "C.UTF-8"]
+        let environment = CommandTransport.environment(allowing: CommandTransport.defaultEnvironment, from: parent)
+        #expect(environment == ["PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"])
+        let result = await CommandTransport.run(
+            ["/usr/bin/env"], environment: environment.merging(["EXTRA": "1"]) { $1 }, input: [], timeout: .seconds(10))
+        let text = try String(decoding: result.get(), as: UTF8.self)
+        #expect(Set(text.split(separator: "\n").map { String($0.split(separator: "=")[0]) }) == ["PATH", "HOME", "LANG", "EXTRA"])
+    }
+
+    @Test func `past its timeout the command's whole process group is stopped, children included`() async throws {
+        let marker = FileManager.default.temporaryDirectory.appendingPathComponent("dang-child-\(UUID().uuidString)").path
+        // The command starts a child that would outlive it, then hangs.
+        let script = "sleep 300 & echo $! > \(marker); wait"
+        let started = ContinuousClock.now
+        let result = await CommandTransport.run(["/bin/sh", "-c", script], environment: ["PATH": "/usr/bin:/bin"], input: [], timeout: .milliseconds(500))
+        guard case .failure = result else {
+            Issue.record("a hanging command gave a result")
+            return
+        }
+        #expect(ContinuousClock.now - started < .seconds(10))
+        let child = try #require(Int32(String(contentsOfFile: marker, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        var gone = false
+        for _ in 0..<50 {
+            // Reaped by init once killed, or a zombie until then: either way not running.
+            let state = (try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8))?.split(separator: " ").dropFirst(2).first
+            if state == nil || state == "Z" {
+                gone = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(gone)
+    }
+}

@@ -275,18 +275,20 @@ package struct APIServer: Sendable {
         return Array(buffer.readableBytesView)
     }
 
-    /// Runs blocking libpq work on a thread of its own; a database that is away is a 503.
+    /// Runs blocking libpq work on the orchestrator's database pool. A database that is away is a
+    /// 503 whose body says only that (libpq's text, with hosts and users, goes to the log); a full
+    /// queue is a 503 too.
     func database(_ body: @escaping @Sendable (PostgresConnection) throws -> Response) async -> Response {
-        let url = self.orchestrator.config.database.url
-        return await withCheckedContinuation { continuation in
-            Thread.detachNewThread {
-                do {
-                    let connection = try PostgresConnection(conninfo: url)
-                    continuation.resume(returning: try body(connection))
-                } catch {
-                    continuation.resume(returning: Self.error(.serviceUnavailable, "the database is unavailable: \(error)"))
-                }
-            }
+        let logger = self.logger
+        let answer = await self.orchestrator.databasePool.run { connection in try body(connection) }
+        switch answer {
+        case .success(let response)?:
+            return response
+        case .failure(let error)?:
+            logger.warning("API request failed on the database", metadata: ["error": "\(error)"])
+            return Self.error(.serviceUnavailable, "the database is unavailable")
+        case nil:
+            return Self.error(.serviceUnavailable, "the database is busy; try again")
         }
     }
 

@@ -10,7 +10,7 @@ package struct CoordinatorOutputs: Sendable {
     package var publish: @Sendable (_ topic: String, _ payload: [UInt8], _ request: (responseTopic: String, correlation: [UInt8])?) -> Bool
     package var record: @Sendable (Record) -> Void
     /// Runs a command-transport module: the invocation JSON on stdin, its stdout back, within the timeout.
-    package var runCommand: @Sendable (_ argv: [String], _ input: [UInt8], _ timeout: Duration) async -> Result<[UInt8], CommandFailure>
+    package var runCommand: @Sendable (_ argv: [String], _ environment: [String: String], _ input: [UInt8], _ timeout: Duration) async -> Result<[UInt8], CommandFailure>
     /// Latencies for the metrics.
     package var observe: @Sendable (Observation) -> Void
 
@@ -22,7 +22,7 @@ package struct CoordinatorOutputs: Sendable {
     package init(
         publish: @escaping @Sendable (String, [UInt8], (responseTopic: String, correlation: [UInt8])?) -> Bool,
         record: @escaping @Sendable (Record) -> Void,
-        runCommand: @escaping @Sendable ([String], [UInt8], Duration) async -> Result<[UInt8], CommandFailure> = CommandTransport.run,
+        runCommand: @escaping @Sendable ([String], [String: String], [UInt8], Duration) async -> Result<[UInt8], CommandFailure> = CommandTransport.run,
         observe: @escaping @Sendable (Observation) -> Void = { _ in }
     ) {
         self.publish = publish
@@ -614,7 +614,8 @@ package final class ModuleCoordinator: AlertSink, Sendable {
         case .command:
             let outputs = self.outputs
             Task { [self] in
-                switch await outputs.runCommand(settings.command, message, settings.timeout) {
+                let environment = CommandTransport.environment(allowing: settings.environment)
+                switch await outputs.runCommand(settings.command, environment, message, settings.timeout) {
                 case .success(let stdout):
                     self.handleResult(module: invocation.module.rawValue, payload: Self.attachID(stdout, invocation: invocation))
                 case .failure(let failure):

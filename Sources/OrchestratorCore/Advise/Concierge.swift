@@ -21,13 +21,13 @@ struct Concierge {
         """
 
     func answer(_ question: String, session: UUID, continuing: Bool) async -> (ok: Bool, body: [String: Any]) {
-        let url = self.orchestrator.config.database.url
+        let pool = self.orchestrator.databasePool
         let map = self.orchestrator.config.topicMap
         // Context from the record (a database that is away leaves it empty, and says so).
         let gathered: (alerts: [[String: Any]], legend: [String: String], previous: [[String: String]], note: String?) = await withCheckedContinuation { continuation in
-            Thread.detachNewThread {
+            let accepted = pool.submit { opened in
                 do {
-                    let connection = try PostgresConnection(conninfo: url)
+                    let connection = try opened.get()
                     let rows = try connection.query(
                         "SELECT tag, kind, severity, value, (extract(epoch FROM raised_at) * 1000)::bigint FROM alerts WHERE state = 'raised' ORDER BY raised_at DESC LIMIT 20")
                     var legend: [String: String] = [:]
@@ -60,6 +60,7 @@ struct Concierge {
                     continuation.resume(returning: ([], [:], [], "the record is unavailable; no alert context"))
                 }
             }
+            if !accepted { continuation.resume(returning: ([], [:], [], "the record is busy; no alert context")) }
         }
         let coordinator = self.orchestrator.coordinator
         let modules = self.orchestrator.config.modules.mapValues { settings -> [String: Any] in

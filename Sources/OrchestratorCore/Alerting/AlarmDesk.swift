@@ -13,12 +13,12 @@ package final class AlarmDesk: Sendable {
     }
 
     let shelf: AlertShelf
-    let databaseURL: String
+    let pool: DatabasePool
     let logger: Logger
 
-    package init(shelf: AlertShelf, databaseURL: String, logger: Logger) {
+    package init(shelf: AlertShelf, pool: DatabasePool, logger: Logger) {
         self.shelf = shelf
-        self.databaseURL = databaseURL
+        self.pool = pool
         self.logger = logger
     }
 
@@ -51,9 +51,9 @@ package final class AlarmDesk: Sendable {
     }
 
     /// Puts back on the shelf what was shelved before a restart (from `alerts.shelved_until`).
-    package func loadShelves() {
+    package func loadShelves(on connection: PostgresConnection) {
         do {
-            let rows = try PostgresConnection(conninfo: self.databaseURL).query(
+            let rows = try connection.query(
                 "SELECT tag, kind, (extract(epoch FROM shelved_until) * 1000)::bigint FROM alerts WHERE shelved_until > now()")
             for row in rows.rows {
                 guard let tag = row[0], let kind = row[1].flatMap(AlertKind.init(rawValue:)), let until = row[2].flatMap({ Int64($0) }) else { continue }
@@ -65,18 +65,18 @@ package final class AlarmDesk: Sendable {
         }
     }
 
-    /// `{prefix}/ack/{alert_id}` with an optional `{"by": "name"}`: done on a thread of its own (the
-    /// MQTT thread never waits on PostgreSQL).
+    /// `{prefix}/ack/{alert_id}` with an optional `{"by": "name"}`: done on the database pool (the
+    /// MQTT thread never waits on PostgreSQL; a flood is refused and counted there, never a thread
+    /// and a connection per message).
     package func acknowledgeFromMQTT(_ idText: String, payload: [UInt8]) {
         guard let id = UUID(uuidString: idText) else {
             self.logger.warning("acknowledgement refused: not an alert id", metadata: ["alert.id": "\(idText.prefix(64))"])
             return
         }
         let by = ((try? JSONSerialization.jsonObject(with: Data(payload))) as? [String: Any])?["by"].flatMap { $0 as? String }.map { String($0.prefix(200)) }
-        let url = self.databaseURL
-        Thread.detachNewThread {
+        self.pool.submit { connection in
             do {
-                let result = try self.acknowledge(id, by: by, on: PostgresConnection(conninfo: url))
+                let result = try self.acknowledge(id, by: by, on: connection.get())
                 if result == .unknown { self.logger.warning("acknowledgement for an unknown alert", metadata: ["alert.id": "\(id.uuidString.lowercased())"]) }
             } catch {
                 self.logger.error("acknowledgement not recorded", metadata: ["alert.id": "\(id.uuidString.lowercased())", "error": "\(error)"])

@@ -29,6 +29,9 @@ package struct ModuleSettings: Sendable {
     package var transport: Transport = .mqtt
     /// argv of the command transport (`command: [python3, workers/forecast.py]`).
     package var command: [String] = []
+    /// Environment variables the command is given (names; their values come from the orchestrator's
+    /// environment). Nothing else crosses: the orchestrator's secrets stay its own.
+    package var environment = CommandTransport.defaultEnvironment
     /// Invocations of this module in flight at once; more are deferred.
     package var maxInFlight = 1
     /// No second invocation for the same module and scope sooner than this after the last.
@@ -111,6 +114,11 @@ package struct DecisionEngineSettings: Sendable {
 }
 
 extension OrchestratorConfig {
+    static func isVariableName(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, !("0"..."9").contains(first) else { return false }
+        return name.unicodeScalars.allSatisfy { ("A"..."Z").contains($0) || ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_" }
+    }
+
     mutating func readModules(_ modules: YAMLSection) {
         for name in ModuleName.allCases {
             guard let module = modules.section(name.rawValue) else { continue }
@@ -126,6 +134,14 @@ extension OrchestratorConfig {
                 } else {
                     module.diagnostics.report(
                         .error, module.keyPath("command"), at: node.mark, "expected a list: [program, argument, ...]")
+                }
+            }
+            if let node = module.node("environment") {
+                if case .sequence(let items) = node, items.allSatisfy({ $0.scalar.map { Self.isVariableName($0.string) } ?? false }) {
+                    settings.environment = items.compactMap { $0.scalar?.string }
+                } else {
+                    module.diagnostics.report(
+                        .error, module.keyPath("environment"), at: node.mark, "expected a list of variable names: [PATH, HOME, ...]")
                 }
             }
             if settings.transport == .command && settings.command.isEmpty {

@@ -24,6 +24,8 @@ package final class Orchestrator: Sendable {
     private let logger: Logger
     package let startedAt: Date
     package let alarmDesk: AlarmDesk
+    /// Reused connections for reads and operator actions (API, acknowledgements, the concierge).
+    package let databasePool: DatabasePool
     /// `GET /metrics`: its registry also receives the swift-metrics instruments of the record writer.
     package let metrics: MetricsExporter
 
@@ -60,7 +62,9 @@ package final class Orchestrator: Sendable {
                 record: { writer.deliver(record: $0) }, observe: { metrics.observe($0) }),
             logger: logger, advisor: config.llm.isActive ? Advisor(client: LLMClient(settings: .init(config))) : nil)
         self.coordinator = coordinator
-        let alarmDesk = AlarmDesk(shelf: self.publisher.shelf, databaseURL: config.database.url, logger: logger)
+        let pool = DatabasePool(url: config.database.url, logger: logger)
+        self.databasePool = pool
+        let alarmDesk = AlarmDesk(shelf: self.publisher.shelf, pool: pool, logger: logger)
         self.alarmDesk = alarmDesk
         // After the record and the alert publisher: an alert is out (written to the socket) before
         // the decision it triggers is made — once the message's handler has returned.
@@ -172,7 +176,9 @@ package final class Orchestrator: Sendable {
         Thread.detachNewThread {
             // tag_state first: loading it also migrates a new database, which the shelves need.
             let snapshots = writer.loadTagState()
-            alarmDesk.loadShelves()
+            alarmDesk.pool.submit { connection in
+                if let connection = try? connection.get() { alarmDesk.loadShelves(on: connection) }
+            }
             guard let snapshots, !snapshots.isEmpty else { return }
             pipeline.seed(snapshots)
             logger.info("detectors warmed up from tag_state", metadata: ["tags": "\(snapshots.count)"])
