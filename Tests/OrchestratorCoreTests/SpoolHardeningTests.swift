@@ -114,4 +114,13 @@ import Testing
         #expect(writer.counters.timedSyncs >= 2)
         #expect(writer.counters.written == 0 && writer.counters.spooled == 5)
     }
+
+    @Test func `a batch ends at its byte cap as well as its row count`() throws {
+        let spool = try Spool(directory: self.directory(), capacity: 1 << 24, fsync: .never)
+        let big = [UInt8](repeating: 1, count: 100_000)
+        try spool.append(Array(repeating: big, count: 10))
+        #expect(try spool.read(limit: 500, maxBytes: 250_000).payloads.count == 3)
+        #expect(try spool.read(limit: 500, maxBytes: 10).payloads.count == 1)
+        #expect(try spool.read(limit: 500).payloads.count == 10)
+    }
 }

@@ -260,6 +260,9 @@ package struct DatabaseSettings: Sendable {
     /// libpq connection string; empty means libpq reads the `PG*` environment variables.
     package var url = ""
     package var batchSize = 500
+    /// A batch also ends at this many bytes of records (big invocation params or LLM exchanges make
+    /// one statement, and one transaction, of a bounded size).
+    package var batchBytes = 8 << 20
     package var flushInterval: Duration = .milliseconds(50)
     package var queueCapacity = 100_000
     /// Directory of the durable spool (empty: no spool, memory only).
@@ -516,6 +519,7 @@ extension OrchestratorConfig {
         if let database = root.section("database") {
             self.database.url = database.string("url", default: self.database.url)
             self.database.batchSize = database.int("batch_size", default: self.database.batchSize, in: 1...100_000)
+            self.database.batchBytes = database.int("batch_bytes", default: self.database.batchBytes, in: 65_536...1 << 30)
             self.database.flushInterval = database.duration("flush_interval", default: self.database.flushInterval)
             if self.database.flushInterval < .milliseconds(1) {
                 database.diagnostics.report(

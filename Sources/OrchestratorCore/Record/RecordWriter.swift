@@ -393,7 +393,7 @@ package final class RecordWriter: AlertSink, Sendable {
                 do {
                     let read = try self.spool.withLock { spooled -> (payloads: [[UInt8]], copies: [Record?], next: Int, pending: Int, fd: Int32)? in
                         guard let spool = spooled.spool, spool.hasPending else { return nil }
-                        let (payloads, next) = try spool.read(limit: self.settings.batchSize)
+                        let (payloads, next) = try spool.read(limit: self.settings.batchSize, maxBytes: self.settings.batchBytes)
                         if payloads.isEmpty {
                             // Bytes at the offset that do not read as a record (changed on disk since
                             // open): the spool moved them aside and skips to the next valid record;

@@ -208,8 +208,9 @@ package final class Spool {
     /// When the first bytes at the offset are not a valid record, nothing is returned but an offset
     /// past them: the next valid record header (or the end). Those bytes are moved aside to the
     /// `.corrupt` file and counted in ``skippedCorrupt``; everything after them is kept.
-    func read(limit: Int) throws -> (payloads: [[UInt8]], next: Int) {
-        let read = try self.readValid(limit: limit)
+    /// A read also stops once `maxBytes` of records are in it (always at least one record).
+    func read(limit: Int, maxBytes: Int = .max) throws -> (payloads: [[UInt8]], next: Int) {
+        let read = try self.readValid(limit: limit, maxBytes: maxBytes)
         guard read.payloads.isEmpty, read.next == self.replayed, self.replayed < self.end else { return read }
         let next = try Self.nextValidRecord(self.log.fileDescriptor, after: self.replayed, end: self.end)
         try self.moveAside(self.replayed..<next)
@@ -217,14 +218,14 @@ package final class Spool {
         return ([], next)
     }
 
-    private func readValid(limit: Int) throws -> (payloads: [[UInt8]], next: Int) {
+    private func readValid(limit: Int, maxBytes: Int) throws -> (payloads: [[UInt8]], next: Int) {
         var payloads: [[UInt8]] = []
         var position = self.replayed
         // Whole chunks with one positioned read each, records cut out of memory: the record writer
         // holds the spool's lock while it reads, and the ingest thread waits for that lock.
         var chunk: [UInt8] = []
         var chunkStart = position
-        while payloads.count < limit, position < self.end {
+        while payloads.count < limit, position < self.end, position - self.replayed < maxBytes {
             var offset = position - chunkStart
             if offset + Self.recordHeader > chunk.count {
                 chunk = try Self.readFully(self.log.fileDescriptor, at: position, count: min(self.end - position, Self.readChunk))
