@@ -120,3 +120,22 @@ final class CollectingAlerts: AlertSink, Sendable {
     let events = Mutex<[AlertEvent]>([])
     func deliver(_ event: AlertEvent) { self.events.withLock { $0.append(event) } }
 }
+
+@Suite(.timeLimit(.minutes(1)))
+struct TagStateBoundsTests {
+    @Test func `tag_state seeds newest first up to max_tags, and has retention`() throws {
+        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+        try Migrations.apply(on: connection)
+        let snapshots = (0..<10).map { i in
+            TagSnapshot(tag: "junk/\(i)", time: 1_790_000_000_000 + Int64(i) * 1000, value: 1, quality: .good, samples: 5, ewmaMean: 1, ewmaVariance: 0.1)
+        }
+        try TagStateStore.upsert(snapshots, on: connection)
+        #expect(try TagStateStore.load(on: connection, limit: 3).map(\.tag) == ["junk/9", "junk/8", "junk/7"])
+        // Rows not updated for longer than the rule are deleted; fresh ones stay.
+        try connection.query("UPDATE tag_state SET updated_at = now() - interval '40 days' WHERE tag IN ('junk/0', 'junk/1')")
+        let deleted = try Retention.run([Retention.Rule(table: "tag_state", keep: .seconds(30 * 86400))], on: connection)
+        #expect(deleted["tag_state"] == 2)
+        #expect(try TagStateStore.load(on: connection).count == 8)
+        #expect(DatabaseSettings().retention.contains { $0.table == "tag_state" })
+    }
+}

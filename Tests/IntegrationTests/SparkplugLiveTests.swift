@@ -31,6 +31,10 @@ struct SparkplugLiveTests {
         map.tags["\(group)/edge1/pump7/Temperature"] = TagInfo(unit: "degC", limits: .init(hi: 90, deadband: 1))
         var config = TestServices.config(prefix: "it-spb", databaseURL: try TestServices.freshDatabase(), topicMap: map)
         config.topics.sparkplug = true
+        // As shipped: a persistent session for plant data, so Sparkplug B rides its own clean one
+        // (a fresh id per run: the shared broker keeps persistent sessions between runs).
+        config.mqtt.cleanStart = false
+        config.mqtt.clientID = "dang-it-spb-\(UUID().uuidString.prefix(8))"
         let orchestrator = try Orchestrator(config: config, logger: testLogger)
         let watcher = try TestSubscriber(filters: ["it-spb/alert/+/spb/#", "spBv1.0/\(group)/NCMD/#"])
         let publisher = try TestPublisher()

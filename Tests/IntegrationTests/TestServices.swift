@@ -79,6 +79,9 @@ enum TestServices {
         var config = OrchestratorConfig.defaults(topicMap: topicMap)
         config.mqtt.endpoint = shared.mqtt
         config.mqtt.clientID = "dang-it-\(prefix)"
+        // The shared test broker outlives a run: a persistent session (the shipped default, tested
+        // on its own broker in FaultTests) would bring the last run's messages into the next one.
+        config.mqtt.cleanStart = true
         config.topics.prefix = prefix
         config.api.port = 0  // a free port: orchestrators of several suites run at once
         config.topics.sparkplug = false  // only the Sparkplug suites take spBv1.0/# from the shared broker

@@ -241,3 +241,102 @@ import Testing
         #expect(gone)
     }
 }
+
+@Suite struct TagCardinalityTests {
+    static let now: Int64 = 1_790_000_000_000
+
+    func pipeline(map: TopicMap = TopicMap(), maxTags: Int = 100) -> (IngestPipeline, CollectingSink) {
+        var config = OrchestratorConfig.defaults(topicMap: map)
+        config.detection.multivariateEnabled = false
+        config.detection.maxTags = maxTags
+        let sink = CollectingSink()
+        return (IngestPipeline(config: config, sinks: [sink], logger: Logger(label: "test"), clock: { Self.now }), sink)
+    }
+
+    func send(_ pipeline: IngestPipeline, _ topic: String, _ text: String, at ms: Int64 = Self.now) {
+        var t = topic
+        var p = text
+        t.withUTF8 { topicBytes in p.withUTF8 { pipeline.handle(topic: UnsafeRawBufferPointer(topicBytes), payload: UnsafeRawBufferPointer($0), receivedAt: ms) } }
+    }
+
+    @Test func `a tag name past ingest.max_tag_bytes is refused and counted, and takes no slot`() {
+        let (pipeline, _) = self.pipeline()
+        self.send(pipeline, "plant/s/a/u/" + String(repeating: "x", count: 3000), "1")
+        self.send(pipeline, "plant/s/a/u", #"{"values": {"\#(String(repeating: "y", count: 250))": 1}}"#)  // fits: 256-byte names, 263 in all
+        self.send(pipeline, "market/" + String(repeating: "z/", count: 400) + "end", "1")
+        let counters = pipeline.counters
+        #expect(counters.rejected[.tagTooLong] == 2)
+        #expect(counters.tags == 1)
+    }
+
+    @Test func `junk topics that filled max_tags are forgotten once idle; the real tag gets in; mapped tags stay`() {
+        var map = TopicMap()
+        map.tags["s/a/u/MAPPED"] = TagInfo(limits: .init(hi: 100))
+        let (pipeline, sink) = self.pipeline(map: map, maxTags: 50)
+        self.send(pipeline, "plant/s/a/u/MAPPED", #"{"ts": \#(Self.now), "v": 1}"#)
+        self.send(pipeline, "plant/s/a/u/ALARMED", #"{"ts": \#(Self.now), "v": 1}"#)
+        for i in 0..<48 { self.send(pipeline, "plant/junk/j/j/T\(i)", #"{"ts": \#(Self.now), "v": \#(i)}"#) }
+        self.send(pipeline, "plant/s/a/u/REAL", "1")
+        #expect(pipeline.counters.tags == 50)
+        #expect(pipeline.counters.tagLimitRejections == 1)
+        #expect(pipeline.processedCount(tag: "s/a/u/REAL") == nil)
+        // Not yet idle long enough: nothing goes.
+        #expect(pipeline.evictIdle(now: Self.now + 3_600_000).isEmpty)
+        // A day later; ALARMED kept a data-quality alarm open by its last sample.
+        self.send(pipeline, "plant/s/a/u/ALARMED", "NaN", at: Self.now)
+        let evicted = pipeline.evictIdle(now: Self.now + 86_400_001)
+        #expect(evicted.count == 48)
+        #expect(Set(evicted.map(\.tag)) == Set((0..<48).map { "junk/j/j/T\($0)" }))
+        #expect(pipeline.counters.tags == 2)
+        #expect(pipeline.counters.evictedTags == 48)
+        #expect(pipeline.processedCount(tag: "s/a/u/MAPPED") == 1)
+        #expect(sink.events.withLock { $0 }.contains { $0.tag == "s/a/u/ALARMED" && $0.state == .raised })
+        // The real tag now gets a (reused) slot, and a junk topic that comes back is a new tag of its
+        // own: the topic cache never hands it another tag's slot.
+        self.send(pipeline, "plant/s/a/u/REAL", #"{"ts": \#(Self.now + 86_400_100), "v": 7}"#, at: Self.now + 86_400_100)
+        self.send(pipeline, "plant/junk/j/j/T0", #"{"ts": \#(Self.now + 86_400_200), "v": 99}"#, at: Self.now + 86_400_200)
+        #expect(pipeline.windows(of: ["s/a/u/REAL"], limit: 10).first?.values == [7])
+        #expect(pipeline.windows(of: ["junk/j/j/T0"], limit: 10).first?.values == [99])
+        #expect(pipeline.counters.tags == 4)
+    }
+
+    @Test func `Sparkplug: no state for nodes never born, DDATA of an unborn device refused, device and alias caps hold`() {
+        var config = OrchestratorConfig.defaults()
+        config.detection.multivariateEnabled = false
+        let pipeline = IngestPipeline(config: config, sinks: [], logger: Logger(label: "test"))
+        let sent = Mutex<[String]>([])
+        pipeline.attachCommandPublisher { topic, _ in sent.withLock { $0.append(topic) } }
+        func send(_ topic: String, _ bytes: [UInt8], at ms: Int64 = Self.now) {
+            var t = topic
+            t.withUTF8 { topicBytes in bytes.withUnsafeBytes { pipeline.handle(topic: UnsafeRawBufferPointer(topicBytes), payload: $0, receivedAt: ms) } }
+        }
+        let data = HardeningTests.sparkplug(seq: 1, [HardeningTests.metric(nil, alias: 1, 1)])
+        for i in 0..<2000 { send("spBv1.0/junk/NDATA/node\(i)", data) }
+        #expect(pipeline.counters.rejected[.sparkplugUnborn] == 2000)
+        #expect(pipeline.counters.tags == 0)
+        #expect(sent.withLock { $0.count } == 2000)  // each asked once to rebirth ...
+        for i in 0..<2000 { send("spBv1.0/junk/NDATA/node\(i)", data, at: Self.now + 1000) }
+        #expect(sent.withLock { $0.count } == 2000)  // ... and not again within 5 s
+        // A born node: its device's data counts only after the device's birth.
+        send("spBv1.0/g/NBIRTH/e1", HardeningTests.sparkplug(seq: 0, []))
+        send("spBv1.0/g/DDATA/e1/pump", HardeningTests.sparkplug(seq: 1, [HardeningTests.metric("T", alias: nil, 5)]))
+        #expect(pipeline.counters.rejected[.sparkplugUnborn] == 4001)
+        #expect(pipeline.tags(withPrefix: "g/e1/").isEmpty)
+        send("spBv1.0/g/DBIRTH/e1/pump", HardeningTests.sparkplug(seq: 2, timestamp: UInt64(Self.now + 10), [HardeningTests.metric("T", alias: 3, 5), HardeningTests.metric("bad\u{1}name", alias: 4, 1)]))
+        send("spBv1.0/g/DDATA/e1/pump", HardeningTests.sparkplug(seq: 3, timestamp: UInt64(Self.now + 20), [HardeningTests.metric(nil, alias: 3, 6), HardeningTests.metric(nil, alias: 4, 2)]))
+        #expect(pipeline.tags(withPrefix: "g/e1/") == ["g/e1/pump/T"])
+        #expect(pipeline.windows(of: ["g/e1/pump/T"], limit: 5).first?.values == [5, 6])
+    }
+
+    @Test func `the session's device cap refuses the device past it`() {
+        var session = SparkplugSession(maxDevicesPerNode: 2)
+        func handle(_ topic: String, _ bytes: [UInt8]) -> SparkplugSession.Outcome {
+            bytes.withUnsafeBytes { session.handle(topic: topic, payload: $0, now: Self.now) }
+        }
+        _ = handle("spBv1.0/g/NBIRTH/e", HardeningTests.sparkplug(seq: 0, []))
+        #expect(handle("spBv1.0/g/DBIRTH/e/d1", HardeningTests.sparkplug(seq: 1, [])).rejection == nil)
+        #expect(handle("spBv1.0/g/DBIRTH/e/d2", HardeningTests.sparkplug(seq: 2, [])).rejection == nil)
+        #expect(handle("spBv1.0/g/DBIRTH/e/d3", HardeningTests.sparkplug(seq: 3, [])).rejection == "sparkplug_device_limit")
+        #expect(handle("spBv1.0/g/DBIRTH/e/d1", HardeningTests.sparkplug(seq: 4, [])).rejection == nil)
+    }
+}

@@ -23,6 +23,9 @@ package struct AlertBook: Sendable {
     /// Number of episodes currently raised.
     package var openCount: Int { self.open.count }
 
+    /// Slots with an open episode.
+    package var openSlots: Set<Int32> { Set(self.open.keys.map(\.slot)) }
+
     /// Kinds of a slot's open episodes.
     package func openKinds(slot: Int32) -> Set<AlertKind> {
         var kinds: Set<AlertKind> = []

@@ -16,7 +16,8 @@ package import Mosquitto
 ///   `flush_interval` (duration), `queue_capacity` (records).
 /// - `topics`: `prefix` (default `apos`), `map` (topic-map file, relative to this file), `alert_qos`,
 ///   `max_payload_bytes`.
-/// - `ingest`: `max_future_skew` (duration; samples stamped further ahead of the clock are refused).
+/// - `ingest`: `max_future_skew` (duration; samples stamped further ahead of the clock are refused),
+///   `max_tag_bytes` (longest tag identifier), `evict_idle_after` (duration; idle unmapped tags are forgotten).
 /// - `detection`: `ewma_alpha`, `warmup_samples`, `z_clear`, `sigma_floor`, `max_tags`, `anomaly.*`,
 ///   `alerts.*`, `trend.*`, `data_quality.*`, `multivariate.*`, `market_moves` (see docs/configuration.md).
 package struct OrchestratorConfig: Sendable {
@@ -276,6 +277,7 @@ package struct DatabaseSettings: Sendable {
     package var retention: [Retention.Rule] = [
         .init(table: "alerts", keep: .seconds(90 * 86400)), .init(table: "decisions", keep: .seconds(365 * 86400)),
         .init(table: "invocations", keep: .seconds(365 * 86400)), .init(table: "llm_exchanges", keep: .seconds(90 * 86400)),
+        .init(table: "tag_state", keep: .seconds(30 * 86400)),
     ]
     package var retentionInterval: Duration = .seconds(600)
 }
@@ -285,6 +287,12 @@ package struct IngestSettings: Sendable {
     /// A sample stamped more than this ahead of the wall clock is refused (a mis-set source clock
     /// would otherwise pin its tag's clock in the future and blind it).
     package var maxFutureSkew: Duration = .seconds(300)
+    /// Longest tag identifier accepted, in UTF-8 bytes (a topic level can be 64 KiB; PostgreSQL's
+    /// btree index refuses keys past about 2.7 KB).
+    package var maxTagBytes = 512
+    /// A tag not in the topic map that got no sample for this long is forgotten (its state kept in
+    /// `tag_state`), so junk topics cannot fill `detection.max_tags` for good; zero: never.
+    package var evictIdleAfter: Duration = .seconds(86_400)
 
     /// Whether a sample time is acceptable at `now` (epoch ms): not beyond the skew, and inside
     /// what PostgreSQL's `timestamptz` holds.
@@ -565,6 +573,8 @@ extension OrchestratorConfig {
         }
         if let ingest = root.section("ingest") {
             self.ingest.maxFutureSkew = ingest.duration("max_future_skew", default: self.ingest.maxFutureSkew)
+            self.ingest.maxTagBytes = ingest.int("max_tag_bytes", default: self.ingest.maxTagBytes, in: 16...2048)
+            self.ingest.evictIdleAfter = ingest.duration("evict_idle_after", default: self.ingest.evictIdleAfter)
             ingest.finish()
         }
         self.sizeHistory()

@@ -29,6 +29,10 @@ package struct DetectionEngine: Sendable {
     /// Samples refused as redeliveries of one already processed (same tag, time and value).
     package private(set) var redeliveries = 0
     private var snapshotted: [Int64] = []
+    /// The caller's clock when each tag was created or last got a sample (for eviction).
+    private var lastActivity: [Int64] = []
+    /// Slots of evicted tags, reused before new ones are made.
+    private var freeSlots: [Int32] = []
     /// Recent usable samples of every tag, for module invocations.
     private var history: SampleHistory
 
@@ -38,27 +42,73 @@ package struct DetectionEngine: Sendable {
         self.history = SampleHistory(depth: settings.historyDepth)
     }
 
-    package var tagCount: Int { self.tagNames.count }
+    package var tagCount: Int { self.slots.count }
 
     /// Alert episodes currently open.
     package var openAlerts: Int { self.alerts.openCount }
 
-    /// The slot of a tag, created on first sight; `nil` once `max_tags` tags exist.
-    package mutating func slot(for tag: String) -> Int32? {
+    /// The slot of a tag, created on first sight (reusing an evicted tag's slot first); `nil` once
+    /// `max_tags` tags exist. `now` is the caller's clock, for eviction.
+    package mutating func slot(for tag: String, now: Int64 = .min) -> Int32? {
         if let slot = self.slots[tag] { return slot }
-        guard self.tagNames.count < self.settings.maxTags else { return nil }
-        let slot = Int32(self.tagNames.count)
+        guard self.slots.count < self.settings.maxTags else { return nil }
         let info = self.topicMap.tags[tag]
+        let detector = TagDetector(settings: self.settings, info: info, isMarket: tag.hasPrefix("market/"))
+        if let slot = self.freeSlots.popLast() {
+            let index = Int(slot)
+            self.slots[tag] = slot
+            self.tagNames[index] = tag
+            self.detectors[index] = detector
+            self.lastValues[index] = .nan
+            self.lastQuality[index] = .good
+            self.lastReceipt[index] = .min
+            self.snapshotted[index] = .min
+            self.lastActivity[index] = now
+            self.history.clear(slot: slot)
+            return slot
+        }
+        let slot = Int32(self.tagNames.count)
         self.slots[tag] = slot
         self.tagNames.append(tag)
-        self.detectors.append(TagDetector(settings: self.settings, info: info, isMarket: tag.hasPrefix("market/")))
+        self.detectors.append(detector)
         self.lastValues.append(.nan)
         self.unitOfSlot.append(-1)
         self.lastQuality.append(.good)
         self.lastReceipt.append(.min)
         self.snapshotted.append(.min)
+        self.lastActivity.append(now)
         self.history.addSlot()
         return slot
+    }
+
+    /// Forgets tags that had no sample since `cutoff` (the caller's clock), so that a flood of junk
+    /// topics cannot lock real tags out for good: their slots are reused. Tags of the topic map, of a
+    /// unit monitor, or with an open alert stay. Returns the evicted tags' last snapshots (to keep
+    /// in `tag_state`) and their slots.
+    package mutating func evictIdle(before cutoff: Int64) -> (snapshots: [TagSnapshot], slots: Set<Int32>) {
+        let busy = self.alerts.openSlots
+        var snapshots: [TagSnapshot] = []
+        var evicted: Set<Int32> = []
+        for index in self.tagNames.indices {
+            let tag = self.tagNames[index]
+            guard !tag.isEmpty, self.lastActivity[index] < cutoff, self.unitOfSlot[index] < 0, self.topicMap.tags[tag] == nil,
+                !busy.contains(Int32(index))
+            else { continue }
+            if let last = self.detectors[index].lastSample {
+                let statistics = self.detectors[index].statistics
+                snapshots.append(
+                    TagSnapshot(
+                        tag: tag, time: last.time, value: last.value, quality: self.lastQuality[index], samples: statistics.count,
+                        ewmaMean: statistics.mean, ewmaVariance: statistics.variance))
+            }
+            self.slots[tag] = nil
+            self.tagNames[index] = ""
+            self.lastReceipt[index] = .min
+            self.lastValues[index] = .nan
+            self.freeSlots.append(Int32(index))
+            evicted.insert(Int32(index))
+        }
+        return (snapshots, evicted)
     }
 
     /// The highest multivariate score of the units at their last evaluation, in [0, 1].
@@ -149,6 +199,7 @@ package struct DetectionEngine: Sendable {
         {
             self.redeliveries += 1
             self.lastReceipt[index] = now
+            self.lastActivity[index] = now
             return 0
         }
         let score = self.detectors[index].ingest(
@@ -163,6 +214,7 @@ package struct DetectionEngine: Sendable {
         }
         self.lastQuality[index] = quality
         self.lastReceipt[index] = now
+        self.lastActivity[index] = now
         // A trained unit monitor speaks for its tags' level anomalies (its alert names the tags).
         if unit >= 0, self.settings.suppressTagAnomalies, self.units[Int(unit)].isTrained {
             self.changes.removeAll { ($0.condition == .anomaly || $0.condition == .shift) && $0.raised }
@@ -196,12 +248,12 @@ package struct DetectionEngine: Sendable {
 
     /// Tags seen so far whose identifier starts with `prefix`, in name order.
     package func tags(withPrefix prefix: String) -> [String] {
-        self.tagNames.filter { $0.hasPrefix(prefix) }.sorted()
+        self.tagNames.filter { !$0.isEmpty && $0.hasPrefix(prefix) }.sorted()
     }
 
     package mutating func snapshots() -> [TagSnapshot] {
         var result: [TagSnapshot] = []
-        for index in self.detectors.indices {
+        for index in self.detectors.indices where !self.tagNames[index].isEmpty {
             guard let last = self.detectors[index].lastSample, last.time != self.snapshotted[index] else { continue }
             self.snapshotted[index] = last.time
             let statistics = self.detectors[index].statistics
@@ -214,9 +266,9 @@ package struct DetectionEngine: Sendable {
     }
 
     /// Warms up tags that have seen nothing yet from their last snapshot.
-    package mutating func seed(_ snapshots: [TagSnapshot]) {
+    package mutating func seed(_ snapshots: [TagSnapshot], now: Int64 = .min) {
         for snapshot in snapshots {
-            guard let slot = self.slot(for: snapshot.tag) else { continue }
+            guard let slot = self.slot(for: snapshot.tag, now: now) else { continue }
             self.detectors[Int(slot)].seed(mean: snapshot.ewmaMean, variance: snapshot.ewmaVariance, count: snapshot.samples)
         }
     }
@@ -234,7 +286,7 @@ package struct DetectionEngine: Sendable {
 
     /// A transport-level data-quality problem of a tag (a Sparkplug node's broken sequence).
     package mutating func reportDataQuality(_ issue: DataQualityIssue, tag: String, topic: String, now: Int64, into events: inout [AlertEvent]) {
-        guard let slot = self.slot(for: tag) else { return }
+        guard let slot = self.slot(for: tag, now: now) else { return }
         self.reportDataQuality(issue, slot: slot, topic: topic, now: now, into: &events)
     }
 
@@ -247,7 +299,7 @@ package struct DetectionEngine: Sendable {
     }
 
     package mutating func checkStaleness(now: Int64, into events: inout [AlertEvent]) {
-        for index in self.detectors.indices {
+        for index in self.detectors.indices where !self.tagNames[index].isEmpty {
             self.changes.removeAll(keepingCapacity: true)
             self.detectors[index].checkStale(
                 now: now, lastReceipt: self.lastReceipt[index], policy: self.settings.policy, into: &self.changes)

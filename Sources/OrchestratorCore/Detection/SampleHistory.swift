@@ -24,6 +24,12 @@ package struct SampleHistory: Sendable {
         self.values.append(contentsOf: repeatElement(0, count: self.depth))
     }
 
+    /// Forgets a slot's samples (the slot is about to hold another tag).
+    package mutating func clear(slot: Int32) {
+        self.heads[Int(slot)] = 0
+        self.counts[Int(slot)] = 0
+    }
+
     package mutating func append(slot: Int32, time: Int64, value: Double) {
         guard self.depth > 0 else { return }
         let index = Int(slot)

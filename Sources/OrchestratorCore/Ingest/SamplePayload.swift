@@ -55,9 +55,15 @@ package enum PayloadRejection: String, Sendable, CaseIterable, Error {
     case sparkplugNodeLimit = "sparkplug_node_limit"
     /// Sparkplug: a sequence number outside 0…255 (a protocol error; the node is asked to rebirth).
     case sparkplugSequence = "sparkplug_sequence"
+    /// Sparkplug: data of a node or device that was not born in this session (a rebirth is asked).
+    case sparkplugUnborn = "sparkplug_unborn"
+    /// Sparkplug: more devices on one edge node than the orchestrator keeps state for.
+    case sparkplugDeviceLimit = "sparkplug_device_limit"
     /// A sample time more than `ingest.max_future_skew` ahead of the wall clock, or outside what
     /// PostgreSQL can store: refused, and a data-quality event of its tag; it never moves the tag's clock.
     case futureTimestamp = "future_timestamp"
+    /// A tag identifier longer than `ingest.max_tag_bytes`.
+    case tagTooLong = "tag_too_long"
 }
 
 /// Decodes sample payloads straight from the message bytes.

@@ -192,11 +192,12 @@ package final class RecordWriter: AlertSink, Sendable {
     }
 
     /// Reads `tag_state` once (for warming up detectors at start); `nil` if the database is away.
-    package func loadTagState() -> [TagSnapshot]? {
+    /// The newest `limit` snapshots, so that old junk never crowds out recent tags at start.
+    package func loadTagState(limit: Int = .max) -> [TagSnapshot]? {
         do {
             let connection = try PostgresConnection(conninfo: self.settings.url)
             if self.migrate { try Migrations.apply(on: connection) }
-            return try TagStateStore.load(on: connection)
+            return try TagStateStore.load(on: connection, limit: limit)
         } catch {
             self.logger.warning("tag_state not loaded; detectors start cold", metadata: ["error": "\(error)"])
             return nil

@@ -27,13 +27,16 @@ package enum Retention {
                   AND NOT EXISTS (SELECT 1 FROM llm_exchanges l WHERE l.decision_id = d.decision_id)
                 LIMIT $2)
             """
+        case "tag_state":
+            // State, not history: a tag not heard of for this long is not coming back soon.
+            "DELETE FROM tag_state WHERE tag IN (SELECT tag FROM tag_state WHERE updated_at < now() - make_interval(secs => $1) LIMIT $2)"
         default:
             nil
         }
     }
 
     /// The tables retention applies to.
-    package static let tables = ["alerts", "invocations", "llm_exchanges", "decisions"]
+    package static let tables = ["alerts", "invocations", "llm_exchanges", "decisions", "tag_state"]
 
     /// Runs every rule, `batch` rows per statement, until a table has nothing older or `maxBatches`
     /// statements have run for it. Returns the rows deleted per table.

@@ -36,12 +36,13 @@ enum TagStateStore {
     }
 
     /// Every stored snapshot.
-    static func load(on connection: PostgresConnection) throws -> [TagSnapshot] {
+    /// The newest `limit` snapshots (by sample time), newest first.
+    static func load(on connection: PostgresConnection, limit: Int = .max) throws -> [TagSnapshot] {
         let rows = try connection.query(
             """
             SELECT tag, (extract(epoch FROM ts) * 1000)::bigint, value, quality, samples, ewma_mean, ewma_variance
-            FROM tag_state
-            """)
+            FROM tag_state ORDER BY ts DESC LIMIT $1
+            """, [Int64(min(limit, Int(Int64.max)))])
         return rows.rows.compactMap { row in
             guard let tag = row[0], let ms = row[1].flatMap({ Int64($0) }), let samples = row[4].flatMap({ Int($0) }) else {
                 return nil

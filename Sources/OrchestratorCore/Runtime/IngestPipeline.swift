@@ -12,6 +12,8 @@ package struct IngestCounters: Sendable, Equatable {
     package var rejected: [PayloadRejection: Int] = [:]
     package var unknownTopics = 0
     package var tagLimitRejections = 0
+    /// Idle tags forgotten to make room (``IngestPipeline/evictIdle(now:)``).
+    package var evictedTags = 0
     package var alertsRaised = 0
     package var alertsCleared = 0
     package var tags = 0
@@ -195,7 +197,7 @@ package final class IngestPipeline: Sendable {
                 route = self.router.route(topic)
                 if state.routes.count < self.config.detection.maxTags * 2 { state.routes[topic] = route }
             }
-            switch (route, parsed) {
+            routing: switch (route, parsed) {
             case (.unknown, _):
                 state.counters.unknownTopics += 1
                 unknownTopic = true
@@ -203,19 +205,21 @@ package final class IngestPipeline: Sendable {
                 state.counters.rejected[reason, default: 0] += 1
                 rejection = reason
                 // A NaN/Inf or an impossible time on a known tag is also that tag's data-quality problem.
-                if reason == .nonFinite, case .tag(let tag) = route, let slot = self.slot(for: tag, in: &state) {
+                if reason == .nonFinite, case .tag(let tag) = route, case .slot(let slot) = self.slot(for: tag, now: now, in: &state) {
                     state.engine.ingest(
                         slot: slot, value: .nan, quality: .good, sampleTime: now, receiptTime: true, topic: topic, now: now,
                         into: &events)
                     self.count(events, in: &state)
-                } else if reason == .badTimestamp, case .tag(let tag) = route, let slot = self.slot(for: tag, in: &state) {
+                } else if reason == .badTimestamp, case .tag(let tag) = route, case .slot(let slot) = self.slot(for: tag, now: now, in: &state) {
                     state.engine.reportDataQuality(.futureTimestamp, slot: slot, topic: topic, now: now, into: &events)
                     self.count(events, in: &state)
                 }
             case (.tag(let tag), .success(.single(let ts, let value, let quality))):
-                guard let slot = self.slot(for: tag, in: &state) else {
-                    tagLimit = true
-                    return
+                let slot: Int32
+                switch self.slot(for: tag, now: now, in: &state) {
+                case .slot(let found): slot = found
+                case .tagLimit: tagLimit = true; break routing
+                case .tooLong: rejection = .tagTooLong; break routing
                 }
                 state.topicSlots.insert(topicBytes, hash: TopicSlots.hash(topicBytes), slot: slot)
                 // From now on the topic cache answers for this topic: one entry, not two.
@@ -233,9 +237,11 @@ package final class IngestPipeline: Sendable {
                         rejection = .malformedJSON
                         continue
                     }
-                    guard let slot = self.slot(for: "\(base)/\(name)", in: &state) else {
-                        tagLimit = true
-                        continue
+                    let slot: Int32
+                    switch self.slot(for: "\(base)/\(name)", now: now, in: &state) {
+                    case .slot(let found): slot = found
+                    case .tagLimit: tagLimit = true; continue
+                    case .tooLong: rejection = .tagTooLong; continue
                     }
                     if !value.isFinite {
                         // Refused and counted, and that tag's data-quality problem.
@@ -277,9 +283,11 @@ package final class IngestPipeline: Sendable {
                 state.counters.rejected[rejection!, default: 0] += 1
             }
             for sample in outcome.samples {
-                guard let slot = self.slot(for: sample.tag, in: &state) else {
-                    tagLimit = true
-                    continue
+                let slot: Int32
+                switch self.slot(for: sample.tag, now: now, in: &state) {
+                case .slot(let found): slot = found
+                case .tagLimit: tagLimit = true; continue
+                case .tooLong: rejection = .tagTooLong; continue
                 }
                 if let refused = self.ingest(
                     slot: slot, value: sample.value, quality: .good, sampleTime: sample.time ?? now, receiptTime: sample.time == nil,
@@ -378,7 +386,7 @@ package final class IngestPipeline: Sendable {
     /// Warms up tags that have seen nothing yet (from `tag_state` at start).
     package func seed(_ snapshots: [TagSnapshot]) {
         self.state.withLock { state in
-            state.engine.seed(snapshots)
+            state.engine.seed(snapshots, now: self.clock())
             state.counters.tags = state.engine.tagCount
         }
     }
@@ -413,10 +421,43 @@ package final class IngestPipeline: Sendable {
         self.state.withLock { state in state.engine.unitMonitors.map { ($0.name, $0.slots.count, $0.isTrained) } }
     }
 
-    private func slot(for tag: String, in state: inout State) -> Int32? {
-        let slot = state.engine.slot(for: tag)
+    private enum SlotLookup {
+        case slot(Int32)
+        /// `detection.max_tags` tags exist already.
+        case tagLimit
+        /// Longer than `ingest.max_tag_bytes` (refused and counted here).
+        case tooLong
+    }
+
+    private func slot(for tag: String, now: Int64, in state: inout State) -> SlotLookup {
+        guard tag.utf8.count <= self.config.ingest.maxTagBytes else {
+            state.counters.rejected[.tagTooLong, default: 0] += 1
+            return .tooLong
+        }
+        let slot = state.engine.slot(for: tag, now: now)
         state.counters.tags = state.engine.tagCount
-        return slot
+        return slot.map { .slot($0) } ?? .tagLimit
+    }
+
+    /// Forgets tags outside the topic map that got no sample for `ingest.evict_idle_after` (their
+    /// slots are reused; their last state is returned for `tag_state`). Called now and then.
+    package func evictIdle(now: Int64? = nil) -> [TagSnapshot] {
+        let idle = self.config.ingest.evictIdleAfter
+        guard idle > .zero else { return [] }
+        let now = now ?? self.clock()
+        let (snapshots, evicted, tags) = self.state.withLock { state -> ([TagSnapshot], Int, Int) in
+            let result = state.engine.evictIdle(before: now &- idle.milliseconds)
+            if !result.slots.isEmpty {
+                state.topicSlots.remove(slots: result.slots)
+                state.counters.evictedTags += result.slots.count
+            }
+            state.counters.tags = state.engine.tagCount
+            return (result.snapshots, result.slots.count, state.engine.tagCount)
+        }
+        if evicted > 0 {
+            self.logger.notice("idle tags forgotten (state kept in tag_state)", metadata: ["tags.evicted": "\(evicted)", "tags": "\(tags)"])
+        }
+        return snapshots
     }
 
     /// A batch entry's name becomes part of a tag identifier and of an alert topic: 1–256 bytes,
@@ -499,6 +540,22 @@ struct TopicSlots {
     func topic(_ entry: Int) -> String {
         let held = self.table[entry]
         return String(decoding: self.bytes[held.offset..<(held.offset + Int(held.length))], as: UTF8.self)
+    }
+
+    /// Drops the topics of the given slots (their tags were evicted): the table and the byte
+    /// buffer are rebuilt without them.
+    mutating func remove(slots: Set<Int32>) {
+        let old = self.table
+        let oldBytes = self.bytes
+        self.table = [Entry](repeating: Entry(), count: old.count)
+        self.bytes = []
+        self.count = 0
+        for entry in old where entry.slot >= 0 && !slots.contains(entry.slot) {
+            let start = self.bytes.count
+            self.bytes.append(contentsOf: oldBytes[entry.offset..<(entry.offset + Int(entry.length))])
+            self.count += 1
+            self.place(Entry(hash: entry.hash, offset: start, length: entry.length, slot: entry.slot))
+        }
     }
 
     mutating func insert(_ key: UnsafeRawBufferPointer, hash: UInt64, slot: Int32) {

@@ -173,9 +173,10 @@ package final class Orchestrator: Sendable {
         let pipeline = self.pipeline
         let logger = self.logger
         let alarmDesk = self.alarmDesk
+        let maxTags = self.config.detection.maxTags
         Thread.detachNewThread {
             // tag_state first: loading it also migrates a new database, which the shelves need.
-            let snapshots = writer.loadTagState()
+            let snapshots = writer.loadTagState(limit: maxTags)
             alarmDesk.pool.submit { connection in
                 if let connection = try? connection.get() { alarmDesk.loadShelves(on: connection) }
             }
@@ -259,9 +260,14 @@ struct IngestService: Service {
         // snapshots every `database.snapshot_interval`, until shutdown.
         let interval = self.orchestrator.config.database.snapshotInterval
         var lastSnapshot = ContinuousClock.now
+        var lastEviction = ContinuousClock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             try? await Task.sleep(for: .seconds(1))
             self.orchestrator.pipeline.tick()
+            if ContinuousClock.now - lastEviction >= .seconds(60) {
+                lastEviction = .now
+                self.orchestrator.recordWriter.deliver(snapshots: self.orchestrator.pipeline.evictIdle())
+            }
             if interval > .zero, ContinuousClock.now - lastSnapshot >= interval {
                 lastSnapshot = .now
                 self.orchestrator.recordWriter.deliver(snapshots: self.orchestrator.pipeline.snapshots())

@@ -27,6 +27,8 @@ package struct SparkplugSession: Sendable {
         /// alias → (device or nil for node metrics, metric name)
         var aliases: [UInt64: (device: String?, name: String)] = [:]
         var born = false
+        /// Devices that sent a DBIRTH since the node's birth (DDATA of any other is refused).
+        var devices: Set<String> = []
         var seq: UInt64?
         var bdSeq: UInt64?
         /// Tags seen per device (nil key: node metrics), for deaths.
@@ -34,14 +36,25 @@ package struct SparkplugSession: Sendable {
         var lastRebirthRequest: Int64 = .min / 2
     }
 
+    /// Nodes that have been born (state is kept for nothing else).
     private var nodes: [String: Node] = [:]
-    /// At most this many nodes and metrics per node (a hostile stream cannot grow memory unbounded).
+    /// When a rebirth was last asked of a node that was never born here (bounded: at most
+    /// `maxNodes` entries, the oldest forgotten first).
+    private var unbornRequests: [String: Int64] = [:]
+    /// Aliases held over all nodes.
+    private var aliasCount = 0
+    /// At most this many nodes, devices per node, metrics per node and aliases in all (a hostile
+    /// stream cannot grow memory unbounded).
     package let maxNodes: Int
     package let maxAliasesPerNode: Int
+    package let maxDevicesPerNode: Int
+    package let maxAliases: Int
 
-    package init(maxNodes: Int = 10_000, maxAliasesPerNode: Int = 100_000) {
+    package init(maxNodes: Int = 10_000, maxAliasesPerNode: Int = 100_000, maxDevicesPerNode: Int = 1_000, maxAliases: Int = 1_000_000) {
         self.maxNodes = maxNodes
         self.maxAliasesPerNode = maxAliasesPerNode
+        self.maxDevicesPerNode = maxDevicesPerNode
+        self.maxAliases = maxAliases
     }
 
     package static let namespace = "spBv1.0"
@@ -77,11 +90,20 @@ package struct SparkplugSession: Sendable {
         }
         let key = "\(group)/\(edge)"
         if self.nodes[key] == nil {
+            // Only a birth makes a node known; anything else from an unknown node is answered with
+            // a (rate-limited) rebirth request, and no state is kept for it.
+            guard type == "NBIRTH" else {
+                guard type != "NDEATH" else { return outcome }
+                outcome.rebirth = self.rebirthUnborn(key, group: group, edge: edge, now: now)
+                outcome.rejection = "sparkplug_unborn"
+                return outcome
+            }
             guard self.nodes.count < self.maxNodes else {
                 outcome.rejection = "sparkplug_node_limit"
                 return outcome
             }
             self.nodes[key] = Node()
+            self.unbornRequests[key] = nil
         }
         var node = self.nodes[key]!
         defer { self.nodes[key] = node }
@@ -97,6 +119,7 @@ package struct SparkplugSession: Sendable {
             return outcome
         }
         if type == "NBIRTH" {
+            self.aliasCount -= node.aliases.count
             node = Node(lastRebirthRequest: node.lastRebirthRequest)
             node.born = true
             node.seq = message.hasSeq ? message.seq : 0
@@ -116,6 +139,24 @@ package struct SparkplugSession: Sendable {
                 node.seq = message.seq
             }
         }
+        if let device {
+            switch type {
+            case "DBIRTH":
+                guard node.devices.contains(device) || node.devices.count < self.maxDevicesPerNode else {
+                    outcome.rejection = "sparkplug_device_limit"
+                    return outcome
+                }
+                node.devices.insert(device)
+            case "DDATA" where !node.devices.contains(device):
+                // Data of a device this session never saw born: its aliases would be guesses.
+                outcome.problem = (key, "DDATA of device \(device.prefix(64)) before its DBIRTH")
+                outcome.rebirth = outcome.rebirth ?? self.rebirth(&node, group: group, edge: edge, now: now)
+                outcome.rejection = "sparkplug_unborn"
+                return outcome
+            default:
+                break
+            }
+        }
 
         switch type {
         case "NDEATH", "DDEATH":
@@ -128,6 +169,7 @@ package struct SparkplugSession: Sendable {
                 node.born = false
             } else {
                 outcome.dead = node.tags[device ?? ""].map { Array($0).sorted() } ?? []
+                if let device { node.devices.remove(device) }
             }
             return outcome
         default:
@@ -138,17 +180,23 @@ package struct SparkplugSession: Sendable {
         let messageTime = message.hasTimestamp ? Int64(clamping: message.timestamp) : nil
         for metric in message.metrics {
             var name: String? = metric.hasName ? metric.name : nil
+            // A name is checked before it is stored as an alias's, so a bad one takes no room.
+            if let named = name, !Self.isValidMetricName(named) {
+                outcome.skipped += 1
+                continue
+            }
             if births, let named = name, metric.hasAlias {
-                if node.aliases.count < self.maxAliasesPerNode || node.aliases[metric.alias] != nil {
+                if node.aliases[metric.alias] != nil {
                     node.aliases[metric.alias] = (device, named)
+                } else if node.aliases.count < self.maxAliasesPerNode, self.aliasCount < self.maxAliases {
+                    node.aliases[metric.alias] = (device, named)
+                    self.aliasCount += 1
                 }
             }
             if name == nil, metric.hasAlias, let known = node.aliases[metric.alias] {
                 name = known.name
             }
-            guard let metricName = name, !metricName.isEmpty, metricName.utf8.count <= 256,
-                !metricName.contains(where: { $0 == "+" || $0 == "#" || $0.asciiValue.map { $0 < 0x20 || $0 == 0x7F } == true })
-            else {
+            guard let metricName = name else {
                 outcome.skipped += 1
                 continue
             }
@@ -160,11 +208,32 @@ package struct SparkplugSession: Sendable {
                 continue
             }
             let tag = [group, edge, device, metricName].compactMap { $0 }.joined(separator: "/")
-            if node.tags[device ?? "", default: []].count < self.maxAliasesPerNode { node.tags[device ?? "", default: []].insert(tag) }
+            if node.tags[device ?? ""] != nil || node.tags.count <= self.maxDevicesPerNode,
+                node.tags[device ?? "", default: []].count < self.maxAliasesPerNode
+            {
+                node.tags[device ?? "", default: []].insert(tag)
+            }
             let time = metric.hasTimestamp ? Int64(clamping: metric.timestamp) : messageTime
             outcome.samples.append((tag, value, time))
         }
         return outcome
+    }
+
+    /// A rebirth request to a node never born here: at most one per node every 5 s, and at most
+    /// `maxNodes` such nodes remembered (junk node names cannot grow this without bound).
+    private mutating func rebirthUnborn(_ key: String, group: String, edge: String, now: Int64) -> (group: String, edge: String)? {
+        if let last = self.unbornRequests[key], now &- last < 5000 { return nil }
+        if self.unbornRequests.count >= self.maxNodes {
+            self.unbornRequests = self.unbornRequests.filter { now &- $0.value < 5000 }
+            guard self.unbornRequests.count < self.maxNodes else { return nil }
+        }
+        self.unbornRequests[key] = now
+        return (group, edge)
+    }
+
+    static func isValidMetricName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 256
+            && !name.unicodeScalars.contains { $0 == "+" || $0 == "#" || $0.value < 0x20 || $0.value == 0x7F }
     }
 
     /// A rebirth request, at most one per node every 5 s.
