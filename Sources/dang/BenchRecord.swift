@@ -13,6 +13,8 @@ struct BenchRecord: AsyncParsableCommand {
     var databaseURL: String?
     @Option(name: .long, help: "Records per case.")
     var records = 100_000
+    @Option(name: .long, help: "Also drain a spool backlog of this many MiB (e.g. 1024) while live records arrive, timing each enqueue.")
+    var drainMib = 0
 
     func run() async throws {
         guard let url = self.databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"] else {
@@ -28,5 +30,13 @@ struct BenchRecord: AsyncParsableCommand {
                 row.name.padding(toLength: 52, withPad: " ", startingAt: 0)
                     + String(format: "  %8d  %8.2f  %12.0f  %11.1f", row.records, row.seconds, row.perMinute, row.perMinute / baseline))
         }
+        guard self.drainMib > 0 else { return }
+        let drain = try await DrainBenchmark.run(serverURL: url, mebibytes: self.drainMib, logger: logger)
+        print(
+            String(
+                format: "spool backlog drain: %.0f MiB, %d records in %.1f s = %.0f records/min (%.1f × baseline); "
+                    + "%d live records meanwhile, longest enqueue %.1f ms, p99.9 %.2f ms",
+                Double(drain.backlogBytes) / 1_048_576, drain.records, drain.seconds, drain.perMinute, drain.perMinute / baseline,
+                drain.liveRecords, drain.longestStallMilliseconds, drain.p999StallMilliseconds))
     }
 }

@@ -1,7 +1,9 @@
 import Foundation
 
 /// Fuzz targets for the parsers that read untrusted bytes: the sample payload parser, the Sparkplug
-/// B decoder and session, module results and LLM responses. The first byte picks the target.
+/// B decoder and session, module results and LLM responses, and message sequences through the whole
+/// ingest pipeline (Sparkplug sessions; sample streams with extreme times and values). The first
+/// byte picks the target.
 ///
 /// - `scripts/fuzz.sh` builds this with libFuzzer (`-sanitize=fuzzer`, `-DFUZZING`) and runs it for
 ///   a bounded time on the corpus in `Tests/Fuzz/corpus`.
@@ -13,7 +15,7 @@ package enum FuzzTargets {
     package static func run(_ bytes: UnsafeRawBufferPointer) {
         guard let selector = bytes.first else { return }
         let rest = UnsafeRawBufferPointer(rebasing: bytes.dropFirst())
-        switch selector % 4 {
+        switch selector % 6 {
         case 0:
             _ = SamplePayloadParser.parse(rest)
         case 1:
@@ -24,6 +26,10 @@ package enum FuzzTargets {
             _ = Self.session.handle(topic: topic, payload: payload, now: 1_790_000_000_000)
         case 2:
             _ = ModuleResult.parse(Array(rest))
+        case 4:
+            Self.sparkplugSequence(rest)
+        case 5:
+            Self.sampleStream(rest)
         default:
             _ = ChatCompletion.parse(Array(rest))
             _ = ChatCompletion.jsonObject(in: String(decoding: rest, as: UTF8.self))

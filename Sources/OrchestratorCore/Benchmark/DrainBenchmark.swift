@@ -1,0 +1,96 @@
+import Foundation
+import LibPQ
+package import Logging
+import Synchronization
+
+/// A big spool backlog drained into PostgreSQL while ingest goes on (`dang bench-record
+/// --drain-mib N`): records per minute of the drain, and the longest time one live record's
+/// enqueue waited — the ingest thread's stall, since it takes the spool's lock to append.
+package enum DrainBenchmark {
+    package struct Result: Sendable {
+        package let backlogBytes: Int
+        package let records: Int
+        package let seconds: Double
+        package let liveRecords: Int
+        package let longestStall: Duration
+        package let p999Stall: Duration
+        package var perMinute: Double { Double(self.records) / self.seconds * 60 }
+        package var longestStallMilliseconds: Double { Self.milliseconds(self.longestStall) }
+        package var p999StallMilliseconds: Double { Self.milliseconds(self.p999Stall) }
+
+        static func milliseconds(_ duration: Duration) -> Double {
+            Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+        }
+    }
+
+    package static func run(serverURL: String, mebibytes: Int, logger: Logger) async throws -> Result {
+        guard var components = URLComponents(string: serverURL), components.scheme?.hasPrefix("postgres") == true else {
+            throw RecordBenchmark.Failure(description: "--database-url must be a postgres:// URL (the benchmark creates its own database there)")
+        }
+        let name = "dang_drain_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(12))"
+        let admin = try PostgresConnection(conninfo: serverURL)
+        try admin.execute(script: "CREATE DATABASE \(name)")
+        defer { try? admin.execute(script: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)") }
+        components.path = "/\(name)"
+        let url = components.string!
+        try Migrations.apply(on: PostgresConnection(conninfo: url))
+
+        // The backlog: alert records, as an outage would leave them.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-spool")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let target = mebibytes << 20
+        var backlog = 0
+        var records = 0
+        do {
+            let spool = try Spool(directory: directory, capacity: target + (64 << 20), fsync: .never)
+            while spool.pendingBytes < target {
+                let chunk = (0..<1000).map { _ in Record.alert(Self.alert()).payload() }
+                try spool.append(chunk, sync: false)
+                records += chunk.count
+            }
+            try spool.sync()
+            backlog = spool.pendingBytes
+        }
+
+        var settings = DatabaseSettings()
+        settings.url = url
+        settings.spoolDirectory = directory.path
+        settings.spoolCapacity = backlog + (256 << 20)
+        let writer = RecordWriter(settings: settings, migrate: false, logger: logger)
+        // Live records at about 2,000 a second from a thread of their own, each enqueue timed.
+        let stalls = Mutex<[Duration]>([])
+        let stop = Atomic<Bool>(false)
+        let live = Thread {
+            let clock = ContinuousClock()
+            var times: [Duration] = []
+            while !stop.load(ordering: .relaxed) {
+                let event = Self.alert()
+                let start = clock.now
+                writer.deliver(event)
+                times.append(clock.now - start)
+                Thread.sleep(forTimeInterval: 0.0005)
+            }
+            stalls.withLock { $0 = times }
+        }
+        let start = ContinuousClock.now
+        let running = Task { await writer.run() }
+        live.start()
+        while writer.counters.written < records { try await Task.sleep(for: .milliseconds(20)) }
+        let seconds = RecordBenchmark.seconds(since: start)
+        stop.store(true, ordering: .relaxed)
+        while stalls.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(5)) }
+        writer.stop()
+        await running.value
+        let sorted = stalls.withLock { $0 }.sorted()
+        return Result(
+            backlogBytes: backlog, records: records, seconds: seconds, liveRecords: sorted.count, longestStall: sorted.last ?? .zero,
+            p999Stall: sorted.isEmpty ? .zero : sorted[min(sorted.count - 1, sorted.count * 999 / 1000)])
+    }
+
+    private static func alert() -> AlertEvent {
+        AlertEvent(
+            alertID: UUID(), state: .raised, severity: .warning, kind: .limit, tag: "r1/cdu/cdu1/TI-101", topic: "plant/r1/cdu/cdu1/TI-101",
+            timestamp: 1_790_000_000_000, raisedAt: 1_790_000_000_000, clearedAt: nil, value: 372.5, score: 1,
+            message: "r1/cdu/cdu1/TI-101 above HI 372 (372.5 degC)")
+    }
+}
