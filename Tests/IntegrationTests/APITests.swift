@@ -63,6 +63,8 @@ struct APITests {
             #expect(metrics.status == 200 && metrics.text.contains("dang_ingest_samples_total"))
             #expect(metrics.text.contains("dang_invocation_latency_seconds") && metrics.text.contains("dang_llm_latency_seconds"))
             #expect(metrics.text.contains("dang_record_written_total") && metrics.text.contains("dang_record_spool_bytes"))
+            #expect(metrics.text.contains("dang_database_pool_refused_total") && metrics.text.contains("dang_tags_evicted_total"))
+            #expect((status.json["ingest"] as? [String: Any])?["rejected_by_reason"] != nil)
 
             #expect(api.call("POST", "/invoke/etl", token: nil).status == 401)
             #expect(api.call("POST", "/invoke/etl", token: "wrong").status == 401)

@@ -79,10 +79,13 @@ package struct APIServer: Sendable {
             ],
             "database": [
                 "connected": record.connected, "written": record.written, "spool_bytes": record.spooledBytes,
-                "rejected": record.rejectedRecords, "dropped": record.dropped,
+                "rejected": record.rejectedRecords, "dropped": record.dropped, "corrupt_bytes_skipped": record.corruptBytesSkipped,
+                "pool_refused": o.databasePool.refused,
             ],
             "ingest": [
                 "messages": ingest.messages, "samples": ingest.samples, "rejected": ingest.totalRejected, "unknown_topics": ingest.unknownTopics,
+                "rejected_by_reason": Dictionary(uniqueKeysWithValues: ingest.rejected.map { ($0.key.rawValue, $0.value) }),
+                "tag_limit": ingest.tagLimitRejections, "tags_evicted": ingest.evictedTags,
                 "redelivered": ingest.redeliveries,
                 "tags": ingest.tags, "alerts_raised": ingest.alertsRaised, "alerts_cleared": ingest.alertsCleared,
             ],
@@ -397,6 +400,32 @@ package final class MetricsExporter: Sendable {
         ]
         self.previous.withLock { previous in
             for (name, help, value) in totals {
+                let delta = value - (previous[name] ?? 0)
+                if delta > 0 { self.registry.makeCounter(name: name, help: help).increment(by: Int64(delta)) }
+                else if previous[name] == nil { _ = self.registry.makeCounter(name: name, help: help) }
+                previous[name] = value
+            }
+        }
+        // Refusals by reason (one counter per reason seen), and the hardening counters.
+        var byReason = ingest.rejected.map { ($0.key.rawValue, $0.value) }
+        byReason += [("unknown_topic", ingest.unknownTopics), ("tag_limit", ingest.tagLimitRejections)]
+        let more: [(String, String, Int)] = [
+            ("dang_tags_evicted_total", "idle tags outside the topic map forgotten (ingest.evict_idle_after)", ingest.evictedTags),
+            ("dang_record_corrupt_bytes_total", "spool bytes skipped as corrupt and moved aside", record.corruptBytesSkipped),
+            ("dang_database_pool_refused_total", "reads and operator actions refused: the database pool's queue was full", o.databasePool.refused),
+            ("dang_approvals_refused_total", "approval messages without an explicit {\"approve\": true|false}", decisions.refusedApprovals),
+        ]
+        self.previous.withLock { previous in
+            for (reason, value) in byReason {
+                let key = "dang_ingest_rejected_reason_total|" + reason
+                let delta = value - (previous[key] ?? 0)
+                if delta > 0 {
+                    self.registry.makeCounter(name: "dang_ingest_rejected_reason_total", labels: [("reason", reason)], help: "messages and samples refused, by reason")
+                        .increment(by: Int64(delta))
+                }
+                previous[key] = value
+            }
+            for (name, help, value) in more {
                 let delta = value - (previous[name] ?? 0)
                 if delta > 0 { self.registry.makeCounter(name: name, help: help).increment(by: Int64(delta)) }
                 else if previous[name] == nil { _ = self.registry.makeCounter(name: name, help: help) }
