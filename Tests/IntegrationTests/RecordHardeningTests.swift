@@ -47,10 +47,12 @@ struct RecordHardeningTests {
         let rows = try connection.query("SELECT trigger->>'by' FROM decisions WHERE decision_id = $1", [decision.decisionID.uuidString.lowercased()])
         #expect(rows.rows == [[#"op\u0000erator"#]])
         let invocations = try connection.query(
-            "SELECT status, params->>'note', result::text FROM invocations WHERE invocation_id = $1", [invocation.uuidString.lowercased()])
+            "SELECT status, params->>'note', result->>'log', result->>'rows' FROM invocations WHERE invocation_id = $1",
+            [invocation.uuidString.lowercased()])
         #expect(invocations.rows.first?[0] == "ok")
         #expect(invocations.rows.first?[1] == #"a\u0000b"#)
-        #expect(invocations.rows.first?[2]?.contains("raw") == true)
+        #expect(invocations.rows.first?[2] == #"\u0000\ud800"#)
+        #expect(invocations.rows.first?[3] == "3")
     }
 
     @Test func `a row refused for its own data is set aside in the dead-letter file, counted and alerted; its batch lands`() async throws {

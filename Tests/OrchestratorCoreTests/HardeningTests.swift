@@ -143,15 +143,17 @@ import Testing
         }
     }
 
-    @Test func `JSON headed for jsonb: NUL and lone surrogates become text, valid pairs stay, non-JSON is wrapped`() throws {
+    @Test func `JSON headed for jsonb: NUL and lone surrogates become text, valid pairs stay; non-JSON is wrapped on refusal`() throws {
         #expect(StorableJSON.jsonb(#"{"by":"a\u0000b"}"#) == #"{"by":"a\\u0000b"}"#)
         #expect(StorableJSON.jsonb(#"{"s":"\ud83d\ude00 ok"}"#) == #"{"s":"\ud83d\ude00 ok"}"#)
-        // Foundation refuses lone surrogates as JSON: such a text is kept whole as escaped text.
-        #expect(StorableJSON.jsonb(#"["\ud83d", "\\u0000"]"#) == #"{"raw":"[\"\\ud83d\", \"\\\\u0000\"]"}"#)
-        #expect(StorableJSON.escapingUnstorable(#"["\ud83d", "\ude00x", "\\u0000", "\ud83d\ude00"]"#) == #"["\\ud83d", "\\ude00x", "\\u0000", "\ud83d\ude00"]"#)
-        #expect(StorableJSON.jsonb("{not json") == #"{"raw":"{not json"}"#)
-        #expect(StorableJSON.jsonb("a\u{0}b") == #"{"raw":"a\\u0000b"}"#)
-        #expect(StorableJSON.jsonb("") == #"{"raw":""}"#)
+        #expect(StorableJSON.jsonb(#"["\ud83d", "\ude00x", "\\u0000", "\ud83d\ude00"]"#) == #"["\\ud83d", "\\ude00x", "\\u0000", "\ud83d\ude00"]"#)
+        #expect(StorableJSON.jsonb(#"{"plain":"text"}"#) == #"{"plain":"text"}"#)
+        // What the writer falls back to when PostgreSQL refuses a value as JSON.
+        #expect(StorableJSON.wrapped("{not json") == #"{"raw":"{not json"}"#)
+        #expect(StorableJSON.wrapped("a\u{0}b") == #"{"raw":"a\\u0000b"}"#)
+        #expect(StorableJSON.wrapped("") == #"{"raw":""}"#)
+        #expect(StorableJSON.checkedJSONB("<html>502</html>") == #"{"raw":"<html>502</html>"}"#)
+        #expect(StorableJSON.checkedJSONB(#" {"a":"\u0000"} "#) == #"{"a":"\\u0000"}"#)
         // Whatever comes out is still JSON, and its strings say what came in.
         let out = StorableJSON.jsonb(#"{"by":"x\u0000y"}"#)
         let decoded = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: String]

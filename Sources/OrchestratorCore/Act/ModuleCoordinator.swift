@@ -100,6 +100,19 @@ package final class ModuleCoordinator: AlertSink, Sendable {
 
     private let state = Mutex(State())
     private let config: OrchestratorConfig
+
+    /// Scopes remembered for cooldowns before old ones are pruned: manual requests name their scope,
+    /// so the map is bounded by age, not by the plant's size alone.
+    static let lastInvokedLimit = 10_000
+
+    /// Remembers when a module last ran for a scope. Past ``lastInvokedLimit`` entries, those older
+    /// than every module's cooldown (which is all they are read for) are forgotten.
+    private func noteInvoked(_ key: String, at now: Int64, in map: inout [String: Int64]) {
+        map[key] = now
+        guard map.count > Self.lastInvokedLimit else { return }
+        let longest = self.config.modules.values.map(\.cooldown.milliseconds).max() ?? 0
+        map = map.filter { now &- $0.value <= longest }
+    }
     private let pipeline: IngestPipeline
     private let outputs: CoordinatorOutputs
     private let logger: Logger
@@ -275,7 +288,7 @@ package final class ModuleCoordinator: AlertSink, Sendable {
             if approve {
                 let timeout = self.deliveryTimeout(waiting.module)
                 if let delivered = state.book.delivered(waiting.id, at: now, timeout: timeout) {
-                    state.lastInvoked["\(delivered.module.rawValue)|\(delivered.scopeKey)"] = now
+                    self.noteInvoked("\(delivered.module.rawValue)|\(delivered.scopeKey)", at: now, in: &state.lastInvoked)
                     state.lastInvokedForKind["\(delivered.module.rawValue)|\(delivered.triggerKind)"] = now
                     state.counters.deliveries += 1
                     effects.append(.record(.invocation(delivered.record)))
@@ -441,7 +454,7 @@ package final class ModuleCoordinator: AlertSink, Sendable {
                     state.counters.deliveries += 1
                     state.book.add(invocation)
                     if let delivered = state.book.delivered(invocation.id, at: now, timeout: self.deliveryTimeout(trigger.module)) {
-                        state.lastInvoked["\(module)|\(scope.key)"] = now
+                        self.noteInvoked("\(module)|\(scope.key)", at: now, in: &state.lastInvoked)
                         state.lastInvokedForKind["\(module)|\(trigger.kind.rawValue)"] = now
                         effects.append(.record(.invocation(delivered.record)))
                         effects.append(.deliver(delivered))

@@ -371,7 +371,7 @@ extension InvocationStore {
                 """,
                 [
                     e.exchangeID.uuidString.lowercased(), e.decisionID?.uuidString.lowercased(), e.ts, e.provider, e.model,
-                    StorableJSON.jsonb(e.request), StorableJSON.jsonb(e.response), e.reasoning, e.status, e.latencyMilliseconds,
+                    StorableJSON.checkedJSONB(e.request), StorableJSON.checkedJSONB(e.response), e.reasoning, e.status, e.latencyMilliseconds,
                     e.error, e.sessionID?.uuidString.lowercased(), e.question, e.answer,
                 ])
         }

@@ -336,6 +336,8 @@ package final class Spool {
             let handle = FileHandle(forUpdatingAtPath: plan.url.path)
         else { throw Problem(message: "cannot create \(plan.url.path)") }
         try Self.copy(from: plan.descriptor, plan.from..<plan.to, to: handle.fileDescriptor, at: 0)
+        // Synced here, outside the lock: the sync under it then has only the last few bytes to do.
+        try handle.synchronize()
         return handle
     }
 

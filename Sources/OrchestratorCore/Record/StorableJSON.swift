@@ -8,20 +8,28 @@ import Foundation
 /// such escape is written as text instead (`\u0000` becomes the six characters `\\u0000`, still valid
 /// JSON), and a text that is not JSON at all is kept as `{"raw": text}`.
 package enum StorableJSON {
-    /// `text` as a value `jsonb` accepts: itself when it already is one (the common case, checked
-    /// with one pass over its bytes), else escaped or wrapped as above.
+    /// `text` with what `jsonb` refuses escaped: itself in the common case (one pass over its bytes
+    /// looking for a backslash; no parse on the record writer's path). A text that is not JSON at
+    /// all is refused by PostgreSQL (22P02) and then written as `{"raw": text}` by the writer's
+    /// row-by-row retry (``Record/withJSONAsText()``).
     package static func jsonb(_ text: String) -> String {
-        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !trimmed.isEmpty,
-            (try? JSONSerialization.jsonObject(with: Data(trimmed.utf8), options: [.fragmentsAllowed])) != nil
-        else {
-            return self.wrapped(text)
-        }
-        return self.escapingUnstorable(trimmed)
+        self.escapingUnstorable(text)
     }
 
     package static func jsonb(_ text: String?) -> String? {
         text.map { self.jsonb($0) }
+    }
+
+    /// ``jsonb(_:)`` for texts that are often not JSON (an LLM provider's error page): parsed first,
+    /// and wrapped as `{"raw": text}` at once when they are not, so their batch is not retried row
+    /// by row. For the few, large-grained records (LLM exchanges), not the record writer's bulk.
+    package static func checkedJSONB(_ text: String?) -> String? {
+        guard let text else { return nil }
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !trimmed.isEmpty,
+            (try? JSONSerialization.jsonObject(with: Data(trimmed.utf8), options: [.fragmentsAllowed])) != nil
+        else { return self.wrapped(text) }
+        return self.escapingUnstorable(trimmed)
     }
 
     /// `{"raw": text}`, with what `jsonb` refuses escaped: for a text that is not JSON, or a value
@@ -32,11 +40,11 @@ package enum StorableJSON {
         return self.escapingUnstorable(String(decoding: json.finish(), as: UTF8.self))
     }
 
-    /// Rewrites `\u0000` and unpaired surrogate escapes of a valid JSON text as escaped text.
-    /// Outside strings a backslash cannot occur in valid JSON, so no string tracking is needed.
+    /// Rewrites `\u0000` and unpaired surrogate escapes of a JSON text as escaped text. Outside
+    /// strings a backslash cannot occur in valid JSON, so no string tracking is needed.
     static func escapingUnstorable(_ json: String) -> String {
+        guard json.utf8.contains(UInt8(ascii: "\\")) else { return json }
         let bytes = Array(json.utf8)
-        guard bytes.contains(UInt8(ascii: "\\")) else { return json }
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count + 16)
         var i = 0
