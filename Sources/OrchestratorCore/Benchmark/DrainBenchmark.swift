@@ -24,16 +24,8 @@ package enum DrainBenchmark {
     }
 
     package static func run(serverURL: String, mebibytes: Int, logger: Logger) async throws -> Result {
-        guard var components = URLComponents(string: serverURL), components.scheme?.hasPrefix("postgres") == true else {
-            throw RecordBenchmark.Failure(description: "--database-url must be a postgres:// URL (the benchmark creates its own database there)")
-        }
-        let name = "dang_drain_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(12))"
-        let admin = try PostgresConnection(conninfo: serverURL)
-        try admin.execute(script: "CREATE DATABASE \(name)")
+        let (name, url, admin) = try RecordBenchmark.scratchDatabase(serverURL: serverURL, prefix: "dang_drain")
         defer { try? admin.execute(script: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)") }
-        components.path = "/\(name)"
-        let url = components.string!
-        try Migrations.apply(on: PostgresConnection(conninfo: url))
 
         // The backlog: alert records, as an outage would leave them.
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-spool")

@@ -17,19 +17,26 @@ package enum RecordBenchmark {
         package let description: String
     }
 
-    package static func run(serverURL: String, records: Int, logger: Logger) async throws -> [Row] {
+    /// A migrated scratch database on the server of `serverURL`: its name and URL, and the admin
+    /// connection that drops it (`DROP DATABASE … WITH (FORCE)` when the caller is done).
+    static func scratchDatabase(serverURL: String, prefix: String) throws -> (name: String, url: String, admin: PostgresConnection) {
         guard var components = URLComponents(string: serverURL), components.scheme?.hasPrefix("postgres") == true else {
             throw Failure(description: "--database-url must be a postgres:// URL (the benchmark creates its own database there)")
         }
-        let name = "dang_bench_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(12))"
+        let name = "\(prefix)_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(12))"
         let admin = try PostgresConnection(conninfo: serverURL)
         // The name is generated here from hex digits only; identifiers cannot be bound.
         try admin.execute(script: "CREATE DATABASE \(name)")
-        defer { try? admin.execute(script: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)") }
         components.path = "/\(name)"
         let url = components.string!
+        try Migrations.apply(on: PostgresConnection(conninfo: url))
+        return (name, url, admin)
+    }
+
+    package static func run(serverURL: String, records: Int, logger: Logger) async throws -> [Row] {
+        let (name, url, admin) = try Self.scratchDatabase(serverURL: serverURL, prefix: "dang_bench")
+        defer { try? admin.execute(script: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)") }
         let connection = try PostgresConnection(conninfo: url)
-        try Migrations.apply(on: connection)
 
         func decisions(_ count: Int) -> [DecisionRecord] {
             (0..<count).map { i in
