@@ -49,7 +49,7 @@ echo "ok: dang migrate"
 mosquitto_sub -h "$host" -p "$port" -q 1 -t 'apos/alert/#' -t 'apos/status' -v > "$work/sub.log" 2> "$work/sub.err" &
 pids+=($!)
 api_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-DANG_API_TOKEN=smoke-token "$dang" run --config config/orchestrator.yaml --mqtt-url "$DANG_MQTT_URL" --database-url "$DATABASE_URL" \
+DANG_API_TOKEN=smoke-token DANG_API_READ_TOKEN=smoke-read "$dang" run --config config/orchestrator.yaml --mqtt-url "$DANG_MQTT_URL" --database-url "$DATABASE_URL" \
   --spool-dir "$work/spool-3" --http "127.0.0.1:$api_port" > "$work/run.log" 2>&1 &
 run_pid=$!
 pids+=($run_pid)
@@ -60,7 +60,18 @@ python3 -c 'import json,sys; s = json.load(open(sys.argv[1])); assert s["mqtt"][
   || fail "GET /status did not report the broker connection"
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$api_port/invoke/etl")
 [ "$code" = 401 ] || fail "POST /invoke without a token answered $code, not 401"
-echo "ok: the HTTP API answers GET /status and refuses an unauthenticated POST"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer smoke-read' "http://127.0.0.1:$api_port/decisions")
+[ "$code" = 200 ] || fail "GET /decisions with DANG_API_READ_TOKEN answered $code, not 200"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Authorization: Bearer smoke-read' "http://127.0.0.1:$api_port/invoke/etl")
+[ "$code" = 403 ] || fail "POST /invoke with the read token answered $code, not 403"
+echo "ok: the HTTP API answers GET /status, reads with DANG_API_READ_TOKEN, and refuses an unauthenticated POST"
+# A second dang on the same spool directory would corrupt the first one's spool: it must refuse to start.
+if "$dang" run --config config/orchestrator.yaml --mqtt-url "$DANG_MQTT_URL" --database-url "$DATABASE_URL" \
+  --spool-dir "$work/spool-3" --http 127.0.0.1:0 > "$work/second.log" 2>&1; then
+  fail "a second dang run on the same spool directory started"
+fi
+grep -q "in use by another process" "$work/second.log" || fail "the second dang run did not say why it refused: $(tail -3 "$work/second.log")"
+echo "ok: a second dang run on the same spool directory refuses to start"
 sent_at=$(date +%s%3N)
 python3 - "$sent_at" > "$work/samples.txt" <<'PY'
 import random, sys
