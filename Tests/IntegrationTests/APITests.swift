@@ -99,6 +99,19 @@ struct APITests {
         }
     }
 
+    @Test func `a database that is away is a plain 503: libpq's text (host, user) goes to the log, not to the client`() async throws {
+        var config = Self.config(prefix: "it-api-away", database: "postgres://secret_user@127.0.0.1:1/secret_db?connect_timeout=1")
+        config.database.spoolDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("dang-spool-\(UUID().uuidString)").path
+        let orchestrator = try Orchestrator(config: config, logger: testLogger)
+        try await withRunningOrchestrator(orchestrator) {
+            try await eventually("API listening") { orchestrator.apiListeningPort > 0 }
+            let answer = Client(port: orchestrator.apiListeningPort).call("GET", "/decisions", token: Self.read)
+            #expect(answer.status == 503)
+            #expect(answer.json["error"] as? String == "the database is unavailable")
+            #expect(!answer.text.contains("secret_user") && !answer.text.contains("127.0.0.1") && !answer.text.contains("secret_db"))
+        }
+    }
+
     @Test func `alarms are listed, acknowledged over HTTP and MQTT, and shelved from annunciation`() async throws {
         let database = try TestServices.freshDatabase()
         let orchestrator = try Orchestrator(config: Self.config(prefix: "it-alarm", database: database), logger: testLogger)

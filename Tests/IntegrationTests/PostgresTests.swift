@@ -39,6 +39,16 @@ struct PostgresTests {
         #expect(try connection.query("SELECT s FROM t WHERE n = 7").rows == [["a\u{FFFD}b"]])
     }
 
+    @Test func `every connection speaks UTF-8, whatever the connection string or environment asks`() throws {
+        let url = try TestServices.freshDatabase()
+        let separator = url.contains("?") ? "&" : "?"
+        let connection = try PostgresConnection(conninfo: url + separator + "client_encoding=LATIN1")
+        #expect(try connection.query("SHOW client_encoding").rows == [["UTF8"]])
+        try connection.query("CREATE TABLE t (s text)")
+        try connection.query("INSERT INTO t VALUES ($1)", ["Ü°C \u{1F525}"])
+        #expect(try connection.query("SELECT s FROM t").rows == [["Ü°C \u{1F525}"]])
+    }
+
     @Test func `a failed transaction rolls back`() throws {
         let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
         try connection.query("CREATE TABLE t (n int PRIMARY KEY)")
