@@ -43,6 +43,13 @@ package struct SparkplugSession: Sendable {
     private var unbornRequests: [String: Int64] = [:]
     /// Aliases held over all nodes.
     private var aliasCount = 0
+    /// Rebirth requests to never-born nodes in the current 5 s window.
+    private var unbornWindowStart: Int64? = nil
+    private var unbornWindowCount = 0
+    /// A never-born node is asked again at most this often (ms), so that others get their turn.
+    static let unbornInterval: Int64 = 60_000
+    /// At most this many rebirth requests to never-born nodes every 5 s.
+    package let maxUnbornRebirths = 200
     /// At most this many nodes, devices per node, metrics per node and aliases in all (a hostile
     /// stream cannot grow memory unbounded).
     package let maxNodes: Int
@@ -219,14 +226,25 @@ package struct SparkplugSession: Sendable {
         return outcome
     }
 
-    /// A rebirth request to a node never born here: at most one per node every 5 s, and at most
-    /// `maxNodes` such nodes remembered (junk node names cannot grow this without bound).
+    /// A rebirth request to a node never born here: at most one per node a minute, at most 200 in
+    /// all every 5 s, and at most `maxNodes` such nodes remembered (junk node names cannot grow this
+    /// without bound).
     private mutating func rebirthUnborn(_ key: String, group: String, edge: String, now: Int64) -> (group: String, edge: String)? {
-        if let last = self.unbornRequests[key], now &- last < 5000 { return nil }
+        if let last = self.unbornRequests[key], now &- last < Self.unbornInterval, now >= last { return nil }
+        // And at most `maxUnbornRebirths` such requests every 5 s in all: after our own restart every
+        // node is unborn to us and each gets its request soon (2,400 nodes a minute), but a flood of
+        // junk node names cannot turn the orchestrator into an NCMD generator.
+        if let start = self.unbornWindowStart, now &- start < 5000, now >= start {
+            guard self.unbornWindowCount < self.maxUnbornRebirths else { return nil }
+        } else {
+            self.unbornWindowStart = now
+            self.unbornWindowCount = 0
+        }
         if self.unbornRequests.count >= self.maxNodes {
-            self.unbornRequests = self.unbornRequests.filter { now &- $0.value < 5000 }
+            self.unbornRequests = self.unbornRequests.filter { now &- $0.value < Self.unbornInterval }
             guard self.unbornRequests.count < self.maxNodes else { return nil }
         }
+        self.unbornWindowCount += 1
         self.unbornRequests[key] = now
         return (group, edge)
     }
