@@ -100,7 +100,8 @@ package struct MQTTSettings: Sendable {
     /// `dang-<host name>`: the same across restarts of one gateway, different between gateways.
     package static let defaultClientID: String = {
         var name = [CChar](repeating: 0, count: 256)
-        let host = gethostname(&name, name.count) == 0 ? String(cString: name) : ""
+        let host = gethostname(&name, name.count) == 0
+            ? String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
         // Client ids are safest in [0-9A-Za-z-_] (MQTT 3.1.1 only promises those, up to 23 bytes).
         let safe = host.unicodeScalars.map { scalar -> Character in
             let allowed = ("0"..."9").contains(scalar) || ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || scalar == "-" || scalar == "_"
