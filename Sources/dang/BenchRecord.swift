@@ -16,6 +16,10 @@ struct BenchRecord: AsyncParsableCommand {
     @Option(name: .long, help: "Also drain a spool backlog of this many MiB (e.g. 1024) while live records arrive, timing each enqueue.")
     var drainMib = 0
 
+    func validate() throws {
+        guard (0...65_536).contains(self.drainMib) else { throw ValidationError("--drain-mib must be 0…65536") }
+    }
+
     func run() async throws {
         guard let url = self.databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"] else {
             printError("give --database-url or DATABASE_URL")

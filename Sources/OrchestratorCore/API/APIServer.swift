@@ -397,6 +397,10 @@ package final class MetricsExporter: Sendable {
             ("dang_llm_calls_total", "LLM calls", llm?.calls ?? 0),
             ("dang_llm_failures_total", "LLM calls without a usable answer", llm?.failures ?? 0),
             ("dang_llm_cache_hits_total", "LLM answers from the cache", llm?.cacheHits ?? 0),
+            ("dang_tags_evicted_total", "idle tags outside the topic map forgotten (ingest.evict_idle_after)", ingest.evictedTags),
+            ("dang_record_corrupt_bytes_total", "spool bytes skipped as corrupt and moved aside", record.corruptBytesSkipped),
+            ("dang_database_pool_refused_total", "reads and operator actions refused: the database pool's queue was full", o.databasePool.refused),
+            ("dang_approvals_refused_total", "approval messages without an explicit {\"approve\": true|false}", decisions.refusedApprovals),
         ]
         self.previous.withLock { previous in
             for (name, help, value) in totals {
@@ -406,15 +410,9 @@ package final class MetricsExporter: Sendable {
                 previous[name] = value
             }
         }
-        // Refusals by reason (one counter per reason seen), and the hardening counters.
+        // Refusals by reason: one labelled counter per reason seen.
         var byReason = ingest.rejected.map { ($0.key.rawValue, $0.value) }
         byReason += [("unknown_topic", ingest.unknownTopics), ("tag_limit", ingest.tagLimitRejections)]
-        let more: [(String, String, Int)] = [
-            ("dang_tags_evicted_total", "idle tags outside the topic map forgotten (ingest.evict_idle_after)", ingest.evictedTags),
-            ("dang_record_corrupt_bytes_total", "spool bytes skipped as corrupt and moved aside", record.corruptBytesSkipped),
-            ("dang_database_pool_refused_total", "reads and operator actions refused: the database pool's queue was full", o.databasePool.refused),
-            ("dang_approvals_refused_total", "approval messages without an explicit {\"approve\": true|false}", decisions.refusedApprovals),
-        ]
         self.previous.withLock { previous in
             for (reason, value) in byReason {
                 let key = "dang_ingest_rejected_reason_total|" + reason
@@ -424,12 +422,6 @@ package final class MetricsExporter: Sendable {
                         .increment(by: Int64(delta))
                 }
                 previous[key] = value
-            }
-            for (name, help, value) in more {
-                let delta = value - (previous[name] ?? 0)
-                if delta > 0 { self.registry.makeCounter(name: name, help: help).increment(by: Int64(delta)) }
-                else if previous[name] == nil { _ = self.registry.makeCounter(name: name, help: help) }
-                previous[name] = value
             }
         }
         self.registry.makeGauge(name: "dang_open_invocations", help: "invocations not finished").set(to: Double(o.coordinator.activeInvocations.count))

@@ -18,9 +18,7 @@ package enum DrainBenchmark {
         package var longestStallMilliseconds: Double { Self.milliseconds(self.longestStall) }
         package var p999StallMilliseconds: Double { Self.milliseconds(self.p999Stall) }
 
-        static func milliseconds(_ duration: Duration) -> Double {
-            Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
-        }
+        static func milliseconds(_ duration: Duration) -> Double { duration.timeInterval * 1000 }
     }
 
     package static func run(serverURL: String, mebibytes: Int, logger: Logger) async throws -> Result {
@@ -52,6 +50,7 @@ package enum DrainBenchmark {
         // Live records at about 2,000 a second from a thread of their own, each enqueue timed.
         let stalls = Mutex<[Duration]>([])
         let stop = Atomic<Bool>(false)
+        let finished = Atomic<Bool>(false)
         let live = Thread {
             let clock = ContinuousClock()
             var times: [Duration] = []
@@ -63,6 +62,7 @@ package enum DrainBenchmark {
                 Thread.sleep(forTimeInterval: 0.0005)
             }
             stalls.withLock { $0 = times }
+            finished.store(true, ordering: .releasing)
         }
         let start = ContinuousClock.now
         let running = Task { await writer.run() }
@@ -70,7 +70,7 @@ package enum DrainBenchmark {
         while writer.counters.written < records { try await Task.sleep(for: .milliseconds(20)) }
         let seconds = RecordBenchmark.seconds(since: start)
         stop.store(true, ordering: .relaxed)
-        while stalls.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(5)) }
+        while !finished.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(5)) }
         writer.stop()
         await running.value
         let sorted = stalls.withLock { $0 }.sorted()

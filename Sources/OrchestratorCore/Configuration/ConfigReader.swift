@@ -103,6 +103,12 @@ final class ConfigDiagnostics {
         }
     }
 
+    /// An environment variable's name: ASCII letters, digits and `_`, not starting with a digit.
+    static func isVariableName(_ name: some StringProtocol) -> Bool {
+        guard let first = name.unicodeScalars.first, !("0"..."9").contains(first) else { return false }
+        return name.unicodeScalars.allSatisfy { ("A"..."Z").contains($0) || ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_" }
+    }
+
     /// Replaces `${VAR}` and `${VAR:-default}` with values from the environment. An unset variable
     /// without a default is an error.
     func substitute(_ text: String, key: String, at mark: Mark?) -> String {
@@ -125,8 +131,7 @@ final class ConfigDiagnostics {
                 name = body
                 fallback = nil
             }
-            let validName = !name.isEmpty && name.allSatisfy { $0 == "_" || $0.isASCII && ($0.isLetter || $0.isNumber) }
-            if !validName {
+            if !Self.isVariableName(name) {
                 self.report(.error, key, at: mark, "invalid variable name \"\(name)\" in ${...}")
             } else if let value = self.environment[String(name)], !(value.isEmpty && fallback != nil) {
                 output += value

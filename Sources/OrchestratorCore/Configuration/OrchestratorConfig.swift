@@ -287,7 +287,12 @@ package struct DatabaseSettings: Sendable {
 package struct IngestSettings: Sendable {
     /// A sample stamped more than this ahead of the wall clock is refused (a mis-set source clock
     /// would otherwise pin its tag's clock in the future and blind it).
-    package var maxFutureSkew: Duration = .seconds(300)
+    package var maxFutureSkew: Duration {
+        get { .milliseconds(self.maxFutureSkewMilliseconds) }
+        set { self.maxFutureSkewMilliseconds = newValue.milliseconds }
+    }
+    /// The same in milliseconds, as the per-sample check reads it (no `Duration` arithmetic per sample).
+    private var maxFutureSkewMilliseconds: Int64 = 300_000
     /// Longest tag identifier accepted, in UTF-8 bytes (a topic level can be 64 KiB; PostgreSQL's
     /// btree index refuses keys past about 2.7 KB).
     package var maxTagBytes = 512
@@ -298,8 +303,8 @@ package struct IngestSettings: Sendable {
     /// Whether a sample time is acceptable at `now` (epoch ms): not beyond the skew, and inside
     /// what PostgreSQL's `timestamptz` holds.
     package func accepts(sampleTime: Int64, now: Int64) -> Bool {
-        RFC3339.storableRange.contains(Double(sampleTime))
-            && Double(sampleTime) <= Double(now) + Double(self.maxFutureSkew.milliseconds)
+        let time = Double(sampleTime)
+        return RFC3339.storableRange.contains(time) && time <= Double(now) + Double(self.maxFutureSkewMilliseconds)
     }
 }
 

@@ -114,11 +114,6 @@ package struct DecisionEngineSettings: Sendable {
 }
 
 extension OrchestratorConfig {
-    static func isVariableName(_ name: String) -> Bool {
-        guard let first = name.unicodeScalars.first, !("0"..."9").contains(first) else { return false }
-        return name.unicodeScalars.allSatisfy { ("A"..."Z").contains($0) || ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_" }
-    }
-
     mutating func readModules(_ modules: YAMLSection) {
         for name in ModuleName.allCases {
             guard let module = modules.section(name.rawValue) else { continue }
@@ -137,7 +132,7 @@ extension OrchestratorConfig {
                 }
             }
             if let node = module.node("environment") {
-                if case .sequence(let items) = node, items.allSatisfy({ $0.scalar.map { Self.isVariableName($0.string) } ?? false }) {
+                if case .sequence(let items) = node, items.allSatisfy({ $0.scalar.map { ConfigDiagnostics.isVariableName($0.string) } ?? false }) {
                     settings.environment = items.compactMap { $0.scalar?.string }
                 } else {
                     module.diagnostics.report(

@@ -29,8 +29,8 @@ package struct DetectionEngine: Sendable {
     /// Samples refused as redeliveries of one already processed (same tag, time and value).
     package private(set) var redeliveries = 0
     private var snapshotted: [Int64] = []
-    /// The caller's clock when each tag was created or last got a sample (for eviction).
-    private var lastActivity: [Int64] = []
+    /// The caller's clock when each tag was created (for eviction, with ``lastReceipt``).
+    private var createdAt: [Int64] = []
     /// Slots of evicted tags, reused before new ones are made.
     private var freeSlots: [Int32] = []
     /// Recent usable samples of every tag, for module invocations.
@@ -63,7 +63,7 @@ package struct DetectionEngine: Sendable {
             self.lastQuality[index] = .good
             self.lastReceipt[index] = .min
             self.snapshotted[index] = .min
-            self.lastActivity[index] = now
+            self.createdAt[index] = now
             self.history.clear(slot: slot)
             return slot
         }
@@ -76,7 +76,7 @@ package struct DetectionEngine: Sendable {
         self.lastQuality.append(.good)
         self.lastReceipt.append(.min)
         self.snapshotted.append(.min)
-        self.lastActivity.append(now)
+        self.createdAt.append(now)
         self.history.addSlot()
         return slot
     }
@@ -91,7 +91,8 @@ package struct DetectionEngine: Sendable {
         var evicted: Set<Int32> = []
         for index in self.tagNames.indices {
             let tag = self.tagNames[index]
-            guard !tag.isEmpty, self.lastActivity[index] < cutoff, self.unitOfSlot[index] < 0, self.topicMap.tags[tag] == nil,
+            let lastActivity = self.lastReceipt[index] == .min ? self.createdAt[index] : self.lastReceipt[index]
+            guard !tag.isEmpty, lastActivity < cutoff, self.unitOfSlot[index] < 0, self.detectors[index].mappedInfo == nil,
                 !busy.contains(Int32(index))
             else { continue }
             if let last = self.detectors[index].lastSample {
@@ -199,7 +200,6 @@ package struct DetectionEngine: Sendable {
         {
             self.redeliveries += 1
             self.lastReceipt[index] = now
-            self.lastActivity[index] = now
             return 0
         }
         let score = self.detectors[index].ingest(
@@ -214,7 +214,6 @@ package struct DetectionEngine: Sendable {
         }
         self.lastQuality[index] = quality
         self.lastReceipt[index] = now
-        self.lastActivity[index] = now
         // A trained unit monitor speaks for its tags' level anomalies (its alert names the tags).
         if unit >= 0, self.settings.suppressTagAnomalies, self.units[Int(unit)].isTrained {
             self.changes.removeAll { ($0.condition == .anomaly || $0.condition == .shift) && $0.raised }

@@ -212,9 +212,10 @@ package struct TagDetector: Sendable {
         } else {
             self.flatlineCount += 1
         }
-        let seconds = Self.elapsed(from: self.flatlineSince, to: time) / 1000
+        let elapsed = Self.elapsed(from: self.flatlineSince, to: time)
+        let seconds = elapsed / 1000
         let bySamples = flatline.samples.map { self.flatlineCount >= $0 } ?? false
-        let byTime = flatline.duration.map { seconds * 1000 >= Double($0.milliseconds) } ?? false
+        let byTime = flatline.duration.map { elapsed >= Double($0.milliseconds) } ?? false
         let samples = self.flatlineCount
         self.update(
             .flatline, raise: bySamples || byTime, clear: samples == 1, value: value, score: 1,

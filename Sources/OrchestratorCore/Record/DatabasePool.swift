@@ -58,7 +58,7 @@ package final class DatabasePool: Sendable {
             return (true, spawn, 0)
         }
         guard accepted else {
-            if refused <= 10 || refused & (refused - 1) == 0 {
+            if refused.isWorthLogging {
                 self.logger.warning(
                     "database work refused: the queue is full", metadata: ["db.queue_limit": "\(self.queueLimit)", "db.refused_total": "\(refused)"])
             }

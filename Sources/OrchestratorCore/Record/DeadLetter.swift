@@ -28,20 +28,11 @@ struct DeadLetter {
     /// Appends one line; throws when the file cannot be written.
     func append(_ line: [UInt8]) throws {
         guard let path else { throw CocoaError(.fileNoSuchFile) }
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        // Only the record writer's thread appends here.
+        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
         defer { close(fd) }
-        var written = 0
-        try line.withUnsafeBytes { bytes in
-            while written < bytes.count {
-                let n = write(fd, bytes.baseAddress! + written, bytes.count - written)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
-                }
-                written += n
-            }
-        }
+        try Spool.writeFully(fd, line, at: max(0, Int(lseek(fd, 0, SEEK_END))))
         _ = fsync(fd)
     }
 }

@@ -39,8 +39,7 @@ package final class RecordWriter: AlertSink, Sendable {
         package var snapshotsWritten = 0
         /// Corrupt spool bytes skipped (moved aside) while running, and at open.
         package var corruptBytesSkipped = 0
-        /// Compactions of the spool, and timed syncs of appends made while no batch was read.
-        package var compactions = 0
+        /// Timed syncs of appends made while no batch was read (`spool_fsync: batch`).
         package var timedSyncs = 0
     }
 
@@ -111,9 +110,8 @@ package final class RecordWriter: AlertSink, Sendable {
             dropped: Counter(label: "dang_record_dropped_total", dimensions: [], factory: metricsFactory),
             rejected: Counter(label: "dang_record_rejected_total", dimensions: [], factory: metricsFactory))
         Gauge(label: "dang_record_spool_capacity_bytes", dimensions: [], factory: metricsFactory).record(settings.spoolCapacity)
-        let opened = Self.openSpool(settings: settings, logger: logger)
-        let spool = try? opened?.get()
-        if case .failure(let problem)? = opened { self.spoolProblem = problem.message } else { self.spoolProblem = nil }
+        let (spool, problem) = Self.openSpool(settings: settings, logger: logger)
+        self.spoolProblem = problem
         self.state.withLock { $0.counters.corruptBytesSkipped = spool?.skippedAtOpen ?? 0 }
         let pending = spool?.pendingBytes ?? 0
         self.metrics.spoolBytes.record(pending)
@@ -149,7 +147,7 @@ package final class RecordWriter: AlertSink, Sendable {
             do {
                 let payload = record.payload()
                 try spool.append([payload], sync: self.settings.spoolFsync == .always)
-                self.unsynced.store(true, ordering: .relaxed)
+                if self.settings.spoolFsync == .batch { self.unsynced.store(true, ordering: .relaxed) }
                 spooled.mirror.push(record, spoolBytes: Spool.recordHeader + payload.count)
                 return (true, spool.pendingBytes, spool.pendingBytes, spool.capacity)
             } catch {
@@ -272,8 +270,8 @@ package final class RecordWriter: AlertSink, Sendable {
     /// `dang run` refuses to start with one: records would be held in memory only.
     package let spoolProblem: String?
 
-    private static func openSpool(settings: DatabaseSettings, logger: Logger) -> Result<Spool, Spool.Problem>? {
-        guard !settings.spoolDirectory.isEmpty else { return nil }
+    private static func openSpool(settings: DatabaseSettings, logger: Logger) -> (spool: Spool?, problem: String?) {
+        guard !settings.spoolDirectory.isEmpty else { return (nil, nil) }
         do {
             let spool = try Spool(
                 directory: URL(fileURLWithPath: settings.spoolDirectory), capacity: settings.spoolCapacity,
@@ -288,12 +286,12 @@ package final class RecordWriter: AlertSink, Sendable {
                     "spool: records not yet in the database (an outage or a stop) will be written first",
                     metadata: ["spool.pending_bytes": "\(spool.pendingBytes)"])
             }
-            return .success(spool)
+            return (spool, nil)
         } catch {
             logger.critical(
                 "spool unavailable: records will only be held in memory",
                 metadata: ["spool.dir": "\(settings.spoolDirectory)", "error": "\(error)"])
-            return .failure(error as? Spool.Problem ?? Spool.Problem(message: "\(error)"))
+            return (nil, "\(error)")
         }
     }
 
@@ -497,7 +495,6 @@ package final class RecordWriter: AlertSink, Sendable {
         let started = clock.now
         let handle = try Spool.copyForCompaction(plan)
         try self.spool.withLock { spooled in try spooled.spool?.finishCompaction(plan, handle) }
-        self.state.withLock { $0.counters.compactions += 1 }
         self.logger.debug(
             "spool compacted",
             metadata: ["spool.bytes": "\(plan.to - plan.from)", "spool.compaction_ms": "\((clock.now - started).milliseconds)"])
@@ -598,14 +595,18 @@ package final class RecordWriter: AlertSink, Sendable {
                 self.state.withLock { $0.counters.written += 1 }
                 self.metrics.written.increment()
             } catch let error as PostgresError where error.isRowSpecific {
-                if let text = record.withJSONAsText(), (try? Record.write([text], on: connection)) != nil {
+                // Once more with its JSON as text; a second refusal of the row's own data sets it
+                // aside, anything else (the connection broke meanwhile) keeps it for later.
+                do {
+                    guard let text = record.withJSONAsText() else { throw error }
+                    try Record.write([text], on: connection)
                     self.state.withLock { $0.counters.written += 1 }
                     self.metrics.written.increment()
                     self.logger.warning(
                         "record's JSON refused by the database; kept as text",
                         metadata: ["record.id": "\(record.id)", "error": "\(error)"])
-                } else {
-                    try self.setAside(record, error: error)
+                } catch let again as PostgresError where again.isRowSpecific {
+                    try self.setAside(record, error: again)
                 }
             }
             batch.removeFirst()
@@ -669,5 +670,9 @@ extension Duration {
 }
 
 extension Int {
-    fileprivate var isPowerOfTwo: Bool { self > 0 && self & (self - 1) == 0 }
+    var isPowerOfTwo: Bool { self > 0 && self & (self - 1) == 0 }
+
+    /// Whether the `self`-th occurrence of something is logged: the first ten, then every power of
+    /// two, so a flood cannot flood the log.
+    var isWorthLogging: Bool { self <= 10 || self.isPowerOfTwo }
 }

@@ -253,7 +253,7 @@ package final class Spool {
 
     static let readChunk = 1 << 20
 
-    private static func writeFully(_ fd: Int32, _ bytes: [UInt8], at offset: Int) throws {
+    static func writeFully(_ fd: Int32, _ bytes: [UInt8], at offset: Int) throws {
         var done = 0
         while done < bytes.count {
             let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(offset + done)) }
@@ -353,14 +353,20 @@ package final class Spool {
         }
         try Self.copy(from: self.log.fileDescriptor, plan.to..<self.end, to: handle.fileDescriptor, at: plan.to - plan.from)
         self.compactedBytes += self.end - plan.from
+        try self.switchTo(generation: plan.generation, handle, end: self.end - self.replayed)
+    }
+
+    /// Makes a complete, unsynced next-generation log the spool's: syncs it, switches the offset file
+    /// to it (atomically) and deletes the old log. A crash before the switch leaves the old log and
+    /// offset as they were; after it, the new log is complete.
+    private func switchTo(generation: Int, _ handle: FileHandle, end: Int) throws {
         try handle.synchronize()
-        _ = try handle.seekToEnd()
-        try Data("\(plan.generation) 0".utf8).write(to: self.offsetURL, options: .atomic)
+        try Data("\(generation) 0".utf8).write(to: self.offsetURL, options: .atomic)
         let old = Self.logURL(self.directory, generation: self.generation)
         try? self.log.close()
         self.log = handle
-        self.generation = plan.generation
-        self.end -= self.replayed
+        self.generation = generation
+        self.end = end
         self.replayed = 0
         try? FileManager.default.removeItem(at: old)
     }
@@ -402,16 +408,16 @@ package final class Spool {
     private func moveAside(_ range: Range<Int>) throws {
         guard !range.isEmpty else { return }
         let path = self.directory.appendingPathComponent("spool-\(self.generation).corrupt").path
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw Problem(message: "cannot open \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        let size = Int(lseek(fd, 0, SEEK_END))
-        try Self.copy(from: self.log.fileDescriptor, range, to: fd, at: max(0, size))
+        try Self.copy(from: self.log.fileDescriptor, range, to: fd, at: max(0, Int(lseek(fd, 0, SEEK_END))))
         _ = fsync(fd)
     }
 
     /// Rewrites the log as the next generation without the given stretches (at open).
     private func rewrite(skipping bad: [Range<Int>]) throws {
+        guard self.generation < Int.max else { throw Problem(message: "spool: no generation number left") }
         let next = self.generation + 1
         let url = Self.logURL(self.directory, generation: next)
         guard FileManager.default.createFile(atPath: url.path, contents: nil), let handle = FileHandle(forUpdatingAtPath: url.path)
@@ -423,15 +429,7 @@ package final class Spool {
             written += range.lowerBound - position
             position = range.upperBound
         }
-        try handle.synchronize()
-        try Data("\(next) 0".utf8).write(to: self.offsetURL, options: .atomic)
-        let old = Self.logURL(self.directory, generation: self.generation)
-        try? self.log.close()
-        self.log = handle
-        self.generation = next
-        self.replayed = 0
-        self.end = written
-        try? FileManager.default.removeItem(at: old)
+        try self.switchTo(generation: next, handle, end: written)
     }
 
     /// The offset file is small and rewritten after every batch: written in place without a sync. A

@@ -205,22 +205,19 @@ package final class IngestPipeline: Sendable {
                 state.counters.rejected[reason, default: 0] += 1
                 rejection = reason
                 // A NaN/Inf or an impossible time on a known tag is also that tag's data-quality problem.
-                if reason == .nonFinite, case .tag(let tag) = route, case .slot(let slot) = self.slot(for: tag, now: now, in: &state) {
+                if reason == .nonFinite, case .tag(let tag) = route, let slot = self.slot(for: tag, now: now, in: &state, tagLimit: &tagLimit, rejection: &rejection) {
                     state.engine.ingest(
                         slot: slot, value: .nan, quality: .good, sampleTime: now, receiptTime: true, topic: topic, now: now,
                         into: &events)
                     self.count(events, in: &state)
-                } else if reason == .badTimestamp, case .tag(let tag) = route, case .slot(let slot) = self.slot(for: tag, now: now, in: &state) {
+                } else if reason == .badTimestamp, case .tag(let tag) = route,
+                    let slot = self.slot(for: tag, now: now, in: &state, tagLimit: &tagLimit, rejection: &rejection)
+                {
                     state.engine.reportDataQuality(.futureTimestamp, slot: slot, topic: topic, now: now, into: &events)
                     self.count(events, in: &state)
                 }
             case (.tag(let tag), .success(.single(let ts, let value, let quality))):
-                let slot: Int32
-                switch self.slot(for: tag, now: now, in: &state) {
-                case .slot(let found): slot = found
-                case .tagLimit: tagLimit = true; break routing
-                case .tooLong: rejection = .tagTooLong; break routing
-                }
+                guard let slot = self.slot(for: tag, now: now, in: &state, tagLimit: &tagLimit, rejection: &rejection) else { break routing }
                 state.topicSlots.insert(topicBytes, hash: TopicSlots.hash(topicBytes), slot: slot)
                 // From now on the topic cache answers for this topic: one entry, not two.
                 state.routes[topic] = nil
@@ -237,12 +234,8 @@ package final class IngestPipeline: Sendable {
                         rejection = .malformedJSON
                         continue
                     }
-                    let slot: Int32
-                    switch self.slot(for: "\(base)/\(name)", now: now, in: &state) {
-                    case .slot(let found): slot = found
-                    case .tagLimit: tagLimit = true; continue
-                    case .tooLong: rejection = .tagTooLong; continue
-                    }
+                    guard let slot = self.slot(for: "\(base)/\(name)", now: now, in: &state, tagLimit: &tagLimit, rejection: &rejection)
+                    else { continue }
                     if !value.isFinite {
                         // Refused and counted, and that tag's data-quality problem.
                         state.counters.rejected[.nonFinite, default: 0] += 1
@@ -283,12 +276,7 @@ package final class IngestPipeline: Sendable {
                 state.counters.rejected[rejection!, default: 0] += 1
             }
             for sample in outcome.samples {
-                let slot: Int32
-                switch self.slot(for: sample.tag, now: now, in: &state) {
-                case .slot(let found): slot = found
-                case .tagLimit: tagLimit = true; continue
-                case .tooLong: rejection = .tagTooLong; continue
-                }
+                guard let slot = self.slot(for: sample.tag, now: now, in: &state, tagLimit: &tagLimit, rejection: &rejection) else { continue }
                 if let refused = self.ingest(
                     slot: slot, value: sample.value, quality: .good, sampleTime: sample.time ?? now, receiptTime: sample.time == nil,
                     topic: .text(topic), now: now, state: &state, events: &events)
@@ -328,7 +316,6 @@ package final class IngestPipeline: Sendable {
 
     /// Feeds one sample to its tag. Returns the reason it was refused, if it was (the caller logs
     /// it once the lock is released).
-    @discardableResult
     private func ingest(
         slot: Int32, value: Double, quality: SampleQuality, sampleTime: Int64, receiptTime: Bool, topic: SampleTopic, now: Int64,
         state: inout State, events: inout [AlertEvent]
@@ -421,22 +408,21 @@ package final class IngestPipeline: Sendable {
         self.state.withLock { state in state.engine.unitMonitors.map { ($0.name, $0.slots.count, $0.isTrained) } }
     }
 
-    private enum SlotLookup {
-        case slot(Int32)
-        /// `detection.max_tags` tags exist already.
-        case tagLimit
-        /// Longer than `ingest.max_tag_bytes` (refused and counted here).
-        case tooLong
-    }
-
-    private func slot(for tag: String, now: Int64, in state: inout State) -> SlotLookup {
+    /// The tag's slot, made on first sight; `nil` when the tag is refused: longer than
+    /// `ingest.max_tag_bytes` (counted here, `rejection` set) or past `detection.max_tags`
+    /// (`tagLimit` set; the caller counts it once per message).
+    private func slot(
+        for tag: String, now: Int64, in state: inout State, tagLimit: inout Bool, rejection: inout PayloadRejection?
+    ) -> Int32? {
         guard tag.utf8.count <= self.config.ingest.maxTagBytes else {
             state.counters.rejected[.tagTooLong, default: 0] += 1
-            return .tooLong
+            rejection = .tagTooLong
+            return nil
         }
         let slot = state.engine.slot(for: tag, now: now)
         state.counters.tags = state.engine.tagCount
-        return slot.map { .slot($0) } ?? .tagLimit
+        if slot == nil { tagLimit = true }
+        return slot
     }
 
     /// Forgets tags outside the topic map that got no sample for `ingest.evict_idle_after` (their
@@ -446,7 +432,9 @@ package final class IngestPipeline: Sendable {
         guard idle > .zero else { return [] }
         let now = now ?? self.clock()
         let (snapshots, evicted, tags) = self.state.withLock { state -> ([TagSnapshot], Int, Int) in
-            let result = state.engine.evictIdle(before: now &- idle.milliseconds)
+            // Saturating: a clock near Int64.min must not wrap into a cutoff that evicts everything.
+            let (cutoff, overflow) = now.subtractingReportingOverflow(idle.milliseconds)
+            let result = state.engine.evictIdle(before: overflow ? .min : cutoff)
             if !result.slots.isEmpty {
                 state.topicSlots.remove(slots: result.slots)
                 state.counters.evictedTags += result.slots.count
@@ -479,7 +467,7 @@ package final class IngestPipeline: Sendable {
     /// Logs the 1st…10th rejection, then every power of two, so a flood of bad input cannot flood the log.
     private func logRejection(_ reason: String, topic: String) {
         let total = self.state.withLock { $0.counters.totalRejected }
-        guard total <= 10 || total & (total - 1) == 0 else { return }
+        guard total.isWorthLogging else { return }
         self.logger.warning(
             "message rejected",
             metadata: [

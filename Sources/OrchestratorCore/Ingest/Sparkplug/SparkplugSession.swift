@@ -188,7 +188,7 @@ package struct SparkplugSession: Sendable {
         for metric in message.metrics {
             var name: String? = metric.hasName ? metric.name : nil
             // A name is checked before it is stored as an alias's, so a bad one takes no room.
-            if let named = name, !Self.isValidMetricName(named) {
+            if let named = name, !Self.isValidName(named) {
                 outcome.skipped += 1
                 continue
             }
@@ -247,11 +247,6 @@ package struct SparkplugSession: Sendable {
         self.unbornWindowCount += 1
         self.unbornRequests[key] = now
         return (group, edge)
-    }
-
-    static func isValidMetricName(_ name: String) -> Bool {
-        !name.isEmpty && name.utf8.count <= 256
-            && !name.unicodeScalars.contains { $0 == "+" || $0 == "#" || $0.value < 0x20 || $0.value == 0x7F }
     }
 
     /// A rebirth request, at most one per node every 5 s.
