@@ -102,7 +102,8 @@ package struct MQTTSettings: Sendable {
         var name = [CChar](repeating: 0, count: 256)
         let host = gethostname(&name, name.count) == 0
             ? String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
-        // Client ids are safest in [0-9A-Za-z-_] (MQTT 3.1.1 only promises those, up to 23 bytes).
+        // Client ids are safest in [0-9A-Za-z-_]. MQTT 3.1.1 brokers only promise ids of up to 23
+        // bytes; mosquitto and the v5 brokers take longer ones — set `client_id` for a strict broker.
         let safe = host.unicodeScalars.map { scalar -> Character in
             let allowed = ("0"..."9").contains(scalar) || ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || scalar == "-" || scalar == "_"
             return allowed ? Character(scalar) : "-"
