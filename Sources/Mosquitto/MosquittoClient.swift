@@ -288,8 +288,9 @@ package final class MosquittoClient: @unchecked Sendable {
         try check(rc, "mosquitto_publish_v5")
     }
 
-    /// Queues a request (SPEC §3 module invocation): with MQTT v5 it carries the response-topic
-    /// and correlation-data properties; with v3.1.1 the payload alone says where to answer.
+    /// Queues a request (a module invocation, docs/mqtt-contract.md, "Module invocations"): with
+    /// MQTT v5 it carries the response-topic and correlation-data properties; with v3.1.1 the
+    /// payload alone says where to answer.
     package func publish(
         topic: String, payload: [UInt8], qos: Int32, responseTopic: String, correlationData: [UInt8]
     ) throws(MosquittoError) {

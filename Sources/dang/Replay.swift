@@ -3,7 +3,7 @@ import Foundation
 import Logging
 import OrchestratorCore
 
-/// `dang replay` (SPEC §5).
+/// `dang replay` (docs/detection.md, "Offline replay").
 struct Replay: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a CSV through the live detectors, row by row, and write timestamp,anomaly_score,alarm.")

@@ -26,6 +26,7 @@ struct AdvisorTests {
             var topic = "plant/\(tag)"
             var payload = "{\"ts\":\(ms),\"v\":\(value)}"
             topic.withUTF8 { t in payload.withUTF8 { p in self.pipeline.handle(topic: UnsafeRawBufferPointer(t), payload: UnsafeRawBufferPointer(p), receivedAt: ms) } }
+            self.pipeline.deliverAfterMessage()
         }
 
         var invocations: [[String: Any]] {
@@ -60,7 +61,7 @@ struct AdvisorTests {
         settings.timeout = .seconds(2)
         settings.maxAttempts = 1
         let coordinator = ModuleCoordinator(
-            config: config, pipeline: pipeline,
+            config: config, data: pipeline,
             outputs: CoordinatorOutputs(
                 publish: { topic, payload, _ in
                     capture.published.withLock { $0.append((topic, payload)) }
@@ -69,7 +70,7 @@ struct AdvisorTests {
                 record: { record in capture.records.withLock { $0.append(record) } }),
             logger: Logger(label: "test"), advisor: Advisor(client: LLMClient(settings: settings)),
             clock: { capture.now.load(ordering: .relaxed) })
-        pipeline.attach(coordinator)
+        pipeline.attachAfterMessage(coordinator)
         return Plant(pipeline: pipeline, coordinator: coordinator, capture: capture)
     }
 
@@ -80,6 +81,9 @@ struct AdvisorTests {
 
     @Test func `an agreeing advisor sets the horizon within bounds, and never sees the tag's name`() async throws {
         let plant = self.plant(scenario: "ok-advice")
+        // The coordinator's slow jobs (the advisor calls) run as they do in its service.
+        let jobs = Task { await plant.coordinator.run() }
+        defer { jobs.cancel() }
         self.breach(plant)
         #expect(plant.invocations.isEmpty)  // held for the advisor
         try await eventually("delivered after advice", timeout: .seconds(15)) { plant.invocations.count == 1 }
@@ -96,6 +100,9 @@ struct AdvisorTests {
 
     @Test func `an answer outside the allow-list and the bounds is refused, and the rules' invocation goes out as decided`() async throws {
         let plant = self.plant(scenario: "injected")
+        // The coordinator's slow jobs (the advisor calls) run as they do in its service.
+        let jobs = Task { await plant.coordinator.run() }
+        defer { jobs.cancel() }
         self.breach(plant)
         try await eventually("delivered after advice", timeout: .seconds(15)) { plant.invocations.count == 1 }
         let invocation = try #require(plant.invocations.first)
@@ -109,6 +116,9 @@ struct AdvisorTests {
     @Test(arguments: ["skip", "503-always", "keepalive-forever"])
     func `an advisor that disagrees or does not answer leaves the rules' decision standing`(scenario: String) async throws {
         let plant = self.plant(scenario: scenario, tag: "r1/cdu/cdu1/TI-\(scenario)")
+        // The coordinator's slow jobs (the advisor calls) run as they do in its service.
+        let jobs = Task { await plant.coordinator.run() }
+        defer { jobs.cancel() }
         self.breach(plant, tag: "r1/cdu/cdu1/TI-\(scenario)")
         try await eventually("delivered", timeout: .seconds(15)) { plant.invocations.count == 1 }
         #expect((plant.invocations.first?["params"] as? [String: Any])?["horizon"] as? Int == 12)

@@ -33,7 +33,7 @@ final class DecisionHarness: Sendable {
         self.pipeline = pipeline
         let capture = self.capture
         self.coordinator = ModuleCoordinator(
-            config: config, pipeline: pipeline,
+            config: config, data: pipeline,
             outputs: CoordinatorOutputs(
                 publish: { topic, payload, _ in
                     guard capture.acceptPublications.load(ordering: .relaxed) else { return false }
@@ -42,7 +42,7 @@ final class DecisionHarness: Sendable {
                 },
                 record: { record in capture.records.withLock { $0.append(record) } }),
             logger: Logger(label: "test"), clock: { capture.now.load(ordering: .relaxed) })
-        pipeline.attach(self.coordinator)
+        pipeline.attachAfterMessage(self.coordinator)
     }
 
     var time: Int64 { self.capture.now.load(ordering: .relaxed) }
@@ -63,6 +63,8 @@ final class DecisionHarness: Sendable {
                 self.pipeline.handle(topic: UnsafeRawBufferPointer(topicBytes), payload: UnsafeRawBufferPointer(payloadBytes), receivedAt: ms)
             }
         }
+        // As the MQTT client does after each message: the decision side gets the message's alerts.
+        self.pipeline.deliverAfterMessage()
         self.coordinator.tick()
     }
 
@@ -123,8 +125,9 @@ private func equipmentTrigger(_ module: ModuleName = .forecasting, alerts: Set<A
     return rule
 }
 
-/// Scripted scenarios: sample streams in, expected invocations out (SPEC §4). Every one asserts
-/// what must be invoked and what must not.
+/// Scripted scenarios: sample streams in, expected invocations out (docs/decisions.md,
+/// "Scenario suite and selection accuracy"). Every one asserts what must be invoked and what
+/// must not.
 @Suite struct DecisionScenarioTests {
     /// Normal operation, then a limit breach on the furnace outlet.
     func breach(_ h: DecisionHarness, tag: String = furnace, normal: Int = 20) {
@@ -561,7 +564,7 @@ private func equipmentTrigger(_ module: ModuleName = .forecasting, alerts: Set<A
         invocation.publishedAt = pending.publishedAt
         var memory = DecisionMemory()
         memory.pending = [(invocation, first.time)]
-        memory.lastInvoked["forecasting|\(furnace)"] = first.time
+        memory.lastInvoked[CooldownKey(.forecasting, furnace)] = first.time
 
         let second = DecisionHarness(map: tagMap([(furnace, limitInfo())])) {
             $0.triggers = [equipmentTrigger()]

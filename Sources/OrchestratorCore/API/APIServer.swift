@@ -115,7 +115,7 @@ package struct APIServer: Sendable {
             return Self.error(.notFound, "unknown module (forecasting, analysis, optimization, etl)")
         }
         let body = try await self.body(request)
-        guard let parsed = ModuleCoordinator.manualRequest(body) else {
+        guard let parsed = ManualRequest.parse(body) else {
             return Self.error(.badRequest, "expected a JSON object {\"scope\", \"by\", \"params\": {...}}")
         }
         guard let decision = self.orchestrator.coordinator.request(module: module, scope: parsed.scope, by: parsed.by, params: parsed.params, source: .api) else {
@@ -134,7 +134,7 @@ package struct APIServer: Sendable {
         guard let text = context.parameters.get("decision"), let id = UUID(uuidString: text) else {
             return Self.error(.badRequest, "not a decision id")
         }
-        guard let answer = ModuleCoordinator.approvalRequest(try await self.body(request)) else {
+        guard let answer = ApprovalRequest.parse(try await self.body(request)) else {
             return Self.error(.badRequest, #"the body must say {"approve": true} or {"approve": false}"#)
         }
         guard self.orchestrator.coordinator.approve(decision: id, approve: answer.approve, by: answer.by, via: "http") else {

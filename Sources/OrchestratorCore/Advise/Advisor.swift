@@ -1,6 +1,6 @@
 package import Foundation
 
-/// The LLM advisor of low-confidence rule decisions (SPEC §4, `docs/advisor.md`).
+/// The LLM advisor of low-confidence rule decisions (docs/advisor.md, "Advice on decisions").
 ///
 /// The prompt carries enumerations and numbers only: tags are `t1`, `t2`… (their names are
 /// telemetry, hence untrusted, and never reach the model), the alert's kind and severity are our own

@@ -47,7 +47,7 @@ package enum DecisionBenchmark {
         var time: Int64 = 1_700_000_000_000
         let now = Atomic<Int64>(time)
         let coordinator = ModuleCoordinator(
-            config: config, pipeline: pipeline,
+            config: config, data: pipeline,
             outputs: CoordinatorOutputs(
                 publish: { topic, _, request in
                     if request != nil {
@@ -60,7 +60,7 @@ package enum DecisionBenchmark {
                     if case .decision(let d) = record, let us = d.latencyMicroseconds { probe.decisionMicros.withLock { $0.append(Double(us)) } }
                 }),
             logger: logger, clock: { now.load(ordering: .relaxed) })
-        pipeline.attach(coordinator)
+        pipeline.attachAfterMessage(coordinator)
         let topics = names.map { Array("plant/\($0)".utf8) }
 
         func feed(_ index: Int, _ value: Double) {
@@ -70,6 +70,7 @@ package enum DecisionBenchmark {
             topics[index].withUnsafeBytes { topic in
                 payload.withUnsafeBytes { pipeline.handle(topic: topic, payload: $0, receivedAt: time) }
             }
+            pipeline.deliverAfterMessage()
         }
 
         // Warm-up: 30 normal samples per tag (history and detectors), timed as the baseline.

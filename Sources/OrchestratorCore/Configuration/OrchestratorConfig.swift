@@ -39,7 +39,7 @@ package struct OrchestratorConfig: Sendable {
     package var warnings: [ConfigIssue]
 }
 
-/// The downstream modules of SPEC §1.
+/// The downstream modules (docs/configuration.md, "`orchestrator`", `modules.*`).
 package enum ModuleName: String, Sendable, CaseIterable, Hashable {
     case forecasting
     case analysis
@@ -120,9 +120,10 @@ package struct MQTTSettings: Sendable {
     package var protocolVersion: MQTTConnectionOptions.ProtocolVersion = .v5
     package var keepAlive: Duration = .seconds(30)
     /// `false` by default: a persistent session, so QoS 1 samples published while the orchestrator
-    /// is away (a restart, an upgrade) are kept by the broker and delivered when it returns (SPEC §8:
-    /// nothing lost with the shipped configuration). Sparkplug B, whose host rules ask for a clean
-    /// session, then gets a connection of its own (`<client_id>-spb`).
+    /// is away (a restart, an upgrade) are kept by the broker and delivered when it returns, with the
+    /// shipped configuration and not only as an opt-in (docs/integration.md, "The connection").
+    /// Sparkplug B, whose host rules ask for a clean session, then gets a connection of its own
+    /// (`<client_id>-spb`).
     package var cleanStart = false
     package var subscribeQoS = 1
     package var tcpNoDelay = true

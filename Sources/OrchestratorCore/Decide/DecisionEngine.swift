@@ -55,7 +55,7 @@ package struct TriggerEvent: Sendable, Equatable {
     }
 }
 
-/// SPEC §6 `decisions.source`.
+/// `decisions.source` (docs/record.md, "Schema").
 package enum DecisionSource: String, Sendable, CaseIterable {
     case rules
     case llm
@@ -76,7 +76,8 @@ package struct StepVerdict: Sendable, Equatable {
     package let detail: String
 }
 
-/// A decision: invoke, skip or defer, with every step's verdict (SPEC §4).
+/// A decision: invoke, skip or defer, with every step's verdict (docs/decisions.md, "Selection
+/// criteria").
 package struct Decision: Sendable, Equatable {
     package enum Action: String, Sendable {
         case invoke
@@ -154,10 +155,11 @@ package struct DecisionContext: Sendable {
     }
 }
 
-/// The deterministic rules of SPEC §4: each selection criterion a named step with a verdict, all
-/// of them evaluated for every decision (so the record says everything that held), in this order:
-/// `enabled`, `deduplicate`, `cooldown`, `data_quality`, `priority`, `cost_benefit`, `resources`,
-/// `approval`. Any `skip` skips; otherwise a `defer` defers; otherwise the module is invoked.
+/// The deterministic rules (docs/decisions.md, "Selection criteria"): each selection criterion a
+/// named step with a verdict, all of them evaluated for every decision (so the record says
+/// everything that held), in this order: `enabled`, `deduplicate`, `cooldown`, `data_quality`,
+/// `priority`, `cost_benefit`, `resources`, `approval`. Any `skip` skips; otherwise a `defer`
+/// defers; otherwise the module is invoked.
 ///
 /// Pure: no clock, no I/O; the caller gathers the ``DecisionContext``.
 package enum DecisionEngine {

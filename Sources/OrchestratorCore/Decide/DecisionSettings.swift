@@ -2,7 +2,8 @@ import Foundation
 import Yams
 
 /// `orchestrator.modules.<name>`: how a downstream module is reached and what the selection
-/// criteria ask before invoking it (SPEC §4).
+/// criteria ask before invoking it (docs/configuration.md, "`orchestrator`"; docs/decisions.md,
+/// "Selection criteria").
 package struct ModuleSettings: Sendable {
     /// How invocations reach the module.
     package enum Transport: String, Sendable, CaseIterable {

@@ -1,5 +1,5 @@
-/// What past results say about invoking a module for a kind of trigger (SPEC §4 "learned from
-/// past outcomes"): counts and benefit sums, persisted in `outcomes` and reloaded at start.
+/// What past results say about invoking a module for a kind of trigger (docs/decisions.md,
+/// "Outcome learning"): counts and benefit sums, persisted in `outcomes` and reloaded at start.
 ///
 /// The estimates carry a prior so that a module nobody has measured yet is tried: a success rate
 /// of 2 in 3 and `prior_benefit` per success, each worth 3 observations. A module that keeps failing

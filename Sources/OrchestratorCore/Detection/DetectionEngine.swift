@@ -22,12 +22,13 @@ package struct DetectionEngine: Sendable {
     private var unitFresh: [Bool] = []
     private var vector: [Double] = []
     private var training = false
-    /// Quality of each tag's last sample, and the sample time each tag was last snapshotted at.
+    /// Quality of each tag's last sample.
     private var lastQuality: [SampleQuality] = []
     /// The orchestrator's clock at each tag's last sample (for staleness).
     private var lastReceipt: [Int64] = []
     /// Samples refused as redeliveries of one already processed (same tag, time and value).
     package private(set) var redeliveries = 0
+    /// The sample time each tag was last snapshotted at.
     private var snapshotted: [Int64] = []
     /// The caller's clock when each tag was created (for eviction, with ``lastReceipt``).
     private var createdAt: [Int64] = []
@@ -118,8 +119,8 @@ package struct DetectionEngine: Sendable {
     /// The unit monitors, for status and tests.
     package var unitMonitors: [UnitMonitor] { self.units }
 
-    /// Monitors the given tags together as one unit (SPEC §3 `multivariate`). Tags already in a
-    /// unit, or not known to the engine, are refused.
+    /// Monitors the given tags together as one unit (docs/detection.md, "Multivariate unit
+    /// monitoring"). Tags already in a unit, or not known to the engine, are refused.
     package mutating func addUnit(name: String, slots: [Int32]) -> Bool {
         guard slots.count >= 2, self.settings.multivariateEnabled,
             slots.allSatisfy({ Int($0) < self.unitOfSlot.count && self.unitOfSlot[Int($0)] < 0 })
@@ -221,8 +222,8 @@ package struct DetectionEngine: Sendable {
         return score
     }
 
-    /// The state of every tag that received a sample since the last call (for `tag_state`).
-    /// What the decision side needs to know about a tag's data (SPEC §4 "data quality sufficient").
+    /// What the decision side needs to know about a tag's data (the `data_quality` step,
+    /// docs/decisions.md, "Selection criteria").
     package func view(of tag: String) -> TagView? {
         guard let slot = self.slots[tag] else { return nil }
         let index = Int(slot)
@@ -250,6 +251,7 @@ package struct DetectionEngine: Sendable {
         self.tagNames.filter { !$0.isEmpty && $0.hasPrefix(prefix) }.sorted()
     }
 
+    /// The state of every tag that received a sample since the last call (for `tag_state`).
     package mutating func snapshots() -> [TagSnapshot] {
         var result: [TagSnapshot] = []
         for index in self.detectors.indices where !self.tagNames[index].isEmpty {
@@ -272,7 +274,6 @@ package struct DetectionEngine: Sendable {
         }
     }
 
-    /// Timer tick: raises `stale` for tags silent for longer than their `stale_after` periods.
     /// Marks tags stale at once (their source announced its death).
     package mutating func markStale(_ tags: [String], topic: String, now: Int64, into events: inout [AlertEvent]) {
         for tag in tags {
@@ -297,6 +298,7 @@ package struct DetectionEngine: Sendable {
         self.emitChanges(slot: slot, topic: topic, sampleTime: now, now: now, into: &events)
     }
 
+    /// Timer tick: raises `stale` for tags silent for longer than their `stale_after` periods.
     package mutating func checkStaleness(now: Int64, into events: inout [AlertEvent]) {
         for index in self.detectors.indices where !self.tagNames[index].isEmpty {
             self.changes.removeAll(keepingCapacity: true)
@@ -323,7 +325,6 @@ package struct DetectionEngine: Sendable {
     }
 }
 
-/// One tag's latest state, snapshotted into `tag_state` so a restart can warm up from it.
 /// A tag's data as the selection criteria see it.
 package struct TagView: Sendable, Equatable {
     package let tag: String
@@ -337,6 +338,7 @@ package struct TagView: Sendable, Equatable {
     package let openKinds: Set<AlertKind>
 }
 
+/// One tag's latest state, snapshotted into `tag_state` so a restart can warm up from it.
 package struct TagSnapshot: Sendable, Equatable {
     package let tag: String
     package let time: Int64

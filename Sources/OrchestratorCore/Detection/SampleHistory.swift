@@ -1,5 +1,6 @@
 /// The last `depth` usable samples (good quality, finite, in time order) of every tag, in one
-/// contiguous block: the windows a module invocation carries (SPEC §3 `params`).
+/// contiguous block: the windows a module invocation carries (`params.tags`, docs/decisions.md,
+/// "Invocations").
 ///
 /// A slot's samples live in `depth` consecutive cells used as a ring; appending is O(1) and
 /// allocates only when a new tag appears. 16 bytes per sample: 120 samples of 10,000 tags take

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 
-/// Quality of a sample (SPEC §3 `q`).
+/// Quality of a sample: `q` (docs/mqtt-contract.md, "Inputs").
 package enum SampleQuality: UInt8, Sendable {
     case good
     case uncertain
@@ -17,7 +17,7 @@ package enum SampleQuality: UInt8, Sendable {
     }
 }
 
-/// A payload decoded from one MQTT message (SPEC §3).
+/// A payload decoded from one MQTT message (docs/mqtt-contract.md, "Inputs").
 package enum SamplePayload: Equatable, Sendable {
     /// `{"ts": …, "v": …, "q": …}` or a bare number. `timestamp` is epoch ms, `nil` = receipt time.
     case single(timestamp: Int64?, value: Double, quality: SampleQuality)
@@ -69,8 +69,9 @@ package enum PayloadRejection: String, Sendable, CaseIterable, Error {
 /// Decodes sample payloads straight from the message bytes.
 ///
 /// Hand-written on purpose: it runs for every sample, and Foundation's JSON decoders allocate a
-/// tree per message. It accepts exactly the SPEC §3 shapes (strict JSON; unknown keys are skipped,
-/// nesting is bounded) and refuses everything else with a ``PayloadRejection``.
+/// tree per message. It accepts exactly the shapes of docs/mqtt-contract.md, "Inputs" (strict
+/// JSON; unknown keys are skipped, nesting is bounded) and refuses everything else with a
+/// ``PayloadRejection``.
 package enum SamplePayloadParser {
     /// Deepest nesting accepted inside skipped values.
     static let maxDepth = 16

@@ -8,7 +8,8 @@ package enum Route: Sendable, Equatable {
     case unknown
 }
 
-/// Classifies input topics with the topic map's patterns (SPEC §3).
+/// Classifies input topics with the topic map's patterns (docs/mqtt-contract.md, "Inputs";
+/// docs/configuration.md, "Topic maps").
 package struct TopicRouter: Sendable {
     private let map: TopicMap
     private let batchPattern: TopicPattern?

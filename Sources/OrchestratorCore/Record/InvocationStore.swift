@@ -250,9 +250,12 @@ enum InvocationStore {
             GROUP BY module, scope, trigger_kind
             """)
         for row in last.rows {
-            guard let module = row[0], let scope = row[1], let kind = row[2], let at = row[3].flatMap({ Int64($0) }) else { continue }
-            memory.lastInvoked["\(module)|\(scope)"] = max(memory.lastInvoked["\(module)|\(scope)"] ?? .min, at)
-            memory.lastInvokedForKind["\(module)|\(kind)"] = max(memory.lastInvokedForKind["\(module)|\(kind)"] ?? .min, at)
+            guard let module = row[0].flatMap(ModuleName.init(rawValue:)), let scope = row[1], let kind = row[2],
+                let at = row[3].flatMap({ Int64($0) })
+            else { continue }
+            memory.lastInvoked[CooldownKey(module, scope), default: .min] = max(memory.lastInvoked[CooldownKey(module, scope), default: .min], at)
+            memory.lastInvokedForKind[CooldownKey(module, kind), default: .min] = max(
+                memory.lastInvokedForKind[CooldownKey(module, kind), default: .min], at)
         }
         // A schedule fires once in its minute, across restarts too: every firing left a decision.
         let fired = try connection.query(
@@ -274,9 +277,9 @@ package struct DecisionMemory: Sendable {
     package var statistics: [OutcomeStatistics.Key: OutcomeStatistics] = [:]
     /// Pending invocations and when their decision was made.
     package var pending: [(invocation: Invocation, decidedAt: Int64)] = []
-    /// Last invocation per `module|scope` and per `module|trigger kind`.
-    package var lastInvoked: [String: Int64] = [:]
-    package var lastInvokedForKind: [String: Int64] = [:]
+    /// Last invocation per module and scope, and per module and trigger kind.
+    package var lastInvoked: [CooldownKey: Int64] = [:]
+    package var lastInvokedForKind: [CooldownKey: Int64] = [:]
     /// The minute (epoch minutes) each schedule rule last fired in, by rule name.
     package var scheduleFired: [String: Int64] = [:]
 

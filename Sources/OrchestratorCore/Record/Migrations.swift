@@ -1,8 +1,8 @@
 package import LibPQ
 
-/// The versioned schema (SPEC §6), applied in order, each in its own transaction, under an advisory
-/// lock so two orchestrators starting together do not race. Never edit a migration that has
-/// shipped: add a new one.
+/// The versioned schema (docs/record.md, "Schema"), applied in order, each in its own transaction,
+/// under an advisory lock so two orchestrators starting together do not race. Never edit a
+/// migration that has shipped: add a new one.
 package enum Migrations {
     package struct Migration: Sendable {
         package let version: Int

@@ -1,7 +1,7 @@
 package import Foundation
 import LibPQ
 
-/// One decision as recorded (SPEC §6 `decisions`).
+/// One decision as recorded: a row of `decisions` (docs/record.md, "Schema").
 package struct DecisionRecord: Sendable, Equatable {
     package let decisionID: UUID
     /// Epoch milliseconds.

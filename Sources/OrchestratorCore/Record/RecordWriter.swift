@@ -189,34 +189,6 @@ package final class RecordWriter: AlertSink, Sendable {
         }
     }
 
-    /// Reads `tag_state` once (for warming up detectors at start); `nil` if the database is away.
-    /// The newest `limit` snapshots, so that old junk never crowds out recent tags at start.
-    package func loadTagState(limit: Int = .max) -> [TagSnapshot]? {
-        do {
-            let connection = try PostgresConnection(conninfo: self.settings.url)
-            if self.migrate { try Migrations.apply(on: connection) }
-            return try TagStateStore.load(on: connection, limit: limit)
-        } catch {
-            self.logger.warning("tag_state not loaded; detectors start cold", metadata: ["error": "\(error)"])
-            return nil
-        }
-    }
-
-    /// Reads the decision side's memory once at start (learned outcomes, pending invocations, last
-    /// invocations); `nil` if the database is away. Call it once the spool has drained (see
-    /// ``Counters/spooledBytes``), or the previous run's last records are not seen.
-    package func loadDecisionMemory() -> DecisionMemory? {
-        do {
-            let connection = try PostgresConnection(conninfo: self.settings.url)
-            if self.migrate { try Migrations.apply(on: connection) }
-            return try InvocationStore.load(on: connection)
-        } catch {
-            self.logger.warning(
-                "decision memory not loaded; outcomes start from their priors", metadata: ["error": "\(error)"])
-            return nil
-        }
-    }
-
     /// Runs the writer until ``stop()``; then writes what is still queued — to the database if it is
     /// there, else to the spool — and returns.
     package func run() async {
@@ -657,22 +629,4 @@ package final class RecordWriter: AlertSink, Sendable {
         for sink in self.alertSinks.withLock({ $0 }) { sink.deliver(event) }
     }
 
-}
-
-extension Duration {
-    var timeInterval: Double {
-        Double(self.components.seconds) + Double(self.components.attoseconds) / 1e18
-    }
-
-    var milliseconds: Int64 {
-        self.components.seconds * 1000 + self.components.attoseconds / 1_000_000_000_000_000
-    }
-}
-
-extension Int {
-    var isPowerOfTwo: Bool { self > 0 && self & (self - 1) == 0 }
-
-    /// Whether the `self`-th occurrence of something is logged: the first ten, then every power of
-    /// two, so a flood cannot flood the log.
-    var isWorthLogging: Bool { self <= 10 || self.isPowerOfTwo }
 }

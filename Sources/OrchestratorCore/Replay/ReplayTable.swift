@@ -1,6 +1,7 @@
 import Foundation
 
-/// A replay input (SPEC §5): a CSV with a header, the timestamp first, then one numeric column per tag.
+/// A replay input (docs/detection.md, "Offline replay"): a CSV with a header, the timestamp first,
+/// then one numeric column per tag.
 package struct ReplayTable: Sendable {
     /// How the first column is to be read.
     package enum TimeFormat: Sendable, Equatable {

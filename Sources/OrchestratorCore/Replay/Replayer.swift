@@ -1,7 +1,8 @@
 import Foundation
 
-/// `dang replay` (SPEC §5): feeds a CSV through the same ``DetectionEngine`` as the live path, one
-/// row at a time and never looking ahead, and writes `timestamp,anomaly_score,alarm` per row.
+/// `dang replay` (docs/detection.md, "Offline replay"): feeds a CSV through the same
+/// ``DetectionEngine`` as the live path, one row at a time and never looking ahead, and writes
+/// `timestamp,anomaly_score,alarm` per row.
 package struct Replayer: Sendable {
     package let config: OrchestratorConfig
     /// Add one `score:<tag>` column per tag.

@@ -28,7 +28,7 @@ package struct IngestCounters: Sendable, Equatable {
 /// ``handle(topic:payload:receivedAt:)`` runs synchronously on the caller's thread (libmosquitto's
 /// network thread in `dang run`); the per-tag state sits behind one uncontended lock, not an actor
 /// hop per message. Sinks are called after the lock is released, in order.
-package final class IngestPipeline: Sendable {
+package final class IngestPipeline: TagDataSource, Sendable {
     private struct State: ~Copyable {
         var routes: [String: Route] = [:]
         /// The hot path: topic bytes straight to the tag's slot.
@@ -41,7 +41,7 @@ package final class IngestPipeline: Sendable {
     private let state: Mutex<State>
     private let router: TopicRouter
     private let config: OrchestratorConfig
-    private let sinks: Mutex<[any AlertSink]>
+    private let sinks: [any AlertSink]
     /// Publishes Sparkplug commands (NCMD rebirth requests); set by the orchestrator.
     private let commandPublisher = Mutex<(@Sendable (String, [UInt8]) -> Void)?>(nil)
     private let logger: Logger
@@ -61,40 +61,34 @@ package final class IngestPipeline: Sendable {
         }
         self.state = Mutex(State(engine: engine))
         self.router = TopicRouter(map: config.topicMap)
-        self.sinks = Mutex(sinks)
+        self.sinks = sinks
         self.logger = logger
         self.clock = clock
     }
 
-    /// Adds a sink after the ones given at creation (the decision side, which itself reads the
-    /// pipeline's tags).
-    package func attach(_ sink: any AlertSink) {
-        self.sinks.withLock { $0.append(sink) }
-    }
+    /// Sinks given a message's events only once its handler has returned (``deliverAfterMessage()``).
+    private let afterMessageSinks = Mutex<[any AlertSink]>([])
+    private let afterMessage = Mutex<[AlertEvent]>([])
+    private let hasAfterMessage = Atomic<Bool>(false)
 
-    /// Sinks given a message's events only once its handler has returned (``deliverDeferred()``).
-    private let lateSinks = Mutex<[any AlertSink]>([])
-    private let deferred = Mutex<[AlertEvent]>([])
-    private let hasDeferred = Atomic<Bool>(false)
-
-    /// Adds a sink that gets the events of an MQTT message only when ``deliverDeferred()`` runs:
+    /// Adds a sink that gets the events of an MQTT message only when ``deliverAfterMessage()`` runs:
     /// the MQTT client calls it after the message's handler has returned and the alerts it
     /// published are on the wire, so the decisions they trigger (this sink) do not hold them back.
     /// Events from the timer (staleness, units) reach it at once.
     package func attachAfterMessage(_ sink: any AlertSink) {
-        self.lateSinks.withLock { $0.append(sink) }
+        self.afterMessageSinks.withLock { $0.append(sink) }
     }
 
-    /// Gives the late sinks, in order, the events of the messages handled since the last call.
+    /// Gives the after-message sinks, in order, the events of the messages handled since the last call.
     /// Cheap when there are none (one atomic load): it runs after every message.
-    package func deliverDeferred() {
-        guard self.hasDeferred.load(ordering: .acquiring) else { return }
-        let events = self.deferred.withLock { pending -> [AlertEvent] in
+    package func deliverAfterMessage() {
+        guard self.hasAfterMessage.load(ordering: .acquiring) else { return }
+        let events = self.afterMessage.withLock { pending -> [AlertEvent] in
             defer { pending.removeAll(keepingCapacity: true) }
-            self.hasDeferred.store(false, ordering: .relaxed)
+            self.hasAfterMessage.store(false, ordering: .relaxed)
             return pending
         }
-        let late = self.lateSinks.withLock { $0 }
+        let late = self.afterMessageSinks.withLock { $0 }
         for event in events {
             for sink in late { sink.deliver(event) }
         }
@@ -102,15 +96,15 @@ package final class IngestPipeline: Sendable {
 
     private func deliver(_ events: [AlertEvent], fromMessage: Bool = false) {
         guard !events.isEmpty else { return }
-        let sinks = self.sinks.withLock { $0 }
+        let sinks = self.sinks
         for event in events {
             for sink in sinks { sink.deliver(event) }
         }
-        let late = self.lateSinks.withLock { $0 }
+        let late = self.afterMessageSinks.withLock { $0 }
         guard !late.isEmpty else { return }
         if fromMessage {
-            self.deferred.withLock { $0.append(contentsOf: events) }
-            self.hasDeferred.store(true, ordering: .releasing)
+            self.afterMessage.withLock { $0.append(contentsOf: events) }
+            self.hasAfterMessage.store(true, ordering: .releasing)
         } else {
             for event in events {
                 for sink in late { sink.deliver(event) }
@@ -394,11 +388,11 @@ package final class IngestPipeline: Sendable {
     }
 
     /// The newest `limit` good samples of each tag, oldest first.
-    package func windows(of tags: [String], limit: Int) -> [(tag: String, times: [Int64], values: [Double])] {
+    package func windows(of tags: [String], limit: Int) -> [TagWindow] {
         self.state.withLock { state in
             tags.map { tag in
                 let window = state.engine.window(of: tag, limit: limit)
-                return (tag, window.times, window.values)
+                return TagWindow(tag: tag, times: window.times, values: window.values)
             }
         }
     }

@@ -24,8 +24,10 @@ package final class Orchestrator: Sendable {
     private let logger: Logger
     package let startedAt: Date
     package let alarmDesk: AlarmDesk
-    /// Reused connections for reads and operator actions (API, acknowledgements, the concierge).
-    package let databasePool: DatabasePool
+    /// Reads and operator actions on the record (API, acknowledgements, the concierge, start-up).
+    package let reader: RecordReader
+    /// The reader's connections.
+    package var databasePool: DatabasePool { self.reader.pool }
     /// `GET /metrics`: its registry also receives the swift-metrics instruments of the record writer.
     package let metrics: MetricsExporter
 
@@ -56,14 +58,14 @@ package final class Orchestrator: Sendable {
         let publisher = self.publisher
         let writer = self.recordWriter
         let coordinator = ModuleCoordinator(
-            config: config, pipeline: pipeline,
+            config: config, data: pipeline,
             outputs: CoordinatorOutputs(
                 publish: { topic, payload, request in publisher.publish(topic: topic, payload: payload, request: request) },
                 record: { writer.deliver(record: $0) }, observe: { metrics.observe($0) }),
             logger: logger, advisor: config.llm.isActive ? Advisor(client: LLMClient(settings: .init(config))) : nil)
         self.coordinator = coordinator
         let pool = DatabasePool(url: config.database.url, logger: logger)
-        self.databasePool = pool
+        self.reader = RecordReader(pool: pool, logger: logger)
         let alarmDesk = AlarmDesk(shelf: self.publisher.shelf, pool: pool, logger: logger)
         self.alarmDesk = alarmDesk
         // After the record and the alert publisher: an alert is out (written to the socket) before
@@ -112,7 +114,7 @@ package final class Orchestrator: Sendable {
                 }
                 Self.log(event, endpoint: endpoint, connection: connection, logger: logger)
             },
-            afterMessages: { pipeline.deliverDeferred() })
+            afterMessages: { pipeline.deliverAfterMessage() })
         self.publisher.attach(self.client)
         if separateSparkplug {
             var sparkplug = config.connectionOptions(will: nil)
@@ -126,7 +128,7 @@ package final class Orchestrator: Sendable {
                 options: sparkplug,
                 onMessage: { message in pipeline.handle(topic: message.topic, payload: message.payload) },
                 onEvent: { event in Self.log(event, endpoint: sparkplugEndpoint, connection: sparkplugConnection, logger: logger) },
-                afterMessages: { pipeline.deliverDeferred() })
+                afterMessages: { pipeline.deliverAfterMessage() })
         } else {
             self.sparkplugClient = nil
         }
@@ -167,23 +169,6 @@ package final class Orchestrator: Sendable {
     }
 
     fileprivate func startIngest() throws {
-        // Warm up from tag_state in the background: a database that is away must not hold up ingest,
-        // and seeding touches only tags that have seen nothing yet.
-        let writer = self.recordWriter
-        let pipeline = self.pipeline
-        let logger = self.logger
-        let alarmDesk = self.alarmDesk
-        let maxTags = self.config.detection.maxTags
-        Thread.detachNewThread {
-            // tag_state first: loading it also migrates a new database, which the shelves need.
-            let snapshots = writer.loadTagState(limit: maxTags)
-            alarmDesk.pool.submit { connection in
-                if let connection = try? connection.get() { alarmDesk.loadShelves(on: connection) }
-            }
-            guard let snapshots, !snapshots.isEmpty else { return }
-            pipeline.seed(snapshots)
-            logger.info("detectors warmed up from tag_state", metadata: ["tags": "\(snapshots.count)"])
-        }
         self.logger.info(
             "connecting to the broker",
             metadata: [
@@ -192,6 +177,19 @@ package final class Orchestrator: Sendable {
             ])
         try self.client.start()
         try self.sparkplugClient?.start()
+    }
+
+    /// Warms the detectors up from tag_state and puts shelved alarms back, in the background: a
+    /// database that is away must not hold up ingest, and seeding touches only tags that have seen
+    /// nothing yet.
+    fileprivate func warmUp() async {
+        // tag_state first: reading it also migrates a new database, which the shelves need.
+        let snapshots = await self.reader.tagState(limit: self.config.detection.maxTags)
+        let alarmDesk = self.alarmDesk
+        _ = await self.reader.pool.run { connection in alarmDesk.loadShelves(on: connection) }
+        guard let snapshots, !snapshots.isEmpty else { return }
+        self.pipeline.seed(snapshots)
+        self.logger.info("detectors warmed up from tag_state", metadata: ["tags": "\(snapshots.count)"])
     }
 
     fileprivate func stopIngest() {
@@ -259,21 +257,30 @@ struct IngestService: Service {
         // The timer side of detection (staleness, unit monitors) once a second, and tag-state
         // snapshots every `database.snapshot_interval`, until shutdown.
         let interval = self.orchestrator.config.database.snapshotInterval
-        var lastSnapshot = ContinuousClock.now
-        var lastEviction = ContinuousClock.now
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            try? await Task.sleep(for: .seconds(1))
-            self.orchestrator.pipeline.tick()
-            if ContinuousClock.now - lastEviction >= .seconds(60) {
-                lastEviction = .now
-                self.orchestrator.recordWriter.deliver(snapshots: self.orchestrator.pipeline.evictIdle())
+        let orchestrator = self.orchestrator
+        let pipeline = orchestrator.pipeline
+        let writer = orchestrator.recordWriter
+        await withDiscardingTaskGroup { group in
+            group.addTask { await orchestrator.warmUp() }
+            try? await cancelWhenGracefulShutdown {
+                var lastSnapshot = ContinuousClock.now
+                var lastEviction = ContinuousClock.now
+                while true {
+                    try await Task.sleep(for: .seconds(1))
+                    pipeline.tick()
+                    if ContinuousClock.now - lastEviction >= .seconds(60) {
+                        lastEviction = .now
+                        writer.deliver(snapshots: pipeline.evictIdle())
+                    }
+                    if interval > .zero, ContinuousClock.now - lastSnapshot >= interval {
+                        lastSnapshot = .now
+                        writer.deliver(snapshots: pipeline.snapshots())
+                    }
+                }
             }
-            if interval > .zero, ContinuousClock.now - lastSnapshot >= interval {
-                lastSnapshot = .now
-                self.orchestrator.recordWriter.deliver(snapshots: self.orchestrator.pipeline.snapshots())
-            }
+            group.cancelAll()
         }
-        self.orchestrator.recordWriter.deliver(snapshots: self.orchestrator.pipeline.snapshots())
+        writer.deliver(snapshots: pipeline.snapshots())
     }
 }
 
@@ -307,28 +314,36 @@ struct PrefixMatcher: Sendable {
     }
 }
 
-/// The decision side's timer: schedules, timeouts, retries, approvals (every
-/// `decision_engine.tick`), after reloading what the record remembers.
+/// The decision side: the timer (schedules, timeouts, retries, approvals, every
+/// `decision_engine.tick`) after reloading what the record remembers, and the coordinator's slow
+/// jobs (command modules, the advisor), all children of this service.
 struct DecisionService: Service {
     let orchestrator: Orchestrator
 
     func run() async throws {
         let writer = self.orchestrator.recordWriter
+        let reader = self.orchestrator.reader
         let coordinator = self.orchestrator.coordinator
-        // The previous run's last records may still be in the spool: give the writer a moment to
-        // drain it, then reload (in the background: a database that is away must not hold up ticks;
-        // only schedules wait for it, at most about 10 s and a connection attempt).
-        coordinator.holdSchedules()
-        Task.detached {
-            for _ in 0..<100 where writer.counters.spooledBytes > 0 {
-                try? await Task.sleep(for: .milliseconds(100))
-            }
-            coordinator.restore(writer.loadDecisionMemory() ?? DecisionMemory())
-        }
         let tick = self.orchestrator.config.decisionEngine.tick
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            try? await Task.sleep(for: tick)
-            coordinator.tick()
+        coordinator.holdSchedules()
+        await withDiscardingTaskGroup { group in
+            group.addTask { await coordinator.run() }
+            group.addTask {
+                // The previous run's last records may still be in the spool: give the writer a
+                // moment to drain it, then reload (a database that is away must not hold up ticks;
+                // only schedules wait for it, at most about 10 s and a connection attempt).
+                for _ in 0..<100 where writer.counters.spooledBytes > 0 {
+                    guard (try? await Task.sleep(for: .milliseconds(100))) != nil else { return }
+                }
+                coordinator.restore(await reader.decisionMemory() ?? DecisionMemory())
+            }
+            try? await cancelWhenGracefulShutdown {
+                while true {
+                    try await Task.sleep(for: tick)
+                    coordinator.tick()
+                }
+            }
+            group.cancelAll()
         }
     }
 }

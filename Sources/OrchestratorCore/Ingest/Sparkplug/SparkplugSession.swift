@@ -1,11 +1,11 @@
 import Foundation
 import SwiftProtobuf
 
-/// Sparkplug B ingest (SPEC §3, `spBv1.0/{group}/{type}/{edge}[/{device}]`): births build each edge
-/// node's alias table, data messages become samples of the tags `{group}/{edge}/{device}/{metric}`
-/// (`{group}/{edge}/{metric}` for node metrics), sequence numbers are checked, deaths mark a node's
-/// or device's tags stale. Pure state: the pipeline feeds it messages under its lock and acts on
-/// what comes back.
+/// Sparkplug B ingest (`spBv1.0/{group}/{type}/{edge}[/{device}]`, docs/mqtt-contract.md,
+/// "Sparkplug B"): births build each edge node's alias table, data messages become samples of the
+/// tags `{group}/{edge}/{device}/{metric}` (`{group}/{edge}/{metric}` for node metrics), sequence
+/// numbers are checked, deaths mark a node's or device's tags stale. Pure state: the pipeline feeds
+/// it messages under its lock and acts on what comes back.
 package struct SparkplugSession: Sendable {
     /// What one message produced.
     package struct Outcome: Sendable {

@@ -1,0 +1,110 @@
+package import Foundation
+
+/// An invocation's `params` (docs/mqtt-contract.md, "Invocations"): the recent good samples of the
+/// decision's usable tags with their limits, and what this kind of module needs besides — the
+/// forecast horizon and sampling interval, the optimiser's objective, a person's extra parameters.
+package struct InvocationParams: Encodable, Sendable {
+    package struct Limits: Encodable, Sendable, Equatable {
+        var lolo: Double?
+        var lo: Double?
+        var hi: Double?
+        var hihi: Double?
+
+        var isEmpty: Bool { self == Limits() }
+    }
+
+    package struct TagData: Encodable, Sendable {
+        var unit: String?
+        var limits: Limits?
+        /// Epoch ms of each sample.
+        var t: [Int64]
+        /// The values; a non-finite value is `null`.
+        var v: [Double?]
+    }
+
+    package struct Objective: Encodable, Sendable {
+        var tag: String
+        /// Which way to move the tag: against the way it went.
+        var direction: String
+    }
+
+    var scope: String
+    var data: String
+    var tags: [String: TagData]
+    var horizon: Int?
+    var intervalMilliseconds: Int64?
+    var objective: Objective?
+    var request: JSONValue?
+
+    enum CodingKeys: String, CodingKey {
+        case scope, data, tags, horizon, objective, request
+        case intervalMilliseconds = "interval_ms"
+    }
+
+    /// The params of a decision's invocation, from the windows of its usable tags.
+    package init(decision: Decision, settings: ModuleSettings, scopeKey: String, windows: [TagWindow], topicMap: TopicMap) {
+        self.scope = scopeKey
+        self.data = settings.data.rawValue
+        var tags: [String: TagData] = [:]
+        var intervals: [Int64] = []
+        for window in windows {
+            let info = topicMap.tags[window.tag]
+            let limits = info.map { Limits(lolo: $0.limits.lolo, lo: $0.limits.lo, hi: $0.limits.hi, hihi: $0.limits.hihi) }
+            tags[window.tag] = TagData(
+                unit: info?.unit, limits: limits?.isEmpty == false ? limits : nil, t: window.times,
+                v: window.values.map { $0.isFinite ? $0 : nil })
+            if let first = window.times.first, let last = window.times.last, window.times.count > 1 {
+                intervals.append((last &- first) / Int64(window.times.count - 1))
+            }
+        }
+        self.tags = tags
+        switch decision.module {
+        case .forecasting:
+            self.horizon = settings.horizon
+            self.intervalMilliseconds = intervals.sorted().dropFirst(intervals.count / 2).first ?? 0
+        case .optimization:
+            if let alert = decision.trigger.alert, let direction = TriggerRule.direction(of: alert) {
+                self.objective = Objective(tag: alert.tag, direction: direction == .down ? "up" : "down")
+            }
+        case .analysis, .etl:
+            break
+        }
+        self.request = decision.trigger.extraParams.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
+    }
+
+    /// The JSON object text stored with the invocation and sent in its message.
+    package func json() -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        guard let data = try? encoder.encode(self) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    // MARK: - The advisor's part
+
+    /// The params with the advisor's (already bounded) parameters and its note.
+    static func merging(_ params: [String: Int], confidence: Double, evidence: [String], into text: String) -> String {
+        guard case .object(var object)? = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) else { return text }
+        for (name, value) in params { object[name] = .number(Double(value)) }
+        object["advisor"] = .object(["confidence": .number(confidence), "evidence_ids": .array(evidence.map { .string($0) })])
+        return JSONValue.object(object).text
+    }
+
+    /// The `trigger` of the advisor's own decision row: which decision it advised on.
+    static func adviceTrigger(_ decision: Decision) -> String {
+        var json = JSONWriter()
+        json.field("advises", string: decision.id.uuidString.lowercased())
+        json.field("kind", string: decision.trigger.kind.rawValue)
+        return String(decoding: json.finish(), as: UTF8.self)
+    }
+
+    /// The `reasons` of the advisor's own decision row.
+    static func adviceReasons(params: [String: Int]) -> String {
+        var json = JSONWriter()
+        json.field("step", string: "advisor")
+        json.field("verdict", string: "pass")
+        let chosen = params.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
+        json.field("detail", string: "the advisor agreed" + (chosen.isEmpty ? "" : "; parameters within the rules' bounds: " + chosen))
+        return "[" + String(decoding: json.finish(), as: UTF8.self) + "]"
+    }
+}

@@ -1,0 +1,168 @@
+import Foundation
+import Logging
+import Mosquitto
+import Synchronization
+import Testing
+
+@testable import OrchestratorCore
+
+/// Shelving (ISA-18.2) without a broker or a database: the shelf itself, what the alert publisher
+/// does with a shelved alert, and the part of the alarm desk that runs before PostgreSQL.
+@Suite struct AlarmShelfTests {
+    /// Keeps what is logged, to see which way a call went.
+    struct LogCapture: LogHandler {
+        final class Lines: Sendable {
+            let entries = Mutex<[(level: Logger.Level, message: String, metadata: Logger.Metadata)]>([])
+        }
+        let lines: Lines
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { self.metadata[key] }
+            set { self.metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            self.lines.entries.withLock { $0.append((event.level, event.message.description, event.metadata ?? [:])) }
+        }
+    }
+
+    func event(_ tag: String, _ kind: AlertKind, raisedAt: Int64, clearedAt: Int64? = nil) -> AlertEvent {
+        AlertEvent(
+            alertID: UUID(), state: clearedAt == nil ? .raised : .cleared, severity: .warning, kind: kind, tag: tag,
+            topic: "plant/\(tag)", timestamp: raisedAt, raisedAt: raisedAt, clearedAt: clearedAt, value: 1, score: 1, message: "m")
+    }
+
+    // MARK: - The shelf
+
+    @Test func `a shelved kind is shelved for its tag only, until the time is up`() {
+        let shelf = AlertShelf()
+        #expect(!shelf.isShelved(tag: "r1/TI-101", kind: .limit, now: 0))
+        shelf.shelve(tag: "r1/TI-101", kind: .limit, until: 1_000)
+        #expect(shelf.count == 1)
+        #expect(shelf.isShelved(tag: "r1/TI-101", kind: .limit, now: 0))
+        #expect(shelf.isShelved(tag: "r1/TI-101", kind: .limit, now: 999))
+        #expect(!shelf.isShelved(tag: "r1/TI-101", kind: .anomaly, now: 500))
+        #expect(!shelf.isShelved(tag: "r1/TI-102", kind: .limit, now: 500))
+        #expect(!shelf.isShelved(tag: "r1/TI-101", kind: .limit, now: 1_000))  // `until` is exclusive
+    }
+
+    @Test func `an expired shelf is removed when it is looked at, and then stays off`() {
+        let shelf = AlertShelf()
+        shelf.shelve(tag: "t", kind: .flatline, until: 100)
+        shelf.shelve(tag: "u", kind: .flatline, until: 100)
+        #expect(shelf.count == 2)
+        #expect(!shelf.isShelved(tag: "t", kind: .flatline, now: 100))
+        #expect(shelf.count == 1)  // only the one looked at
+        #expect(!shelf.isShelved(tag: "t", kind: .flatline, now: 50))  // gone, even for an earlier time
+    }
+
+    @Test func `unshelving ends the shelf at once; shelving again replaces the time`() {
+        let shelf = AlertShelf()
+        shelf.shelve(tag: "t", kind: .stale, until: 1_000)
+        shelf.unshelve(tag: "t", kind: .stale)
+        #expect(shelf.count == 0)
+        #expect(!shelf.isShelved(tag: "t", kind: .stale, now: 0))
+        shelf.unshelve(tag: "never", kind: .stale)  // nothing to remove: no effect
+        shelf.shelve(tag: "t", kind: .stale, until: 1_000)
+        shelf.shelve(tag: "t", kind: .stale, until: 200)
+        #expect(shelf.count == 1)
+        #expect(!shelf.isShelved(tag: "t", kind: .stale, now: 500))
+    }
+
+    @Test func `every tag and kind is its own shelf, even a tag that looks like a key`() {
+        let shelf = AlertShelf()
+        shelf.shelve(tag: "a", kind: .limit, until: 1_000)
+        #expect(!shelf.isShelved(tag: "limit|a", kind: .limit, now: 0))
+        #expect(!shelf.isShelved(tag: "a", kind: .trend, now: 0))
+        for kind in AlertKind.allCases where kind != .limit { shelf.shelve(tag: "a", kind: kind, until: 1_000) }
+        #expect(shelf.count == AlertKind.allCases.count)
+    }
+
+    // MARK: - Publication
+
+    /// A publisher with a client that never connects and room for no queued message: every alert
+    /// that reaches the MQTT client is counted in `droppedWhileAway`, one that is held back is not.
+    func publisher() throws -> AlertPublisher {
+        let publisher = AlertPublisher(prefix: "dang", qos: 1, logger: Logger(label: "test"))
+        let options = MQTTConnectionOptions(host: "127.0.0.1", port: 1, clientID: "dang-shelf-test-\(UUID().uuidString.prefix(8))")
+        publisher.attach(try MosquittoClient(options: options, onMessage: { _ in }, onEvent: { _ in }))
+        publisher.setMaxQueued(0)
+        return publisher
+    }
+
+    @Test func `a shelved alert is not published; another kind, another tag and an unshelved one are`() throws {
+        let publisher = try self.publisher()
+        publisher.shelf.shelve(tag: "r1/TI-101", kind: .limit, until: 10_000)
+        publisher.deliver(self.event("r1/TI-101", .limit, raisedAt: 5_000))
+        #expect(publisher.droppedWhileAway == 0)
+        publisher.deliver(self.event("r1/TI-101", .anomaly, raisedAt: 5_000))
+        #expect(publisher.droppedWhileAway == 1)
+        publisher.deliver(self.event("r1/TI-102", .limit, raisedAt: 5_000))
+        #expect(publisher.droppedWhileAway == 2)
+        publisher.shelf.unshelve(tag: "r1/TI-101", kind: .limit)
+        publisher.deliver(self.event("r1/TI-101", .limit, raisedAt: 5_000))
+        #expect(publisher.droppedWhileAway == 3)
+    }
+
+    @Test func `a clear is judged at its clearing time: shelved then, held back; after the shelf, published`() throws {
+        let publisher = try self.publisher()
+        publisher.shelf.shelve(tag: "t", kind: .limit, until: 10_000)
+        publisher.deliver(self.event("t", .limit, raisedAt: 1_000, clearedAt: 9_999))
+        #expect(publisher.droppedWhileAway == 0)
+        publisher.deliver(self.event("t", .limit, raisedAt: 1_000, clearedAt: 10_000))
+        #expect(publisher.droppedWhileAway == 1)
+        #expect(publisher.shelf.count == 0)  // the expired shelf was removed on the way
+    }
+
+    @Test func `without a client nothing is published and the shelf is not consulted`() {
+        let publisher = AlertPublisher(prefix: "dang", qos: 1, logger: Logger(label: "test"))
+        publisher.shelf.shelve(tag: "t", kind: .limit, until: 100)
+        publisher.deliver(self.event("t", .limit, raisedAt: 5_000))
+        #expect(publisher.droppedWhileAway == 0)
+        #expect(publisher.shelf.count == 1)  // expired, but nobody looked
+    }
+
+    // MARK: - The alarm desk before the database
+
+    /// A desk whose pool can never connect (a socket directory that does not exist: no network).
+    func desk(_ lines: LogCapture.Lines) -> (AlarmDesk, DatabasePool) {
+        let logger = Logger(label: "test", factory: { (_: String) in LogCapture(lines: lines) })
+        let pool = DatabasePool(url: "host=/nonexistent/dang-alarm-shelf-test dbname=none connect_timeout=1", logger: logger)
+        return (AlarmDesk(shelf: AlertShelf(), pool: pool, logger: logger), pool)
+    }
+
+    @Test(arguments: ["", "not-an-alert-id", "3EDA8AF5-BCCB-46C8-ACCC-664C659FD99", "3EDA8AF5-BCCB-46C8-ACCC-664C659FD99CC"])
+    func `an MQTT acknowledgement whose topic does not end in an alert id is refused before the database`(id: String) {
+        let lines = LogCapture.Lines()
+        let (desk, pool) = self.desk(lines)
+        desk.acknowledgeFromMQTT(id, payload: Array(#"{"by":"operator"}"#.utf8))
+        #expect(pool.threads == 0)  // nothing submitted
+        #expect(pool.refused == 0)
+        let logged = lines.entries.withLock { $0 }
+        #expect(logged.count == 1)
+        #expect(logged.first?.level == .warning)
+        #expect(logged.first?.message == "acknowledgement refused: not an alert id")
+    }
+
+    @Test func `a refused acknowledgement logs at most 64 characters of what it was given`() {
+        let lines = LogCapture.Lines()
+        let (desk, _) = self.desk(lines)
+        desk.acknowledgeFromMQTT(String(repeating: "x", count: 500), payload: [])
+        let logged = lines.entries.withLock { $0 }
+        #expect(logged.first?.metadata["alert.id"]?.description == String(repeating: "x", count: 64))
+    }
+
+    @Test(arguments: [#"{"by":"operator"}"#, "not json", ""])
+    func `an MQTT acknowledgement for an alert id goes to the database pool, whatever its payload`(payload: String) {
+        let lines = LogCapture.Lines()
+        let (desk, pool) = self.desk(lines)
+        desk.acknowledgeFromMQTT("3eda8af5-bcca-46c8-accc-664c659fd99c", payload: Array(payload.utf8))
+        // The job is queued on the pool (a thread starts for it) instead of running on this thread.
+        #expect(pool.threads == 1)
+        #expect(pool.refused == 0)
+        let refusals = lines.entries.withLock { $0 }.filter { $0.message == "acknowledgement refused: not an alert id" }
+        #expect(refusals.isEmpty)
+    }
+}
