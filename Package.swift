@@ -82,6 +82,22 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // Tools around the daemon, not in it: benchmarks, the plant simulator, the reference
+        // workers and the fuzz entry points. `dang` links them for its subcommands; the daemon's
+        // library does not.
+        .target(
+            name: "DangTools",
+            dependencies: [
+                "OrchestratorCore",
+                "Mosquitto",
+                "LibPQ",
+                "Curl",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: swiftSettings
@@ -90,6 +106,7 @@ let package = Package(
             name: "dang",
             dependencies: [
                 "OrchestratorCore",
+                "DangTools",
                 "LibPQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -102,7 +119,7 @@ let package = Package(
         // Fuzz targets (scripts/fuzz.sh builds them with libFuzzer); a plain build replays inputs.
         .executableTarget(
             name: "dang-fuzz",
-            dependencies: ["OrchestratorCore"],
+            dependencies: ["DangTools"],
             swiftSettings: swiftSettings
         ),
 
@@ -110,6 +127,7 @@ let package = Package(
             name: "OrchestratorCoreTests",
             dependencies: [
                 "OrchestratorCore",
+                "DangTools",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
@@ -122,6 +140,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "OrchestratorCore",
+                "DangTools",
                 "Mosquitto",
                 "LibPQ",
                 "Curl",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers of untrusted bytes with libFuzzer for a bounded time (default 60 s):
 # the sample payload parser, the Sparkplug B decoder and session, module results, LLM responses
-# (Sources/OrchestratorCore/Ingest/FuzzTargets.swift). Crashes land in .run/fuzz/crash-*; copy one
+# (Sources/DangTools/Fuzz/FuzzTargets.swift). Crashes land in .run/fuzz/crash-*; copy one
 # into Tests/Fuzz/regressions/ and `make test` replays it from then on.
 #   scripts/fuzz.sh [SECONDS]
 set -euo pipefail

@@ -1,5 +1,5 @@
 import Foundation
-import OrchestratorCore
+import DangTools
 
 // The targets are `FuzzTargets` in OrchestratorCore (so the unit tests replay the corpus too).
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import DangTools
 import OrchestratorCore
 
 /// `dang bench`: the orchestrator end to end against a private broker, against a bare subscriber.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import DangTools
 import OrchestratorCore
 
 /// `dang bench-decisions`: event-to-invocation latency and decisions per second.

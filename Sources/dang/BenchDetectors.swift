@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import DangTools
 import OrchestratorCore
 
 /// `dang bench-detectors`: nanoseconds per sample of each detector and of the live path.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import DangTools
 import OrchestratorCore
 
 /// `dang bench-record`: records per minute into PostgreSQL, batched and spooled, against one row per INSERT.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import DangTools
 import OrchestratorCore
 
 /// `dang simulate`: publishes a small refinery with an injected upset.

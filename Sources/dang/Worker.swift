@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import DangTools
 import OrchestratorCore
 import ServiceLifecycle
 import UnixSignals

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 
+@testable import DangTools
 @testable import OrchestratorCore
 
 /// A mosquitto of the test's own, so it can be stopped and started without disturbing the shared one.

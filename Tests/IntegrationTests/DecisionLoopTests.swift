@@ -2,6 +2,7 @@ import Foundation
 import LibPQ
 import Testing
 
+@testable import DangTools
 @testable import OrchestratorCore
 
 /// The decide-and-act loop against a real mosquitto and PostgreSQL: an alert fires a trigger, the

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 
+@testable import DangTools
 @testable import OrchestratorCore
 
 #if canImport(Glibc)

@@ -2,6 +2,7 @@ import Foundation
 import LibPQ
 import Testing
 
+@testable import DangTools
 @testable import OrchestratorCore
 
 /// The whole live path against a real mosquitto and a real PostgreSQL: MQTT in, detection, alert
@@ -20,7 +21,7 @@ struct LivePathTests {
         }
     }
 
-    @Test func `a step on TI-101 raises exactly one alert, published with the SPEC fields and recorded once`() async throws {
+    @Test func `a step on TI-101 raises exactly one alert, published with the documented fields and recorded once`() async throws {
         let database = try TestServices.freshDatabase()
         let config = TestServices.config(prefix: "apos", databaseURL: database, topicMap: Self.shippedMap)
         let orchestrator = try Orchestrator(config: config, logger: testLogger)

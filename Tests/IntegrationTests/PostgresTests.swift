@@ -2,6 +2,7 @@ import Foundation
 import LibPQ
 import Testing
 
+@testable import DangTools
 @testable import OrchestratorCore
 
 @Suite(.timeLimit(.minutes(1)))

@@ -2,6 +2,7 @@ import Foundation
 import Mosquitto
 import Testing
 
+@testable import DangTools
 @testable import OrchestratorCore
 
 /// A broker that demands TLS 1.3 and a client certificate, with certificates made for the test by

@@ -5,6 +5,7 @@ import Mosquitto
 import Synchronization
 import Testing
 
+@testable import DangTools
 @testable import OrchestratorCore
 
 /// The real broker and database for the integration tests.

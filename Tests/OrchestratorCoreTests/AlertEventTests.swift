@@ -11,7 +11,7 @@ import Testing
             score: 1, message: message)
     }
 
-    @Test func `the JSON carries every SPEC field`() throws {
+    @Test func `the JSON carries every documented field`() throws {
         let json = try JSONSerialization.jsonObject(with: Data(event(tag: "r1/cdu/cdu1/TI-101").jsonPayload())) as! [String: Any]
         #expect(Set(json.keys) == ["alert_id", "state", "severity", "kind", "tag", "topic", "ts", "raised_at", "value", "score", "message"])
         #expect(json["alert_id"] as? String == "3eda8af5-bccb-46c8-accc-664c659fd99c")

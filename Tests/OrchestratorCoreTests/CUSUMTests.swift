@@ -1,5 +1,6 @@
 import Testing
 
+@testable import DangTools
 @testable import OrchestratorCore
 
 /// The two-sided tabular CUSUM on its own, fed standardised values (z-scores). Its defaults are the

@@ -3,6 +3,7 @@ import Logging
 import Synchronization
 import Testing
 
+@testable import DangTools
 @testable import OrchestratorCore
 
 /// A plant in a test: the real ingest pipeline and detectors feeding the real coordinator, on a

@@ -1,5 +1,6 @@
 import Testing
 
+@testable import DangTools
 @testable import OrchestratorCore
 
 @Suite struct EWMAStatisticsTests {

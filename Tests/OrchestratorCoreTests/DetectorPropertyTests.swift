@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 
+@testable import DangTools
 @testable import OrchestratorCore
 
 /// Fixtures computed independently with numpy/scipy by scripts/fixtures/generate_detection_fixtures.py.
@@ -401,7 +402,7 @@ enum Fixture {
         ("t,a\n1700000000000,1\n1700000001000,2\n", .epochMilliseconds, [1_700_000_000_000, 1_700_000_001_000]),
         ("t,a\n2023-11-14 22:13:20,1\n2023-11-14T22:13:21Z,2\n", .rfc3339, [1_700_000_000_000, 1_700_000_001_000]),
     ])
-    func `timestamps are read in every SPEC format`(text: String, format: ReplayTable.TimeFormat, times: [Int64]) throws {
+    func `timestamps are read in every documented format`(text: String, format: ReplayTable.TimeFormat, times: [Int64]) throws {
         let table = try ReplayTable.parse(text, file: "f.csv")
         #expect(table.timeFormat == format)
         #expect(table.times == times)

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 
+@testable import DangTools
 @testable import OrchestratorCore
 
 /// Every fuzz corpus input and every crash the fuzzer ever found (`Tests/Fuzz/regressions`) goes

@@ -3,6 +3,7 @@ import Logging
 import Synchronization
 import Testing
 
+@testable import DangTools
 @testable import OrchestratorCore
 
 /// Collects what the pipeline delivers.

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Testing
 
+@testable import DangTools
 @testable import OrchestratorCore
 
 @Suite struct SamplePayloadParserTests {

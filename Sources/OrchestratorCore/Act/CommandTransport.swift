@@ -14,7 +14,7 @@ package struct CommandFailure: Error, Sendable, CustomStringConvertible {
     }
 }
 
-/// The second transport of SPEC §4: a module as a local command. The invocation JSON goes to its
+/// The second module transport (docs/decisions.md): a module as a local command. The invocation JSON goes to its
 /// stdin; its stdout (one JSON object, at most 16 MiB) is the result.
 ///
 /// The command gets an explicit environment — only the variables its module's `environment` list

@@ -1,6 +1,6 @@
 package import Foundation
 
-/// SPEC §6 `invocations.status`.
+/// `invocations.status` (docs/record.md, "Schema").
 package enum InvocationStatus: String, Sendable, CaseIterable {
     case pending
     case ok
@@ -55,7 +55,7 @@ package struct Invocation: Sendable, Equatable {
 
     package var isAwaitingApproval: Bool { self.status == .pending && self.publishedAt == nil && !self.awaitingAdvice }
 
-    /// The SPEC §3 invocation message for the current attempt.
+    /// The invocation message (docs/mqtt-contract.md, "Outputs") for the current attempt.
     package func message(at now: Int64, timeout: Duration, replyTo: String) -> [UInt8] {
         var json = JSONWriter()
         json.field("invocation_id", string: self.id.uuidString.lowercased())
@@ -79,7 +79,7 @@ package struct Invocation: Sendable, Equatable {
     }
 }
 
-/// A module's answer (SPEC §3): `{"invocation_id", "status": "ok"|"error", "output": {...},
+/// A module's answer (docs/mqtt-contract.md, "Inputs"): `{"invocation_id", "status": "ok"|"error", "output": {...},
 /// "metrics": {"benefit": number}}`.
 package struct ModuleResult: Sendable, Equatable {
     package let invocationID: UUID

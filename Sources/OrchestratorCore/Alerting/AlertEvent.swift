@@ -62,6 +62,27 @@ package struct AlertEvent: Sendable, Equatable {
     /// The condition's figures (slope, percentage move, drivers…); in-process only, on raises.
     package var detail: ConditionDetail? = nil
 
+    package init(
+        alertID: UUID, state: State, severity: AlertSeverity, kind: AlertKind, tag: String, topic: String, timestamp: Int64,
+        raisedAt: Int64, clearedAt: Int64?, value: Double, score: Double, message: String, condition: AlertCondition? = nil,
+        detail: ConditionDetail? = nil
+    ) {
+        self.alertID = alertID
+        self.state = state
+        self.severity = severity
+        self.kind = kind
+        self.tag = tag
+        self.topic = topic
+        self.timestamp = timestamp
+        self.raisedAt = raisedAt
+        self.clearedAt = clearedAt
+        self.value = value
+        self.score = score
+        self.message = message
+        self.condition = condition
+        self.detail = detail
+    }
+
     /// Equal when everything published and recorded is equal (``condition`` and ``detail`` are
     /// in-process extras).
     package static func == (lhs: AlertEvent, rhs: AlertEvent) -> Bool {

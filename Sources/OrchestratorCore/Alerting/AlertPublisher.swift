@@ -2,7 +2,7 @@ package import Logging
 import Mosquitto
 import Synchronization
 
-/// Publishes alert events on `{prefix}/alert/{severity}/…` (SPEC §3) as soon as they happen, on the
+/// Publishes alert events on `{prefix}/alert/{severity}/…` (docs/mqtt-contract.md, "Outputs") as soon as they happen, on the
 /// ingest thread (libmosquitto's network thread, which writes them to the socket as soon as the
 /// message's handler returns, before the decisions they trigger are made).
 package final class AlertPublisher: AlertSink, Sendable {

@@ -261,6 +261,8 @@ extension MQTTSettings {
 
 /// `database`.
 package struct DatabaseSettings: Sendable {
+    package init() {}
+
     /// libpq connection string; empty means libpq reads the `PG*` environment variables.
     package var url = ""
     package var batchSize = 500
@@ -324,6 +326,8 @@ package struct TopicSettings: Sendable {
 
 /// `detection`: the per-tag detectors and the alert policy shared by every condition.
 package struct DetectionSettings: Sendable {
+    package init() {}
+
     /// Good samples kept per tag for module invocations (`detection.history`); when the file does
     /// not set it, what the enabled modules need (see ``OrchestratorConfig/sizeHistory()``).
     package var historyDepth = 120

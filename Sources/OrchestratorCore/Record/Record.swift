@@ -1,5 +1,5 @@
 package import Foundation
-import LibPQ
+package import LibPQ
 
 /// One decision as recorded: a row of `decisions` (docs/record.md, "Schema").
 package struct DecisionRecord: Sendable, Equatable {
@@ -45,7 +45,7 @@ package enum Record: Sendable, Equatable {
     case llmExchange(LLMExchangeRecord)
 
     /// The spool's record format: JSON, with `"record"` naming the kind (absent: an alert).
-    func payload() -> [UInt8] {
+    package func payload() -> [UInt8] {
         switch self {
         case .alert(let event):
             return event.jsonPayload()
@@ -73,7 +73,7 @@ package enum Record: Sendable, Equatable {
         }
     }
 
-    init?(payload bytes: [UInt8]) {
+    package init?(payload bytes: [UInt8]) {
         guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else { return nil }
         switch object["record"] as? String {
         case "invocation":
@@ -124,7 +124,7 @@ package enum Record: Sendable, Equatable {
     }
 
     /// Writes a batch: each kind in one multi-row statement, all in one transaction.
-    static func write(_ batch: [Record], on connection: PostgresConnection) throws {
+    package static func write(_ batch: [Record], on connection: PostgresConnection) throws {
         var alerts: [AlertEvent] = []
         var decisions: [DecisionRecord] = []
         // Invocation, outcome and approval records carry their whole state: the last one of a

@@ -1,4 +1,4 @@
-import Foundation
+package import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -77,7 +77,7 @@ package final class Spool {
     /// `spool.offset` holds `<generation> <offset>`. If it is missing or unreadable (a crash while
     /// it was rewritten), the newest log is replayed from its start: records are replayed again,
     /// which the idempotent writes make harmless, and none is skipped.
-    init(directory: URL, capacity: Int, fsync: FsyncPolicy) throws {
+    package init(directory: URL, capacity: Int, fsync: FsyncPolicy) throws {
         self.directory = directory
         self.capacity = capacity
         self.policy = fsync
@@ -167,8 +167,8 @@ package final class Spool {
         close(self.lockDescriptor)
     }
 
-    var hasPending: Bool { self.end > self.replayed }
-    var pendingBytes: Int { self.end - self.replayed }
+    package var hasPending: Bool { self.end > self.replayed }
+    package var pendingBytes: Int { self.end - self.replayed }
     /// Bytes on disk, replayed or not, until the spool is emptied.
     var usedBytes: Int { self.end }
 
@@ -176,7 +176,7 @@ package final class Spool {
     /// without, the bytes are in the OS (they survive the process being killed) and ``sync()``
     /// makes them durable later. Throws when the spool would exceed its capacity; nothing is then
     /// written.
-    func append(_ payloads: [[UInt8]], sync: Bool = true) throws {
+    package func append(_ payloads: [[UInt8]], sync: Bool = true) throws {
         var bytes: [UInt8] = []
         for payload in payloads {
             guard payload.count <= Self.maxRecord else { throw Problem(message: "a record of \(payload.count) bytes is too large") }
@@ -196,7 +196,7 @@ package final class Spool {
     }
 
     /// Flushes appended bytes to the disk.
-    func sync() throws {
+    package func sync() throws {
         try self.log.synchronize()
     }
 
@@ -209,7 +209,7 @@ package final class Spool {
     /// past them: the next valid record header (or the end). Those bytes are moved aside to the
     /// `.corrupt` file and counted in ``skippedCorrupt``; everything after them is kept.
     /// A read also stops once `maxBytes` of records are in it (always at least one record).
-    func read(limit: Int, maxBytes: Int = .max) throws -> (payloads: [[UInt8]], next: Int) {
+    package func read(limit: Int, maxBytes: Int = .max) throws -> (payloads: [[UInt8]], next: Int) {
         let read = try self.readValid(limit: limit, maxBytes: maxBytes)
         guard read.payloads.isEmpty, read.next == self.replayed, self.replayed < self.end else { return read }
         let next = try Self.nextValidRecord(self.log.fileDescriptor, after: self.replayed, end: self.end)
@@ -283,7 +283,7 @@ package final class Spool {
     /// Records up to `offset` are in the database. When everything is, the spool is emptied; when
     /// the written part outweighs the rest, the rest moves to a new generation (here, at once; the
     /// record writer uses ``advanceReplayed(to:)`` and compacts outside its lock).
-    func markReplayed(upTo offset: Int) throws {
+    package func markReplayed(upTo offset: Int) throws {
         try self.advanceReplayed(to: offset)
         if let plan = self.compactionPlan() {
             try self.finishCompaction(plan, try Self.copyForCompaction(plan))

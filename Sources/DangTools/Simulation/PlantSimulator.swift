@@ -1,4 +1,5 @@
 import Foundation
+package import OrchestratorCore
 
 /// A small refinery simulator: every tag of the topic map that has limits gets a noisy value near
 /// the middle of its band, market instruments random-walk, and one tag suffers an upset (a step

@@ -2,6 +2,7 @@ import Foundation
 package import Logging
 import Mosquitto
 import Synchronization
+package import OrchestratorCore
 
 /// Publishes a ``PlantSimulator`` to a broker in real time (`dang simulate`).
 package struct SimulatorRunner: Sendable {

@@ -3,6 +3,7 @@ import LibPQ
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+package import OrchestratorCore
 #endif
 
 /// The servers `dang bench` starts for itself: a mosquitto broker and, when no database is

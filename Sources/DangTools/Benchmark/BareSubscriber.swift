@@ -3,6 +3,7 @@ import Mosquitto
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+package import OrchestratorCore
 #endif
 
 /// `dang bench-subscriber`: the baseline of `dang bench` — a libmosquitto subscriber that does

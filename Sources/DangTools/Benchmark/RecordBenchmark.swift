@@ -1,6 +1,7 @@
 import Foundation
 import LibPQ
 package import Logging
+package import OrchestratorCore
 
 /// Records per minute written to PostgreSQL: one row per INSERT (the baseline), the record writer's
 /// batches, and the spool's replay — in one run, against a scratch database created on the given

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import SwiftProtobuf
+package import OrchestratorCore
 
 /// Fuzz targets over message *sequences* through the whole ingest pipeline (issue 16): a single
 /// payload cannot reach the state that a birth with a wild `seq` followed by data, or a sample from

@@ -1,6 +1,7 @@
 import Foundation
 #if canImport(Glibc)
 import Glibc
+package import OrchestratorCore
 #endif
 
 /// Starts helper programs (mosquitto, PostgreSQL, `dang run`) for `dang bench` and the tests.

@@ -1,7 +1,8 @@
 package import Foundation
+package import OrchestratorCore
 
 /// The reference modules (`dang worker …`): small, honest implementations that close the loop in
-/// the demo and the tests. Each takes an invocation (SPEC §3) and returns its result message.
+/// the demo and the tests. Each takes an invocation (docs/mqtt-contract.md, "Outputs") and returns its result message.
 package enum ReferenceWorker: String, Sendable, CaseIterable {
     case forecasting
     case analysis

@@ -2,6 +2,7 @@ import Foundation
 package import Logging
 import Mosquitto
 import Synchronization
+package import OrchestratorCore
 
 /// Runs a ``ReferenceWorker`` against a broker: takes invocations from `{prefix}/cmd/{module}` and
 /// answers on their `reply_to` (else `{prefix}/result/{module}`) — `dang worker <module>`.

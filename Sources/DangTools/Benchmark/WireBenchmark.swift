@@ -5,10 +5,11 @@ import Mosquitto
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+package import OrchestratorCore
 #endif
 
 /// `dang bench`: the orchestrator end to end against a private broker, as ratios against a bare
-/// libmosquitto subscriber measured in the same run (SPEC §8, docs/performance.md).
+/// libmosquitto subscriber measured in the same run (docs/performance.md).
 ///
 /// The orchestrator is the real `dang run`, a child process with a generated configuration, so
 /// its CPU time and peak RSS are its own (from /proc) and nothing of the benchmark's runs inside
@@ -470,7 +471,7 @@ final class OrchestratorChild: @unchecked Sendable {
     }
 
     /// User + system CPU seconds of the child so far.
-    func cpuSeconds() -> Double { OrchestratorCore.cpuSeconds(pid: self.pid) }
+    func cpuSeconds() -> Double { DangTools.cpuSeconds(pid: self.pid) }
 
     /// Peak resident set (VmHWM) in MiB.
     func peakRSSMiB() -> Double { self.statusMiB("VmHWM:") }

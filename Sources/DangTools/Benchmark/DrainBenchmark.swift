@@ -2,6 +2,7 @@ import Foundation
 import LibPQ
 package import Logging
 import Synchronization
+package import OrchestratorCore
 
 /// A big spool backlog drained into PostgreSQL while ingest goes on (`dang bench-record
 /// --drain-mib N`): records per minute of the drain, and the longest time one live record's

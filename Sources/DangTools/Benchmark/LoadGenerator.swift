@@ -3,9 +3,10 @@ import Mosquitto
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+package import OrchestratorCore
 #endif
 
-/// `dang bench`'s load: SPEC §3 sensor messages (`{"ts":…,"v":…}` on
+/// `dang bench`'s load: sensor messages (docs/mqtt-contract.md, "Inputs") (`{"ts":…,"v":…}` on
 /// `plant/b1/bench/u{unit}/T{n}`) over N tags, round after round, at a set rate or as fast as the
 /// broker takes them, from one thread with a publish-only client.
 ///

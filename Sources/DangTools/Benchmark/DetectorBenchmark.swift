@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+package import OrchestratorCore
 
 /// Nanoseconds per sample of each detector and of the whole per-tag path, measured in-process on
 /// synthetic sensor data (`dang bench-detectors`). Build with `-c release` to measure.

@@ -1,4 +1,5 @@
 import Foundation
+package import OrchestratorCore
 
 /// Fuzz targets for the parsers that read untrusted bytes: the sample payload parser, the Sparkplug
 /// B decoder and session, module results and LLM responses, and message sequences through the whole

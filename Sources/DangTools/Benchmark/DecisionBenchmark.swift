@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Synchronization
+package import OrchestratorCore
 
 /// Event-to-invocation latency and decisions per second (`dang bench-decisions`), in-process: the
 /// real pipeline and coordinator, with the MQTT publication and the record replaced by a clock
