@@ -184,10 +184,10 @@ struct TagStateTests {
 
         var engine = DetectionEngine(settings: DetectionSettings(), topicMap: TopicMap())
         engine.seed(loaded)
-        var events: [AlertEvent] = []
+        var conditions: [ConditionEvent] = []
         let found = engine.slot(for: hostile)
         let slot = try #require(found)
-        engine.ingest(slot: slot, value: 1.45, quality: .good, sampleTime: 5000, topic: "t", now: 5000, into: &events)
+        engine.ingest(slot: slot, value: 1.45, quality: .good, sampleTime: 5000, topic: "t", now: 5000, into: &conditions)
         let snapshots = engine.snapshots()
         let snapshot = try #require(snapshots.first { $0.tag == hostile })
         #expect(snapshot.samples == 11)  // continued from the stored 10, not from zero

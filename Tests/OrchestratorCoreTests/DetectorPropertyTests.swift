@@ -167,7 +167,7 @@ enum Fixture {
         let added = engine.addUnit(name: "u", slots: slots)
         #expect(added)
         var random = SplitMix64(seed: 13)
-        var events: [AlertEvent] = []
+        var events: [ConditionEvent] = []
         var time: Int64 = 0
         func sample(_ values: [Double]) {
             for (slot, value) in zip(slots, values) {

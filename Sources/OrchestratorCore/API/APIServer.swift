@@ -1,6 +1,5 @@
 package import Foundation
 package import Hummingbird
-import LibPQ
 package import Logging
 import NIOCore
 package import CoreMetrics
@@ -8,27 +7,34 @@ import Prometheus
 import Synchronization
 
 /// The HTTP front door (Hummingbird 2): status, metrics, manual invocations, approvals, the
-/// decision record, alarm management and questions to the advisor (`docs/api.md`,
-/// `docs/openapi.yaml`). A thin face on the orchestrator: every action goes through the same
-/// coordinator, validation and record as MQTT.
+/// decision record, alert management and questions to the advisor (`docs/api.md`,
+/// `docs/openapi.yaml`). A thin face: it reads a ``StatusSnapshot`` and the record, and acts only
+/// through ``OperatorActions`` — the same coordinator, validation and record as MQTT.
 package struct APIServer: Sendable {
-    let orchestrator: Orchestrator
     let settings: APISettings
-    let logger: Logger
+    let status: any StatusSource
+    let actions: any OperatorActions
+    let reader: RecordReader
     let metrics: MetricsExporter
+    let logger: Logger
 
-    package init(orchestrator: Orchestrator, logger: Logger) {
-        self.orchestrator = orchestrator
-        self.settings = orchestrator.config.api
+    package init(
+        settings: APISettings, status: any StatusSource, actions: any OperatorActions, reader: RecordReader, metrics: MetricsExporter,
+        logger: Logger
+    ) {
+        self.settings = settings
+        self.status = status
+        self.actions = actions
+        self.reader = reader
+        self.metrics = metrics
         self.logger = logger
-        self.metrics = orchestrator.metrics
     }
 
     /// The application; `onRunning` receives the port it listens on (for `listen: …:0`).
     package func application(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         let router = Router()
         router.add(middleware: BearerAuth(operate: self.settings.token, read: self.settings.readToken))
-        router.get("status") { _, _ in self.status() }
+        router.get("status") { _, _ in Self.json(.ok, APIResponse.Status(snapshot: self.status.statusSnapshot())) }
         router.get("metrics") { _, _ in self.metricsResponse() }
         router.post("invoke/:module") { request, context in try await self.invoke(request, context) }
         router.post("approve/:decision") { request, context in try await self.approve(request, context) }
@@ -46,63 +52,8 @@ package struct APIServer: Sendable {
             logger: logger)
     }
 
-    // MARK: - Status and metrics
-
-    func status() -> Response {
-        let o = self.orchestrator
-        let mqtt = o.connectionStatus
-        let record = o.recordWriter.counters
-        let ingest = o.pipeline.counters
-        let decisions = o.coordinator.counters
-        let degraded = !mqtt.connected || !record.connected
-        var modules: [String: Any] = [:]
-        for (name, settings) in o.config.modules {
-            modules[name.rawValue] = [
-                "enabled": settings.enabled, "transport": settings.transport.rawValue, "in_flight": o.coordinator.inFlight(name),
-                "max_in_flight": settings.maxInFlight, "requires_approval": settings.requiresApproval,
-            ]
-        }
-        var llm: [String: Any] = ["active": o.config.llm.isActive, "provider": o.config.llm.provider, "model": o.config.llm.model]
-        if let counters = o.coordinator.advisorCounters {
-            llm["calls"] = counters.calls
-            llm["failures"] = counters.failures
-            llm["cache_hits"] = counters.cacheHits
-            llm["rejected_circuit_open"] = counters.rejectedOpen
-        }
-        let body: [String: Any] = [
-            "state": degraded ? "degraded" : "ok",
-            "version": DangVersion.current,
-            "started_at": o.startedAt.formatted(.iso8601),
-            "mqtt": [
-                "connected": mqtt.connected, "connects": mqtt.connects, "last_error": mqtt.lastError ?? NSNull(),
-                "dropped_while_away": o.publisher.droppedWhileAway,
-            ],
-            "database": [
-                "connected": record.connected, "written": record.written, "spool_bytes": record.spooledBytes,
-                "rejected": record.rejectedRecords, "dropped": record.dropped, "corrupt_bytes_skipped": record.corruptBytesSkipped,
-                "pool_refused": o.databasePool.refused,
-            ],
-            "ingest": [
-                "messages": ingest.messages, "samples": ingest.samples, "rejected": ingest.totalRejected, "unknown_topics": ingest.unknownTopics,
-                "rejected_by_reason": Dictionary(uniqueKeysWithValues: ingest.rejected.map { ($0.key.rawValue, $0.value) }),
-                "tag_limit": ingest.tagLimitRejections, "tags_evicted": ingest.evictedTags,
-                "redelivered": ingest.redeliveries,
-                "tags": ingest.tags, "alerts_raised": ingest.alertsRaised, "alerts_cleared": ingest.alertsCleared,
-            ],
-            "detectors": ["units": o.pipeline.units.map { ["name": $0.name, "tags": $0.tags, "trained": $0.trained] }],
-            "modules": modules,
-            "decisions": [
-                "decisions": decisions.decisions, "invoked": decisions.invoked, "skipped": decisions.skipped, "deferred": decisions.deferred,
-                "results": decisions.results, "timeouts": decisions.timeouts, "retries": decisions.retries, "open_invocations": o.coordinator.activeInvocations.count,
-            ],
-            "llm": llm,
-            "shelved_alarms": o.publisher.shelf.count,
-        ]
-        return Self.json(.ok, body)
-    }
-
     func metricsResponse() -> Response {
-        let text = self.metrics.render(self.orchestrator)
+        let text = self.metrics.render(self.status.statusSnapshot())
         return Response(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
             body: .init(byteBuffer: ByteBuffer(bytes: text)))
@@ -114,20 +65,17 @@ package struct APIServer: Sendable {
         guard let name = context.parameters.get("module"), let module = ModuleName(rawValue: name) else {
             return Self.error(.notFound, "unknown module (forecasting, analysis, optimization, etl)")
         }
-        let body = try await self.body(request)
-        guard let parsed = ManualRequest.parse(body) else {
+        guard let parsed = ManualRequest.parse(try await self.body(request)) else {
             return Self.error(.badRequest, "expected a JSON object {\"scope\", \"by\", \"params\": {...}}")
         }
-        guard let decision = self.orchestrator.coordinator.request(module: module, scope: parsed.scope, by: parsed.by, params: parsed.params, source: .api) else {
+        guard let decision = self.actions.request(module: module, parsed) else {
             return Self.error(.serviceUnavailable, "the module is not configured")
         }
-        let reasons = (try? JSONSerialization.jsonObject(with: Data(decision.reasonsJSON().utf8))) ?? []
         return Self.json(
             decision.action == .skip ? .conflict : .accepted,
-            [
-                "decision_id": decision.id.uuidString.lowercased(), "module": module.rawValue, "action": decision.action.rawValue,
-                "confidence": decision.confidence, "reasons": reasons,
-            ])
+            APIResponse.Invoked(
+                decisionID: decision.id.uuidString.lowercased(), module: module.rawValue, action: decision.action.rawValue,
+                confidence: decision.confidence, reasons: JSONValue(parsing: Array(decision.reasonsJSON().utf8)) ?? .array([])))
     }
 
     func approve(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
@@ -137,10 +85,10 @@ package struct APIServer: Sendable {
         guard let answer = ApprovalRequest.parse(try await self.body(request)) else {
             return Self.error(.badRequest, #"the body must say {"approve": true} or {"approve": false}"#)
         }
-        guard self.orchestrator.coordinator.approve(decision: id, approve: answer.approve, by: answer.by, via: "http") else {
+        guard self.actions.approve(decision: id, answer) else {
             return Self.error(.notFound, "no decision waiting for approval with this id")
         }
-        return Self.json(.ok, ["decision_id": id.uuidString.lowercased(), "approved": answer.approve])
+        return Self.json(.ok, APIResponse.Approved(decisionID: id.uuidString.lowercased(), approved: answer.approve))
     }
 
     // MARK: - The record
@@ -164,33 +112,14 @@ package struct APIServer: Sendable {
             query.after = History.Cursor(ts: String(parts[0]), decisionID: String(parts[1]))
         }
         let summary = q.get("summary") == "true"
-        let query_ = query
-        return await self.database { connection in
-            let query = query_
-            let page = try History.decisions(query, on: connection)
-            var body: [String: Any] = [
-                "decisions": page.rows.map { row -> [String: Any] in
-                    let d = row.decision
-                    return [
-                        "decision_id": d.decisionID.uuidString.lowercased(), "ts": d.ts, "module": d.module ?? NSNull(), "action": d.action,
-                        "source": d.source, "trigger": Self.parse(d.trigger), "reasons": Self.parse(d.reasons),
-                        "confidence": d.confidence ?? NSNull(), "latency_us": d.latencyMicroseconds ?? NSNull(), "outcome": row.outcome,
-                    ]
-                },
-                "next": page.next.map { "\($0.ts)|\($0.decisionID)" } ?? NSNull(),
-            ]
-            if summary {
-                body["counts"] = try History.counts(from: query.from, to: query.to, on: connection).map {
-                    ["module": $0.module, "trigger_kind": $0.triggerKind, "outcome": $0.outcome, "decisions": $0.count]
-                }
-                body["modules"] = try History.moduleStats(from: query.from, to: query.to, on: connection).map { m -> [String: Any] in
-                    [
-                        "module": m.module, "invocations": m.invocations, "success_rate": m.successRate,
-                        "latency_ms_p50": m.p50 ?? NSNull(), "latency_ms_p95": m.p95 ?? NSNull(), "latency_ms_p99": m.p99 ?? NSNull(),
-                    ]
-                }
-            }
-            return Self.json(.ok, body)
+        return await self.fromRecord {
+            let found = try await self.reader.decisions(query, summary: summary)
+            return APIResponse.Decisions(
+                decisions: found.page.rows.map { APIResponse.Decisions.Row(row: $0) },
+                next: found.page.next.map { "\($0.ts)|\($0.decisionID)" },
+                counts: summary
+                    ? found.counts.map { .init(module: $0.module, triggerKind: $0.triggerKind, outcome: $0.outcome, decisions: $0.count) } : nil,
+                modules: summary ? found.modules.map { .init(stats: $0) } : nil)
         }
     }
 
@@ -200,74 +129,56 @@ package struct APIServer: Sendable {
         guard state == "active" || state == "all" else { return Self.error(.badRequest, "state must be active or all") }
         let limit = q.get("limit").flatMap { Int($0) } ?? 100
         guard (1...1000).contains(limit) else { return Self.error(.badRequest, "limit must be 1...1000") }
-        return await self.database { connection in
-            let rows = try connection.query(
-                """
-                SELECT alert_id::text, tag, topic, kind, severity, state, (extract(epoch FROM ts) * 1000)::bigint,
-                       (extract(epoch FROM raised_at) * 1000)::bigint, (extract(epoch FROM cleared_at) * 1000)::bigint,
-                       (extract(epoch FROM acked_at) * 1000)::bigint, acked_by, (extract(epoch FROM shelved_until) * 1000)::bigint,
-                       value, score, message
-                FROM alerts WHERE ($1 = 'all' OR state = 'raised') ORDER BY raised_at DESC LIMIT $2
-                """, [state, limit])
-            let alerts = rows.rows.map { r -> [String: Any] in
-                [
-                    "alert_id": r[0] ?? "", "tag": r[1] ?? "", "topic": r[2] ?? "", "kind": r[3] ?? "", "severity": r[4] ?? "", "state": r[5] ?? "",
-                    "ts": r[6].flatMap { Int64($0) } ?? 0, "raised_at": r[7].flatMap { Int64($0) } ?? 0,
-                    "cleared_at": r[8].flatMap { Int64($0) } ?? NSNull(), "acked_at": r[9].flatMap { Int64($0) } ?? NSNull(),
-                    "acked_by": r[10] ?? NSNull(), "shelved_until": r[11].flatMap { Int64($0) } ?? NSNull(),
-                    "value": r[12].flatMap { Double($0) }.flatMap { $0.isFinite ? $0 : nil } ?? NSNull(),
-                    "score": r[13].flatMap { Double($0) }.flatMap { $0.isFinite ? $0 : nil } ?? NSNull(), "message": r[14] ?? "",
-                ]
-            }
-            return Self.json(.ok, ["alerts": alerts])
-        }
+        return await self.fromRecord { APIResponse.Alerts(alerts: try await self.reader.alerts(all: state == "all", limit: limit)) }
     }
 
     func ack(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         guard let text = context.parameters.get("id"), let id = UUID(uuidString: text) else { return Self.error(.badRequest, "not an alert id") }
-        let by = Self.by(try await self.body(request))
-        let desk = self.orchestrator.alarmDesk
-        return await self.database { connection in
-            switch try desk.acknowledge(id, by: by, on: connection) {
-            case .done: return Self.json(.ok, ["alert_id": id.uuidString.lowercased(), "acknowledged": true])
+        var by: String? = nil
+        if case .object(let object)? = JSONValue(parsing: try await self.body(request)), case .string(let name)? = object["by"] {
+            by = String(name.prefix(200))
+        }
+        do {
+            switch try await self.actions.acknowledge(alert: id, by: by) {
+            case .done: return Self.json(.ok, APIResponse.Acknowledged(alertID: id.uuidString.lowercased(), acknowledged: true))
             case .already: return Self.error(.conflict, "already acknowledged")
             case .unknown: return Self.error(.notFound, "no such alert")
             }
+        } catch {
+            return self.recordFailure(error)
         }
     }
 
     func shelve(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         guard let text = context.parameters.get("id"), let id = UUID(uuidString: text) else { return Self.error(.badRequest, "not an alert id") }
-        let body = try await self.body(request)
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any],
-            let durationText = object["duration"] as? String, let duration = YAMLSection.parseDuration(durationText),
-            duration > .zero, duration <= .seconds(7 * 86400)
+        guard case .object(let object)? = JSONValue(parsing: try await self.body(request)), case .string(let durationText)? = object["duration"],
+            let duration = YAMLSection.parseDuration(durationText), duration > .zero, duration <= .seconds(7 * 86400)
         else { return Self.error(.badRequest, "expected {\"duration\": \"30m\", \"by\": \"name\"} with a duration up to 7d") }
-        let by = (object["by"] as? String).map { String($0.prefix(200)) }
-        let desk = self.orchestrator.alarmDesk
-        return await self.database { connection in
-            guard let until = try desk.shelve(id, for: duration, by: by, on: connection) else { return Self.error(.notFound, "no such alert") }
-            return Self.json(.ok, ["alert_id": id.uuidString.lowercased(), "shelved_until": until])
+        var by: String? = nil
+        if case .string(let name)? = object["by"] { by = String(name.prefix(200)) }
+        do {
+            guard let until = try await self.actions.shelve(alert: id, for: duration, by: by) else { return Self.error(.notFound, "no such alert") }
+            return Self.json(.ok, APIResponse.Shelved(alertID: id.uuidString.lowercased(), shelvedUntil: until))
+        } catch {
+            return self.recordFailure(error)
         }
     }
 
     // MARK: - Questions
 
     func orchestrate(_ request: Request) async throws -> Response {
-        let body = try await self.body(request)
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any], let question = object["question"] as? String,
+        guard case .object(let object)? = JSONValue(parsing: try await self.body(request)), case .string(let question)? = object["question"],
             !question.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, question.count <= 4000
         else { return Self.error(.badRequest, "expected {\"question\": \"...\", \"session_id\": optional} with a question of at most 4000 characters") }
         var session: UUID? = nil
-        if let text = object["session_id"] as? String {
+        if case .string(let text)? = object["session_id"] {
             guard let id = UUID(uuidString: text) else { return Self.error(.badRequest, "session_id must be a UUID") }
             session = id
         }
-        guard let advisor = self.orchestrator.coordinator.advisorHandle else {
+        guard let answer = await self.actions.ask(question, session: session ?? UUID(), continuing: session != nil) else {
             return Self.error(.serviceUnavailable, "the LLM advisor is not configured (orchestrator.llm)")
         }
-        let answer = await Concierge(orchestrator: self.orchestrator, advisor: advisor).answer(question, session: session ?? UUID(), continuing: session != nil)
-        return Self.json(answer.ok ? .ok : .badGateway, answer.body)
+        return Self.json(answer.ok ? .ok : .badGateway, answer)
     }
 
     // MARK: - Helpers
@@ -278,38 +189,31 @@ package struct APIServer: Sendable {
         return Array(buffer.readableBytesView)
     }
 
-    /// Runs blocking libpq work on the orchestrator's database pool. A database that is away is a
-    /// 503 whose body says only that (libpq's text, with hosts and users, goes to the log); a full
-    /// queue is a 503 too.
-    func database(_ body: @escaping @Sendable (PostgresConnection) throws -> Response) async -> Response {
-        let logger = self.logger
-        let answer = await self.orchestrator.databasePool.run { connection in try body(connection) }
-        switch answer {
-        case .success(let response)?:
-            return response
-        case .failure(let error)?:
-            logger.warning("API request failed on the database", metadata: ["error": "\(error)"])
-            return Self.error(.serviceUnavailable, "the database is unavailable")
-        case nil:
-            return Self.error(.serviceUnavailable, "the database is busy; try again")
+    /// A body read from the record. A database that is away is a 503 whose body says only that
+    /// (libpq's text, with hosts and users, goes to the log); a full pool queue is a 503 too.
+    func fromRecord(_ read: () async throws -> some Encodable) async -> Response {
+        do {
+            return Self.json(.ok, try await read())
+        } catch {
+            return self.recordFailure(error)
         }
     }
 
-    static func by(_ body: [UInt8]) -> String? {
-        ((try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any])?["by"].flatMap { $0 as? String }.map { String($0.prefix(200)) }
+    func recordFailure(_ error: any Error) -> Response {
+        if case RecordReader.Unavailable.busy = error { return Self.error(.serviceUnavailable, "the database is busy; try again") }
+        self.logger.warning("API request failed on the database", metadata: ["error": "\(error)"])
+        return Self.error(.serviceUnavailable, "the database is unavailable")
     }
 
-    static func parse(_ text: String) -> Any {
-        (try? JSONSerialization.jsonObject(with: Data(text.utf8))) ?? text
-    }
-
-    static func json(_ status: HTTPResponse.Status, _ object: Any) -> Response {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+    static func json(_ status: HTTPResponse.Status, _ body: some Encodable) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(body)) ?? Data("{}".utf8)
         return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
     static func error(_ status: HTTPResponse.Status, _ message: String) -> Response {
-        Self.json(status, ["error": message])
+        Self.json(status, APIResponse.Failure(error: message))
     }
 }
 
@@ -376,11 +280,11 @@ package final class MetricsExporter: Sendable {
         }
     }
 
-    func render(_ o: Orchestrator) -> [UInt8] {
-        let ingest = o.pipeline.counters
-        let record = o.recordWriter.counters
-        let decisions = o.coordinator.counters
-        let llm = o.coordinator.advisorCounters
+    func render(_ s: StatusSnapshot) -> [UInt8] {
+        let ingest = s.ingest
+        let record = s.record
+        let decisions = s.decisions
+        let llm = s.llm.counters
         let totals: [(String, String, Int)] = [
             ("dang_ingest_messages_total", "MQTT messages handled", ingest.messages),
             ("dang_ingest_samples_total", "samples fed to the detectors", ingest.samples),
@@ -399,7 +303,7 @@ package final class MetricsExporter: Sendable {
             ("dang_llm_cache_hits_total", "LLM answers from the cache", llm?.cacheHits ?? 0),
             ("dang_tags_evicted_total", "idle tags outside the topic map forgotten (ingest.evict_idle_after)", ingest.evictedTags),
             ("dang_record_corrupt_bytes_total", "spool bytes skipped as corrupt and moved aside", record.corruptBytesSkipped),
-            ("dang_database_pool_refused_total", "reads and operator actions refused: the database pool's queue was full", o.databasePool.refused),
+            ("dang_database_pool_refused_total", "reads and operator actions refused: the database pool's queue was full", s.poolRefused),
             ("dang_approvals_refused_total", "approval messages without an explicit {\"approve\": true|false}", decisions.refusedApprovals),
         ]
         self.previous.withLock { previous in
@@ -424,8 +328,8 @@ package final class MetricsExporter: Sendable {
                 previous[key] = value
             }
         }
-        self.registry.makeGauge(name: "dang_open_invocations", help: "invocations not finished").set(to: Double(o.coordinator.activeInvocations.count))
-        self.registry.makeGauge(name: "dang_mqtt_connected", help: "1 while connected to the broker").set(to: o.connectionStatus.connected ? 1 : 0)
+        self.registry.makeGauge(name: "dang_open_invocations", help: "invocations not finished").set(to: Double(s.openInvocations))
+        self.registry.makeGauge(name: "dang_mqtt_connected", help: "1 while connected to the broker").set(to: s.mqttConnected ? 1 : 0)
         self.registry.makeGauge(name: "dang_database_connected", help: "1 while the record writer is connected").set(to: record.connected ? 1 : 0)
         self.registry.makeGauge(name: "dang_tags", help: "tags seen").set(to: Double(ingest.tags))
         return self.registry.emitToBuffer()

@@ -30,7 +30,7 @@ package struct CoordinatorStateMachine: Sendable {
         package var decisions = 0
         package var invoked = 0
         package var skipped = 0
-        /// Decisions whose action was `defer` (held for a free slot, or for an approval).
+        /// Decisions held for a free slot (one waiting for an approval is not counted here).
         package var deferred = 0
         /// Sends of an invocation (first attempts, retries, after approval or advice).
         package var deliveries = 0

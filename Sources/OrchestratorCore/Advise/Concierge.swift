@@ -1,5 +1,4 @@
-import Foundation
-import LibPQ
+package import Foundation
 
 /// `POST /orchestrate`: a person's question answered by the LLM with the plant's current context —
 /// open alerts, recent decisions, module states — within a session kept in PostgreSQL.
@@ -8,9 +7,29 @@ import LibPQ
 /// tags appear as `a1`, `a2`… with the legend returned to the caller, so no telemetry text reaches
 /// the model. The question is the person's own and is marked as such. The model has no tools; its
 /// answer is text for the person and changes nothing.
-struct Concierge {
-    let orchestrator: Orchestrator
+package struct Concierge: Sendable {
+    let reader: RecordReader
     let advisor: Advisor
+    let topicMap: TopicMap
+    let modules: [ModuleName: ModuleSettings]
+    /// The coordinator's counters now.
+    let decisions: @Sendable () -> CoordinatorStateMachine.Counters
+    let record: @Sendable (Record) -> Void
+    let observe: @Sendable (CoordinatorOutputs.Observation) -> Void
+
+    package init(
+        reader: RecordReader, advisor: Advisor, topicMap: TopicMap, modules: [ModuleName: ModuleSettings],
+        decisions: @escaping @Sendable () -> CoordinatorStateMachine.Counters, record: @escaping @Sendable (Record) -> Void,
+        observe: @escaping @Sendable (CoordinatorOutputs.Observation) -> Void
+    ) {
+        self.reader = reader
+        self.advisor = advisor
+        self.topicMap = topicMap
+        self.modules = modules
+        self.decisions = decisions
+        self.record = record
+        self.observe = observe
+    }
 
     static let instructions = """
         You are the assistant of a refinery process-optimization orchestrator. Answer the operator's \
@@ -20,65 +39,111 @@ struct Concierge {
         could do.
         """
 
-    func answer(_ question: String, session: UUID, continuing: Bool) async -> (ok: Bool, body: [String: Any]) {
-        let pool = self.orchestrator.databasePool
-        let map = self.orchestrator.config.topicMap
-        // Context from the record (a database that is away leaves it empty, and says so).
-        let gathered: (alerts: [[String: Any]], legend: [String: String], previous: [[String: String]], note: String?) = await withCheckedContinuation { continuation in
-            let accepted = pool.submit { opened in
-                do {
-                    let connection = try opened.get()
-                    let rows = try connection.query(
-                        "SELECT tag, kind, severity, value, (extract(epoch FROM raised_at) * 1000)::bigint FROM alerts WHERE state = 'raised' ORDER BY raised_at DESC LIMIT 20")
-                    var legend: [String: String] = [:]
-                    let alerts = rows.rows.enumerated().map { index, row -> [String: Any] in
-                        let id = "a\(index + 1)"
-                        let tag = row[0] ?? ""
-                        legend[id] = tag
-                        let info = map.tags[tag]
-                        var entry: [String: Any] = [
-                            "id": id, "kind": row[1] ?? "", "severity": row[2] ?? "", "value": row[3].flatMap(Double.init) ?? 0,
-                            "raised_at": row[4].flatMap { Int64($0) } ?? 0,
-                        ]
-                        // Descriptions and limits come from the topic map (configuration), not from telemetry.
-                        if let info {
-                            entry["description"] = info.description ?? NSNull()
-                            entry["unit"] = info.unit ?? NSNull()
-                            entry["limits"] = ["lo": info.limits.lo.map { $0 as Any } ?? NSNull(), "hi": info.limits.hi.map { $0 as Any } ?? NSNull()]
-                        }
-                        return entry
-                    }
-                    var previous: [[String: String]] = []
-                    if continuing {
-                        let history = try connection.query(
-                            "SELECT question, answer FROM llm_exchanges WHERE session_id = $1 AND answer IS NOT NULL ORDER BY ts DESC LIMIT 5",
-                            [session.uuidString.lowercased()])
-                        previous = history.rows.reversed().map { ["question": $0[0] ?? "", "answer": $0[1] ?? ""] }
-                    }
-                    continuation.resume(returning: (alerts, legend, previous, nil))
-                } catch {
-                    continuation.resume(returning: ([], [:], [], "the record is unavailable; no alert context"))
+    /// What the model is shown: numbers, our own enums and the topic map's texts.
+    struct Context: Encodable {
+        struct Alert: Encodable {
+            struct Limits: Encodable {
+                let lo: Double?
+                let hi: Double?
+
+                func encode(to encoder: any Encoder) throws {
+                    var c = encoder.container(keyedBy: CodingKeys.self)
+                    try c.encode(self.lo, forKey: .lo)
+                    try c.encode(self.hi, forKey: .hi)
+                }
+
+                enum CodingKeys: String, CodingKey { case lo, hi }
+            }
+
+            let id: String
+            let kind: String
+            let severity: String
+            let value: Double
+            let raisedAt: Int64
+            let info: TagInfo?
+
+            enum CodingKeys: String, CodingKey {
+                case id, kind, severity, value, raisedAt = "raised_at", description, unit, limits
+            }
+
+            func encode(to encoder: any Encoder) throws {
+                var c = encoder.container(keyedBy: CodingKeys.self)
+                try c.encode(self.id, forKey: .id)
+                try c.encode(self.kind, forKey: .kind)
+                try c.encode(self.severity, forKey: .severity)
+                try c.encode(self.value, forKey: .value)
+                try c.encode(self.raisedAt, forKey: .raisedAt)
+                // Descriptions and limits come from the topic map (configuration), not from telemetry.
+                if let info = self.info {
+                    try c.encode(info.description, forKey: .description)
+                    try c.encode(info.unit, forKey: .unit)
+                    try c.encode(Limits(lo: info.limits.lo, hi: info.limits.hi), forKey: .limits)
                 }
             }
-            if !accepted { continuation.resume(returning: ([], [:], [], "the record is busy; no alert context")) }
         }
-        let coordinator = self.orchestrator.coordinator
-        let modules = self.orchestrator.config.modules.mapValues { settings -> [String: Any] in
-            ["enabled": settings.enabled, "in_flight": 0, "requires_approval": settings.requiresApproval]
+
+        struct Module: Encodable {
+            let enabled: Bool
+            let inFlight = 0
+            let requiresApproval: Bool
+
+            enum CodingKeys: String, CodingKey { case enabled, inFlight = "in_flight", requiresApproval = "requires_approval" }
         }
-        var context: [String: Any] = [
-            "alerts": gathered.alerts,
-            "modules": Dictionary(uniqueKeysWithValues: modules.map { ($0.key.rawValue, $0.value) }),
-            "decisions": ["made": coordinator.counters.decisions, "invoked": coordinator.counters.invoked, "skipped": coordinator.counters.skipped],
-        ]
-        if let note = gathered.note { context["note"] = note }
-        let data = (try? JSONSerialization.data(withJSONObject: context, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-        let previous = (try? JSONSerialization.data(withJSONObject: gathered.previous)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
-        let prompt = Self.instructions + "\nCONTEXT:\n" + data + "\nPREVIOUS:\n" + previous + "\nQUESTION (from the operator):\n" + question
+
+        struct Decisions: Encodable {
+            let made: Int
+            let invoked: Int
+            let skipped: Int
+        }
+
+        let alerts: [Alert]
+        let modules: [String: Module]
+        let decisions: Decisions
+        let note: String?
+    }
+
+    struct Exchange: Encodable {
+        let question: String
+        let answer: String
+    }
+
+    package func answer(_ question: String, session: UUID, continuing: Bool) async -> ConciergeAnswer {
+        // Context from the record (a database that is away leaves it empty, and says so).
+        var alerts: [Context.Alert] = []
+        var legend: [String: String] = [:]
+        var previous: [Exchange] = []
+        var note: String? = nil
+        do {
+            let gathered = try await self.reader.conciergeContext(session: continuing ? session : nil)
+            for (index, row) in gathered.alerts.enumerated() {
+                let id = "a\(index + 1)"
+                legend[id] = row.tag
+                alerts.append(
+                    Context.Alert(
+                        id: id, kind: row.kind, severity: row.severity, value: row.value.flatMap { $0.isFinite ? $0 : nil } ?? 0,
+                        raisedAt: row.raisedAt, info: self.topicMap.tags[row.tag]))
+            }
+            previous = gathered.previous.map { Exchange(question: $0.question, answer: $0.answer) }
+        } catch RecordReader.Unavailable.busy {
+            note = "the record is busy; no alert context"
+        } catch {
+            note = "the record is unavailable; no alert context"
+        }
+        let counters = self.decisions()
+        let context = Context(
+            alerts: alerts,
+            modules: Dictionary(
+                uniqueKeysWithValues: self.modules.map { ($0.key.rawValue, Context.Module(enabled: $0.value.enabled, requiresApproval: $0.value.requiresApproval)) }),
+            decisions: .init(made: counters.decisions, invoked: counters.invoked, skipped: counters.skipped), note: note)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(context)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        let history = (try? encoder.encode(previous)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
+        let prompt = Self.instructions + "\nCONTEXT:\n" + data + "\nPREVIOUS:\n" + history + "\nQUESTION (from the operator):\n" + question
         let result = await self.advisor.client.complete([ChatCompletion.Message(role: "user", content: prompt)], json: false)
         if !result.cached {
             let ok = if case .success = result.outcome { true } else { false }
-            self.orchestrator.metrics.observe(.llmCall(result.latency, ok: ok))
+            self.observe(.llmCall(result.latency, ok: ok))
         }
         // One record of the exchange, whatever its outcome.
         let completion: ChatCompletion.Completion?
@@ -96,13 +161,44 @@ struct Concierge {
         exchange.sessionID = session
         exchange.question = question
         exchange.answer = completion?.content
-        self.orchestrator.recordWriter.deliver(record: .llmExchange(exchange))
+        self.record(.llmExchange(exchange))
         guard let completion else {
-            return (false, ["session_id": session.uuidString.lowercased(), "error": "no answer from the LLM: \(failure?.description ?? "no answer")"])
+            return ConciergeAnswer(
+                sessionID: session, exchangeID: nil, answer: nil, reasoning: nil, legend: nil,
+                error: "no answer from the LLM: \(failure?.description ?? "no answer")")
         }
-        return (true, [
-            "session_id": session.uuidString.lowercased(), "exchange_id": exchange.exchangeID.uuidString.lowercased(),
-            "answer": completion.content, "reasoning": completion.reasoning ?? NSNull(), "legend": gathered.legend,
-        ])
+        return ConciergeAnswer(
+            sessionID: session, exchangeID: exchange.exchangeID, answer: completion.content, reasoning: completion.reasoning,
+            legend: legend, error: nil)
+    }
+}
+
+/// The answer of `POST /orchestrate`: on success the answer, its reasoning and the legend of the
+/// alert ids; otherwise the error.
+package struct ConciergeAnswer: Encodable, Sendable {
+    package let sessionID: UUID
+    package let exchangeID: UUID?
+    package let answer: String?
+    package let reasoning: String?
+    package let legend: [String: String]?
+    package let error: String?
+
+    package var ok: Bool { self.error == nil }
+
+    enum CodingKeys: String, CodingKey {
+        case sessionID = "session_id", exchangeID = "exchange_id", answer, reasoning, legend, error
+    }
+
+    package func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.sessionID.uuidString.lowercased(), forKey: .sessionID)
+        if let error = self.error {
+            try c.encode(error, forKey: .error)
+            return
+        }
+        try c.encode(self.exchangeID?.uuidString.lowercased(), forKey: .exchangeID)
+        try c.encode(self.answer, forKey: .answer)
+        try c.encode(self.reasoning, forKey: .reasoning)
+        try c.encode(self.legend ?? [:], forKey: .legend)
     }
 }

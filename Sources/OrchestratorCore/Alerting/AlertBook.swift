@@ -33,6 +33,22 @@ package struct AlertBook: Sendable {
         return kinds
     }
 
+    /// The alert events of some condition changes, in order, appended to `events`; `conditions` is
+    /// emptied (its storage kept).
+    package mutating func apply(_ conditions: inout [ConditionEvent], into events: inout [AlertEvent]) {
+        for condition in conditions {
+            if let event = self.event(
+                for: condition.change, slot: condition.slot, tag: condition.tag, info: condition.info, topic: condition.topic,
+                sampleTime: condition.sampleTime, now: condition.now)
+            {
+                events.append(event)
+            }
+        }
+        conditions.removeAll(keepingCapacity: true)
+    }
+
+    /// The alert event of one condition change: a new episode when raised (none if one is open),
+    /// its end when cleared (none if none is open).
     package mutating func event(
         for change: ConditionChange, slot: Int32, tag: String, info: TagInfo?, topic: String, sampleTime: Int64,
         now: Int64

@@ -1,20 +1,5 @@
 package import Foundation
 
-/// What an alert is about: its `kind` (docs/mqtt-contract.md, "Alerts").
-package enum AlertKind: String, Sendable, CaseIterable {
-    case anomaly
-    case trend
-    case limit
-    case rateOfChange = "rate_of_change"
-    case flatline
-    case stale
-    case dataQuality = "data_quality"
-    case multivariate
-    case marketMove = "market_move"
-    /// About the orchestrator itself (its spool nearly full…); the tag is `orchestrator/…`.
-    case system
-}
-
 /// An alert's `severity` (docs/mqtt-contract.md, "Alerts"); also the second level of the alert topic.
 package enum AlertSeverity: String, Sendable, CaseIterable, Comparable {
     case info

@@ -1,3 +1,18 @@
+/// What an alert is about: its `kind` (docs/mqtt-contract.md, "Alerts").
+package enum AlertKind: String, Sendable, CaseIterable {
+    case anomaly
+    case trend
+    case limit
+    case rateOfChange = "rate_of_change"
+    case flatline
+    case stale
+    case dataQuality = "data_quality"
+    case multivariate
+    case marketMove = "market_move"
+    /// About the orchestrator itself (its spool nearly full…); the tag is `orchestrator/…`.
+    case system
+}
+
 /// A condition a detector can hold a tag in; each is raised and cleared on its own.
 package enum AlertCondition: UInt8, Sendable, CaseIterable {
     /// The value deviates from the tag's own recent behaviour (level/shape anomaly).
@@ -155,5 +170,33 @@ package struct AlarmLatch: Sendable, Equatable {
         self.offCount = 0
         self.clearedAt = time
         return false
+    }
+}
+
+/// A condition of a tag or a unit that changed, with what the alert stage needs to make it an
+/// alert episode: where it happened and when.
+package struct ConditionEvent: Sendable {
+    package let change: ConditionChange
+    /// The tag's slot; a unit monitor's is −1 − its index.
+    package let slot: Int32
+    /// The tag (or the unit's name).
+    package let tag: String
+    /// The tag's topic-map entry, if it has one.
+    package let info: TagInfo?
+    /// The input topic of the sample (or the tag, the unit, for the timer's conditions).
+    package let topic: String
+    /// Epoch ms of the sample (or of the timer tick).
+    package let sampleTime: Int64
+    /// The orchestrator's clock.
+    package let now: Int64
+
+    package init(change: ConditionChange, slot: Int32, tag: String, info: TagInfo?, topic: String, sampleTime: Int64, now: Int64) {
+        self.change = change
+        self.slot = slot
+        self.tag = tag
+        self.info = info
+        self.topic = topic
+        self.sampleTime = sampleTime
+        self.now = now
     }
 }

@@ -1,13 +1,13 @@
-/// Every tag's detectors and the open alert episodes: the part of the live path that is the same
-/// in `dang run` and `dang replay`. A value type with no I/O and no clock: time arrives with each
-/// sample.
+/// Every tag's detectors and the unit monitors: the part of the live path that is the same in
+/// `dang run` and `dang replay`. A value type with no I/O and no clock: time arrives with each
+/// sample. What it finds are ``ConditionEvent``s (a condition of a tag or unit raised or cleared);
+/// the alert stage (``AlertBook``) turns them into alert episodes.
 package struct DetectionEngine: Sendable {
     package let settings: DetectionSettings
     private let topicMap: TopicMap
     private var slots: [String: Int32] = [:]
     package private(set) var tagNames: [String] = []
     private var detectors: [TagDetector] = []
-    private var alerts = AlertBook()
     private var changes: [ConditionChange] = []
     private var scratch: [Double] = []
     /// Latest good value of every tag (NaN until one arrives), for the unit monitors.
@@ -44,9 +44,6 @@ package struct DetectionEngine: Sendable {
     }
 
     package var tagCount: Int { self.slots.count }
-
-    /// Alert episodes currently open.
-    package var openAlerts: Int { self.alerts.openCount }
 
     /// The slot of a tag, created on first sight (reusing an evicted tag's slot first); `nil` once
     /// `max_tags` tags exist. `now` is the caller's clock, for eviction.
@@ -86,8 +83,7 @@ package struct DetectionEngine: Sendable {
     /// topics cannot lock real tags out for good: their slots are reused. Tags of the topic map, of a
     /// unit monitor, or with an open alert stay. Returns the evicted tags' last snapshots (to keep
     /// in `tag_state`) and their slots.
-    package mutating func evictIdle(before cutoff: Int64) -> (snapshots: [TagSnapshot], slots: Set<Int32>) {
-        let busy = self.alerts.openSlots
+    package mutating func evictIdle(before cutoff: Int64, keeping busy: Set<Int32>) -> (snapshots: [TagSnapshot], slots: Set<Int32>) {
         var snapshots: [TagSnapshot] = []
         var evicted: Set<Int32> = []
         for index in self.tagNames.indices {
@@ -144,7 +140,7 @@ package struct DetectionEngine: Sendable {
     /// Evaluates the multivariate unit monitors on the latest values of their tags: baseline
     /// collection until a unit is trained, then the test. Units with a tag never seen wait, and so
     /// do units none of whose tags had a usable sample since their last evaluation.
-    package mutating func evaluateUnits(at time: Int64, into events: inout [AlertEvent]) {
+    package mutating func evaluateUnits(at time: Int64, into conditions: inout [ConditionEvent]) {
         for index in self.units.indices where self.unitFresh[index] {
             self.vector.removeAll(keepingCapacity: true)
             for slot in self.units[index].slots { self.vector.append(self.lastValues[Int(slot)]) }
@@ -159,34 +155,31 @@ package struct DetectionEngine: Sendable {
                 let change = self.units[index].evaluate(
                     self.vector, time: time, policy: self.settings.policy, names: { names[Int($0)] })
             else { continue }
-            let slot = -1 - Int32(index)
-            if let event = self.alerts.event(
-                for: change, slot: slot, tag: self.units[index].name, info: nil, topic: self.units[index].name,
-                sampleTime: time, now: time)
-            {
-                events.append(event)
-            }
+            conditions.append(
+                ConditionEvent(
+                    change: change, slot: -1 - Int32(index), tag: self.units[index].name, info: nil, topic: self.units[index].name,
+                    sampleTime: time, now: time))
         }
     }
 
-    /// Feeds one sample to its tag's detectors; alert transitions are appended to `events`.
+    /// Feeds one sample to its tag's detectors; the conditions it changes are appended to `conditions`.
     /// Returns the sample's anomaly score in [0, 1] (0 for samples that feed nothing).
     @discardableResult
     package mutating func ingest(
         slot: Int32, value: Double, quality: SampleQuality, sampleTime: Int64, receiptTime: Bool = false, topic: String,
-        now: Int64, into events: inout [AlertEvent]
+        now: Int64, into conditions: inout [ConditionEvent]
     ) -> Double {
         let score = self.detect(slot: slot, value: value, quality: quality, sampleTime: sampleTime, receiptTime: receiptTime, now: now)
-        if self.hasChanges { self.emitChanges(slot: slot, topic: topic, sampleTime: sampleTime, now: now, into: &events) }
+        if self.hasChanges { self.emitChanges(slot: slot, topic: topic, sampleTime: sampleTime, now: now, into: &conditions) }
         return score
     }
 
     /// Whether the last ``detect(slot:value:quality:sampleTime:receiptTime:now:)`` changed a
-    /// condition: its alert events are still to be made with ``emitChanges(slot:topic:sampleTime:now:into:)``.
+    /// condition: its condition events are still to be made with ``emitChanges(slot:topic:sampleTime:now:into:)``.
     package var hasChanges: Bool { !self.changes.isEmpty }
 
     /// The first half of ``ingest(slot:value:quality:sampleTime:receiptTime:topic:now:into:)``:
-    /// every detector, no alert event yet. For a caller that looks the topic up only when an
+    /// every detector, no condition event yet. For a caller that looks the topic up only when an
     /// event needs it (the live path's hot path copies no String per sample).
     package mutating func detect(
         slot: Int32, value: Double, quality: SampleQuality, sampleTime: Int64, receiptTime: Bool = false, now: Int64
@@ -224,14 +217,15 @@ package struct DetectionEngine: Sendable {
 
     /// What the decision side needs to know about a tag's data (the `data_quality` step,
     /// docs/decisions.md, "Selection criteria").
-    package func view(of tag: String) -> TagView? {
+    /// `openKinds` are the kinds of the tag's open alert episodes (the alert stage knows them).
+    package func view(of tag: String, openKinds: (Int32) -> Set<AlertKind>) -> TagView? {
         guard let slot = self.slots[tag] else { return nil }
         let index = Int(slot)
         let receipt = self.lastReceipt[index]
         return TagView(
             tag: tag, info: self.detectors[index].mappedInfo, lastReceipt: receipt == .min ? nil : receipt,
             lastQuality: self.lastQuality[index], goodSamples: self.history.count(slot: slot),
-            openKinds: self.alerts.openKinds(slot: slot))
+            openKinds: openKinds(slot))
     }
 
     /// The newest `limit` good samples of a tag, oldest first.
@@ -275,52 +269,50 @@ package struct DetectionEngine: Sendable {
     }
 
     /// Marks tags stale at once (their source announced its death).
-    package mutating func markStale(_ tags: [String], topic: String, now: Int64, into events: inout [AlertEvent]) {
+    package mutating func markStale(_ tags: [String], topic: String, now: Int64, into conditions: inout [ConditionEvent]) {
         for tag in tags {
             guard let slot = self.slots[tag] else { continue }
             self.changes.removeAll(keepingCapacity: true)
             self.detectors[Int(slot)].forceStale(now: now, policy: self.settings.policy, into: &self.changes)
-            self.emitChanges(slot: slot, topic: topic, sampleTime: now, now: now, into: &events)
+            self.emitChanges(slot: slot, topic: topic, sampleTime: now, now: now, into: &conditions)
         }
     }
 
     /// A transport-level data-quality problem of a tag (a Sparkplug node's broken sequence).
-    package mutating func reportDataQuality(_ issue: DataQualityIssue, tag: String, topic: String, now: Int64, into events: inout [AlertEvent]) {
+    package mutating func reportDataQuality(_ issue: DataQualityIssue, tag: String, topic: String, now: Int64, into conditions: inout [ConditionEvent]) {
         guard let slot = self.slot(for: tag, now: now) else { return }
-        self.reportDataQuality(issue, slot: slot, topic: topic, now: now, into: &events)
+        self.reportDataQuality(issue, slot: slot, topic: topic, now: now, into: &conditions)
     }
 
     /// A data-quality problem of a sample that was refused before its detectors saw it (a time
     /// far in the future): the tag's clock and statistics are left as they were.
-    package mutating func reportDataQuality(_ issue: DataQualityIssue, slot: Int32, topic: String, now: Int64, into events: inout [AlertEvent]) {
+    package mutating func reportDataQuality(_ issue: DataQualityIssue, slot: Int32, topic: String, now: Int64, into conditions: inout [ConditionEvent]) {
         self.changes.removeAll(keepingCapacity: true)
         self.detectors[Int(slot)].reportDataQuality(issue, now: now, settings: self.settings, into: &self.changes)
-        self.emitChanges(slot: slot, topic: topic, sampleTime: now, now: now, into: &events)
+        self.emitChanges(slot: slot, topic: topic, sampleTime: now, now: now, into: &conditions)
     }
 
     /// Timer tick: raises `stale` for tags silent for longer than their `stale_after` periods.
-    package mutating func checkStaleness(now: Int64, into events: inout [AlertEvent]) {
+    package mutating func checkStaleness(now: Int64, into conditions: inout [ConditionEvent]) {
         for index in self.detectors.indices where !self.tagNames[index].isEmpty {
             self.changes.removeAll(keepingCapacity: true)
             self.detectors[index].checkStale(
                 now: now, lastReceipt: self.lastReceipt[index], policy: self.settings.policy, into: &self.changes)
             if !self.changes.isEmpty {
-                self.emitChanges(slot: Int32(index), topic: self.tagNames[index], sampleTime: now, now: now, into: &events)
+                self.emitChanges(slot: Int32(index), topic: self.tagNames[index], sampleTime: now, now: now, into: &conditions)
             }
         }
     }
 
-    /// The alert events of the conditions the last `detect` changed.
-    package mutating func emitChanges(slot: Int32, topic: String, sampleTime: Int64, now: Int64, into events: inout [AlertEvent]) {
+    /// The condition events of the conditions the last `detect` changed.
+    package mutating func emitChanges(slot: Int32, topic: String, sampleTime: Int64, now: Int64, into conditions: inout [ConditionEvent]) {
         let index = Int(slot)
         defer { self.changes.removeAll(keepingCapacity: true) }
         for change in self.changes {
-            if let event = self.alerts.event(
-                for: change, slot: slot, tag: self.tagNames[index], info: self.detectors[index].mappedInfo, topic: topic,
-                sampleTime: sampleTime, now: now)
-            {
-                events.append(event)
-            }
+            conditions.append(
+                ConditionEvent(
+                    change: change, slot: slot, tag: self.tagNames[index], info: self.detectors[index].mappedInfo, topic: topic,
+                    sampleTime: sampleTime, now: now))
         }
     }
 }

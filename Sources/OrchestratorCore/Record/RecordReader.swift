@@ -1,3 +1,5 @@
+package import Foundation
+package import LibPQ
 package import Logging
 
 /// Reads from the record, for everything that is not the writer: the start-up memories (tag state,
@@ -46,5 +48,67 @@ package final class RecordReader: Sendable {
             return nil
         case nil: return nil
         }
+    }
+}
+
+extension RecordReader {
+    /// Why a read or an action on the record did not happen.
+    package enum Unavailable: Error, Equatable {
+        /// The pool's queue was full.
+        case busy
+    }
+
+    /// Runs blocking libpq work on a pool connection; throws ``Unavailable/busy`` when the queue is
+    /// full, and the database's error when it is away.
+    package func perform<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) throws -> T) async throws -> T {
+        guard let result = await self.pool.run(body) else { throw Unavailable.busy }
+        return try result.get()
+    }
+
+    /// The newest alerts (`GET /alerts`), raised ones only unless `all`.
+    package func alerts(all: Bool, limit: Int) async throws -> [AlertListing] {
+        try await self.perform { try AlertJournalStore.list(all: all, limit: limit, on: $0) }
+    }
+
+    /// One page of decisions, with the counts and module statistics of its time range if asked.
+    package func decisions(
+        _ query: History.DecisionQuery, summary: Bool
+    ) async throws -> (page: History.DecisionPage, counts: [History.Count], modules: [History.ModuleStats]) {
+        try await self.perform { connection in
+            let page = try History.decisions(query, on: connection)
+            guard summary else { return (page, [], []) }
+            return (
+                page, try History.counts(from: query.from, to: query.to, on: connection),
+                try History.moduleStats(from: query.from, to: query.to, on: connection)
+            )
+        }
+    }
+
+    /// What the concierge tells the model: the raised alerts, newest first, and the earlier
+    /// questions and answers of a session.
+    package func conciergeContext(session: UUID?) async throws -> (alerts: [AlertListing], previous: [(question: String, answer: String)]) {
+        try await self.perform { connection in
+            let alerts = try AlertJournalStore.list(all: false, limit: 20, on: connection)
+            guard let session else { return (alerts, []) }
+            let history = try connection.query(
+                "SELECT question, answer FROM llm_exchanges WHERE session_id = $1 AND answer IS NOT NULL ORDER BY ts DESC LIMIT 5",
+                [session.uuidString.lowercased()])
+            return (alerts, history.rows.reversed().map { ($0[0] ?? "", $0[1] ?? "") })
+        }
+    }
+}
+
+/// Acknowledgements and shelves, kept in `alerts`.
+extension RecordReader: AlertJournal {
+    package func acknowledge(alert id: UUID, by: String?) async throws -> AlertDesk.Acknowledgement {
+        try await self.perform { try AlertJournalStore.acknowledge(id, by: by, on: $0) }
+    }
+
+    package func shelve(alert id: UUID, for duration: Duration, by: String?) async throws -> ShelvedAlert? {
+        try await self.perform { try AlertJournalStore.shelve(id, for: duration, by: by, on: $0) }
+    }
+
+    package func shelvedAlerts() async throws -> [ShelvedAlert] {
+        try await self.perform { try AlertJournalStore.shelved(on: $0) }
     }
 }

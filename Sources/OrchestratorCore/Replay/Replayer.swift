@@ -32,6 +32,7 @@ package struct Replayer: Sendable {
             }
             slots.append(slot)
         }
+        var alerts = AlertBook()
         var events: [AlertEvent] = []
         var offset: Int64 = 0
         if let train {
@@ -43,7 +44,7 @@ package struct Replayer: Sendable {
             engine.beginTraining()
             var scratch = [Double](repeating: 0, count: train.tags.count)
             for row in train.values.indices {
-                self.feed(row: row, of: train, slots: slots, engine: &engine, events: &events, scores: &scratch, offset: 0)
+                self.feed(row: row, of: train, slots: slots, engine: &engine, alerts: &alerts, events: &events, scores: &scratch, offset: 0)
             }
             engine.endTraining()
             // The input is a separate run: shift its clock to continue after the baseline's, so
@@ -63,9 +64,9 @@ package struct Replayer: Sendable {
         var scores = [Double](repeating: 0, count: input.tags.count)
         for row in input.values.indices {
             events.removeAll(keepingCapacity: true)
-            self.feed(row: row, of: input, slots: slots, engine: &engine, events: &events, scores: &scores, offset: offset)
+            self.feed(row: row, of: input, slots: slots, engine: &engine, alerts: &alerts, events: &events, scores: &scores, offset: offset)
             let rowScore = max(scores.max() ?? 0, engine.lastUnitScore)
-            let alarm = engine.openAlerts > 0
+            let alarm = alerts.openCount > 0
             summary.rows += 1
             if alarm { summary.alarmedRows += 1 }
             for event in events where event.state == .raised {
@@ -82,9 +83,11 @@ package struct Replayer: Sendable {
     }
 
     private func feed(
-        row: Int, of table: ReplayTable, slots: [Int32], engine: inout DetectionEngine, events: inout [AlertEvent],
-        scores: inout [Double], offset: Int64
+        row: Int, of table: ReplayTable, slots: [Int32], engine: inout DetectionEngine, alerts: inout AlertBook,
+        events: inout [AlertEvent], scores: inout [Double], offset: Int64
     ) {
+        var conditions: [ConditionEvent] = []
+        defer { alerts.apply(&conditions, into: &events) }
         let time = table.times[row] + offset
         for (column, value) in table.values[row].enumerated() {
             guard let value else {
@@ -93,10 +96,10 @@ package struct Replayer: Sendable {
             }
             let score = engine.ingest(
                 slot: slots[column], value: value, quality: .good, sampleTime: time, topic: table.tags[column], now: time,
-                into: &events)
+                into: &conditions)
             scores[column] = score
         }
-        engine.evaluateUnits(at: time, into: &events)
+        engine.evaluateUnits(at: time, into: &conditions)
     }
 
     static func format(_ score: Double) -> String {

@@ -2,25 +2,6 @@ import Foundation
 package import Logging
 import Synchronization
 
-/// Counts of everything the ingest path saw, for status, metrics and tests.
-package struct IngestCounters: Sendable, Equatable {
-    package var messages = 0
-    package var samples = 0
-    package var badQualitySamples = 0
-    /// Samples that repeated one already processed (a QoS 1 redelivery): not fed again.
-    package var redeliveries = 0
-    package var rejected: [PayloadRejection: Int] = [:]
-    package var unknownTopics = 0
-    package var tagLimitRejections = 0
-    /// Idle tags forgotten to make room (``IngestPipeline/evictIdle(now:)``).
-    package var evictedTags = 0
-    package var alertsRaised = 0
-    package var alertsCleared = 0
-    package var tags = 0
-
-    package var totalRejected: Int { self.rejected.values.reduce(0, +) + self.unknownTopics + self.tagLimitRejections }
-}
-
 /// The live path for one message: topic → route → payload → samples → detectors → alert episodes
 /// → sinks (MQTT publisher, record writer, console).
 ///
@@ -29,16 +10,20 @@ package struct IngestCounters: Sendable, Equatable {
 /// network thread in `dang run`); the per-tag state sits behind one uncontended lock, not an actor
 /// hop per message. Sinks are called after the lock is released, in order.
 package final class IngestPipeline: TagDataSource, Sendable {
-    private struct State: ~Copyable {
+    struct State: ~Copyable {
         var routes: [String: Route] = [:]
         /// The hot path: topic bytes straight to the tag's slot.
         var topicSlots = TopicSlots()
         var engine: DetectionEngine
+        /// The alert stage: open episodes, made from the engine's condition changes.
+        var alerts = AlertBook()
+        /// Scratch: the condition changes of the call in progress.
+        var conditions: [ConditionEvent] = []
         var counters = IngestCounters()
         var sparkplug = SparkplugSession()
     }
 
-    private let state: Mutex<State>
+    let state: Mutex<State>
     private let router: TopicRouter
     private let config: OrchestratorConfig
     private let sinks: [any AlertSink]
@@ -128,14 +113,6 @@ package final class IngestPipeline: TagDataSource, Sendable {
         self.commandPublisher.withLock { $0 = publish }
     }
 
-    package var counters: IngestCounters {
-        self.state.withLock { state in
-            var counters = state.counters
-            counters.redeliveries = state.engine.redeliveries
-            return counters
-        }
-    }
-
     private static let sparkplugPrefix = Array(SparkplugSession.topicPrefix.utf8)
 
     private static func isSparkplug(_ topic: UnsafeRawBufferPointer) -> Bool {
@@ -202,12 +179,14 @@ package final class IngestPipeline: TagDataSource, Sendable {
                 if reason == .nonFinite, case .tag(let tag) = route, let slot = self.slot(for: tag, now: now, in: &state, tagLimit: &tagLimit, rejection: &rejection) {
                     state.engine.ingest(
                         slot: slot, value: .nan, quality: .good, sampleTime: now, receiptTime: true, topic: topic, now: now,
-                        into: &events)
+                        into: &state.conditions)
+                    state.alerts.apply(&state.conditions, into: &events)
                     self.count(events, in: &state)
                 } else if reason == .badTimestamp, case .tag(let tag) = route,
                     let slot = self.slot(for: tag, now: now, in: &state, tagLimit: &tagLimit, rejection: &rejection)
                 {
-                    state.engine.reportDataQuality(.futureTimestamp, slot: slot, topic: topic, now: now, into: &events)
+                    state.engine.reportDataQuality(.futureTimestamp, slot: slot, topic: topic, now: now, into: &state.conditions)
+                    state.alerts.apply(&state.conditions, into: &events)
                     self.count(events, in: &state)
                 }
             case (.tag(let tag), .success(.single(let ts, let value, let quality))):
@@ -280,12 +259,14 @@ package final class IngestPipeline: TagDataSource, Sendable {
             }
             if !outcome.dead.isEmpty {
                 let before = events.count
-                state.engine.markStale(outcome.dead, topic: topic, now: now, into: &events)
+                state.engine.markStale(outcome.dead, topic: topic, now: now, into: &state.conditions)
+                state.alerts.apply(&state.conditions, into: &events)
                 self.count(events[before...], in: &state)
             }
             if let problem = outcome.problem {
                 let before = events.count
-                state.engine.reportDataQuality(.sequence, tag: problem.node, topic: topic, now: now, into: &events)
+                state.engine.reportDataQuality(.sequence, tag: problem.node, topic: topic, now: now, into: &state.conditions)
+                state.alerts.apply(&state.conditions, into: &events)
                 state.counters.tags = state.engine.tagCount
                 self.count(events[before...], in: &state)
             }
@@ -319,7 +300,9 @@ package final class IngestPipeline: TagDataSource, Sendable {
         if !receiptTime, !self.config.ingest.accepts(sampleTime: sampleTime, now: now) {
             state.counters.rejected[.futureTimestamp, default: 0] += 1
             let before = events.count
-            state.engine.reportDataQuality(.futureTimestamp, slot: slot, topic: self.text(of: topic, in: state), now: now, into: &events)
+            let text = self.text(of: topic, in: state)
+            state.engine.reportDataQuality(.futureTimestamp, slot: slot, topic: text, now: now, into: &state.conditions)
+            state.alerts.apply(&state.conditions, into: &events)
             self.count(events[before...], in: &state)
             return .futureTimestamp
         }
@@ -328,7 +311,9 @@ package final class IngestPipeline: TagDataSource, Sendable {
         _ = state.engine.detect(slot: slot, value: value, quality: quality, sampleTime: sampleTime, receiptTime: receiptTime, now: now)
         guard state.engine.hasChanges else { return nil }
         let before = events.count
-        state.engine.emitChanges(slot: slot, topic: self.text(of: topic, in: state), sampleTime: sampleTime, now: now, into: &events)
+        let text = self.text(of: topic, in: state)
+        state.engine.emitChanges(slot: slot, topic: text, sampleTime: sampleTime, now: now, into: &state.conditions)
+        state.alerts.apply(&state.conditions, into: &events)
         self.count(events[before...], in: &state)
         return nil
     }
@@ -352,8 +337,9 @@ package final class IngestPipeline: TagDataSource, Sendable {
         let now = now ?? self.clock()
         var events: [AlertEvent] = []
         self.state.withLock { state in
-            state.engine.checkStaleness(now: now, into: &events)
-            state.engine.evaluateUnits(at: now, into: &events)
+            state.engine.checkStaleness(now: now, into: &state.conditions)
+            state.engine.evaluateUnits(at: now, into: &state.conditions)
+            state.alerts.apply(&state.conditions, into: &events)
             self.count(events, in: &state)
         }
         self.deliver(events)
@@ -370,36 +356,6 @@ package final class IngestPipeline: TagDataSource, Sendable {
             state.engine.seed(snapshots, now: self.clock())
             state.counters.tags = state.engine.tagCount
         }
-    }
-
-    /// The decision side's view of some tags (unknown ones left out).
-    package func views(of tags: [String]) -> [TagView] {
-        self.state.withLock { state in tags.compactMap { state.engine.view(of: $0) } }
-    }
-
-    /// Usable samples the detectors of a tag have processed.
-    package func processedCount(tag: String) -> Int? {
-        self.state.withLock { $0.engine.processedCount(of: tag) }
-    }
-
-    /// Tags seen so far under a prefix (a unit's path followed by `/`, or `market/`).
-    package func tags(withPrefix prefix: String) -> [String] {
-        self.state.withLock { $0.engine.tags(withPrefix: prefix) }
-    }
-
-    /// The newest `limit` good samples of each tag, oldest first.
-    package func windows(of tags: [String], limit: Int) -> [TagWindow] {
-        self.state.withLock { state in
-            tags.map { tag in
-                let window = state.engine.window(of: tag, limit: limit)
-                return TagWindow(tag: tag, times: window.times, values: window.values)
-            }
-        }
-    }
-
-    /// Unit monitors: their names and whether they are trained yet.
-    package var units: [(name: String, tags: Int, trained: Bool)] {
-        self.state.withLock { state in state.engine.unitMonitors.map { ($0.name, $0.slots.count, $0.isTrained) } }
     }
 
     /// The tag's slot, made on first sight; `nil` when the tag is refused: longer than
@@ -428,7 +384,7 @@ package final class IngestPipeline: TagDataSource, Sendable {
         let (snapshots, evicted, tags) = self.state.withLock { state -> ([TagSnapshot], Int, Int) in
             // Saturating: a clock near Int64.min must not wrap into a cutoff that evicts everything.
             let (cutoff, overflow) = now.subtractingReportingOverflow(idle.milliseconds)
-            let result = state.engine.evictIdle(before: overflow ? .min : cutoff)
+            let result = state.engine.evictIdle(before: overflow ? .min : cutoff, keeping: state.alerts.openSlots)
             if !result.slots.isEmpty {
                 state.topicSlots.remove(slots: result.slots)
                 state.counters.evictedTags += result.slots.count
@@ -467,96 +423,5 @@ package final class IngestPipeline: TagDataSource, Sendable {
             metadata: [
                 "reason": "\(reason)", "mqtt.topic": "\(topic.prefix(256))", "ingest.rejected_total": "\(total)",
             ])
-    }
-}
-
-/// Topic bytes → slot for the topics of single tags, looked up without building a String or
-/// touching a reference count: an open-addressing table keyed by an FNV-1a hash of the bytes,
-/// then a byte comparison against one shared buffer of every topic's bytes. At most one entry
-/// per slot, so it is bounded by `detection.max_tags`.
-struct TopicSlots {
-    private struct Entry {
-        var hash: UInt64 = 0
-        /// Where the topic's bytes are in `bytes`.
-        var offset = 0
-        var length: Int32 = 0
-        /// -1: an empty cell.
-        var slot: Int32 = -1
-    }
-
-    /// A power of two, at most half full.
-    private var table = [Entry](repeating: Entry(), count: 64)
-    private var bytes: [UInt8] = []
-    private var count = 0
-
-    static func hash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in bytes {
-            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
-        }
-        return hash
-    }
-
-    /// The topic's entry (for ``topic(_:)``, until the next insert) and slot.
-    func find(_ key: UnsafeRawBufferPointer, hash: UInt64) -> (entry: Int, slot: Int32)? {
-        self.table.withUnsafeBufferPointer { table in
-            self.bytes.withUnsafeBufferPointer { bytes in
-                let mask = table.count - 1
-                // FNV-1a's low bits see only the low bits of each byte: fold the high half in.
-                var cell = Int(truncatingIfNeeded: hash ^ (hash >> 32)) & mask
-                while true {
-                    let entry = table[cell]
-                    if entry.slot < 0 { return nil }
-                    if entry.hash == hash, Int(entry.length) == key.count,
-                        key.isEmpty || memcmp(bytes.baseAddress! + entry.offset, key.baseAddress!, key.count) == 0
-                    {
-                        return (cell, entry.slot)
-                    }
-                    cell = (cell + 1) & mask
-                }
-            }
-        }
-    }
-
-    /// The topic of an entry, made from its bytes (only when an alert needs it).
-    func topic(_ entry: Int) -> String {
-        let held = self.table[entry]
-        return String(decoding: self.bytes[held.offset..<(held.offset + Int(held.length))], as: UTF8.self)
-    }
-
-    /// Drops the topics of the given slots (their tags were evicted): the table and the byte
-    /// buffer are rebuilt without them.
-    mutating func remove(slots: Set<Int32>) {
-        let old = self.table
-        let oldBytes = self.bytes
-        self.table = [Entry](repeating: Entry(), count: old.count)
-        self.bytes = []
-        self.count = 0
-        for entry in old where entry.slot >= 0 && !slots.contains(entry.slot) {
-            let start = self.bytes.count
-            self.bytes.append(contentsOf: oldBytes[entry.offset..<(entry.offset + Int(entry.length))])
-            self.count += 1
-            self.place(Entry(hash: entry.hash, offset: start, length: entry.length, slot: entry.slot))
-        }
-    }
-
-    mutating func insert(_ key: UnsafeRawBufferPointer, hash: UInt64, slot: Int32) {
-        guard self.find(key, hash: hash) == nil, key.count <= Int(Int32.max) else { return }
-        if (self.count + 1) * 2 > self.table.count {
-            let old = self.table
-            self.table = [Entry](repeating: Entry(), count: old.count * 2)
-            for entry in old where entry.slot >= 0 { self.place(entry) }
-        }
-        let entry = Entry(hash: hash, offset: self.bytes.count, length: Int32(key.count), slot: slot)
-        self.bytes.append(contentsOf: key)
-        self.count += 1
-        self.place(entry)
-    }
-
-    private mutating func place(_ entry: Entry) {
-        let mask = self.table.count - 1
-        var cell = Int(truncatingIfNeeded: entry.hash ^ (entry.hash >> 32)) & mask
-        while self.table[cell].slot >= 0 { cell = (cell + 1) & mask }
-        self.table[cell] = entry
     }
 }

@@ -4,11 +4,6 @@ import Mosquitto
 package import ServiceLifecycle
 import Synchronization
 
-/// The version reported on the status topic and by `dang --version`.
-package enum DangVersion {
-    package static let current = "0.1.0"
-}
-
 /// One running orchestrator: the MQTT client, the ingest pipeline and the record writer, wired
 /// together. `dang run` and the integration tests build it the same way.
 package final class Orchestrator: Sendable {
@@ -23,7 +18,7 @@ package final class Orchestrator: Sendable {
     private let connection = ConnectionTracker()
     private let logger: Logger
     package let startedAt: Date
-    package let alarmDesk: AlarmDesk
+    package let alertDesk: AlertDesk
     /// Reads and operator actions on the record (API, acknowledgements, the concierge, start-up).
     package let reader: RecordReader
     /// The reader's connections.
@@ -66,8 +61,8 @@ package final class Orchestrator: Sendable {
         self.coordinator = coordinator
         let pool = DatabasePool(url: config.database.url, logger: logger)
         self.reader = RecordReader(pool: pool, logger: logger)
-        let alarmDesk = AlarmDesk(shelf: self.publisher.shelf, pool: pool, logger: logger)
-        self.alarmDesk = alarmDesk
+        let alertDesk = AlertDesk(shelf: self.publisher.shelf, journal: self.reader, logger: logger)
+        self.alertDesk = alertDesk
         // After the record and the alert publisher: an alert is out (written to the socket) before
         // the decision it triggers is made — once the message's handler has returned.
         pipeline.attachAfterMessage(coordinator)
@@ -98,7 +93,7 @@ package final class Orchestrator: Sendable {
                 if decisionTopics.matches(message.topic) {
                     let topic = String(decoding: message.topic, as: UTF8.self)
                     if topic.hasPrefix(ackPrefix) {
-                        alarmDesk.acknowledgeFromMQTT(String(topic.dropFirst(ackPrefix.count)), payload: Array(message.payload.prefix(4096)))
+                        alertDesk.acknowledgeFromMQTT(String(topic.dropFirst(ackPrefix.count)), payload: Array(message.payload.prefix(4096)))
                     } else {
                         coordinator.handle(topic: topic, payload: Array(message.payload))
                     }
@@ -163,7 +158,11 @@ package final class Orchestrator: Sendable {
     package var services: [any Service] {
         var services: [any Service] = [RecordService(writer: self.recordWriter), IngestService(orchestrator: self), DecisionService(orchestrator: self)]
         if self.config.api.enabled {
-            services.append(APIService(server: APIServer(orchestrator: self, logger: self.logger), onRunning: self.apiPort))
+            services.append(
+                APIService(
+                    server: APIServer(
+                        settings: self.config.api, status: self, actions: self, reader: self.reader, metrics: self.metrics, logger: self.logger),
+                    onRunning: self.apiPort))
         }
         return services
     }
@@ -185,8 +184,7 @@ package final class Orchestrator: Sendable {
     fileprivate func warmUp() async {
         // tag_state first: reading it also migrates a new database, which the shelves need.
         let snapshots = await self.reader.tagState(limit: self.config.detection.maxTags)
-        let alarmDesk = self.alarmDesk
-        _ = await self.reader.pool.run { connection in alarmDesk.loadShelves(on: connection) }
+        await self.alertDesk.restoreShelves()
         guard let snapshots, !snapshots.isEmpty else { return }
         self.pipeline.seed(snapshots)
         self.logger.info("detectors warmed up from tag_state", metadata: ["tags": "\(snapshots.count)"])
@@ -262,6 +260,8 @@ struct IngestService: Service {
         let writer = orchestrator.recordWriter
         await withDiscardingTaskGroup { group in
             group.addTask { await orchestrator.warmUp() }
+            // Acknowledgements from MQTT, written to the record off the network thread.
+            group.addTask { await orchestrator.alertDesk.run() }
             try? await cancelWhenGracefulShutdown {
                 var lastSnapshot = ContinuousClock.now
                 var lastEviction = ContinuousClock.now
@@ -355,5 +355,57 @@ struct APIService: Service {
 
     func run() async throws {
         try await self.server.application(onRunning: self.onRunning).run()
+    }
+}
+
+// MARK: - The API's view
+
+extension Orchestrator: StatusSource {
+    package func statusSnapshot() -> StatusSnapshot {
+        let mqtt = self.connectionStatus
+        var modules: [ModuleName: StatusSnapshot.Module] = [:]
+        for (name, settings) in self.config.modules {
+            modules[name] = StatusSnapshot.Module(
+                enabled: settings.enabled, transport: settings.transport.rawValue, inFlight: self.coordinator.inFlight(name),
+                maxInFlight: settings.maxInFlight, requiresApproval: settings.requiresApproval)
+        }
+        return StatusSnapshot(
+            startedAt: self.startedAt, mqttConnected: mqtt.connected, mqttConnects: mqtt.connects, mqttLastError: mqtt.lastError,
+            droppedWhileAway: self.publisher.droppedWhileAway, record: self.recordWriter.counters, poolRefused: self.reader.pool.refused,
+            ingest: self.pipeline.counters, units: self.pipeline.units.map { .init(name: $0.name, tags: $0.tags, trained: $0.trained) },
+            modules: modules, decisions: self.coordinator.counters, openInvocations: self.coordinator.activeInvocations.count,
+            llm: .init(
+                active: self.config.llm.isActive, provider: self.config.llm.provider, model: self.config.llm.model,
+                counters: self.coordinator.advisorCounters),
+            shelvedAlerts: self.publisher.shelf.count, refusedAcknowledgements: self.alertDesk.refusedAcknowledgements)
+    }
+}
+
+extension Orchestrator: OperatorActions {
+    package func request(module: ModuleName, _ request: ManualRequest) -> Decision? {
+        self.coordinator.request(module: module, scope: request.scope, by: request.by, params: request.params, source: .api)
+    }
+
+    package func approve(decision id: UUID, _ answer: ApprovalRequest) -> Bool {
+        self.coordinator.approve(decision: id, approve: answer.approve, by: answer.by, via: "http")
+    }
+
+    package func acknowledge(alert id: UUID, by: String?) async throws -> AlertDesk.Acknowledgement {
+        try await self.alertDesk.acknowledge(id, by: by)
+    }
+
+    package func shelve(alert id: UUID, for duration: Duration, by: String?) async throws -> Int64? {
+        try await self.alertDesk.shelve(id, for: duration, by: by)
+    }
+
+    package func ask(_ question: String, session: UUID, continuing: Bool) async -> ConciergeAnswer? {
+        guard let advisor = self.coordinator.advisorHandle else { return nil }
+        let coordinator = self.coordinator
+        let writer = self.recordWriter
+        let metrics = self.metrics
+        let concierge = Concierge(
+            reader: self.reader, advisor: advisor, topicMap: self.config.topicMap, modules: self.config.modules,
+            decisions: { coordinator.counters }, record: { writer.deliver(record: $0) }, observe: { metrics.observe($0) })
+        return await concierge.answer(question, session: session, continuing: continuing)
     }
 }

@@ -7,8 +7,8 @@ import Testing
 @testable import OrchestratorCore
 
 /// Shelving (ISA-18.2) without a broker or a database: the shelf itself, what the alert publisher
-/// does with a shelved alert, and the part of the alarm desk that runs before PostgreSQL.
-@Suite struct AlarmShelfTests {
+/// does with a shelved alert, and the alert desk with a journal in memory.
+@Suite struct AlertShelfTests {
     /// Keeps what is logged, to see which way a call went.
     struct LogCapture: LogHandler {
         final class Lines: Sendable {
@@ -124,22 +124,42 @@ import Testing
         #expect(publisher.shelf.count == 1)  // expired, but nobody looked
     }
 
-    // MARK: - The alarm desk before the database
+    // MARK: - The alert desk, with a journal in memory
 
-    /// A desk whose pool can never connect (a socket directory that does not exist: no network).
-    func desk(_ lines: LogCapture.Lines) -> (AlarmDesk, DatabasePool) {
+    /// Keeps what the desk asks of it; knows one alert.
+    final class MemoryJournal: AlertJournal {
+        let known = UUID(uuidString: "3eda8af5-bcca-46c8-accc-664c659fd99c")!
+        let acknowledged = Mutex<[(UUID, String?)]>([])
+        let stored = Mutex<[ShelvedAlert]>([])
+
+        func acknowledge(alert id: UUID, by: String?) async throws -> AlertDesk.Acknowledgement {
+            guard id == self.known else { return .unknown }
+            return self.acknowledged.withLock { list in
+                defer { list.append((id, by)) }
+                return list.contains { $0.0 == id } ? .already : .done
+            }
+        }
+
+        func shelve(alert id: UUID, for duration: Duration, by: String?) async throws -> ShelvedAlert? {
+            guard id == self.known else { return nil }
+            let shelved = ShelvedAlert(tag: "r1/TI-101", kind: .limit, until: 1_000 + duration.milliseconds)
+            self.stored.withLock { $0.append(shelved) }
+            return shelved
+        }
+
+        func shelvedAlerts() async throws -> [ShelvedAlert] { self.stored.withLock { $0 } }
+    }
+
+    func desk(_ lines: LogCapture.Lines, journal: MemoryJournal = MemoryJournal()) -> AlertDesk {
         let logger = Logger(label: "test", factory: { (_: String) in LogCapture(lines: lines) })
-        let pool = DatabasePool(url: "host=/nonexistent/dang-alarm-shelf-test dbname=none connect_timeout=1", logger: logger)
-        return (AlarmDesk(shelf: AlertShelf(), pool: pool, logger: logger), pool)
+        return AlertDesk(shelf: AlertShelf(), journal: journal, logger: logger)
     }
 
     @Test(arguments: ["", "not-an-alert-id", "3EDA8AF5-BCCB-46C8-ACCC-664C659FD99", "3EDA8AF5-BCCB-46C8-ACCC-664C659FD99CC"])
-    func `an MQTT acknowledgement whose topic does not end in an alert id is refused before the database`(id: String) {
+    func `an MQTT acknowledgement whose topic does not end in an alert id is refused before the journal`(id: String) {
         let lines = LogCapture.Lines()
-        let (desk, pool) = self.desk(lines)
+        let desk = self.desk(lines)
         desk.acknowledgeFromMQTT(id, payload: Array(#"{"by":"operator"}"#.utf8))
-        #expect(pool.threads == 0)  // nothing submitted
-        #expect(pool.refused == 0)
         let logged = lines.entries.withLock { $0 }
         #expect(logged.count == 1)
         #expect(logged.first?.level == .warning)
@@ -148,21 +168,45 @@ import Testing
 
     @Test func `a refused acknowledgement logs at most 64 characters of what it was given`() {
         let lines = LogCapture.Lines()
-        let (desk, _) = self.desk(lines)
+        let desk = self.desk(lines)
         desk.acknowledgeFromMQTT(String(repeating: "x", count: 500), payload: [])
         let logged = lines.entries.withLock { $0 }
         #expect(logged.first?.metadata["alert.id"]?.description == String(repeating: "x", count: 64))
     }
 
-    @Test(arguments: [#"{"by":"operator"}"#, "not json", ""])
-    func `an MQTT acknowledgement for an alert id goes to the database pool, whatever its payload`(payload: String) {
-        let lines = LogCapture.Lines()
-        let (desk, pool) = self.desk(lines)
+    @Test(arguments: [(#"{"by":"operator"}"#, "operator"), ("not json", nil), ("", nil), (#"{"by": 7}"#, nil)] as [(String, String?)])
+    func `an MQTT acknowledgement for an alert id is written by the desk's task, with its by when it is a string`(
+        payload: String, by: String?
+    ) async throws {
+        let journal = MemoryJournal()
+        let desk = self.desk(LogCapture.Lines(), journal: journal)
         desk.acknowledgeFromMQTT("3eda8af5-bcca-46c8-accc-664c659fd99c", payload: Array(payload.utf8))
-        // The job is queued on the pool (a thread starts for it) instead of running on this thread.
-        #expect(pool.threads == 1)
-        #expect(pool.refused == 0)
-        let refusals = lines.entries.withLock { $0 }.filter { $0.message == "acknowledgement refused: not an alert id" }
-        #expect(refusals.isEmpty)
+        #expect(journal.acknowledged.withLock { $0.isEmpty })  // not on the calling (MQTT) thread
+        let task = Task { await desk.run() }
+        defer { task.cancel() }
+        for _ in 0..<500 where journal.acknowledged.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(10)) }
+        let written = journal.acknowledged.withLock { $0 }
+        #expect(written.count == 1)
+        #expect(written.first?.1 == by)
+    }
+
+    @Test func `acknowledging twice says already; an unknown alert says unknown`() async throws {
+        let desk = self.desk(LogCapture.Lines())
+        let id = MemoryJournal().known
+        #expect(try await desk.acknowledge(id, by: "a") == .done)
+        #expect(try await desk.acknowledge(id, by: "b") == .already)
+        #expect(try await desk.acknowledge(UUID(), by: "c") == .unknown)
+    }
+
+    @Test func `shelving puts the tag and kind on the publisher's shelf, and a restart restores it from the journal`() async throws {
+        let journal = MemoryJournal()
+        let desk = self.desk(LogCapture.Lines(), journal: journal)
+        #expect(try await desk.shelve(UUID(), for: .seconds(60), by: nil) == nil)
+        #expect(try await desk.shelve(journal.known, for: .seconds(60), by: "op") == 61_000)
+        #expect(desk.shelf.isShelved(tag: "r1/TI-101", kind: .limit, now: 60_000))
+        let restarted = self.desk(LogCapture.Lines(), journal: journal)
+        #expect(!restarted.shelf.isShelved(tag: "r1/TI-101", kind: .limit, now: 60_000))
+        await restarted.restoreShelves()
+        #expect(restarted.shelf.isShelved(tag: "r1/TI-101", kind: .limit, now: 60_000))
     }
 }

@@ -1,0 +1,84 @@
+package import Foundation
+
+/// What the API may do to the plant — exactly what MQTT may, through the same coordinator and
+/// alert desk. `dang run` wires the orchestrator in; the API sees nothing else of it.
+package protocol OperatorActions: Sendable {
+    /// A person's request to run a module; nil when the module is not configured.
+    func request(module: ModuleName, _ request: ManualRequest) -> Decision?
+    /// An answer to a decision waiting for approval; false when none waits with this id.
+    func approve(decision id: UUID, _ answer: ApprovalRequest) -> Bool
+    func acknowledge(alert id: UUID, by: String?) async throws -> AlertDesk.Acknowledgement
+    /// Shelves an alert's tag and kind; the time it ends (epoch ms), nil for an unknown alert.
+    func shelve(alert id: UUID, for duration: Duration, by: String?) async throws -> Int64?
+    /// A question to the advisor with the plant's context; nil when no advisor is configured.
+    func ask(_ question: String, session: UUID, continuing: Bool) async -> ConciergeAnswer?
+}
+
+/// What the API may read of the running orchestrator: one consistent-enough snapshot of its
+/// counters, taken when `/status` or `/metrics` is asked for (nothing on the hot path).
+package protocol StatusSource: Sendable {
+    func statusSnapshot() -> StatusSnapshot
+}
+
+/// The orchestrator's state as `/status` and `/metrics` report it.
+package struct StatusSnapshot: Sendable {
+    package struct Module: Sendable {
+        package var enabled: Bool
+        package var transport: String
+        package var inFlight: Int
+        package var maxInFlight: Int
+        package var requiresApproval: Bool
+    }
+
+    package struct Unit: Sendable {
+        package var name: String
+        package var tags: Int
+        package var trained: Bool
+    }
+
+    package struct LLM: Sendable {
+        package var active: Bool
+        package var provider: String
+        package var model: String
+        package var counters: LLMClient.Counters?
+    }
+
+    package var version = DangVersion.current
+    package var startedAt: Date
+    package var mqttConnected: Bool
+    package var mqttConnects: Int
+    package var mqttLastError: String?
+    package var droppedWhileAway: Int
+    package var record: RecordWriter.Counters
+    package var poolRefused: Int
+    package var ingest: IngestCounters
+    package var units: [Unit]
+    package var modules: [ModuleName: Module]
+    package var decisions: CoordinatorStateMachine.Counters
+    package var openInvocations: Int
+    package var llm: LLM
+    package var shelvedAlerts: Int
+    package var refusedAcknowledgements: Int
+
+    package init(
+        startedAt: Date, mqttConnected: Bool, mqttConnects: Int, mqttLastError: String?, droppedWhileAway: Int,
+        record: RecordWriter.Counters, poolRefused: Int, ingest: IngestCounters, units: [Unit], modules: [ModuleName: Module],
+        decisions: CoordinatorStateMachine.Counters, openInvocations: Int, llm: LLM, shelvedAlerts: Int, refusedAcknowledgements: Int
+    ) {
+        self.startedAt = startedAt
+        self.mqttConnected = mqttConnected
+        self.mqttConnects = mqttConnects
+        self.mqttLastError = mqttLastError
+        self.droppedWhileAway = droppedWhileAway
+        self.record = record
+        self.poolRefused = poolRefused
+        self.ingest = ingest
+        self.units = units
+        self.modules = modules
+        self.decisions = decisions
+        self.openInvocations = openInvocations
+        self.llm = llm
+        self.shelvedAlerts = shelvedAlerts
+        self.refusedAcknowledgements = refusedAcknowledgements
+    }
+}

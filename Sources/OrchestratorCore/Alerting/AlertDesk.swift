@@ -1,0 +1,118 @@
+package import Foundation
+package import Logging
+import Synchronization
+
+/// Where acknowledgements and shelves are kept (the record's `alerts` table); declared here so the
+/// alert stage does not depend on the record.
+package protocol AlertJournal: Sendable {
+    func acknowledge(alert id: UUID, by: String?) async throws -> AlertDesk.Acknowledgement
+    /// Shelves the alert's tag and kind for `duration`; nil for an unknown alert.
+    func shelve(alert id: UUID, for duration: Duration, by: String?) async throws -> ShelvedAlert?
+    /// What is shelved now.
+    func shelvedAlerts() async throws -> [ShelvedAlert]
+}
+
+/// A tag and kind shelved until a time (epoch ms).
+package struct ShelvedAlert: Sendable, Equatable {
+    package let tag: String
+    package let kind: AlertKind
+    package let until: Int64
+
+    package init(tag: String, kind: AlertKind, until: Int64) {
+        self.tag = tag
+        self.kind = kind
+        self.until = until
+    }
+}
+
+/// Alert management in the manner of ISA-18.2: acknowledging and shelving alert episodes, from
+/// HTTP (`POST /alerts/{id}/ack`, `/shelve`) and MQTT (`{prefix}/ack/{alert_id}`), each kept in the
+/// journal (`alerts.acked_at`, `acked_by`, `shelved_until`, `shelved_by`); shelves also go on the
+/// publisher's ``AlertShelf``.
+package final class AlertDesk: Sendable {
+    package enum Acknowledgement: Sendable, Equatable {
+        case done
+        case already
+        case unknown
+    }
+
+    let shelf: AlertShelf
+    private let journal: any AlertJournal
+    private let logger: Logger
+    /// Acknowledgements from MQTT, written by ``run()``: the MQTT thread never waits on the database.
+    private let acknowledgements: AsyncStream<(id: UUID, by: String?)>
+    private let submit: AsyncStream<(id: UUID, by: String?)>.Continuation
+    private let dropped = Atomic<Int>(0)
+
+    /// MQTT acknowledgements waiting beyond this are refused (counted and logged): a flood cannot grow memory.
+    static let queueLimit = 256
+
+    package init(shelf: AlertShelf, journal: any AlertJournal, logger: Logger) {
+        self.shelf = shelf
+        self.journal = journal
+        self.logger = logger
+        (self.acknowledgements, self.submit) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(Self.queueLimit))
+    }
+
+    package func acknowledge(_ id: UUID, by: String?) async throws -> Acknowledgement {
+        let result = try await self.journal.acknowledge(alert: id, by: by)
+        if result == .done {
+            self.logger.notice("alert acknowledged", metadata: ["alert.id": "\(id.uuidString.lowercased())", "by": "\(by ?? "-")"])
+        }
+        return result
+    }
+
+    /// Shelves the alert's tag and kind until now + `duration`; returns that time (epoch ms), or nil
+    /// for an unknown alert.
+    package func shelve(_ id: UUID, for duration: Duration, by: String?) async throws -> Int64? {
+        guard let shelved = try await self.journal.shelve(alert: id, for: duration, by: by) else { return nil }
+        self.shelf.shelve(tag: shelved.tag, kind: shelved.kind, until: shelved.until)
+        self.logger.notice(
+            "alert shelved", metadata: ["alert.id": "\(id.uuidString.lowercased())", "until": "\(shelved.until)", "by": "\(by ?? "-")"])
+        return shelved.until
+    }
+
+    /// Puts back on the shelf what was shelved before a restart.
+    package func restoreShelves() async {
+        do {
+            let shelved = try await self.journal.shelvedAlerts()
+            for alert in shelved { self.shelf.shelve(tag: alert.tag, kind: alert.kind, until: alert.until) }
+            if !shelved.isEmpty { self.logger.notice("shelved alerts restored", metadata: ["alerts": "\(shelved.count)"]) }
+        } catch {
+            self.logger.warning("shelved alerts not restored", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// `{prefix}/ack/{alert_id}` with an optional `{"by": "name"}`: queued for ``run()``.
+    package func acknowledgeFromMQTT(_ idText: String, payload: [UInt8]) {
+        guard let id = UUID(uuidString: idText) else {
+            self.logger.warning("acknowledgement refused: not an alert id", metadata: ["alert.id": "\(idText.prefix(64))"])
+            return
+        }
+        var by: String? = nil
+        if case .object(let object)? = JSONValue(parsing: payload), case .string(let name)? = object["by"] { by = String(name.prefix(200)) }
+        if case .dropped = self.submit.yield((id, by)) {
+            let dropped = self.dropped.add(1, ordering: .relaxed).newValue
+            if dropped.isWorthLogging {
+                self.logger.warning(
+                    "acknowledgement refused: too many waiting", metadata: ["alert.id": "\(id.uuidString.lowercased())", "refused_total": "\(dropped)"])
+            }
+        }
+    }
+
+    /// MQTT acknowledgements refused because too many were waiting.
+    package var refusedAcknowledgements: Int { self.dropped.load(ordering: .relaxed) }
+
+    /// Writes MQTT acknowledgements to the journal until cancelled.
+    package func run() async {
+        for await (id, by) in self.acknowledgements {
+            do {
+                if try await self.acknowledge(id, by: by) == .unknown {
+                    self.logger.warning("acknowledgement for an unknown alert", metadata: ["alert.id": "\(id.uuidString.lowercased())"])
+                }
+            } catch {
+                self.logger.error("acknowledgement not recorded", metadata: ["alert.id": "\(id.uuidString.lowercased())", "error": "\(error)"])
+            }
+        }
+    }
+}

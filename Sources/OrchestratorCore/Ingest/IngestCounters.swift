@@ -1,0 +1,18 @@
+/// Counts of everything the ingest path saw, for status, metrics and tests.
+package struct IngestCounters: Sendable, Equatable {
+    package var messages = 0
+    package var samples = 0
+    package var badQualitySamples = 0
+    /// Samples that repeated one already processed (a QoS 1 redelivery): not fed again.
+    package var redeliveries = 0
+    package var rejected: [PayloadRejection: Int] = [:]
+    package var unknownTopics = 0
+    package var tagLimitRejections = 0
+    /// Idle tags forgotten to make room (``IngestPipeline/evictIdle(now:)``).
+    package var evictedTags = 0
+    package var alertsRaised = 0
+    package var alertsCleared = 0
+    package var tags = 0
+
+    package var totalRejected: Int { self.rejected.values.reduce(0, +) + self.unknownTopics + self.tagLimitRejections }
+}

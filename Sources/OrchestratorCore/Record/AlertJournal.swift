@@ -1,0 +1,104 @@
+package import Foundation
+package import LibPQ
+
+/// The operator's side of the `alerts` table: acknowledgements and shelving (ISA-18.2), the shelves
+/// to restore at start, and the alerts listed by the API and the concierge.
+enum AlertJournalStore {
+    struct Shelved: Decodable {
+        let tag: String
+        let kind: String
+        let until: Int64
+    }
+
+    /// `UPDATE … acked_at = now()` once; `.already` when it was, `.unknown` when there is no such alert.
+    static func acknowledge(_ id: UUID, by: String?, on connection: PostgresConnection) throws -> AlertDesk.Acknowledgement {
+        let rows = try connection.query(
+            "UPDATE alerts SET acked_at = now(), acked_by = $2 WHERE alert_id = $1 AND acked_at IS NULL RETURNING tag",
+            [id.uuidString.lowercased(), by])
+        if !rows.rows.isEmpty { return .done }
+        let exists = try connection.query("SELECT 1 FROM alerts WHERE alert_id = $1", [id.uuidString.lowercased()])
+        return exists.rows.isEmpty ? .unknown : .already
+    }
+
+    /// Shelves the alert's tag and kind until now + `duration`; nil for an unknown alert.
+    static func shelve(_ id: UUID, for duration: Duration, by: String?, on connection: PostgresConnection) throws -> ShelvedAlert? {
+        let rows = try connection.query(
+            """
+            UPDATE alerts SET shelved_until = now() + make_interval(secs => $2), shelved_by = $3 WHERE alert_id = $1
+            RETURNING tag, kind, (extract(epoch FROM shelved_until) * 1000)::bigint AS until
+            """, [id.uuidString.lowercased(), Double(duration.milliseconds) / 1000, by])
+        return try RowDecoder.decode(Shelved.self, from: rows).first.flatMap(ShelvedAlert.init)
+    }
+
+    /// What is shelved now (`alerts.shelved_until` in the future).
+    static func shelved(on connection: PostgresConnection) throws -> [ShelvedAlert] {
+        let rows = try connection.query(
+            "SELECT tag, kind, (extract(epoch FROM shelved_until) * 1000)::bigint AS until FROM alerts WHERE shelved_until > now()")
+        return try RowDecoder.decode(Shelved.self, from: rows).compactMap(ShelvedAlert.init)
+    }
+
+    /// The newest alerts, raised ones only unless `all`.
+    static func list(all: Bool, limit: Int, on connection: PostgresConnection) throws -> [AlertListing] {
+        let rows = try connection.query(
+            """
+            SELECT alert_id::text AS alert_id, tag, topic, kind, severity, state, (extract(epoch FROM ts) * 1000)::bigint AS ts,
+                   (extract(epoch FROM raised_at) * 1000)::bigint AS raised_at, (extract(epoch FROM cleared_at) * 1000)::bigint AS cleared_at,
+                   (extract(epoch FROM acked_at) * 1000)::bigint AS acked_at, acked_by,
+                   (extract(epoch FROM shelved_until) * 1000)::bigint AS shelved_until, value, score, message
+            FROM alerts WHERE ($1 = 'all' OR state = 'raised') ORDER BY raised_at DESC LIMIT $2
+            """, [all ? "all" : "active", limit])
+        return try RowDecoder.decode(AlertListing.self, from: rows)
+    }
+}
+
+extension ShelvedAlert {
+    fileprivate init?(_ row: AlertJournalStore.Shelved) {
+        guard let kind = AlertKind(rawValue: row.kind) else { return nil }
+        self.init(tag: row.tag, kind: kind, until: row.until)
+    }
+}
+
+/// An alert episode as `GET /alerts` lists it (docs/api.md): its row of `alerts`, times in epoch ms;
+/// what is unknown or not finite is `null`.
+package struct AlertListing: Codable, Sendable, Equatable {
+    package let alertID: String
+    package let tag: String
+    package let topic: String
+    package let kind: String
+    package let severity: String
+    package let state: String
+    package let ts: Int64
+    package let raisedAt: Int64
+    package let clearedAt: Int64?
+    package let ackedAt: Int64?
+    package let ackedBy: String?
+    package let shelvedUntil: Int64?
+    package let value: Double?
+    package let score: Double?
+    package let message: String
+
+    enum CodingKeys: String, CodingKey {
+        case alertID = "alert_id", tag, topic, kind, severity, state, ts
+        case raisedAt = "raised_at", clearedAt = "cleared_at", ackedAt = "acked_at", ackedBy = "acked_by"
+        case shelvedUntil = "shelved_until", value, score, message
+    }
+
+    package func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.alertID, forKey: .alertID)
+        try c.encode(self.tag, forKey: .tag)
+        try c.encode(self.topic, forKey: .topic)
+        try c.encode(self.kind, forKey: .kind)
+        try c.encode(self.severity, forKey: .severity)
+        try c.encode(self.state, forKey: .state)
+        try c.encode(self.ts, forKey: .ts)
+        try c.encode(self.raisedAt, forKey: .raisedAt)
+        try c.encode(self.clearedAt, forKey: .clearedAt)
+        try c.encode(self.ackedAt, forKey: .ackedAt)
+        try c.encode(self.ackedBy, forKey: .ackedBy)
+        try c.encode(self.shelvedUntil, forKey: .shelvedUntil)
+        try c.encode(self.value.flatMap { $0.isFinite ? $0 : nil }, forKey: .value)
+        try c.encode(self.score.flatMap { $0.isFinite ? $0 : nil }, forKey: .score)
+        try c.encode(self.message, forKey: .message)
+    }
+}
