@@ -1,7 +1,7 @@
 import Foundation
 import DangTools
 
-// The targets are `FuzzTargets` in OrchestratorCore (so the unit tests replay the corpus too).
+// The targets are `FuzzTargets` in DangTools (so the unit tests replay the corpus too).
 
 #if FUZZING
 @_cdecl("LLVMFuzzerTestOneInput")

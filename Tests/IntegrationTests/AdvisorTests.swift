@@ -57,7 +57,7 @@ struct AdvisorTests {
         config.modules[.forecasting]?.minHistory = 5
         let capture = Capture()
         let pipeline = IngestPipeline(config: config, sinks: [], logger: Logger(label: "test"))
-        var settings = LLMClient.Settings(baseURL: "http://127.0.0.1:\(LLMClientTests.fake.port)", model: "fake:\(scenario)", provider: "deepseek", apiKey: "sk-test")
+        var settings = LLMSettings(baseURL: "http://127.0.0.1:\(LLMClientTests.fake.port)", model: "fake:\(scenario)", provider: "deepseek", apiKey: "sk-test")
         settings.timeout = .seconds(2)
         settings.maxAttempts = 1
         let coordinator = ModuleCoordinator(

@@ -54,8 +54,8 @@ final class FakeProvider: Sendable {
         }
     }
 
-    func client(_ scenario: String, provider: String = "deepseek", configure: (inout LLMClient.Settings) -> Void = { _ in }) -> LLMClient {
-        var settings = LLMClient.Settings(baseURL: "http://127.0.0.1:\(self.port)", model: "fake:\(scenario)", provider: provider, apiKey: "sk-test")
+    func client(_ scenario: String, provider: String = "deepseek", configure: (inout LLMSettings) -> Void = { _ in }) -> LLMClient {
+        var settings = LLMSettings(baseURL: "http://127.0.0.1:\(self.port)", model: "fake:\(scenario)", provider: provider, apiKey: "sk-test")
         settings.timeout = .seconds(5)
         settings.backoff = .milliseconds(100)
         configure(&settings)
@@ -206,7 +206,7 @@ struct LLMClientTests {
     }
 
     @Test func `a server that is not there is a transport failure`() async throws {
-        var settings = LLMClient.Settings(baseURL: "http://127.0.0.1:1", model: "x", provider: "vllm", apiKey: nil)
+        var settings = LLMSettings(baseURL: "http://127.0.0.1:1", model: "x", provider: "vllm", apiKey: nil)
         settings.maxAttempts = 1
         let result = await LLMClient(settings: settings).complete(question)
         guard case .failure(.transport) = result.outcome else {

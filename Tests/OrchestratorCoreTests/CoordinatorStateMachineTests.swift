@@ -47,7 +47,7 @@ import Testing
         case approveUnknown
         /// The clock moves this many seconds, then the timer runs.
         case tick(Int64)
-        case deliveryFailed
+        case sendFailed
         case advice(agreed: Bool)
         case holdSchedules
         case restore(Memory)
@@ -118,9 +118,9 @@ import Testing
                 self.now += seconds * 1000
                 let (scheduled, effects) = self.machine.tick(at: self.now)
                 return scheduled.map { "schedule:\($0.name)" } + kinds(effects)
-            case .deliveryFailed:
+            case .sendFailed:
                 let open = try #require(self.invocation)
-                return kinds(self.machine.deliveryFailed(open, reason: "refused", at: self.now))
+                return kinds(self.machine.sendFailed(open, reason: "refused", at: self.now))
             case .advice(let agreed):
                 let decision = try #require(self.decision)
                 let open = try #require(self.invocation)
@@ -169,15 +169,15 @@ import Testing
 
     static let decideCases: [Case] = [
         Case("sufficient data invokes and sends", .a, ["record:invocation", "send"], active: 1) {
-            $0.decisions = 1; $0.invoked = 1; $0.deliveries = 1
+            $0.decisions = 1; $0.invoked = 1; $0.sends = 1
         },
         Case("a disabled module is skipped", with: [.disabled], .a, [], active: 0) { $0.decisions = 1; $0.skipped = 1 },
         Case("requires_approval books the invocation unsent", with: [.approval], .a, ["record:invocation"], active: 1) { $0.decisions = 1 },
         Case("max_in_flight reached holds the decision", setup: [.a], .b, [], active: 1) {
-            $0.decisions = 2; $0.invoked = 1; $0.deliveries = 1; $0.deferred = 1
+            $0.decisions = 2; $0.invoked = 1; $0.sends = 1; $0.deferred = 1
         },
         Case("within the cooldown the same scope is skipped", setup: [.a, .ok], .a, [], active: 0) {
-            $0.decisions = 2; $0.invoked = 1; $0.deliveries = 1; $0.results = 1; $0.skipped = 1
+            $0.decisions = 2; $0.invoked = 1; $0.sends = 1; $0.results = 1; $0.skipped = 1
         },
         Case("a module not configured is not decided", with: [.noAnalysis], .decide(.analysis, "market"), nil, active: 0),
         Case("low confidence with an advisor asks it first", with: [.advisor], .a, ["record:invocation", "advise"], active: 1) {
@@ -187,76 +187,76 @@ import Testing
 
     static let resultCases: [Case] = [
         Case("an ok result completes", setup: [.a], .ok, completed, active: 0) {
-            $0.decisions = 1; $0.invoked = 1; $0.deliveries = 1; $0.results = 1
+            $0.decisions = 1; $0.invoked = 1; $0.sends = 1; $0.results = 1
         },
         Case(
             "an error result completes as a failure", setup: [.a], .result(ok: false, topic: nil),
             completed, active: 0
-        ) { $0.decisions = 1; $0.invoked = 1; $0.deliveries = 1; $0.results = 1; $0.failures = 1 },
+        ) { $0.decisions = 1; $0.invoked = 1; $0.sends = 1; $0.results = 1; $0.failures = 1 },
         Case("a result for an unknown invocation", .unknownResult, ["log:warning"], active: 0) { $0.unknownResults = 1 },
         Case("a second result is a duplicate", setup: [.a, .ok], .ok, ["log:debug"], active: 0) {
-            $0.decisions = 1; $0.invoked = 1; $0.deliveries = 1; $0.results = 1; $0.duplicateResults = 1
+            $0.decisions = 1; $0.invoked = 1; $0.sends = 1; $0.results = 1; $0.duplicateResults = 1
         },
         Case("a result after the timeout is late", with: [.noRetries], setup: [.a, .tick(10)], .ok, ["record:invocation", "log:warning"], active: 0) {
-            $0.decisions = 1; $0.invoked = 1; $0.deliveries = 1; $0.timeouts = 1; $0.failures = 1; $0.lateResults = 1
+            $0.decisions = 1; $0.invoked = 1; $0.sends = 1; $0.timeouts = 1; $0.failures = 1; $0.lateResults = 1
         },
         Case("a result on another module's topic is refused", setup: [.a], .result(ok: true, topic: "analysis"), ["log:warning"], active: 1) {
-            $0.decisions = 1; $0.invoked = 1; $0.deliveries = 1; $0.rejectedResults = 1
+            $0.decisions = 1; $0.invoked = 1; $0.sends = 1; $0.rejectedResults = 1
         },
         Case(
             "a result frees the slot of a held decision", setup: [.a, .b], .ok,
             ["observe", "record:outcome", "record:invocation", "log:info", "reconsider"], active: 0
-        ) { $0.decisions = 2; $0.invoked = 1; $0.deliveries = 1; $0.deferred = 1; $0.results = 1 },
+        ) { $0.decisions = 2; $0.invoked = 1; $0.sends = 1; $0.deferred = 1; $0.results = 1 },
     ]
 
     static let approvalCases: [Case] = [
         Case("approved: sent", with: [.approval], setup: [.a], .approve(true), ["record:approval", "record:invocation", "send", "log:notice"], active: 1) {
-            $0.decisions = 1; $0.approvals = 1; $0.deliveries = 1
+            $0.decisions = 1; $0.approvals = 1; $0.sends = 1
         },
         Case("rejected: finished", with: [.approval], setup: [.a], .approve(false), ["record:approval", "record:invocation", "log:notice"], active: 0) {
             $0.decisions = 1; $0.approvals = 1
         },
         Case("an unknown decision", with: [.approval], setup: [.a], .approveUnknown, nil, active: 1) { $0.decisions = 1 },
         Case("a decision already approved", with: [.approval], setup: [.a, .approve(true)], .approve(true), nil, active: 1) {
-            $0.decisions = 1; $0.approvals = 1; $0.deliveries = 1
+            $0.decisions = 1; $0.approvals = 1; $0.sends = 1
         },
     ]
 
     static let timerCases: [Case] = [
         // At the deadline the retry is only scheduled (backoff 1 s); the next tick delivers it.
-        Case("past the deadline, nothing yet", setup: [.a], .tick(10), [], active: 1) { $0.decisions = 1; $0.invoked = 1; $0.deliveries = 1 },
+        Case("past the deadline, nothing yet", setup: [.a], .tick(10), [], active: 1) { $0.decisions = 1; $0.invoked = 1; $0.sends = 1 },
         Case("after the backoff, delivered again", setup: [.a, .tick(10)], .tick(1), redelivered, active: 1) {
-            $0.decisions = 1; $0.invoked = 1; $0.deliveries = 2; $0.retries = 1
+            $0.decisions = 1; $0.invoked = 1; $0.sends = 2; $0.retries = 1
         },
         Case("no retries left: timed out", with: [.noRetries], setup: [.a], .tick(10), timedOut, active: 0) {
-            $0.decisions = 1; $0.invoked = 1; $0.deliveries = 1; $0.timeouts = 1; $0.failures = 1
+            $0.decisions = 1; $0.invoked = 1; $0.sends = 1; $0.timeouts = 1; $0.failures = 1
         },
         Case(
             "an approval past its expiry", with: [.approval], setup: [.a], .tick(60), ["record:invocation", "record:approval", "log:warning"],
             active: 0
         ) { $0.decisions = 1; $0.expired = 1 },
         Case("a held decision stays held while the slot is busy", setup: [.a, .b], .tick(1), [], active: 1) {
-            $0.decisions = 2; $0.invoked = 1; $0.deliveries = 1; $0.deferred = 1
+            $0.decisions = 2; $0.invoked = 1; $0.sends = 1; $0.deferred = 1
         },
         Case(
             "a timeout frees the slot of a held decision", with: [.noRetries], setup: [.a, .b], .tick(10),
             ["record:outcome", "record:invocation", "log:error", "reconsider"], active: 0
-        ) { $0.decisions = 2; $0.invoked = 1; $0.deliveries = 1; $0.deferred = 1; $0.timeouts = 1; $0.failures = 1 },
+        ) { $0.decisions = 2; $0.invoked = 1; $0.sends = 1; $0.deferred = 1; $0.timeouts = 1; $0.failures = 1 },
         Case(
             "a decision held longer than the timeout is dropped", with: [.noRetries], setup: [.a, .b], .tick(11),
             ["record:outcome", "record:invocation", "log:error", "log:warning"], active: 0
-        ) { $0.decisions = 2; $0.invoked = 1; $0.deliveries = 1; $0.deferred = 1; $0.timeouts = 1; $0.failures = 1; $0.deferredDropped = 1 },
+        ) { $0.decisions = 2; $0.invoked = 1; $0.sends = 1; $0.deferred = 1; $0.timeouts = 1; $0.failures = 1; $0.deferredDropped = 1 },
     ]
 
     static let failureCases: [Case] = [
-        Case("a failed delivery is retried later", setup: [.a], .deliveryFailed, ["log:warning"], active: 1) {
-            $0.decisions = 1; $0.invoked = 1; $0.deliveries = 1
+        Case("a failed delivery is retried later", setup: [.a], .sendFailed, ["log:warning"], active: 1) {
+            $0.decisions = 1; $0.invoked = 1; $0.sends = 1
         },
-        Case("the retry comes after the backoff", setup: [.a, .deliveryFailed], .tick(1), redelivered, active: 1) {
-            $0.decisions = 1; $0.invoked = 1; $0.deliveries = 2; $0.retries = 1
+        Case("the retry comes after the backoff", setup: [.a, .sendFailed], .tick(1), redelivered, active: 1) {
+            $0.decisions = 1; $0.invoked = 1; $0.sends = 2; $0.retries = 1
         },
-        Case("past max_retries it ends", with: [.noRetries], setup: [.a], .deliveryFailed, ["record:outcome", "record:invocation", "log:warning"], active: 0) {
-            $0.decisions = 1; $0.invoked = 1; $0.deliveries = 1; $0.failures = 1
+        Case("past max_retries it ends", with: [.noRetries], setup: [.a], .sendFailed, ["record:outcome", "record:invocation", "log:warning"], active: 0) {
+            $0.decisions = 1; $0.invoked = 1; $0.sends = 1; $0.failures = 1
         },
     ]
 
@@ -264,13 +264,13 @@ import Testing
         Case(
             "the advisor agrees: its decision recorded, then sent", with: [.advisor], setup: [.a], .advice(agreed: true),
             ["record:llm", "observe", "record:decision", "mirror", "record:invocation", "send"], active: 1
-        ) { $0.decisions = 1; $0.invoked = 1; $0.deliveries = 1; $0.advice = 1 },
+        ) { $0.decisions = 1; $0.invoked = 1; $0.sends = 1; $0.advice = 1 },
         Case(
             "no answer: the rules' decision is sent", with: [.advisor], setup: [.a], .advice(agreed: false),
             ["record:llm", "observe", "log:notice", "record:invocation", "send"], active: 1
-        ) { $0.decisions = 1; $0.invoked = 1; $0.deliveries = 1; $0.advice = 1 },
+        ) { $0.decisions = 1; $0.invoked = 1; $0.sends = 1; $0.advice = 1 },
         Case("advice for an invocation already sent", with: [.advisor], setup: [.a, .advice(agreed: true)], .advice(agreed: true), ["record:llm", "observe"], active: 1) {
-            $0.decisions = 1; $0.invoked = 1; $0.deliveries = 1; $0.advice = 2
+            $0.decisions = 1; $0.invoked = 1; $0.sends = 1; $0.advice = 2
         },
     ]
 
@@ -282,7 +282,7 @@ import Testing
         Case("a restored invocation times out at its re-armed deadline", with: [.noRetries], setup: [.restore(.sent)], .tick(5),
              timedOut, active: 0) { $0.timeouts = 1; $0.failures = 1 },
         Case("a restored invocation that awaited advice is sent at once", setup: [.restore(.unsent)], .tick(0),
-             redelivered, active: 1) { $0.retries = 1; $0.deliveries = 1 },
+             redelivered, active: 1) { $0.retries = 1; $0.sends = 1 },
         Case("a schedule fires", with: [.schedule], .tick(0), ["schedule:every-minute"], active: 0),
         Case("a schedule fires once in its minute", with: [.schedule], setup: [.tick(0)], .tick(1), [], active: 0),
         Case("held schedules wait", with: [.schedule], setup: [.holdSchedules], .tick(1), [], active: 0),
@@ -299,7 +299,7 @@ import Testing
     @Test(arguments: CoordinatorStateMachineTests.resultCases) func resultArrived(_ c: Case) throws { try Self.check(c) }
     @Test(arguments: CoordinatorStateMachineTests.approvalCases) func approve(_ c: Case) throws { try Self.check(c) }
     @Test(arguments: CoordinatorStateMachineTests.timerCases) func tick(_ c: Case) throws { try Self.check(c) }
-    @Test(arguments: CoordinatorStateMachineTests.failureCases) func deliveryFailed(_ c: Case) throws { try Self.check(c) }
+    @Test(arguments: CoordinatorStateMachineTests.failureCases) func sendFailed(_ c: Case) throws { try Self.check(c) }
     @Test(arguments: CoordinatorStateMachineTests.adviceCases) func adviceArrived(_ c: Case) throws { try Self.check(c) }
     @Test(arguments: CoordinatorStateMachineTests.restoreCases) func restoreAndSchedules(_ c: Case) throws { try Self.check(c) }
 

@@ -31,10 +31,10 @@ import Testing
     }
 
     /// A book holding `invocation`, delivered once at `at`.
-    func delivered(_ invocation: Invocation, at: Int64 = 0) -> InvocationBook {
+    func sent(_ invocation: Invocation, at: Int64 = 0) -> InvocationBook {
         var book = InvocationBook()
         book.add(invocation)
-        _ = book.delivered(invocation.id, at: at, timeout: self.timeout)
+        _ = book.sent(invocation.id, at: at, timeout: self.timeout)
         return book
     }
 
@@ -56,26 +56,26 @@ import Testing
         var book = InvocationBook()
         let original = self.invocation()
         book.add(original)
-        let firstDelivery = book.delivered(original.id, at: 1_000, timeout: self.timeout)
+        let firstDelivery = book.sent(original.id, at: 1_000, timeout: self.timeout)
         let first = try #require(firstDelivery)
         #expect(first.attempts == 1)
         #expect(first.publishedAt == 1_000)
         #expect(first.deadline == 11_000)
         #expect(!first.isAwaitingApproval)
         #expect(book.inFlight(.forecasting) == 1)
-        let secondDelivery = book.delivered(original.id, at: 5_000, timeout: .seconds(2))
+        let secondDelivery = book.sent(original.id, at: 5_000, timeout: .seconds(2))
         let second = try #require(secondDelivery)
         #expect(second.attempts == 2)
         #expect(second.publishedAt == 1_000)
         #expect(second.deadline == 7_000)
         #expect(book.inFlight(.forecasting) == 1)  // one invocation, however many deliveries
-        let stranger = book.delivered(UUID(), at: 5_000, timeout: self.timeout)
+        let stranger = book.sent(UUID(), at: 5_000, timeout: self.timeout)
         #expect(stranger == nil)
     }
 
     @Test func `a result completes the invocation and frees its module, scope and decision`() throws {
         let open = self.invocation()
-        var book = self.delivered(open, at: 1_000)
+        var book = self.sent(open, at: 1_000)
         let text = try self.result(open.id)
         guard case .completed(let done) = book.complete(text, at: 4_000) else {
             Issue.record("expected .completed")
@@ -94,7 +94,7 @@ import Testing
 
     @Test func `an error result finishes as error; a second result is a duplicate, a stranger's unknown`() throws {
         let open = self.invocation()
-        var book = self.delivered(open)
+        var book = self.sent(open)
         let failed = try self.result(open.id, ok: false)
         let again = try self.result(open.id)
         let stranger = try self.result(UUID())
@@ -112,7 +112,7 @@ import Testing
 
     @Test func `a timeout retries after the backoff, then times out when the attempts are spent`() throws {
         let open = self.invocation()
-        var book = self.delivered(open, at: 0)  // deadline 10 000
+        var book = self.sent(open, at: 0)  // deadline 10 000
         let early = self.due(&book, at: 9_999)
         let atDeadline = self.due(&book, at: 10_000)  // the retry is scheduled, not sent yet
         #expect(early.isEmpty && atDeadline.isEmpty)
@@ -139,7 +139,7 @@ import Testing
 
     @Test func `the retry delay doubles with each attempt and stops at five minutes`() throws {
         let open = self.invocation()
-        var book = self.delivered(open, at: 0)
+        var book = self.sent(open, at: 0)
         var delays: [Int64] = []
         for _ in 0..<3 {
             let deadline = try #require(book.activeInvocations.first?.deadline)
@@ -181,8 +181,8 @@ import Testing
 
     @Test func `a failed delivery is retried after the backoff, with its module's timeout, and ends as an error`() throws {
         let open = self.invocation(.etl)
-        var book = self.delivered(open, at: 0)
-        let first = book.deliveryFailed(open.id, reason: "publish refused", at: 100, maxRetries: 1, backoff: .seconds(1))
+        var book = self.sent(open, at: 0)
+        let first = book.sendFailed(open.id, reason: "publish refused", at: 100, maxRetries: 1, backoff: .seconds(1))
         #expect(first == nil)
         let waiting = try #require(book.activeInvocations.first)
         #expect(waiting.retryAt == 1_100)
@@ -192,20 +192,20 @@ import Testing
         let again = try #require(self.only(retry, InvocationBook.Due.retry))
         #expect(again.attempts == 2)
         #expect(again.deadline == 6_100)  // etl's own timeout
-        let second = book.deliveryFailed(open.id, reason: "publish refused", at: 1_200, maxRetries: 1, backoff: .seconds(1))
+        let second = book.sendFailed(open.id, reason: "publish refused", at: 1_200, maxRetries: 1, backoff: .seconds(1))
         let secondDue = second.map { [$0] } ?? []
         let done = try #require(self.only(secondDue, InvocationBook.Due.timedOut))
         #expect(done.status == .error)
         #expect(done.completedAt == 1_200)
         #expect(done.result == #"{"reason":"publish refused"}"#)
         #expect(book.inFlight(.etl) == 0)
-        let afterwards = book.deliveryFailed(open.id, reason: "again", at: 1_300, maxRetries: 1, backoff: .seconds(1))
+        let afterwards = book.sendFailed(open.id, reason: "again", at: 1_300, maxRetries: 1, backoff: .seconds(1))
         #expect(afterwards == nil)  // no longer open
     }
 
     @Test func `a result after the timeout is late: kept with its arrival time, not counted`() throws {
         let open = self.invocation()
-        var book = self.delivered(open, at: 0)
+        var book = self.sent(open, at: 0)
         _ = self.due(&book, at: 10_000, maxRetries: 0)
         let text = try self.result(open.id)
         guard case .late(let done) = book.complete(text, at: 12_345) else {
@@ -247,7 +247,7 @@ import Testing
         let c = self.invocation(.optimization, scope: "s1")
         for invocation in [a, b, c] {
             book.add(invocation)
-            _ = book.delivered(invocation.id, at: 0, timeout: self.timeout)
+            _ = book.sent(invocation.id, at: 0, timeout: self.timeout)
         }
         #expect(book.inFlight(.forecasting) == 2)
         #expect(book.inFlight(.optimization) == 1)

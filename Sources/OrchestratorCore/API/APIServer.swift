@@ -297,7 +297,7 @@ package final class MetricsExporter: Sendable {
             ("dang_decisions_skipped_total", "decisions that skipped", decisions.skipped),
             ("dang_invocation_results_total", "module results received", decisions.results),
             ("dang_invocation_timeouts_total", "invocations timed out", decisions.timeouts),
-            ("dang_invocation_retries_total", "invocations delivered again", decisions.retries),
+            ("dang_invocation_retries_total", "invocations sent again", decisions.retries),
             ("dang_llm_calls_total", "LLM calls", llm?.calls ?? 0),
             ("dang_llm_failures_total", "LLM calls without a usable answer", llm?.failures ?? 0),
             ("dang_llm_cache_hits_total", "LLM answers from the cache", llm?.cacheHits ?? 0),

@@ -33,7 +33,7 @@ package struct CoordinatorStateMachine: Sendable {
         /// Decisions held for a free slot (one waiting for an approval is not counted here).
         package var deferred = 0
         /// Sends of an invocation (first attempts, retries, after approval or advice).
-        package var deliveries = 0
+        package var sends = 0
         package var retries = 0
         package var results = 0
         package var timeouts = 0
@@ -215,10 +215,10 @@ package struct CoordinatorStateMachine: Sendable {
 
     /// A send that failed at once (the MQTT client refused it, the command could not run): retried
     /// with backoff, or given up after `max_retries`.
-    package mutating func deliveryFailed(_ invocation: Invocation, reason: String, at now: Int64) -> [Effect] {
+    package mutating func sendFailed(_ invocation: Invocation, reason: String, at now: Int64) -> [Effect] {
         var effects: [Effect] = []
         let engine = self.config.decisionEngine
-        if case .timedOut(let failed) = self.book.deliveryFailed(
+        if case .timedOut(let failed) = self.book.sendFailed(
             invocation.id, reason: reason, at: now, maxRetries: engine.maxRetries, backoff: engine.retryBackoff)
         {
             self.learn(failed, success: false, benefit: nil, effects: &effects)
@@ -285,13 +285,13 @@ package struct CoordinatorStateMachine: Sendable {
         let config = self.config
         let due = self.book.due(
             at: now, maxRetries: config.decisionEngine.maxRetries, backoff: config.decisionEngine.retryBackoff,
-            timeout: { Self.deliveryTimeout($0, config: config) })
+            timeout: { Self.attemptTimeout($0, config: config) })
         var freed: Set<ModuleName> = []
         for item in due {
             switch item {
             case .retry(let invocation):
                 self.counters.retries += 1
-                self.counters.deliveries += 1
+                self.counters.sends += 1
                 effects.append(.record(.invocation(invocation.record)))
                 effects.append(.send(invocation))
                 effects.append(
@@ -348,7 +348,7 @@ package struct CoordinatorStateMachine: Sendable {
             guard let settings = self.config.modules[invocation.module] else { continue }
             if let published = invocation.publishedAt {
                 // The attempt in flight when we stopped: its answer may still come.
-                invocation.deadline = max(published &+ Self.deliveryTimeout(invocation.module, config: self.config).milliseconds, now)
+                invocation.deadline = max(published &+ Self.attemptTimeout(invocation.module, config: self.config).milliseconds, now)
             } else if settings.requiresApproval {
                 invocation.approvalExpiresAt = decidedAt &+ settings.approvalExpiry.milliseconds
             } else {
@@ -365,9 +365,9 @@ package struct CoordinatorStateMachine: Sendable {
     /// Marks a booked invocation sent now: its attempt, its deadline, the cooldowns it starts.
     private mutating func send(_ id: UUID, at now: Int64, effects: inout [Effect]) {
         guard let module = self.book.active[id]?.module,
-            let sent = self.book.delivered(id, at: now, timeout: Self.deliveryTimeout(module, config: self.config))
+            let sent = self.book.sent(id, at: now, timeout: Self.attemptTimeout(module, config: self.config))
         else { return }
-        self.counters.deliveries += 1
+        self.counters.sends += 1
         self.noteInvoked(CooldownKey(sent.module, sent.scopeKey), at: now, in: \.lastInvoked)
         self.noteInvoked(CooldownKey(sent.module, sent.triggerKind), at: now, in: \.lastInvokedForKind)
         effects.append(.record(.invocation(sent.record)))
@@ -422,7 +422,7 @@ package struct CoordinatorStateMachine: Sendable {
 
     /// The book's deadline of one attempt. A command's own timeout kills it first (and reports the
     /// failure); the book's deadline, a little later, is the backstop.
-    static func deliveryTimeout(_ module: ModuleName, config: OrchestratorConfig) -> Duration {
+    static func attemptTimeout(_ module: ModuleName, config: OrchestratorConfig) -> Duration {
         guard let settings = config.modules[module] else { return .seconds(300) }
         return settings.transport == .command ? settings.timeout + .seconds(5) : settings.timeout
     }

@@ -26,7 +26,7 @@ package struct InvocationBook: Sendable {
 
     private(set) var active: [UUID: Invocation] = [:]
     /// Indexes over `active`, so that a decision costs the same with 10 or 10,000 invocations open.
-    private var deliveredCount: [ModuleName: Int] = [:]
+    private var sentCount: [ModuleName: Int] = [:]
     private var scopes: [String: Int] = [:]
     private var byDecision: [UUID: UUID] = [:]
     private var finished: [UUID: Invocation] = [:]
@@ -41,7 +41,7 @@ package struct InvocationBook: Sendable {
 
     /// Delivered and not finished (including those waiting to be retried).
     package func inFlight(_ module: ModuleName) -> Int {
-        self.deliveredCount[module] ?? 0
+        self.sentCount[module] ?? 0
     }
 
     package func isPending(module: ModuleName, scopeKey: String) -> Bool {
@@ -54,7 +54,7 @@ package struct InvocationBook: Sendable {
 
     package mutating func add(_ invocation: Invocation) {
         guard self.active.updateValue(invocation, forKey: invocation.id) == nil else { return }
-        if invocation.publishedAt != nil { self.deliveredCount[invocation.module, default: 0] += 1 }
+        if invocation.publishedAt != nil { self.sentCount[invocation.module, default: 0] += 1 }
         self.scopes["\(invocation.module.rawValue)|\(invocation.scopeKey)", default: 0] += 1
         self.byDecision[invocation.decisionID] = invocation.id
     }
@@ -65,13 +65,13 @@ package struct InvocationBook: Sendable {
         self.active[invocation.id] = invocation
     }
 
-    /// Marks a delivery: attempt counted, deadline set.
-    package mutating func delivered(_ id: UUID, at now: Int64, timeout: Duration) -> Invocation? {
+    /// Marks a send: attempt counted, deadline set.
+    package mutating func sent(_ id: UUID, at now: Int64, timeout: Duration) -> Invocation? {
         guard var invocation = self.active[id] else { return nil }
         invocation.attempts += 1
         if invocation.publishedAt == nil {
             invocation.publishedAt = now
-            self.deliveredCount[invocation.module, default: 0] += 1
+            self.sentCount[invocation.module, default: 0] += 1
         }
         invocation.deadline = now + timeout.milliseconds
         invocation.retryAt = nil
@@ -79,9 +79,9 @@ package struct InvocationBook: Sendable {
         return invocation
     }
 
-    /// A delivery that failed at once (publish refused, command would not start): retry after
+    /// A send that failed at once (publish refused, command would not start): retry after
     /// the backoff, or give up.
-    package mutating func deliveryFailed(
+    package mutating func sendFailed(
         _ id: UUID, reason: String, at now: Int64, maxRetries: Int, backoff: Duration
     ) -> Due? {
         guard var invocation = self.active[id] else { return nil }
@@ -127,8 +127,8 @@ package struct InvocationBook: Sendable {
                 guard now >= retryAt else { continue }
                 invocation.awaitingAdvice = false
                 self.active[id] = invocation
-                if let delivered = self.delivered(id, at: now, timeout: timeout(invocation.module)) {
-                    due.append(.retry(delivered))
+                if let sent = self.sent(id, at: now, timeout: timeout(invocation.module)) {
+                    due.append(.retry(sent))
                 }
                 continue
             }
@@ -161,7 +161,7 @@ package struct InvocationBook: Sendable {
         done.deadline = nil
         done.retryAt = nil
         if self.active.removeValue(forKey: done.id) != nil {
-            if invocation.publishedAt != nil { self.deliveredCount[done.module, default: 1] -= 1 }
+            if invocation.publishedAt != nil { self.sentCount[done.module, default: 1] -= 1 }
             self.scopes["\(done.module.rawValue)|\(done.scopeKey)", default: 1] -= 1
             if self.scopes["\(done.module.rawValue)|\(done.scopeKey)"] == 0 { self.scopes["\(done.module.rawValue)|\(done.scopeKey)"] = nil }
             self.byDecision[done.decisionID] = nil

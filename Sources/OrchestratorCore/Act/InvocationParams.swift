@@ -18,8 +18,49 @@ package struct InvocationParams: Encodable, Sendable {
         var limits: Limits?
         /// Epoch ms of each sample.
         var t: [Int64]
-        /// The values; a non-finite value is `null`.
-        var v: [Double?]
+        /// The values; a non-finite value is written `null`.
+        var v: [Double]
+
+        enum CodingKeys: String, CodingKey { case unit, limits, t, v }
+
+        /// Element by element through the containers' own `Int64`/`Double` entries (the generic
+        /// array path cost more than the rest of the decision).
+        package func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encodeIfPresent(self.unit, forKey: .unit)
+            try container.encodeIfPresent(self.limits, forKey: .limits)
+            var times = container.nestedUnkeyedContainer(forKey: .t)
+            for time in self.t { try times.encode(time) }
+            var values = container.nestedUnkeyedContainer(forKey: .v)
+            for value in self.v {
+                if value.isFinite { try values.encode(value) } else { try values.encodeNil() }
+            }
+        }
+    }
+
+    /// The tags' data as one JSON object, in the order of the decision's usable tags.
+    package struct Tags: Encodable, Sendable {
+        private(set) var names: [String] = []
+        private(set) var data: [TagData] = []
+
+        mutating func append(_ name: String, _ tag: TagData) {
+            self.names.append(name)
+            self.data.append(tag)
+        }
+
+        subscript(name: String) -> TagData? { self.names.firstIndex(of: name).map { self.data[$0] } }
+
+        package func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: Name.self)
+            for (name, tag) in zip(self.names, self.data) { try container.encode(tag, forKey: Name(stringValue: name)) }
+        }
+
+        private struct Name: CodingKey {
+            let stringValue: String
+            var intValue: Int? { nil }
+            init(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
     }
 
     package struct Objective: Encodable, Sendable {
@@ -30,7 +71,7 @@ package struct InvocationParams: Encodable, Sendable {
 
     var scope: String
     var data: String
-    var tags: [String: TagData]
+    var tags: Tags
     var horizon: Int?
     var intervalMilliseconds: Int64?
     var objective: Objective?
@@ -45,14 +86,14 @@ package struct InvocationParams: Encodable, Sendable {
     package init(decision: Decision, settings: ModuleSettings, scopeKey: String, windows: [TagWindow], topicMap: TopicMap) {
         self.scope = scopeKey
         self.data = settings.data.rawValue
-        var tags: [String: TagData] = [:]
+        var tags = Tags()
         var intervals: [Int64] = []
         for window in windows {
             let info = topicMap.tags[window.tag]
             let limits = info.map { Limits(lolo: $0.limits.lolo, lo: $0.limits.lo, hi: $0.limits.hi, hihi: $0.limits.hihi) }
-            tags[window.tag] = TagData(
+            tags.append(window.tag, TagData(
                 unit: info?.unit, limits: limits?.isEmpty == false ? limits : nil, t: window.times,
-                v: window.values.map { $0.isFinite ? $0 : nil })
+                v: window.values))
             if let first = window.times.first, let last = window.times.last, window.times.count > 1 {
                 intervals.append((last &- first) / Int64(window.times.count - 1))
             }
@@ -72,12 +113,11 @@ package struct InvocationParams: Encodable, Sendable {
         self.request = decision.trigger.extraParams.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
     }
 
-    /// The JSON object text stored with the invocation and sent in its message.
+    /// The JSON object text stored with the invocation and sent in its message (on the decision
+    /// path: the compact encoder, not Foundation's).
     package func json() -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        guard let data = try? encoder.encode(self) else { return "{}" }
-        return String(decoding: data, as: UTF8.self)
+        guard let bytes = try? CompactJSONEncoder().encode(self) else { return "{}" }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     // MARK: - The advisor's part

@@ -75,7 +75,7 @@ package final class ModuleCoordinator: AlertSink, Sendable {
     private var replies: InvocationDispatcher.Replies {
         InvocationDispatcher.Replies(
             result: { [weak self] module, payload in self?.handleResult(module: module, payload: payload) },
-            failed: { [weak self] invocation, reason in self?.deliveryFailed(invocation, reason: reason) },
+            failed: { [weak self] invocation, reason in self?.sendFailed(invocation, reason: reason) },
             advice: { [weak self] answer, decision, id in self?.adviceArrived(answer, about: decision, invocation: id) })
     }
 
@@ -98,7 +98,7 @@ package final class ModuleCoordinator: AlertSink, Sendable {
                 time: self.clock()))
     }
 
-    /// Routes a message on one of ``subscriptions`` (acknowledgements excepted: they are the alarm
+    /// Routes a message on one of ``subscriptions`` (acknowledgements excepted: they are the alert
     /// desk's). Returns false if the topic is not one of them.
     @discardableResult
     package func handle(topic: String, payload: [UInt8]) -> Bool {
@@ -220,9 +220,9 @@ package final class ModuleCoordinator: AlertSink, Sendable {
         return decision
     }
 
-    private func deliveryFailed(_ invocation: Invocation, reason: String) {
+    private func sendFailed(_ invocation: Invocation, reason: String) {
         let now = self.clock()
-        self.perform(self.state.withLock { $0.deliveryFailed(invocation, reason: reason, at: now) })
+        self.perform(self.state.withLock { $0.sendFailed(invocation, reason: reason, at: now) })
     }
 
     private func adviceArrived(_ answer: Advisor.Answer, about decision: Decision, invocation id: UUID) {

@@ -12,49 +12,6 @@ import Synchronization
 /// backoff. Never retried: 400, 401, 402, 404, 422, a truncated (`length`) or malformed answer.
 /// Nothing here throws: every call ends in an ``LLMResult`` the caller records.
 package final class LLMClient: Sendable {
-    package struct Settings: Sendable {
-        package var baseURL: String
-        package var path = "/v1/chat/completions"
-        package var model: String
-        package var provider: String
-        package var apiKey: String?
-        /// The hard total deadline of one call, retries included.
-        package var timeout: Duration = .seconds(90)
-        package var connectTimeout: Duration = .seconds(10)
-        package var maxAttempts = 3
-        package var maxConcurrent = 2
-        package var maxTokens = 8192
-        /// Consecutive failed calls that open the breaker, and how long it stays open.
-        package var breakerThreshold = 5
-        package var breakerCooldown: Duration = .seconds(60)
-        package var cacheTTL: Duration = .seconds(3600)
-        package var cacheEntries = 1000
-        /// First backoff step when the server gives no `Retry-After`.
-        package var backoff: Duration = .milliseconds(500)
-
-        /// From the configuration: `orchestrator.llm`, the cache TTL, and a deadline no longer than
-        /// `decision_engine.advice_wait`.
-        package init(_ config: OrchestratorConfig) {
-            let llm = config.llm
-            self.init(baseURL: llm.baseURL, model: llm.model, provider: llm.provider, apiKey: llm.apiKey)
-            self.path = llm.path
-            self.timeout = min(llm.timeout, config.decisionEngine.adviceWait)
-            self.maxAttempts = llm.maxAttempts
-            self.maxConcurrent = llm.maxConcurrent
-            self.maxTokens = llm.maxTokens
-            self.breakerThreshold = llm.breakerThreshold
-            self.breakerCooldown = llm.breakerCooldown
-            self.cacheTTL = config.decisionEngine.cacheTTL
-        }
-
-        package init(baseURL: String, model: String, provider: String, apiKey: String?) {
-            self.baseURL = baseURL
-            self.model = model
-            self.provider = provider
-            self.apiKey = apiKey
-        }
-    }
-
     /// How a call ended.
     package enum Failure: Error, Sendable, Equatable, CustomStringConvertible {
         /// The breaker is open after repeated failures.
@@ -128,10 +85,10 @@ package final class LLMClient: Sendable {
         var counters = Counters()
     }
 
-    package let settings: Settings
+    package let settings: LLMSettings
     private let state = Mutex(State())
 
-    package init(settings: Settings) {
+    package init(settings: LLMSettings) {
         self.settings = settings
     }
 
@@ -231,7 +188,8 @@ package final class LLMClient: Sendable {
                 outcome = .failure(.deadline)
                 break
             }
-            try? await Task.sleep(for: wait)
+            // Cancelled while waiting (the service group is stopping): the last failure stands.
+            do { try await Task.sleep(for: wait) } catch { break }
         }
 
         let result = finish(outcome, attempts: attempts, response: lastResponse, trace: trace)

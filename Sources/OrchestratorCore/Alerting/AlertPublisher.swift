@@ -11,7 +11,7 @@ package final class AlertPublisher: AlertSink, Sendable {
     private let qos: Int32
     private let logger: Logger
     private let failures = Atomic<Int>(0)
-    /// Shelved alarms are recorded but not published.
+    /// Shelved alerts are recorded but not published.
     package let shelf = AlertShelf()
     /// Messages handed to libmosquitto while the broker is away (it queues them without bound);
     /// past `maxQueued` they are dropped and counted — alerts stay in the record.

@@ -1,6 +1,6 @@
 import Synchronization
 
-/// Shelved alarms (ISA-18.2): while a tag's alert kind is shelved its transitions are recorded but
+/// Shelved alerts (ISA-18.2 shelving): while a tag's alert kind is shelved its transitions are recorded but
 /// not annunciated on MQTT; the shelf empties itself when the time is up.
 package final class AlertShelf: Sendable {
     private let shelved = Mutex<[String: Int64]>([:])

@@ -1,6 +1,3 @@
-import Foundation
-import Yams
-package import Mosquitto
 
 /// `orchestrator.llm`.
 package struct LLMSettings: Sendable {
@@ -18,6 +15,36 @@ package struct LLMSettings: Sendable {
     package var maxTokens = 8192
     package var breakerThreshold = 5
     package var breakerCooldown: Duration = .seconds(60)
+
+    // Not configuration keys: the client's own tuning, set by the code (and by tests).
+
+    /// The TCP/TLS connect deadline of one attempt (within ``timeout``).
+    package var connectTimeout: Duration = .seconds(10)
+    /// How long an identical question's answer is reused (`decision_engine.cache_ttl`), and how
+    /// many answers are kept.
+    package var cacheTTL: Duration = .seconds(3600)
+    package var cacheEntries = 1000
+    /// First backoff step when the server gives no `Retry-After`.
+    package var backoff: Duration = .milliseconds(500)
+
+    package init() {}
+
+    /// A server to talk to, everything else at its default.
+    package init(baseURL: String, model: String, provider: String, apiKey: String?) {
+        self.baseURL = baseURL
+        self.model = model
+        self.provider = provider
+        self.apiKey = apiKey
+    }
+
+    /// What the advisor's client uses: `orchestrator.llm`, the answer cache of the decision engine,
+    /// and a deadline no longer than `decision_engine.advice_wait`.
+    package static func forAdvisor(_ config: OrchestratorConfig) -> LLMSettings {
+        var settings = config.llm
+        settings.timeout = min(settings.timeout, config.decisionEngine.adviceWait)
+        settings.cacheTTL = config.decisionEngine.cacheTTL
+        return settings
+    }
 
     static let providers = ["deepseek", "vllm", "ollama", "llamacpp", "openai"]
 

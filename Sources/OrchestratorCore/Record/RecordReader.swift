@@ -3,7 +3,7 @@ package import LibPQ
 package import Logging
 
 /// Reads from the record, for everything that is not the writer: the start-up memories (tag state,
-/// the decision side's memory, shelved alarms), the API's history, the operator's actions. All of it
+/// the decision side's memory, shelved alerts), the API's history, the operator's actions. All of it
 /// runs on the ``DatabasePool``'s few connections and threads — never a connection per call, never
 /// blocking libpq work on the cooperative pool.
 package final class RecordReader: Sendable {

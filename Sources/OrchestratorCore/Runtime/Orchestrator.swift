@@ -57,7 +57,7 @@ package final class Orchestrator: Sendable {
             outputs: CoordinatorOutputs(
                 publish: { topic, payload, request in publisher.publish(topic: topic, payload: payload, request: request) },
                 record: { writer.deliver(record: $0) }, observe: { metrics.observe($0) }),
-            logger: logger, advisor: config.llm.isActive ? Advisor(client: LLMClient(settings: .init(config))) : nil)
+            logger: logger, advisor: config.llm.isActive ? Advisor(client: LLMClient(settings: .forAdvisor(config))) : nil)
         self.coordinator = coordinator
         let pool = DatabasePool(url: config.database.url, logger: logger)
         self.reader = RecordReader(pool: pool, logger: logger)
@@ -178,7 +178,7 @@ package final class Orchestrator: Sendable {
         try self.sparkplugClient?.start()
     }
 
-    /// Warms the detectors up from tag_state and puts shelved alarms back, in the background: a
+    /// Warms the detectors up from tag_state and puts shelved alerts back, in the background: a
     /// database that is away must not hold up ingest, and seeding touches only tags that have seen
     /// nothing yet.
     fileprivate func warmUp() async {
