@@ -155,7 +155,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(200, completion("a1 is the furnace outlet above its HI limit; forecasting was invoked.",
                                                   "reasoning_content", "Looked at a1."))
         if scenario == "slow":
-            time.sleep(3)
+            time.sleep(6)
             return self.send_json(200, ok)
         return self.send_json(400, {"error": {"message": "Model Not Exist", "type": "invalid_request_error"}})
 

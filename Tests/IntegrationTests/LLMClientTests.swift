@@ -157,7 +157,8 @@ struct LLMClientTests {
         let started = ContinuousClock.now
         let result = await Self.fake.client("slow") { $0.timeout = .seconds(1) }.complete(question)
         #expect(result.outcome.failure == .deadline)
-        #expect(ContinuousClock.now - started < .milliseconds(2900))  // the server answers after 3 s
+        // The server answers after 6 s; a loaded machine may take a while to resume the caller.
+        #expect(ContinuousClock.now - started < .seconds(5))
     }
 
     @Test func `malformed JSON and truncated answers fail without retry`() async throws {
