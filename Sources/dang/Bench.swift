@@ -31,6 +31,9 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "Where the JSON report goes.")
     var json = "bench-wire.json"
 
+    @Flag(name: .customLong("without-decisions"), help: "Run dang without trigger rules: the alert path alone, no decision after it.")
+    var withoutDecisions = false
+
     func validate() throws {
         for phase in self.phases where WireBenchmark.Phase(rawValue: phase) == nil {
             throw ValidationError("unknown phase '\(phase)': one of \(WireBenchmark.Phase.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -50,6 +53,7 @@ struct Bench: ParsableCommand {
         options.latencyRates = self.rates
         options.qos1Rate = self.qos1Rate
         options.memoryTags = self.memoryTags
+        options.decisions = !self.withoutDecisions
         options.databaseURL = self.databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
         if !self.phases.isEmpty { options.phases = Set(self.phases.compactMap(WireBenchmark.Phase.init(rawValue:))) }
         // Interrupted: stop the private broker and database before going (children of ours in the

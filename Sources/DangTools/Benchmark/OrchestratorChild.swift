@@ -21,7 +21,7 @@ final class OrchestratorChild: @unchecked Sendable {
     let httpPort: Int
     private let directory: URL
 
-    init(executable: String, servers: BenchServers, tags: Int, qos: Int, name: String) throws {
+    init(executable: String, servers: BenchServers, tags: Int, qos: Int, name: String, decisions: Bool = true) throws {
         self.directory = servers.directory.appendingPathComponent(name)
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
         self.httpPort = try BenchServers.freePort()
@@ -38,8 +38,7 @@ final class OrchestratorChild: @unchecked Sendable {
                 analysis: {enabled: false}
                 optimization: {enabled: false}
                 etl: {enabled: false}
-              triggers:
-                - {name: bench-limit, kind: equipment, module: forecasting, alerts: [limit]}
+              triggers:\(decisions ? "\n    - {name: bench-limit, kind: equipment, module: forecasting, alerts: [limit]}" : " []")
               decision_engine: {max_retries: 0}
             api: {enabled: true, listen: "127.0.0.1:\(self.httpPort)"}
             mqtt: {url: "mqtt://127.0.0.1:\(servers.brokerPort)", client_id: dang-bench-\(name), subscribe_qos: \(qos), tcp_nodelay: true}

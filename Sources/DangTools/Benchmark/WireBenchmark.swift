@@ -37,6 +37,9 @@ package struct WireBenchmark {
         package var qos1Rate = 20_000.0
         package var memoryTags = 10_000
         package var phases = Set(Phase.allCases)
+        /// Without the decision side (no trigger rules): what the alert costs when no decision
+        /// follows it on the ingest thread.
+        package var decisions = true
 
         package init(executable: String) { self.executable = executable }
     }
@@ -132,7 +135,8 @@ package struct WireBenchmark {
 
     /// A fresh `dang run` child for a phase, connected to the broker, stopped when `body` returns.
     private func withChild(_ servers: BenchServers, tags: Int, qos: Int, name: String, _ body: (OrchestratorChild) throws -> Void) throws {
-        let child = try OrchestratorChild(executable: self.options.executable, servers: servers, tags: tags, qos: qos, name: name)
+        let child = try OrchestratorChild(
+            executable: self.options.executable, servers: servers, tags: tags, qos: qos, name: name, decisions: self.options.decisions)
         defer { child.stop() }
         try child.waitUntilConnected()
         try body(child)

@@ -178,9 +178,9 @@ enum APIResponse {
                 try entry.encode(unit.tags, forKey: .tags)
                 try entry.encode(unit.trained, forKey: .trained)
             }
-            var modules = c.nestedContainer(keyedBy: ModuleKey.self, forKey: .modules)
+            var modules = c.nestedContainer(keyedBy: NameKey.self, forKey: .modules)
             for (name, module) in s.modules {
-                var entry = modules.nestedContainer(keyedBy: Key.self, forKey: ModuleKey(name))
+                var entry = modules.nestedContainer(keyedBy: Key.self, forKey: NameKey(name.rawValue))
                 try entry.encode(module.enabled, forKey: .enabled)
                 try entry.encode(module.transport, forKey: .transport)
                 try entry.encode(module.inFlight, forKey: .inFlight)
@@ -207,14 +207,6 @@ enum APIResponse {
                 try llm.encode(counters.rejectedOpen, forKey: .rejectedCircuitOpen)
             }
             try c.encode(s.shelvedAlerts, forKey: .shelvedAlarms)
-        }
-
-        private struct ModuleKey: CodingKey {
-            let stringValue: String
-            var intValue: Int? { nil }
-            init(_ module: ModuleName) { self.stringValue = module.rawValue }
-            init?(stringValue: String) { self.stringValue = stringValue }
-            init?(intValue: Int) { nil }
         }
     }
 }

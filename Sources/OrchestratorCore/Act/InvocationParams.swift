@@ -51,15 +51,8 @@ package struct InvocationParams: Encodable, Sendable {
         subscript(name: String) -> TagData? { self.names.firstIndex(of: name).map { self.data[$0] } }
 
         package func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: Name.self)
-            for (name, tag) in zip(self.names, self.data) { try container.encode(tag, forKey: Name(stringValue: name)) }
-        }
-
-        private struct Name: CodingKey {
-            let stringValue: String
-            var intValue: Int? { nil }
-            init(stringValue: String) { self.stringValue = stringValue }
-            init?(intValue: Int) { nil }
+            var container = encoder.container(keyedBy: NameKey.self)
+            for (name, tag) in zip(self.names, self.data) { try container.encode(tag, forKey: NameKey(name)) }
         }
     }
 
