@@ -73,7 +73,7 @@ package struct SimulatorRunner: Sendable {
                 self.logger.notice(
                     upsetOn ? "injecting upset" : "upset over", metadata: ["sim.upset_tag": "\(self.scenario.upsetTag)"])
             }
-            let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+            let now = EpochMilliseconds.now()
             for message in simulator.tick(elapsed: elapsed, epochMilliseconds: now) {
                 try client.publish(topic: message.topic, payload: Array(message.payload.utf8), qos: self.qos, retain: false)
                 published += 1

@@ -274,7 +274,7 @@ package struct CoordinatorStateMachine: Sendable {
         var scheduled: [TriggerRule] = []
         var effects: [Effect] = []
         let minute = now / 60_000
-        let date = Date(timeIntervalSince1970: Double(now) / 1000)
+        let date = now.date
         for rule in self.config.triggers where rule.kind == .schedule {
             guard !self.schedulesHeld, let schedule = rule.schedule, self.scheduleFired[rule.name] != minute,
                 schedule.matches(date, in: self.timeZone)

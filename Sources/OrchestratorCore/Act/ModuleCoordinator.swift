@@ -31,7 +31,7 @@ package final class ModuleCoordinator: AlertSink, Sendable {
 
     package init(
         config: OrchestratorConfig, data: any TagDataSource, outputs: CoordinatorOutputs, logger: Logger, advisor: Advisor? = nil,
-        clock: @escaping @Sendable () -> Int64 = { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
+        clock: @escaping @Sendable () -> EpochMilliseconds = { .now() }
     ) {
         self.state = Mutex(CoordinatorStateMachine(config: config, hasAdvisor: advisor != nil))
         self.config = config

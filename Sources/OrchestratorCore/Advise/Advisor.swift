@@ -102,7 +102,7 @@ package final class Advisor: Sendable {
             verdict = Self.validate(completion.content, question: question)
         }
         let exchange = LLMExchangeRecord(
-            exchangeID: UUID(), decisionID: question.decision.id, ts: Int64((Date().timeIntervalSince1970 * 1000).rounded()),
+            exchangeID: UUID(), decisionID: question.decision.id, ts: EpochMilliseconds.now(),
             provider: self.client.settings.provider, model: self.client.settings.model,
             request: String(decoding: result.request, as: UTF8.self), response: result.response.map { String(decoding: $0, as: UTF8.self) },
             reasoning: reasoning, status: verdict.status, latencyMilliseconds: Int(result.latency.milliseconds),

@@ -153,7 +153,7 @@ package struct Concierge: Sendable {
         case .failure(let error): (completion, failure) = (nil, error)
         }
         var exchange = LLMExchangeRecord(
-            exchangeID: UUID(), decisionID: nil, ts: Int64((Date().timeIntervalSince1970 * 1000).rounded()),
+            exchangeID: UUID(), decisionID: nil, ts: EpochMilliseconds.now(),
             provider: self.advisor.client.settings.provider, model: self.advisor.client.settings.model,
             request: String(decoding: result.request, as: UTF8.self), response: result.response.map { String(decoding: $0, as: UTF8.self) },
             reasoning: completion?.reasoning, status: failure?.status ?? "answered", latencyMilliseconds: Int(result.latency.milliseconds),

@@ -1,5 +1,6 @@
 import Curl
 package import Foundation
+import NIOPosix
 import Synchronization
 
 /// The client of the OpenAI-compatible chat-completions endpoint, over libcurl.
@@ -219,14 +220,15 @@ package final class LLMClient: Sendable {
         return result
     }
 
-    /// The transfer on a thread of its own (libcurl blocks), cancelled with the calling task.
+    /// The transfer on NIO's blocking thread pool (libcurl blocks; never on the cooperative pool),
+    /// cancelled with the calling task: the transfer's progress callback aborts once the flag is set.
     private static func perform(_ request: HTTPRequest) async -> Swift.Result<HTTPResponse, HTTPFailure> {
         let cancelled = CancelFlag()
         return await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                Thread.detachNewThread {
-                    continuation.resume(returning: CurlTransfer.perform(request, cancelled: { cancelled.isSet }))
-                }
+            do {
+                return try await NIOThreadPool.singleton.runIfActive { CurlTransfer.perform(request, cancelled: { cancelled.isSet }) }
+            } catch {
+                return .failure(.cancelled)  // the pool is shutting down: the process is stopping
             }
         } onCancel: {
             cancelled.set()

@@ -51,8 +51,9 @@ package enum History {
         let limit = max(1, min(query.limit, 10_000))
         let rows = try connection.query(
             """
-            SELECT d.decision_id::text, (extract(epoch FROM d.ts) * 1000)::bigint, d.module, d.action, d.source,
-                   d.trigger::text, d.reasons::text, d.confidence, d.latency_us, coalesce(i.status, 'none'), d.ts::text
+            SELECT d.decision_id::text AS decision_id, (extract(epoch FROM d.ts) * 1000)::bigint AS ts_ms, d.module, d.action,
+                   d.source, d.trigger::text AS trigger, d.reasons::text AS reasons, d.confidence, d.latency_us,
+                   coalesce(i.status, 'none') AS outcome, d.ts::text AS ts_text
             FROM decisions d
             \(Self.latestOutcome)
             WHERE ($1::bigint IS NULL OR d.ts >= to_timestamp($1::double precision / 1000))
@@ -69,46 +70,69 @@ package enum History {
                 query.from, query.to, query.module, query.triggerKind, query.outcome, query.source, query.after?.ts,
                 query.after?.decisionID, limit + 1,
             ])
-        var page = rows.rows.map { row in
+        let decoded = try RowDecoder.decode(Listed.self, from: rows)
+        var page = decoded.map { row in
             DecisionRow(
                 decision: DecisionRecord(
-                    decisionID: row[0].flatMap(UUID.init(uuidString:)) ?? UUID(), ts: row[1].flatMap { Int64($0) } ?? 0,
-                    module: row[2], action: row[3] ?? "", source: row[4] ?? "", trigger: row[5] ?? "{}",
-                    reasons: row[6] ?? "[]", confidence: row[7].flatMap(Double.init),
-                    latencyMicroseconds: row[8].flatMap { Int64($0) }),
-                outcome: row[9] ?? "none")
+                    decisionID: row.decisionID, ts: row.ts, module: row.module, action: row.action, source: row.source,
+                    trigger: row.trigger ?? "{}", reasons: row.reasons ?? "[]", confidence: row.confidence,
+                    latencyMicroseconds: row.latencyMicroseconds),
+                outcome: row.outcome)
         }
         var next: Cursor? = nil
         if page.count > limit {
             page.removeLast()
-            let last = rows.rows[limit - 1]
-            next = Cursor(ts: last[10] ?? "", decisionID: last[0] ?? "")
+            let last = decoded[limit - 1]
+            next = Cursor(ts: last.tsText, decisionID: last.decisionID.uuidString.lowercased())
         }
         return DecisionPage(rows: page, next: next)
     }
 
-    package struct Count: Sendable, Equatable {
+    /// A row of ``decisions(_:on:)``'s query.
+    private struct Listed: Decodable {
+        let decisionID: UUID
+        let ts: Int64
+        let module: String?
+        let action: String
+        let source: String
+        let trigger: String?
+        let reasons: String?
+        let confidence: Double?
+        let latencyMicroseconds: Int64?
+        let outcome: String
+        let tsText: String
+
+        enum CodingKeys: String, CodingKey {
+            case decisionID = "decision_id", ts = "ts_ms", module, action, source, trigger, reasons, confidence
+            case latencyMicroseconds = "latency_us", outcome, tsText = "ts_text"
+        }
+    }
+
+    package struct Count: Sendable, Equatable, Decodable {
         package let module: String
         package let triggerKind: String
         package let outcome: String
         package let count: Int
+
+        enum CodingKeys: String, CodingKey { case module, triggerKind = "trigger_kind", outcome, count }
     }
 
     /// Decisions counted per module × trigger kind × outcome over a time range.
     package static func counts(from: Int64?, to: Int64?, on connection: PostgresConnection) throws -> [Count] {
         let rows = try connection.query(
             """
-            SELECT coalesce(d.module, '-'), coalesce(d.trigger->>'kind', '-'), coalesce(i.status, 'none'), count(*)
+            SELECT coalesce(d.module, '-') AS module, coalesce(d.trigger->>'kind', '-') AS trigger_kind,
+                   coalesce(i.status, 'none') AS outcome, count(*) AS count
             FROM decisions d
             \(Self.latestOutcome)
             WHERE ($1::bigint IS NULL OR d.ts >= to_timestamp($1::double precision / 1000))
               AND ($2::bigint IS NULL OR d.ts < to_timestamp($2::double precision / 1000))
             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
             """, [from, to])
-        return rows.rows.map { Count(module: $0[0] ?? "", triggerKind: $0[1] ?? "", outcome: $0[2] ?? "", count: Int($0[3] ?? "0") ?? 0) }
+        return try RowDecoder.decode(Count.self, from: rows)
     }
 
-    package struct ModuleStats: Sendable, Equatable {
+    package struct ModuleStats: Sendable, Equatable, Decodable {
         package let module: String
         package let invocations: Int
         /// Share of finished invocations with status `ok`.
@@ -117,26 +141,24 @@ package enum History {
         package let p50: Double?
         package let p95: Double?
         package let p99: Double?
+
+        enum CodingKeys: String, CodingKey { case module, invocations, successRate = "success_rate", p50, p95, p99 }
     }
 
     /// Invocation success rate and latency percentiles per module over a time range.
     package static func moduleStats(from: Int64?, to: Int64?, on connection: PostgresConnection) throws -> [ModuleStats] {
         let rows = try connection.query(
             """
-            SELECT module, count(*),
-                   coalesce(avg(CASE WHEN status = 'ok' THEN 1.0 ELSE 0.0 END) FILTER (WHERE status <> 'pending'), 0),
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - published_at) * 1000),
-                   percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - published_at) * 1000),
-                   percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - published_at) * 1000)
+            SELECT module, count(*) AS invocations,
+                   coalesce(avg(CASE WHEN status = 'ok' THEN 1.0 ELSE 0.0 END) FILTER (WHERE status <> 'pending'), 0) AS success_rate,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - published_at) * 1000) AS p50,
+                   percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - published_at) * 1000) AS p95,
+                   percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - published_at) * 1000) AS p99
             FROM invocations
             WHERE ($1::bigint IS NULL OR published_at >= to_timestamp($1::double precision / 1000))
               AND ($2::bigint IS NULL OR published_at < to_timestamp($2::double precision / 1000))
             GROUP BY module ORDER BY module
             """, [from, to])
-        return rows.rows.map { row in
-            ModuleStats(
-                module: row[0] ?? "", invocations: Int(row[1] ?? "0") ?? 0, successRate: Double(row[2] ?? "0") ?? 0,
-                p50: row[3].flatMap(Double.init), p95: row[4].flatMap(Double.init), p99: row[5].flatMap(Double.init))
-        }
+        return try RowDecoder.decode(ModuleStats.self, from: rows)
     }
 }

@@ -214,61 +214,104 @@ enum InvocationStore {
         var memory = DecisionMemory()
         let outcomes = try connection.query(
             "SELECT trigger_kind, module, invocations, successes, benefit_sum, benefit_sq_sum FROM outcomes")
-        for row in outcomes.rows {
-            guard let kind = row[0], let module = row[1], let n = row[2].flatMap({ Int($0) }), let s = row[3].flatMap({ Int($0) }) else {
-                continue
-            }
-            memory.statistics[OutcomeStatistics.Key(triggerKind: kind, module: module)] = OutcomeStatistics(
-                invocations: n, successes: s, benefitSum: row[4].flatMap(Double.init) ?? 0,
-                benefitSquareSum: row[5].flatMap(Double.init) ?? 0)
+        for row in try RowDecoder.decode(Remembered.Outcome.self, from: outcomes) {
+            memory.statistics[OutcomeStatistics.Key(triggerKind: row.triggerKind, module: row.module)] = OutcomeStatistics(
+                invocations: row.invocations, successes: row.successes, benefitSum: row.benefitSum ?? 0,
+                benefitSquareSum: row.benefitSquareSum ?? 0)
         }
         let pending = try connection.query(
             """
-            SELECT i.invocation_id, i.decision_id, i.module, i.params::text, (extract(epoch FROM i.published_at) * 1000)::bigint,
-                   i.attempts, coalesce(i.trigger_kind, d.trigger->>'kind', ''), coalesce(i.scope, ''), d.trigger::text,
-                   (extract(epoch FROM d.ts) * 1000)::bigint
+            SELECT i.invocation_id, i.decision_id, i.module, i.params::text AS params,
+                   (extract(epoch FROM i.published_at) * 1000)::bigint AS published_at, i.attempts,
+                   coalesce(i.trigger_kind, d.trigger->>'kind', '') AS trigger_kind, coalesce(i.scope, '') AS scope,
+                   d.trigger::text AS trigger, (extract(epoch FROM d.ts) * 1000)::bigint AS decided_at
             FROM invocations i JOIN decisions d USING (decision_id)
             WHERE i.status = 'pending'
             ORDER BY d.ts
             """)
-        for row in pending.rows {
-            guard let id = row[0].flatMap(UUID.init(uuidString:)), let decision = row[1].flatMap(UUID.init(uuidString:)),
-                let module = row[2].flatMap(ModuleName.init(rawValue:)), let params = row[3], let attempts = row[5].flatMap({ Int($0) }),
-                let decidedAt = row[9].flatMap({ Int64($0) })
-            else { continue }
+        for row in try RowDecoder.decode(Remembered.Pending.self, from: pending) {
+            guard let module = ModuleName(rawValue: row.module) else { continue }
             var invocation = Invocation(
-                id: id, decisionID: decision, module: module, triggerKind: row[6] ?? "", scopeKey: row[7] ?? "", params: params,
-                trigger: row[8] ?? "{}")
-            invocation.attempts = attempts
-            invocation.publishedAt = row[4].flatMap { Int64($0) }
-            memory.pending.append((invocation, decidedAt))
+                id: row.invocationID, decisionID: row.decisionID, module: module, triggerKind: row.triggerKind, scopeKey: row.scope,
+                params: row.params, trigger: row.trigger ?? "{}")
+            invocation.attempts = row.attempts
+            invocation.publishedAt = row.publishedAt
+            memory.pending.append((invocation, row.decidedAt))
         }
         let last = try connection.query(
             """
-            SELECT module, coalesce(scope, ''), coalesce(trigger_kind, ''), (extract(epoch FROM max(published_at)) * 1000)::bigint
+            SELECT module, coalesce(scope, '') AS scope, coalesce(trigger_kind, '') AS trigger_kind,
+                   (extract(epoch FROM max(published_at)) * 1000)::bigint AS at
             FROM invocations WHERE published_at > now() - interval '7 days'
             GROUP BY module, scope, trigger_kind
             """)
-        for row in last.rows {
-            guard let module = row[0].flatMap(ModuleName.init(rawValue:)), let scope = row[1], let kind = row[2],
-                let at = row[3].flatMap({ Int64($0) })
-            else { continue }
-            memory.lastInvoked[CooldownKey(module, scope), default: .min] = max(memory.lastInvoked[CooldownKey(module, scope), default: .min], at)
-            memory.lastInvokedForKind[CooldownKey(module, kind), default: .min] = max(
-                memory.lastInvokedForKind[CooldownKey(module, kind), default: .min], at)
+        for row in try RowDecoder.decode(Remembered.LastInvoked.self, from: last) {
+            guard let module = ModuleName(rawValue: row.module) else { continue }
+            memory.lastInvoked[CooldownKey(module, row.scope)] = max(memory.lastInvoked[CooldownKey(module, row.scope)] ?? .min, row.at)
+            memory.lastInvokedForKind[CooldownKey(module, row.triggerKind)] = max(
+                memory.lastInvokedForKind[CooldownKey(module, row.triggerKind)] ?? .min, row.at)
         }
         // A schedule fires once in its minute, across restarts too: every firing left a decision.
         let fired = try connection.query(
             """
-            SELECT trigger->>'name', max((trigger->>'time')::bigint) / 60000
+            SELECT trigger->>'name' AS name, max((trigger->>'time')::bigint) / 60000 AS minute
             FROM decisions WHERE trigger->>'kind' = 'schedule' AND ts > now() - interval '2 days'
             GROUP BY 1
             """)
-        for row in fired.rows {
-            guard let name = row[0], let minute = row[1].flatMap({ Int64($0) }) else { continue }
+        for row in try RowDecoder.decode(Remembered.ScheduleFired.self, from: fired) {
+            guard let name = row.name, let minute = row.minute else { continue }
             memory.scheduleFired[name] = minute
         }
         return memory
+    }
+
+    /// The rows of ``load(on:)``'s queries.
+    private enum Remembered {
+        struct Outcome: Decodable {
+            let triggerKind: String
+            let module: String
+            let invocations: Int
+            let successes: Int
+            let benefitSum: Double?
+            let benefitSquareSum: Double?
+
+            enum CodingKeys: String, CodingKey {
+                case triggerKind = "trigger_kind", module, invocations, successes, benefitSum = "benefit_sum"
+                case benefitSquareSum = "benefit_sq_sum"
+            }
+        }
+
+        struct Pending: Decodable {
+            let invocationID: UUID
+            let decisionID: UUID
+            let module: String
+            let params: String
+            let publishedAt: Int64?
+            let attempts: Int
+            let triggerKind: String
+            let scope: String
+            let trigger: String?
+            let decidedAt: Int64
+
+            enum CodingKeys: String, CodingKey {
+                case invocationID = "invocation_id", decisionID = "decision_id", module, params, publishedAt = "published_at", attempts
+                case triggerKind = "trigger_kind", scope, trigger, decidedAt = "decided_at"
+            }
+        }
+
+        struct LastInvoked: Decodable {
+            let module: String
+            let scope: String
+            let triggerKind: String
+            let at: Int64
+
+            enum CodingKeys: String, CodingKey { case module, scope, triggerKind = "trigger_kind", at }
+        }
+
+        struct ScheduleFired: Decodable {
+            let name: String?
+            let minute: Int64?
+        }
     }
 }
 

@@ -97,7 +97,7 @@ extension RecordWriter {
     /// Puts one refused record into the dead-letter file. Throws (keeping the record where it is)
     /// when that file cannot be written either: a refused row is never silently dropped.
     private func setAside(_ record: Record, error: PostgresError) throws {
-        let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+        let now = EpochMilliseconds.now()
         let line = DeadLetter.line(record: record, sqlState: error.sqlState, error: error.message, at: now)
         if self.deadLetter.path != nil {
             do {

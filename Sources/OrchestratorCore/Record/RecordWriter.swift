@@ -206,7 +206,7 @@ package final class RecordWriter: AlertSink, Sendable {
     private func checkPressure(_ usage: (used: Int, capacity: Int)?) {
         guard let usage, usage.capacity > 0 else { return }
         let ratio = Double(usage.used) / Double(usage.capacity)
-        let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+        let now = EpochMilliseconds.now()
         let event = self.state.withLock { state -> AlertEvent? in
             if let open = state.pressureAlert {
                 guard ratio < 0.8 else { return nil }

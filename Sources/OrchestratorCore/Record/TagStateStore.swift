@@ -35,27 +35,43 @@ enum TagStateStore {
             ])
     }
 
-    /// Every stored snapshot.
     /// The newest `limit` snapshots (by sample time), newest first.
     static func load(on connection: PostgresConnection, limit: Int = .max) throws -> [TagSnapshot] {
         let rows = try connection.query(
             """
-            SELECT tag, (extract(epoch FROM ts) * 1000)::bigint, value, quality, samples, ewma_mean, ewma_variance
+            SELECT tag, (extract(epoch FROM ts) * 1000)::bigint AS ts, value, quality, samples, ewma_mean, ewma_variance
             FROM tag_state ORDER BY ts DESC LIMIT $1
             """, [Int64(min(limit, Int(Int64.max)))])
-        return rows.rows.compactMap { row in
-            guard let tag = row[0], let ms = row[1].flatMap({ Int64($0) }), let samples = row[4].flatMap({ Int($0) }) else {
-                return nil
-            }
-            let quality: SampleQuality =
-                switch row[3] {
-                case "bad": .bad
-                case "uncertain": .uncertain
-                default: .good
-                }
-            return TagSnapshot(
-                tag: tag, time: ms, value: row[2].flatMap(Double.init) ?? .nan, quality: quality, samples: samples,
-                ewmaMean: row[5].flatMap(Double.init) ?? .nan, ewmaVariance: row[6].flatMap(Double.init) ?? .nan)
+        return try RowDecoder.decode(Stored.self, from: rows).map { row in
+            TagSnapshot(
+                tag: row.tag, time: row.ts, value: row.value ?? .nan, quality: SampleQuality(recorded: row.quality), samples: row.samples,
+                ewmaMean: row.ewmaMean ?? .nan, ewmaVariance: row.ewmaVariance ?? .nan)
+        }
+    }
+
+    /// A row of `tag_state`.
+    private struct Stored: Decodable {
+        let tag: String
+        let ts: Int64
+        let value: Double?
+        let quality: String?
+        let samples: Int
+        let ewmaMean: Double?
+        let ewmaVariance: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case tag, ts, value, quality, samples, ewmaMean = "ewma_mean", ewmaVariance = "ewma_variance"
+        }
+    }
+}
+
+extension SampleQuality {
+    /// The quality as `tag_state` stores it; anything else reads as good.
+    fileprivate init(recorded text: String?) {
+        switch text {
+        case "bad": self = .bad
+        case "uncertain": self = .uncertain
+        default: self = .good
         }
     }
 }

@@ -35,7 +35,7 @@ package final class IngestPipeline: TagDataSource, Sendable {
     /// - Parameter clock: wall-clock epoch milliseconds (injected so tests can fix time).
     package init(
         config: OrchestratorConfig, sinks: [any AlertSink], logger: Logger,
-        clock: @escaping @Sendable () -> Int64 = { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
+        clock: @escaping @Sendable () -> EpochMilliseconds = { .now() }
     ) {
         self.config = config
         var engine = DetectionEngine(settings: config.detection, topicMap: config.topicMap)
