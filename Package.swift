@@ -64,7 +64,10 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        // The orchestrator: ingest → detect → alert and decide → act → record.
+        // The daemon's library, one folder per stage, arrows one way (docs/architecture.md):
+        //   Ingest/ → Detection/ (condition events) → Alerting/ (episodes) → Decide/ → Act/ → Record/
+        //   Advise/ (the LLM), API/ (a StatusSnapshot and OperatorActions), Replay/, Configuration/,
+        //   Runtime/ (wiring and the services), Support/.
         .target(
             name: "OrchestratorCore",
             dependencies: [

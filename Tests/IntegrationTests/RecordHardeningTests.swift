@@ -59,7 +59,9 @@ struct RecordHardeningTests {
         let settings = try self.settings()
         let writer = RecordWriter(settings: settings, logger: testLogger)
         let sink = CollectingAlerts()
-        writer.attachAlertSinks([sink])
+        let systemAlerts = SystemAlerts(sinks: [writer, sink])
+        systemAlerts.follow(writer, spoolDirectory: settings.spoolDirectory)
+        defer { withExtendedLifetime(systemAlerts) {} }
         let running = Task { await writer.run() }
         let good = (0..<20).map { _ in self.decision() }
         // A time PostgreSQL cannot store (22008): refused for this row alone.

@@ -129,7 +129,9 @@ import Testing
         let metrics = TestMetrics()
         let writer = RecordWriter(settings: settings, logger: .init(label: "test"), metricsFactory: metrics)
         let sink = CollectingSink()
-        writer.attachAlertSinks([sink])
+        let systemAlerts = SystemAlerts(sinks: [writer, sink])
+        systemAlerts.follow(writer, spoolDirectory: settings.spoolDirectory)
+        defer { withExtendedLifetime(systemAlerts) {} }
         for i in 0..<200 {
             writer.deliver(
                 AlertEvent(

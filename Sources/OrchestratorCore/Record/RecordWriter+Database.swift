@@ -122,19 +122,6 @@ extension RecordWriter {
                 "record.id": "\(record.id)", "error": "\(error)", "file": "\(self.deadLetter.path ?? "(log)")",
                 "record.set_aside_total": "\(total)",
             ])
-        // One open `system` alert while records have been set aside (an operator looks at the file).
-        let event = self.state.withLock { state -> AlertEvent? in
-            guard state.deadLetterAlert == nil else { return nil }
-            let raised = AlertEvent(
-                alertID: UUID(), state: .raised, severity: .warning, kind: .system, tag: "orchestrator/record",
-                topic: self.deadLetter.path ?? "", timestamp: now, raisedAt: now, clearedAt: nil, value: Double(total), score: 1,
-                message: "a record was refused by the database for its data (\(error.sqlState ?? "?")) and set aside in "
-                    + "\(self.deadLetter.path ?? "the log"): nothing is lost, but it needs a look")
-            state.deadLetterAlert = raised
-            return raised
-        }
-        guard let event else { return }
-        self.enqueue(.alert(event))
-        for sink in self.alertSinks.withLock({ $0 }) { sink.deliver(event) }
+        self.report(.recordSetAside(total: total, file: self.deadLetter.path, sqlState: error.sqlState))
     }
 }

@@ -45,18 +45,29 @@ package final class RecordWriter: AlertSink, Sendable {
         var counters = Counters()
         /// Records in the spool not yet written.
         var backlog = 0
-        /// The open "spool nearly full" alert, if any.
-        var pressureAlert: AlertEvent?
-        /// The open "records set aside" alert, if any.
-        var deadLetterAlert: AlertEvent?
+        /// Whether the spool is reported past 90 % of its cap (until it is back under 80 %).
+        var spoolFull = false
     }
 
-    /// Where the writer's own alerts go (the "spool nearly full" one).
-    let alertSinks = Mutex<[any AlertSink]>([])
+    /// What the writer notices about itself, for the orchestrator to make alerts of (the record
+    /// only records: ``SystemAlerts`` makes the episodes).
+    package enum Condition: Sendable, Equatable {
+        /// The spool passed 90 % of its cap (`full`), or came back under 80 %.
+        case spool(full: Bool, used: Int, capacity: Int)
+        /// A record refused by the database for its data was set aside (`total` so far).
+        case recordSetAside(total: Int, file: String?, sqlState: String?)
+    }
 
-    /// Sets the sinks of the writer's own alerts (publisher, log); the record itself is added.
-    package func attachAlertSinks(_ sinks: [any AlertSink]) {
-        self.alertSinks.withLock { $0 = sinks }
+    /// Where ``Condition``s go.
+    let conditionHandler = Mutex<(@Sendable (Condition) -> Void)?>(nil)
+
+    /// Sets where the writer's ``Condition``s go (called on the thread that noticed them; must not block).
+    package func reportConditions(to handler: @escaping @Sendable (Condition) -> Void) {
+        self.conditionHandler.withLock { $0 = handler }
+    }
+
+    func report(_ condition: Condition) {
+        self.conditionHandler.withLock { $0 }?(condition)
     }
 
     let state = Mutex(State())
@@ -202,34 +213,28 @@ package final class RecordWriter: AlertSink, Sendable {
         self.wake.signal()
     }
 
-    /// Raises a critical `system` alert when the spool passes 90 % of its cap, clears it below 80 %.
+    /// Reports the spool passing 90 % of its cap, and coming back under 80 %.
     private func checkPressure(_ usage: (used: Int, capacity: Int)?) {
         guard let usage, usage.capacity > 0 else { return }
         let ratio = Double(usage.used) / Double(usage.capacity)
-        let now = EpochMilliseconds.now()
-        let event = self.state.withLock { state -> AlertEvent? in
-            if let open = state.pressureAlert {
+        let changed = self.state.withLock { state -> Bool? in
+            if state.spoolFull {
                 guard ratio < 0.8 else { return nil }
-                state.pressureAlert = nil
-                return AlertEvent(
-                    alertID: open.alertID, state: .cleared, severity: .critical, kind: .system, tag: "orchestrator/spool",
-                    topic: self.settings.spoolDirectory, timestamp: now, raisedAt: open.raisedAt, clearedAt: now,
-                    value: Double(usage.used), score: ratio, message: "the record spool is back under 80% of its cap")
+                state.spoolFull = false
+                return false
             }
             guard ratio >= 0.9 else { return nil }
-            let raised = AlertEvent(
-                alertID: UUID(), state: .raised, severity: .critical, kind: .system, tag: "orchestrator/spool",
-                topic: self.settings.spoolDirectory, timestamp: now, raisedAt: now, clearedAt: nil, value: Double(usage.used),
-                score: min(1, ratio),
-                message: "the record spool is \(Int(ratio * 100))% full (\(usage.used) of \(usage.capacity) bytes): "
-                    + "the database has been away long; records are lost when it is full")
-            state.pressureAlert = raised
-            return raised
+            state.spoolFull = true
+            return true
         }
-        guard let event else { return }
-        self.logger.critical("\(event.message)")
-        self.enqueue(.alert(event))  // recorded like any alert (the open episode stops recursion)
-        for sink in self.alertSinks.withLock({ $0 }) { sink.deliver(event) }
+        guard let full = changed else { return }
+        if full {
+            self.logger.critical(
+                "the record spool is nearly full: the database has been away long; records are lost when it is full",
+                metadata: ["spool.bytes": "\(usage.used)", "spool.capacity": "\(usage.capacity)"])
+        }
+        // The report's alert comes back here to be recorded like any alert (the flag stops recursion).
+        self.report(.spool(full: full, used: usage.used, capacity: usage.capacity))
     }
 
     /// Why the configured spool could not be opened (`nil`: it opened, or none is configured).

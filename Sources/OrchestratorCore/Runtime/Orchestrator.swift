@@ -19,6 +19,8 @@ package final class Orchestrator: Sendable {
     private let logger: Logger
     package let startedAt: Date
     package let alertDesk: AlertDesk
+    /// The orchestrator's own alerts (`orchestrator/spool`, `orchestrator/record`).
+    package let systemAlerts: SystemAlerts
     /// Reads and operator actions on the record (API, acknowledgements, the concierge, start-up).
     package let reader: RecordReader
     /// The reader's connections.
@@ -49,7 +51,9 @@ package final class Orchestrator: Sendable {
             // The record first: once an alert is published, it is already in the spool.
             config: config, sinks: [self.recordWriter, self.publisher] + extraSinks, logger: logger)
         self.pipeline = pipeline
-        self.recordWriter.attachAlertSinks([self.publisher] + extraSinks)
+        // The orchestrator's own alerts: recorded first, then published, like any other.
+        self.systemAlerts = SystemAlerts(sinks: [self.recordWriter, self.publisher] + extraSinks)
+        self.systemAlerts.follow(self.recordWriter, spoolDirectory: config.database.spoolDirectory)
         let publisher = self.publisher
         let writer = self.recordWriter
         let coordinator = ModuleCoordinator(
