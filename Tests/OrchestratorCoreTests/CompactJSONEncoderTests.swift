@@ -86,3 +86,26 @@ import Testing
         #expect(object["interval_ms"] as? Int == 1000)
     }
 }
+
+/// A person's extra parameters reach the module as they were written.
+@Suite struct ManualRequestTests {
+    @Test func `integers stay integers, exactly, and fractions stay fractions`() throws {
+        let payload = #"{"scope":"r1/cdu","by":"op","params":{"n":12,"big":9007199254740993,"x":1.5,"neg":-3,"list":[1,2.25]}}"#
+        let request = try #require(ManualRequest.parse(Array(payload.utf8)))
+        let params = try #require(request.params)
+        #expect(params.contains(#""n":12"#) && !params.contains("12.0"))
+        #expect(params.contains("9007199254740993"))
+        #expect(params.contains(#""x":1.5"#) && params.contains(#""neg":-3"#) && params.contains("[1,2.25]"))
+        let value = try #require(JSONValue(parsing: Array(params.utf8)))
+        let encoded = String(decoding: try CompactJSONEncoder().encode(value), as: UTF8.self)
+        #expect(encoded.contains("9007199254740993") && encoded.contains(#""n":12"#))
+    }
+
+    @Test func `a command's answer without an invocation id gets one, its numbers untouched`() throws {
+        let id = UUID()
+        let answer = ModuleResult.attachingID(Array(#"{"status":"ok","output":{"rows":3,"id":9007199254740993}}"#.utf8), invocation: id)
+        let text = String(decoding: answer, as: UTF8.self)
+        #expect(text.contains(#""rows":3"#) && text.contains("9007199254740993"))
+        #expect(text.contains(id.uuidString.lowercased()))
+    }
+}

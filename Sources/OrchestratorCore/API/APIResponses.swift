@@ -135,7 +135,7 @@ enum APIResponse {
             case units, name, trained, enabled, transport, inFlight = "in_flight", maxInFlight = "max_in_flight"
             case requiresApproval = "requires_approval", invoked, skipped, deferred, results, timeouts, retries
             case openInvocations = "open_invocations", active, provider, model, calls, failures, cacheHits = "cache_hits"
-            case rejectedCircuitOpen = "rejected_circuit_open", refusedAcknowledgements = "refused_acknowledgements"
+            case rejectedCircuitOpen = "rejected_circuit_open"
         }
 
         func encode(to encoder: any Encoder) throws {

@@ -305,6 +305,7 @@ package final class MetricsExporter: Sendable {
             ("dang_record_corrupt_bytes_total", "spool bytes skipped as corrupt and moved aside", record.corruptBytesSkipped),
             ("dang_database_pool_refused_total", "reads and operator actions refused: the database pool's queue was full", s.poolRefused),
             ("dang_approvals_refused_total", "approval messages without an explicit {\"approve\": true|false}", decisions.refusedApprovals),
+            ("dang_acknowledgements_refused_total", "MQTT acknowledgements refused: too many waiting, or the orchestrator stopping", s.refusedAcknowledgements),
         ]
         self.previous.withLock { previous in
             for (name, help, value) in totals {

@@ -97,6 +97,8 @@ package final class InvocationDispatcher: Sendable {
 
     /// Runs the jobs (commands, advisor calls) until cancelled, each in a child task.
     func run(replies: Replies) async {
+        // Jobs submitted after this are not run: their invocations stay pending in the record.
+        defer { self.submit.finish() }
         await withDiscardingTaskGroup { group in
             for await job in self.jobs {
                 group.addTask { await self.perform(job, replies: replies) }
@@ -106,10 +108,14 @@ package final class InvocationDispatcher: Sendable {
     }
 
     private func perform(_ job: Job, replies: Replies) async {
+        // Stopped with the service group, whatever the job did is not an answer (a command killed at
+        // shutdown has not failed): its invocation stays pending in the record, re-armed at the next start.
         switch job {
         case .command(let invocation, let settings, let message):
             let environment = CommandTransport.environment(allowing: settings.environment)
-            switch await self.outputs.runCommand(settings.command, environment, message, settings.timeout) {
+            let outcome = await self.outputs.runCommand(settings.command, environment, message, settings.timeout)
+            guard !Task.isCancelled else { return }
+            switch outcome {
             case .success(let stdout):
                 replies.result(invocation.module.rawValue, ModuleResult.attachingID(stdout, invocation: invocation.id))
             case .failure(let failure):
@@ -117,7 +123,9 @@ package final class InvocationDispatcher: Sendable {
             }
         case .advise(let question, let id):
             guard let advisor = self.advisor else { return }
-            replies.advice(await advisor.advise(question), question.decision, id)
+            let answer = await advisor.advise(question)
+            guard !Task.isCancelled else { return }
+            replies.advice(answer, question.decision, id)
         }
     }
 }

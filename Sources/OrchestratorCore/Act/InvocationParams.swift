@@ -118,7 +118,7 @@ package struct InvocationParams: Encodable, Sendable {
     /// The params with the advisor's (already bounded) parameters and its note.
     static func merging(_ params: [String: Int], confidence: Double, evidence: [String], into text: String) -> String {
         guard case .object(var object)? = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) else { return text }
-        for (name, value) in params { object[name] = .number(Double(value)) }
+        for (name, value) in params { object[name] = .integer(Int64(value)) }
         object["advisor"] = .object(["confidence": .number(confidence), "evidence_ids": .array(evidence.map { .string($0) })])
         return JSONValue.object(object).text
     }

@@ -91,7 +91,18 @@ package final class LLMClient: Sendable {
 
     package init(settings: LLMSettings) {
         self.settings = settings
+        // libcurl blocks: the transfers run on threads of the client's own, as many as calls may
+        // be in flight (never the cooperative pool; a queued call would spend its deadline waiting).
+        self.transfers = NIOThreadPool(numberOfThreads: max(1, settings.maxConcurrent))
+        self.transfers.start()
     }
+
+    deinit {
+        self.transfers.shutdownGracefully { _ in }
+    }
+
+    /// Where transfers run.
+    private let transfers: NIOThreadPool
 
     package var counters: Counters { self.state.withLock { $0.counters } }
 
@@ -153,7 +164,7 @@ package final class LLMClient: Sendable {
             request.body = body
             request.totalTimeout = remaining
             request.connectTimeout = min(self.settings.connectTimeout, remaining)
-            let transfer = await Self.perform(request)
+            let transfer = await self.perform(request)
             var retryAfter: Duration? = nil
             switch transfer {
             case .failure(.timedOut):
@@ -220,13 +231,13 @@ package final class LLMClient: Sendable {
         return result
     }
 
-    /// The transfer on NIO's blocking thread pool (libcurl blocks; never on the cooperative pool),
-    /// cancelled with the calling task: the transfer's progress callback aborts once the flag is set.
-    private static func perform(_ request: HTTPRequest) async -> Swift.Result<HTTPResponse, HTTPFailure> {
+    /// The transfer on the client's thread pool, cancelled with the calling task: the transfer's
+    /// progress callback aborts once the flag is set.
+    private func perform(_ request: HTTPRequest) async -> Swift.Result<HTTPResponse, HTTPFailure> {
         let cancelled = CancelFlag()
         return await withTaskCancellationHandler {
             do {
-                return try await NIOThreadPool.singleton.runIfActive { CurlTransfer.perform(request, cancelled: { cancelled.isSet }) }
+                return try await self.transfers.runIfActive { CurlTransfer.perform(request, cancelled: { cancelled.isSet }) }
             } catch {
                 return .failure(.cancelled)  // the pool is shutting down: the process is stopping
             }

@@ -91,20 +91,25 @@ package final class AlertDesk: Sendable {
         }
         var by: String? = nil
         if case .object(let object)? = JSONValue(parsing: payload), case .string(let name)? = object["by"] { by = String(name.prefix(200)) }
-        if case .dropped = self.submit.yield((id, by)) {
+        switch self.submit.yield((id, by)) {
+        case .enqueued: break
+        case .dropped, .terminated:
             let dropped = self.dropped.add(1, ordering: .relaxed).newValue
             if dropped.isWorthLogging {
                 self.logger.warning(
-                    "acknowledgement refused: too many waiting", metadata: ["alert.id": "\(id.uuidString.lowercased())", "refused_total": "\(dropped)"])
+                    "acknowledgement refused: too many waiting, or the orchestrator is stopping",
+                    metadata: ["alert.id": "\(id.uuidString.lowercased())", "refused_total": "\(dropped)"])
             }
+        @unknown default: break
         }
     }
 
     /// MQTT acknowledgements refused because too many were waiting.
     package var refusedAcknowledgements: Int { self.dropped.load(ordering: .relaxed) }
 
-    /// Writes MQTT acknowledgements to the journal until cancelled.
+    /// Writes MQTT acknowledgements to the journal until cancelled; later ones are refused (counted).
     package func run() async {
+        defer { self.submit.finish() }
         for await (id, by) in self.acknowledgements {
             do {
                 if try await self.acknowledge(id, by: by) == .unknown {

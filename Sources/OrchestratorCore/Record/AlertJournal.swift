@@ -45,7 +45,7 @@ enum AlertJournalStore {
                    (extract(epoch FROM raised_at) * 1000)::bigint AS raised_at, (extract(epoch FROM cleared_at) * 1000)::bigint AS cleared_at,
                    (extract(epoch FROM acked_at) * 1000)::bigint AS acked_at, acked_by,
                    (extract(epoch FROM shelved_until) * 1000)::bigint AS shelved_until, value, score, message
-            FROM alerts WHERE ($1 = 'all' OR state = 'raised') ORDER BY raised_at DESC LIMIT $2
+            FROM alerts WHERE ($1 = 'all' OR state = 'raised') ORDER BY alerts.raised_at DESC LIMIT $2
             """, [all ? "all" : "active", limit])
         return try RowDecoder.decode(AlertListing.self, from: rows)
     }
