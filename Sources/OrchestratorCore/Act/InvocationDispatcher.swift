@@ -30,6 +30,14 @@ package struct CoordinatorOutputs: Sendable {
     }
 }
 
+/// What the dispatcher reports back (the coordinator): a command's stdout as a result, a send that
+/// failed, the advisor's answer.
+package protocol InvocationReplies: AnyObject, Sendable {
+    func handleResult(module: String, payload: [UInt8])
+    func sendFailed(_ invocation: Invocation, reason: String)
+    func adviceArrived(_ answer: Advisor.Answer, about decision: Decision, invocation id: UUID)
+}
+
 /// Sends invocations to their modules and questions to the advisor.
 ///
 /// An MQTT invocation is published at once, on the caller's thread (the ingest thread, for an
@@ -38,16 +46,6 @@ package struct CoordinatorOutputs: Sendable {
 /// they end with it (a command still running at shutdown is stopped; its invocation stays pending
 /// in the record and is re-armed at the next start).
 package final class InvocationDispatcher: Sendable {
-    /// What the dispatcher reports back to the coordinator.
-    package struct Replies: Sendable {
-        /// A command's stdout, as a result on the module's result topic.
-        var result: @Sendable (_ module: String, _ payload: [UInt8]) -> Void
-        /// A send that failed at once.
-        var failed: @Sendable (Invocation, _ reason: String) -> Void
-        /// The advisor's answer about a held invocation.
-        var advice: @Sendable (Advisor.Answer, _ decision: Decision, _ invocation: UUID) -> Void
-    }
-
     private enum Job: Sendable {
         case command(Invocation, ModuleSettings, message: [UInt8])
         case advise(Advisor.Question, invocation: UUID)
@@ -75,7 +73,7 @@ package final class InvocationDispatcher: Sendable {
 
     /// Sends one attempt of an invocation. A refusal by the MQTT client is reported at once; a
     /// command's answer or failure later, through `replies`.
-    func send(_ invocation: Invocation, at now: Int64, replies: Replies) {
+    func send(_ invocation: Invocation, at now: Int64, replies: some InvocationReplies) {
         guard let settings = self.modules[invocation.module] else { return }
         let resultTopic = "\(self.prefix)/result/\(invocation.module.rawValue)"
         let message = invocation.message(at: now, timeout: settings.timeout, replyTo: resultTopic)
@@ -84,7 +82,7 @@ package final class InvocationDispatcher: Sendable {
             let published = self.outputs.publish(
                 "\(self.prefix)/cmd/\(invocation.module.rawValue)", message,
                 (resultTopic, Array(invocation.id.uuidString.lowercased().utf8)))
-            if !published { replies.failed(invocation, "the MQTT client refused the publication (not connected?)") }
+            if !published { replies.sendFailed(invocation, reason: "the MQTT client refused the publication (not connected?)") }
         case .command:
             self.submit.yield(.command(invocation, settings, message: message))
         }
@@ -96,7 +94,7 @@ package final class InvocationDispatcher: Sendable {
     }
 
     /// Runs the jobs (commands, advisor calls) until cancelled, each in a child task.
-    func run(replies: Replies) async {
+    func run(replies: some InvocationReplies) async {
         // Jobs submitted after this are not run: their invocations stay pending in the record.
         defer { self.submit.finish() }
         await withDiscardingTaskGroup { group in
@@ -107,7 +105,7 @@ package final class InvocationDispatcher: Sendable {
         }
     }
 
-    private func perform(_ job: Job, replies: Replies) async {
+    private func perform(_ job: Job, replies: some InvocationReplies) async {
         // Stopped with the service group, whatever the job did is not an answer (a command killed at
         // shutdown has not failed): its invocation stays pending in the record, re-armed at the next start.
         switch job {
@@ -117,15 +115,15 @@ package final class InvocationDispatcher: Sendable {
             guard !Task.isCancelled else { return }
             switch outcome {
             case .success(let stdout):
-                replies.result(invocation.module.rawValue, ModuleResult.attachingID(stdout, invocation: invocation.id))
+                replies.handleResult(module: invocation.module.rawValue, payload: ModuleResult.attachingID(stdout, invocation: invocation.id))
             case .failure(let failure):
-                replies.failed(invocation, failure.description)
+                replies.sendFailed(invocation, reason: failure.description)
             }
         case .advise(let question, let id):
             guard let advisor = self.advisor else { return }
             let answer = await advisor.advise(question)
             guard !Task.isCancelled else { return }
-            replies.advice(answer, question.decision, id)
+            replies.adviceArrived(answer, about: question.decision, invocation: id)
         }
     }
 }

@@ -17,7 +17,7 @@ import Synchronization
 /// publication happen there, without a hop (the event-to-invocation latency is the product).
 /// ``tick(now:)`` is called by a timer (every `decision_engine.tick`); ``run()`` runs the
 /// dispatcher's slow jobs (command modules, the advisor) inside the service group.
-package final class ModuleCoordinator: AlertSink, Sendable {
+package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
     package typealias Counters = CoordinatorStateMachine.Counters
     typealias Effect = CoordinatorStateMachine.Effect
 
@@ -69,14 +69,7 @@ package final class ModuleCoordinator: AlertSink, Sendable {
 
     /// Runs command modules and advisor calls until cancelled (a service of the group).
     package func run() async {
-        await self.dispatcher.run(replies: self.replies)
-    }
-
-    private var replies: InvocationDispatcher.Replies {
-        InvocationDispatcher.Replies(
-            result: { [weak self] module, payload in self?.handleResult(module: module, payload: payload) },
-            failed: { [weak self] invocation, reason in self?.sendFailed(invocation, reason: reason) },
-            advice: { [weak self] answer, decision, id in self?.adviceArrived(answer, about: decision, invocation: id) })
+        await self.dispatcher.run(replies: self)
     }
 
     // MARK: - Inputs
@@ -207,7 +200,8 @@ package final class ModuleCoordinator: AlertSink, Sendable {
         let latency = Int64((ContinuousClock.now - started).timeInterval * 1_000_000)
         let record = decision.record(latencyMicroseconds: latency)
         // The decision first: the invocation row refers to it.
-        self.perform([.record(.decision(record)), .mirror(record)] + effects)
+        self.perform([.record(.decision(record)), .mirror(record)])
+        self.perform(effects)
         if decision.action != .skip || trigger.kind == .manual {
             self.logger.info(
                 "decision",
@@ -220,12 +214,12 @@ package final class ModuleCoordinator: AlertSink, Sendable {
         return decision
     }
 
-    private func sendFailed(_ invocation: Invocation, reason: String) {
+    package func sendFailed(_ invocation: Invocation, reason: String) {
         let now = self.clock()
         self.perform(self.state.withLock { $0.sendFailed(invocation, reason: reason, at: now) })
     }
 
-    private func adviceArrived(_ answer: Advisor.Answer, about decision: Decision, invocation id: UUID) {
+    package func adviceArrived(_ answer: Advisor.Answer, about decision: Decision, invocation id: UUID) {
         let now = self.clock()
         self.perform(self.state.withLock { $0.adviceArrived(answer, about: decision, invocation: id, at: now) })
     }
@@ -256,7 +250,7 @@ package final class ModuleCoordinator: AlertSink, Sendable {
             case .mirror(let decision):
                 self.dispatcher.mirror(decision)
             case .send(let invocation):
-                self.dispatcher.send(invocation, at: self.clock(), replies: self.replies)
+                self.dispatcher.send(invocation, at: self.clock(), replies: self)
             case .reconsider(let trigger):
                 self.consider(trigger)
             case .observe(let observation):
