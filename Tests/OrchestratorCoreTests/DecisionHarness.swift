@@ -21,7 +21,7 @@ final class DecisionHarness: Sendable {
     let coordinator: ModuleCoordinator
     let capture = Capture()
 
-    init(map: TopicMap, configure: (inout OrchestratorConfig) -> Void = { _ in }) {
+    convenience init(map: TopicMap, configure: (inout OrchestratorConfig) -> Void = { _ in }) {
         var config = OrchestratorConfig.defaults(topicMap: map)
         config.detection.multivariateEnabled = false
         for name in ModuleName.allCases {
@@ -30,6 +30,11 @@ final class DecisionHarness: Sendable {
         }
         config.decisionEngine.retryBackoff = .seconds(1)
         configure(&config)
+        self.init(config: config)
+    }
+
+    /// A plant with exactly this configuration (the shipped one, for instance).
+    init(config: OrchestratorConfig) {
         let pipeline = IngestPipeline(config: config, sinks: [], logger: Logger(label: "test"))
         self.pipeline = pipeline
         let capture = self.capture

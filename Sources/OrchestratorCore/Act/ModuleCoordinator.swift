@@ -187,7 +187,7 @@ package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
         let started = ContinuousClock.now
         guard let settings = self.config.modules[trigger.module] else { return nil }
         let scope = DecisionScope.of(trigger, data: settings.data, tags: self.data)
-        let views = self.data.views(of: scope.tags)
+        let views = self.data.views(of: scope.tags, window: settings.window)
         let made = self.state.withLock { state in
             state.decide(trigger, scope: scope, views: views) { decision, settings in
                 InvocationParams(

@@ -2,8 +2,9 @@
 /// tags, their recent good samples, and the tags under a unit. The ingest pipeline provides it;
 /// the coordinator and the scenario tests only see this.
 package protocol TagDataSource: Sendable {
-    /// The selection criteria's view of some tags (unknown ones left out).
-    func views(of tags: [String]) -> [TagView]
+    /// The selection criteria's view of some tags (unknown ones left out), over the newest
+    /// `window` samples of each (the module's window).
+    func views(of tags: [String], window: Int) -> [TagView]
     /// The newest `limit` good samples of each tag, oldest first.
     func windows(of tags: [String], limit: Int) -> [TagWindow]
     /// Tags seen so far under a prefix (a unit's path followed by `/`, or `market/`).

@@ -215,17 +215,32 @@ package struct DetectionEngine: Sendable {
         return score
     }
 
+    /// A frozen stretch in a tag's window: a run of exactly equal values at least 10 samples and
+    /// 60 s long, and at least 5 times as long as the tag's other runs, in a window that does vary
+    /// (a tag that is constant throughout is the flatline detector's to judge: a setpoint or a
+    /// switch may be). A live analog transmitter does not repeat its reading to the last digit for
+    /// a minute; one that is stuck, or a gateway that repeats its last value, does.
+    /// Market data is left out: a quote that does not trade does not change, and a dead feed is
+    /// `stale`'s to report.
+    func frozenStretch(slot: Int32, window: Int) -> FrozenStretch? {
+        guard !self.tagNames[Int(slot)].hasPrefix("market/"), let run = self.history.longestRun(slot: slot, limit: window), run.runs > 1, run.samples >= FrozenStretch.minimumSamples,
+            run.milliseconds >= FrozenStretch.minimumMilliseconds, Double(run.samples) >= 5 * run.othersMean
+        else { return nil }
+        return FrozenStretch(value: run.value, samples: run.samples, seconds: Double(run.milliseconds) / 1000)
+    }
+
     /// What the decision side needs to know about a tag's data (the `data_quality` step,
     /// docs/decisions.md, "Selection criteria").
-    /// `openKinds` are the kinds of the tag's open alert episodes (the alert stage knows them).
-    package func view(of tag: String, openKinds: (Int32) -> Set<AlertKind>) -> TagView? {
+    /// `openKinds` are the kinds of the tag's open alert episodes (the alert stage knows them);
+    /// `window` is how many of its newest samples the module would take.
+    package func view(of tag: String, window: Int = .max, openKinds: (Int32) -> Set<AlertKind>) -> TagView? {
         guard let slot = self.slots[tag] else { return nil }
         let index = Int(slot)
         let receipt = self.lastReceipt[index]
         return TagView(
             tag: tag, info: self.detectors[index].mappedInfo, lastReceipt: receipt == .min ? nil : receipt,
             lastQuality: self.lastQuality[index], goodSamples: self.history.count(slot: slot),
-            openKinds: openKinds(slot))
+            openKinds: openKinds(slot), frozen: self.frozenStretch(slot: slot, window: window))
     }
 
     /// The newest `limit` good samples of a tag, oldest first.
@@ -328,6 +343,19 @@ package struct TagView: Sendable, Equatable {
     package let goodSamples: Int
     /// Kinds of the tag's open alert episodes.
     package let openKinds: Set<AlertKind>
+    /// A stretch of the window where the value did not change at all (see
+    /// ``DetectionEngine/frozenStretch(slot:window:)``).
+    package var frozen: FrozenStretch? = nil
+}
+
+/// A run of exactly equal readings inside a window that otherwise varies.
+package struct FrozenStretch: Sendable, Equatable {
+    package let value: Double
+    package let samples: Int
+    package let seconds: Double
+
+    static let minimumSamples = 10
+    static let minimumMilliseconds: Int64 = 60_000
 }
 
 /// One tag's latest state, snapshotted into `tag_state` so a restart can warm up from it.

@@ -89,4 +89,32 @@ package struct SampleHistory: Sendable {
         }
         return (times, values)
     }
+
+    /// The longest run of exactly equal consecutive values among the newest `limit` samples of a
+    /// slot: its value, length and time span, with the number of runs in those samples and the
+    /// mean length of the others (nil without samples).
+    package func longestRun(slot: Int32, limit: Int) -> (value: Double, samples: Int, milliseconds: Int64, runs: Int, othersMean: Double)? {
+        let index = Int(slot)
+        let count = Int(self.counts[index])
+        let take = min(count, max(0, limit))
+        guard take > 0 else { return nil }
+        let base = index * self.depth
+        let head = Int(self.heads[index])
+        func cell(_ offset: Int) -> Int { base + (head + offset) % self.depth }
+        var best = (start: count - take, length: 0)
+        var runs = 0
+        var start = count - take
+        for offset in (count - take)..<count {
+            let next = offset + 1
+            if next == count || self.values[cell(next)] != self.values[cell(offset)] {
+                runs += 1
+                let length = next - start
+                if length > best.length { best = (start, length) }
+                start = next
+            }
+        }
+        let span = self.times[cell(best.start + best.length - 1)] &- self.times[cell(best.start)]
+        let othersMean = runs > 1 ? Double(take - best.length) / Double(runs - 1) : 0
+        return (self.values[cell(best.start)], best.length, span, runs, othersMean)
+    }
 }

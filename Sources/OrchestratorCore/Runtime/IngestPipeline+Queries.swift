@@ -12,11 +12,12 @@ extension IngestPipeline {
         }
     }
 
-    /// The decision side's view of some tags (unknown ones left out).
-    package func views(of tags: [String]) -> [TagView] {
+    /// The decision side's view of some tags (unknown ones left out), over the newest `window`
+    /// samples of each.
+    package func views(of tags: [String], window: Int) -> [TagView] {
         self.state.withLock { state in
             let alerts = state.alerts
-            return tags.compactMap { state.engine.view(of: $0, openKinds: { alerts.openKinds(slot: $0) }) }
+            return tags.compactMap { state.engine.view(of: $0, window: window, openKinds: { alerts.openKinds(slot: $0) }) }
         }
     }
 

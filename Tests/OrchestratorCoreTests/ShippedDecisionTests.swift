@@ -1,0 +1,72 @@
+import Foundation
+import Testing
+
+@testable import DangTools
+@testable import OrchestratorCore
+
+/// Decisions with the shipped `config/orchestrator.yaml` and `topics/refinery.yaml`, not a test
+/// configuration (docs/decisions.md).
+@Suite struct ShippedDecisionTests {
+    static func shipped() throws -> OrchestratorConfig {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return try OrchestratorConfig.load(file: root.appendingPathComponent("config/orchestrator.yaml").path, environment: [:])
+    }
+
+    static let level = "r1/cdu/cdu1/LI-101"  // high criticality, HI 75, HIHI 90
+
+    /// A level that varies around 50 %, then (`frozen`) reads exactly 50.0 for 400 s, then jumps
+    /// past HI: the equipment trigger fires on the limit alert either way.
+    func breach(frozen: Bool) throws -> DecisionHarness {
+        let h = DecisionHarness(config: try Self.shipped())
+        var noise = SplitMix64(seed: 5)
+        for _ in 0..<200 { h.sample(Self.level, 50 + noise.gaussian() * 0.4) }
+        for _ in 0..<400 { h.sample(Self.level, frozen ? 50 : 50 + noise.gaussian() * 0.4) }
+        h.sample(Self.level, 80)
+        return h
+    }
+
+    @Test func `a level past HI after a frozen stretch is not forecast on frozen data`() throws {
+        let h = try self.breach(frozen: true)
+        let decisions = h.decisions("forecasting")
+        #expect(!decisions.isEmpty)  // the jump raised alerts the equipment trigger took up
+        for decision in decisions {
+            #expect(decision.action == "skip")
+            #expect(DecisionHarness.reasons(decision)["data_quality"] == "skip")
+            #expect(decision.reasons.contains("read exactly 50 for 118 s (119 samples) in its window"))
+        }
+        #expect(h.invocations("forecasting").isEmpty)
+    }
+
+    @Test func `the same breach on live data is forecast, once`() throws {
+        let h = try self.breach(frozen: false)
+        let first = try #require(h.decisions("forecasting").first)
+        #expect(first.action == "invoke")
+        #expect(DecisionHarness.reasons(first)["data_quality"] == "pass")
+        #expect(h.invocations("forecasting").count == 1)  // the limit alert after the anomaly one is deduplicated
+    }
+
+    enum Signal: String, CaseIterable, Sendable {
+        case stuckFor400Seconds, nineEqualReadings, coarseStepsOf8, constant
+
+        func value(_ i: Int) -> Double {
+            switch self {
+            case .stuckFor400Seconds: i >= 100 && i < 500 ? 50 : 50 + Double(i % 7) * 0.1
+            case .nineEqualReadings: (490..<499).contains(i) ? 7 : Double(i)
+            case .coarseStepsOf8: Double(i / 8)
+            case .constant: 3  // the flatline detector's to judge (a setpoint, a switch)
+            }
+        }
+    }
+
+    @Test(arguments: Signal.allCases)
+    func `frozen stretches are told from short repeats, quantised signals and constant tags`(signal: Signal) throws {
+        var engine = DetectionEngine(settings: DetectionSettings(), topicMap: TopicMap())
+        let found = engine.slot(for: "u/T")
+        let slot = try #require(found)
+        for i in 0..<501 {
+            _ = engine.detect(slot: slot, value: signal.value(i), quality: .good, sampleTime: Int64(i) * 1000, now: Int64(i) * 1000)
+        }
+        let view = try #require(engine.view(of: "u/T", window: 120, openKinds: { _ in [] }))
+        #expect((view.frozen != nil) == (signal == .stuckFor400Seconds))
+    }
+}
