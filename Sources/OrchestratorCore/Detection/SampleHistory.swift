@@ -99,22 +99,30 @@ package struct SampleHistory: Sendable {
         let take = min(count, max(0, limit))
         guard take > 0 else { return nil }
         let base = index * self.depth
-        let head = Int(self.heads[index])
-        func cell(_ offset: Int) -> Int { base + (head + offset) % self.depth }
-        var best = (start: count - take, length: 0)
-        var runs = 0
-        var start = count - take
-        for offset in (count - take)..<count {
-            let next = offset + 1
-            if next == count || self.values[cell(next)] != self.values[cell(offset)] {
+        // One pass over the ring, oldest of the `take` newest first, without a division per sample.
+        var cell = (Int(self.heads[index]) + count - take) % self.depth
+        var previous = self.values[base + cell]
+        var runStart = cell
+        var length = 0
+        var best = (start: cell, length: 0)
+        var runs = 1
+        for _ in 0..<take {
+            let value = self.values[base + cell]
+            if value != previous {
+                if length > best.length { best = (runStart, length) }
                 runs += 1
-                let length = next - start
-                if length > best.length { best = (start, length) }
-                start = next
+                runStart = cell
+                length = 0
+                previous = value
             }
+            length += 1
+            cell += 1
+            if cell == self.depth { cell = 0 }
         }
-        let span = self.times[cell(best.start + best.length - 1)] &- self.times[cell(best.start)]
+        if length > best.length { best = (runStart, length) }
+        let end = (best.start + best.length - 1) % self.depth
+        let span = self.times[base + end] &- self.times[base + best.start]
         let othersMean = runs > 1 ? Double(take - best.length) / Double(runs - 1) : 0
-        return (self.values[cell(best.start)], best.length, span, runs, othersMean)
+        return (self.values[base + best.start], best.length, span, runs, othersMean)
     }
 }
