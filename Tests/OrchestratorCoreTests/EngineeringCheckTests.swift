@@ -107,7 +107,7 @@ import Testing
         }
         let moves = all.filter { $0.condition == .marketMove }
         #expect(moves.map(\.raised) == [true])
-        if case .marketMove(let percent, let window)? = moves.first?.detail {
+        if case .marketMove(let percent, let window, _)? = moves.first?.detail {
             #expect(percent >= 2 && window == 600)
         } else {
             Issue.record("no market detail")

@@ -70,3 +70,51 @@ import Testing
         #expect((view.frozen != nil) == (signal == .stuckFor400Seconds))
     }
 }
+
+/// Market moves with the shipped configuration: judged against the instrument's own volatility.
+@Suite struct ShippedMarketMoveTests {
+    /// Brent, one quote a second: `minutes` of a random walk whose steps have this size (percent),
+    /// then a steady move of `move` percent over 15 minutes.
+    func brent(stepPercent: Double, minutes: Int, move: Double) throws -> DecisionHarness {
+        let h = DecisionHarness(config: try ShippedDecisionTests.shipped())
+        var random = SplitMix64(seed: 11)
+        var price = 80.0
+        for _ in 0..<(minutes * 60) {
+            price *= 1 + random.gaussian() * stepPercent / 100
+            h.sample("market/brent", price)
+        }
+        let start = price
+        for second in 1...900 { h.sample("market/brent", start * (1 + move / 100 * Double(second) / 900)) }
+        return h
+    }
+
+    @Test func `a 7.5 % crude move in 15 minutes on a quiet market is analysed`() throws {
+        let h = try self.brent(stepPercent: 0.02, minutes: 60, move: 7.5)
+        let decision = try #require(h.decisions("analysis").first)
+        #expect(decision.action == "invoke")
+        #expect(decision.trigger.contains(#""severity":"warning""#) || decision.trigger.contains(#""severity":"critical""#))
+        // One invocation (the module does not answer here, so its attempts are sent again).
+        #expect(Set(h.invocations("analysis").compactMap { $0["invocation_id"] as? String }).count == 1)
+    }
+
+    @Test func `the same threshold crossed by a market that always moves that much is only noted`() throws {
+        // Steps of 0.08 % a second: 15-minute moves of about 2 % are this instrument's normal.
+        let h = try self.brent(stepPercent: 0.08, minutes: 60, move: 2.5)
+        #expect(h.invocations("analysis").isEmpty)
+    }
+
+    @Test func `a move is judged against what came before, and only after the typical move is known`() {
+        var detector = MarketMoveDetector(windowMilliseconds: 900_000)
+        var time: Int64 = 0
+        var first: (percent: Double, timesTypical: Double?)? = nil
+        for _ in 0..<3_000 {
+            time += 1_000
+            let value = 100 + Double(time / 1_000 % 10) * 0.01  // a small, regular wiggle
+            if let move = detector.update(value, time: time), first == nil { first = move }
+        }
+        #expect(first?.timesTypical == nil)  // not known at first
+        var last: (percent: Double, timesTypical: Double?)? = nil
+        for second in 1...900 { last = detector.update(100 * (1 + 0.05 * Double(second) / 900), time: time + Int64(second) * 1_000) }
+        #expect((last?.timesTypical ?? 0) >= 6)
+    }
+}

@@ -57,7 +57,7 @@ package struct AlertBook: Sendable {
         let score = change.score
         if change.raised {
             guard self.open[key] == nil else { return nil }
-            let severity = Self.severity(change.condition, criticality: info?.criticality ?? .medium)
+            let severity = Self.severity(change.condition, criticality: info?.criticality ?? .medium, detail: change.detail)
             let episode = Episode(alertID: UUID(), severity: severity, raisedAt: now)
             self.open[key] = episode
             var event = AlertEvent(
@@ -80,7 +80,8 @@ package struct AlertBook: Sendable {
     /// Severity from the condition and the tag's criticality: HIHI/LOLO are always critical and
     /// HI/LO warnings; other conditions start at their base level, one higher on high-criticality
     /// tags and one lower on low-criticality ones.
-    static func severity(_ condition: AlertCondition, criticality: TagInfo.Criticality) -> AlertSeverity {
+    static func severity(_ condition: AlertCondition, criticality: TagInfo.Criticality, detail: ConditionDetail = .none) -> AlertSeverity {
+        if condition == .marketMove { return Self.marketSeverity(detail, criticality: criticality) }
         let base: AlertSeverity
         switch condition {
         case .limitHighHigh, .limitLowLow: return .critical
@@ -94,6 +95,18 @@ package struct AlertBook: Sendable {
         case .medium: return base
         case .low: return .info
         }
+    }
+
+    /// A market move's severity grows with its size against the instrument's own typical move over
+    /// the same window: 3× is a warning, 6× critical, less (or while the typical move is still being
+    /// learned) information. An instrument's criticality raises it one level when high but never
+    /// lowers it: a price that moves six times as much as it usually does matters whatever the
+    /// instrument (docs/decisions.md, "Market moves").
+    static func marketSeverity(_ detail: ConditionDetail, criticality: TagInfo.Criticality) -> AlertSeverity {
+        guard case .marketMove(_, _, let timesTypical?) = detail else { return criticality == .high ? .warning : .info }
+        let base: AlertSeverity = timesTypical >= 6 ? .critical : timesTypical >= 3 ? .warning : .info
+        guard criticality == .high else { return base }
+        return base == .info ? .warning : .critical
     }
 
     static func message(_ change: ConditionChange, tag: String, info: TagInfo?) -> String {
@@ -138,8 +151,9 @@ package struct AlertBook: Sendable {
                 + "now \(Self.format(fast))\(unit)/h by Holt)"
         case (.trend, false):
             return "\(subject): the trend has ended"
-        case (.marketMove(let percent, let window), true):
-            return "\(subject) moved \(Self.format(percent))% in \(Self.format(window / 60)) min"
+        case (.marketMove(let percent, let window, let timesTypical), true):
+            let usual = timesTypical.map { ", \(Self.format($0))× its usual move" } ?? ""
+            return "\(subject) moved \(Self.format(percent))% in \(Self.format(window / 60)) min\(usual)"
         case (.multivariate(let ratio, let t2, let spe, let drivers), true):
             let driven = drivers.map { "\($0.tag) (\(Int(($0.share * 100).rounded()))%)" }.joined(separator: ", ")
             // SPE is 0 exactly when the model keeps every component (no residual space): not worth saying.

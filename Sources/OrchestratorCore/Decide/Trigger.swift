@@ -67,7 +67,7 @@ package struct TriggerRule: Sendable, Equatable {
         case .trendUp?, .limitHigh?, .limitHighHigh?: return .up
         case .trendDown?, .limitLow?, .limitLowLow?: return .down
         case .marketMove?:
-            if case .marketMove(let percent, _)? = event.detail { return percent >= 0 ? .up : .down }
+            if case .marketMove(let percent, _, _)? = event.detail { return percent >= 0 ? .up : .down }
             return nil
         default: return nil
         }

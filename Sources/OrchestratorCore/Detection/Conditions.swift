@@ -92,8 +92,9 @@ package enum ConditionDetail: Sendable, Equatable {
     /// Theil–Sen slope in engineering units per hour, the Mann–Kendall two-sided p-value, and Holt's
     /// fast trend in units per hour (what the slope is now, not over the whole window).
     case trend(slopePerHour: Double, pValue: Double, fastPerHour: Double)
-    /// Percentage change over a window of this many seconds.
-    case marketMove(percent: Double, windowSeconds: Double)
+    /// Percentage change over a window of this many seconds, and how many times the instrument's
+    /// typical move over that window it is (nil while the typical move is not known yet).
+    case marketMove(percent: Double, windowSeconds: Double, timesTypical: Double?)
     /// The unit's statistic relative to its limit, and the tags that drove it most.
     /// T² and SPE are relative to their own control limits.
     case multivariate(ratio: Double, t2Ratio: Double, speRatio: Double, drivers: [UnitDriver])

@@ -247,18 +247,19 @@ package struct TagDetector: Sendable {
     }
 
     private mutating func checkMarket(_ value: Double, time: Int64, settings: DetectionSettings, into changes: inout [ConditionChange]) {
-        var strongest: (percent: Double, window: Double, ratio: Double)? = nil
+        var strongest: (percent: Double, window: Double, ratio: Double, timesTypical: Double?)? = nil
         var anyBelowHalf = true
         for index in self.marketMoves.indices {
-            guard let percent = self.marketMoves[index].update(value, time: time) else { continue }
+            guard let move = self.marketMoves[index].update(value, time: time) else { continue }
             let rule = settings.marketMoves[index]
-            let ratio = abs(percent) / rule.thresholdPercent
+            let ratio = abs(move.percent) / rule.thresholdPercent
             if ratio >= 0.5 { anyBelowHalf = false }
             if ratio >= 1, ratio > (strongest?.ratio ?? 0) {
-                strongest = (percent, Double(rule.window.milliseconds) / 1000, ratio)
+                strongest = (move.percent, Double(rule.window.milliseconds) / 1000, ratio, move.timesTypical)
             }
         }
-        let detail = strongest.map { ConditionDetail.marketMove(percent: $0.percent, windowSeconds: $0.window) } ?? .none
+        let detail =
+            strongest.map { ConditionDetail.marketMove(percent: $0.percent, windowSeconds: $0.window, timesTypical: $0.timesTypical) } ?? .none
         self.update(
             .marketMove, raise: strongest != nil, clear: anyBelowHalf, value: value, score: strongest == nil ? 0 : 1,
             detail: detail, time: time, policy: settings.policy, into: &changes)

@@ -166,6 +166,15 @@ package struct MarketMoveDetector: Sendable {
     private var start = 0
     private var count = 0
     package let windowMilliseconds: Int64
+    /// The instrument's typical absolute move over the window (percent): an exponential average of
+    /// the move, sampled once every tenth of a window, over about 50 samples (a 15-minute window
+    /// remembers the last hours, a 4-hour one the last days).
+    private var typical = 0.0
+    private var typicalSamples = 0
+    private var lastTypicalUpdate = Int64.min
+
+    /// Samples of the typical move needed before moves are judged against it.
+    static let typicalWarmUp = 20
 
     package init(windowMilliseconds: Int64, capacity: Int = 1024) {
         self.windowMilliseconds = windowMilliseconds
@@ -174,8 +183,22 @@ package struct MarketMoveDetector: Sendable {
     }
 
     /// Adds a sample; returns the percentage change from the oldest sample within the window
-    /// (`nil` until the window spans at least half its length).
-    package mutating func update(_ value: Double, time: Int64) -> Double? {
+    /// (`nil` until the window spans at least half its length), and how many times the typical
+    /// move it is (`nil` while that is being learned).
+    package mutating func update(_ value: Double, time: Int64) -> (percent: Double, timesTypical: Double?)? {
+        guard let percent = self.move(value, time: time) else { return nil }
+        // Judged against what came before, then learned from (slowly: one move does not make itself usual).
+        let timesTypical = self.typicalSamples >= Self.typicalWarmUp && self.typical > 0 ? abs(percent) / self.typical : nil
+        let step = max(1, self.windowMilliseconds / 10)
+        if self.lastTypicalUpdate == .min || time &- self.lastTypicalUpdate >= step {
+            self.lastTypicalUpdate = time
+            self.typicalSamples += 1
+            self.typical += (abs(percent) - self.typical) / Double(min(self.typicalSamples, 50))
+        }
+        return (percent, timesTypical)
+    }
+
+    private mutating func move(_ value: Double, time: Int64) -> Double? {
         let capacity = self.values.count
         // Keep at most `capacity` samples per window: a sample closer than window/capacity to the
         // newest one replaces it, so a fast feed cannot push the window's start out of the ring.
