@@ -118,3 +118,21 @@ import Testing
         #expect((last?.timesTypical ?? 0) >= 6)
     }
 }
+
+/// The shipped performance trigger: a furnace efficiency sliding down is optimised.
+@Suite struct ShippedPerformanceTests {
+    @Test func `a furnace efficiency sliding 3 points in 10 minutes, inside its limits, is optimised once`() throws {
+        let h = DecisionHarness(config: try ShippedDecisionTests.shipped())
+        let tag = "r1/cdu/cdu1/EFF-101"  // limits 82–96 %
+        var noise = SplitMix64(seed: 3)
+        for _ in 0..<600 { h.sample(tag, 90 + noise.gaussian() * 0.1) }
+        for second in 1...600 { h.sample(tag, 90 - 3 * Double(second) / 600 + noise.gaussian() * 0.1) }
+        let decision = try #require(h.decisions("optimization").first)
+        #expect(decision.trigger.contains(#""name":"performance-degradation""#))
+        #expect(decision.action == "invoke")
+        #expect(Set(h.invocations("optimization").compactMap { $0["invocation_id"] as? String }).count == 1)
+        // Against the way it went: the objective is to bring the efficiency back up.
+        let params = h.invocations("optimization").first?["params"] as? [String: Any]
+        #expect((params?["objective"] as? [String: String])?["direction"] == "up")
+    }
+}
