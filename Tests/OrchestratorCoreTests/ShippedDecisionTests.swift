@@ -136,3 +136,36 @@ import Testing
         #expect((params?["objective"] as? [String: String])?["direction"] == "up")
     }
 }
+
+/// A window that holds a recent data-quality episode is not a module's input.
+@Suite struct ShippedRecentEpisodeTests {
+    /// LI-101 on live data; a sample stamped an hour ahead (refused: a data-quality episode, cleared
+    /// by the clean samples after it) `samplesBefore` samples before a jump past HI.
+    func breach(samplesBefore: Int) throws -> DecisionHarness {
+        let h = DecisionHarness(config: try ShippedDecisionTests.shipped())
+        let tag = ShippedDecisionTests.level
+        var noise = SplitMix64(seed: 8)
+        for _ in 0..<300 { h.sample(tag, 50 + noise.gaussian() * 0.4) }
+        let ahead = h.time + 3_600_000
+        var topic = "plant/\(tag)"
+        var payload = "{\"ts\":\(ahead),\"v\":50}"
+        topic.withUTF8 { t in payload.withUTF8 { p in h.pipeline.handle(topic: UnsafeRawBufferPointer(t), payload: UnsafeRawBufferPointer(p), receivedAt: h.time) } }
+        h.pipeline.deliverAfterMessage()
+        for _ in 0..<samplesBefore { h.sample(tag, 50 + noise.gaussian() * 0.4) }
+        h.sample(tag, 80)
+        return h
+    }
+
+    @Test func `an episode that ended inside the window keeps the tag out`() throws {
+        let h = try self.breach(samplesBefore: 40)  // cleared after 10 clean samples, 30 before the jump
+        let decision = try #require(h.decisions("forecasting").first)
+        #expect(decision.action == "skip")
+        #expect(decision.reasons.contains("episode ended inside its window"))
+    }
+
+    @Test func `an episode older than the window does not`() throws {
+        let h = try self.breach(samplesBefore: 200)  // the window is the newest 120 samples
+        let decision = try #require(h.decisions("forecasting").first)
+        #expect(decision.action == "invoke")
+    }
+}

@@ -17,6 +17,8 @@ package struct AlertBook: Sendable {
     }
 
     private var open: [Key: Episode] = [:]
+    /// Sample time at which each slot's last `stale`, `flatline` or `data_quality` episode cleared.
+    private var qualityCleared: [Int32: Int64] = [:]
 
     package init() {}
 
@@ -25,6 +27,14 @@ package struct AlertBook: Sendable {
 
     /// Slots with an open episode.
     package var openSlots: Set<Int32> { Set(self.open.keys.map(\.slot)) }
+
+    /// When the slot's last `stale`, `flatline` or `data_quality` episode cleared (sample time).
+    package func qualityEpisodeCleared(slot: Int32) -> Int64? { self.qualityCleared[slot] }
+
+    /// Forgets evicted slots (their numbers are given to other tags).
+    package mutating func forget(slots: Set<Int32>) {
+        for slot in slots { self.qualityCleared[slot] = nil }
+    }
 
     /// Kinds of a slot's open episodes.
     package func openKinds(slot: Int32) -> Set<AlertKind> {
@@ -69,6 +79,7 @@ package struct AlertBook: Sendable {
             return event
         }
         guard let episode = self.open.removeValue(forKey: key) else { return nil }
+        if [.stale, .flatline, .dataQuality].contains(change.condition.kind) { self.qualityCleared[slot] = sampleTime }
         var event = AlertEvent(
             alertID: episode.alertID, state: .cleared, severity: episode.severity, kind: change.condition.kind, tag: tag,
             topic: topic, timestamp: sampleTime, raisedAt: episode.raisedAt, clearedAt: now, value: change.value,

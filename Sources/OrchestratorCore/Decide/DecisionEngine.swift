@@ -299,6 +299,9 @@ package enum DecisionEngine {
         if view.goodSamples < settings.minHistory {
             return "\(view.goodSamples) good samples (needs \(settings.minHistory))"
         }
+        if let cleared = view.qualityEpisodeCleared, let start = view.windowStart, cleared >= start {
+            return "a stale, flatline or data-quality episode ended inside its window"
+        }
         if let frozen = view.frozen {
             return "read exactly \(Self.format(frozen.value)) for \(Self.format(frozen.seconds)) s (\(frozen.samples) samples) in its window: "
                 + "a frozen transmitter?"

@@ -233,14 +233,18 @@ package struct DetectionEngine: Sendable {
     /// docs/decisions.md, "Selection criteria").
     /// `openKinds` are the kinds of the tag's open alert episodes (the alert stage knows them);
     /// `window` is how many of its newest samples the module would take.
-    package func view(of tag: String, window: Int = .max, openKinds: (Int32) -> Set<AlertKind>) -> TagView? {
+    /// `qualityCleared` is when its last data-quality-like episode cleared (sample time), if it did.
+    package func view(
+        of tag: String, window: Int = .max, openKinds: (Int32) -> Set<AlertKind>, qualityCleared: (Int32) -> Int64? = { _ in nil }
+    ) -> TagView? {
         guard let slot = self.slots[tag] else { return nil }
         let index = Int(slot)
         let receipt = self.lastReceipt[index]
         return TagView(
             tag: tag, info: self.detectors[index].mappedInfo, lastReceipt: receipt == .min ? nil : receipt,
             lastQuality: self.lastQuality[index], goodSamples: self.history.count(slot: slot),
-            openKinds: openKinds(slot), frozen: self.frozenStretch(slot: slot, window: window))
+            openKinds: openKinds(slot), frozen: self.frozenStretch(slot: slot, window: window),
+            windowStart: self.history.oldestTime(slot: slot, limit: window), qualityEpisodeCleared: qualityCleared(slot))
     }
 
     /// The newest `limit` good samples of a tag, oldest first.
@@ -346,6 +350,10 @@ package struct TagView: Sendable, Equatable {
     /// A stretch of the window where the value did not change at all (see
     /// ``DetectionEngine/frozenStretch(slot:window:)``).
     package var frozen: FrozenStretch? = nil
+    /// Sample time of the oldest sample of the module's window.
+    package var windowStart: Int64? = nil
+    /// When the tag's last `stale`, `flatline` or `data_quality` episode cleared (sample time).
+    package var qualityEpisodeCleared: Int64? = nil
 }
 
 /// A run of exactly equal readings inside a window that otherwise varies.

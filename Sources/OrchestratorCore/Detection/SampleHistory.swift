@@ -125,4 +125,13 @@ package struct SampleHistory: Sendable {
         let othersMean = runs > 1 ? Double(take - best.length) / Double(runs - 1) : 0
         return (self.values[base + best.start], best.length, span, runs, othersMean)
     }
+
+    /// The time of the oldest of the newest `limit` samples of a slot.
+    package func oldestTime(slot: Int32, limit: Int) -> Int64? {
+        let index = Int(slot)
+        let count = Int(self.counts[index])
+        let take = min(count, max(0, limit))
+        guard take > 0 else { return nil }
+        return self.times[index * self.depth + (Int(self.heads[index]) + count - take) % self.depth]
+    }
 }

@@ -17,7 +17,11 @@ extension IngestPipeline {
     package func views(of tags: [String], window: Int) -> [TagView] {
         self.state.withLock { state in
             let alerts = state.alerts
-            return tags.compactMap { state.engine.view(of: $0, window: window, openKinds: { alerts.openKinds(slot: $0) }) }
+            return tags.compactMap {
+                state.engine.view(
+                    of: $0, window: window, openKinds: { alerts.openKinds(slot: $0) },
+                    qualityCleared: { alerts.qualityEpisodeCleared(slot: $0) })
+            }
         }
     }
 

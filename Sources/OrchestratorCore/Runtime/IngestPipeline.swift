@@ -387,6 +387,7 @@ package final class IngestPipeline: TagDataSource, Sendable {
             let result = state.engine.evictIdle(before: overflow ? .min : cutoff, keeping: state.alerts.openSlots)
             if !result.slots.isEmpty {
                 state.topicSlots.remove(slots: result.slots)
+                state.alerts.forget(slots: result.slots)
                 state.counters.evictedTags += result.slots.count
             }
             state.counters.tags = state.engine.tagCount
