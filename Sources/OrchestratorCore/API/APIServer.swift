@@ -134,10 +134,7 @@ package struct APIServer: Sendable {
 
     func ack(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         guard let text = context.parameters.get("id"), let id = UUID(uuidString: text) else { return Self.error(.badRequest, "not an alert id") }
-        var by: String? = nil
-        if case .object(let object)? = JSONValue(parsing: try await self.body(request)), case .string(let name)? = object["by"] {
-            by = String(name.prefix(200))
-        }
+        let by = JSONValue(parsing: try await self.body(request))?.string("by", limit: 200)
         do {
             switch try await self.actions.acknowledge(alert: id, by: by) {
             case .done: return Self.json(.ok, APIResponse.Acknowledged(alertID: id.uuidString.lowercased(), acknowledged: true))
@@ -151,11 +148,11 @@ package struct APIServer: Sendable {
 
     func shelve(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         guard let text = context.parameters.get("id"), let id = UUID(uuidString: text) else { return Self.error(.badRequest, "not an alert id") }
-        guard case .object(let object)? = JSONValue(parsing: try await self.body(request)), case .string(let durationText)? = object["duration"],
-            let duration = YAMLSection.parseDuration(durationText), duration > .zero, duration <= .seconds(7 * 86400)
+        let body = JSONValue(parsing: try await self.body(request))
+        guard let durationText = body?.string("duration"), let duration = YAMLSection.parseDuration(durationText), duration > .zero,
+            duration <= .seconds(7 * 86400)
         else { return Self.error(.badRequest, "expected {\"duration\": \"30m\", \"by\": \"name\"} with a duration up to 7d") }
-        var by: String? = nil
-        if case .string(let name)? = object["by"] { by = String(name.prefix(200)) }
+        let by = body?.string("by", limit: 200)
         do {
             guard let until = try await self.actions.shelve(alert: id, for: duration, by: by) else { return Self.error(.notFound, "no such alert") }
             return Self.json(.ok, APIResponse.Shelved(alertID: id.uuidString.lowercased(), shelvedUntil: until))

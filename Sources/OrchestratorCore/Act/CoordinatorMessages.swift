@@ -67,10 +67,8 @@ package struct ManualRequest: Sendable, Equatable {
     /// A `scope` or `by` that is not a string is ignored; they are cut to 512 and 200 characters.
     package static func parse(_ payload: [UInt8]) -> ManualRequest? {
         if payload.isEmpty { return ManualRequest() }
-        guard case .object(let object)? = JSONValue(parsing: payload) else { return nil }
-        var request = ManualRequest()
-        if case .string(let scope)? = object["scope"] { request.scope = String(scope.prefix(512)) }
-        if case .string(let by)? = object["by"] { request.by = String(by.prefix(200)) }
+        guard let body = JSONValue(parsing: payload), case .object(let object) = body else { return nil }
+        var request = ManualRequest(scope: body.string("scope", limit: 512), by: body.string("by", limit: 200))
         if let extra = object["params"] {
             guard case .object = extra else { return nil }
             request.params = extra.text

@@ -89,8 +89,7 @@ package final class AlertDesk: Sendable {
             self.logger.warning("acknowledgement refused: not an alert id", metadata: ["alert.id": "\(idText.prefix(64))"])
             return
         }
-        var by: String? = nil
-        if case .object(let object)? = JSONValue(parsing: payload), case .string(let name)? = object["by"] { by = String(name.prefix(200)) }
+        let by = JSONValue(parsing: payload)?.string("by", limit: 200)
         switch self.submit.yield((id, by)) {
         case .enqueued: break
         case .dropped, .terminated:

@@ -223,7 +223,7 @@ package struct DetectionEngine: Sendable {
     /// Market data is left out: a quote that does not trade does not change, and a dead feed is
     /// `stale`'s to report.
     func frozenStretch(slot: Int32, window: Int) -> FrozenStretch? {
-        guard !self.tagNames[Int(slot)].hasPrefix("market/"), let run = self.history.longestRun(slot: slot, limit: window), run.runs > 1, run.samples >= FrozenStretch.minimumSamples,
+        guard !self.detectors[Int(slot)].isMarket, let run = self.history.longestRun(slot: slot, limit: window), run.runs > 1, run.samples >= FrozenStretch.minimumSamples,
             run.milliseconds >= FrozenStretch.minimumMilliseconds, Double(run.samples) >= 5 * run.othersMean
         else { return nil }
         return FrozenStretch(value: run.value, samples: run.samples, seconds: Double(run.milliseconds) / 1000)

@@ -15,7 +15,7 @@ package struct TagDetector: Sendable {
     private let info: TagInfo
     /// Whether the tag is in the topic map (`info` is then its entry, else the defaults).
     private let isMapped: Bool
-    private let isMarket: Bool
+    let isMarket: Bool
     private var trend: TrendDetector?
     private var marketMoves: [MarketMoveDetector]
 

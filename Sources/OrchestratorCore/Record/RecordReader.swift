@@ -21,15 +21,9 @@ package final class RecordReader: Sendable {
     /// new database's schema up to date first (the shelves read after it need it).
     package func tagState(limit: Int = .max) async -> [TagSnapshot]? {
         let migrate = self.migrate
-        switch await self.pool.run({ connection in
+        return await self.startUpRead("tag_state not loaded; detectors start cold") { connection in
             if migrate { try Migrations.apply(on: connection) }
             return try TagStateStore.load(on: connection, limit: limit)
-        }) {
-        case .success(let snapshots)?: return snapshots
-        case .failure(let error)?:
-            self.logger.warning("tag_state not loaded; detectors start cold", metadata: ["error": "\(error)"])
-            return nil
-        case nil: return nil
         }
     }
 
@@ -38,15 +32,19 @@ package final class RecordReader: Sendable {
     /// last records are not seen.
     package func decisionMemory() async -> DecisionMemory? {
         let migrate = self.migrate
-        switch await self.pool.run({ connection in
+        return await self.startUpRead("decision memory not loaded; outcomes start from their priors") { connection in
             if migrate { try Migrations.apply(on: connection) }
             return try InvocationStore.load(on: connection)
-        }) {
-        case .success(let memory)?: return memory
-        case .failure(let error)?:
-            self.logger.warning("decision memory not loaded; outcomes start from their priors", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// A read at start that may fail (the database away): logged with `consequence`, nil.
+    private func startUpRead<T: Sendable>(_ consequence: String, _ body: @escaping @Sendable (PostgresConnection) throws -> T) async -> T? {
+        do {
+            return try await self.perform(body)
+        } catch {
+            self.logger.warning("\(consequence)", metadata: ["error": "\(error)"])
             return nil
-        case nil: return nil
         }
     }
 }

@@ -52,6 +52,12 @@ package enum JSONValue: Codable, Sendable, Equatable {
         return String(decoding: data, as: UTF8.self)
     }
 
+    /// A string member of an object, cut to `limit` characters; nil when absent or not a string.
+    package func string(_ key: String, limit: Int = .max) -> String? {
+        guard case .object(let object) = self, case .string(let value)? = object[key] else { return nil }
+        return String(value.prefix(limit))
+    }
+
     /// Parses JSON text; nil when it is not JSON.
     package init?(parsing bytes: some Sequence<UInt8>) {
         guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(bytes)) else { return nil }
