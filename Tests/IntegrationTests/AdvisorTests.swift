@@ -70,7 +70,7 @@ struct AdvisorTests {
                 record: { record in capture.records.withLock { $0.append(record) } }),
             logger: Logger(label: "test"), advisor: Advisor(client: LLMClient(settings: settings)),
             clock: { capture.now.load(ordering: .relaxed) })
-        pipeline.attachAfterMessage(coordinator)
+        pipeline.attachDecisions(coordinator)
         return Plant(pipeline: pipeline, coordinator: coordinator, capture: capture)
     }
 

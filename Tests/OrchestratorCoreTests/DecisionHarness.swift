@@ -15,11 +15,19 @@ final class DecisionHarness: Sendable {
         let published = Mutex<[(topic: String, payload: [UInt8])]>([])
         let records = Mutex<[Record]>([])
         let acceptPublications = Atomic<Bool>(true)
+        /// Every alert event the pipeline made, in order.
+        let alerts = Mutex<[AlertEvent]>([])
+    }
+
+    /// Keeps the pipeline's alert events.
+    struct AlertCapture: AlertSink {
+        let capture: Capture
+        func deliver(_ event: AlertEvent) { self.capture.alerts.withLock { $0.append(event) } }
     }
 
     let pipeline: IngestPipeline
     let coordinator: ModuleCoordinator
-    let capture = Capture()
+    let capture: Capture
 
     convenience init(map: TopicMap, configure: (inout OrchestratorConfig) -> Void = { _ in }) {
         var config = OrchestratorConfig.defaults(topicMap: map)
@@ -35,9 +43,10 @@ final class DecisionHarness: Sendable {
 
     /// A plant with exactly this configuration (the shipped one, for instance).
     init(config: OrchestratorConfig) {
-        let pipeline = IngestPipeline(config: config, sinks: [], logger: Logger(label: "test"))
+        let capture = Capture()
+        self.capture = capture
+        let pipeline = IngestPipeline(config: config, sinks: [AlertCapture(capture: capture)], logger: Logger(label: "test"))
         self.pipeline = pipeline
-        let capture = self.capture
         self.coordinator = ModuleCoordinator(
             config: config, data: pipeline,
             outputs: CoordinatorOutputs(
@@ -48,7 +57,7 @@ final class DecisionHarness: Sendable {
                 },
                 record: { record in capture.records.withLock { $0.append(record) } }),
             logger: Logger(label: "test"), clock: { capture.now.load(ordering: .relaxed) })
-        pipeline.attachAfterMessage(self.coordinator)
+        pipeline.attachDecisions(self.coordinator)
     }
 
     var time: Int64 { self.capture.now.load(ordering: .relaxed) }
@@ -79,6 +88,17 @@ final class DecisionHarness: Sendable {
         self.capture.published.withLock { $0 }.filter { $0.topic == "apos/cmd/\(module)" }.compactMap {
             (try? JSONSerialization.jsonObject(with: Data($0.payload))) as? [String: Any]
         }
+    }
+
+    /// Alert events the pipeline made (raised and cleared), in order.
+    var alerts: [AlertEvent] { self.capture.alerts.withLock { $0 } }
+
+    /// Raised alerts, in order.
+    var alertsRaised: [AlertEvent] { self.alerts.filter { $0.state == .raised } }
+
+    /// The pipeline's timer (staleness, unit monitors, data gaps), as `dang run` calls it each second.
+    func tickPipeline() {
+        self.pipeline.tick(now: self.time)
     }
 
     var decisions: [DecisionRecord] {

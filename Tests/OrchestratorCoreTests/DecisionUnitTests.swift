@@ -76,7 +76,11 @@ import Testing
 
     @Test func `the shipped configuration's triggers load`() throws {
         let config = try OrchestratorConfig.load(file: "config/orchestrator.yaml", environment: [:])
-        #expect(config.triggers.map(\.name) == ["equipment-issue", "market-move", "performance-degradation"])
+        #expect(
+            config.triggers.map(\.name) == [
+                "equipment-issue", "market-move", "performance-degradation", "predicted-limit", "forecast-predicts-limit", "crude-margin-move",
+                "backfill-gaps",
+            ])
         #expect(config.modules[.optimization]?.data == .unit)
         #expect(config.modules[.analysis]?.data == .market)
     }

@@ -61,7 +61,7 @@ package enum DecisionBenchmark {
                     if case .decision(let d) = record, let us = d.latencyMicroseconds { probe.decisionMicros.withLock { $0.append(Double(us)) } }
                 }),
             logger: logger, clock: { now.load(ordering: .relaxed) })
-        pipeline.attachAfterMessage(coordinator)
+        pipeline.attachDecisions(coordinator)
         let topics = names.map { Array("plant/\($0)".utf8) }
 
         func feed(_ index: Int, _ value: Double) {

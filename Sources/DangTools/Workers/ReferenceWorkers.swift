@@ -27,7 +27,8 @@ package enum ReferenceWorker: String, Sendable, CaseIterable {
         switch self {
         case .forecasting:
             let horizon = (params["horizon"] as? NSNumber)?.intValue ?? 12
-            let (output, benefit) = Self.forecast(series, horizon: max(1, min(horizon, 10_000)))
+            let step = (params["interval_ms"] as? NSNumber)?.doubleValue
+            let (output, benefit) = Self.forecast(series, horizon: max(1, min(horizon, 10_000)), stepMilliseconds: step)
             return Self.result(id: id, status: output.isEmpty ? "error" : "ok", output: output.isEmpty ? ["reason": "no series with 4 or more samples"] : ["forecasts": output], benefit: benefit)
         case .analysis:
             let (output, benefit) = Self.analyse(series)
@@ -63,7 +64,8 @@ package enum ReferenceWorker: String, Sendable, CaseIterable {
     /// with 95 % prediction intervals from its forecast variance
     /// σ²(1 + Σ_{j<h} α²(1 + jβ)²) (Hyndman & Athanasopoulos, FPP §8.7). The benefit is 1 when a
     /// forecast crosses a limit of the tag within the horizon (an early warning), else 0.2.
-    static func forecast(_ series: [Series], horizon: Int) -> (output: [String: Any], benefit: Double?) {
+    /// A step is `stepMilliseconds` long (the invocation's `interval_ms`), else one sampling interval.
+    static func forecast(_ series: [Series], horizon: Int, stepMilliseconds: Double? = nil) -> (output: [String: Any], benefit: Double?) {
         var output: [String: Any] = [:]
         var warning = false
         for s in series {
@@ -71,23 +73,29 @@ package enum ReferenceWorker: String, Sendable, CaseIterable {
             guard values.count >= 4 else { continue }
             let fit = HoltFit.best(values)
             // Times come from the invocation: differences in Double, results clamped (never a trap).
-            let step = s.times.count > 1 ? (Double(s.times.last!) - Double(s.times.first!)) / Double(s.times.count - 1) : 1000
+            let sampling = s.times.count > 1 ? (Double(s.times.last!) - Double(s.times.first!)) / Double(s.times.count - 1) : 1000
+            let step = stepMilliseconds.flatMap { $0.isFinite && $0 > 0 ? $0 : nil } ?? sampling
+            // Samples per forecast step (the fit's own unit), at most 10,000.
+            let ratio = sampling > 0 && sampling.isFinite ? max(1, min((step / sampling).rounded(), 10_000)) : 1
             var mean: [Double] = []
             var lower: [Double] = []
             var upper: [Double] = []
             var times: [Int64] = []
             var variance = 0.0
-            for h in 1...horizon {
+            var counted = 1
+            for k in 1...horizon {
+                let h = Int(Double(k) * ratio)
                 let forecast = fit.level + Double(h) * fit.trend
-                if h > 1 {
-                    let term = fit.alpha * (1 + Double(h - 1) * fit.beta)
+                while counted < h {
+                    let term = fit.alpha * (1 + Double(counted) * fit.beta)
                     variance += term * term
+                    counted += 1
                 }
                 let sd = fit.sigma * (1 + variance).squareRoot()
                 mean.append(forecast)
                 lower.append(forecast - 1.96 * sd)
                 upper.append(forecast + 1.96 * sd)
-                let ahead = (Double(s.times.last ?? 0) + Double(h) * step).rounded()
+                let ahead = (Double(s.times.last ?? 0) + Double(k) * step).rounded()
                 times.append(ahead.isFinite ? Int64(max(-9.0e18, min(9.0e18, ahead))) : 0)
             }
             var crossing: String? = nil

@@ -56,7 +56,7 @@ enum APIResponse {
 
             enum CodingKeys: String, CodingKey {
                 case decisionID = "decision_id", ts, module, action, source, trigger, reasons, confidence
-                case latency = "latency_us", outcome
+                case latency = "latency_us", outcome, parent = "parent_decision_id"
             }
 
             func encode(to encoder: any Encoder) throws {
@@ -72,6 +72,7 @@ enum APIResponse {
                 try c.encode(d.confidence.flatMap { $0.isFinite ? $0 : nil }, forKey: .confidence)
                 try c.encode(d.latencyMicroseconds, forKey: .latency)
                 try c.encode(self.row.outcome, forKey: .outcome)
+                try c.encode(d.parentDecisionID?.uuidString.lowercased(), forKey: .parent)
             }
         }
 

@@ -17,7 +17,8 @@ package struct CoordinatorStateMachine: Sendable {
         case mirror(DecisionRecord)
         /// Send an invocation to its module (MQTT or command).
         case send(Invocation)
-        /// Decide again, with fresh data (a held decision whose module has a free slot).
+        /// Decide a trigger with fresh data: a held decision whose module has a free slot, or a
+        /// chained trigger a result fired.
         case reconsider(TriggerEvent)
         /// Ask the advisor about an invocation held for its advice.
         case advise(Decision, invocation: UUID)
@@ -168,6 +169,7 @@ package struct CoordinatorStateMachine: Sendable {
             if let published = invocation.publishedAt { effects.append(.observe(.invocationCompleted(.milliseconds(now &- published)))) }
             self.learn(invocation, success: result.ok, benefit: result.benefit, effects: &effects)
             effects.append(.record(.invocation(invocation.record)))
+            if result.ok { self.chain(after: invocation, result: result, at: now, effects: &effects) }
             effects.append(
                 .log(
                     .info, "module result",
@@ -411,6 +413,42 @@ package struct CoordinatorStateMachine: Sendable {
         for trigger in ready { effects.append(.reconsider(trigger.at(now))) }
     }
 
+    /// The chained triggers a successful result fires (docs/decisions.md, "Chained modules"), as
+    /// triggers to decide after this event; none past `max_chain_depth` links.
+    private func chain(after invocation: Invocation, result: ModuleResult, at now: Int64, effects: inout [Effect]) {
+        let rules = self.config.triggers.filter { $0.kind == .chained && $0.chain?.after == invocation.module }
+        guard !rules.isEmpty else { return }
+        let parentDepth = JSONValue(parsing: Array(invocation.trigger.utf8))?["depth"]?.number.map { Int(max(0, min($0, 100))) } ?? 0
+        let depth = parentDepth + 1
+        let parentID = invocation.decisionID.uuidString.lowercased()
+        for rule in rules {
+            guard let chain = rule.chain else { continue }
+            let causes = chain.causes(result: result.json, benefit: result.benefit, tags: rule.tags, topicMap: self.config.topicMap)
+            guard !causes.isEmpty else { continue }
+            guard depth <= self.config.decisionEngine.maxChainDepth else {
+                effects.append(
+                    .log(
+                        .notice, "chain stopped: decision_engine.max_chain_depth reached",
+                        ["trigger": "\(rule.name)", "parent_decision_id": "\(parentID)", "depth": "\(depth)"]))
+                continue
+            }
+            for cause in causes {
+                var trigger = TriggerEvent(rule: rule.name, kind: .chained, module: rule.module, source: .rules, scope: cause.scope, time: now)
+                trigger.parentDecisionID = invocation.decisionID
+                trigger.depth = depth
+                trigger.focus = cause.focus
+                var parent = JSONWriter()
+                parent.field("decision_id", string: parentID)
+                parent.field("invocation_id", string: invocation.id.uuidString.lowercased())
+                parent.field("module", string: invocation.module.rawValue)
+                parent.field("when", string: chain.when.rawValue)
+                parent.field("evidence", rawJSON: Array(cause.evidence.utf8))
+                trigger.attachment = ("parent", String(decoding: parent.finish(), as: UTF8.self))
+                effects.append(.reconsider(trigger))
+            }
+        }
+    }
+
     private mutating func learn(_ invocation: Invocation, success: Bool, benefit: Double?, effects: inout [Effect]) {
         let key = OutcomeStatistics.Key(triggerKind: invocation.triggerKind, module: invocation.module.rawValue)
         var statistics = self.statistics[key] ?? OutcomeStatistics()
@@ -443,9 +481,9 @@ package struct CooldownKey: Hashable, Sendable {
 extension TriggerEvent {
     /// The same trigger, happening again at `time`.
     func at(_ time: Int64) -> TriggerEvent {
-        TriggerEvent(
-            rule: self.rule, kind: self.kind, module: self.module, source: self.source, alert: self.alert, scope: self.scope,
-            requestedBy: self.requestedBy, extraParams: self.extraParams, time: time)
+        var again = self
+        again.time = time
+        return again
     }
 }
 

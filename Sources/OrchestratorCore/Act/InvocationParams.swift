@@ -69,9 +69,13 @@ package struct InvocationParams: Encodable, Sendable {
     var intervalMilliseconds: Int64?
     var objective: Objective?
     var request: JSONValue?
+    /// A chained invocation: the parent decision and what in its result fired the chain.
+    var parent: JSONValue?
+    /// An ETL invocation for missing data: the interval, the tags, the cause.
+    var gap: JSONValue?
 
     enum CodingKeys: String, CodingKey {
-        case scope, data, tags, horizon, objective, request
+        case scope, data, tags, horizon, objective, request, parent, gap
         case intervalMilliseconds = "interval_ms"
     }
 
@@ -95,15 +99,25 @@ package struct InvocationParams: Encodable, Sendable {
         switch decision.module {
         case .forecasting:
             self.horizon = settings.horizon
-            self.intervalMilliseconds = intervals.sorted().dropFirst(intervals.count / 2).first ?? 0
+            let sampling = intervals.sorted().dropFirst(intervals.count / 2).first ?? 0
+            self.intervalMilliseconds = settings.step?.milliseconds ?? sampling
         case .optimization:
             if let alert = decision.trigger.alert, let direction = TriggerRule.direction(of: alert) {
                 self.objective = Objective(tag: alert.tag, direction: direction == .down ? "up" : "down")
+            } else if let focus = decision.trigger.focus, focus.direction != .any {
+                self.objective = Objective(tag: focus.tag, direction: focus.direction == .down ? "up" : "down")
             }
         case .analysis, .etl:
             break
         }
         self.request = decision.trigger.extraParams.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
+        if let attachment = decision.trigger.attachment, let value = JSONValue(parsing: Array(attachment.json.utf8)) {
+            switch attachment.key {
+            case "parent": self.parent = value
+            case "gap": self.gap = value
+            default: break
+            }
+        }
     }
 
     /// The JSON object text stored with the invocation and sent in its message (on the decision

@@ -82,6 +82,16 @@ package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
         }
     }
 
+    /// Data that never arrived fires every `kind: data_gap` trigger whose `min_gap` it reaches: one
+    /// decision per gap (its scope is the interval), the interval and the tags attached.
+    package func dataMissing(_ gap: DataGap) {
+        for rule in self.config.triggers where rule.kind == .dataGap && gap.seconds * 1000 >= Double(rule.minGap.milliseconds) {
+            var trigger = TriggerEvent(rule: rule.name, kind: .dataGap, module: rule.module, source: .rules, scope: gap.scopeKey, time: self.clock())
+            trigger.attachment = ("gap", gap.json)
+            self.consider(trigger)
+        }
+    }
+
     /// A person's request (`{prefix}/request/{module}` or the HTTP API).
     @discardableResult
     package func request(module: ModuleName, scope: String?, by: String?, params: String?, source: DecisionSource = .api) -> Decision? {

@@ -93,6 +93,8 @@ package struct AlertBook: Sendable {
     /// tags and one lower on low-criticality ones.
     static func severity(_ condition: AlertCondition, criticality: TagInfo.Criticality, detail: ConditionDetail = .none) -> AlertSeverity {
         if condition == .marketMove { return Self.marketSeverity(detail, criticality: criticality) }
+        // An advisory asks no one to act: the triggers act on it, before the alarm.
+        if condition.kind == .predictedLimit { return .info }
         let base: AlertSeverity
         switch condition {
         case .limitHighHigh, .limitLowLow: return .critical
@@ -100,6 +102,7 @@ package struct AlertBook: Sendable {
         case .anomaly, .shift, .rateOfChange, .flatline, .stale: base = .warning
         case .dataQuality, .trendUp, .trendDown, .marketMove: base = .info
         case .multivariate: base = .warning
+        case .predictedHigh, .predictedLow: return .info
         }
         switch criticality {
         case .high: return base == .info ? .warning : .critical
@@ -171,12 +174,18 @@ package struct AlertBook: Sendable {
             let statistics = spe > 0 ? "T² \(Self.format(t2))×, SPE \(Self.format(spe))×" : "T² \(Self.format(t2))×"
             return "unit \(tag) departs from its trained normal operation (\(Self.format(ratio))× its limit; "
                 + "\(statistics) theirs), driven by \(driven)"
+        case (.prediction(let name, let limit, let minutes, let earliest, let latest, let slope), true):
+            let side = change.condition == .predictedHigh ? "above" : "below"
+            let range = latest.map { " (\(Self.format(earliest.rounded()))–\(Self.format($0.rounded())) min)" } ?? " (from \(Self.format(earliest.rounded())) min; the slope is uncertain)"
+            return "\(subject): predicted \(side) \(name) \(Self.format(limit))\(unit) in ~\(Self.format(max(1, minutes.rounded()))) min\(range), "
+                + "trend \(Self.format(slope))\(unit)/h"
         case (.multivariate, false):
             return "unit \(tag) is back within its trained normal operation"
         case (.marketMove, false), (.none, _):
+            if change.condition.kind == .predictedLimit && !change.raised { return "\(subject): no limit crossing predicted any more" }
             return change.raised ? "\(subject): \(change.condition.kind.rawValue)" : "\(subject) is back to normal"
         case (.rate, _), (.flatline, _), (.dataQuality, _), (.trend, _), (.marketMove, _), (.deviation, _),
-            (.multivariate, _):
+            (.multivariate, _), (.prediction, _):
             return subject
         }
     }

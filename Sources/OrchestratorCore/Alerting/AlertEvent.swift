@@ -105,6 +105,16 @@ package struct AlertEvent: Sendable, Equatable {
         json.field("value", number: self.value)
         json.field("score", number: self.score)
         json.field("message", string: self.message)
+        if self.state == .raised, case .prediction(let name, let limit, let minutes, let earliest, let latest, let slope)? = self.detail {
+            var prediction = JSONWriter()
+            prediction.field("limit", string: name.lowercased())
+            prediction.field("limit_value", number: limit)
+            prediction.field("minutes", number: minutes)
+            prediction.field("earliest_minutes", number: earliest)
+            if let latest { prediction.field("latest_minutes", number: latest) }
+            prediction.field("slope_per_hour", number: slope)
+            json.field("prediction", rawJSON: prediction.finish())
+        }
         return json.finish()
     }
 }

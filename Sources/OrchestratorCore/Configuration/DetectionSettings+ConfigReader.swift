@@ -60,6 +60,16 @@ extension DetectionSettings {
             }
             trend.finish()
         }
+        if let prediction = detection.section("prediction") {
+            self.predictionEnabled = prediction.bool("enabled", default: self.predictionEnabled)
+            self.predictionHorizon = prediction.duration("horizon", default: self.predictionHorizon)
+            self.predictionClearFactor = prediction.double("clear_factor", default: self.predictionClearFactor, in: 1...100)
+            if self.predictionHorizon < .seconds(1) {
+                prediction.diagnostics.report(.error, prediction.keyPath("horizon"), at: prediction.markOf("horizon"), "must be at least 1s")
+                self.predictionHorizon = .seconds(1800)
+            }
+            prediction.finish()
+        }
         if let unit = detection.section("multivariate") {
             self.multivariateEnabled = unit.bool("enabled", default: self.multivariateEnabled)
             self.multivariateBaseline = unit.int("baseline", default: self.multivariateBaseline, in: 20...1_000_000)

@@ -66,6 +66,11 @@ package struct DetectionSettings: Sendable {
     package var trendClearAlpha = 0.05
     /// Without a tag's `min_trend`, a trend must move the value this many σ across the window.
     package var trendMinSigmas = 3.0
+    /// Limit predictions (`predicted_limit` advisories): on/off, how far ahead a trend is projected,
+    /// and how much further the crossing must recede before the advisory clears (hysteresis).
+    package var predictionEnabled = true
+    package var predictionHorizon: Duration = .seconds(1800)
+    package var predictionClearFactor = 1.5
     /// A sample arriving more than this many mean intervals after the previous one is a gap.
     package var gapFactor = 10.0
     /// Clean samples before a data-quality alert clears.

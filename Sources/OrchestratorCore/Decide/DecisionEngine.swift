@@ -14,7 +14,22 @@ package struct TriggerEvent: Sendable, Equatable {
     /// Extra parameters from a manual request: a JSON object's text, already validated.
     package let extraParams: String?
     /// Epoch ms when it happened.
-    package let time: Int64
+    package internal(set) var time: Int64
+    /// A chained trigger: the decision whose invocation's result fired it.
+    package var parentDecisionID: UUID?
+    /// Links from the first decision of its chain (0: not chained).
+    package var depth = 0
+    /// The tag the module should work on and the way it was going (a chained optimisation's
+    /// objective: bring it back).
+    package var focus: Focus?
+    /// What the trigger carries into the invocation's params besides the data: a key (`parent`,
+    /// `gap`) and a JSON object's text.
+    package var attachment: (key: String, json: String)?
+
+    package struct Focus: Sendable, Equatable {
+        package let tag: String
+        package let direction: TriggerRule.Direction
+    }
 
     package init(
         rule: String, kind: TriggerRule.Kind, module: ModuleName, source: DecisionSource, alert: AlertEvent? = nil,
@@ -29,6 +44,13 @@ package struct TriggerEvent: Sendable, Equatable {
         self.requestedBy = requestedBy
         self.extraParams = extraParams
         self.time = time
+    }
+
+    package static func == (a: TriggerEvent, b: TriggerEvent) -> Bool {
+        a.rule == b.rule && a.kind == b.kind && a.module == b.module && a.source == b.source && a.alert == b.alert
+            && a.scope == b.scope && a.requestedBy == b.requestedBy && a.extraParams == b.extraParams && a.time == b.time
+            && a.parentDecisionID == b.parentDecisionID && a.depth == b.depth && a.focus == b.focus
+            && a.attachment?.key == b.attachment?.key && a.attachment?.json == b.attachment?.json
     }
 
     package var severity: AlertSeverity { self.alert?.severity ?? .info }
@@ -50,6 +72,10 @@ package struct TriggerEvent: Sendable, Equatable {
         }
         if let scope = self.scope { json.field("scope", string: scope) }
         if let by = self.requestedBy { json.field("requested_by", string: by) }
+        if let parent = self.parentDecisionID {
+            json.field("parent_decision_id", string: parent.uuidString.lowercased())
+            json.field("depth", integer: Int64(self.depth))
+        }
         json.field("time", integer: self.time)
         return json.finish()
     }
@@ -117,7 +143,8 @@ package struct Decision: Sendable, Equatable {
         DecisionRecord(
             decisionID: self.id, ts: self.trigger.time, module: self.module.rawValue, action: self.action.rawValue,
             source: self.trigger.source.rawValue, trigger: String(decoding: self.trigger.json(), as: UTF8.self),
-            reasons: self.reasonsJSON(), confidence: self.confidence, latencyMicroseconds: latencyMicroseconds)
+            reasons: self.reasonsJSON(), confidence: self.confidence, latencyMicroseconds: latencyMicroseconds,
+            parentDecisionID: self.trigger.parentDecisionID)
     }
 }
 
@@ -314,7 +341,13 @@ package enum DecisionEngine {
     static func priority(_ trigger: TriggerEvent, views: [TagView]) -> Double {
         switch trigger.kind {
         case .manual: return 3
-        case .schedule: return 1
+        case .schedule, .dataGap: return 1
+        case .chained:
+            // What the parent found, on the tag it concerns (or the unit): a predicted limit
+            // crossing is a warning ahead of its alarm.
+            let tag = trigger.focus?.tag
+            let criticality = views.filter { tag == nil || $0.tag == tag }.compactMap(\.info?.criticality).map(Self.weight).max() ?? 1
+            return 2 * criticality
         default: break
         }
         let severity: Double =
@@ -324,14 +357,16 @@ package enum DecisionEngine {
             case .critical: 3
             }
         let tag = trigger.alert?.tag
-        let criticality = views.filter { tag == nil || $0.tag == tag }.compactMap(\.info?.criticality).map { c -> Double in
-            switch c {
-            case .low: 0.5
-            case .medium: 1
-            case .high: 1.5
-            }
-        }.max() ?? 1
+        let criticality = views.filter { tag == nil || $0.tag == tag }.compactMap(\.info?.criticality).map(Self.weight).max() ?? 1
         return severity * criticality
+    }
+
+    private static func weight(_ criticality: TagInfo.Criticality) -> Double {
+        switch criticality {
+        case .low: 0.5
+        case .medium: 1
+        case .high: 1.5
+        }
     }
 
     static func format(_ value: Double) -> String {

@@ -46,6 +46,8 @@ package struct ModuleSettings: Sendable {
     package var window = 120
     /// Forecast horizon in steps (forecasting).
     package var horizon = 12
+    /// The length of one forecast step (forecasting); nil: the tags' median sampling interval.
+    package var step: Duration?
     /// Cost of one invocation, in the units of `metrics.benefit`.
     package var cost = 0.5
     /// Benefit per successful invocation assumed before any outcome is known (the prior's mean).
@@ -94,6 +96,8 @@ package struct DecisionEngineSettings: Sendable {
     package var tick: Duration = .milliseconds(100)
     /// The longest a low-confidence invocation waits for the LLM advisor (at most `llm.timeout`).
     package var adviceWait: Duration = .seconds(30)
+    /// How many links a chain of modules may have after its first decision (0: results fire nothing).
+    package var maxChainDepth = 2
 
     package init() {}
 
@@ -106,6 +110,7 @@ package struct DecisionEngineSettings: Sendable {
         self.maxDeferred = engine.int("max_deferred", default: self.maxDeferred, in: 0...1_000_000)
         self.tick = engine.duration("tick", default: self.tick)
         self.adviceWait = engine.duration("advice_wait", default: self.adviceWait)
+        self.maxChainDepth = engine.int("max_chain_depth", default: self.maxChainDepth, in: 0...10)
         if self.tick < .milliseconds(10) {
             engine.diagnostics.report(.error, engine.keyPath("tick"), at: engine.markOf("tick"), "must be at least 10ms")
             self.tick = .milliseconds(100)
@@ -151,6 +156,12 @@ extension OrchestratorConfig {
             settings.data = module.choice("data", default: settings.data)
             settings.window = module.int("window", default: settings.window, in: 1...100_000)
             settings.horizon = module.int("horizon", default: settings.horizon, in: 1...100_000)
+            if module.node("step") != nil {
+                let step = module.duration("step", default: .zero)
+                if step > .zero { settings.step = step } else {
+                    module.diagnostics.report(.error, module.keyPath("step"), at: module.markOf("step"), "must be positive")
+                }
+            }
             settings.cost = module.double("cost", default: settings.cost, in: 0...1e12)
             settings.priorBenefit = module.double("prior_benefit", default: settings.priorBenefit, in: 0...1e12)
             settings.minPriority = module.double("min_priority", default: settings.minPriority, in: 0...1e6)

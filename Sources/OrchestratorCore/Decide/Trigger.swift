@@ -6,7 +6,7 @@ import Yams
 /// ```yaml
 /// triggers:
 ///   - name: furnace-efficiency-falling
-///     kind: performance            # performance | market | equipment | schedule | manual
+///     kind: performance            # performance | market | equipment | schedule | manual | chained | data_gap
 ///     module: optimization
 ///     alerts: [trend]              # alert kinds that fire it (not for schedule)
 ///     direction: down              # up | down | any (trends, limits, market moves)
@@ -17,6 +17,15 @@ import Yams
 ///     module: optimization
 ///     schedule: "0 2 * * *"        # minute hour day-of-month month day-of-week, plant time zone
 ///     scope: r1/cdu/cdu1           # the unit (or tag) whose data it carries
+///   - name: forecast-predicts-limit
+///     kind: chained                # fires on a module's result, not on an alert
+///     after: forecasting
+///     when: limit_crossing         # limit_crossing | benefit | move
+///     module: optimization
+///   - name: backfill-gaps
+///     kind: data_gap               # a broker outage or a tag's silence longer than min_gap
+///     module: etl
+///     min_gap: 5m
 /// ```
 package struct TriggerRule: Sendable, Equatable {
     package enum Kind: String, Sendable, CaseIterable {
@@ -25,6 +34,18 @@ package struct TriggerRule: Sendable, Equatable {
         case equipment
         case schedule
         case manual
+        /// A module's result fires it (``ChainRule``).
+        case chained
+        /// Data missing for longer than `min_gap`: a broker outage or a tag's gap.
+        case dataGap = "data_gap"
+
+        /// Kinds an alert fires (the others fire on time, a request, a result or a gap).
+        var firesOnAlerts: Bool {
+            switch self {
+            case .performance, .market, .equipment: true
+            case .schedule, .manual, .chained, .dataGap: false
+            }
+        }
     }
 
     package enum Direction: String, Sendable, CaseIterable {
@@ -42,6 +63,10 @@ package struct TriggerRule: Sendable, Equatable {
     package var minSeverity: AlertSeverity = .info
     package var schedule: CronSchedule?
     package var scope: String?
+    /// `kind: chained`: which module's results, and what in them, fire it.
+    package var chain: ChainRule?
+    /// `kind: data_gap`: the shortest gap that asks for a backfill.
+    package var minGap: Duration = .seconds(300)
 
     package init(name: String, kind: Kind, module: ModuleName) {
         self.name = name
@@ -51,7 +76,7 @@ package struct TriggerRule: Sendable, Equatable {
 
     /// Whether a raised alert fires this rule.
     package func matches(_ event: AlertEvent) -> Bool {
-        guard event.state == .raised, self.kind != .schedule, self.kind != .manual else { return false }
+        guard event.state == .raised, self.kind.firesOnAlerts else { return false }
         guard self.alertKinds.isEmpty || self.alertKinds.contains(event.kind) else { return false }
         guard event.severity >= self.minSeverity else { return false }
         guard self.tags.isEmpty || self.tags.contains(where: { $0.matches(event.tag) }) else { return false }
@@ -64,8 +89,8 @@ package struct TriggerRule: Sendable, Equatable {
     /// Which way an alert's condition points, where that means something.
     static func direction(of event: AlertEvent) -> Direction? {
         switch event.condition {
-        case .trendUp?, .limitHigh?, .limitHighHigh?: return .up
-        case .trendDown?, .limitLow?, .limitLowLow?: return .down
+        case .trendUp?, .limitHigh?, .limitHighHigh?, .predictedHigh?: return .up
+        case .trendDown?, .limitLow?, .limitLowLow?, .predictedLow?: return .down
         case .marketMove?:
             if case .marketMove(let percent, _, _)? = event.detail { return percent >= 0 ? .up : .down }
             return nil
@@ -135,6 +160,22 @@ package struct TriggerRule: Sendable, Equatable {
             }
             if kind != .schedule && rule.schedule != nil {
                 diagnostics.report(.error, entry.keyPath("schedule"), at: entry.markOf("schedule"), "only kind: schedule takes a schedule")
+            }
+            if kind == .chained {
+                rule.chain = ChainRule.read(entry, itemMark: item.mark)
+            } else {
+                for key in ChainRule.keys where entry.node(key) != nil {
+                    diagnostics.report(.error, entry.keyPath(key), at: entry.markOf(key), "only kind: chained takes \(key)")
+                }
+            }
+            if kind == .dataGap {
+                rule.minGap = entry.duration("min_gap", default: rule.minGap)
+                if rule.minGap < .seconds(1) {
+                    diagnostics.report(.error, entry.keyPath("min_gap"), at: entry.markOf("min_gap"), "must be at least 1s")
+                    rule.minGap = .seconds(1)
+                }
+            } else if entry.node("min_gap") != nil {
+                diagnostics.report(.error, entry.keyPath("min_gap"), at: entry.markOf("min_gap"), "only kind: data_gap takes min_gap")
             }
             entry.finish()
             rules.append(rule)

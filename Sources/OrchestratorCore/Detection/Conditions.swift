@@ -9,6 +9,8 @@ package enum AlertKind: String, Sendable, CaseIterable {
     case dataQuality = "data_quality"
     case multivariate
     case marketMove = "market_move"
+    /// An advisory: a trend projected across a limit within the prediction horizon.
+    case predictedLimit = "predicted_limit"
     /// About the orchestrator itself (its spool nearly full…); the tag is `orchestrator/…`.
     case system
 }
@@ -32,6 +34,10 @@ package enum AlertCondition: UInt8, Sendable, CaseIterable {
     case marketMove
     /// A unit's tags together depart from their trained normal operation.
     case multivariate
+    /// The trend is projected above HI (or HIHI) within the prediction horizon.
+    case predictedHigh
+    /// … below LO (or LOLO).
+    case predictedLow
 
     package var kind: AlertKind {
         switch self {
@@ -44,6 +50,7 @@ package enum AlertCondition: UInt8, Sendable, CaseIterable {
         case .trendUp, .trendDown: .trend
         case .marketMove: .marketMove
         case .multivariate: .multivariate
+        case .predictedHigh, .predictedLow: .predictedLimit
         }
     }
 }
@@ -95,6 +102,10 @@ package enum ConditionDetail: Sendable, Equatable {
     /// Percentage change over a window of this many seconds, and how many times the instrument's
     /// typical move over that window it is (nil while the typical move is not known yet).
     case marketMove(percent: Double, windowSeconds: Double, timesTypical: Double?)
+    /// A limit the trend is projected to cross: which (`HI`, `HIHI`, `LO`, `LOLO`) and its value,
+    /// when (minutes from the sample; the earliest and latest by the slope's 95 % interval, the
+    /// latest nil when that interval allows no crossing), and the Theil–Sen slope per hour.
+    case prediction(limitName: String, limit: Double, minutes: Double, earliest: Double, latest: Double?, slopePerHour: Double)
     /// The unit's statistic relative to its limit, and the tags that drove it most.
     /// T² and SPE are relative to their own control limits.
     case multivariate(ratio: Double, t2Ratio: Double, speRatio: Double, drivers: [UnitDriver])

@@ -215,6 +215,11 @@ package struct DetectionEngine: Sendable {
         return score
     }
 
+    /// The time of a tag's last usable sample (`nil` before the first).
+    package func lastSampleTime(slot: Int32) -> Int64? {
+        self.detectors[Int(slot)].lastSample?.time
+    }
+
     /// A frozen stretch in a tag's window: a run of exactly equal values at least 10 samples and
     /// 60 s long, and at least 5 times as long as the tag's other runs, in a window that does vary
     /// (a tag that is constant throughout is the flatline detector's to judge: a setpoint or a

@@ -121,6 +121,9 @@ package struct TagDetector: Sendable {
         self.checkFlatline(value, time: time, policy: policy, into: &changes)
         if let result = self.trend?.update(value, time: time, alpha: settings.trendAlpha, scratch: &scratch) {
             self.checkTrend(result, value: value, time: time, settings: settings, into: &changes)
+            if settings.predictionEnabled && !self.isMarket {
+                self.checkPrediction(result, value: value, time: time, settings: settings, into: &changes)
+            }
         }
         if self.isMarket {
             self.checkMarket(value, time: time, settings: settings, into: &changes)
@@ -244,6 +247,66 @@ package struct TagDetector: Sendable {
         self.update(
             .trendDown, raise: significant && slope < 0, clear: result.pValue >= settings.trendClearAlpha || result.s >= 0,
             value: value, score: score, detail: detail, time: time, policy: settings.policy, into: &changes)
+    }
+
+    /// Limit predictions: a significant trend whose Theil–Sen line reaches HI (HIHI when already
+    /// past HI) within the horizon raises `predictedHigh` (LO/LOLO: `predictedLow`); it clears when
+    /// the trend loses significance or turns, when the crossing recedes beyond `clear_factor` ×
+    /// the horizon, or when the value reaches the limit (its limit alarm speaks from then on).
+    /// Judged once per trend block, like the trend itself.
+    private mutating func checkPrediction(
+        _ result: TrendDetector.Result, value: Double, time: Int64, settings: DetectionSettings, into changes: inout [ConditionChange]
+    ) {
+        let limits = self.info.limits
+        let horizon = Double(settings.predictionHorizon.milliseconds)
+        let lost = result.pValue >= settings.trendClearAlpha
+        var crossing: (limit: Double, name: String, minutes: Double, earliest: Double, latest: Double?, slope: Double)? = nil
+        var recededUp = true
+        var recededDown = true
+        if let slope = result.slopePerHour, let range = result.slopeRangePerHour, let line = result.lineValue, slope != 0,
+            abs(slope * Double(settings.trendBlock * settings.trendWindow) * max(self.meanInterval, 1) / 3_600_000)
+                >= settings.trendMinSigmas * self.anomaly.noiseSigma || self.info.minTrendPerHour.map({ abs(slope) >= $0 }) == true
+        {
+            // The nearest limit ahead of the line, in the trend's direction.
+            let ahead: (Double, String)? =
+                slope > 0
+                ? [(limits.hi, "HI"), (limits.hihi, "HIHI")].compactMap { l, n in l.map { ($0, n) } }.filter { $0.0 > value }.min { $0.0 < $1.0 }
+                : [(limits.lo, "LO"), (limits.lolo, "LOLO")].compactMap { l, n in l.map { ($0, n) } }.filter { $0.0 < value }.max { $0.0 < $1.0 }
+            if let (limit, name) = ahead {
+                let since = Double(time) - result.lineTime
+                // Milliseconds from this sample until the line reaches the limit.
+                let eta = { (perHour: Double) -> Double? in
+                    let perMs = perHour / 3_600_000
+                    guard perMs != 0, (limit - line) / perMs > 0 else { return nil }
+                    return max(0, (limit - line) / perMs - since)
+                }
+                if let central = eta(slope) {
+                    let fast = slope > 0 ? range.upperBound : range.lowerBound
+                    let slow = slope > 0 ? range.lowerBound : range.upperBound
+                    let earliest = eta(fast) ?? central
+                    let latest = slow.sign == slope.sign ? eta(slow) : nil
+                    if slope > 0 { recededUp = central > horizon * settings.predictionClearFactor }
+                    else { recededDown = central > horizon * settings.predictionClearFactor }
+                    if central <= horizon {
+                        crossing = (limit, name, central / 60_000, min(earliest, central) / 60_000, latest.map { max($0, central) / 60_000 }, slope)
+                    }
+                }
+            }
+        }
+        let detail: ConditionDetail =
+            crossing.map {
+                .prediction(limitName: $0.name, limit: $0.limit, minutes: $0.minutes, earliest: $0.earliest, latest: $0.latest, slopePerHour: $0.slope)
+            } ?? .none
+        let high = limits.hi ?? limits.hihi
+        let low = limits.lo ?? limits.lolo
+        let up = crossing.map { $0.slope > 0 } ?? false
+        let down = crossing.map { $0.slope < 0 } ?? false
+        self.update(
+            .predictedHigh, raise: up, clear: lost || result.s <= 0 || recededUp || high.map { value > $0 } == true && !up,
+            value: value, score: 1 - result.pValue, detail: detail, time: time, policy: settings.policy, into: &changes)
+        self.update(
+            .predictedLow, raise: down, clear: lost || result.s >= 0 || recededDown || low.map { value < $0 } == true && !down,
+            value: value, score: 1 - result.pValue, detail: detail, time: time, policy: settings.policy, into: &changes)
     }
 
     private mutating func checkMarket(_ value: Double, time: Int64, settings: DetectionSettings, into changes: inout [ConditionChange]) {

@@ -18,6 +18,11 @@ package struct TrendDetector: Sendable {
         package let pValue: Double
         /// Theil–Sen slope in units per hour (only computed when significant).
         package let slopePerHour: Double?
+        /// Its 95 % confidence interval (Sen 1968, from the variance of S), units per hour.
+        package var slopeRangePerHour: ClosedRange<Double>? = nil
+        /// The Theil–Sen line's value at ``lineTime`` (the newest block's mean time).
+        package var lineValue: Double? = nil
+        package var lineTime: Double = 0
     }
 
     private var means: [Double]
@@ -80,7 +85,19 @@ package struct TrendDetector: Sendable {
         let z = self.s == 0 ? 0 : (Double(self.s) - (self.s > 0 ? 1 : -1)) / variance.squareRoot()
         let p = erfc(abs(z) / 2.0.squareRoot())
         guard p < alpha else { return Result(s: self.s, pValue: p, slopePerHour: nil) }
-        return Result(s: self.s, pValue: p, slopePerHour: self.theilSen(scratch: &scratch) * 3_600_000)
+        let fit = self.theilSen(variance: variance, scratch: &scratch)
+        var result = Result(s: self.s, pValue: p, slopePerHour: fit.slope * 3_600_000)
+        result.slopeRangePerHour = fit.lower * 3_600_000...max(fit.lower, fit.upper) * 3_600_000
+        // The line through the block means with that slope (median intercept), at the newest block.
+        let newest = (self.head + self.windowBlocks - 1) % self.windowBlocks
+        let time = self.times[newest]
+        scratch.removeAll(keepingCapacity: true)
+        for i in 0..<self.windowBlocks { scratch.append(self.means[i] + fit.slope * (time - self.times[i])) }
+        scratch.sort()
+        let count = scratch.count
+        result.lineValue = count % 2 == 1 ? scratch[count / 2] : (scratch[count / 2 - 1] + scratch[count / 2]) / 2
+        result.lineTime = time
+        return result
     }
 
     /// Σ t(t−1)(2t+5) over the groups of equal block means in the window.
@@ -142,8 +159,9 @@ package struct TrendDetector: Sendable {
     @inline(__always)
     private static func sign(_ x: Double) -> Int { (x > 0 ? 1 : 0) - (x < 0 ? 1 : 0) }
 
-    /// Median of pairwise slopes, in units per millisecond.
-    private func theilSen(scratch: inout [Double]) -> Double {
+    /// Median of pairwise slopes, in units per millisecond, with its 95 % confidence interval:
+    /// the pairwise slopes of ranks (N − C)/2 and (N + C)/2 + 1, C = 1.96 √Var(S) (Gilbert 1987, §16.5).
+    private func theilSen(variance: Double, scratch: inout [Double]) -> (slope: Double, lower: Double, upper: Double) {
         scratch.removeAll(keepingCapacity: true)
         for i in 0..<self.windowBlocks {
             for j in (i + 1)..<self.windowBlocks {
@@ -151,10 +169,17 @@ package struct TrendDetector: Sendable {
                 if dt != 0 { scratch.append((self.means[j] - self.means[i]) / dt) }
             }
         }
-        guard !scratch.isEmpty else { return 0 }
+        guard !scratch.isEmpty else { return (0, 0, 0) }
         scratch.sort()
         let n = scratch.count
-        return n % 2 == 1 ? scratch[n / 2] : (scratch[n / 2 - 1] + scratch[n / 2]) / 2
+        let median = n % 2 == 1 ? scratch[n / 2] : (scratch[n / 2 - 1] + scratch[n / 2]) / 2
+        let c = 1.96 * max(variance, 0).squareRoot()
+        // 1-based ranks, clamped to the list.
+        let lowerRank = Int(((Double(n) - c) / 2).rounded())
+        let upperRank = Int(((Double(n) + c) / 2).rounded()) + 1
+        let lower = scratch[min(max(lowerRank, 1), n) - 1]
+        let upper = scratch[min(max(upperRank, 1), n) - 1]
+        return (median, lower, upper)
     }
 }
 

@@ -53,7 +53,7 @@ package enum History {
             """
             SELECT d.decision_id::text AS decision_id, (extract(epoch FROM d.ts) * 1000)::bigint AS ts_ms, d.module, d.action,
                    d.source, d.trigger::text AS trigger, d.reasons::text AS reasons, d.confidence, d.latency_us,
-                   coalesce(i.status, 'none') AS outcome, d.ts::text AS ts_text
+                   d.parent_decision_id::text AS parent_decision_id, coalesce(i.status, 'none') AS outcome, d.ts::text AS ts_text
             FROM decisions d
             \(Self.latestOutcome)
             WHERE ($1::bigint IS NULL OR d.ts >= to_timestamp($1::double precision / 1000))
@@ -76,7 +76,7 @@ package enum History {
                 decision: DecisionRecord(
                     decisionID: row.decisionID, ts: row.ts, module: row.module, action: row.action, source: row.source,
                     trigger: row.trigger ?? "{}", reasons: row.reasons ?? "[]", confidence: row.confidence,
-                    latencyMicroseconds: row.latencyMicroseconds),
+                    latencyMicroseconds: row.latencyMicroseconds, parentDecisionID: row.parentDecisionID),
                 outcome: row.outcome)
         }
         var next: Cursor? = nil
@@ -99,12 +99,13 @@ package enum History {
         let reasons: String?
         let confidence: Double?
         let latencyMicroseconds: Int64?
+        let parentDecisionID: UUID?
         let outcome: String
         let tsText: String
 
         enum CodingKeys: String, CodingKey {
             case decisionID = "decision_id", ts = "ts_ms", module, action, source, trigger, reasons, confidence
-            case latencyMicroseconds = "latency_us", outcome, tsText = "ts_text"
+            case latencyMicroseconds = "latency_us", parentDecisionID = "parent_decision_id", outcome, tsText = "ts_text"
         }
     }
 

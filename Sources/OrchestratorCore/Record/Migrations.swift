@@ -137,6 +137,12 @@ package enum Migrations {
                 ALTER TABLE llm_exchanges ADD COLUMN question text;
                 ALTER TABLE llm_exchanges ADD COLUMN answer text;
                 """),
+        Migration(
+            version: 5, name: "chained decisions",
+            sql: """
+                ALTER TABLE decisions ADD COLUMN parent_decision_id uuid;
+                CREATE INDEX decisions_parent_idx ON decisions (parent_decision_id) WHERE parent_decision_id IS NOT NULL;
+                """),
     ]
 
     /// The newest schema version this build knows.

@@ -17,11 +17,14 @@ package struct DecisionRecord: Sendable, Equatable {
     package let reasons: String
     package let confidence: Double?
     package let latencyMicroseconds: Int64?
+    /// A chained decision: the decision whose invocation's result fired it.
+    package let parentDecisionID: UUID?
 
     package init(
         decisionID: UUID, ts: Int64, module: String?, action: String, source: String, trigger: String, reasons: String,
-        confidence: Double?, latencyMicroseconds: Int64?
+        confidence: Double?, latencyMicroseconds: Int64?, parentDecisionID: UUID? = nil
     ) {
+        self.parentDecisionID = parentDecisionID
         self.decisionID = decisionID
         self.ts = ts
         self.module = module
@@ -61,6 +64,7 @@ package enum Record: Sendable, Equatable {
             json.field("reasons", string: d.reasons)
             if let confidence = d.confidence { json.field("confidence", number: confidence) }
             if let latency = d.latencyMicroseconds { json.field("latency_us", integer: latency) }
+            if let parent = d.parentDecisionID { json.field("parent_decision_id", string: parent.uuidString.lowercased()) }
             return json.finish()
         case .invocation(let invocation):
             return invocation.payload()
@@ -105,7 +109,8 @@ package enum Record: Sendable, Equatable {
                 DecisionRecord(
                     decisionID: id, ts: ts, module: object["module"] as? String, action: action, source: source,
                     trigger: trigger, reasons: reasons, confidence: (object["confidence"] as? NSNumber)?.doubleValue,
-                    latencyMicroseconds: (object["latency_us"] as? NSNumber)?.int64Value))
+                    latencyMicroseconds: (object["latency_us"] as? NSNumber)?.int64Value,
+                    parentDecisionID: (object["parent_decision_id"] as? String).flatMap(UUID.init(uuidString:))))
         } else {
             guard let event = AlertEvent(json: bytes) else { return nil }
             self = .alert(event)
@@ -163,12 +168,13 @@ enum DecisionStore {
         guard !decisions.isEmpty else { return }
         try connection.query(
             """
-            INSERT INTO decisions (decision_id, ts, module, action, source, trigger, reasons, confidence, latency_us)
+            INSERT INTO decisions (decision_id, ts, module, action, source, trigger, reasons, confidence, latency_us,
+                                   parent_decision_id)
             SELECT id, to_timestamp(ms::double precision / 1000), module, action, source, trigger::jsonb, reasons::jsonb,
-                   confidence, latency
+                   confidence, latency, parent
             FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                        $8::float8[], $9::bigint[])
-                AS r(id, ms, module, action, source, trigger, reasons, confidence, latency)
+                        $8::float8[], $9::bigint[], $10::uuid[])
+                AS r(id, ms, module, action, source, trigger, reasons, confidence, latency, parent)
             ON CONFLICT (decision_id) DO NOTHING
             """,
             [
@@ -177,6 +183,7 @@ enum DecisionStore {
                 PostgresArray(decisions.map(\.source)), PostgresArray(decisions.map { StorableJSON.jsonb($0.trigger) }),
                 PostgresArray(decisions.map { StorableJSON.jsonb($0.reasons) }), PostgresArray(decisions.map(\.confidence)),
                 PostgresNullableInt64Array(decisions.map(\.latencyMicroseconds)),
+                PostgresNullableTextArray(decisions.map { $0.parentDecisionID?.uuidString.lowercased() }),
             ])
     }
 }

@@ -116,7 +116,7 @@ extension Record {
                 DecisionRecord(
                     decisionID: d.decisionID, ts: d.ts, module: d.module, action: d.action, source: d.source,
                     trigger: StorableJSON.wrapped(d.trigger), reasons: StorableJSON.wrapped(d.reasons), confidence: d.confidence,
-                    latencyMicroseconds: d.latencyMicroseconds))
+                    latencyMicroseconds: d.latencyMicroseconds, parentDecisionID: d.parentDecisionID))
         case .invocation(let i):
             return .invocation(
                 InvocationRecord(

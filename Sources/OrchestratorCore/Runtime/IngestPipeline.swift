@@ -21,6 +21,8 @@ package final class IngestPipeline: TagDataSource, Sendable {
         var conditions: [ConditionEvent] = []
         var counters = IngestCounters()
         var sparkplug = SparkplugSession()
+        /// Data gaps for `kind: data_gap` triggers (nil when no trigger wants them).
+        var gaps: DataGapCollector?
     }
 
     let state: Mutex<State>
@@ -44,7 +46,11 @@ package final class IngestPipeline: TagDataSource, Sendable {
             let slots = tags.compactMap { engine.slot(for: $0) }
             _ = engine.addUnit(name: unit, slots: slots)
         }
-        self.state = Mutex(State(engine: engine))
+        var state = State(engine: engine)
+        if let minimum = config.triggers.filter({ $0.kind == .dataGap }).map(\.minGap).min() {
+            state.gaps = DataGapCollector(minimum: minimum.milliseconds)
+        }
+        self.state = Mutex(state)
         self.router = TopicRouter(map: config.topicMap)
         self.sinks = sinks
         self.logger = logger
@@ -94,6 +100,34 @@ package final class IngestPipeline: TagDataSource, Sendable {
             for event in events {
                 for sink in late { sink.deliver(event) }
             }
+        }
+    }
+
+    private let gapSinks = Mutex<[@Sendable (DataGap) -> Void]>([])
+
+    /// Wires the decision side in: the alerts of each message once its handler has returned, and
+    /// every data gap once it has settled.
+    package func attachDecisions(_ coordinator: ModuleCoordinator) {
+        self.attachAfterMessage(coordinator)
+        self.attachGapSink { coordinator.dataMissing($0) }
+    }
+
+    /// Gets every data gap once it has settled (``tick(now:)``), for `kind: data_gap` triggers.
+    package func attachGapSink(_ sink: @escaping @Sendable (DataGap) -> Void) {
+        self.gapSinks.withLock { $0.append(sink) }
+    }
+
+    /// The broker was away from `from` to `to` (the orchestrator's clock): every known tag's data
+    /// for the interval may be missing (a QoS 0 publisher's is).
+    package func brokerOutage(from: Int64, to: Int64) {
+        self.state.withLock { state in
+            guard state.gaps != nil else { return }
+            // The tags that had reported (a mapped tag never heard of has no gap of ours to fill).
+            var tags: [String] = []
+            for (slot, tag) in state.engine.tagNames.enumerated() where !tag.isEmpty && state.engine.lastSampleTime(slot: Int32(slot)) != nil {
+                tags.append(tag)
+            }
+            state.gaps?.outage(from: from, to: to, tags: tags, now: to)
         }
     }
 
@@ -308,6 +342,10 @@ package final class IngestPipeline: TagDataSource, Sendable {
         }
         state.counters.samples += 1
         if quality == .bad { state.counters.badQualitySamples += 1 }
+        if state.gaps != nil, quality != .bad, value.isFinite, let previous = state.engine.lastSampleTime(slot: slot), sampleTime > previous {
+            let tag = state.engine.tagNames[Int(slot)]
+            state.gaps?.tagSample(tag, previous: previous, time: sampleTime, now: now)
+        }
         _ = state.engine.detect(slot: slot, value: value, quality: quality, sampleTime: sampleTime, receiptTime: receiptTime, now: now)
         guard state.engine.hasChanges else { return nil }
         let before = events.count
@@ -336,13 +374,22 @@ package final class IngestPipeline: TagDataSource, Sendable {
     package func tick(now: Int64? = nil) {
         let now = now ?? self.clock()
         var events: [AlertEvent] = []
-        self.state.withLock { state in
+        let gaps = self.state.withLock { state -> [DataGap] in
             state.engine.checkStaleness(now: now, into: &state.conditions)
             state.engine.evaluateUnits(at: now, into: &state.conditions)
             state.alerts.apply(&state.conditions, into: &events)
             self.count(events, in: &state)
+            return state.gaps?.settled(now: now) ?? []
         }
         self.deliver(events)
+        if !gaps.isEmpty {
+            let sinks = self.gapSinks.withLock { $0 }
+            for gap in gaps {
+                self.logger.notice(
+                    "data gap", metadata: ["cause": "\(gap.cause.rawValue)", "from": "\(gap.from)", "to": "\(gap.to)", "tags": "\(gap.tags.count)"])
+                for sink in sinks { sink(gap) }
+            }
+        }
     }
 
     /// The state of every tag that received a sample since the last call.

@@ -33,6 +33,8 @@ package final class Orchestrator: Sendable {
         package var connected = false
         package var connects = 0
         package var lastError: String?
+        /// When the connection was lost (the orchestrator's clock), until it is back.
+        var lostAt: Int64?
     }
 
     package init(config: OrchestratorConfig, logger: Logger, extraSinks: [any AlertSink] = []) throws {
@@ -69,7 +71,7 @@ package final class Orchestrator: Sendable {
         self.alertDesk = alertDesk
         // After the record and the alert publisher: an alert is out (written to the socket) before
         // the decision it triggers is made — once the message's handler has returned.
-        pipeline.attachAfterMessage(coordinator)
+        pipeline.attachDecisions(coordinator)
 
         let statusTopic = "\(config.topics.prefix)/status"
         var options = config.connectionOptions(
@@ -107,8 +109,19 @@ package final class Orchestrator: Sendable {
             },
             onEvent: { event in
                 switch event {
-                case .connected: alertPublisher.connectionChanged(connected: true)
-                case .disconnected, .connectionFailed, .connectionRefused: alertPublisher.connectionChanged(connected: false)
+                case .connected:
+                    alertPublisher.connectionChanged(connected: true)
+                    // Back from an outage: the data of the interval may be missing (a backfill's job).
+                    let now = EpochMilliseconds.now()
+                    if let lost = connection.status.withLock({ status in defer { status.lostAt = nil }; return status.lostAt }) {
+                        pipeline.brokerOutage(from: lost, to: now)
+                    }
+                case .disconnected, .connectionFailed, .connectionRefused:
+                    alertPublisher.connectionChanged(connected: false)
+                    let now = EpochMilliseconds.now()
+                    connection.status.withLock { status in
+                        if status.connects > 0 && status.lostAt == nil { status.lostAt = now }
+                    }
                 case .subscribeFailed: break
                 }
                 Self.log(event, endpoint: endpoint, connection: connection, logger: logger)

@@ -58,6 +58,21 @@ package enum JSONValue: Codable, Sendable, Equatable {
         return String(value.prefix(limit))
     }
 
+    /// A member of an object; nil when absent or not an object.
+    package subscript(key: String) -> JSONValue? {
+        guard case .object(let object) = self else { return nil }
+        return object[key]
+    }
+
+    /// A number (integer or not); nil for anything else.
+    package var number: Double? {
+        switch self {
+        case .integer(let value): Double(value)
+        case .number(let value): value
+        default: nil
+        }
+    }
+
     /// Parses JSON text; nil when it is not JSON.
     package init?(parsing bytes: some Sequence<UInt8>) {
         guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(bytes)) else { return nil }

@@ -34,6 +34,16 @@ package struct JSONWriter {
         self.bytes.append(contentsOf: value)
     }
 
+    package mutating func field(_ name: String, strings values: some Sequence<String>) {
+        self.key(name)
+        self.bytes.append(UInt8(ascii: "["))
+        for (index, value) in values.enumerated() {
+            if index > 0 { self.bytes.append(UInt8(ascii: ",")) }
+            Self.appendString(value, to: &self.bytes)
+        }
+        self.bytes.append(UInt8(ascii: "]"))
+    }
+
     package mutating func finish() -> [UInt8] {
         self.bytes.append(UInt8(ascii: "}"))
         return self.bytes
