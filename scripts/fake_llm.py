@@ -154,6 +154,20 @@ class Handler(BaseHTTPRequestHandler):
         if scenario == "answer":
             return self.send_json(200, completion("a1 is the furnace outlet above its HI limit; forecasting was invoked.",
                                                   "reasoning_content", "Looked at a1."))
+        if scenario == "judge":
+            # An advisor whose answer follows the alert's severity in DATA (for `dang eval-advisor`):
+            # critical: invoke; warning: skip; anything else: an answer outside the contract.
+            content = request.get("messages", [{}])[-1].get("content", "")
+            data = json.loads(content.split("DATA:\n", 1)[1]) if "DATA:\n" in content else {}
+            severity = data.get("alert", {}).get("severity")
+            if severity == "critical":
+                answer = json.dumps({"action": "invoke", "module": data["eligible"][0], "confidence": 0.9, "evidence_ids": ["t1"]})
+            elif severity == "warning":
+                answer = '{"action": "skip", "confidence": 0.7}'
+            else:
+                answer = '{"action": "invoke", "module": "shutdown_plant", "confidence": 2}'
+            time.sleep(0.01 * (n % 3))
+            return self.send_json(200, completion(answer, "reasoning_content", "Judged by severity."))
         if scenario == "slow":
             time.sleep(6)
             return self.send_json(200, ok)

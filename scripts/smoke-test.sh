@@ -174,3 +174,32 @@ latency = report["latency@2000"]
 assert latency["processed"] > 0 and latency["baseline_cpu_us_per_sample"] > 0, report
 PY
 echo "ok: dang bench (baseline full speed and paced, ingest, latency and QoS 1 phases; QoS 1: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["qos1"]; print(int(r["published"]), "published,", int(r["lost"]), "lost")' "$work/bench.json"))"
+
+# 7. `dang eval-advisor` against the fake provider, on recorded decisions with known outcomes.
+python3 scripts/fake_llm.py "$work/fake-llm.jsonl" > "$work/fake-llm.port" 2> "$work/fake-llm.log" &
+pids+=($!)
+for _ in $(seq 50); do [ -s "$work/fake-llm.port" ] && break; sleep 0.1; done
+fake_port=$(head -1 "$work/fake-llm.port")
+psql "$DATABASE_URL" -qAt > /dev/null <<'SQL' || fail "could not record the evaluation's decisions"
+INSERT INTO decisions (decision_id, ts, module, action, source, trigger, reasons, confidence)
+SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, to_timestamp(1790000000 + i), 'forecasting', 'invoke', 'rules',
+       jsonb_build_object('name', 'equipment-issue', 'kind', 'equipment', 'alert_kind', 'limit', 'severity',
+                          CASE WHEN i % 2 = 0 THEN 'critical' ELSE 'warning' END, 'value', 80),
+       '[{"step":"priority","verdict":"pass","detail":"priority 3"}]'::jsonb, 0.6
+FROM generate_series(1, 6) AS i ON CONFLICT DO NOTHING;
+INSERT INTO invocations (invocation_id, decision_id, module, params, published_at, completed_at, status, attempts, result, trigger_kind, scope)
+SELECT ('00000000-0000-4000-9000-' || lpad(i::text, 12, '0'))::uuid, ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid,
+       'forecasting', '{"horizon":12,"tags":{"r1/x/T":{"limits":{"hi":75},"t":[1,2],"v":[70,80]}}}'::jsonb, to_timestamp(1790000000 + i),
+       to_timestamp(1790000001 + i), CASE WHEN i % 2 = 0 THEN 'ok' ELSE 'error' END, 1, '{"status":"ok"}'::jsonb, 'equipment', 'r1/x/T'
+FROM generate_series(1, 6) AS i ON CONFLICT DO NOTHING;
+SQL
+"$dang" eval-advisor --base-url "http://127.0.0.1:$fake_port" --model fake:judge --split all --from 1790000000000 --to 1790000100000 \
+  --database-url "$DATABASE_URL" --json > "$work/eval.json" 2> "$work/eval.log" || { cat "$work/eval.log"; fail "dang eval-advisor failed"; }
+python3 - "$work/eval.json" <<'PY' || fail "dang eval-advisor report: $(cat "$work/eval.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["asked"] == 6 and r["valid"] == 6 and r["agreed"] == 3 and r["outcome_match"] == 1, r
+assert r["latency_p99_ms"] >= r["latency_p50_ms"] >= 0, r
+PY
+grep -q "\[6/6\]" "$work/eval.log" || fail "dang eval-advisor showed no progress: $(cat "$work/eval.log")"
+echo "ok: dang eval-advisor scored 6 recorded decisions against the fake provider ($(cat "$work/eval.json"))"

@@ -17,6 +17,8 @@ struct ExportFinetune: ParsableCommand {
     var validation: String = "finetune-validation.jsonl"
     @Option(name: .long, help: "Share of examples for validation, 0...0.5.")
     var validationShare: Double = 0.1
+    @Option(name: .long, help: "Share of decisions held out of both files for `dang eval-advisor`, 0...0.5.")
+    var heldOutShare: Double = 0.1
     @Flag(name: .long, help: "Also decisions whose invocation failed, timed out or never ran (with their outcome in the example).")
     var includeFailed = false
     @Option(name: .long, help: "Only decisions at or after this epoch ms.")
@@ -26,6 +28,7 @@ struct ExportFinetune: ParsableCommand {
 
     func validate() throws {
         guard (0...0.5).contains(self.validationShare) else { throw ValidationError("--validation-share must be in 0...0.5") }
+        guard (0...0.5).contains(self.heldOutShare) else { throw ValidationError("--held-out-share must be in 0...0.5") }
     }
 
     func run() throws {
@@ -33,6 +36,7 @@ struct ExportFinetune: ParsableCommand {
         var options = FinetuneExport.Options()
         options.includeFailed = self.includeFailed
         options.validationShare = self.validationShare
+        options.heldOutShare = self.heldOutShare
         options.from = self.from
         options.to = self.to
         var train: [UInt8] = []
@@ -51,6 +55,9 @@ struct ExportFinetune: ParsableCommand {
             printError("export-finetune: cannot write: \(error)")
             throw ExitCode(1)
         }
-        print("\(summary.decisions) decisions, \(summary.duplicates) duplicates left out: \(summary.train) → \(self.train), \(summary.validation) → \(self.validation)")
+        print(
+            "\(summary.decisions) decisions, \(summary.duplicates) duplicates left out: \(summary.train) → \(self.train), "
+                + "\(summary.validation) → \(self.validation); \(summary.heldOut) held out for dang eval-advisor "
+                + "(\(self.includeFailed ? "all outcomes" : "decisions whose invocation did not end ok are not examples; --include-failed adds them"))")
     }
 }

@@ -30,6 +30,7 @@ import Testing
         var validation: [UInt8] = []
         var options = FinetuneExport.Options()
         options.validationShare = 0.5
+        options.heldOutShare = 0  // the held-out split: AdvisorEvaluationTests
         let summary = try FinetuneExport.export(options, on: connection, train: &train, validation: &validation)
         #expect(summary.decisions == 32)  // 8 of 40 failed
         #expect(summary.train + summary.validation == 4)  // index % 4 fixes both the severity and the confidence

@@ -238,15 +238,11 @@ package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
     private func question(for decision: Decision) -> Advisor.Question? {
         guard let settings = self.config.modules[decision.module] else { return nil }
         let windows = self.data.windows(of: decision.usableTags, limit: settings.window)
-        let tags = windows.map { window -> (last: Double, count: Int, mean: Double, sd: Double, lo: Double?, hi: Double?) in
-            let values = window.values
-            let mean = values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count)
-            let variance = values.count > 1 ? values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(values.count - 1) : 0
+        let tags = windows.map { window in
             let limits = self.config.topicMap.tags[window.tag]?.limits
-            return (values.last ?? 0, values.count, mean, variance.squareRoot(), limits?.lo ?? limits?.lolo, limits?.hi ?? limits?.hihi)
+            return Advisor.Question.tag(values: window.values, lo: limits?.lo ?? limits?.lolo, hi: limits?.hi ?? limits?.hihi)
         }
-        var bounds: [String: ClosedRange<Int>] = [:]
-        if decision.module == .forecasting { bounds["horizon"] = 1...max(1, settings.horizon * 4) }
+        let bounds = Advisor.Question.bounds(module: decision.module, horizon: settings.horizon)
         return Advisor.Question(decision: decision, tags: tags, bounds: bounds)
     }
 

@@ -18,6 +18,19 @@ package final class Advisor: Sendable {
         package let tags: [(last: Double, count: Int, mean: Double, sd: Double, lo: Double?, hi: Double?)]
         /// Parameter bounds the rules allow (`horizon` for forecasting).
         package let bounds: [String: ClosedRange<Int>]
+
+        /// One tag's entry: the numbers of its window and its limits (the lower of LO/LOLO, the
+        /// upper of HI/HIHI as configured).
+        package static func tag(values: [Double], lo: Double?, hi: Double?) -> (last: Double, count: Int, mean: Double, sd: Double, lo: Double?, hi: Double?) {
+            let mean = values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count)
+            let variance = values.count > 1 ? values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(values.count - 1) : 0
+            return (values.last ?? 0, values.count, mean, variance.squareRoot(), lo, hi)
+        }
+
+        /// The bounds of a module's parameters: forecasting's `horizon` from 1 to 4 × the configured one.
+        package static func bounds(module: ModuleName, horizon: Int) -> [String: ClosedRange<Int>] {
+            module == .forecasting ? ["horizon": 1...max(1, horizon * 4)] : [:]
+        }
     }
 
     /// The validated answer.

@@ -68,6 +68,7 @@ package struct TriggerEvent: Sendable, Equatable {
             json.field("severity", string: alert.severity.rawValue)
             json.field("tag", string: alert.tag)
             json.field("value", number: alert.value)
+            json.field("score", number: alert.score)
             json.field("ts", integer: alert.timestamp)
         }
         if let scope = self.scope { json.field("scope", string: scope) }

@@ -8,12 +8,16 @@ package import LibPQ
 /// sees it (trigger kind, alert kind and severity, each selection step's verdict, the rules'
 /// confidence — no tag names or other telemetry text), the assistant turn the decision taken as the
 /// advisor's JSON answer. By default only invocations that ended `ok` are kept (successful outcomes),
-/// identical examples once, split into train and validation by a hash of the example (stable from
-/// one export to the next).
+/// identical examples once, split into train and validation by a hash of the situation (stable from
+/// one export to the next; one situation is never on both sides). A held-out share of the decisions
+/// (by a hash of their id) is left out of both, for `dang eval-advisor` to test on. Manual requests
+/// are examples too (a person's judgement).
 package enum FinetuneExport {
     package struct Options: Sendable {
         package var includeFailed = false
         package var validationShare = 0.1
+        /// Decisions kept out of both files, for `dang eval-advisor` (``isHeldOut(_:share:)``).
+        package var heldOutShare = 0.1
         package var from: Int64?
         package var to: Int64?
 
@@ -25,6 +29,8 @@ package enum FinetuneExport {
         package var duplicates = 0
         package var train = 0
         package var validation = 0
+        /// Decisions left out for evaluation.
+        package var heldOut = 0
     }
 
     static let system = "You advise the rule engine of an oil-refinery process-optimization orchestrator. Answer with one json object: {\"action\": \"invoke\" or \"skip\", \"module\": ..., \"confidence\": 0..1}."
@@ -34,10 +40,11 @@ package enum FinetuneExport {
     ) throws -> Summary {
         let rows = try connection.query(
             """
-            SELECT d.module, d.action, d.trigger::text, d.reasons::text, d.confidence, coalesce(i.status, 'none'), i.result->'metrics'->>'benefit'
+            SELECT d.module, d.action, d.trigger::text, d.reasons::text, d.confidence, coalesce(i.status, 'none'), i.result->'metrics'->>'benefit',
+                   d.decision_id::text
             FROM decisions d
             LEFT JOIN LATERAL (SELECT status, result FROM invocations WHERE decision_id = d.decision_id ORDER BY published_at DESC NULLS LAST LIMIT 1) i ON true
-            WHERE d.module IS NOT NULL AND d.source IN ('rules', 'llm', 'schedule')
+            WHERE d.module IS NOT NULL AND d.source IN ('rules', 'llm', 'schedule', 'api')
               AND ($1::bigint IS NULL OR d.ts >= to_timestamp($1::double precision / 1000))
               AND ($2::bigint IS NULL OR d.ts < to_timestamp($2::double precision / 1000))
               AND ($3 OR (d.action = 'invoke' AND i.status = 'ok'))
@@ -47,6 +54,10 @@ package enum FinetuneExport {
         var seen: Set<String> = []
         for row in rows.rows {
             guard let module = row[0], let action = row[1] else { continue }
+            if let id = row[7].flatMap(UUID.init(uuidString:)), Self.isHeldOut(id, share: options.heldOutShare) {
+                summary.heldOut += 1
+                continue
+            }
             let trigger = (try? JSONSerialization.jsonObject(with: Data((row[2] ?? "{}").utf8))) as? [String: Any] ?? [:]
             let steps = (try? JSONSerialization.jsonObject(with: Data((row[3] ?? "[]").utf8))) as? [[String: Any]] ?? []
             var situation: [String: Any] = [
@@ -73,7 +84,7 @@ package enum FinetuneExport {
                     ["role": "system", "content": Self.system], ["role": "user", "content": user], ["role": "assistant", "content": assistant],
                 ]
             ])
-            if Double(Self.fnv(user + assistant) % 1000) < options.validationShare * 1000 {
+            if Double(Self.fnv(user) % 1000) < options.validationShare * 1000 {
                 validation.append(contentsOf: Array(example.utf8) + [0x0A])
                 summary.validation += 1
             } else {
@@ -86,6 +97,12 @@ package enum FinetuneExport {
 
     static func text(_ object: Any) -> String {
         (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    /// Whether a decision is in the held-out share: never exported for training or validation, kept
+    /// for `dang eval-advisor` (a stable hash of its id).
+    package static func isHeldOut(_ decision: UUID, share: Double) -> Bool {
+        Double(Self.fnv("held-out:" + decision.uuidString.lowercased()) % 1000) < share * 1000
     }
 
     /// FNV-1a, 64 bits: a stable split across exports and machines.
