@@ -22,6 +22,12 @@ struct Simulate: AsyncParsableCommand {
     var upsetEvery: Double = 0
     @Option(name: .long, help: "Tag to upset.")
     var upsetTag: String = "r1/cdu/cdu1/TI-101"
+    @Option(name: .long, help: "Tag that drifts slowly from its normal value to past HIHI (none by default).")
+    var driftTag: String?
+    @Option(name: .long, help: "Seconds until the drift starts.")
+    var driftAfter: Double = 30
+    @Option(name: .long, help: "Minutes the drift takes to reach past HIHI.")
+    var driftMinutes: Double = 10
     @Option(name: .long, help: "Stop after this many seconds (default: run until Ctrl-C).")
     var duration: Double?
     @Option(name: .long, help: "QoS of the published samples.")
@@ -32,6 +38,9 @@ struct Simulate: AsyncParsableCommand {
     func validate() throws {
         guard self.rate > 0, self.rate <= 10_000 else { throw ValidationError("--rate must be in (0, 10000]") }
         guard (0...2).contains(self.qos) else { throw ValidationError("--qos must be 0, 1 or 2") }
+        guard self.driftMinutes > 0, self.driftMinutes <= 10_000, self.driftAfter >= 0 else {
+            throw ValidationError("--drift-minutes must be in (0, 10000] and --drift-after at least 0")
+        }
         guard self.upsetEvery == 0 || self.upsetEvery > self.upsetDuration else {
             throw ValidationError("--upset-every must be 0 or longer than --upset-duration")
         }
@@ -51,6 +60,13 @@ struct Simulate: AsyncParsableCommand {
         guard config.topicMap.tags[self.upsetTag] != nil else {
             printError("--upset-tag \(self.upsetTag) is not in the topic map")
             throw ExitCode(2)
+        }
+        if let tag = self.driftTag {
+            guard config.topicMap.tags[tag] != nil, tag != self.upsetTag else {
+                printError("--drift-tag \(tag) is not in the topic map, or is the upset tag")
+                throw ExitCode(2)
+            }
+            scenario.drift = PlantSimulator.Drift(tag: tag, after: self.driftAfter, duration: self.driftMinutes * 60)
         }
         let runner = SimulatorRunner(config: config, scenario: scenario, duration: self.duration, qos: self.qos, logger: logger)
         let published = try await runner.run()

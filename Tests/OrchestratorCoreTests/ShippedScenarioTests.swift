@@ -43,6 +43,9 @@ import Testing
             case manualRequest
             case schedule
             case selectionSteps
+            case predictiveAdvisory
+            case chainedModules
+            case dataGap
         }
 
         typealias Run = @Sendable (DecisionHarness, OrchestratorConfig) -> Void
@@ -225,11 +228,11 @@ import Testing
             return price
         }
 
-        /// Brent and the crack spread quoted in turn, each every 5 s, on a quiet market (0.01 % a second).
+        /// Brent and the crack spread quoted in turn, each every 5 s, on a quiet market (steps of 0.015 %).
         static func twoMarkets(_ h: DecisionHarness, steps: Int, brent: inout Double, crack: inout Double, _ rng: inout SplitMix64) {
             for _ in 0..<steps {
-                brent *= 1 + Self.noise(&rng) * 0.022 / 100
-                crack *= 1 + Self.noise(&rng) * 0.022 / 100
+                brent *= 1 + Self.noise(&rng) * 0.015 / 100
+                crack *= 1 + Self.noise(&rng) * 0.015 / 100
                 h.sample(Plant.brent, brent)
                 h.sample(Plant.crack, crack)
                 h.advance(seconds: 3)
@@ -275,6 +278,44 @@ import Testing
         }
 
         /// A tag drifting from its first sample on.
+        /// Runs `run`, answering each forecasting invocation with the reference worker as soon as it
+        /// is published (and every chained invocation after it).
+        static func answered(_ run: @escaping Run) -> Run {
+            { h, config in
+                run(h, config)
+                var answered: Set<String> = []
+                for module in ["forecasting", "optimization"] {
+                    for invocation in h.invocations(module) {
+                        guard let id = invocation["invocation_id"] as? String, answered.insert(id).inserted,
+                            let worker = ReferenceWorker(rawValue: module),
+                            let message = try? JSONSerialization.data(withJSONObject: invocation)
+                        else { continue }
+                        h.coordinator.handle(topic: "apos/result/\(module)", payload: worker.answer(Array(message)))
+                    }
+                }
+            }
+        }
+
+        /// A tag reporting every second around `mean`, silent for `silence` seconds, then back; the
+        /// pipeline's timer runs every second as in `dang run`.
+        static func gap(_ tag: String, mean: Double, sd: Double, silence: Int, seed: UInt64) -> Run {
+            { h, _ in
+                var rng = SplitMix64(seed: seed)
+                for _ in 0..<120 {
+                    h.sample(tag, mean + sd * Feed.noise(&rng))
+                    h.tickPipeline()
+                }
+                for _ in 0..<silence {
+                    h.advance(seconds: 1)
+                    h.tickPipeline()
+                }
+                for _ in 0..<60 {
+                    h.sample(tag, mean + sd * Feed.noise(&rng))
+                    h.tickPipeline()
+                }
+            }
+        }
+
         static func drift(_ tag: String, from start: Double, slope: Double, sd: Double, count: Int, seed: UInt64) -> Run {
             { h, _ in
                 var rng = SplitMix64(seed: seed)
@@ -309,17 +350,17 @@ import Testing
             }
         }
 
-        /// A quiet market (0.01 % a second, one quote every 5 s) for 45 minutes — long enough to learn
+        /// A quiet market (one quote every 5 s, steps of 0.015 %) for 45 minutes — long enough to learn
         /// its typical 15-minute move (20 samples, 36 minutes) — then a jump of `percent` % in one
         /// quote, then 5 minutes more.
         static func marketGap(_ tag: String, from price: Double, percent: Double, seed: UInt64) -> Run {
             { h, _ in
                 var rng = SplitMix64(seed: seed)
-                let last = Feed.quotes(h, tag, from: price, percent: 0.022, count: 540, every: 5, &rng)
+                let last = Feed.quotes(h, tag, from: price, percent: 0.015, count: 540, every: 5, &rng)
                 let jumped = last * (1 + percent / 100)
                 h.sample(tag, jumped)
                 h.advance(seconds: 4)
-                Feed.quotes(h, tag, from: jumped, percent: 0.022, count: 60, every: 5, &rng)
+                Feed.quotes(h, tag, from: jumped, percent: 0.015, count: 60, every: 5, &rng)
             }
         }
 
@@ -327,7 +368,7 @@ import Testing
         static func marketRamp(_ tag: String, from price: Double, percent: Double, seed: UInt64) -> Run {
             { h, _ in
                 var rng = SplitMix64(seed: seed)
-                let start = Feed.quotes(h, tag, from: price, percent: 0.022, count: 540, every: 5, &rng)
+                let start = Feed.quotes(h, tag, from: price, percent: 0.015, count: 540, every: 5, &rng)
                 for k in 1...180 {
                     h.sample(tag, start * (1 + percent / 100 * Double(k) / 180))
                     h.advance(seconds: 4)
@@ -489,9 +530,14 @@ import Testing
     ]
 
     static let drifts: [Situation] = [
+        // 21.6 °C/h from 115: HI 130 is about 25 minutes away when the trend is significant.
         Situation(
-            .slowDrift, "an overhead temperature creeping up 5 °C in 15 minutes, inside its limits, invokes nothing", .nothing,
-            Scenario.drift(Plant.ti102, from: 115, slope: 0.006, sd: 0.5, count: 900, seed: 401)),
+            .slowDrift, "an overhead temperature creeping up 5 °C in 15 minutes, towards HI within the half hour, is predicted and forecast",
+            .invokes([.forecasting]), Scenario.drift(Plant.ti102, from: 115, slope: 0.006, sd: 0.5, count: 900, seed: 401)),
+        // 5 °C/h from 112: HI is hours away.
+        Situation(
+            .slowDrift, "an overhead temperature creeping up 5 °C an hour, hours from HI, invokes nothing", .nothing,
+            Scenario.drift(Plant.ti102, from: 112, slope: 0.0014, sd: 0.5, count: 900, seed: 406)),
         Situation(
             .slowDrift, "an FCC feed flow sliding down inside its limits invokes nothing", .nothing,
             Scenario.drift(Plant.fi201, from: 290, slope: -0.024, sd: 2, count: 900, seed: 402)),
@@ -539,7 +585,7 @@ import Testing
 
     /// Hunting from the start never stands out against its own window (robust z about 1.5); a fast
     /// swing keeps the CUSUM low (z changes sign every few samples). An onset from a quiet tag is a
-    /// 30σ first crest.
+    /// 36σ first crest.
     static let oscillations: [Situation] = [
         Situation(
             .oscillation, "a bottoms level hunting ±3 % every 12 s since the start invokes nothing", .nothing,
@@ -552,11 +598,11 @@ import Testing
             .oscillation, "a furnace efficiency hunting ±0.5 point every 12 s is not a degradation", .nothing,
             Scenario.hunting(Plant.eff101, mean: 90, amplitude: 0.5, period: 12, sd: 0.1, count: 900, seed: 603)),
         Situation(
-            .oscillation, "a quiet bottoms level that starts swinging ±12 % is forecast once", .invokes([.forecasting]),
-            Scenario.onset(Plant.li101, mean: 50, sd: 0.4, amplitude: 12, period: 30, seed: 604)),
+            .oscillation, "a quiet bottoms level that starts swinging ±15 % is forecast once", .invokes([.forecasting]),
+            Scenario.onset(Plant.li101, mean: 50, sd: 0.4, amplitude: 15, period: 30, seed: 604)),
         Situation(
-            .oscillation, "a quiet accumulator level that starts swinging ±15 % is forecast once", .invokes([.forecasting]),
-            Scenario.onset(Plant.li102, mean: 50, sd: 0.5, amplitude: 15, period: 30, seed: 605)),
+            .oscillation, "a quiet accumulator level that starts swinging ±18 % is forecast once", .invokes([.forecasting]),
+            Scenario.onset(Plant.li102, mean: 50, sd: 0.5, amplitude: 18, period: 30, seed: 605)),
     ]
 
     static let sensors: [Situation] = [
@@ -668,8 +714,8 @@ import Testing
         }
     }
 
-    /// The typical 15-minute move of a quiet market is about 0.25 %: a 5 % jump is about 20 times it
-    /// (critical), and a ramp crosses the 2 % threshold at about 8 times it. Priority 3 (or 2) × 0.5.
+    /// The typical 15-minute move of the quiet market is about 0.17 %: a 5 % jump is 13 times it or more
+    /// (critical), and a ramp crosses the 2 % threshold at 5 to 17 times it. Priority 3 (or 2) × 0.5.
     static let marketUp: [Situation] = [
         Situation(
             .marketShockUp, "Brent jumping 5 % in one quote on a quiet market is analysed once", .invokes([.analysis]),
@@ -746,7 +792,7 @@ import Testing
             ]
             Feed.normal(h, signals, steps: 360, every: 5, &rng)
         },
-        // 15-minute moves of about 0.3 %: 2 % is far out; the 4-hour rule needs two hours of quotes.
+        // 15-minute moves of about 0.2 %: 2 % is far out; the 4-hour rule needs two hours of quotes.
         Situation(.quietPeriod, "80 minutes of a quiet market invoke nothing", .nothing) { h, _ in
             var rng = SplitMix64(seed: 1003)
             var brent = 80.0
@@ -1047,9 +1093,60 @@ import Testing
             change: Scenario.module(.forecasting) { $0.cost = 2 }, Scenario.excursion(Plant.ti102, mean: 118, sd: 0.5, to: 135, seed: 1508)),
     ]
 
+    /// Predictions: a significant trend projected across a limit within 30 minutes is a
+    /// `predicted_limit` advisory (info); the shipped predicted-limit trigger forecasts the tag
+    /// (priority 1 × criticality: a low-criticality tag's prediction is not worth a forecast).
+    static let predictions: [Situation] = [
+        Situation(
+            .predictiveAdvisory, "a furnace outlet rising 36 °C/h towards HI is forecast before its alarm", .invokes([.forecasting]),
+            Scenario.drift(Plant.ti101, from: 360, slope: 0.01, sd: 0.3, count: 700, seed: 1601)),
+        Situation(
+            .predictiveAdvisory, "a flash zone temperature falling towards LO is forecast before its alarm", .invokes([.forecasting]),
+            Scenario.drift(Plant.ti105, from: 350, slope: -0.006, sd: 0.3, count: 700, seed: 1602)),
+        Situation(
+            .predictiveAdvisory, "a level rising slowly towards HI, 3 hours away, is not predicted", .nothing,
+            Scenario.drift(Plant.li102, from: 50, slope: 0.0028, sd: 0.3, count: 900, seed: 1603)),
+        Situation(
+            .predictiveAdvisory, "with the prediction disabled, the same furnace drift is forecast on its anomaly alert only",
+            .invokes([.forecasting]), change: { $0.detection.predictionEnabled = false },
+            Scenario.drift(Plant.ti101, from: 360, slope: 0.01, sd: 0.3, count: 700, seed: 1601)),
+    ]
+
+    /// Chains: the forecast the reference worker returns for a drift crossing HI within its 30
+    /// minutes is followed by one optimisation of the unit; a forecast inside the limits by none.
+    static let chains: [Situation] = [
+        Situation(
+            .chainedModules, "a forecast crossing HI is followed by one optimisation of the crude unit", .invokes([.forecasting, .optimization]),
+            Scenario.answered(Scenario.drift(Plant.ti101, from: 360, slope: 0.01, sd: 0.3, count: 700, seed: 1701))),
+        Situation(
+            .chainedModules, "a requested forecast of a steady level that stays inside its limits chains nothing", .invokes([.forecasting]),
+            Scenario.answered { h, _ in
+                var rng = SplitMix64(seed: 1702)
+                for _ in 0..<200 { h.sample(Plant.li101, 50 + 0.4 * Feed.noise(&rng)) }
+                h.coordinator.request(module: .forecasting, scope: Plant.li101, by: "engineer", params: nil)
+            }),
+        Situation(
+            .chainedModules, "with max_chain_depth: 0, a forecast crossing HI chains nothing", .invokes([.forecasting]),
+            change: { $0.decisionEngine.maxChainDepth = 0 },
+            Scenario.answered(Scenario.drift(Plant.ti101, from: 360, slope: 0.01, sd: 0.3, count: 700, seed: 1703))),
+    ]
+
+    /// Gaps: a tag silent for longer than the shipped 5 minutes is backfilled by `etl` once.
+    static let gaps: [Situation] = [
+        Situation(
+            .dataGap, "a flow transmitter silent for 10 minutes is backfilled once", .invokes([.etl]),
+            Scenario.gap(Plant.fi101, mean: 600, sd: 2, silence: 600, seed: 1801)),
+        Situation(
+            .dataGap, "a flow transmitter silent for 2 minutes is not backfilled", .nothing,
+            Scenario.gap(Plant.fi101, mean: 600, sd: 2, silence: 120, seed: 1802)),
+        Situation(
+            .dataGap, "with the etl module disabled, a 10-minute gap is skipped at enabled", .skips(.etl, step: "enabled"),
+            change: Scenario.module(.etl) { $0.enabled = false }, Scenario.gap(Plant.fi101, mean: 600, sd: 2, silence: 600, seed: 1803)),
+    ]
+
     static let situations: [Situation] =
         high + medium + low + drifts + efficiency + oscillations + sensors + marketUp + marketDown + quiet + bursts + restarts + requests
-        + schedules + selection
+        + schedules + selection + predictions + chains + gaps
 
     /// The selection steps, in the order the engine evaluates them.
     static let steps = ["enabled", "deduplicate", "cooldown", "data_quality", "priority", "cost_benefit", "resources", "approval"]

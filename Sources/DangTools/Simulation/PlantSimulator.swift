@@ -2,8 +2,9 @@ import Foundation
 package import OrchestratorCore
 
 /// A small refinery simulator: every tag of the topic map that has limits gets a noisy value near
-/// the middle of its band, market instruments random-walk, and one tag suffers an upset (a step
-/// past its HI limit) for a while. Deterministic for a given seed.
+/// the middle of its band, market instruments random-walk, one tag suffers an upset (a step past
+/// its HI limit) for a while, and another may drift (a ramp from its normal value to past HIHI).
+/// Deterministic for a given seed.
 package struct PlantSimulator: Sendable {
     package struct Scenario: Sendable {
         /// Samples per second per tag.
@@ -17,8 +18,29 @@ package struct PlantSimulator: Sendable {
         /// The tag that is upset.
         package var upsetTag = "r1/cdu/cdu1/TI-101"
         package var seed: UInt64 = 1
+        /// A slow drift of another tag: from its normal value, a ramp to the upset level (past HIHI).
+        package var drift: Drift?
 
         package init() {}
+    }
+
+    package struct Drift: Sendable {
+        package var tag: String
+        /// Seconds after start when the ramp begins.
+        package var after: Double
+        /// Seconds the ramp takes to reach the upset level; it stays there afterwards.
+        package var duration: Double
+
+        package init(tag: String, after: Double, duration: Double) {
+            self.tag = tag
+            self.after = after
+            self.duration = max(1, duration)
+        }
+
+        /// How far along the ramp (0...1) at `elapsed` seconds.
+        package func progress(at elapsed: Double) -> Double {
+            min(1, max(0, (elapsed - self.after) / self.duration))
+        }
     }
 
     /// One message to publish.
@@ -89,6 +111,8 @@ package struct PlantSimulator: Sendable {
                 channel.value = max(0.01, channel.value + noise * 0.5 + (channel.nominal - channel.value) * 0.01)
             } else if upset && channel.tag == self.scenario.upsetTag {
                 channel.value = channel.upsetLevel + noise
+            } else if let drift = self.scenario.drift, drift.tag == channel.tag {
+                channel.value = channel.nominal + (channel.upsetLevel - channel.nominal) * drift.progress(at: elapsed) + noise
             } else {
                 channel.value = channel.nominal + noise
             }
