@@ -151,7 +151,7 @@ final class ConfigDiagnostics {
 
 /// A mapping being read: typed accessors that report problems with the key's line, and a
 /// ``finish()`` that reports keys nobody asked for (usually typos).
-struct YAMLSection {
+package struct YAMLSection {
     let mapping: Node.Mapping
     let path: String
     let mark: Mark?
@@ -288,7 +288,8 @@ struct YAMLSection {
         return parsed
     }
 
-    static func parseDuration(_ text: String) -> Duration? {
+    /// A duration as the configuration writes it (`30`, `250ms`, `5m`, `2h`, `90d`), for command-line options too.
+    package static func parseDuration(_ text: String) -> Duration? {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
         // At most about 31 years, far inside Int64 milliseconds.

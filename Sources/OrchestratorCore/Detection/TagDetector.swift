@@ -261,8 +261,14 @@ package struct TagDetector: Sendable {
         let horizon = Double(settings.predictionHorizon.milliseconds)
         let lost = result.pValue >= settings.trendClearAlpha
         var crossing: (limit: Double, name: String, minutes: Double, earliest: Double, latest: Double?, slope: Double)? = nil
-        var recededUp = true
-        var recededDown = true
+        // Between `alpha` and `clear_alpha` the line is not fitted: an advisory up holds (hysteresis).
+        var recededUp = false
+        var recededDown = false
+        if result.slopePerHour != nil {
+            // A fitted line that does not bring a crossing within clear_factor × the horizon clears.
+            recededUp = true
+            recededDown = true
+        }
         if let slope = result.slopePerHour, let range = result.slopeRangePerHour, let line = result.lineValue, slope != 0,
             abs(slope * Double(settings.trendBlock * settings.trendWindow) * max(self.meanInterval, 1) / 3_600_000)
                 >= settings.trendMinSigmas * self.anomaly.noiseSigma || self.info.minTrendPerHour.map({ abs(slope) >= $0 }) == true
