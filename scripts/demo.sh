@@ -31,9 +31,15 @@ cat <<MSG
 == database $DATABASE_URL   (psql "$DATABASE_URL" -c 'select * from alerts')
 == the simulator publishes 17 refinery and market tags at 5 Hz; the CDU furnace outlet
    temperature r1/cdu/cdu1/TI-101 jumps past its HI and HIHI limits after 15 s, for 20 s,
-   and again every 60 s. Alerts appear below as they are raised and cleared; each alert that
-   fires a trigger (config/orchestrator.yaml) is followed by a decision, and invoked modules are
-   answered by the reference workers (dang worker forecasting|analysis|optimization).
+   and again every 60 s. From 30 s on, the flash zone temperature r1/cdu/cdu1/TI-105 drifts up
+   slowly towards its HI limit (reached after about 6 minutes): within the first two minutes a
+   predicted_limit advisory says when it will cross, the forecast it asks for confirms it, and the
+   forecast's crossing is followed by a chained optimisation of the unit (trigger
+   forecast-predicts-limit, parent_decision_id set). Alerts appear below as they are raised and
+   cleared; each alert that fires a trigger (config/orchestrator.yaml) is followed by a decision,
+   and invoked modules are answered by the reference workers (dang worker
+   forecasting|analysis|optimization).
+   psql "\$DATABASE_URL" -c "select module, action, parent_decision_id from decisions"   (the chain)
    psql "\$DATABASE_URL" -c 'select module, status, attempts from invocations'   Ctrl-C stops.
 
 MSG
@@ -45,6 +51,7 @@ for module in forecasting analysis optimization; do
 done
 sleep 1
 "$dang" simulate --config config/orchestrator.yaml --rate 5 --upset-after 15 --upset-duration 20 --upset-every 60 \
+  --drift-tag r1/cdu/cdu1/TI-105 --drift-after 30 --drift-minutes 8 \
   > "$dir/simulate.log" 2>&1 &
 pids+=($!)
 wait

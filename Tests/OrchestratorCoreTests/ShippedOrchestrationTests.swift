@@ -67,6 +67,19 @@ import Testing
         #expect(h.alertsRaised.filter { $0.kind == .predictedLimit }.isEmpty)
     }
 
+    @Test func `upsets that step past HIHI and back every 10 minutes are alarms, never predictions`() throws {
+        // The step down after each upset is significant to Mann–Kendall, but a line through a step
+        // explains little of the window: not extrapolated (without that rule: three predictions of LO).
+        let h = DecisionHarness(config: try ShippedDecisionTests.shipped())
+        var noise = SplitMix64(seed: 12)
+        for second in 0..<3600 {
+            let upset = second >= 600 && (second - 600) % 600 < 200
+            h.sample(Self.temperature, (upset ? 384 : 360) + noise.gaussian() * 0.3)
+        }
+        #expect(!h.alertsRaised.filter { $0.kind == .limit }.isEmpty)
+        #expect(h.alertsRaised.filter { $0.kind == .predictedLimit }.isEmpty)
+    }
+
     @Test func `a drift that levels off below the limit withdraws its advisory`() throws {
         let h = DecisionHarness(config: try ShippedDecisionTests.shipped())
         var noise = SplitMix64(seed: 9)

@@ -269,7 +269,10 @@ package struct TagDetector: Sendable {
             recededUp = true
             recededDown = true
         }
+        // Only a line that describes the window is extrapolated: a step inside it (an upset and its
+        // return) is significant to Mann–Kendall, but no trend.
         if let slope = result.slopePerHour, let range = result.slopeRangePerHour, let line = result.lineValue, slope != 0,
+            result.lineFit >= Self.minimumLineFit,
             abs(slope * Double(settings.trendBlock * settings.trendWindow) * max(self.meanInterval, 1) / 3_600_000)
                 >= settings.trendMinSigmas * self.anomaly.noiseSigma || self.info.minTrendPerHour.map({ abs(slope) >= $0 }) == true
         {
@@ -314,6 +317,10 @@ package struct TagDetector: Sendable {
             .predictedLow, raise: down, clear: lost || result.s >= 0 || recededDown || low.map { value < $0 } == true && !down,
             value: value, score: 1 - result.pValue, detail: detail, time: time, policy: settings.policy, into: &changes)
     }
+
+    /// The share of the window's variance (R² of the block means) a trend line must explain to be
+    /// extrapolated into a prediction.
+    static let minimumLineFit = 0.8
 
     private mutating func checkMarket(_ value: Double, time: Int64, settings: DetectionSettings, into changes: inout [ConditionChange]) {
         var strongest: (percent: Double, window: Double, ratio: Double, timesTypical: Double?)? = nil

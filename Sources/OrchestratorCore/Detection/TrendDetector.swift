@@ -23,6 +23,9 @@ package struct TrendDetector: Sendable {
         /// The Theil–Sen line's value at ``lineTime`` (the newest block's mean time).
         package var lineValue: Double? = nil
         package var lineTime: Double = 0
+        /// How much of the block means' variance the line explains (R², 0...1): a ramp is near 1, a
+        /// step inside the window (significant, but not a trend to extrapolate) well below.
+        package var lineFit: Double = 0
     }
 
     private var means: [Double]
@@ -95,8 +98,20 @@ package struct TrendDetector: Sendable {
         for i in 0..<self.windowBlocks { scratch.append(self.means[i] + fit.slope * (time - self.times[i])) }
         scratch.sort()
         let count = scratch.count
-        result.lineValue = count % 2 == 1 ? scratch[count / 2] : (scratch[count / 2 - 1] + scratch[count / 2]) / 2
+        let line = count % 2 == 1 ? scratch[count / 2] : (scratch[count / 2 - 1] + scratch[count / 2]) / 2
+        result.lineValue = line
         result.lineTime = time
+        var average = 0.0
+        for value in self.means { average += value }
+        average /= Double(self.windowBlocks)
+        var total = 0.0
+        var residual = 0.0
+        for i in 0..<self.windowBlocks {
+            let fitted = line - fit.slope * (time - self.times[i])
+            total += (self.means[i] - average) * (self.means[i] - average)
+            residual += (self.means[i] - fitted) * (self.means[i] - fitted)
+        }
+        result.lineFit = total > 0 ? max(0, 1 - residual / total) : 0
         return result
     }
 
