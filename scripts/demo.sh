@@ -10,7 +10,10 @@ echo "== building dang"
 swift build
 dang=.build/debug/dang
 
-echo "== starting a private mosquitto and PostgreSQL ($dir)"
+echo "== starting a private mosquitto and PostgreSQL ($dir), with an empty record"
+# Each demo starts from scratch: the last one's record (kept until now for inspection) would carry
+# its cooldowns and learned outcomes into this one.
+scripts/services.sh stop "$dir" --purge >/dev/null 2>&1 || true
 scripts/services.sh start "$dir" >/dev/null
 set -a; . "$dir/env"; set +a
 
@@ -22,7 +25,7 @@ stop() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   scripts/services.sh stop "$dir" >/dev/null 2>&1 || true
-  echo "stopped. The record is kept in $dir (make clean removes it)."
+  echo "stopped. The record is kept in $dir until the next make demo (make clean removes it)."
 }
 trap stop INT TERM EXIT
 
