@@ -269,3 +269,34 @@ import Testing
         #expect(h.invocations("etl").isEmpty)
     }
 }
+
+@Suite struct DataGapCollectorTests {
+    @Test func `an outage and its 10,000 tags' gaps settle into one gap, handed over once`() {
+        var gaps = DataGapCollector(minimum: 300_000, settle: 10_000)
+        let lost: Int64 = 1_000_000
+        let back: Int64 = 2_000_000
+        gaps.outage(from: lost, to: back, tags: ["u/A", "u/B"], now: back)
+        for index in 0..<10_000 {
+            gaps.tagSample("u/T\(index)", previous: lost - Int64(index % 1000), time: back + Int64(index % 5000), now: back + Int64(index / 2))
+        }
+        #expect(gaps.settled(now: back + 10_000).isEmpty)  // still joined by late tags
+        let settled = gaps.settled(now: back + 20_000)
+        #expect(settled.count == 1)
+        let gap = settled[0]
+        #expect(gap.cause == .brokerOutage)
+        #expect(gap.tags.count == 10_002)
+        #expect(gap.from == lost - 999 && gap.to == back + 4999)
+        // Late reports inside the interval, or the outage again, are not handed over a second time.
+        gaps.tagSample("u/T1", previous: lost, time: back, now: back + 30_000)
+        gaps.outage(from: lost, to: back, tags: ["u/A"], now: back + 30_000)
+        #expect(gaps.settled(now: back + 60_000).isEmpty)
+        // A tag's later gap is a new one.
+        gaps.tagSample("u/T1", previous: back + 400_000, time: back + 800_000, now: back + 800_000)
+        let later = gaps.settled(now: back + 900_000)
+        #expect(later.map(\.tags) == [["u/T1"]])
+        #expect(later.first?.cause == .tagGap)
+        // Hostile times never trap: a gap from the far past to the far future is just long.
+        gaps.tagSample("u/X", previous: .min, time: .max, now: back + 1_000_000)
+        #expect(gaps.settled(now: back + 2_000_000).count == 1)
+    }
+}

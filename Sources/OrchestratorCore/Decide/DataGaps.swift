@@ -41,13 +41,25 @@ package struct DataGap: Sendable, Equatable {
 /// the tags of one outage (which come back over a few seconds) and the outage itself become one
 /// gap, the union of their intervals and tags. A gap inside an interval already handed over (for
 /// the same tags, or an outage's) is not handed over again. Pure: the caller brings the clock.
+/// A tag's gap joins a pending one in O(1) (the ingest thread calls it): after an outage, every
+/// tag of a large plant comes back within seconds.
 package struct DataGapCollector: Sendable {
     /// The shortest gap collected (ms).
     package let minimum: Int64
     /// A gap is handed over once nothing has joined it for this long (ms).
     package let settle: Int64
 
-    private var pending: [(gap: DataGap, touched: Int64)] = []
+    private struct Pending {
+        var from: Int64
+        var to: Int64
+        var tags: Set<String>
+        var outage: Bool
+        var touched: Int64
+
+        func overlaps(from: Int64, to: Int64) -> Bool { self.from <= to && from <= self.to }
+    }
+
+    private var pending: [Pending] = []
     /// Intervals handed over, newest last: (from, to, tags or nil for every tag).
     private var handedOver: [(from: Int64, to: Int64, tags: Set<String>?)] = []
     static let remembered = 256
@@ -61,37 +73,54 @@ package struct DataGapCollector: Sendable {
     package mutating func tagSample(_ tag: String, previous from: Int64, time to: Int64, now: Int64) {
         // Wire times: compared as Doubles, never subtracted in Int64.
         guard Double(to) - Double(from) >= Double(self.minimum) else { return }
-        self.add(DataGap(from: from, to: to, tags: [tag], cause: .tagGap), now: now)
+        guard !self.isCovered(from: from, to: to, tags: [tag]) else { return }
+        self.add(Pending(from: from, to: to, tags: [tag], outage: false, touched: now))
     }
 
     /// The broker was away from `from` to `to`; `tags` are every tag known.
     package mutating func outage(from: Int64, to: Int64, tags: [String], now: Int64) {
         guard Double(to) - Double(from) >= Double(self.minimum) else { return }
-        self.add(DataGap(from: from, to: to, tags: tags.sorted(), cause: .brokerOutage), now: now)
+        guard !self.isCovered(from: from, to: to, tags: nil) else { return }
+        self.add(Pending(from: from, to: to, tags: Set(tags), outage: true, touched: now))
     }
 
-    private mutating func add(_ gap: DataGap, now: Int64) {
-        if self.isCovered(gap) { return }
-        var merged = gap
-        var index = 0
+    private mutating func add(_ gap: Pending) {
+        guard let first = self.pending.firstIndex(where: { $0.overlaps(from: gap.from, to: gap.to) }) else {
+            self.pending.append(gap)
+            return
+        }
+        // Joins the first overlapping gap; any other it now overlaps joins too (rare).
+        var merged = self.pending[first]
+        merged.from = min(merged.from, gap.from)
+        merged.to = max(merged.to, gap.to)
+        if gap.tags.count == 1, let tag = gap.tags.first { merged.tags.insert(tag) } else { merged.tags.formUnion(gap.tags) }
+        merged.outage = merged.outage || gap.outage
+        merged.touched = max(merged.touched, gap.touched)
+        var index = first + 1
         while index < self.pending.count {
-            let other = self.pending[index].gap
-            if other.from <= merged.to && merged.from <= other.to {
+            let other = self.pending[index]
+            if other.overlaps(from: merged.from, to: merged.to) {
                 merged.from = min(merged.from, other.from)
                 merged.to = max(merged.to, other.to)
-                merged.tags = Array(Set(merged.tags).union(other.tags)).sorted()
-                if other.cause == .brokerOutage { merged.cause = .brokerOutage }
+                merged.tags.formUnion(other.tags)
+                merged.outage = merged.outage || other.outage
+                merged.touched = max(merged.touched, other.touched)
                 self.pending.remove(at: index)
             } else {
                 index += 1
             }
         }
-        self.pending.append((merged, now))
+        self.pending[first] = merged
     }
 
-    private func isCovered(_ gap: DataGap) -> Bool {
+    /// Whether an interval already handed over covers this one: an outage's for any tags, a tag
+    /// gap's for its own tags (`tags` nil: every tag, which only an outage covers).
+    private func isCovered(from: Int64, to: Int64, tags: Set<String>?) -> Bool {
         self.handedOver.contains { done in
-            done.from <= gap.from && gap.to <= done.to && (done.tags.map { Set(gap.tags).isSubset(of: $0) } ?? true)
+            guard done.from <= from && to <= done.to else { return false }
+            guard let covered = done.tags else { return true }
+            guard let tags else { return false }
+            return tags.isSubset(of: covered)
         }
     }
 
@@ -99,14 +128,16 @@ package struct DataGapCollector: Sendable {
     package mutating func settled(now: Int64) -> [DataGap] {
         guard !self.pending.isEmpty else { return [] }
         var ready: [DataGap] = []
-        self.pending.removeAll { entry in
-            guard Double(now) - Double(entry.touched) >= Double(self.settle) else { return false }
-            ready.append(entry.gap)
-            return true
+        var waiting: [Pending] = []
+        for entry in self.pending {
+            guard Double(now) - Double(entry.touched) >= Double(self.settle) else {
+                waiting.append(entry)
+                continue
+            }
+            ready.append(DataGap(from: entry.from, to: entry.to, tags: entry.tags.sorted(), cause: entry.outage ? .brokerOutage : .tagGap))
+            self.handedOver.append((entry.from, entry.to, entry.outage ? nil : entry.tags))
         }
-        for gap in ready {
-            self.handedOver.append((gap.from, gap.to, gap.cause == .brokerOutage ? nil : Set(gap.tags)))
-        }
+        self.pending = waiting
         if self.handedOver.count > Self.remembered { self.handedOver.removeFirst(self.handedOver.count - Self.remembered) }
         return ready.sorted { $0.from < $1.from }
     }
