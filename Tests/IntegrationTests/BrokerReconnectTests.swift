@@ -87,6 +87,47 @@ struct BrokerReconnectTests {
         broker.stop()
     }
 
+    @Test func `a broker outage longer than min_gap is backfilled by etl once, with its interval and the tags that had reported`() async throws {
+        let broker = try PrivateBroker()
+        try broker.start()
+        try await broker.waitUntilListening()
+        var config = TestServices.config(prefix: "it-gap", databaseURL: try TestServices.freshDatabase())
+        config.mqtt.endpoint = MQTTEndpoint(host: "127.0.0.1", port: broker.port, tls: false)
+        config.modules[.etl] = ModuleSettings(.etl)
+        var backfill = TriggerRule(name: "backfill-gaps", kind: .dataGap, module: .etl)
+        backfill.minGap = .seconds(1)
+        config.triggers = [backfill]
+        let orchestrator = try Orchestrator(config: config, logger: testLogger)
+
+        try await withRunningOrchestrator(orchestrator) {
+            try await eventually("connected", timeout: .seconds(15)) { orchestrator.connectionStatus.connected }
+            let publisher = try MQTTTestPublisher(port: broker.port)
+            try await publisher.waitUntilConnected()
+            try publisher.publish("plant/r1/cdu/cdu1/TI-101", "351.5")
+            try await eventually("sample ingested") { orchestrator.pipeline.counters.samples == 1 }
+            let lostAfter = EpochMilliseconds.now()
+            broker.stop()
+            try await eventually("disconnect noticed") { !orchestrator.connectionStatus.connected }
+            try await Task.sleep(for: .seconds(2))
+            try broker.start()
+            try await broker.waitUntilListening()
+            let subscriber = try TestSubscriber(filters: ["it-gap/cmd/etl"], port: broker.port)
+            try await subscriber.waitUntilConnected()
+            try await eventually("reconnected", timeout: .seconds(20)) { orchestrator.connectionStatus.connects == 2 }
+            // Settled 10 s after the reconnection, then decided and published.
+            try await eventually("the etl invocation", timeout: .seconds(30)) { !subscriber.messages.isEmpty }
+            try await Task.sleep(for: .seconds(2))
+            #expect(subscriber.messages.count == 1)
+            let invocation = try #require(subscriber.messages.first?.json)
+            let gap = try #require((invocation["params"] as? [String: Any])?["gap"] as? [String: Any])
+            #expect(gap["cause"] as? String == "broker_outage")
+            #expect(gap["tags"] as? [String] == ["r1/cdu/cdu1/TI-101"])
+            let from = try #require((gap["from"] as? NSNumber)?.int64Value)
+            #expect(from >= lostAfter && ((gap["seconds"] as? Double) ?? 0) >= 2)
+        }
+        broker.stop()
+    }
+
     @Test func `past mqtt.max_queued, messages made while the broker is away are dropped and counted; the queued ones go out on reconnect`() async throws {
         let broker = try PrivateBroker()
         try broker.start()

@@ -279,6 +279,23 @@ struct HistoryTests {
         let ok = stats.reduce(0.0) { $0 + $1.successRate * Double($1.invocations) }
         #expect(abs(ok - 84) < 1e-9)
     }
+
+    @Test func `a chained decision keeps its parent through the writer (and the spool's format) to the listing`() throws {
+        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+        try Migrations.apply(on: connection)
+        let parent = DecisionRecord(
+            decisionID: UUID(), ts: 1_790_000_000_000, module: "forecasting", action: "invoke", source: "rules", trigger: #"{"kind":"equipment"}"#,
+            reasons: "[]", confidence: 0.9, latencyMicroseconds: 10)
+        let child = DecisionRecord(
+            decisionID: UUID(), ts: 1_790_000_001_000, module: "optimization", action: "invoke", source: "rules",
+            trigger: #"{"kind":"chained","depth":1}"#, reasons: "[]", confidence: 0.8, latencyMicroseconds: 10, parentDecisionID: parent.decisionID)
+        // Through the spool's record format, as a batch replayed after an outage would be.
+        let replayed = try #require(Record(payload: Record.decision(child).payload()))
+        try Record.write([.decision(parent), replayed], on: connection)
+        let rows = try History.decisions(History.DecisionQuery(), on: connection).rows
+        #expect(rows.first?.decision.parentDecisionID == parent.decisionID)
+        #expect(rows.last?.decision.parentDecisionID == nil)
+    }
 }
 
 @Suite(.timeLimit(.minutes(1)))
