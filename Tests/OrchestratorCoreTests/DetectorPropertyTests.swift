@@ -383,6 +383,22 @@ enum Fixture {
         #expect(a.dropFirst().contains { $0.hasSuffix(",1") })
     }
 
+    @Test func `alarm counts warnings and critical alerts only: a trend, an advisory, never sets it`() throws {
+        // A slow ramp (a trend alert, info) with no excursion, then a spike (an anomaly, warning).
+        var random = SplitMix64(seed: 9)
+        var text = "t,a\n"
+        for i in 0..<900 {
+            let value = 10 + 0.004 * Double(i) + 0.3 * random.gaussian() + (i == 850 ? 40 : 0)
+            text += "\(i),\(value)\n"
+        }
+        var config = OrchestratorConfig.defaults()
+        config.detection.shiftAlerts = false  // the CUSUM would call the ramp a level shift (a warning)
+        let (csv, summary) = try Replayer(config: config).run(input: ReplayTable.parse(text, file: "ramp.csv"), train: nil)
+        #expect(summary.raisedByKind[.trend, default: 0] >= 1)
+        let alarms = csv.split(separator: "\n").dropFirst().map { $0.hasSuffix(",1") }
+        #expect(alarms.firstIndex(of: true) == 850)  // the trend opened long before; only the anomaly is an alarm
+    }
+
     @Test func `replay input errors name the file, line and field`() {
         #expect(throws: ReplayTable.Problem.self) { try ReplayTable.parse("t,a\n1,2\n2,x\n", file: "f.csv") }
         do {

@@ -17,13 +17,20 @@ package struct AlertBook: Sendable {
     }
 
     private var open: [Key: Episode] = [:]
+    /// Open episodes of severity warning or critical: alarms, which ask an operator to act (ISA-18.2).
+    private var openAlarms = 0
     /// Sample time at which each slot's last `stale`, `flatline` or `data_quality` episode cleared.
     private var qualityCleared: [Int32: Int64] = [:]
 
     package init() {}
 
-    /// Number of episodes currently raised.
+    /// Number of episodes currently raised (alarms and advisories).
     package var openCount: Int { self.open.count }
+
+    /// Number of open **alarms**: episodes of severity warning or critical. Advisories (`info`:
+    /// trends, market moves, data-quality notices, predictions) are published and recorded but are
+    /// not alarms (SPEC §5; `dang replay`'s `alarm` column).
+    package var openAlarmCount: Int { self.openAlarms }
 
     /// Slots with an open episode.
     package var openSlots: Set<Int32> { Set(self.open.keys.map(\.slot)) }
@@ -70,6 +77,7 @@ package struct AlertBook: Sendable {
             let severity = Self.severity(change.condition, criticality: info?.criticality ?? .medium, detail: change.detail)
             let episode = Episode(alertID: UUID(), severity: severity, raisedAt: now)
             self.open[key] = episode
+            if severity >= .warning { self.openAlarms += 1 }
             var event = AlertEvent(
                 alertID: episode.alertID, state: .raised, severity: severity, kind: change.condition.kind, tag: tag,
                 topic: topic, timestamp: sampleTime, raisedAt: now, clearedAt: nil, value: change.value, score: score,
@@ -79,6 +87,7 @@ package struct AlertBook: Sendable {
             return event
         }
         guard let episode = self.open.removeValue(forKey: key) else { return nil }
+        if episode.severity >= .warning { self.openAlarms -= 1 }
         if [.stale, .flatline, .dataQuality].contains(change.condition.kind) { self.qualityCleared[slot] = sampleTime }
         var event = AlertEvent(
             alertID: episode.alertID, state: .cleared, severity: episode.severity, kind: change.condition.kind, tag: tag,

@@ -2,7 +2,8 @@ import Foundation
 
 /// `dang replay` (docs/detection.md, "Offline replay"): feeds a CSV through the same
 /// ``DetectionEngine`` as the live path, one row at a time and never looking ahead, and writes
-/// `timestamp,anomaly_score,alarm` per row.
+/// `timestamp,anomaly_score,alarm` per row; `alarm` is 1 while an alert of severity warning or
+/// critical is open (advisories at `info` do not count).
 package struct Replayer: Sendable {
     package let config: OrchestratorConfig
     /// Add one `score:<tag>` column per tag.
@@ -66,7 +67,8 @@ package struct Replayer: Sendable {
             events.removeAll(keepingCapacity: true)
             self.feed(row: row, of: input, slots: slots, engine: &engine, alerts: &alerts, events: &events, scores: &scores, offset: offset)
             let rowScore = max(scores.max() ?? 0, engine.lastUnitScore)
-            let alarm = alerts.openCount > 0
+            // An alarm asks an operator to act: warning or critical (SPEC §5). Advisories do not count.
+            let alarm = alerts.openAlarmCount > 0
             summary.rows += 1
             if alarm { summary.alarmedRows += 1 }
             for event in events where event.state == .raised {
