@@ -16,8 +16,10 @@ import Testing
 
     /// A level that varies around 50 %, then (`frozen`) reads exactly 50.0 for 400 s, then jumps
     /// past HI: the equipment trigger fires on the limit alert either way.
-    func breach(frozen: Bool) throws -> DecisionHarness {
-        let h = DecisionHarness(config: try Self.shipped())
+    func breach(frozen: Bool, learnedFlatline: Bool = true) throws -> DecisionHarness {
+        var config = try Self.shipped()
+        config.detection.flatlineLearn = learnedFlatline
+        let h = DecisionHarness(config: config)
         var noise = SplitMix64(seed: 5)
         for _ in 0..<200 { h.sample(Self.level, 50 + noise.gaussian() * 0.4) }
         for _ in 0..<400 { h.sample(Self.level, frozen ? 50 : 50 + noise.gaussian() * 0.4) }
@@ -26,12 +28,27 @@ import Testing
     }
 
     @Test func `a level past HI after a frozen stretch is not forecast on frozen data`() throws {
+        // The learned flatline (on by default) flags the stuck transmitter; its episode ends with
+        // the jump, inside the window.
         let h = try self.breach(frozen: true)
+        #expect(h.alertsRaised.contains { $0.kind == .flatline && $0.tag == Self.level })
         let decisions = h.decisions("forecasting")
         #expect(!decisions.isEmpty)  // the jump raised alerts the equipment trigger took up
         for decision in decisions {
             #expect(decision.action == "skip")
             #expect(DecisionHarness.reasons(decision)["data_quality"] == "skip")
+            #expect(decision.reasons.contains("a stale, flatline or data-quality episode ended inside its window"))
+        }
+        #expect(h.invocations("forecasting").isEmpty)
+    }
+
+    @Test func `without the learned flatline, the frozen stretch in the window is refused by itself`() throws {
+        let h = try self.breach(frozen: true, learnedFlatline: false)
+        #expect(!h.alertsRaised.contains { $0.kind == .flatline })
+        let decisions = h.decisions("forecasting")
+        #expect(!decisions.isEmpty)
+        for decision in decisions {
+            #expect(decision.action == "skip")
             #expect(decision.reasons.contains("read exactly 50 for 118 s (119 samples) in its window"))
         }
         #expect(h.invocations("forecasting").isEmpty)

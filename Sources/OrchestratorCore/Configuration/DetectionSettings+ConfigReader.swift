@@ -60,6 +60,13 @@ extension DetectionSettings {
             }
             trend.finish()
         }
+        if let flatline = detection.section("flatline") {
+            self.flatlineLearn = flatline.bool("learn", default: self.flatlineLearn)
+            self.flatlineFactor = flatline.double("factor", default: self.flatlineFactor, in: 1...1000)
+            self.flatlineMinSamples = flatline.int("min_samples", default: self.flatlineMinSamples, in: 2...1_000_000)
+            self.flatlineLearnChanges = flatline.int("learn_changes", default: self.flatlineLearnChanges, in: 1...1_000_000)
+            flatline.finish()
+        }
         if let prediction = detection.section("prediction") {
             self.predictionEnabled = prediction.bool("enabled", default: self.predictionEnabled)
             self.predictionHorizon = prediction.duration("horizon", default: self.predictionHorizon)

@@ -71,6 +71,14 @@ package struct DetectionSettings: Sendable {
     package var predictionEnabled = true
     package var predictionHorizon: Duration = .seconds(1800)
     package var predictionClearFactor = 1.5
+    /// Learned flatline for every tag without a topic-map `flatline` (not market data): flagged when
+    /// its value repeats `factor` × the longest run of equal values it has recently shown (at least
+    /// `minSamples`), once it has changed `learnChanges` times (a tag that never changes is a
+    /// setpoint or a switch, not a stuck transmitter).
+    package var flatlineLearn = true
+    package var flatlineFactor = 4.0
+    package var flatlineMinSamples = 10
+    package var flatlineLearnChanges = 20
     /// A sample arriving more than this many mean intervals after the previous one is a gap.
     package var gapFactor = 10.0
     /// Clean samples before a data-quality alert clears.

@@ -27,6 +27,12 @@ package struct TagDetector: Sendable {
     private var flatlineSince: Int64 = 0
     private var flatlineCount = 0
     private var cleanRun = 0
+    // The learned flatline (tags without a topic-map `flatline`): the current run of equal values,
+    // when it began, the changes seen, and the longest recent run (decaying by 1 % a change).
+    private var repeatRun: Int32 = 0
+    private var repeatSince: Int64 = 0
+    private var valueChanges: Int32 = 0
+    private var longestRepeat: Float = 0
     private var lastIssue: DataQualityIssue?
     /// Whether the last sample fed the detectors (not bad, finite, in order).
     package private(set) var lastSampleUsable = false
@@ -118,7 +124,11 @@ package struct TagDetector: Sendable {
 
         self.checkLimits(value, time: time, policy: policy, into: &changes)
         self.checkRate(value, time: time, policy: policy, into: &changes)
-        self.checkFlatline(value, time: time, policy: policy, into: &changes)
+        if self.info.flatline != nil {
+            self.checkFlatline(value, time: time, policy: policy, into: &changes)
+        } else if settings.flatlineLearn && !self.isMarket {
+            self.checkLearnedFlatline(value, time: time, settings: settings, into: &changes)
+        }
         if let result = self.trend?.update(value, time: time, alpha: settings.trendAlpha, scratch: &scratch) {
             self.checkTrend(result, value: value, time: time, settings: settings, into: &changes)
             if settings.predictionEnabled && !self.isMarket {
@@ -223,6 +233,33 @@ package struct TagDetector: Sendable {
         self.update(
             .flatline, raise: bySamples || byTime, clear: samples == 1, value: value, score: 1,
             detail: .flatline(seconds: seconds, samples: samples), time: time, policy: policy, into: &changes)
+    }
+
+    /// A stuck value on a tag nobody configured a flatline for, judged against the tag's own habit:
+    /// raised when its value has repeated `factor` × the longest run of equal values it recently
+    /// showed (at least `min_samples`), once it has changed `learn_changes` times; cleared by the
+    /// next change. A live analog signal rarely repeats at all (flagged after `min_samples`); a
+    /// quantised or slowly updated one repeats often, and is allowed that many times more; a
+    /// setpoint that never changes is never learned, so never flagged.
+    private mutating func checkLearnedFlatline(_ value: Double, time: Int64, settings: DetectionSettings, into changes: inout [ConditionChange]) {
+        if self.repeatRun > 0 && value == self.lastValue {
+            self.repeatRun &+= 1
+        } else {
+            if self.repeatRun > 0 {
+                self.valueChanges = min(self.valueChanges &+ 1, Int32.max - 1)
+                self.longestRepeat = max(self.longestRepeat * 0.99, Float(self.repeatRun))
+            }
+            self.repeatRun = 1
+            self.repeatSince = time
+        }
+        guard self.valueChanges >= Int32(clamping: settings.flatlineLearnChanges) || self.isActive(.flatline) else { return }
+        let limit = max(Double(settings.flatlineMinSamples), settings.flatlineFactor * Double(self.longestRepeat))
+        let samples = Int(self.repeatRun)
+        let seconds = Self.elapsed(from: self.repeatSince, to: time) / 1000
+        self.update(
+            .flatline, raise: Double(samples) >= limit, clear: samples == 1, value: value, score: 1,
+            detail: .flatline(seconds: seconds, samples: samples), time: time,
+            policy: settings.policy, into: &changes)
     }
 
     private mutating func checkTrend(
