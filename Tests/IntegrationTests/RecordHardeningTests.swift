@@ -98,10 +98,12 @@ struct RecordHardeningTests {
         #expect(writer.counters.rejectedRecords == 0)
         #expect(writer.counters.written == 0)
         #expect(writer.counters.spooledBytes > 0)
-        // A fail-over to a read-only standby (25006) is no reason to drop rows either.
-        try admin.query("ALTER TABLE decisions_away RENAME TO decisions")
+        // A fail-over to a read-only standby (25006) is no reason to drop rows either. Read-only
+        // first, then the table back (by this older, writable session): the writer, retrying with
+        // backoff, must never find the table there and its session writable.
         try admin.query("ALTER DATABASE \(try Self.databaseName(settings.url)) SET default_transaction_read_only = on")
         try admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        try admin.query("ALTER TABLE decisions_away RENAME TO decisions")
         try await Task.sleep(for: .seconds(2))
         #expect(writer.counters.rejectedRecords == 0)
         #expect(writer.counters.written == 0)
