@@ -33,11 +33,6 @@ struct Run: AsyncParsableCommand {
             config.api.enabled = true
         }
         if let url = self.llmBaseURL { config.llm.baseURL = url }
-        // The token may also come from the environment when the file does not name it.
-        if config.api.token == nil, let token = ProcessInfo.processInfo.environment["DANG_API_TOKEN"], !token.isEmpty { config.api.token = token }
-        if config.api.readToken == nil, let token = ProcessInfo.processInfo.environment["DANG_API_READ_TOKEN"], !token.isEmpty {
-            config.api.readToken = token
-        }
         let orchestrator = try Orchestrator(config: config, logger: logger, extraSinks: [AlertLogSink(logger: logger)])
         let group = ServiceGroup(
             configuration: .init(

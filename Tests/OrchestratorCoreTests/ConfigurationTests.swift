@@ -23,9 +23,13 @@ struct ScratchDirectory {
     static let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
 
-    func load(_ yaml: String, environment: [String: String] = [:]) throws(ConfigError) -> OrchestratorConfig {
+    /// Loads `yaml` as a configuration file. With `token`, an operate token is in the environment
+    /// (as in a deployment), so the "no API token" warning does not crowd the issues under test.
+    func load(_ yaml: String, environment: [String: String] = [:], token: Bool = true) throws(ConfigError) -> OrchestratorConfig {
         let scratch = try! ScratchDirectory()
         let path = try! scratch.write("orchestrator.yaml", yaml)
+        var environment = environment
+        if token && environment["DANG_API_TOKEN"] == nil { environment["DANG_API_TOKEN"] = "test-token" }
         return try OrchestratorConfig.load(file: path, environment: environment)
     }
 
@@ -48,6 +52,22 @@ struct ScratchDirectory {
         #expect(config.topicMap.tags.keys.contains { $0.hasPrefix("r1/fcc/") })
         #expect(config.modules.count == 4)
         #expect(config.decisionEngine.maxRetries == 3)
+    }
+
+    @Test func `both API tokens come from the environment with or without an api section, and none at all is a warning`() throws {
+        // No api: section.
+        let read = try self.load("mqtt:\n  url: mqtt://127.0.0.1:1883\n", environment: ["DANG_API_READ_TOKEN": "r"], token: false)
+        #expect(read.api.readToken == "r" && read.api.token == nil)
+        #expect(read.warnings.isEmpty)
+        let both = try self.load("api:\n  enabled: true\n", environment: ["DANG_API_TOKEN": "o", "DANG_API_READ_TOKEN": "r"])
+        #expect(both.api.token == "o" && both.api.readToken == "r")
+        // The file wins over the environment.
+        let file = try self.load("api:\n  read_token: f\n", environment: ["DANG_API_READ_TOKEN": "r"], token: false)
+        #expect(file.api.readToken == "f")
+        for yaml in ["mqtt:\n  url: mqtt://127.0.0.1:1883\n", "api:\n  enabled: true\n"] {
+            let none = try self.load(yaml, token: false)
+            #expect(none.warnings.contains { $0.key == "api.token" && $0.message.contains("DANG_API_READ_TOKEN") })
+        }
     }
 
     @Test func `every problem is reported with its line and key`() {
@@ -149,9 +169,9 @@ struct ScratchDirectory {
                 criticality: extreme
             """)
         let path = try scratch.write("orchestrator.yaml", "topics:\n  map: map.yaml\n")
-        #expect(throws: ConfigError.self) { try OrchestratorConfig.load(file: path, environment: [:]) }
+        #expect(throws: ConfigError.self) { try OrchestratorConfig.load(file: path, environment: ["DANG_API_TOKEN": "t"]) }
         do {
-            _ = try OrchestratorConfig.load(file: path, environment: [:])
+            _ = try OrchestratorConfig.load(file: path, environment: ["DANG_API_TOKEN": "t"])
         } catch {
             #expect(error.issues.map(\.line) == [3, 5])
             #expect(error.issues.allSatisfy { $0.file.hasSuffix("map.yaml") })

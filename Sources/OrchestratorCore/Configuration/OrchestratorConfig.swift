@@ -155,7 +155,9 @@ extension OrchestratorConfig {
         if let mqtt = root.section("mqtt") {
             self.readMQTT(mqtt)
         }
+        var tokenMark: Mark? = nil
         if let api = root.section("api") {
+            tokenMark = api.markOf("token")
             self.api.enabled = api.bool("enabled", default: self.api.enabled)
             let listen = api.string("listen", default: "\(self.api.host):\(self.api.port)")
             if let parsed = APISettings.parseListen(listen) {
@@ -166,12 +168,17 @@ extension OrchestratorConfig {
             self.api.token = api.optionalString("token")
             self.api.readToken = api.optionalString("read_token")
             self.api.maxBodyBytes = api.int("max_body_bytes", default: self.api.maxBodyBytes, in: 1024...(64 << 20))
-            if self.api.enabled && self.api.token == nil && self.api.readToken == nil {
-                api.diagnostics.report(
-                    .warning, api.keyPath("token"), at: api.markOf("token"),
-                    "no API token: only GET /status and GET /metrics will answer (set DANG_API_TOKEN)")
-            }
             api.finish()
+        }
+        // Both tokens come from the environment when the file does not name them, with or without
+        // an `api:` section; no token at all is worth a warning either way.
+        let environment = root.diagnostics.environment
+        if self.api.token == nil, let token = environment["DANG_API_TOKEN"], !token.isEmpty { self.api.token = token }
+        if self.api.readToken == nil, let token = environment["DANG_API_READ_TOKEN"], !token.isEmpty { self.api.readToken = token }
+        if self.api.enabled && self.api.token == nil && self.api.readToken == nil {
+            root.diagnostics.report(
+                .warning, "api.token", at: tokenMark,
+                "no API token: only GET /status and GET /metrics will answer (set DANG_API_TOKEN, and DANG_API_READ_TOKEN for the read role)")
         }
         if let database = root.section("database") {
             self.database.url = database.string("url", default: self.database.url)
