@@ -83,6 +83,26 @@ struct APITests {
             let summary = api.call("GET", "/decisions?summary=true&limit=5", token: Self.read)
             #expect(summary.status == 200 && summary.json["modules"] != nil)
             #expect(api.call("GET", "/decisions?limit=0", token: Self.read).status == 400)
+            // Filters and cursors that cannot be read are 400s naming them, never unfiltered or a 503.
+            for (query, name) in [("from=abc", "from"), ("to=1.5", "to"), ("module=teleport", "module"), ("outcome=great", "outcome"),
+                ("source=fax", "source"), ("trigger_kind=x", "trigger_kind"), ("after=2026-01-01+00:00:00|x", "after"), ("summary=yes", "summary")]
+            {
+                let answer = api.call("GET", "/decisions?\(query)", token: Self.read)
+                #expect(answer.status == 400, "\(query)")
+                #expect((answer.json["error"] as? String)?.hasPrefix(name) == true, "\(query): \(answer.text)")
+            }
+            // Paging: the next cursor is an opaque URL-safe token that leads to the next page.
+            _ = api.call("POST", "/invoke/etl", body: #"{"by":"planner","scope":"second"}"#)
+            try await eventually("two etl decisions recorded") {
+                ((api.call("GET", "/decisions?module=etl", token: Self.read).json["decisions"] as? [Any])?.count ?? 0) >= 2
+            }
+            let first = api.call("GET", "/decisions?module=etl&limit=1", token: Self.read)
+            let next = try #require(first.json["next"] as? String)
+            #expect(next.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") })
+            let second = api.call("GET", "/decisions?module=etl&limit=1&after=\(next)", token: Self.read)
+            #expect(second.status == 200)
+            let ids = [first, second].compactMap { ($0.json["decisions"] as? [[String: Any]])?.first?["decision_id"] as? String }
+            #expect(ids.count == 2 && ids[0] != ids[1])
 
             // An optimization needs approval: approved over HTTP, and on the record.
             let pending = api.call("POST", "/invoke/optimization", body: #"{"scope":"r1/cdu/cdu1"}"#)

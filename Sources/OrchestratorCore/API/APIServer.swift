@@ -96,27 +96,43 @@ package struct APIServer: Sendable {
     func decisions(_ request: Request) async -> Response {
         let q = request.uri.queryParameters
         var query = History.DecisionQuery()
-        query.from = q.get("from").flatMap { Int64($0) }
-        query.to = q.get("to").flatMap { Int64($0) }
-        query.module = q.get("module")
-        query.triggerKind = q.get("trigger_kind")
-        query.outcome = q.get("outcome")
-        query.source = q.get("source")
+        // A filter that cannot be read is the caller's mistake (400, naming it), never an unfiltered
+        // answer and never a database error.
+        for (name, keyPath) in [("from", \History.DecisionQuery.from), ("to", \History.DecisionQuery.to)] {
+            guard let text = q.get(name) else { continue }
+            guard let value = Int64(text) else { return Self.error(.badRequest, "\(name) must be epoch milliseconds (an integer)") }
+            query[keyPath: keyPath] = value
+        }
+        let choices: [(String, WritableKeyPath<History.DecisionQuery, String?>, [String])] = [
+            ("module", \.module, ModuleName.allCases.map(\.rawValue)),
+            ("trigger_kind", \.triggerKind, TriggerRule.Kind.allCases.map(\.rawValue)),
+            ("outcome", \.outcome, InvocationStatus.allCases.map(\.rawValue) + ["none"]),
+            ("source", \.source, DecisionSource.allCases.map(\.rawValue)),
+        ]
+        for (name, keyPath, allowed) in choices {
+            guard let text = q.get(name) else { continue }
+            guard allowed.contains(text) else { return Self.error(.badRequest, "\(name) must be one of \(allowed.joined(separator: ", "))") }
+            query[keyPath: keyPath] = text
+        }
         if let limit = q.get("limit") {
             guard let value = Int(limit), (1...1000).contains(value) else { return Self.error(.badRequest, "limit must be 1...1000") }
             query.limit = value
         }
         if let after = q.get("after") {
-            let parts = after.split(separator: "|", maxSplits: 1)
-            guard parts.count == 2 else { return Self.error(.badRequest, "after must be the next cursor of a previous page") }
-            query.after = History.Cursor(ts: String(parts[0]), decisionID: String(parts[1]))
+            guard let cursor = History.Cursor(token: after) else {
+                return Self.error(.badRequest, "after must be the next cursor of a previous page, as given")
+            }
+            query.after = cursor
+        }
+        if let summary = q.get("summary"), summary != "true" && summary != "false" {
+            return Self.error(.badRequest, "summary must be true or false")
         }
         let summary = q.get("summary") == "true"
         return await self.fromRecord {
             let found = try await self.reader.decisions(query, summary: summary)
             return APIResponse.Decisions(
                 decisions: found.page.rows.map { APIResponse.Decisions.Row(row: $0) },
-                next: found.page.next.map { "\($0.ts)|\($0.decisionID)" },
+                next: found.page.next?.token,
                 counts: summary
                     ? found.counts.map { .init(module: $0.module, triggerKind: $0.triggerKind, outcome: $0.outcome, decisions: $0.count) } : nil,
                 modules: summary ? found.modules.map { .init(stats: $0) } : nil)

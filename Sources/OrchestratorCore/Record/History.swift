@@ -1,5 +1,5 @@
 package import LibPQ
-import Foundation
+package import Foundation
 
 /// Queries over the decision record: the data layer for `GET /decisions` and for audits.
 /// Every filter is a bound parameter; an absent filter is a NULL that matches everything.
@@ -29,9 +29,35 @@ package enum History {
     }
 
     /// Position of a row in the (ts, decision_id) descending order.
+    /// Where a page ended: the last decision's time (epoch microseconds, PostgreSQL's resolution)
+    /// and id. On the wire an opaque, URL-safe token (``token``, ``init(token:)``).
     package struct Cursor: Sendable, Equatable {
-        package let ts: String
-        package let decisionID: String
+        package let microseconds: Int64
+        package let decisionID: UUID
+
+        package init(microseconds: Int64, decisionID: UUID) {
+            self.microseconds = microseconds
+            self.decisionID = decisionID
+        }
+
+        /// Base64url (no padding) of `v1:<microseconds>:<decision id>`: nothing a URL or a form
+        /// encoder changes (no `+`, `/`, `=` or space).
+        package var token: String {
+            let text = "v1:\(self.microseconds):\(self.decisionID.uuidString.lowercased())"
+            return Data(text.utf8).base64EncodedString()
+                .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        }
+
+        /// A token this server gave; nil for anything else.
+        package init?(token: String) {
+            guard token.count <= 200, token.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else { return nil }
+            var base64 = token.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+            base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+            guard let data = Data(base64Encoded: base64), let text = String(data: data, encoding: .utf8) else { return nil }
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 3, parts[0] == "v1", let micros = Int64(parts[1]), let id = UUID(uuidString: String(parts[2])) else { return nil }
+            self.init(microseconds: micros, decisionID: id)
+        }
     }
 
     /// A decision with the status of its latest invocation (`none` when it has none).
@@ -53,7 +79,8 @@ package enum History {
             """
             SELECT d.decision_id::text AS decision_id, (extract(epoch FROM d.ts) * 1000)::bigint AS ts_ms, d.module, d.action,
                    d.source, d.trigger::text AS trigger, d.reasons::text AS reasons, d.confidence, d.latency_us,
-                   d.parent_decision_id::text AS parent_decision_id, coalesce(i.status, 'none') AS outcome, d.ts::text AS ts_text
+                   d.parent_decision_id::text AS parent_decision_id, coalesce(i.status, 'none') AS outcome,
+                   ((extract(epoch FROM d.ts) * 1000000)::numeric)::bigint AS ts_us
             FROM decisions d
             \(Self.latestOutcome)
             WHERE ($1::bigint IS NULL OR d.ts >= to_timestamp($1::double precision / 1000))
@@ -62,13 +89,13 @@ package enum History {
               AND ($4::text IS NULL OR d.trigger->>'kind' = $4)
               AND ($5::text IS NULL OR coalesce(i.status, 'none') = $5)
               AND ($6::text IS NULL OR d.source = $6)
-              AND ($7::timestamptz IS NULL OR (d.ts, d.decision_id) < ($7::timestamptz, $8::uuid))
+              AND ($7::bigint IS NULL OR (d.ts, d.decision_id) < (timestamptz 'epoch' + $7::bigint * interval '1 microsecond', $8::uuid))
             ORDER BY d.ts DESC, d.decision_id DESC
             LIMIT $9
             """,
             [
-                query.from, query.to, query.module, query.triggerKind, query.outcome, query.source, query.after?.ts,
-                query.after?.decisionID, limit + 1,
+                query.from, query.to, query.module, query.triggerKind, query.outcome, query.source, query.after?.microseconds,
+                query.after?.decisionID.uuidString.lowercased(), limit + 1,
             ])
         let decoded = try RowDecoder.decode(Listed.self, from: rows)
         var page = decoded.map { row in
@@ -83,7 +110,7 @@ package enum History {
         if page.count > limit {
             page.removeLast()
             let last = decoded[limit - 1]
-            next = Cursor(ts: last.tsText, decisionID: last.decisionID.uuidString.lowercased())
+            next = Cursor(microseconds: last.microseconds, decisionID: last.decisionID)
         }
         return DecisionPage(rows: page, next: next)
     }
@@ -101,11 +128,11 @@ package enum History {
         let latencyMicroseconds: Int64?
         let parentDecisionID: UUID?
         let outcome: String
-        let tsText: String
+        let microseconds: Int64
 
         enum CodingKeys: String, CodingKey {
             case decisionID = "decision_id", ts = "ts_ms", module, action, source, trigger, reasons, confidence
-            case latencyMicroseconds = "latency_us", parentDecisionID = "parent_decision_id", outcome, tsText = "ts_text"
+            case latencyMicroseconds = "latency_us", parentDecisionID = "parent_decision_id", outcome, microseconds = "ts_us"
         }
     }
 
