@@ -8,7 +8,7 @@ import OrchestratorCore
 struct BenchRecord: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-record",
-        abstract: "Measure decisions per minute written by the record writer and the spool, against one INSERT per row.")
+        abstract: "Measure records per minute written by the record writer and the spool, against one INSERT per row.")
 
     @Option(name: .long, help: "PostgreSQL server URL (or DATABASE_URL); a scratch database is created there and dropped.")
     var databaseURL: String?

@@ -70,6 +70,18 @@ struct ScratchDirectory {
         }
     }
 
+    @Test func `the duration error shown in docs/configuration.md is the one the binary gives`() throws {
+        let doc = try String(contentsOf: Self.repositoryRoot.appendingPathComponent("docs/configuration.md"), encoding: .utf8)
+        let shown = try #require(doc.split(separator: "\n").first { $0.contains("error: mqtt.keepalive:") })
+        let found = self.issues("mqtt:\n  keepalive: 10x\n")
+        #expect(found.count == 1)
+        #expect(shown.hasSuffix("error: " + (found.first.map { "\($0.key): \($0.message)" } ?? "")))
+        // Every unit the doc lists.
+        let parsed = ["300", "0.5", "250ms", "30s", "5m", "2h", "90d"].map { YAMLSection.parseDuration($0) }
+        #expect(parsed == [.seconds(300), .milliseconds(500), .milliseconds(250), .seconds(30), .seconds(300), .seconds(7200), .seconds(7_776_000)])
+        #expect(YAMLSection.parseDuration("5w") == nil)
+    }
+
     @Test func `every problem is reported with its line and key`() {
         let found = issues(
             """
