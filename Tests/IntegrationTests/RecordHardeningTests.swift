@@ -116,6 +116,26 @@ struct RecordHardeningTests {
         #expect(writer.counters.rejectedRecords == 0)
     }
 
+    @Test func `an idle writer notices a database that went away within seconds, and its return`() async throws {
+        let settings = try self.settings()
+        let admin = try PostgresConnection(conninfo: settings.url)
+        try Migrations.apply(on: admin)
+        let writer = RecordWriter(settings: settings, migrate: false, logger: testLogger)
+        let running = Task { await writer.run() }
+        try await eventually("connected") { writer.counters.connected }
+        // Nothing is written from here on: only the idle probe can notice.
+        // From the server's own database: a database cannot refuse connections to itself.
+        let name = try Self.databaseName(settings.url)
+        let server = try PostgresConnection(conninfo: TestServices.shared.databaseURL)
+        try server.query("ALTER DATABASE \(name) ALLOW_CONNECTIONS false")
+        try server.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [name])
+        try await eventually("disconnect noticed while idle", timeout: .seconds(5)) { !writer.counters.connected }
+        try server.query("ALTER DATABASE \(name) ALLOW_CONNECTIONS true")
+        try await eventually("connected again", timeout: .seconds(20)) { writer.counters.connected }
+        writer.stop()
+        await running.value
+    }
+
     static func databaseName(_ url: String) throws -> String {
         let components = try #require(URLComponents(string: url))
         return String(components.path.dropFirst())

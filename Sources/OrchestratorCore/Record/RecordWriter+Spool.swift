@@ -18,6 +18,9 @@ extension RecordWriter {
         var lastBatchFull = false
         var stopDeadline: ContinuousClock.Instant? = nil
         var lastSync = clock.now
+        // An idle connection is probed now and then: a database that went away is noticed (status,
+        // metrics, the spool taking over) within seconds, not at the next write.
+        var nextProbe = clock.now + Self.probeInterval
 
         while true {
             let (stopping, backlog, queued) = self.state.withLock { ($0.stopping, $0.backlog, $0.pending.count) }
@@ -163,6 +166,17 @@ extension RecordWriter {
                 }
             }
 
+            if !stopping, let live = connection, clock.now >= nextProbe {
+                nextProbe = clock.now + Self.probeInterval
+                do {
+                    _ = try live.query("SELECT 1")
+                } catch {
+                    self.noteFailure(error, retryIn: .zero)
+                    connection = nil
+                    nextAttempt = clock.now + backoff.next()
+                }
+            }
+
             if stopping {
                 if stopDeadline == nil { stopDeadline = clock.now + .seconds(10) }
                 let queueEmpty = self.state.withLock { $0.pending.isEmpty }
@@ -199,6 +213,9 @@ extension RecordWriter {
         }
         self.state.withLock { $0.counters.connected = false }
     }
+
+    /// How often an open connection is probed (`SELECT 1`).
+    static let probeInterval: Duration = .seconds(2)
 
     /// Moves the spool's unwritten tail to a new generation: the bulk copy outside the lock (the
     /// ingest thread keeps appending), the few bytes appended meanwhile and the switch under it.
