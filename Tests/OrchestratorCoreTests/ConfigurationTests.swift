@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Yams
 
 @testable import OrchestratorCore
 
@@ -68,6 +69,54 @@ struct ScratchDirectory {
             let none = try self.load(yaml, token: false)
             #expect(none.warnings.contains { $0.key == "api.token" && $0.message.contains("DANG_API_READ_TOKEN") })
         }
+    }
+
+    /// Every key `docs/configuration.md` documents for `orchestrator.yaml` appears in the shipped file,
+    /// set or as a commented example (README: "every key documented").
+    @Test func `every documented key is in the shipped configuration`() throws {
+        let doc = try String(contentsOf: Self.repositoryRoot.appendingPathComponent("docs/configuration.md"), encoding: .utf8)
+        let text = try String(contentsOf: Self.repositoryRoot.appendingPathComponent("config/orchestrator.yaml"), encoding: .utf8)
+        let root = try #require(try Yams.compose(yaml: text))
+        let commented = text.split(separator: "\n").filter { $0.trimmingCharacters(in: .whitespaces).hasPrefix("#") }
+
+        func present(_ path: [String], in node: Node) -> Bool {
+            guard let first = path.first else { return true }
+            guard let mapping = node.mapping else { return false }
+            let rest = Array(path.dropFirst())
+            if first == "*" { return mapping.values.contains { present(rest, in: $0) } }
+            let alternatives = first.hasPrefix("{") ? first.dropFirst().dropLast().split(separator: ",").map(String.init) : [first]
+            return alternatives.allSatisfy { name in mapping[name].map { present(rest, in: $0) } ?? false }
+        }
+        func inComment(_ name: String) -> Bool {
+            commented.contains { line in line.range(of: "#\\s*\(name):", options: .regularExpression) != nil }
+        }
+
+        var section: String? = nil
+        var checked = 0
+        var missing: [String] = []
+        for line in doc.split(separator: "\n") {
+            if line.hasPrefix("## `") {
+                section = line.split(separator: "`").dropFirst().first.map(String.init)
+                continue
+            }
+            if line.hasPrefix("## ") { section = nil }
+            guard let section, line.hasPrefix("| `") else { continue }
+            let cell = String(line.split(separator: "|", omittingEmptySubsequences: false)[1])
+            let names = cell.split(separator: "`", omittingEmptySubsequences: false).enumerated().filter { $0.offset % 2 == 1 }.map { String($0.element) }
+            var prefix: [String] = []
+            for (index, name) in names.enumerated() {
+                var parts = name.replacingOccurrences(of: "{…}", with: "*").split(separator: ".").map(String.init)
+                if parts.first == section { parts.removeFirst() }
+                if index == 0 { prefix = Array(parts.dropLast()) } else if parts.count == 1 { parts = prefix + parts }
+                checked += 1
+                // A key of another section, named in full (`database.snapshot_interval` under detection).
+                let sections = ["orchestrator", "api", "ingest", "mqtt", "database", "topics", "detection"]
+                let path = sections.contains(parts.first ?? "") && parts.count > 1 && parts.first != section ? parts : [section] + parts
+                if !present(path, in: root) && !inComment(parts.last ?? "") { missing.append(path.joined(separator: ".")) }
+            }
+        }
+        #expect(checked > 100)
+        #expect(missing.isEmpty, "documented but not in config/orchestrator.yaml: \(missing)")
     }
 
     @Test func `the duration error shown in docs/configuration.md is the one the binary gives`() throws {
