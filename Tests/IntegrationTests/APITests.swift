@@ -65,6 +65,13 @@ struct APITests {
             #expect(metrics.text.contains("dang_record_written_total") && metrics.text.contains("dang_record_spool_bytes"))
             #expect(metrics.text.contains("dang_database_pool_refused_total") && metrics.text.contains("dang_tags_evicted_total"))
             #expect((status.json["ingest"] as? [String: Any])?["rejected_by_reason"] != nil)
+            // Refusals are counted by reason in both.
+            var topic = "it-api-in/\(DecisionLoopTests.furnace)"
+            var payload = #"{"v": [1, 2"#
+            topic.withUTF8 { t in payload.withUTF8 { p in orchestrator.pipeline.handle(topic: UnsafeRawBufferPointer(t), payload: UnsafeRawBufferPointer(p)) } }
+            let reasons = (api.call("GET", "/status", token: nil).json["ingest"] as? [String: Any])?["rejected_by_reason"] as? [String: Any]
+            #expect((reasons?["malformed_json"] as? NSNumber)?.intValue == 1, "\(reasons ?? [:])")
+            #expect(api.call("GET", "/metrics", token: nil).text.contains(#"dang_ingest_rejected_reason_total{reason="malformed_json"} 1"#))
 
             #expect(api.call("POST", "/invoke/etl", token: nil).status == 401)
             #expect(api.call("POST", "/invoke/etl", token: "wrong").status == 401)
