@@ -102,9 +102,6 @@ package enum PredictionBenchmark {
                 continue
             }
             outcome.falsePredictions += 1
-            if ProcessInfo.processInfo.environment["DANG_BENCH_DEBUG"] != nil {
-                print("false prediction: \(prediction.tag) \(prediction.condition) at \(prediction.time)")
-            }
         }
         var seen: Set<String> = []
         for alarm in limits where alarm.time >= from && (alarmTags?.contains(alarm.tag) ?? true) && seen.insert(alarm.tag).inserted {
