@@ -25,7 +25,7 @@ struct BenchPredictions: ParsableCommand {
     func run() throws {
         var config = try self.configOptions.load(logger: makeLogger(level: .warning))
         if let text = self.horizon {
-            guard let horizon = YAMLSection.parseDuration(text), horizon > .zero else { throw ValidationError("--horizon: expected a duration such as 30m or 4h") }
+            guard let horizon = Duration(configText: text), horizon > .zero else { throw ValidationError("--horizon: expected a duration such as 30m or 4h") }
             config.detection.predictionHorizon = horizon
         }
         var results: [(String, PredictionBenchmark.Outcome)] = [

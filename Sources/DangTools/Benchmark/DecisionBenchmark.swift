@@ -17,9 +17,7 @@ package enum DecisionBenchmark {
         package var baselineSamplePerSecond: Double
 
         package func percentile(_ p: Double, of values: [Double]) -> Double {
-            guard !values.isEmpty else { return .nan }
-            let sorted = values.sorted()
-            return sorted[min(sorted.count - 1, Int((p * Double(sorted.count - 1)).rounded()))]
+            values.quantile(p) ?? .nan
         }
     }
 

@@ -21,10 +21,7 @@ package enum FlatlineBenchmark {
         /// Freezes on a series that never changed before the freeze (a constant: not to be flagged).
         package var constantSeries = 0
 
-        package var medianSamplesToFlag: Int {
-            guard !self.samplesToFlag.isEmpty else { return 0 }
-            return self.samplesToFlag.sorted()[self.samplesToFlag.count / 2]
-        }
+        package var medianSamplesToFlag: Int { self.samplesToFlag.quantile(0.5) ?? 0 }
 
         enum CodingKeys: String, CodingKey {
             case series, samples, freezes, flagged

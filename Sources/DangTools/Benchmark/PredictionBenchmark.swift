@@ -26,11 +26,7 @@ package enum PredictionBenchmark {
         /// Hours of tag data watched, for a rate of false predictions.
         package var tagHours = 0.0
 
-        package var medianLead: Double {
-            guard !self.leadMinutes.isEmpty else { return 0 }
-            let sorted = self.leadMinutes.sorted()
-            return sorted[sorted.count / 2]
-        }
+        package var medianLead: Double { self.leadMinutes.quantile(0.5) ?? 0 }
 
         enum CodingKeys: String, CodingKey {
             case alarms, predicted, predictions, tagHours = "tag_hours"
@@ -127,12 +123,7 @@ package enum PredictionBenchmark {
         for tag in drifting {
             let limits = config.topicMap.tags[tag]!.limits
             guard let hi = limits.hi else { continue }
-            let lo = limits.lo ?? limits.lolo
-            // The simulator's normal value and upset level (PlantSimulator): the band's middle, and
-            // 15 % of the band past HIHI (HI when there is none).
-            let nominal = lo.map { ($0 + hi) / 2 } ?? hi * 0.8
-            let span = lo.map { hi - $0 } ?? abs(hi) * 0.4 + 1
-            let upset = (limits.hihi ?? hi) + span * 0.15
+            let (nominal, _, upset) = PlantSimulator.levels(limits)
             for minutes in crossMinutes {
                 for seed in seeds {
                     // The ramp that reaches HI `minutes` after it starts.

@@ -71,30 +71,36 @@ package struct PlantSimulator: Sendable {
             let limits = map.tags[tag]!.limits
             let isMarket = tag.hasPrefix("market/")
             let topic = topicsByTag[tag] ?? (isMarket ? tag : "plant/\(tag)")
-            let lo = limits.lo ?? limits.lolo
-            let hi = limits.hi ?? limits.hihi
-            let nominal: Double
-            let span: Double
-            switch (lo, hi) {
-            case (let lo?, let hi?):
-                nominal = (lo + hi) / 2
-                span = hi - lo
-            case (let lo?, nil):
-                nominal = lo * 1.2 + 1
-                span = abs(lo) * 0.4 + 1
-            case (nil, let hi?):
-                nominal = hi * 0.8
-                span = abs(hi) * 0.4 + 1
-            case (nil, nil):
-                nominal = 100
-                span = 20
-            }
-            let upsetLevel = (limits.hihi ?? hi ?? nominal + span) + span * 0.15
+            let levels = Self.levels(limits)
             self.channels.append(
                 Channel(
-                    tag: tag, topic: topic, nominal: nominal, noise: span * 0.01, upsetLevel: upsetLevel, value: nominal,
-                    isMarket: isMarket))
+                    tag: tag, topic: topic, nominal: levels.nominal, noise: levels.span * 0.01, upsetLevel: levels.upset,
+                    value: levels.nominal, isMarket: isMarket))
         }
+    }
+
+    /// A tag's simulated normal value (the middle of its lo–hi band), the band's span (its noise is
+    /// 1 % of it), and the upset level (15 % of the span past HIHI, or HI without one).
+    package static func levels(_ limits: TagInfo.Limits) -> (nominal: Double, span: Double, upset: Double) {
+        let lo = limits.lo ?? limits.lolo
+        let hi = limits.hi ?? limits.hihi
+        let nominal: Double
+        let span: Double
+        switch (lo, hi) {
+        case (let lo?, let hi?):
+            nominal = (lo + hi) / 2
+            span = hi - lo
+        case (let lo?, nil):
+            nominal = lo * 1.2 + 1
+            span = abs(lo) * 0.4 + 1
+        case (nil, let hi?):
+            nominal = hi * 0.8
+            span = abs(hi) * 0.4 + 1
+        case (nil, nil):
+            nominal = 100
+            span = 20
+        }
+        return (nominal, span, (limits.hihi ?? hi ?? nominal + span) + span * 0.15)
     }
 
     package var tagCount: Int { self.channels.count }

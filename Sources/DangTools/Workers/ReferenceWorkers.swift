@@ -75,8 +75,9 @@ package enum ReferenceWorker: String, Sendable, CaseIterable {
             // Times come from the invocation: differences in Double, results clamped (never a trap).
             let sampling = s.times.count > 1 ? (Double(s.times.last!) - Double(s.times.first!)) / Double(s.times.count - 1) : 1000
             let step = stepMilliseconds.flatMap { $0.isFinite && $0 > 0 ? $0 : nil } ?? sampling
-            // Samples per forecast step (the fit's own unit), at most 10,000.
-            let ratio = sampling > 0 && sampling.isFinite ? max(1, min((step / sampling).rounded(), 10_000)) : 1
+            // Samples per forecast step (the fit's own unit), bounded so the whole horizon spans at
+            // most a million samples (the variance sum walks them).
+            let ratio = sampling > 0 && sampling.isFinite ? max(1, min((step / sampling).rounded(), 1_000_000 / Double(horizon))) : 1
             var mean: [Double] = []
             var lower: [Double] = []
             var upper: [Double] = []

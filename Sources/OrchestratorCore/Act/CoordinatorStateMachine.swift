@@ -443,7 +443,7 @@ package struct CoordinatorStateMachine: Sendable {
                 parent.field("module", string: invocation.module.rawValue)
                 parent.field("when", string: chain.when.rawValue)
                 parent.field("evidence", rawJSON: Array(cause.evidence.utf8))
-                trigger.attachment = ("parent", String(decoding: parent.finish(), as: UTF8.self))
+                trigger.attachment = .parent(json: String(decoding: parent.finish(), as: UTF8.self))
                 effects.append(.reconsider(trigger))
             }
         }

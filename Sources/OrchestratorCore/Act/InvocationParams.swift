@@ -111,12 +111,10 @@ package struct InvocationParams: Encodable, Sendable {
             break
         }
         self.request = decision.trigger.extraParams.flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
-        if let attachment = decision.trigger.attachment, let value = JSONValue(parsing: Array(attachment.json.utf8)) {
-            switch attachment.key {
-            case "parent": self.parent = value
-            case "gap": self.gap = value
-            default: break
-            }
+        switch decision.trigger.attachment {
+        case .parent(let json)?: self.parent = JSONValue(parsing: Array(json.utf8))
+        case .gap(let json)?: self.gap = JSONValue(parsing: Array(json.utf8))
+        case nil: break
         }
     }
 

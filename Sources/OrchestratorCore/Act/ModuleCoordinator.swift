@@ -87,7 +87,7 @@ package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
     package func dataMissing(_ gap: DataGap) {
         for rule in self.config.triggers where rule.kind == .dataGap && gap.seconds * 1000 >= Double(rule.minGap.milliseconds) {
             var trigger = TriggerEvent(rule: rule.name, kind: .dataGap, module: rule.module, source: .rules, scope: gap.scopeKey, time: self.clock())
-            trigger.attachment = ("gap", gap.json)
+            trigger.attachment = .gap(json: gap.json)
             self.consider(trigger)
         }
     }

@@ -24,13 +24,8 @@ package enum AdvisorEvaluation {
         package var agreement: Double { self.valid == 0 ? 0 : Double(self.agreed) / Double(self.valid) }
         package var outcomeMatch: Double { self.valid == 0 ? 0 : Double(self.matchedOutcome) / Double(self.valid) }
 
-        /// The q-quantile (nearest rank) of the latencies, in ms.
-        package func latency(_ q: Double) -> Int {
-            guard !self.latencies.isEmpty else { return 0 }
-            let sorted = self.latencies.sorted()
-            let rank = Int((q * Double(sorted.count)).rounded(.up))
-            return sorted[min(max(rank, 1), sorted.count) - 1]
-        }
+        /// The q-quantile of the latencies, in ms (0 before any call).
+        package func latency(_ q: Double) -> Int { self.latencies.quantile(q) ?? 0 }
 
         package mutating func add(_ verdict: Advisor.Verdict, latencyMilliseconds: Int, worthIt: Bool) {
             self.asked += 1

@@ -151,7 +151,7 @@ final class ConfigDiagnostics {
 
 /// A mapping being read: typed accessors that report problems with the key's line, and a
 /// ``finish()`` that reports keys nobody asked for (usually typos).
-package struct YAMLSection {
+struct YAMLSection {
     let mapping: Node.Mapping
     let path: String
     let mark: Mark?
@@ -288,8 +288,7 @@ package struct YAMLSection {
         return parsed
     }
 
-    /// A duration as the configuration writes it (`30`, `250ms`, `5m`, `2h`, `90d`), for command-line options too.
-    package static func parseDuration(_ text: String) -> Duration? {
+    static func parseDuration(_ text: String) -> Duration? {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
         // At most about 31 years, far inside Int64 milliseconds.
@@ -318,5 +317,14 @@ package struct YAMLSection {
         for (key, mark) in self.keys where !self.consumed.keys.contains(key) {
             self.diagnostics.report(.error, self.keyPath(key), at: mark, "unknown key")
         }
+    }
+}
+
+extension Duration {
+    /// A duration as the configuration writes it (`30`, `0.5`, `250ms`, `5m`, `2h`, `90d`), for
+    /// command-line options that take one.
+    package init?(configText text: String) {
+        guard let parsed = YAMLSection.parseDuration(text) else { return nil }
+        self = parsed
     }
 }

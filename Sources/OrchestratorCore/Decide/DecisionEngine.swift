@@ -22,13 +22,19 @@ package struct TriggerEvent: Sendable, Equatable {
     /// The tag the module should work on and the way it was going (a chained optimisation's
     /// objective: bring it back).
     package var focus: Focus?
-    /// What the trigger carries into the invocation's params besides the data: a key (`parent`,
-    /// `gap`) and a JSON object's text.
-    package var attachment: (key: String, json: String)?
+    /// What the trigger carries into the invocation's params besides the data.
+    package var attachment: Attachment?
 
     package struct Focus: Sendable, Equatable {
         package let tag: String
         package let direction: TriggerRule.Direction
+    }
+
+    /// A params member the trigger brings: `parent` (a chain's parent and its evidence) or `gap`
+    /// (the interval and tags to backfill), as a JSON object's text.
+    package enum Attachment: Sendable, Equatable {
+        case parent(json: String)
+        case gap(json: String)
     }
 
     package init(
@@ -44,13 +50,6 @@ package struct TriggerEvent: Sendable, Equatable {
         self.requestedBy = requestedBy
         self.extraParams = extraParams
         self.time = time
-    }
-
-    package static func == (a: TriggerEvent, b: TriggerEvent) -> Bool {
-        a.rule == b.rule && a.kind == b.kind && a.module == b.module && a.source == b.source && a.alert == b.alert
-            && a.scope == b.scope && a.requestedBy == b.requestedBy && a.extraParams == b.extraParams && a.time == b.time
-            && a.parentDecisionID == b.parentDecisionID && a.depth == b.depth && a.focus == b.focus
-            && a.attachment?.key == b.attachment?.key && a.attachment?.json == b.attachment?.json
     }
 
     package var severity: AlertSeverity { self.alert?.severity ?? .info }

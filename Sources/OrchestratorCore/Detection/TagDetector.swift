@@ -243,10 +243,10 @@ package struct TagDetector: Sendable {
     /// setpoint that never changes is never learned, so never flagged.
     private mutating func checkLearnedFlatline(_ value: Double, time: Int64, settings: DetectionSettings, into changes: inout [ConditionChange]) {
         if self.repeatRun > 0 && value == self.lastValue {
-            self.repeatRun &+= 1
+            if self.repeatRun < Int32.max { self.repeatRun += 1 }
         } else {
             if self.repeatRun > 0 {
-                self.valueChanges = min(self.valueChanges &+ 1, Int32.max - 1)
+                if self.valueChanges < Int32.max { self.valueChanges += 1 }
                 self.longestRepeat = max(self.longestRepeat * 0.99, Float(self.repeatRun))
             }
             self.repeatRun = 1
@@ -267,14 +267,7 @@ package struct TagDetector: Sendable {
         into changes: inout [ConditionChange]
     ) {
         let slope = result.slopePerHour ?? 0
-        let spanHours = Double(settings.trendBlock * settings.trendWindow) * max(self.meanInterval, 1) / 3_600_000
-        let relevant: Bool
-        if let minimum = self.info.minTrendPerHour {
-            relevant = abs(slope) >= minimum
-        } else {
-            relevant = abs(slope * spanHours) >= settings.trendMinSigmas * self.anomaly.noiseSigma
-        }
-        let significant = result.pValue < settings.trendAlpha && relevant
+        let significant = result.pValue < settings.trendAlpha && self.isRelevant(slopePerHour: slope, settings: settings)
         let detail = ConditionDetail.trend(
             slopePerHour: slope, pValue: result.pValue, fastPerHour: self.trend?.fastSlopePerHour ?? 0)
         let score = 1 - result.pValue
@@ -309,9 +302,7 @@ package struct TagDetector: Sendable {
         // Only a line that describes the window is extrapolated: a step inside it (an upset and its
         // return) is significant to Mann–Kendall, but no trend.
         if let slope = result.slopePerHour, let range = result.slopeRangePerHour, let line = result.lineValue, slope != 0,
-            result.lineFit >= Self.minimumLineFit,
-            abs(slope * Double(settings.trendBlock * settings.trendWindow) * max(self.meanInterval, 1) / 3_600_000)
-                >= settings.trendMinSigmas * self.anomaly.noiseSigma || self.info.minTrendPerHour.map({ abs(slope) >= $0 }) == true
+            result.lineFit >= Self.minimumLineFit, self.isRelevant(slopePerHour: slope, settings: settings)
         {
             // The nearest limit ahead of the line, in the trend's direction.
             let ahead: (Double, String)? =
@@ -353,6 +344,14 @@ package struct TagDetector: Sendable {
         self.update(
             .predictedLow, raise: down, clear: lost || result.s >= 0 || recededDown || low.map { value < $0 } == true && !down,
             value: value, score: 1 - result.pValue, detail: detail, time: time, policy: settings.policy, into: &changes)
+    }
+
+    /// Whether a trend matters: at least the tag's `min_trend` per hour, or without one a change
+    /// across the trend window of `trend.min_sigmas` × the tag's noise.
+    private func isRelevant(slopePerHour slope: Double, settings: DetectionSettings) -> Bool {
+        if let minimum = self.info.minTrendPerHour { return abs(slope) >= minimum }
+        let spanHours = Double(settings.trendBlock * settings.trendWindow) * max(self.meanInterval, 1) / 3_600_000
+        return abs(slope * spanHours) >= settings.trendMinSigmas * self.anomaly.noiseSigma
     }
 
     /// The share of the window's variance (R² of the block means) a trend line must explain to be
