@@ -91,7 +91,10 @@ struct APITests {
             #expect(summary.status == 200 && summary.json["modules"] != nil)
             #expect(api.call("GET", "/decisions?limit=0", token: Self.read).status == 400)
             // Filters and cursors that cannot be read are 400s naming them, never unfiltered or a 503.
-            for (query, name) in [("from=abc", "from"), ("to=1.5", "to"), ("module=teleport", "module"), ("outcome=great", "outcome"),
+            // A well-formed token with a time no database stores (v1:9223372036854775807:<uuid>).
+            let forged = Data("v1:9223372036854775807:00000000-0000-4000-8000-000000000000".utf8).base64EncodedString()
+                .replacingOccurrences(of: "=", with: "").replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            for (query, name) in [("after=\(forged)", "after"), ("from=abc", "from"), ("to=9223372036854775807", "to"), ("to=1.5", "to"), ("module=teleport", "module"), ("outcome=great", "outcome"),
                 ("source=fax", "source"), ("trigger_kind=x", "trigger_kind"), ("after=2026-01-01+00:00:00|x", "after"), ("summary=yes", "summary")]
             {
                 let answer = api.call("GET", "/decisions?\(query)", token: Self.read)

@@ -100,7 +100,10 @@ package struct APIServer: Sendable {
         // answer and never a database error.
         for (name, keyPath) in [("from", \History.DecisionQuery.from), ("to", \History.DecisionQuery.to)] {
             guard let text = q.get(name) else { continue }
-            guard let value = Int64(text) else { return Self.error(.badRequest, "\(name) must be epoch milliseconds (an integer)") }
+            // Within ±10,000 years of 1970: beyond, PostgreSQL would refuse it as if it were down.
+            guard let value = Int64(text), abs(Double(value)) < 3.2e14 else {
+                return Self.error(.badRequest, "\(name) must be epoch milliseconds (an integer within ±10,000 years of 1970)")
+            }
             query[keyPath: keyPath] = value
         }
         let choices: [(String, WritableKeyPath<History.DecisionQuery, String?>, [String])] = [

@@ -55,7 +55,11 @@ package enum History {
             base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
             guard let data = Data(base64Encoded: base64), let text = String(data: data, encoding: .utf8) else { return nil }
             let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-            guard parts.count == 3, parts[0] == "v1", let micros = Int64(parts[1]), let id = UUID(uuidString: String(parts[2])) else { return nil }
+            // Within ±10,000 years of 1970: a forged time beyond what PostgreSQL stores is refused
+            // here (400), not by the database (which would look like an outage).
+            guard parts.count == 3, parts[0] == "v1", let micros = Int64(parts[1]), abs(Double(micros)) < 3.2e17,
+                let id = UUID(uuidString: String(parts[2]))
+            else { return nil }
             self.init(microseconds: micros, decisionID: id)
         }
     }
