@@ -24,13 +24,15 @@ struct ScratchDirectory {
     static let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
 
-    /// Loads `yaml` as a configuration file. With `token`, an operate token is in the environment
-    /// (as in a deployment), so the "no API token" warning does not crowd the issues under test.
-    func load(_ yaml: String, environment: [String: String] = [:], token: Bool = true) throws(ConfigError) -> OrchestratorConfig {
+    /// Loads `yaml` as a configuration file. With `token` and `key`, an operate token and a DeepSeek
+    /// key are in the environment (as in a deployment), so the "no API token" and "no API key"
+    /// warnings do not crowd the issues under test.
+    func load(_ yaml: String, environment: [String: String] = [:], token: Bool = true, key: Bool = true) throws(ConfigError) -> OrchestratorConfig {
         let scratch = try! ScratchDirectory()
         let path = try! scratch.write("orchestrator.yaml", yaml)
         var environment = environment
         if token && environment["DANG_API_TOKEN"] == nil { environment["DANG_API_TOKEN"] = "test-token" }
+        if key && environment["DEEPSEEK_API_KEY"] == nil { environment["DEEPSEEK_API_KEY"] = "sk-test" }
         return try OrchestratorConfig.load(file: path, environment: environment)
     }
 
@@ -58,7 +60,6 @@ struct ScratchDirectory {
     @Test func `both API tokens come from the environment with or without an api section, and none at all is a warning`() throws {
         // No api: section.
         let read = try self.load("mqtt:\n  url: mqtt://127.0.0.1:1883\n", environment: ["DANG_API_READ_TOKEN": "r"], token: false)
-        #expect(read.api.readToken == "r" && read.api.token == nil)
         #expect(read.warnings.isEmpty)
         let both = try self.load("api:\n  enabled: true\n", environment: ["DANG_API_TOKEN": "o", "DANG_API_READ_TOKEN": "r"])
         #expect(both.api.token == "o" && both.api.readToken == "r")
@@ -69,6 +70,22 @@ struct ScratchDirectory {
             let none = try self.load(yaml, token: false)
             #expect(none.warnings.contains { $0.key == "api.token" && $0.message.contains("DANG_API_READ_TOKEN") })
         }
+    }
+
+    @Test func `DeepSeek's key comes from the environment with or without an llm section, and none at all is a warning`() throws {
+        for yaml in ["{}\n", "orchestrator:\n  llm:\n    model: deepseek-v4-flash\n"] {
+            let keyed = try self.load(yaml, environment: ["DEEPSEEK_API_KEY": "sk-env"])
+            #expect(keyed.llm.apiKey == "sk-env" && keyed.llm.isActive && keyed.warnings.isEmpty)
+            let none = try self.load(yaml, key: false)
+            #expect(none.llm.apiKey == nil && !none.llm.isActive)
+            #expect(none.warnings.map(\.key) == ["orchestrator.llm.api_key"])
+        }
+        // The file wins; a self-hosted server needs no key and takes none from DeepSeek's variable.
+        #expect(try self.load("orchestrator:\n  llm:\n    api_key: sk-file\n", environment: ["DEEPSEEK_API_KEY": "sk-env"]).llm.apiKey == "sk-file")
+        let local = try self.load("orchestrator:\n  llm:\n    provider: vllm\n    base_url: http://127.0.0.1:8000\n", environment: ["DEEPSEEK_API_KEY": "sk-env"])
+        #expect(local.llm.apiKey == nil && local.llm.isActive && local.warnings.isEmpty)
+        // Switched off: no key needed, no warning.
+        #expect(try self.load("orchestrator:\n  llm:\n    enabled: false\n", key: false).warnings.isEmpty)
     }
 
     /// Every key `docs/configuration.md` documents for `orchestrator.yaml` appears in the shipped file,
@@ -117,6 +134,54 @@ struct ScratchDirectory {
         }
         #expect(checked > 100)
         #expect(missing.isEmpty, "documented but not in config/orchestrator.yaml: \(missing)")
+    }
+
+    /// The values the shipped file shows are the code's defaults, except where the file says otherwise
+    /// ("not the default" / "not a default"): the shipped file and an empty one load to the same
+    /// configuration field by field, apart from the listed, annotated exceptions.
+    @Test func `the values shown in the shipped configuration are the code's defaults`() throws {
+        let path = Self.repositoryRoot.appendingPathComponent("config/orchestrator.yaml").path
+        let environment = ["DANG_API_TOKEN": "t", "DEEPSEEK_API_KEY": "sk-test"]
+        let shipped = try OrchestratorConfig.load(file: path, environment: environment)
+        let empty = try self.load("{}\n", environment: environment)
+
+        /// Every leaf of a value as "path = description", walked by reflection.
+        func leaves(_ value: Any, _ path: String, into out: inout [String: String]) {
+            let mirror = Mirror(reflecting: value)
+            switch mirror.displayStyle {
+            case .struct?, .class?:
+                if mirror.children.isEmpty { out[path] = String(describing: value); return }
+                for child in mirror.children { leaves(child.value, path + "." + (child.label ?? "?"), into: &out) }
+            case .dictionary?:
+                for child in mirror.children {
+                    let pair = Array(Mirror(reflecting: child.value).children)
+                    leaves(pair[1].value, path + "[\(pair[0].value)]", into: &out)
+                }
+            case .collection?, .optional?, .tuple?:
+                for (index, child) in mirror.children.enumerated() { leaves(child.value, path + "[\(child.label ?? String(index))]", into: &out) }
+                if mirror.children.isEmpty { out[path] = "none" }
+            default:
+                out[path] = String(describing: value)
+            }
+        }
+        var shown: [String: String] = [:]
+        var defaults: [String: String] = [:]
+        leaves(shipped, "", into: &shown)
+        leaves(empty, "", into: &defaults)
+        // The annotated exceptions: the topic map, the forecasting module's max_in_flight, the shipped
+        // triggers (the product's choices, documented in docs/decisions.md), the forecast step (by
+        // default the tags' sampling interval). Each must be marked in the file.
+        let exceptions = [".topicMap", ".topics.mapFile", ".triggers", ".modules[forecasting].maxInFlight", ".modules[forecasting].step"]
+        let different = Set(shown.keys).union(defaults.keys).filter { shown[$0] != defaults[$0] }
+            .filter { key in !exceptions.contains { key.hasPrefix($0) } }.sorted()
+        #expect(different.isEmpty, "shown but not the default: \(different.map { "\($0): \(shown[$0] ?? "-") vs \(defaults[$0] ?? "-")" })")
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(text.contains("max_in_flight: 2      # (not the default, 1)"))
+        #expect(text.contains("(not a default: without a map, no tag is named)"))
+        #expect(text.contains("triggers:               # what makes the orchestrator consider a module (docs/decisions.md; not the default: none)"))
+        #expect(text.contains("step: 150s            # ... of this length (default: the tags' sampling interval)"))
+        #expect(shipped.modules[.forecasting]?.maxInFlight == 2 && empty.modules[.forecasting]?.maxInFlight == 1)
+        #expect(shipped.modules[.forecasting]?.step == .seconds(150) && empty.modules[.forecasting]?.step == nil)
     }
 
     @Test func `the duration error shown in docs/configuration.md is the one the binary gives`() throws {
@@ -230,9 +295,9 @@ struct ScratchDirectory {
                 criticality: extreme
             """)
         let path = try scratch.write("orchestrator.yaml", "topics:\n  map: map.yaml\n")
-        #expect(throws: ConfigError.self) { try OrchestratorConfig.load(file: path, environment: ["DANG_API_TOKEN": "t"]) }
+        #expect(throws: ConfigError.self) { try OrchestratorConfig.load(file: path, environment: ["DANG_API_TOKEN": "t", "DEEPSEEK_API_KEY": "k"]) }
         do {
-            _ = try OrchestratorConfig.load(file: path, environment: ["DANG_API_TOKEN": "t"])
+            _ = try OrchestratorConfig.load(file: path, environment: ["DANG_API_TOKEN": "t", "DEEPSEEK_API_KEY": "k"])
         } catch {
             #expect(error.issues.map(\.line) == [3, 5])
             #expect(error.issues.allSatisfy { $0.file.hasSuffix("map.yaml") })

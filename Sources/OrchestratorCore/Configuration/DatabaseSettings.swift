@@ -21,10 +21,11 @@ package struct DatabaseSettings: Sendable {
     package var spoolFsync: Spool.FsyncPolicy = .batch
     /// How often each tag's state is snapshotted into `tag_state` (zero: never).
     package var snapshotInterval: Duration = .seconds(10)
-    /// How long finished rows are kept, per table, and how often retention runs.
+    /// How long finished rows are kept, per table (in `Retention.tables`' order: a decision's
+    /// invocations and LLM exchanges before it), and how often retention runs.
     package var retention: [Retention.Rule] = [
-        .init(table: "alerts", keep: .seconds(90 * 86400)), .init(table: "decisions", keep: .seconds(365 * 86400)),
-        .init(table: "invocations", keep: .seconds(365 * 86400)), .init(table: "llm_exchanges", keep: .seconds(90 * 86400)),
+        .init(table: "alerts", keep: .seconds(90 * 86400)), .init(table: "invocations", keep: .seconds(365 * 86400)),
+        .init(table: "llm_exchanges", keep: .seconds(90 * 86400)), .init(table: "decisions", keep: .seconds(365 * 86400)),
         .init(table: "tag_state", keep: .seconds(30 * 86400)),
     ]
     package var retentionInterval: Duration = .seconds(600)

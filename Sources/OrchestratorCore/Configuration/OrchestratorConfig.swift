@@ -105,6 +105,7 @@ extension OrchestratorConfig {
     }
 
     private mutating func read(_ root: YAMLSection) {
+        var apiKeyMark: Mark? = nil
         if let orchestrator = root.section("orchestrator") {
             if let llm = orchestrator.section("llm") {
                 self.llm.provider = llm.string("provider", default: self.llm.provider)
@@ -127,12 +128,8 @@ extension OrchestratorConfig {
                 self.llm.maxTokens = llm.int("max_tokens", default: self.llm.maxTokens, in: 16...1_000_000)
                 self.llm.breakerThreshold = llm.int("breaker_threshold", default: self.llm.breakerThreshold, in: 1...1000)
                 self.llm.breakerCooldown = llm.duration("breaker_cooldown", default: self.llm.breakerCooldown)
+                apiKeyMark = llm.markOf("api_key")
                 llm.finish()
-                if self.llm.enabled && !self.llm.isActive {
-                    llm.diagnostics.report(
-                        .warning, llm.keyPath("api_key"), at: llm.markOf("api_key"),
-                        "no API key: the LLM advisor will be off (set DEEPSEEK_API_KEY)")
-                }
             }
             if let modules = orchestrator.section("modules") {
                 self.readModules(modules)
@@ -151,6 +148,16 @@ extension OrchestratorConfig {
                 self.triggers = TriggerRule.read(node, path: orchestrator.keyPath("triggers"), diagnostics: orchestrator.diagnostics)
             }
             orchestrator.finish()
+        }
+        // DeepSeek's key comes from the environment when the file does not name one, with or without
+        // an `llm:` section, as the API tokens do; a hosted advisor without a key is worth a warning.
+        if self.llm.apiKey == nil && self.llm.provider == "deepseek", let key = root.diagnostics.environment["DEEPSEEK_API_KEY"], !key.isEmpty {
+            self.llm.apiKey = key
+        }
+        if self.llm.enabled && !self.llm.isActive {
+            root.diagnostics.report(
+                .warning, "orchestrator.llm.api_key", at: apiKeyMark,
+                "no API key: the LLM advisor will be off (set DEEPSEEK_API_KEY)")
         }
         if let mqtt = root.section("mqtt") {
             self.readMQTT(mqtt)
