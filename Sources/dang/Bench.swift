@@ -24,6 +24,8 @@ struct Bench: ParsableCommand {
     var qos1Rate = 20_000.0
     @Option(name: .customLong("memory-tags"), help: "Tags of the memory phase.")
     var memoryTags = 10_000
+    @Option(name: .customLong("memory-samples"), help: "Samples per tag in the memory phase (20: just started; 1100: every window full).")
+    var memorySamples = 20
     @Option(name: .long, parsing: .upToNextOption, help: "Phases to run: baseline ingest latency qos1 memory (default: all).")
     var phases: [String] = []
     @Option(name: .long, help: "PostgreSQL for the orchestrator (default: DATABASE_URL, else a private server).")
@@ -38,7 +40,9 @@ struct Bench: ParsableCommand {
         for phase in self.phases where WireBenchmark.Phase(rawValue: phase) == nil {
             throw ValidationError("unknown phase '\(phase)': one of \(WireBenchmark.Phase.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        if self.tags < 1 || self.memoryTags < 1 { throw ValidationError("--tags and --memory-tags must be at least 1") }
+        if self.tags < 1 || self.memoryTags < 1 || self.memorySamples < 1 {
+            throw ValidationError("--tags, --memory-tags and --memory-samples must be at least 1")
+        }
         if self.seconds <= 0 { throw ValidationError("--seconds must be positive") }
     }
 
@@ -53,6 +57,7 @@ struct Bench: ParsableCommand {
         options.latencyRates = self.rates
         options.qos1Rate = self.qos1Rate
         options.memoryTags = self.memoryTags
+        options.memorySamples = self.memorySamples
         options.decisions = !self.withoutDecisions
         options.databaseURL = self.databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
         if !self.phases.isEmpty { options.phases = Set(self.phases.compactMap(WireBenchmark.Phase.init(rawValue:))) }
@@ -79,7 +84,7 @@ struct Bench: ParsableCommand {
         }
         var report: [String: Any] = [
             "started_at": started.formatted(.iso8601), "version": DangVersion.current,
-            "options": ["tags": self.tags, "seconds": self.seconds, "rates": self.rates, "qos1_rate": self.qos1Rate, "memory_tags": self.memoryTags],
+            "options": ["tags": self.tags, "seconds": self.seconds, "rates": self.rates, "qos1_rate": self.qos1Rate, "memory_tags": self.memoryTags, "memory_samples": self.memorySamples],
         ]
         for row in rows {
             report[row.name] = Dictionary(row.values.map { ($0.0, $0.1.isFinite ? $0.1 as Any : NSNull()) }, uniquingKeysWith: { a, _ in a })

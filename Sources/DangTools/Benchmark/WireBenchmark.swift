@@ -36,6 +36,9 @@ package struct WireBenchmark {
         package var latencyRates: [Double] = [10_000, 50_000]
         package var qos1Rate = 20_000.0
         package var memoryTags = 10_000
+        /// Samples per tag in the memory phase: 20 (a plant just started), or enough to fill every
+        /// window (about 1,100 with the default detection settings) for the steady state.
+        package var memorySamples = 20
         package var phases = Set(Phase.allCases)
         /// Without the decision side (no trigger rules): what the alert costs when no decision
         /// follows it on the ingest thread.
@@ -126,7 +129,7 @@ package struct WireBenchmark {
 
         if phases.contains(.memory) {
             try self.withChild(servers, tags: self.options.memoryTags, qos: 0, name: "memory") { child in
-                self.progress("memory: \(self.options.memoryTags) tags, 20 samples each")
+                self.progress("memory: \(self.options.memoryTags) tags, \(self.options.memorySamples) samples each")
                 rows.append(try self.memory(child: child, port: servers.brokerPort))
             }
         }
@@ -311,8 +314,8 @@ package struct WireBenchmark {
     private func memory(child: OrchestratorChild, port: Int) throws -> Row {
         let before = try child.status()
         let idle = child.peakRSSMiB()
-        let rounds = 20.0
-        let rate = 20_000.0
+        let rounds = Double(self.options.memorySamples)
+        let rate = self.options.memorySamples > 100 ? 50_000.0 : 20_000.0
         let load = try self.generate(
             LoadGenerator.Plan(tags: self.options.memoryTags, rate: rate, seconds: rounds * Double(self.options.memoryTags) / rate, qos: 0),
             port: port
@@ -323,12 +326,12 @@ package struct WireBenchmark {
         return Row(
             name: "memory",
             values: [
-                ("tags", Double(after.tags)), ("processed", Double(after.samples - before.samples)), ("rss_started_mib", idle),
+                ("tags", Double(after.tags)), ("samples_per_tag", Double(self.options.memorySamples)), ("processed", Double(after.samples - before.samples)), ("rss_started_mib", idle),
                 ("peak_rss_mib", rss), ("rss_anonymous_mib", now.anonymous), ("rss_files_mib", now.files),
             ],
             text: String(
-                format: "%d tags: peak RSS %.1f MiB (%.1f MiB once started, before any sample); now %.1f MiB its own + %.1f MiB code and libraries",
-                after.tags, rss, idle, now.anonymous, now.files))
+                format: "%d tags, %d samples each: peak RSS %.1f MiB (%.1f MiB once started, before any sample); now %.1f MiB its own + %.1f MiB code and libraries",
+                after.tags, self.options.memorySamples, rss, idle, now.anonymous, now.files))
     }
 
     // MARK: - Helpers

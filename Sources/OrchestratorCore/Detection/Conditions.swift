@@ -149,10 +149,12 @@ package struct AlertPolicy: Sendable, Equatable {
 /// One condition's alarm state: raised once and cleared once, with hysteresis (separate raise and
 /// clear tests), on/off delays and a cooldown. Never flaps.
 package struct AlarmLatch: Sendable, Equatable {
-    package private(set) var active = false
-    private var onCount: Int32 = 0
-    private var offCount: Int32 = 0
+    // Declared widest first: 16 bytes a latch (16 of them in every tag's detector).
     private var clearedAt: Int64 = .min
+    /// Consecutive evaluations toward the next transition: raise tests while inactive, clear
+    /// tests while active (one counter serves both).
+    private var count: Int32 = 0
+    package private(set) var active = false
 
     package init() {}
 
@@ -161,25 +163,24 @@ package struct AlarmLatch: Sendable, Equatable {
     package mutating func update(raise: Bool, clear: Bool, time: Int64, policy: AlertPolicy) -> Bool? {
         if !self.active {
             guard raise else {
-                self.onCount = 0
+                self.count = 0
                 return nil
             }
             if self.clearedAt != .min, time &- self.clearedAt < policy.cooldownMilliseconds { return nil }
-            self.onCount += 1
-            guard Int(self.onCount) >= policy.onDelay else { return nil }
+            self.count += 1
+            guard Int(self.count) >= policy.onDelay else { return nil }
             self.active = true
-            self.onCount = 0
-            self.offCount = 0
+            self.count = 0
             return true
         }
         guard clear else {
-            self.offCount = 0
+            self.count = 0
             return nil
         }
-        self.offCount += 1
-        guard Int(self.offCount) >= policy.offDelay else { return nil }
+        self.count += 1
+        guard Int(self.count) >= policy.offDelay else { return nil }
         self.active = false
-        self.offCount = 0
+        self.count = 0
         self.clearedAt = time
         return false
     }

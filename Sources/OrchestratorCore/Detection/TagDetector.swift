@@ -6,8 +6,9 @@ import Glibc
 /// staleness, data quality, trend and market moves — each condition raised once and cleared once
 /// through its ``AlarmLatch``.
 ///
-/// A pure value type: no I/O and no clock (time comes with each sample or tick); storage is
-/// allocated when the tag is first seen, never per sample. Changes go to a caller-owned buffer.
+/// A pure value type: no I/O and no clock (time comes with each sample or tick); storage
+/// grows with a tag's first samples to its fixed size (a tag that has sent little holds little), then
+/// is never allocated again. Changes go to a caller-owned buffer.
 package struct TagDetector: Sendable {
     package private(set) var anomaly: AnomalyDetector
     /// One latch per ``AlertCondition``, stored inline (no pointer to chase per sample).

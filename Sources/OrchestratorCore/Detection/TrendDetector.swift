@@ -48,10 +48,9 @@ package struct TrendDetector: Sendable {
         precondition(blockSize >= 1 && windowBlocks >= 4)
         self.blockSize = blockSize
         self.windowBlocks = windowBlocks
+        // Grown block by block to `windowBlocks` (nothing held before the first block completes).
         self.means = []
         self.times = []
-        self.means.reserveCapacity(windowBlocks)
-        self.times.reserveCapacity(windowBlocks)
     }
 
     /// Holt's trend converted to units per hour, using the mean sampling interval.
