@@ -26,6 +26,7 @@ struct BenchDetectors: ParsableCommand {
         for row in rows {
             let name = row.name.padding(toLength: 72, withPad: " ", startingAt: 0)
             print(name + String(format: "  %9.1f %9.1f   %9.1f", row.nanosecondsPerSample, row.medianNanoseconds, row.nanosecondsPerSample / baseline))
+            if row.refused > 0 { printError("warning: \(row.name): \(row.refused) samples refused; the figure times refusals") }
         }
     }
 }

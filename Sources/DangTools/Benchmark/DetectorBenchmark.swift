@@ -11,6 +11,8 @@ package enum DetectorBenchmark {
         package let nanosecondsPerSample: Double
         /// The median of the repetitions.
         package let medianNanoseconds: Double
+        /// Samples the case's pipeline refused (the live path; 0 when it measured what it says).
+        package var refused = 0
     }
 
     /// Runs every case `repetitions` times over `samples` samples spread across `tags` tags (so
@@ -112,7 +114,6 @@ package enum DetectorBenchmark {
         for t in 0..<tags { map.tags["r1/cdu/cdu1/T\(t)"] = info }
         var config = OrchestratorConfig.defaults(topicMap: map)
         config.detection = settings
-        let pipeline = IngestPipeline(config: config, sinks: [], logger: .init(label: "bench"), clock: { 0 })
         // Topics and payloads each in one buffer, as a network buffer holds them: one array per
         // message would add a retain and release of each array per sample to the figure.
         let topics = Packed((0..<tags).map { Array("plant/r1/cdu/cdu1/T\($0)".utf8) })
@@ -123,6 +124,10 @@ package enum DetectorBenchmark {
         let payloads = Packed((0..<steps).map {
             Array("{\"ts\":\(1_700_000_000_000 + $0 * 1000),\"v\":\(values[$0 & 4095]),\"q\":\"good\"}".utf8)
         })
+        // The orchestrator's clock just after the last payload's time: a clock behind the payloads
+        // would refuse every sample as stamped in the future, and the case would time refusals.
+        let now = Int64(1_700_000_000_000 + steps * 1000)
+        let pipeline = IngestPipeline(config: config, sinks: [], logger: .init(label: "bench"), clock: { now })
         clock = 0
         measure("whole live path per sample (topic, JSON parse, all detectors, alerts)") { n in
             defer { clock += n }
@@ -132,12 +137,13 @@ package enum DetectorBenchmark {
                         pipeline.handle(
                             topic: UnsafeRawBufferPointer(rebasing: topicBytes[topics.ranges[i % tags]]),
                             payload: UnsafeRawBufferPointer(rebasing: payloadBytes[payloads.ranges[((clock + i) / tags) % steps]]),
-                            receivedAt: 0)
+                            receivedAt: now)
                     }
                 }
             }
             return Double(pipeline.counters.samples)
         }
+        rows[rows.count - 1].refused = pipeline.counters.totalRejected
         if sink == .infinity { print(sink) }
         return rows
     }

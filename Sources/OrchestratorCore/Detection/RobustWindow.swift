@@ -7,7 +7,8 @@
 /// window's median: 6 bytes per value, 1.5 KB for the default 256 (a `Double` beside a ring of
 /// values took 4 KB, a `Double` with its slot 2.5 KB) — per tag, so 10 MB less for 10,000 tags than
 /// `Double`s. When the median has moved more than 4,096 interquartile ranges from the origin (a
-/// level change, a counter that climbs), the origin moves to it and the offsets are rewritten, so
+/// level change, a counter that climbs; checked every 16th value), the origin moves to it and the
+/// offsets are rewritten, so
 /// a value's rounding stays below about 2.5e-4 of the window's interquartile range: the quantiles
 /// the detector reads are those of the `Double`s to that precision.
 ///
@@ -59,7 +60,9 @@ package struct RobustWindow: Sendable {
             Self.move(&self.sorted, from: removed, to: position, offset)
             Self.move(&self.slots, from: removed, to: position, slot)
         }
-        self.keepOriginNearMedian()
+        // Every 16th value (the check reads three quantiles): a level change is re-based within
+        // 16 values of its median crossing over.
+        if self.next & 15 == 0 { self.keepOriginNearMedian() }
     }
 
     /// A `Double` difference as a `Float` offset (finite: a difference beyond `Float`'s range, only
