@@ -44,6 +44,50 @@ import Testing
         }
         #expect(window.isFull && window.count == capacity)
     }
+
+    /// Values are held as `Float` offsets from an origin that follows the median: the quantiles the
+    /// detector reads stay those of the `Double`s to a small fraction of the spread, for a level
+    /// far from zero, a step of twelve orders of magnitude and a counter that climbs for ever.
+    @Test(arguments: ["offset", "step", "counter"])
+    func `quantiles keep their precision far from the first value`(stream: String) {
+        var window = RobustWindow(capacity: 256)
+        var random = SplitMix64(seed: 7)
+        var held: [Double] = []
+        for step in 0..<5_000 {
+            let noise = random.gaussian() * 1e-3
+            let value = switch stream {
+            case "offset": 101_325 + noise
+            case "step": (step < 1_000 ? 0 : 1e12) + noise
+            default: 1e9 + Double(step) * 0.01 + noise
+            }
+            held.append(value)
+            window.append(value)
+            // A step of 15 orders of magnitude over the noise: exact again within two spans.
+            guard step >= (stream == "step" ? 1_000 + 2 * 256 + 256 : 1_500), step % 97 == 0 else { continue }
+            // The reference in offsets from one held value (exact differences of nearby
+            // `Double`s): interpolating between values near 1e12 would itself round to 1e-4.
+            let base = held[step - 128]
+            let exact = held.suffix(256).sorted().map { $0 - base }
+            let quantile = { (p: Double) -> Double in
+                let position = p * 255
+                let low = Int(position)
+                return exact[low] + (exact[min(low + 1, 255)] - exact[low]) * (position - Double(low))
+            }
+            let iqr = quantile(0.75) - quantile(0.25)
+            let spreads = window.spreads((0.25, 0.05, 0.01))
+            #expect(abs((window.median - base) - (exact[127] + exact[128]) / 2) <= 1e-3 * iqr + base.ulp, "median at \(step)")
+            #expect(abs(spreads.0 - iqr) <= 1e-3 * iqr, "IQR at \(step): \(spreads.0) against \(iqr)")
+            #expect(abs(spreads.2 - (quantile(0.99) - quantile(0.01))) <= 1e-3 * iqr)
+        }
+    }
+
+    @Test func `a value beyond Float's range is held at its largest, never as infinity`() {
+        var window = RobustWindow(capacity: 8)
+        for value in [0.0, 1, 2, 1e300, -1e300, 3] { window.append(value) }
+        #expect(window.values.allSatisfy { $0.isFinite })
+        #expect(window.spreads((0.25, 0.05, 0.01)).2.isFinite)
+        #expect(window.median.isFinite)
+    }
 }
 
 @Suite struct TagDetectorTests {

@@ -7,10 +7,11 @@
 /// window's median: 6 bytes per value, 1.5 KB for the default 256 (a `Double` beside a ring of
 /// values took 4 KB, a `Double` with its slot 2.5 KB) — per tag, so 10 MB less for 10,000 tags than
 /// `Double`s. When the median has moved more than 4,096 interquartile ranges from the origin (a
-/// level change, a counter that climbs; checked every 16th value), the origin moves to it and the
-/// offsets are rewritten, so
-/// a value's rounding stays below about 2.5e-4 of the window's interquartile range: the quantiles
-/// the detector reads are those of the `Double`s to that precision.
+/// level change, a counter that climbs), the origin moves to the median
+/// and the offsets are rewritten, so a value's rounding stays below about 2.5e-4 of the window's
+/// interquartile range (after a step of more than 4,096 of them, once the values that arrived
+/// before the move have left): the quantiles the detector reads are those of the `Double`s to
+/// that precision.
 ///
 /// Cost per sample: one binary search, one scan of at most `capacity` slots and one `memmove` of
 /// each array; median and every quantile O(1). Storage grows to `capacity` while the window fills,
@@ -60,9 +61,7 @@ package struct RobustWindow: Sendable {
             Self.move(&self.sorted, from: removed, to: position, offset)
             Self.move(&self.slots, from: removed, to: position, slot)
         }
-        // Every 16th value (the check reads three quantiles): a level change is re-based within
-        // 16 values of its median crossing over.
-        if self.next & 15 == 0 { self.keepOriginNearMedian() }
+        self.keepOriginNearMedian()
     }
 
     /// A `Double` difference as a `Float` offset (finite: a difference beyond `Float`'s range, only
@@ -72,19 +71,21 @@ package struct RobustWindow: Sendable {
         Float(max(-Double(Float.greatestFiniteMagnitude), min(Double(Float.greatestFiniteMagnitude), difference)))
     }
 
-    /// Moves the origin to the median once the median is more than 4,096 interquartile ranges
-    /// away from it (rare: a level change or a climbing counter), rewriting the offsets. Their
-    /// order does not change (each is shifted by the same amount, rounded monotonically).
+    /// Moves the origin to the median once the median is more than 4,096 interquartile ranges away
+    /// from it (rare: a level change or a climbing counter), rewriting the offsets. The new origin
+    /// is the old one plus the median's offset, so every held value is shifted exactly (two
+    /// nearby `Float`s differ exactly) and the window reads the same values as before, only
+    /// finer from now on. Values that arrived while the origin was far keep their rounding (about
+    /// 6e-8 of their distance) until they leave; after a step of many orders of magnitude their
+    /// median can call for a second move, so the window is exact again within two of its spans.
     @inline(__always)
     private mutating func keepOriginNearMedian() {
         let n = self.sorted.count
         let median = self.sorted[n / 2]
         let iqr = self.sorted[(3 * (n - 1)) / 4] - self.sorted[(n - 1) / 4]
-        guard abs(median) > 4096 * max(iqr, 1e-30), median != 0 else { return }
-        let shift = Double(median)
-        let origin = self.origin + shift
-        for index in 0..<n { self.sorted[index] = Self.offset(self.origin + Double(self.sorted[index]) - origin) }
-        self.origin = origin
+        guard abs(median) > 4096 * max(iqr, 1e-30) else { return }
+        for index in 0..<n { self.sorted[index] = Self.offset(Double(self.sorted[index]) - Double(median)) }
+        self.origin += Double(median)
     }
 
     /// Where `slot` is (it is there): 16 slots per comparison, then one by one within the 16.
