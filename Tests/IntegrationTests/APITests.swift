@@ -59,6 +59,12 @@ struct APITests {
             #expect(status.status == 200)
             #expect((status.json["mqtt"] as? [String: Any])?["connected"] as? Bool == true)
             #expect((status.json["modules"] as? [String: Any])?["forecasting"] != nil)
+            // The probes are open too: alive, and ready once the broker and the database are connected.
+            let alive = api.call("GET", "/livez", token: nil)
+            #expect(alive.status == 200 && alive.json["status"] as? String == "alive")
+            try await eventually("ready") { api.call("GET", "/readyz", token: nil).status == 200 }
+            let ready = api.call("GET", "/readyz", token: nil)
+            #expect(ready.json["ready"] as? Bool == true && (ready.json["reasons"] as? [Any])?.isEmpty == true)
             let metrics = api.call("GET", "/metrics", token: nil)
             #expect(metrics.status == 200 && metrics.text.contains("dang_ingest_samples_total"))
             #expect(metrics.text.contains("dang_invocation_latency_seconds") && metrics.text.contains("dang_llm_latency_seconds"))
@@ -137,6 +143,14 @@ struct APITests {
             try await eventually("API listening") { orchestrator.apiListeningPort > 0 }
             let answer = Client(port: orchestrator.apiListeningPort).call("GET", "/decisions", token: Self.read)
             #expect(answer.status == 503)
+            // Alive, but not ready, saying why (and not with libpq's text).
+            let client = Client(port: orchestrator.apiListeningPort)
+            #expect(client.call("GET", "/livez", token: nil).status == 200)
+            let readiness = client.call("GET", "/readyz", token: nil)
+            #expect(readiness.status == 503 && readiness.json["ready"] as? Bool == false)
+            let reasons = readiness.json["reasons"] as? [String] ?? []
+            #expect(reasons.contains { $0.hasPrefix("the database is not connected") }, "\(reasons)")
+            #expect(!readiness.text.contains("secret"))
             #expect(answer.json["error"] as? String == "the database is unavailable")
             #expect(!answer.text.contains("secret_user") && !answer.text.contains("127.0.0.1") && !answer.text.contains("secret_db"))
         }

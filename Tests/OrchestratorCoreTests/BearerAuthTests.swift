@@ -85,9 +85,11 @@ import Testing
         #expect(try await self.status(.post, "/invoke/etl", authorization: header) == .unauthorized)
     }
 
-    @Test func `status and metrics are open to GET only`() async throws {
-        #expect(try await self.status(.get, "/status", authorization: nil) == .accepted)
-        #expect(try await self.status(.get, "/metrics", authorization: nil) == .accepted)
+    @Test func `status, metrics and the probes are open to GET only`() async throws {
+        for path in ["/status", "/metrics", "/livez", "/readyz"] {
+            #expect(try await self.status(.get, path, authorization: nil) == .accepted, "\(path)")
+            #expect(try await self.status(.post, path, authorization: nil) == .unauthorized, "\(path)")
+        }
         #expect(try await self.status(.get, "/status?verbose=1", authorization: "Basic x") == .accepted)
         #expect(try await self.status(.post, "/status", authorization: nil) == .unauthorized)
         #expect(try await self.status(.get, "/status/more", authorization: nil) == .unauthorized)
@@ -122,5 +124,29 @@ import Testing
         #expect(!Auth.equal(Array("ab".utf8), Array("abc".utf8)))
         #expect(!Auth.equal(Array("é".utf8), Array("e".utf8)))
         #expect(!Auth.equal([0x00], [0x80]))
+    }
+
+    /// Readiness from the status: the broker, the database and a spool with room (the reasons are
+    /// what `GET /readyz` answers with its 503).
+    @Test func `readiness says why an instance is not ready`() {
+        var snapshot = StatusSnapshot(
+            startedAt: Date(), mqttConnected: true, mqttConnects: 1, mqttLastError: nil, droppedWhileAway: 0,
+            record: RecordWriter.Counters(), poolRefused: 0, ingest: IngestCounters(), units: [], modules: [:],
+            decisions: CoordinatorStateMachine.Counters(), openInvocations: 0, llm: .init(active: false, provider: "deepseek", model: "m", counters: nil),
+            shelvedAlerts: 0, refusedAcknowledgements: 0)
+        snapshot.record.connected = true
+        snapshot.spoolCapacityBytes = 1000
+        #expect(snapshot.notReadyReasons.isEmpty)
+        snapshot.record.spooledBytes = 900
+        #expect(snapshot.notReadyReasons.isEmpty)
+        snapshot.record.spooledBytes = 901
+        #expect(snapshot.notReadyReasons == ["the spool holds 901 of its 1000 bytes (over 90 %)"])
+        snapshot.record.spooledBytes = 0
+        snapshot.mqttConnected = false
+        snapshot.mqttLastError = "connection refused"
+        snapshot.record.connected = false
+        #expect(snapshot.notReadyReasons == [
+            "the MQTT broker is not connected (connection refused)", "the database is not connected (records are spooled)",
+        ])
     }
 }

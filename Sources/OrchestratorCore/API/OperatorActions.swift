@@ -59,6 +59,8 @@ package struct StatusSnapshot: Sendable {
     package var llm: LLM
     package var shelvedAlerts: Int
     package var refusedAcknowledgements: Int
+    /// `database.spool_max_bytes` (0: not known), for readiness.
+    package var spoolCapacityBytes = 0
 
     package init(
         startedAt: Date, mqttConnected: Bool, mqttConnects: Int, mqttLastError: String?, droppedWhileAway: Int,
@@ -80,5 +82,21 @@ package struct StatusSnapshot: Sendable {
         self.llm = llm
         self.shelvedAlerts = shelvedAlerts
         self.refusedAcknowledgements = refusedAcknowledgements
+    }
+}
+
+extension StatusSnapshot {
+    /// Why the instance should not be sent work (`GET /readyz`); empty when it is ready: the broker
+    /// and the database are connected and the spool is at most 90 % full.
+    package var notReadyReasons: [String] {
+        var reasons: [String] = []
+        if !self.mqttConnected {
+            reasons.append("the MQTT broker is not connected" + (self.mqttLastError.map { " (\($0))" } ?? ""))
+        }
+        if !self.record.connected { reasons.append("the database is not connected (records are spooled)") }
+        if self.spoolCapacityBytes > 0 && self.record.spooledBytes > self.spoolCapacityBytes / 10 * 9 {
+            reasons.append("the spool holds \(self.record.spooledBytes) of its \(self.spoolCapacityBytes) bytes (over 90 %)")
+        }
+        return reasons
     }
 }

@@ -185,7 +185,7 @@ extension OrchestratorConfig {
         if self.api.enabled && self.api.token == nil && self.api.readToken == nil {
             root.diagnostics.report(
                 .warning, "api.token", at: tokenMark,
-                "no API token: only GET /status and GET /metrics will answer (set DANG_API_TOKEN, and DANG_API_READ_TOKEN for the read role)")
+                "no API token: only GET /status, /metrics, /livez and /readyz will answer (set DANG_API_TOKEN, and DANG_API_READ_TOKEN for the read role)")
         }
         if let database = root.section("database") {
             self.database.url = database.string("url", default: self.database.url)

@@ -386,7 +386,7 @@ extension Orchestrator: StatusSource {
                 enabled: settings.enabled, transport: settings.transport.rawValue, inFlight: self.coordinator.inFlight(name),
                 maxInFlight: settings.maxInFlight, requiresApproval: settings.requiresApproval)
         }
-        return StatusSnapshot(
+        var snapshot = StatusSnapshot(
             startedAt: self.startedAt, mqttConnected: mqtt.connected, mqttConnects: mqtt.connects, mqttLastError: mqtt.lastError,
             droppedWhileAway: self.publisher.droppedWhileAway, record: self.recordWriter.counters, poolRefused: self.reader.pool.refused,
             ingest: self.pipeline.counters, units: self.pipeline.units.map { .init(name: $0.name, tags: $0.tags, trained: $0.trained) },
@@ -395,6 +395,8 @@ extension Orchestrator: StatusSource {
                 active: self.config.llm.isActive, provider: self.config.llm.provider, model: self.config.llm.model,
                 counters: self.coordinator.advisorCounters),
             shelvedAlerts: self.publisher.shelf.count, refusedAcknowledgements: self.alertDesk.refusedAcknowledgements)
+        snapshot.spoolCapacityBytes = self.config.database.spoolCapacity
+        return snapshot
     }
 }
 
