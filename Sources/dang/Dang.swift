@@ -23,6 +23,9 @@ struct ConfigOptions: ParsableArguments {
 
     var logLevel: Logger.Level { Logger.Level(rawValue: self.logLevelName) ?? .info }
 
+    @Option(name: .customLong("log-format"), help: "Log lines as text (the default) or json: one object per line (time, level, label, message, metadata fields).")
+    var logFormat: LogFormat = .text
+
     func validate() throws {
         guard Logger.Level(rawValue: self.logLevelName) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
@@ -65,11 +68,24 @@ struct ServerOptions: ParsableArguments {
     }
 }
 
-func makeLogger(level: Logger.Level) -> Logger {
+/// `--log-format`.
+enum LogFormat: String, ExpressibleByArgument {
+    case text
+    case json
+}
+
+func makeLogger(level: Logger.Level, format: LogFormat = .text) -> Logger {
     LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = level
-        return handler
+        switch format {
+        case .text:
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        case .json:
+            var handler = JSONLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
     }
     return Logger(label: "dang")
 }

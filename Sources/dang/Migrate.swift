@@ -11,7 +11,7 @@ struct Migrate: ParsableCommand {
     @OptionGroup var servers: ServerOptions
 
     func run() throws {
-        let logger = makeLogger(level: self.configOptions.logLevel)
+        let logger = makeLogger(level: self.configOptions.logLevel, format: self.configOptions.logFormat)
         var config = try self.configOptions.load(logger: logger)
         try self.servers.apply(to: &config)
         do {

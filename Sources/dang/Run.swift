@@ -25,7 +25,7 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let logger = makeLogger(level: self.configOptions.logLevel)
+        let logger = makeLogger(level: self.configOptions.logLevel, format: self.configOptions.logFormat)
         var config = try self.configOptions.load(logger: logger)
         try self.servers.apply(to: &config)
         if let http = self.http, let listen = APISettings.parseListen(http) {

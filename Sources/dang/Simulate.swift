@@ -47,7 +47,7 @@ struct Simulate: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let logger = makeLogger(level: self.configOptions.logLevel)
+        let logger = makeLogger(level: self.configOptions.logLevel, format: self.configOptions.logFormat)
         var config = try self.configOptions.load(logger: logger)
         try ServerOptions(mqttURL: self.mqttURL, databaseURL: nil).apply(to: &config)
         var scenario = PlantSimulator.Scenario()

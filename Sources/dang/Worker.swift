@@ -38,7 +38,7 @@ struct Worker: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data("\n".utf8))
             return
         }
-        let logger = makeLogger(level: self.configOptions.logLevel)
+        let logger = makeLogger(level: self.configOptions.logLevel, format: self.configOptions.logFormat)
         var config = try self.configOptions.load(logger: logger)
         try ServerOptions(mqttURL: self.mqttURL, databaseURL: nil).apply(to: &config)
         let runner = WorkerRunner(config: config, worker: worker, delay: self.delay, logger: logger)
