@@ -7,11 +7,10 @@
 /// window's median: 6 bytes per value, 1.5 KB for the default 256 (a `Double` beside a ring of
 /// values took 4 KB, a `Double` with its slot 2.5 KB) — per tag, so 10 MB less for 10,000 tags than
 /// `Double`s. When the median has moved more than 4,096 interquartile ranges from the origin (a
-/// level change, a counter that climbs), the origin moves to the median
-/// and the offsets are rewritten, so a value's rounding stays below about 2.5e-4 of the window's
-/// interquartile range (after a step of more than 4,096 of them, once the values that arrived
-/// before the move have left): the quantiles the detector reads are those of the `Double`s to
-/// that precision.
+/// level change, a counter that climbs), the origin moves to the median and the offsets are
+/// rewritten, so a value's rounding stays below about 2.5e-4 of the window's interquartile range
+/// (after a step of more than 4,096 of them, once the values that arrived before the move have
+/// left): the quantiles the detector reads are those of the `Double`s to that precision.
 ///
 /// Cost per sample: one binary search, one scan of at most `capacity` slots and one `memmove` of
 /// each array; median and every quantile O(1). Storage grows to `capacity` while the window fills,
