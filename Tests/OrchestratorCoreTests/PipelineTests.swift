@@ -110,4 +110,36 @@ final class CollectingSink: AlertSink, Sendable {
         #expect(stale.map(\.state) == [.raised, .cleared])
         #expect(stale.first?.message.contains("no sample for") == true)
     }
+
+    /// A broker outage silences every tag at once: that is one connection problem, not an alarm per
+    /// periodic tag. Staleness waits while the broker is away, and after it is back a tag goes stale
+    /// only when it stays silent for its own periods.
+    @Test func `while the broker is away no tag goes stale, and silence counts again from its return`() {
+        var info = TagInfo()
+        info.expectedPeriod = .seconds(1)
+        let map = TopicMap(tags: ["r1/a/u1/T": info, "r1/a/u1/U": info])
+        let (pipeline, sink) = self.pipeline(map: map)
+        for second: Int64 in 0...5 {
+            self.publish(pipeline, "plant/r1/a/u1/T", "1", at: second * 1000)
+            self.publish(pipeline, "plant/r1/a/u1/U", "1", at: second * 1000)
+        }
+        pipeline.brokerConnection(connected: false, at: 6000)
+        for second: Int64 in 7...30 { pipeline.tick(now: second * 1000) }
+        #expect(sink.events.withLock { $0 }.filter { $0.kind == .stale }.isEmpty)
+        // Back at 31 s: T reports again, U stays silent and goes stale after its 3 periods.
+        pipeline.brokerConnection(connected: true, at: 31_000)
+        pipeline.tick(now: 32_000)
+        pipeline.tick(now: 34_000)
+        #expect(sink.events.withLock { $0 }.filter { $0.kind == .stale }.isEmpty)
+        for second: Int64 in 32...36 { self.publish(pipeline, "plant/r1/a/u1/T", "1", at: second * 1000) }
+        pipeline.tick(now: 35_000)
+        pipeline.tick(now: 36_000)
+        let stale = sink.events.withLock { $0 }.filter { $0.kind == .stale }
+        #expect(stale.map(\.tag) == ["r1/a/u1/U"] && stale.map(\.state) == [.raised])
+        // Without an outage the same silence is stale (the control).
+        let (control, controlSink) = self.pipeline(map: map)
+        for second: Int64 in 0...5 { self.publish(control, "plant/r1/a/u1/U", "1", at: second * 1000) }
+        control.tick(now: 10_000)
+        #expect(controlSink.events.withLock { $0 }.filter { $0.kind == .stale }.map(\.tag) == ["r1/a/u1/U"])
+    }
 }

@@ -316,12 +316,14 @@ package struct DetectionEngine: Sendable {
         self.emitChanges(slot: slot, topic: topic, sampleTime: now, now: now, into: &conditions)
     }
 
-    /// Timer tick: raises `stale` for tags silent for longer than their `stale_after` periods.
-    package mutating func checkStaleness(now: Int64, into conditions: inout [ConditionEvent]) {
+    /// Timer tick: raises `stale` for tags silent for longer than their `stale_after` periods,
+    /// counting silence from `silentSince` at the earliest (the broker's return after an outage).
+    package mutating func checkStaleness(now: Int64, silentSince: Int64 = .min, into conditions: inout [ConditionEvent]) {
         for index in self.detectors.indices where !self.tagNames[index].isEmpty {
             self.changes.removeAll(keepingCapacity: true)
+            let lastReceipt = self.lastReceipt[index] == .min ? .min : max(self.lastReceipt[index], silentSince)
             self.detectors[index].checkStale(
-                now: now, lastReceipt: self.lastReceipt[index], policy: self.settings.policy, into: &self.changes)
+                now: now, lastReceipt: lastReceipt, policy: self.settings.policy, into: &self.changes)
             if !self.changes.isEmpty {
                 self.emitChanges(slot: Int32(index), topic: self.tagNames[index], sampleTime: now, now: now, into: &conditions)
             }

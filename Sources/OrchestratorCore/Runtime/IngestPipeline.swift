@@ -117,6 +117,25 @@ package final class IngestPipeline: TagDataSource, Sendable {
         self.gapSinks.withLock { $0.append(sink) }
     }
 
+    /// The broker connection: while it is away, no tag's silence is the tag's own, so staleness is
+    /// held back (one broker connection state — `/status`, `/readyz`, `dang_mqtt_connected` and
+    /// the log — stands for it instead of one `stale` alarm per periodic tag); once it is back,
+    /// silence counts from the reconnection, so a tag goes stale only if it stays silent for its
+    /// own `stale_after` periods after it.
+    private let broker = Mutex<(away: Bool, back: Int64)>((false, .min))
+
+    /// Tells the pipeline the broker connection was lost (`connected` false) or made, at `now`.
+    package func brokerConnection(connected: Bool, at now: Int64) {
+        self.broker.withLock { broker in
+            if connected {
+                if broker.away { broker.back = now }
+                broker.away = false
+            } else {
+                broker.away = true
+            }
+        }
+    }
+
     /// The broker was away from `from` to `to` (the orchestrator's clock): every known tag's data
     /// for the interval may be missing (a QoS 0 publisher's is).
     package func brokerOutage(from: Int64, to: Int64) {
@@ -369,13 +388,15 @@ package final class IngestPipeline: TagDataSource, Sendable {
         }
     }
 
-    /// The timer-driven part of detection, called about once a second: staleness, and the unit
-    /// monitors' baseline collection and tests on the latest values of their tags.
+    /// The timer-driven part of detection, called about once a second: staleness (held back while
+    /// the broker is away), and the unit monitors' baseline collection and tests on the latest
+    /// values of their tags.
     package func tick(now: Int64? = nil) {
         let now = now ?? self.clock()
         var events: [AlertEvent] = []
+        let broker = self.broker.withLock { $0 }
         let gaps = self.state.withLock { state -> [DataGap] in
-            state.engine.checkStaleness(now: now, into: &state.conditions)
+            if !broker.away { state.engine.checkStaleness(now: now, silentSince: broker.back, into: &state.conditions) }
             state.engine.evaluateUnits(at: now, into: &state.conditions)
             state.alerts.apply(&state.conditions, into: &events)
             self.count(events, in: &state)

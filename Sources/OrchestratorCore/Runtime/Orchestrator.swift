@@ -113,12 +113,14 @@ package final class Orchestrator: Sendable {
                     alertPublisher.connectionChanged(connected: true)
                     // Back from an outage: the data of the interval may be missing (a backfill's job).
                     let now = EpochMilliseconds.now()
+                    pipeline.brokerConnection(connected: true, at: now)
                     if let lost = connection.status.withLock({ status in defer { status.lostAt = nil }; return status.lostAt }) {
                         pipeline.brokerOutage(from: lost, to: now)
                     }
                 case .disconnected, .connectionFailed, .connectionRefused:
                     alertPublisher.connectionChanged(connected: false)
                     let now = EpochMilliseconds.now()
+                    pipeline.brokerConnection(connected: false, at: now)
                     connection.status.withLock { status in
                         if status.connects > 0 && status.lostAt == nil { status.lostAt = now }
                     }
