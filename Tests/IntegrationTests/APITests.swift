@@ -70,6 +70,8 @@ struct APITests {
             #expect(metrics.text.contains("dang_invocation_latency_seconds") && metrics.text.contains("dang_llm_latency_seconds"))
             #expect(metrics.text.contains("dang_record_written_total") && metrics.text.contains("dang_record_spool_bytes"))
             #expect(metrics.text.contains("dang_database_pool_refused_total") && metrics.text.contains("dang_tags_evicted_total"))
+            #expect(metrics.text.contains("dang_build_info{version=\"\(DangVersion.current)\"} 1"))
+            #expect(metrics.text.contains("dang_ready 1"))
             #expect((status.json["ingest"] as? [String: Any])?["rejected_by_reason"] != nil)
             // Refusals are counted by reason in both.
             var topic = "it-api-in/\(DecisionLoopTests.furnace)"

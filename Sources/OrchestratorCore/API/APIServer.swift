@@ -361,6 +361,9 @@ package final class MetricsExporter: Sendable {
         self.registry.makeGauge(name: "dang_mqtt_connected", help: "1 while connected to the broker").set(to: s.mqttConnected ? 1 : 0)
         self.registry.makeGauge(name: "dang_database_connected", help: "1 while the record writer is connected").set(to: record.connected ? 1 : 0)
         self.registry.makeGauge(name: "dang_tags", help: "tags seen").set(to: Double(ingest.tags))
+        self.registry.makeGauge(name: "dang_ready", help: "1 while GET /readyz answers 200 (broker and database connected, spool with room)")
+            .set(to: s.notReadyReasons.isEmpty ? 1 : 0)
+        self.registry.makeGauge(name: "dang_build_info", labels: [("version", s.version)], help: "always 1; the running version as a label").set(to: 1)
         return self.registry.emitToBuffer()
     }
 }
