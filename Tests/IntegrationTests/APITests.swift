@@ -176,6 +176,22 @@ struct APITests {
             }
             let active = try #require((api.call("GET", "/alerts", token: Self.read).json["alerts"] as? [[String: Any]])?.first { $0["kind"] as? String == "limit" })
             let id = try #require(active["alert_id"] as? String)
+            // Filtered by severity and by unit (its tags only: a prefix of the unit's name is not it).
+            func listed(_ query: String) -> [[String: Any]] {
+                (api.call("GET", "/alerts?\(query)", token: Self.read).json["alerts"] as? [[String: Any]]) ?? []
+            }
+            let severity = try #require(active["severity"] as? String)
+            #expect(listed("severity=\(severity)").contains { $0["alert_id"] as? String == id })
+            #expect(listed("severity=info,\(severity)").contains { $0["alert_id"] as? String == id })
+            let others = AlertSeverity.allCases.map(\.rawValue).filter { $0 != severity }.joined(separator: ",")
+            #expect(!listed("severity=\(others)").contains { $0["alert_id"] as? String == id })
+            #expect(listed("unit=r1/cdu/cdu1").contains { $0["alert_id"] as? String == id })
+            #expect(listed("unit=r1/cdu/cdu").isEmpty && listed("unit=r1/fcc/fcc1").isEmpty)
+            #expect(listed("unit=r1/cdu").isEmpty == false)  // an area holds its units' tags too
+            for bad in ["severity=loud", "severity=", "unit=", "unit=r1/cdu/", "unit=r1%00x"] {
+                let answer = api.call("GET", "/alerts?\(bad)", token: Self.read)
+                #expect(answer.status == 400, "\(bad): \(answer.text)")
+            }
             #expect(api.call("POST", "/alerts/\(id)/ack", token: Self.read, body: "{}").status == 403)
             #expect(api.call("POST", "/alerts/\(id)/ack", body: #"{"by":"operator 1"}"#).status == 200)
             #expect(api.call("POST", "/alerts/\(id)/ack", body: "{}").status == 409)

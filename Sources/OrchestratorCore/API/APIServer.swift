@@ -156,7 +156,23 @@ package struct APIServer: Sendable {
         guard state == "active" || state == "all" else { return Self.error(.badRequest, "state must be active or all") }
         let limit = q.get("limit").flatMap { Int($0) } ?? 100
         guard (1...1000).contains(limit) else { return Self.error(.badRequest, "limit must be 1...1000") }
-        return await self.fromRecord { APIResponse.Alerts(alerts: try await self.reader.alerts(all: state == "all", limit: limit)) }
+        // `severity=warning,critical`; `unit=r1/cdu/cdu1` (its tags).
+        var severities: [AlertSeverity] = []
+        if let text = q.get("severity") {
+            for name in text.split(separator: ",", omittingEmptySubsequences: false) {
+                guard let severity = AlertSeverity(rawValue: String(name)) else {
+                    return Self.error(.badRequest, "severity must be info, warning or critical (comma-separated)")
+                }
+                if !severities.contains(severity) { severities.append(severity) }
+            }
+        }
+        let unit = q.get("unit")
+        if let unit, unit.isEmpty || unit.utf8.count > 512 || unit.hasSuffix("/") || unit.contains(where: { $0.isASCII && $0.asciiValue! < 0x20 }) {
+            return Self.error(.badRequest, "unit must be a unit path such as r1/cdu/cdu1 (no trailing /, at most 512 bytes)")
+        }
+        return await self.fromRecord {
+            APIResponse.Alerts(alerts: try await self.reader.alerts(all: state == "all", limit: limit, severities: severities, unit: unit))
+        }
     }
 
     func ack(_ request: Request, _ context: BasicRequestContext) async throws -> Response {

@@ -38,15 +38,23 @@ enum AlertJournalStore {
     }
 
     /// The newest alerts, raised ones only unless `all`.
-    static func list(all: Bool, limit: Int, on connection: PostgresConnection) throws -> [AlertListing] {
+    /// Episodes newest first: raised ones only unless `all`; of the given severities and of the
+    /// unit (its tags, `unit/…`) when they are given.
+    static func list(
+        all: Bool, limit: Int, severities: [AlertSeverity] = [], unit: String? = nil, on connection: PostgresConnection
+    ) throws -> [AlertListing] {
         let rows = try connection.query(
             """
             SELECT alert_id::text AS alert_id, tag, topic, kind, severity, state, (extract(epoch FROM ts) * 1000)::bigint AS ts,
                    (extract(epoch FROM raised_at) * 1000)::bigint AS raised_at, (extract(epoch FROM cleared_at) * 1000)::bigint AS cleared_at,
                    (extract(epoch FROM acked_at) * 1000)::bigint AS acked_at, acked_by,
                    (extract(epoch FROM shelved_until) * 1000)::bigint AS shelved_until, value, score, message
-            FROM alerts WHERE ($1 = 'all' OR state = 'raised') ORDER BY alerts.raised_at DESC LIMIT $2
-            """, [all ? "all" : "active", limit])
+            FROM alerts WHERE ($1 = 'all' OR state = 'raised')
+              AND ($3::text IS NULL OR severity = ANY (string_to_array($3, ',')))
+              AND ($4::text IS NULL OR starts_with(tag, $4 || '/'))
+            ORDER BY alerts.raised_at DESC LIMIT $2
+            """,
+            [all ? "all" : "active", limit, severities.isEmpty ? nil : severities.map(\.rawValue).joined(separator: ","), unit])
         return try RowDecoder.decode(AlertListing.self, from: rows)
     }
 }

@@ -64,8 +64,8 @@ extension RecordReader {
     }
 
     /// The newest alerts (`GET /alerts`), raised ones only unless `all`.
-    package func alerts(all: Bool, limit: Int) async throws -> [AlertListing] {
-        try await self.perform { try AlertJournalStore.list(all: all, limit: limit, on: $0) }
+    package func alerts(all: Bool, limit: Int, severities: [AlertSeverity] = [], unit: String? = nil) async throws -> [AlertListing] {
+        try await self.perform { try AlertJournalStore.list(all: all, limit: limit, severities: severities, unit: unit, on: $0) }
     }
 
     /// One page of decisions, with the counts and module statistics of its time range if asked.
