@@ -72,6 +72,29 @@ struct ScratchDirectory {
         }
     }
 
+    @Test func `a token can come from a file, trimmed, relative to the configuration; conflicts and bad files name the key`() throws {
+        let scratch = try ScratchDirectory()
+        _ = try scratch.write("operate.token", "s3cret-operate\n")
+        let absolute = try scratch.write("read.token", "  s3cret-read \r\n")
+        _ = try scratch.write("two.token", "one two\n")
+        let path = try scratch.write("orchestrator.yaml", "api:\n  token_file: operate.token\n  read_token_file: \(absolute)\n")
+        let config = try OrchestratorConfig.load(file: path, environment: ["DEEPSEEK_API_KEY": "k"])
+        #expect(config.api.token == "s3cret-operate" && config.api.readToken == "s3cret-read")
+        #expect(config.warnings.isEmpty)
+        func problems(_ yaml: String) -> [String] {
+            let file = try! scratch.write("bad.yaml", yaml)
+            do {
+                _ = try OrchestratorConfig.load(file: file, environment: ["DEEPSEEK_API_KEY": "k"])
+                return []
+            } catch {
+                return error.issues.filter { $0.severity == .error }.map { "\($0.line) \($0.key): \($0.message)" }
+            }
+        }
+        #expect(problems("api:\n  token: t\n  token_file: operate.token\n") == ["3 api.token_file: give token or token_file, not both"])
+        #expect(problems("api:\n  read_token_file: missing.token\n").first?.hasPrefix("2 api.read_token_file: cannot read ") == true)
+        #expect(problems("api:\n  token_file: two.token\n").first?.hasSuffix("must hold one token (1–4,096 bytes, no spaces)") == true)
+    }
+
     @Test func `DeepSeek's key comes from the environment with or without an llm section, and none at all is a warning`() throws {
         for yaml in ["{}\n", "orchestrator:\n  llm:\n    model: deepseek-v4-flash\n"] {
             let keyed = try self.load(yaml, environment: ["DEEPSEEK_API_KEY": "sk-env"])

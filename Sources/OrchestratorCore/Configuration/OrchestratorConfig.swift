@@ -174,6 +174,27 @@ extension OrchestratorConfig {
             }
             self.api.token = api.optionalString("token")
             self.api.readToken = api.optionalString("read_token")
+            // A token may come from a file instead (a secret mounted by systemd's LoadCredential=
+            // or a container runtime): its content, without the line break at its end.
+            for (key, fileKey) in [("token", "token_file"), ("read_token", "read_token_file")] {
+                guard let file = api.optionalString(fileKey) else { continue }
+                let path = file.hasPrefix("/") ? file : URL(fileURLWithPath: api.diagnostics.file).deletingLastPathComponent().appendingPathComponent(file).path
+                if (key == "token" ? self.api.token : self.api.readToken) != nil {
+                    api.diagnostics.report(.error, api.keyPath(fileKey), at: api.markOf(fileKey), "give \(key) or \(fileKey), not both")
+                    continue
+                }
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    api.diagnostics.report(.error, api.keyPath(fileKey), at: api.markOf(fileKey), "cannot read \(path)")
+                    continue
+                }
+                let token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                guard !token.isEmpty, token.utf8.count <= 4096, !token.contains(where: { $0.isWhitespace || $0.isNewline }) else {
+                    api.diagnostics.report(
+                        .error, api.keyPath(fileKey), at: api.markOf(fileKey), "\(path) must hold one token (1–4,096 bytes, no spaces)")
+                    continue
+                }
+                if key == "token" { self.api.token = token } else { self.api.readToken = token }
+            }
             self.api.maxBodyBytes = api.int("max_body_bytes", default: self.api.maxBodyBytes, in: 1024...(64 << 20))
             api.finish()
         }
