@@ -197,7 +197,7 @@ struct APITests {
             #expect(api.call("POST", "/alerts/\(id)/ack", body: "{}").status == 409)
             #expect(api.call("POST", "/alerts/\(UUID().uuidString)/ack", body: "{}").status == 404)
 
-            // Shelved: the clear of this episode is recorded but not annunciated.
+            // Shelved: the clear of this episode is recorded and still published (a subscriber saw it raised).
             #expect(api.call("POST", "/alerts/\(id)/shelve", body: #"{"duration":"forever"}"#).status == 400)
             let shelved = api.call("POST", "/alerts/\(id)/shelve", body: #"{"duration":"10m","by":"operator 1"}"#)
             #expect(shelved.status == 200)
@@ -207,8 +207,20 @@ struct APITests {
             try await eventually("cleared in the record") {
                 (try? PostgresConnection(conninfo: database).query("SELECT state FROM alerts WHERE alert_id = $1", [id]).rows.first?.first) == "cleared"
             }
+            try await eventually("the clear published") {
+                alerts.messages.dropFirst(before).contains { ($0.json?["alert_id"] as? String) == id && ($0.json?["state"] as? String) == "cleared" }
+            }
+            // A new raise of the shelved tag and kind is recorded but not annunciated.
+            let beforeRaise = alerts.messages.count
+            for i in 0..<5 { try publisher.publish("it-alarm-in/r1/cdu/cdu1/TI-101", #"{"ts":\#(start + 20_000 + Int64(i) * 1000),"v":380}"#) }
+            try await eventually("raised again in the record") {
+                (try? PostgresConnection(conninfo: database).query(
+                    "SELECT count(*) FROM alerts WHERE tag = 'r1/cdu/cdu1/TI-101' AND kind = 'limit' AND state = 'raised'").rows.first?.first) == "1"
+            }
             try await Task.sleep(for: .milliseconds(300))
-            #expect(!alerts.messages.dropFirst(before).contains { ($0.json?["alert_id"] as? String) == id })
+            #expect(!alerts.messages.dropFirst(beforeRaise).contains {
+                ($0.json?["tag"] as? String) == "r1/cdu/cdu1/TI-101" && ($0.json?["kind"] as? String) == "limit" && ($0.json?["state"] as? String) == "raised"
+            })
 
             // The same acknowledgement over MQTT, for another episode.
             let other = try #require(

@@ -80,7 +80,9 @@ package final class AlertPublisher: AlertSink, Sendable {
 
     package func deliver(_ event: AlertEvent) {
         guard let client = self.client.withLock({ $0 }) else { return }
-        if self.shelf.count > 0, self.shelf.isShelved(tag: event.tag, kind: event.kind, now: event.clearedAt ?? event.raisedAt) { return }
+        // Shelving holds back new raises only: a clear is always published, so a subscriber that
+        // saw the raise (before the shelving) also sees it end (issue 20).
+        if event.state == .raised, self.shelf.count > 0, self.shelf.isShelved(tag: event.tag, kind: event.kind, now: event.raisedAt) { return }
         guard self.admit() else { return }
         do {
             try client.publish(topic: event.alertTopic(prefix: self.prefix), payload: event.jsonPayload(), qos: self.qos, retain: false)

@@ -1,7 +1,8 @@
 import Synchronization
 
-/// Shelved alerts (ISA-18.2 shelving): while a tag's alert kind is shelved its transitions are recorded but
-/// not annunciated on MQTT; the shelf empties itself when the time is up.
+/// Shelved alerts (ISA-18.2 shelving): while a tag's alert kind is shelved its raises are recorded but
+/// not annunciated on MQTT (its clears are, so what a subscriber saw raised it also sees end); the
+/// shelf empties itself when the time is up.
 package final class AlertShelf: Sendable {
     private let shelved = Mutex<[String: Int64]>([:])
 
