@@ -30,9 +30,7 @@ struct BenchFlatline: ParsableCommand {
         }
         guard !results.isEmpty else { throw ValidationError("give --csv DIR, --tep DIR or both") }
         if self.json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(Dictionary(uniqueKeysWithValues: results)), as: UTF8.self))
+            try printJSON(Dictionary(uniqueKeysWithValues: results))
             return
         }
         print("data                                          series  samples  false flatlines (series)  freezes  flagged  median samples to flag")

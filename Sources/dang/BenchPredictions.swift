@@ -42,10 +42,7 @@ struct BenchPredictions: ParsableCommand {
             }
         }
         if self.json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            let object = Dictionary(uniqueKeysWithValues: results.map { ($0.0, $0.1) })
-            print(String(decoding: try encoder.encode(object), as: UTF8.self))
+            try printJSON(Dictionary(uniqueKeysWithValues: results.map { ($0.0, $0.1) }))
             return
         }
         print("data                                 alarms  predicted  median lead  predictions  false  false per 1000 tag-h")

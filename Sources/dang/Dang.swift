@@ -90,6 +90,13 @@ func makeLogger(level: Logger.Level, format: LogFormat = .text) -> Logger {
     return Logger(label: "dang")
 }
 
+/// Prints a value as one JSON object, keys sorted (the commands' `--json`).
+func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
 func printError(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }

@@ -96,9 +96,7 @@ struct EvalAdvisor: AsyncParsableCommand {
             }
         }
         if self.json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            try printJSON(report)
         } else {
             func percent(_ value: Double) -> String { String(format: "%.1f %%", value * 100) }
             print("decisions asked     \(report.asked)")

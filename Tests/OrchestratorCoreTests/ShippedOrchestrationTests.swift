@@ -242,10 +242,12 @@ import Testing
     @Test func `a broker outage and the gaps of its tags are one backfill`() throws {
         let h = DecisionHarness(config: try ShippedDecisionTests.shipped())
         var noise = SplitMix64(seed: 4)
+        h.pipeline.brokerConnection(connected: true, at: h.time)
         self.plant(seconds: 60, h: h, noise: &noise)
         let lost = h.time
+        h.pipeline.brokerConnection(connected: false, at: lost)
         self.silence(seconds: 900, h: h)
-        h.pipeline.brokerOutage(from: lost, to: h.time)
+        h.pipeline.brokerConnection(connected: true, at: h.time)
         self.plant(seconds: 5, h: h, noise: &noise)
         self.silence(seconds: 60, h: h)
         let invocations = h.invocations("etl")

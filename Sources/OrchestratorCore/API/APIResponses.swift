@@ -123,22 +123,15 @@ enum APIResponse {
         }
     }
 
-    /// `GET /livez` (`{"status": "alive"}`) and `GET /readyz` (`ready`, and the reasons it is not).
-    struct Probe: Encodable {
-        let ready: Bool?
-        let reasons: [String]?
+    /// `GET /livez`.
+    struct Alive: Encodable {
+        let status = "alive"
+    }
 
-        private enum Key: String, CodingKey { case status, ready, reasons }
-
-        func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: Key.self)
-            if let ready, let reasons {
-                try c.encode(ready, forKey: .ready)
-                try c.encode(reasons, forKey: .reasons)
-            } else {
-                try c.encode("alive", forKey: .status)
-            }
-        }
+    /// `GET /readyz`: whether the instance is ready, and the reasons it is not.
+    struct Readiness: Encodable {
+        let ready: Bool
+        let reasons: [String]
     }
 
     /// `GET /status`.

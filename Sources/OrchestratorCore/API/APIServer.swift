@@ -39,10 +39,10 @@ package struct APIServer: Sendable {
         // Probes for service managers and load balancers, open like /status: alive while the
         // process answers; ready while the broker and the database are connected and the spool
         // has room (503 with the reasons otherwise).
-        router.get("livez") { _, _ in Self.json(.ok, APIResponse.Probe(ready: nil, reasons: nil)) }
+        router.get("livez") { _, _ in Self.json(.ok, APIResponse.Alive()) }
         router.get("readyz") { _, _ in
             let reasons = self.status.statusSnapshot().notReadyReasons
-            return Self.json(reasons.isEmpty ? .ok : .serviceUnavailable, APIResponse.Probe(ready: reasons.isEmpty, reasons: reasons))
+            return Self.json(reasons.isEmpty ? .ok : .serviceUnavailable, APIResponse.Readiness(ready: reasons.isEmpty, reasons: reasons))
         }
         router.post("invoke/:module") { request, context in try await self.invoke(request, context) }
         router.post("approve/:decision") { request, context in try await self.approve(request, context) }
@@ -257,6 +257,9 @@ package struct APIServer: Sendable {
     }
 }
 
+/// Paths anyone may GET (a generic type has no stored static properties).
+private let openPaths: Set<String> = ["/status", "/metrics", "/livez", "/readyz"]
+
 /// Bearer tokens: `operate` may do everything, `read` may GET; `/status`, `/metrics` and the
 /// probes `/livez` and `/readyz` are open.
 struct BearerAuth<Context: RequestContext>: RouterMiddleware {
@@ -265,7 +268,7 @@ struct BearerAuth<Context: RequestContext>: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
-        if request.method == .get && Self.open.contains(path) { return try await next(request, context) }
+        if request.method == .get && openPaths.contains(path) { return try await next(request, context) }
         guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
             return APIServer.error(.unauthorized, "a bearer token is required")
         }
@@ -277,9 +280,6 @@ struct BearerAuth<Context: RequestContext>: RouterMiddleware {
         }
         return APIServer.error(.unauthorized, "unknown token")
     }
-
-    /// Paths anyone may GET.
-    static var open: Set<String> { ["/status", "/metrics", "/livez", "/readyz"] }
 
     /// Compares without stopping at the first difference (no timing hint about the token).
     static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {

@@ -121,19 +121,27 @@ package final class IngestPipeline: TagDataSource, Sendable {
     /// held back (one broker connection state — `/status`, `/readyz`, `dang_mqtt_connected` and
     /// the log — stands for it instead of one `stale` alarm per periodic tag); once it is back,
     /// silence counts from the reconnection, so a tag goes stale only if it stays silent for its
-    /// own `stale_after` periods after it.
-    private let broker = Mutex<(away: Bool, back: Int64)>((false, .min))
+    /// own `stale_after` periods after it. `lostAt`: when an established connection was lost.
+    private let broker = Mutex<(away: Bool, back: Int64, lostAt: Int64?, connected: Bool)>((false, .min, nil, false))
 
-    /// Tells the pipeline the broker connection was lost (`connected` false) or made, at `now`.
+    /// Tells the pipeline the broker connection was lost (`connected` false) or made, at `now`. Back
+    /// from losing an established connection, the interval's data may be missing:
+    /// ``brokerOutage(from:to:)`` (a backfill's job).
     package func brokerConnection(connected: Bool, at now: Int64) {
-        self.broker.withLock { broker in
+        let outage = self.broker.withLock { broker -> Int64? in
             if connected {
                 if broker.away { broker.back = now }
                 broker.away = false
-            } else {
-                broker.away = true
+                broker.connected = true
+                defer { broker.lostAt = nil }
+                return broker.lostAt
             }
+            if broker.connected && broker.lostAt == nil { broker.lostAt = now }
+            broker.away = true
+            broker.connected = false
+            return nil
         }
+        if let outage { self.brokerOutage(from: outage, to: now) }
     }
 
     /// The broker was away from `from` to `to` (the orchestrator's clock): every known tag's data
@@ -394,7 +402,7 @@ package final class IngestPipeline: TagDataSource, Sendable {
     package func tick(now: Int64? = nil) {
         let now = now ?? self.clock()
         var events: [AlertEvent] = []
-        let broker = self.broker.withLock { $0 }
+        let broker = self.broker.withLock { (away: $0.away, back: $0.back) }
         let gaps = self.state.withLock { state -> [DataGap] in
             if !broker.away { state.engine.checkStaleness(now: now, silentSince: broker.back, into: &state.conditions) }
             state.engine.evaluateUnits(at: now, into: &state.conditions)

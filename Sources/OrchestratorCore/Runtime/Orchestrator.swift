@@ -33,8 +33,6 @@ package final class Orchestrator: Sendable {
         package var connected = false
         package var connects = 0
         package var lastError: String?
-        /// When the connection was lost (the orchestrator's clock), until it is back.
-        var lostAt: Int64?
     }
 
     package init(config: OrchestratorConfig, logger: Logger, extraSinks: [any AlertSink] = []) throws {
@@ -111,19 +109,11 @@ package final class Orchestrator: Sendable {
                 switch event {
                 case .connected:
                     alertPublisher.connectionChanged(connected: true)
-                    // Back from an outage: the data of the interval may be missing (a backfill's job).
-                    let now = EpochMilliseconds.now()
-                    pipeline.brokerConnection(connected: true, at: now)
-                    if let lost = connection.status.withLock({ status in defer { status.lostAt = nil }; return status.lostAt }) {
-                        pipeline.brokerOutage(from: lost, to: now)
-                    }
+                    // Back from an outage: staleness counts again, and the interval's data may be missing.
+                    pipeline.brokerConnection(connected: true, at: EpochMilliseconds.now())
                 case .disconnected, .connectionFailed, .connectionRefused:
                     alertPublisher.connectionChanged(connected: false)
-                    let now = EpochMilliseconds.now()
-                    pipeline.brokerConnection(connected: false, at: now)
-                    connection.status.withLock { status in
-                        if status.connects > 0 && status.lostAt == nil { status.lostAt = now }
-                    }
+                    pipeline.brokerConnection(connected: false, at: EpochMilliseconds.now())
                 case .subscribeFailed: break
                 }
                 Self.log(event, endpoint: endpoint, connection: connection, logger: logger)

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 package import Logging
 import Synchronization
@@ -10,7 +7,7 @@ import Synchronization
 /// call's, the call's winning), for log shippers (journald, Vector, Loki, Fluent Bit) that read
 /// structured lines. Strings are escaped by ``JSONWriter``, so a hostile tag name in a message or
 /// a field stays data on its own line. A metadata field named like one of the fixed four is written
-/// as `metadata.<name>`. Lines go to the stream with one `write` each, under a lock, so lines from
+/// as `metadata.<name>`. Each line is written whole under a lock, so lines from
 /// threads never interleave.
 package struct JSONLogHandler: LogHandler {
     package var metadata: Logger.Metadata = [:]
@@ -90,34 +87,14 @@ package struct JSONLogHandler: LogHandler {
 
     /// Now, UTC, as `2026-12-07T05:06:44.123Z`.
     static func timestamp() -> String {
-        let now = Date().timeIntervalSince1970
-        let whole = now.rounded(.down)
-        var seconds = time_t(whole)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
-        let milliseconds = min(999, Int((now - whole) * 1000))
-        let fraction = milliseconds < 10 ? "00\(milliseconds)" : milliseconds < 100 ? "0\(milliseconds)" : "\(milliseconds)"
-        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)).\(fraction)Z"
+        Date.now.formatted(Self.timeFormat)
     }
+
+    private static let timeFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
     private static let lock = Mutex(())
 
     private static let writeStandardError: @Sendable ([UInt8]) -> Void = { line in
-        Self.lock.withLock { _ in
-            line.withUnsafeBytes { buffer in
-                var offset = 0
-                while offset < buffer.count {
-                    let written = Glibc.write(2, buffer.baseAddress! + offset, buffer.count - offset)
-                    if written > 0 {
-                        offset += written
-                    } else if written < 0 && errno == EINTR {
-                        continue
-                    } else {
-                        return
-                    }
-                }
-            }
-        }
+        Self.lock.withLock { _ in FileHandle.standardError.write(Data(line)) }
     }
 }
