@@ -13,6 +13,7 @@ PACKAGES=(
   pkg-config
   python3
   curl
+  openssl
   python3-venv
 )
 

@@ -6,7 +6,9 @@
 #   3. `dang run` turns a published step on plant/r1/cdu/cdu1/TI-101 into exactly one raised
 #      alert on apos/alert/... and one row in `alerts`, and says "offline" when stopped by SIGTERM;
 #   4. `dang run` killed with SIGKILL in the middle of a stream of alerts, then restarted: every
-#      alert it had published is in `alerts` (the spool holds a record before it is published).
+#      alert it had published is in `alerts` (the spool holds a record before it is published);
+#   5. the API over HTTPS matches docs/openapi.yaml (schemathesis), and SIGHUP rotates its
+#      certificate; 6. `dang bench`; 7. `dang eval-advisor`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${DANG_MQTT_URL:?set DANG_MQTT_URL (scripts/services.sh start prints it)}"
@@ -140,23 +142,56 @@ recovered=$(grep -c "spool: records not yet in the database" "$work/run-2.log" |
 echo "ok: SIGKILL mid-stream → all $count published alerts are in PostgreSQL after the restart" \
   "($([ "$recovered" -gt 0 ] && echo "the restart wrote a spool backlog first" || echo "nothing was left in the spool"))"
 
-# 5. The running API against its description (docs/openapi.yaml), with schemathesis.
+# 5. The running API over HTTPS (api.tls, certificates made here by openssl) against its
+#    description (docs/openapi.yaml), with schemathesis; then a certificate rotation on SIGHUP.
 venv=.run/venv-schemathesis
 if [ ! -x "$venv/bin/st" ]; then
   python3 -m venv "$venv" >/dev/null || fail "python3 -m venv failed (install python3-venv)"
   "$venv/bin/pip" install -q "schemathesis==4.32.5" > "$work/pip.log" 2>&1 || { cat "$work/pip.log"; fail "pip install schemathesis failed"; }
 fi
+mkdir -p "$work/pki"
+(
+  cd "$work/pki"
+  for ca in ca next-ca; do openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=$ca" -keyout $ca.key -out $ca.pem 2>/dev/null; done
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > san.ext
+  for pair in server:ca next:next-ca; do
+    name=${pair%%:*}; ca=${pair##*:}
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout $name.key -out $name.csr 2>/dev/null
+    openssl x509 -req -in $name.csr -CA $ca.pem -CAkey $ca.key -CAcreateserial -days 2 -extfile san.ext -out $name.pem 2>/dev/null
+  done
+) || fail "openssl could not make the test certificates"
+# The shipped configuration with api.tls added (and its topic map found from here).
+python3 - "$work" <<'PY' || fail "could not write the HTTPS configuration"
+import os, sys
+work = sys.argv[1]
+text = open("config/orchestrator.yaml").read()
+text = text.replace("map: ../topics/refinery.yaml", "map: " + os.path.abspath("topics/refinery.yaml"), 1)
+tls = "  tls:\n    cert_file: pki/server.pem\n    key_file: pki/server.key\n"
+assert "  max_body_bytes:" in text
+text = text.replace("  max_body_bytes:", tls + "  max_body_bytes:", 1)
+open(os.path.join(work, "https.yaml"), "w").write(text)
+PY
+"$dang" check-config --config "$work/https.yaml" > "$work/check-https.log" 2>&1 || fail "check-config rejected the HTTPS configuration: $(cat "$work/check-https.log")"
 api_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-DANG_API_TOKEN=schema-token "$dang" run --config config/orchestrator.yaml --mqtt-url "$DANG_MQTT_URL" --database-url "$DATABASE_URL" \
+DANG_API_TOKEN=schema-token "$dang" run --config "$work/https.yaml" --mqtt-url "$DANG_MQTT_URL" --database-url "$DATABASE_URL" \
   --spool-dir "$work/spool-5" --http "127.0.0.1:$api_port" > "$work/run-5.log" 2>&1 &
 run_pid=$!
 pids+=($run_pid)
-for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$api_port/status" >/dev/null 2>&1 && break; sleep 0.1; done
-"$venv/bin/st" run docs/openapi.yaml --url "http://127.0.0.1:$api_port" -H "Authorization: Bearer schema-token" \
+for _ in $(seq 100); do curl -fsS --cacert "$work/pki/ca.pem" "https://127.0.0.1:$api_port/status" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fsS --cacert "$work/pki/ca.pem" "https://127.0.0.1:$api_port/livez" >/dev/null || fail "GET /livez over HTTPS failed"
+"$venv/bin/st" run docs/openapi.yaml --url "https://127.0.0.1:$api_port" --tls-verify "$work/pki/ca.pem" -H "Authorization: Bearer schema-token" \
   -c status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
   --max-examples 25 --seed 1 > "$work/schemathesis.log" 2>&1 || { tail -60 "$work/schemathesis.log"; fail "the API does not match docs/openapi.yaml"; }
+echo "ok: the running API over HTTPS matches docs/openapi.yaml ($(grep -o '[0-9]* generated, [0-9]* passed' "$work/schemathesis.log" | head -1))"
+# Rotation: the new pair (from another CA) replaces the files, SIGHUP, and the same process presents it.
+cp "$work/pki/next.pem" "$work/pki/server.pem"; cp "$work/pki/next.key" "$work/pki/server.key"
+kill -HUP "$run_pid"
+for _ in $(seq 50); do grep -q "the API certificate was read again" "$work/run-5.log" && break; sleep 0.1; done
+kill -0 "$run_pid" 2>/dev/null || fail "dang run ended on SIGHUP"
+curl -fsS --cacert "$work/pki/next-ca.pem" "https://127.0.0.1:$api_port/livez" >/dev/null || fail "after SIGHUP the new certificate is not presented"
+if curl -fsS --cacert "$work/pki/ca.pem" "https://127.0.0.1:$api_port/livez" >/dev/null 2>&1; then fail "after SIGHUP the old certificate is still presented"; fi
 kill -TERM "$run_pid"; wait "$run_pid" || fail "dang run exited with status $? after the schema check"
-echo "ok: the running API matches docs/openapi.yaml ($(grep -o '[0-9]* generated, [0-9]* passed' "$work/schemathesis.log" | head -1))"
+echo "ok: SIGHUP rotates the API certificate without a restart"
 
 # 6. `dang bench` end to end, briefly (a debug build: the figures mean nothing here; the command must work).
 "$dang" bench --seconds 1 --tags 50 --phases baseline ingest latency qos1 --rates 2000 --qos1-rate 2000 --database-url "$DATABASE_URL" \

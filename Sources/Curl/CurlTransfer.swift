@@ -14,6 +14,11 @@ package struct HTTPRequest: Sendable {
     package var totalTimeout: Duration = .seconds(90)
     /// A response body past this size aborts the transfer.
     package var maxResponseBytes = 8 << 20
+    /// HTTPS: the CA file that signs the server (nil: the system's trust store) and a client
+    /// certificate with its key, PEM files (CURLOPT_CAINFO, CURLOPT_SSLCERT, CURLOPT_SSLKEY).
+    package var caFile: String?
+    package var certFile: String?
+    package var keyFile: String?
 
     package init(url: String) {
         self.url = url
@@ -96,6 +101,9 @@ package enum CurlTransfer {
         set(ccurl_easy_setopt_long(handle, CURLOPT_FOLLOWLOCATION, 0))
         set(ccurl_easy_setopt_long(handle, CURLOPT_TCP_NODELAY, 1))
         set(ccurl_easy_setopt_string(handle, CURLOPT_CUSTOMREQUEST, request.method))
+        if let caFile = request.caFile { set(ccurl_easy_setopt_string(handle, CURLOPT_CAINFO, caFile)) }
+        if let certFile = request.certFile { set(ccurl_easy_setopt_string(handle, CURLOPT_SSLCERT, certFile)) }
+        if let keyFile = request.keyFile { set(ccurl_easy_setopt_string(handle, CURLOPT_SSLKEY, keyFile)) }
         set(ccurl_easy_setopt_pointer(handle, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headerList)))
         set(ccurl_easy_setopt_data_callback(handle, CURLOPT_WRITEFUNCTION, { data, size, count, userdata in
             let box = Unmanaged<Box>.fromOpaque(userdata!).takeUnretainedValue()
@@ -150,7 +158,7 @@ package enum CurlTransfer {
             return .failure(.tooLarge)
         case CURLE_ABORTED_BY_CALLBACK, CURLE_WRITE_ERROR:
             return .failure(box.cancelled() ? .cancelled : .transport(Self.text(code)))
-        case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY, CURLE_SSL_CONNECT_ERROR:
+        case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY, CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION:
             return .failure(.connect(Self.text(code)))
         default:
             return .failure(.transport(Self.text(code)))

@@ -34,13 +34,28 @@ struct Run: AsyncParsableCommand {
         }
         if let url = self.llmBaseURL { config.llm.baseURL = url }
         let orchestrator = try Orchestrator(config: config, logger: logger, extraSinks: [AlertLogSink(logger: logger)])
+        if let certificates = orchestrator.apiCertificates {
+            logger.notice("the API serves HTTPS", metadata: ["tls.not_after": "\(certificates.notAfter.formatted(.iso8601))"])
+        }
         let group = ServiceGroup(
             configuration: .init(
-                services: orchestrator.services.map { .init(service: $0) },
+                services: (orchestrator.services + [HangupService(orchestrator: orchestrator)]).map { .init(service: $0) },
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         logger.notice("dang \(DangVersion.current) starting", metadata: ["config": "\(self.configOptions.config)"])
         try await group.run()
         logger.notice("dang stopped")
+    }
+}
+
+/// SIGHUP reads the API's certificate and key again (rotation without a restart) instead of
+/// ending the process, as it would by default.
+private struct HangupService: Service {
+    let orchestrator: Orchestrator
+
+    func run() async throws {
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            self.orchestrator.reloadCertificates()
+        }
     }
 }

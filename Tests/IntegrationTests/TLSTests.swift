@@ -11,35 +11,24 @@ import Testing
 @Suite(.timeLimit(.minutes(2)))
 struct TLSTests {
     /// CA, broker certificate for 127.0.0.1 (and one for another host), client certificate.
-    struct PKI {
-        let directory: URL
-        func path(_ name: String) -> String { self.directory.appendingPathComponent(name).path }
-
-        init() throws {
-            self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("dang-pki-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
-            let d = self.directory.path
-            let script = """
-                set -e
-                cd \(d)
-                openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=dang test CA" -keyout ca.key -out ca.pem 2>/dev/null
-                openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=other CA" -keyout other-ca.key -out other-ca.pem 2>/dev/null
-                issue() {
-                  openssl req -newkey rsa:2048 -nodes -subj "/CN=$2" -keyout $1.key -out $1.csr 2>/dev/null
-                  printf "subjectAltName=$3\\n" > $1.ext
-                  openssl x509 -req -in $1.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile $1.ext -out $1.pem 2>/dev/null
-                }
-                issue broker 127.0.0.1 IP:127.0.0.1
-                issue wronghost plant-broker.example DNS:plant-broker.example
-                issue client dang-orchestrator DNS:dang-orchestrator
-                chmod 644 *.key
-                """
-            let (status, output) = try ChildProcess.run(["/bin/bash", "-c", script])
-            guard status == 0 else { throw TimedOut(what: "openssl to make the test PKI: \(output)") }
-        }
+    static func makePKI() throws -> TestPKI {
+        try TestPKI(
+            """
+            openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=dang test CA" -keyout ca.key -out ca.pem 2>/dev/null
+            openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=other CA" -keyout other-ca.key -out other-ca.pem 2>/dev/null
+            issue() {
+              openssl req -newkey rsa:2048 -nodes -subj "/CN=$2" -keyout $1.key -out $1.csr 2>/dev/null
+              printf "subjectAltName=$3\\n" > $1.ext
+              openssl x509 -req -in $1.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile $1.ext -out $1.pem 2>/dev/null
+            }
+            issue broker 127.0.0.1 IP:127.0.0.1
+            issue wronghost plant-broker.example DNS:plant-broker.example
+            issue client dang-orchestrator DNS:dang-orchestrator
+            chmod 644 *.key
+            """)
     }
 
-    func broker(_ pki: PKI, certificate: String) throws -> PrivateBroker {
+    func broker(_ pki: TestPKI, certificate: String) throws -> PrivateBroker {
         try PrivateBroker(
             extra: """
                 require_certificate true
@@ -62,7 +51,7 @@ struct TLSTests {
     }
 
     @Test func `TLS 1.3 with a client certificate connects; a wrong CA or a certificate for another host is refused`() async throws {
-        let pki = try PKI()
+        let pki = try Self.makePKI()
         let good = try self.broker(pki, certificate: "broker")
         try good.start()
         try await good.waitUntilListening()

@@ -214,3 +214,17 @@ let testLogger: Logger = {
     logger.logLevel = .warning
     return logger
 }()
+
+/// Certificates made for a test by openssl, in a fresh temporary directory: `commands` run there
+/// with bash (`set -e`).
+struct TestPKI {
+    let directory: URL
+    func path(_ name: String) -> String { self.directory.appendingPathComponent(name).path }
+
+    init(_ commands: String) throws {
+        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("dang-pki-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
+        let (status, output) = try ChildProcess.run(["/bin/bash", "-c", "set -e\ncd '\(self.directory.path)'\n" + commands])
+        guard status == 0 else { throw TimedOut(what: "openssl to make the test PKI: \(output)") }
+    }
+}

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import Yams
 
+@testable import DangTools
 @testable import OrchestratorCore
 
 /// Writes files into a fresh temporary directory for one test.
@@ -93,6 +94,66 @@ struct ScratchDirectory {
         #expect(problems("api:\n  token: t\n  token_file: operate.token\n") == ["3 api.token_file: give token or token_file, not both"])
         #expect(problems("api:\n  read_token_file: missing.token\n").first?.hasPrefix("2 api.read_token_file: cannot read ") == true)
         #expect(problems("api:\n  token_file: two.token\n").first?.hasSuffix("must hold one token (1–4,096 bytes, no spaces)") == true)
+    }
+
+    @Test func `api.tls is read with its files checked; a public listener without TLS is an error unless allow_plaintext`() throws {
+        let scratch = try ScratchDirectory()
+        let script = """
+            set -e; cd \(scratch.url.path)
+            openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ca" -keyout ca.key -out ca.pem 2>/dev/null
+            openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=other" -keyout other.key -out other.pem 2>/dev/null
+            """
+        let (status, _) = try ChildProcess.run(["/bin/bash", "-c", script])
+        try #require(status == 0)
+        func problems(_ yaml: String) -> [String] {
+            let file = try! scratch.write("tls.yaml", yaml)
+            do {
+                _ = try OrchestratorConfig.load(file: file, environment: ["DEEPSEEK_API_KEY": "k", "DANG_API_TOKEN": "t"])
+                return []
+            } catch {
+                return error.issues.filter { $0.severity == .error }.map { "\($0.line) \($0.key): \($0.message)" }
+            }
+        }
+        let good = """
+            api:
+              listen: 0.0.0.0:8443
+              tls:
+                cert_file: ca.pem
+                key_file: ca.key
+                ca_file: other.pem
+                client_auth: require
+                min_version: "1.3"
+                client_roles:
+                  - {san: historian.plant.local, role: operate}
+                  - {subject: "CN=control room,O=Refinery", role: read}
+
+            """
+        #expect(problems(good) == [])
+        let config = try OrchestratorConfig.load(file: try scratch.write("good.yaml", good), environment: ["DEEPSEEK_API_KEY": "k", "DANG_API_TOKEN": "t"])
+        let tls = try #require(config.api.tls)
+        #expect(tls.certFile == scratch.url.appendingPathComponent("ca.pem").path && tls.clientAuth == .require && tls.minVersion == "1.3")
+        #expect(tls.clientRoles == [.init(match: .san("historian.plant.local"), role: .operate), .init(match: .subject("CN=control room,O=Refinery"), role: .read)])
+        // Plain HTTP on every address: refused, saying why and how.
+        let open = problems("api:\n  listen: 0.0.0.0:8080\n")
+        #expect(open.count == 1 && open[0].hasPrefix("2 api.listen: the API would listen on 0.0.0.0 in plain HTTP") && open[0].contains("api.allow_plaintext: true"))
+        #expect(problems("api:\n  listen: 0.0.0.0:8080\n  allow_plaintext: true\n") == [])
+        #expect(problems("api:\n  listen: 127.0.0.1:8080\n") == [])
+        // Each mistake names its key.
+        #expect(problems("api:\n  tls:\n    cert_file: ca.pem\n") == ["3 api.tls.cert_file: api.tls needs cert_file and key_file"])
+        #expect(problems("api:\n  tls:\n    cert_file: ca.pem\n    key_file: other.key\n").first?.contains("does not belong to the certificate") == true)
+        #expect(problems("api:\n  tls:\n    cert_file: missing.pem\n    key_file: ca.key\n").first?.hasPrefix("3 api.tls.cert_file: cannot read ") == true)
+        #expect(problems("api:\n  tls:\n    cert_file: ca.key\n    key_file: ca.key\n").first?.contains("holds no PEM certificate") == true)
+        #expect(
+            problems("api:\n  tls:\n    cert_file: ca.pem\n    key_file: ca.key\n    client_auth: require\n")
+                == ["5 api.tls.ca_file: client_auth: require needs ca_file, the CA that signs the client certificates"])
+        #expect(problems("api:\n  tls:\n    cert_file: ca.pem\n    key_file: ca.key\n    min_version: \"1.1\"\n") == ["5 api.tls.min_version: \"1.1\" is not 1.2 or 1.3"])
+        #expect(
+            problems("api:\n  tls:\n    cert_file: ca.pem\n    key_file: ca.key\n    client_roles: [{san: x, role: operate}]\n")
+                == ["5 api.tls.client_roles: client_roles needs client_auth: optional or require"])
+        let roles = "api:\n  tls:\n    cert_file: ca.pem\n    key_file: ca.key\n    ca_file: ca.pem\n    client_auth: optional\n    client_roles:\n"
+        #expect(problems(roles + "      - {san: x, role: admin}\n") == ["8 api.tls.client_roles[0].role: role must be read or operate"])
+        #expect(problems(roles + "      - {san: x, subject: y, role: read}\n") == ["8 api.tls.client_roles[0]: give subject or san (one of them)"])
+        #expect(problems(roles + "      - {san: x, role: read, sans: y}\n") == ["8 api.tls.client_roles[0].sans: unknown key"])
     }
 
     @Test func `DeepSeek's key comes from the environment with or without an llm section, and none at all is a warning`() throws {

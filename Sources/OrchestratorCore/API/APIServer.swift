@@ -1,5 +1,6 @@
 package import Foundation
 package import Hummingbird
+import HummingbirdTLS
 package import Logging
 import NIOCore
 package import CoreMetrics
@@ -16,13 +17,17 @@ package struct APIServer: Sendable {
     let actions: any OperatorActions
     let reader: RecordReader
     let metrics: MetricsExporter
+    let certificates: APICertificates?
+    let limiter: FailedAuthLimiter
     let logger: Logger
 
     package init(
         settings: APISettings, status: any StatusSource, actions: any OperatorActions, reader: RecordReader, metrics: MetricsExporter,
-        logger: Logger
+        certificates: APICertificates? = nil, logger: Logger
     ) {
         self.settings = settings
+        self.certificates = certificates
+        self.limiter = FailedAuthLimiter(limit: settings.failedAuthPerMinute, metrics: metrics)
         self.status = status
         self.actions = actions
         self.reader = reader
@@ -30,10 +35,13 @@ package struct APIServer: Sendable {
         self.logger = logger
     }
 
-    /// The application; `onRunning` receives the port it listens on (for `listen: …:0`).
-    package func application(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
-        let router = Router()
-        router.add(middleware: BearerAuth(operate: self.settings.token, read: self.settings.readToken))
+    /// The application; `onRunning` receives the port it listens on (for `listen: …:0`). HTTPS
+    /// when `api.tls` is set.
+    package func application(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
+        let router = Router(context: APIRequestContext.self)
+        router.add(
+            middleware: APIAuthentication<APIRequestContext>(
+                operate: self.settings.token, read: self.settings.readToken, certificates: self.certificates, limiter: self.limiter))
         router.get("status") { _, _ in Self.json(.ok, APIResponse.Status(snapshot: self.status.statusSnapshot())) }
         router.get("metrics") { _, _ in self.metricsResponse() }
         // Probes for service managers and load balancers, open like /status: alive while the
@@ -55,6 +63,7 @@ package struct APIServer: Sendable {
         logger.logLevel = max(logger.logLevel, .notice)
         return Application(
             router: router,
+            server: try self.certificates.map { try .tls(.http1(), tlsConfiguration: $0.serverConfiguration()) } ?? .http1(),
             configuration: .init(address: .hostname(self.settings.host, port: self.settings.port), serverName: "dang/\(DangVersion.current)"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
@@ -69,7 +78,7 @@ package struct APIServer: Sendable {
 
     // MARK: - Acting
 
-    func invoke(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func invoke(_ request: Request, _ context: APIRequestContext) async throws -> Response {
         guard let name = context.parameters.get("module"), let module = ModuleName(rawValue: name) else {
             return Self.error(.notFound, "unknown module (forecasting, analysis, optimization, etl)")
         }
@@ -86,7 +95,7 @@ package struct APIServer: Sendable {
                 confidence: decision.confidence, reasons: JSONValue(parsing: Array(decision.reasonsJSON().utf8)) ?? .array([])))
     }
 
-    func approve(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func approve(_ request: Request, _ context: APIRequestContext) async throws -> Response {
         guard let text = context.parameters.get("decision"), let id = UUID(uuidString: text) else {
             return Self.error(.badRequest, "not a decision id")
         }
@@ -175,7 +184,7 @@ package struct APIServer: Sendable {
         }
     }
 
-    func ack(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func ack(_ request: Request, _ context: APIRequestContext) async throws -> Response {
         guard let text = context.parameters.get("id"), let id = UUID(uuidString: text) else { return Self.error(.badRequest, "not an alert id") }
         let by = JSONValue(parsing: try await self.body(request))?.string("by", limit: 200)
         do {
@@ -189,7 +198,7 @@ package struct APIServer: Sendable {
         }
     }
 
-    func shelve(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func shelve(_ request: Request, _ context: APIRequestContext) async throws -> Response {
         guard let text = context.parameters.get("id"), let id = UUID(uuidString: text) else { return Self.error(.badRequest, "not an alert id") }
         let body = JSONValue(parsing: try await self.body(request))
         guard let durationText = body?.string("duration"), let duration = YAMLSection.parseDuration(durationText), duration > .zero,
@@ -257,39 +266,6 @@ package struct APIServer: Sendable {
     }
 }
 
-/// Paths anyone may GET (a generic type has no stored static properties).
-private let openPaths: Set<String> = ["/status", "/metrics", "/livez", "/readyz"]
-
-/// Bearer tokens: `operate` may do everything, `read` may GET; `/status`, `/metrics` and the
-/// probes `/livez` and `/readyz` are open.
-struct BearerAuth<Context: RequestContext>: RouterMiddleware {
-    let operate: String?
-    let read: String?
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let path = request.uri.path
-        if request.method == .get && openPaths.contains(path) { return try await next(request, context) }
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
-            return APIServer.error(.unauthorized, "a bearer token is required")
-        }
-        let token = Array(header.dropFirst(7).utf8)
-        if let operate, Self.equal(token, Array(operate.utf8)) { return try await next(request, context) }
-        if let read, Self.equal(token, Array(read.utf8)) {
-            guard request.method == .get else { return APIServer.error(.forbidden, "the read token may only GET") }
-            return try await next(request, context)
-        }
-        return APIServer.error(.unauthorized, "unknown token")
-    }
-
-    /// Compares without stopping at the first difference (no timing hint about the token).
-    static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        var difference: UInt8 = 0
-        for index in a.indices { difference |= a[index] ^ b[index] }
-        return difference == 0
-    }
-}
-
 /// Prometheus text from the orchestrator's counters, read at scrape time (nothing on the hot path),
 /// and two latency histograms recorded as things finish: module invocations (published → result)
 /// and LLM calls.
@@ -302,6 +278,11 @@ package final class MetricsExporter: Sendable {
 
     /// swift-metrics instruments made from this land in the same registry (the record writer's).
     package var factory: any MetricsFactory { PrometheusMetricsFactory(registry: self.registry) }
+
+    /// A counter of this registry, for a part that counts as it goes (the API's authentication).
+    func counter(_ name: String, help: String) -> Prometheus.Counter {
+        self.registry.makeCounter(name: name, help: help)
+    }
 
     package init() {
         let buckets: [Duration] = [

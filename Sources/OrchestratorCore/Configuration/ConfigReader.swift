@@ -226,6 +226,13 @@ struct YAMLSection {
         return text
     }
 
+    /// A file's path: absolute, or relative to the configuration file's folder.
+    func filePath(_ key: String) -> String? {
+        guard let file = self.optionalString(key) else { return nil }
+        if file.hasPrefix("/") { return file }
+        return URL(fileURLWithPath: self.diagnostics.file).deletingLastPathComponent().appendingPathComponent(file).path
+    }
+
     func int(_ key: String, default value: Int, in range: ClosedRange<Int>) -> Int {
         guard let text = self.text(key) else { return value }
         guard let parsed = Int(text.trimmingCharacters(in: .whitespaces)) else {
@@ -310,6 +317,24 @@ struct YAMLSection {
         let allowed = T.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
         self.diagnostics.report(.error, self.keyPath(key), at: self.markOf(key), "\"\(text)\" is not one of \(allowed)")
         return value
+    }
+
+    /// The items of a list of mappings, one section each: a node that is not a list, or an item that
+    /// is not a mapping, is reported with `expected` (what an item looks like, e.g. "{window,
+    /// threshold_percent}"). Nil when the node is not a list.
+    static func items(of node: Node, path: String, diagnostics: ConfigDiagnostics, expected: String) -> [YAMLSection]? {
+        guard case .sequence(let items) = node else {
+            diagnostics.report(.error, path, at: node.mark, "expected a list of \(expected)")
+            return nil
+        }
+        return items.enumerated().compactMap { index, item in
+            let itemPath = "\(path)[\(index)]"
+            guard let mapping = item.mapping else {
+                diagnostics.report(.error, itemPath, at: item.mark, "expected \(expected)")
+                return nil
+            }
+            return YAMLSection(mapping: mapping, path: itemPath, mark: item.mark, diagnostics: diagnostics)
+        }
     }
 
     /// Reports every key that was never read.

@@ -103,22 +103,15 @@ extension DetectionSettings {
             quality.finish()
         }
         if let node = detection.node("market_moves") {
-            guard case .sequence(let items) = node else {
-                detection.diagnostics.report(
-                    .error, detection.keyPath("market_moves"), at: node.mark, "expected a list of {window, threshold_percent}")
+            guard
+                let entries = YAMLSection.items(
+                    of: node, path: detection.keyPath("market_moves"), diagnostics: detection.diagnostics, expected: "{window, threshold_percent}")
+            else {
                 detection.finish()
                 return
             }
             var moves: [MarketMove] = []
-            for (index, item) in items.enumerated() {
-                guard let mapping = item.mapping else {
-                    detection.diagnostics.report(
-                        .error, detection.keyPath("market_moves[\(index)]"), at: item.mark, "expected {window, threshold_percent}")
-                    continue
-                }
-                let entry = YAMLSection(
-                    mapping: mapping, path: detection.keyPath("market_moves[\(index)]"), mark: item.mark,
-                    diagnostics: detection.diagnostics)
+            for entry in entries {
                 moves.append(
                     MarketMove(
                         window: entry.duration("window", default: .seconds(900)),

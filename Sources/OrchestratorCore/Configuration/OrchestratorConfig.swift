@@ -177,8 +177,7 @@ extension OrchestratorConfig {
             // A token may come from a file instead (a secret mounted by systemd's LoadCredential=
             // or a container runtime): its content, without the line break at its end.
             for (key, fileKey) in [("token", "token_file"), ("read_token", "read_token_file")] {
-                guard let file = api.optionalString(fileKey) else { continue }
-                let path = file.hasPrefix("/") ? file : URL(fileURLWithPath: api.diagnostics.file).deletingLastPathComponent().appendingPathComponent(file).path
+                guard let path = api.filePath(fileKey) else { continue }
                 if (key == "token" ? self.api.token : self.api.readToken) != nil {
                     api.diagnostics.report(.error, api.keyPath(fileKey), at: api.markOf(fileKey), "give \(key) or \(fileKey), not both")
                     continue
@@ -196,6 +195,12 @@ extension OrchestratorConfig {
                 if key == "token" { self.api.token = token } else { self.api.readToken = token }
             }
             self.api.maxBodyBytes = api.int("max_body_bytes", default: self.api.maxBodyBytes, in: 1024...(64 << 20))
+            self.api.allowPlaintext = api.bool("allow_plaintext", default: self.api.allowPlaintext)
+            self.api.failedAuthPerMinute = api.int("failed_auth_per_minute", default: self.api.failedAuthPerMinute, in: 1...100_000)
+            if let tls = api.section("tls") { self.api.tls = APISettings.TLSSettings.read(tls) }
+            if let refusal = self.api.plaintextRefusal {
+                api.diagnostics.report(.error, api.keyPath("listen"), at: api.markOf("listen"), refusal)
+            }
             api.finish()
         }
         // Both tokens come from the environment when the file does not name them, with or without

@@ -99,22 +99,15 @@ package struct TriggerRule: Sendable, Equatable {
     }
 
     static func read(_ node: Node, path: String, diagnostics: ConfigDiagnostics) -> [TriggerRule] {
-        guard case .sequence(let items) = node else {
-            diagnostics.report(.error, path, at: node.mark, "expected a list of triggers")
+        guard let entries = YAMLSection.items(of: node, path: path, diagnostics: diagnostics, expected: "{name, kind, module, ...}") else {
             return []
         }
         var rules: [TriggerRule] = []
         var names: Set<String> = []
-        for (index, item) in items.enumerated() {
-            let itemPath = "\(path)[\(index)]"
-            guard let mapping = item.mapping else {
-                diagnostics.report(.error, itemPath, at: item.mark, "expected {name, kind, module, ...}")
-                continue
-            }
-            let entry = YAMLSection(mapping: mapping, path: itemPath, mark: item.mark, diagnostics: diagnostics)
+        for entry in entries {
             let name = entry.string("name", default: "")
             if name.isEmpty {
-                diagnostics.report(.error, entry.keyPath("name"), at: item.mark, "every trigger needs a name")
+                diagnostics.report(.error, entry.keyPath("name"), at: entry.mark, "every trigger needs a name")
             } else if !names.insert(name).inserted {
                 diagnostics.report(.error, entry.keyPath("name"), at: entry.markOf("name"), "duplicate trigger name \"\(name)\"")
             }
@@ -156,13 +149,13 @@ package struct TriggerRule: Sendable, Equatable {
                 }
             }
             if kind == .schedule && rule.schedule == nil {
-                diagnostics.report(.error, entry.keyPath("schedule"), at: item.mark, "a schedule trigger needs a schedule")
+                diagnostics.report(.error, entry.keyPath("schedule"), at: entry.mark, "a schedule trigger needs a schedule")
             }
             if kind != .schedule && rule.schedule != nil {
                 diagnostics.report(.error, entry.keyPath("schedule"), at: entry.markOf("schedule"), "only kind: schedule takes a schedule")
             }
             if kind == .chained {
-                rule.chain = ChainRule.read(entry, itemMark: item.mark)
+                rule.chain = ChainRule.read(entry, itemMark: entry.mark)
             } else {
                 for key in ChainRule.keys where entry.node(key) != nil {
                     diagnostics.report(.error, entry.keyPath(key), at: entry.markOf(key), "only kind: chained takes \(key)")

@@ -27,6 +27,8 @@ package final class Orchestrator: Sendable {
     package var databasePool: DatabasePool { self.reader.pool }
     /// `GET /metrics`: its registry also receives the swift-metrics instruments of the record writer.
     package let metrics: MetricsExporter
+    /// The HTTPS listener's certificate and key (`api.tls`), reloaded by ``reloadCertificates()``.
+    package let apiCertificates: APICertificates?
 
     /// What the broker connection is doing now.
     package struct ConnectionStatus: Sendable, Equatable {
@@ -39,6 +41,8 @@ package final class Orchestrator: Sendable {
         self.config = config
         self.logger = logger
         self.startedAt = Date()
+        if let refusal = config.api.plaintextRefusal { throw APICertificates.Problem(key: "api.listen", message: refusal) }
+        self.apiCertificates = config.api.enabled ? try config.api.tls.map { try APICertificates($0) } : nil
         self.publisher = AlertPublisher(prefix: config.topics.prefix, qos: config.topics.alertQoS, logger: logger)
         let metrics = MetricsExporter()
         self.metrics = metrics
@@ -151,6 +155,25 @@ package final class Orchestrator: Sendable {
         return json.finish()
     }
 
+    /// SIGHUP: the API's certificate and key read again (a rotation). False, with the reason
+    /// logged, when they cannot be; the pair in use then stays.
+    @discardableResult
+    package func reloadCertificates() -> Bool {
+        guard let certificates = self.apiCertificates else {
+            self.logger.notice("SIGHUP: nothing to reload (no api.tls)")
+            return true
+        }
+        do {
+            try certificates.reload()
+            self.logger.notice(
+                "SIGHUP: the API certificate was read again", metadata: ["tls.not_after": "\(certificates.notAfter.formatted(.iso8601))"])
+            return true
+        } catch {
+            self.logger.error("SIGHUP: the API certificate stays as it was", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+
     package var connectionStatus: ConnectionStatus { self.connection.status.withLock { $0 } }
 
     /// The services to run, in dependency order (shutdown runs in reverse: ingest stops, then the
@@ -170,7 +193,8 @@ package final class Orchestrator: Sendable {
             services.append(
                 APIService(
                     server: APIServer(
-                        settings: self.config.api, status: self, actions: self, reader: self.reader, metrics: self.metrics, logger: self.logger),
+                        settings: self.config.api, status: self, actions: self, reader: self.reader, metrics: self.metrics,
+                        certificates: self.apiCertificates, logger: self.logger),
                     onRunning: self.apiPort))
         }
         return services

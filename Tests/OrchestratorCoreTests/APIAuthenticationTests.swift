@@ -4,25 +4,29 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOSSL
 import Testing
 
 @testable import OrchestratorCore
 
-/// The API's bearer-token middleware (`BearerAuth` in APIServer.swift) called directly, without a
-/// server: a request goes in, and either the next responder's answer (202 here) or the
-/// middleware's own refusal comes out.
+/// The API's authentication middleware (`APIAuthentication`) called directly, without a server: a
+/// request goes in, and either the next responder's answer (202 here) or the middleware's own
+/// refusal comes out. Client certificates are tested over real TLS (IntegrationTests/APITLSTests).
 @Suite struct BearerAuthTests {
     struct TestSource: RequestContextSource {
         let logger: Logger
     }
 
-    struct TestContext: RequestContext {
+    struct TestContext: APIConnectionContext {
         typealias Source = TestSource
         var coreContext: CoreRequestContextStorage
+        var clientAddress = "192.0.2.1"
 
         init(source: TestSource) {
             self.coreContext = .init(source: source)
         }
+
+        func peerCertificate() async -> NIOSSLCertificate? { nil }
     }
 
     static let operate = "operate-0123456789abcdef"
@@ -31,14 +35,16 @@ import Testing
     /// What the middleware answers for `method path` with this `Authorization` header (nil: none).
     func status(
         _ method: HTTPRequest.Method, _ path: String, authorization: String?,
-        operate: String? = BearerAuthTests.operate, read: String? = BearerAuthTests.read
+        operate: String? = BearerAuthTests.operate, read: String? = BearerAuthTests.read, from address: String = "192.0.2.1",
+        limiter: FailedAuthLimiter = FailedAuthLimiter(limit: 1000, metrics: MetricsExporter())
     ) async throws -> HTTPResponse.Status {
         var fields = HTTPFields()
         if let authorization { fields[.authorization] = authorization }
         let head = HTTPRequest(method: method, scheme: "http", authority: "127.0.0.1", path: path, headerFields: fields)
         let request = Request(head: head, body: RequestBody(buffer: ByteBuffer()))
-        let context = TestContext(source: TestSource(logger: Logger(label: "test")))
-        let auth = BearerAuth<TestContext>(operate: operate, read: read)
+        var context = TestContext(source: TestSource(logger: Logger(label: "test")))
+        context.clientAddress = address
+        let auth = APIAuthentication<TestContext>(operate: operate, read: read, certificates: nil, limiter: limiter)
         let response = try await auth.handle(request, context: context) { _, _ in Response(status: .accepted) }
         return response.status
     }
@@ -115,7 +121,7 @@ import Testing
     }
 
     @Test func `the comparison is exact over bytes and lengths`() {
-        typealias Auth = BearerAuth<TestContext>
+        typealias Auth = APIAuthentication<TestContext>
         #expect(Auth.equal(Array("abc".utf8), Array("abc".utf8)))
         #expect(Auth.equal([], []))
         #expect(!Auth.equal(Array("abc".utf8), Array("abd".utf8)))
@@ -124,6 +130,42 @@ import Testing
         #expect(!Auth.equal(Array("ab".utf8), Array("abc".utf8)))
         #expect(!Auth.equal(Array("é".utf8), Array("e".utf8)))
         #expect(!Auth.equal([0x00], [0x80]))
+    }
+
+    @Test func `an address past its failed authentications is refused for the rest of the minute, others are not`() async throws {
+        let limiter = FailedAuthLimiter(limit: 3, metrics: MetricsExporter())
+        for _ in 0..<3 {
+            #expect(try await self.status(.get, "/decisions", authorization: "Bearer guess", limiter: limiter) == .unauthorized)
+        }
+        // Even the right token waits: a guesser cannot tell a hit from the refusal.
+        #expect(try await self.status(.get, "/decisions", authorization: "Bearer \(Self.operate)", limiter: limiter) == .tooManyRequests)
+        #expect(try await self.status(.get, "/decisions", authorization: nil, limiter: limiter) == .tooManyRequests)
+        // The open paths stay open; another address is not affected.
+        #expect(try await self.status(.get, "/readyz", authorization: nil, limiter: limiter) == .accepted)
+        #expect(
+            try await self.status(.get, "/decisions", authorization: "Bearer \(Self.operate)", from: "192.0.2.9", limiter: limiter) == .accepted)
+        // A missing token is not a guess: it is not counted.
+        let fresh = FailedAuthLimiter(limit: 1, metrics: MetricsExporter())
+        for _ in 0..<3 { #expect(try await self.status(.get, "/decisions", authorization: nil, limiter: fresh) == .unauthorized) }
+        #expect(try await self.status(.get, "/decisions", authorization: "Bearer \(Self.operate)", limiter: fresh) == .accepted)
+    }
+
+    @Test func `the refusal ends with its minute, and the limiter forgets ended windows when full`() {
+        let limiter = FailedAuthLimiter(limit: 2, capacity: 2, metrics: MetricsExporter())
+        let start = ContinuousClock.now
+        limiter.recordFailure("a", now: start)
+        #expect(limiter.refusal("a", now: start) == nil)
+        limiter.recordFailure("a", now: start.advanced(by: .seconds(1)))
+        #expect(limiter.refusal("a", now: start.advanced(by: .seconds(2))) == 59)
+        #expect(limiter.refusal("a", now: start.advanced(by: .seconds(61))) == nil)
+        // A new window after the old one ended.
+        limiter.recordFailure("a", now: start.advanced(by: .seconds(61)))
+        #expect(limiter.refusal("a", now: start.advanced(by: .seconds(62))) == nil)
+        // Full: "b" and then "c" still get a window of their own.
+        limiter.recordFailure("b", now: start.advanced(by: .seconds(62)))
+        limiter.recordFailure("c", now: start.advanced(by: .seconds(62)))
+        limiter.recordFailure("c", now: start.advanced(by: .seconds(63)))
+        #expect(limiter.refusal("c", now: start.advanced(by: .seconds(64))) != nil)
     }
 
     /// Readiness from the status: the broker, the database and a spool with room (the reasons are
