@@ -56,7 +56,7 @@ struct APITLSTests {
         var method = "GET"
         var scheme = "https"
 
-        func perform(_ pki: TestPKI, port: Int, _ path: String) -> Result<Curl.HTTPResponse, HTTPFailure> {
+        func perform(_ pki: TestPKI, port: Int, _ path: String) async -> Result<Curl.HTTPResponse, HTTPFailure> {
             var request = HTTPRequest(url: "\(self.scheme)://127.0.0.1:\(port)\(path)")
             request.method = self.method
             request.totalTimeout = .seconds(10)
@@ -67,11 +67,11 @@ struct APITLSTests {
             }
             if let token = self.token { request.headers.append("Authorization: Bearer \(token)") }
             if self.method == "POST" { request.headers.append("Content-Type: application/json") }
-            return CurlTransfer.perform(request)
+            return await performOffThePool(request)
         }
 
-        func status(_ pki: TestPKI, port: Int, _ path: String) -> Int? {
-            guard case .success(let response) = self.perform(pki, port: port, path) else { return nil }
+        func status(_ pki: TestPKI, port: Int, _ path: String) async -> Int? {
+            guard case .success(let response) = await self.perform(pki, port: port, path) else { return nil }
             return response.status
         }
     }
@@ -87,28 +87,28 @@ struct APITLSTests {
     @Test func `HTTPS with the right CA answers, with Strict-Transport-Security; a wrong CA, an expired certificate or plain HTTP fail`() async throws {
         let pki = try Self.makePKI()
         try await self.running(try Self.config(pki)) { _, port in
-            guard case .success(let status) = Call().perform(pki, port: port, "/status") else {
+            guard case .success(let status) = await Call().perform(pki, port: port, "/status") else {
                 Issue.record("HTTPS with the right CA failed")
                 return
             }
             #expect(status.status == 200)
             #expect(status.headers["strict-transport-security"] == "max-age=31536000")
-            #expect(Call(token: APITests.operate).status(pki, port: port, "/alerts") == 200)
-            #expect(Call(token: "wrong").status(pki, port: port, "/alerts") == 401)
-            guard case .success(let metrics) = Call().perform(pki, port: port, "/metrics") else {
+            #expect(await Call(token: APITests.operate).status(pki, port: port, "/alerts") == 200)
+            #expect(await Call(token: "wrong").status(pki, port: port, "/alerts") == 401)
+            guard case .success(let metrics) = await Call().perform(pki, port: port, "/metrics") else {
                 Issue.record("no metrics over HTTPS")
                 return
             }
             #expect(String(decoding: metrics.body, as: UTF8.self).contains("dang_api_auth_failures_total 1"))
-            guard case .failure(.connect) = Call(ca: "other-ca.pem").perform(pki, port: port, "/status") else {
+            guard case .failure(.connect) = await Call(ca: "other-ca.pem").perform(pki, port: port, "/status") else {
                 Issue.record("a server certificate from a CA the client does not trust was accepted")
                 return
             }
             // Plain HTTP to the TLS port gets no answer.
-            #expect(Call(scheme: "http").status(pki, port: port, "/status") == nil)
+            #expect(await Call(scheme: "http").status(pki, port: port, "/status") == nil)
         }
         try await self.running(try Self.config(pki, certificate: "expired")) { _, port in
-            guard case .failure(.connect) = Call().perform(pki, port: port, "/status") else {
+            guard case .failure(.connect) = await Call().perform(pki, port: port, "/status") else {
                 Issue.record("an expired server certificate was accepted")
                 return
             }
@@ -121,30 +121,30 @@ struct APITLSTests {
             let alert = "/alerts/\(UUID().uuidString.lowercased())/ack"
             // No certificate, one from another CA, an expired one: no TLS connection at all.
             for client in [nil, "foreign", "lapsed"] {
-                #expect(Call(client: client, token: APITests.operate).status(pki, port: port, "/status") == nil, "\(client ?? "none")")
+                #expect(await Call(client: client, token: APITests.operate).status(pki, port: port, "/status") == nil, "\(client ?? "none")")
             }
             // The historian (by SAN) operates without a token: the unknown alert is a 404, not a 401.
-            #expect(Call(client: "historian", method: "POST").status(pki, port: port, alert) == 404)
+            #expect(await Call(client: "historian", method: "POST").status(pki, port: port, alert) == 404)
             // The control room (by subject) reads, and may not act.
-            #expect(Call(client: "viewer").status(pki, port: port, "/alerts") == 200)
-            #expect(Call(client: "viewer", method: "POST").status(pki, port: port, alert) == 403)
+            #expect(await Call(client: "viewer").status(pki, port: port, "/alerts") == 200)
+            #expect(await Call(client: "viewer", method: "POST").status(pki, port: port, alert) == 403)
             // A stranger's valid certificate stands for nobody: it needs a token like anyone.
-            #expect(Call(client: "stranger").status(pki, port: port, "/alerts") == 401)
-            #expect(Call(client: "stranger", token: APITests.read).status(pki, port: port, "/alerts") == 200)
+            #expect(await Call(client: "stranger").status(pki, port: port, "/alerts") == 401)
+            #expect(await Call(client: "stranger", token: APITests.read).status(pki, port: port, "/alerts") == 200)
             // A token still counts over a certificate that maps to less.
-            #expect(Call(client: "viewer", token: APITests.operate, method: "POST").status(pki, port: port, alert) == 404)
+            #expect(await Call(client: "viewer", token: APITests.operate, method: "POST").status(pki, port: port, alert) == 404)
         }
     }
 
     @Test func `client_auth optional: a client without a certificate connects and needs a token; one with a certificate needs none`() async throws {
         let pki = try Self.makePKI()
         try await self.running(try Self.config(pki, clientAuth: .optional)) { _, port in
-            #expect(Call().status(pki, port: port, "/status") == 200)
-            #expect(Call().status(pki, port: port, "/alerts") == 401)
-            #expect(Call(token: APITests.read).status(pki, port: port, "/alerts") == 200)
-            #expect(Call(client: "viewer").status(pki, port: port, "/alerts") == 200)
+            #expect(await Call().status(pki, port: port, "/status") == 200)
+            #expect(await Call().status(pki, port: port, "/alerts") == 401)
+            #expect(await Call(token: APITests.read).status(pki, port: port, "/alerts") == 200)
+            #expect(await Call(client: "viewer").status(pki, port: port, "/alerts") == 200)
             // A certificate presented must still be valid.
-            #expect(Call(client: "foreign").status(pki, port: port, "/alerts") == nil)
+            #expect(await Call(client: "foreign").status(pki, port: port, "/alerts") == nil)
         }
     }
 
@@ -153,20 +153,20 @@ struct APITLSTests {
         // The orchestrator reads server.pem/server.key; the rotation overwrites them in place.
         let config = try Self.config(pki)
         try await self.running(config) { orchestrator, port in
-            #expect(Call().status(pki, port: port, "/status") == 200)
-            #expect(Call(ca: "other-ca.pem").status(pki, port: port, "/status") == nil)
+            #expect(await Call().status(pki, port: port, "/status") == 200)
+            #expect(await Call(ca: "other-ca.pem").status(pki, port: port, "/status") == nil)
             // A half-written certificate: refused, the old pair still served.
             try Data("-----BEGIN CERTIFICATE-----\ntruncated".utf8).write(to: URL(fileURLWithPath: pki.path("server.pem")))
             #expect(!orchestrator.reloadCertificates())
-            #expect(Call().status(pki, port: port, "/status") == 200)
+            #expect(await Call().status(pki, port: port, "/status") == 200)
             // The new pair, from the other CA: new connections present it.
             try FileManager.default.removeItem(atPath: pki.path("server.pem"))
             try FileManager.default.removeItem(atPath: pki.path("server.key"))
             try FileManager.default.copyItem(atPath: pki.path("rotated.pem"), toPath: pki.path("server.pem"))
             try FileManager.default.copyItem(atPath: pki.path("rotated.key"), toPath: pki.path("server.key"))
             #expect(orchestrator.reloadCertificates())
-            #expect(Call(ca: "other-ca.pem").status(pki, port: port, "/status") == 200)
-            #expect(Call().status(pki, port: port, "/status") == nil)
+            #expect(await Call(ca: "other-ca.pem").status(pki, port: port, "/status") == 200)
+            #expect(await Call().status(pki, port: port, "/status") == nil)
             #expect(orchestrator.apiListeningPort == port)
         }
     }
@@ -176,11 +176,12 @@ struct APITLSTests {
         var config = try Self.config(pki)
         config.api.tls?.minVersion = "1.3"
         try await self.running(config) { _, port in
-            func curl(_ version: [String]) throws -> Int32 {
-                try ChildProcess.run(["/usr/bin/curl", "-sS", "-o", "/dev/null", "--cacert", pki.path("ca.pem")] + version + ["https://127.0.0.1:\(port)/status"]).status
+            func curl(_ version: [String]) async -> Int32 {
+                let arguments = ["/usr/bin/curl", "-sS", "-o", "/dev/null", "--cacert", pki.path("ca.pem")] + version + ["https://127.0.0.1:\(port)/status"]
+                return await offThePool { (try? ChildProcess.run(arguments))?.status ?? -1 }
             }
-            let modern = try curl(["--tlsv1.3"])
-            let old = try curl(["--tlsv1.2", "--tls-max", "1.2"])
+            let modern = await curl(["--tlsv1.3"])
+            let old = await curl(["--tlsv1.2", "--tls-max", "1.2"])
             #expect(modern == 0)
             #expect(old != 0)
         }

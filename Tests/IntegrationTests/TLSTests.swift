@@ -40,7 +40,7 @@ struct TLSTests {
                 """)
     }
 
-    func config(_ port: Int, pki: PKI, ca: String = "ca.pem") throws -> OrchestratorConfig {
+    func config(_ port: Int, pki: TestPKI, ca: String = "ca.pem") throws -> OrchestratorConfig {
         var config = TestServices.config(prefix: "it-tls", databaseURL: try TestServices.freshDatabase(), topicMap: LivePathTests.shippedMap)
         config.mqtt.endpoint = MQTTEndpoint(host: "127.0.0.1", port: port, tls: true)
         config.mqtt.tls.caFile = pki.path(ca)

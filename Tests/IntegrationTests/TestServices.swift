@@ -1,3 +1,4 @@
+import Curl
 import Foundation
 import LibPQ
 import Logging
@@ -227,4 +228,19 @@ struct TestPKI {
         let (status, output) = try ChildProcess.run(["/bin/bash", "-c", "set -e\ncd '\(self.directory.path)'\n" + commands])
         guard status == 0 else { throw TimedOut(what: "openssl to make the test PKI: \(output)") }
     }
+}
+
+/// Blocking work (a libcurl call, a child process that calls a server) on a thread of its own: a
+/// test that did it on the cooperative pool would hold one of its few threads while the server it
+/// calls (whose handlers run on the same pool) answers — with two such tests at once, neither
+/// server could.
+func offThePool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        Thread { continuation.resume(returning: work()) }.start()
+    }
+}
+
+/// `CurlTransfer.perform` off the cooperative pool.
+func performOffThePool(_ request: HTTPRequest) async -> Result<Curl.HTTPResponse, HTTPFailure> {
+    await offThePool { CurlTransfer.perform(request) }
 }
