@@ -195,12 +195,28 @@ struct APITests {
             #expect(api.call("POST", "/alerts/\(id)/ack", token: Self.read, body: "{}").status == 403)
             #expect(api.call("POST", "/alerts/\(id)/ack", body: #"{"by":"operator 1"}"#).status == 200)
             #expect(api.call("POST", "/alerts/\(id)/ack", body: "{}").status == 409)
+            // The acknowledgement is a transition on the episode's own topic (once: the 409 is not).
+            let topic = try #require(alerts.messages.first { ($0.json?["alert_id"] as? String) == id }?.topic)
+            try await eventually("the acknowledgement published") {
+                alerts.messages.contains { $0.topic == topic && ($0.json?["alert_id"] as? String) == id && ($0.json?["state"] as? String) == "acknowledged" }
+            }
+            let acked = try #require(alerts.messages.first { ($0.json?["alert_id"] as? String) == id && ($0.json?["state"] as? String) == "acknowledged" }?.json)
+            #expect(acked["acked_by"] as? String == "operator 1" && acked["kind"] as? String == "limit" && acked["severity"] as? String == severity)
+            #expect((acked["acked_at"] as? NSNumber)?.int64Value ?? 0 > 0)
             #expect(api.call("POST", "/alerts/\(UUID().uuidString)/ack", body: "{}").status == 404)
 
             // Shelved: the clear of this episode is recorded and still published (a subscriber saw it raised).
             #expect(api.call("POST", "/alerts/\(id)/shelve", body: #"{"duration":"forever"}"#).status == 400)
-            let shelved = api.call("POST", "/alerts/\(id)/shelve", body: #"{"duration":"10m","by":"operator 1"}"#)
+            let shelved = api.call("POST", "/alerts/\(id)/shelve", body: #"{"duration":"10m","by":"operator 1","reason":"transmitter being recalibrated"}"#)
             #expect(shelved.status == 200)
+            try await eventually("the shelving published") {
+                alerts.messages.contains { ($0.json?["alert_id"] as? String) == id && ($0.json?["state"] as? String) == "shelved" }
+            }
+            let shelving = try #require(alerts.messages.first { ($0.json?["alert_id"] as? String) == id && ($0.json?["state"] as? String) == "shelved" })
+            #expect(shelving.topic == topic)
+            #expect(shelving.json?["reason"] as? String == "transmitter being recalibrated" && shelving.json?["shelved_by"] as? String == "operator 1")
+            #expect((shelving.json?["shelved_until"] as? NSNumber)?.int64Value == (shelved.json["shelved_until"] as? NSNumber)?.int64Value)
+            #expect(listed("state=all").first { $0["alert_id"] as? String == id }?["shelve_reason"] as? String == "transmitter being recalibrated")
             let before = alerts.messages.count
             let start: Int64 = 1_790_000_100_000
             for i in 0..<15 { try publisher.publish("it-alarm-in/r1/cdu/cdu1/TI-101", #"{"ts":\#(start + Int64(i) * 1000),"v":358}"#) }
@@ -221,6 +237,22 @@ struct APITests {
             #expect(!alerts.messages.dropFirst(beforeRaise).contains {
                 ($0.json?["tag"] as? String) == "r1/cdu/cdu1/TI-101" && ($0.json?["kind"] as? String) == "limit" && ($0.json?["state"] as? String) == "raised"
             })
+
+            // Unshelved: a transition too, recorded, and the next raise is annunciated again.
+            #expect(api.call("POST", "/alerts/\(id)/unshelve", token: Self.read, body: "{}").status == 403)
+            #expect(api.call("POST", "/alerts/\(UUID().uuidString)/unshelve", body: "{}").status == 404)
+            #expect(api.call("POST", "/alerts/\(id)/unshelve", body: #"{"by":"operator 2","reason":"recalibrated"}"#).status == 200)
+            #expect(api.call("POST", "/alerts/\(id)/unshelve", body: "{}").status == 409)
+            try await eventually("the unshelving published") {
+                alerts.messages.contains {
+                    ($0.json?["alert_id"] as? String) == id && ($0.json?["state"] as? String) == "unshelved" && ($0.json?["unshelved_by"] as? String) == "operator 2"
+                        && ($0.json?["reason"] as? String) == "recalibrated"
+                }
+            }
+            let unshelvedRow = try PostgresConnection(conninfo: database).query(
+                "SELECT unshelved_by, unshelve_reason, shelved_until <= now() FROM alerts WHERE alert_id = $1", [id]).rows.first
+            #expect(unshelvedRow == ["operator 2", "recalibrated", "t"])
+            #expect(orchestrator.publisher.shelf.count == 0)
 
             // The same acknowledgement over MQTT, for another episode.
             let other = try #require(

@@ -133,30 +133,49 @@ import Testing
     /// Keeps what the desk asks of it; knows one alert.
     final class MemoryJournal: AlertJournal {
         let known = UUID(uuidString: "3eda8af5-bcca-46c8-accc-664c659fd99c")!
+        var episode: AlertEpisode {
+            AlertEpisode(alertID: self.known, tag: "r1/TI-101", topic: "plant/r1/TI-101", kind: .limit, severity: .warning, raisedAt: 500)
+        }
         let acknowledged = Mutex<[(UUID, String?)]>([])
         let stored = Mutex<[ShelvedAlert]>([])
 
-        func acknowledge(alert id: UUID, by: String?) async throws -> AlertDesk.Acknowledgement {
+        func acknowledge(alert id: UUID, by: String?) async throws -> AlertDesk.Outcome {
             guard id == self.known else { return .unknown }
+            let episode = self.episode
             return self.acknowledged.withLock { list in
                 defer { list.append((id, by)) }
-                return list.contains { $0.0 == id } ? .already : .done
+                return list.contains { $0.0 == id } ? .already : .done(episode)
             }
         }
 
-        func shelve(alert id: UUID, for duration: Duration, by: String?) async throws -> ShelvedAlert? {
+        func shelve(alert id: UUID, for duration: Duration, by: String?, reason: String?) async throws -> (episode: AlertEpisode, until: Int64)? {
             guard id == self.known else { return nil }
             let shelved = ShelvedAlert(tag: "r1/TI-101", kind: .limit, until: 1_000 + duration.milliseconds)
             self.stored.withLock { $0.append(shelved) }
-            return shelved
+            return (self.episode, shelved.until)
+        }
+
+        func unshelve(alert id: UUID, by: String?, reason: String?) async throws -> AlertDesk.Outcome {
+            guard id == self.known else { return .unknown }
+            let removed = self.stored.withLock { stored in
+                defer { stored.removeAll() }
+                return !stored.isEmpty
+            }
+            return removed ? .done(self.episode) : .already
         }
 
         func shelvedAlerts() async throws -> [ShelvedAlert] { self.stored.withLock { $0 } }
     }
 
-    func desk(_ lines: LogCapture.Lines, journal: MemoryJournal = MemoryJournal()) -> AlertDesk {
+    /// What a desk announced.
+    final class Announced: Sendable {
+        let transitions = Mutex<[AlertTransition]>([])
+    }
+
+    func desk(_ lines: LogCapture.Lines, journal: MemoryJournal = MemoryJournal(), announced: Announced? = nil) -> AlertDesk {
         let logger = Logger(label: "test", factory: { (_: String) in LogCapture(lines: lines) })
-        return AlertDesk(shelf: AlertShelf(), journal: journal, logger: logger)
+        return AlertDesk(
+            shelf: AlertShelf(), journal: journal, announce: { transition in announced?.transitions.withLock { $0.append(transition) } }, logger: logger)
     }
 
     @Test(arguments: ["", "not-an-alert-id", "3EDA8AF5-BCCB-46C8-ACCC-664C659FD99", "3EDA8AF5-BCCB-46C8-ACCC-664C659FD99CC"])
@@ -197,9 +216,56 @@ import Testing
     @Test func `acknowledging twice says already; an unknown alert says unknown`() async throws {
         let desk = self.desk(LogCapture.Lines())
         let id = MemoryJournal().known
-        #expect(try await desk.acknowledge(id, by: "a") == .done)
+        #expect(try await desk.acknowledge(id, by: "a") == .done(MemoryJournal().episode))
         #expect(try await desk.acknowledge(id, by: "b") == .already)
         #expect(try await desk.acknowledge(UUID(), by: "c") == .unknown)
+    }
+
+    /// The lifecycle's transitions: each done one is announced once, after the journal has it;
+    /// what did nothing (already acknowledged, not shelved, unknown) announces nothing.
+    @Test func `acknowledge, shelve and unshelve are announced once each, with who, why and until when`() async throws {
+        let journal = MemoryJournal()
+        let announced = Announced()
+        let desk = self.desk(LogCapture.Lines(), journal: journal, announced: announced)
+        #expect(try await desk.unshelve(journal.known, by: "x") == .already)
+        _ = try await desk.acknowledge(journal.known, by: "op 1")
+        _ = try await desk.acknowledge(journal.known, by: "op 2")
+        _ = try await desk.acknowledge(UUID(), by: "op 3")
+        #expect(try await desk.shelve(journal.known, for: .seconds(60), by: "op 1", reason: "recalibration") == 61_000)
+        #expect(try await desk.shelve(UUID(), for: .seconds(60), by: "op 1") == nil)
+        #expect(desk.shelf.isShelved(tag: "r1/TI-101", kind: .limit, now: 60_000))
+        #expect(try await desk.unshelve(journal.known, by: "op 2", reason: "done") == .done(journal.episode))
+        #expect(!desk.shelf.isShelved(tag: "r1/TI-101", kind: .limit, now: 60_000))
+        #expect(try await desk.unshelve(journal.known, by: "op 2") == .already)
+        #expect(try await desk.unshelve(UUID(), by: "op 2") == .unknown)
+        let transitions = announced.transitions.withLock { $0 }
+        #expect(transitions.map(\.state) == [.acknowledged, .shelved, .unshelved])
+        #expect(transitions.map(\.by) == ["op 1", "op 1", "op 2"])
+        #expect(transitions.map(\.reason) == [nil, "recalibration", "done"])
+        #expect(transitions[1].shelvedUntil == 61_000 && transitions[0].shelvedUntil == nil)
+        #expect(transitions.allSatisfy { $0.episode == journal.episode && $0.at > 1_700_000_000_000 })
+    }
+
+    @Test func `a transition is published on the episode's own alert topic, with the fields of its state`() throws {
+        let episode = AlertEpisode(alertID: MemoryJournal().known, tag: "r1/cdu/cdu1/TI-101", topic: "plant/r1/cdu/cdu1/TI-101", kind: .limit, severity: .critical, raisedAt: 100)
+        let raised = AlertEvent(
+            alertID: episode.alertID, state: .raised, severity: .critical, kind: .limit, tag: episode.tag, topic: episode.topic, timestamp: 90,
+            raisedAt: 100, clearedAt: nil, value: 1, score: 1, message: "m")
+        func object(_ transition: AlertTransition) throws -> [String: Any] {
+            try #require(try JSONSerialization.jsonObject(with: Data(transition.jsonPayload())) as? [String: Any])
+        }
+        let ack = AlertTransition(state: .acknowledged, episode: episode, at: 200, by: "op \"1\"")
+        #expect(ack.alertTopic(prefix: "apos") == raised.alertTopic(prefix: "apos"))
+        let a = try object(ack)
+        #expect(a["state"] as? String == "acknowledged" && a["acked_by"] as? String == "op \"1\"" && a["acked_at"] as? Int == 200)
+        #expect(a["alert_id"] as? String == episode.alertID.uuidString.lowercased() && a["raised_at"] as? Int == 100 && a["reason"] == nil)
+        let shelf = try object(AlertTransition(state: .shelved, episode: episode, at: 300, by: nil, reason: "why", shelvedUntil: 900))
+        #expect(shelf["state"] as? String == "shelved" && shelf["shelved_until"] as? Int == 900 && shelf["reason"] as? String == "why" && shelf["shelved_by"] == nil)
+        let unshelf = try object(AlertTransition(state: .unshelved, episode: episode, at: 400, by: "op"))
+        #expect(unshelf["state"] as? String == "unshelved" && unshelf["unshelved_by"] as? String == "op" && unshelf["shelved_until"] == nil)
+        // A Sparkplug tag's transitions go where its raise went.
+        let spb = AlertEpisode(alertID: UUID(), tag: "plant/edge/TT-1", topic: "spBv1.0/plant/DDATA/edge", kind: .limit, severity: .warning, raisedAt: 1)
+        #expect(AlertTransition(state: .acknowledged, episode: spb, at: 2, by: nil).alertTopic(prefix: "apos") == "apos/alert/warning/spb/plant/edge/TT-1")
     }
 
     @Test func `shelving puts the tag and kind on the publisher's shelf, and a restart restores it from the journal`() async throws {

@@ -46,6 +46,15 @@ enum APIResponse {
         }
     }
 
+    struct Unshelved: Encodable {
+        let alertID: String
+        let unshelved: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case alertID = "alert_id", unshelved
+        }
+    }
+
     struct Alerts: Encodable {
         let alerts: [AlertListing]
     }

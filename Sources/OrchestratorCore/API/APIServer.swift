@@ -58,6 +58,7 @@ package struct APIServer: Sendable {
         router.get("alerts") { request, _ in await self.alerts(request) }
         router.post("alerts/:id/ack") { request, context in try await self.ack(request, context) }
         router.post("alerts/:id/shelve") { request, context in try await self.shelve(request, context) }
+        router.post("alerts/:id/unshelve") { request, context in try await self.unshelve(request, context) }
         router.post("orchestrate") { request, _ in try await self.orchestrate(request) }
         var logger = self.logger
         logger.logLevel = max(logger.logLevel, .notice)
@@ -203,11 +204,25 @@ package struct APIServer: Sendable {
         let body = JSONValue(parsing: try await self.body(request))
         guard let durationText = body?.string("duration"), let duration = YAMLSection.parseDuration(durationText), duration > .zero,
             duration <= .seconds(7 * 86400)
-        else { return Self.error(.badRequest, "expected {\"duration\": \"30m\", \"by\": \"name\"} with a duration up to 7d") }
-        let by = body?.string("by", limit: 200)
+        else { return Self.error(.badRequest, "expected {\"duration\": \"30m\", \"by\": \"name\", \"reason\": \"why\"} with a duration up to 7d") }
         do {
-            guard let until = try await self.actions.shelve(alert: id, for: duration, by: by) else { return Self.error(.notFound, "no such alert") }
+            guard let until = try await self.actions.shelve(alert: id, for: duration, by: body?.string("by", limit: 200), reason: body?.string("reason", limit: 500))
+            else { return Self.error(.notFound, "no such alert") }
             return Self.json(.ok, APIResponse.Shelved(alertID: id.uuidString.lowercased(), shelvedUntil: until))
+        } catch {
+            return self.recordFailure(error)
+        }
+    }
+
+    func unshelve(_ request: Request, _ context: APIRequestContext) async throws -> Response {
+        guard let text = context.parameters.get("id"), let id = UUID(uuidString: text) else { return Self.error(.badRequest, "not an alert id") }
+        let body = JSONValue(parsing: try await self.body(request))
+        do {
+            switch try await self.actions.unshelve(alert: id, by: body?.string("by", limit: 200), reason: body?.string("reason", limit: 500)) {
+            case .done: return Self.json(.ok, APIResponse.Unshelved(alertID: id.uuidString.lowercased(), unshelved: true))
+            case .already: return Self.error(.conflict, "not shelved")
+            case .unknown: return Self.error(.notFound, "no such alert")
+            }
         } catch {
             return self.recordFailure(error)
         }

@@ -7,9 +7,11 @@ package protocol OperatorActions: Sendable {
     func request(module: ModuleName, _ request: ManualRequest) -> Decision?
     /// An answer to a decision waiting for approval; false when none waits with this id.
     func approve(decision id: UUID, _ answer: ApprovalRequest) -> Bool
-    func acknowledge(alert id: UUID, by: String?) async throws -> AlertDesk.Acknowledgement
+    func acknowledge(alert id: UUID, by: String?) async throws -> AlertDesk.Outcome
     /// Shelves an alert's tag and kind; the time it ends (epoch ms), nil for an unknown alert.
-    func shelve(alert id: UUID, for duration: Duration, by: String?) async throws -> Int64?
+    func shelve(alert id: UUID, for duration: Duration, by: String?, reason: String?) async throws -> Int64?
+    /// Ends the shelving of an alert's tag and kind.
+    func unshelve(alert id: UUID, by: String?, reason: String?) async throws -> AlertDesk.Outcome
     /// A question to the advisor with the plant's context; nil when no advisor is configured.
     func ask(_ question: String, session: UUID, continuing: Bool) async -> ConciergeAnswer?
 }

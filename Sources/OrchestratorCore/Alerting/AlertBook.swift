@@ -22,6 +22,30 @@ package struct AlertBook: Sendable {
     /// Sample time at which each slot's last `stale`, `flatline` or `data_quality` episode cleared.
     private var qualityCleared: [Int32: Int64] = [:]
 
+    /// Episodes a previous run left raised (``adopt(_:until:)``), by tag, kind and severity: the
+    /// same condition raised again takes one over — same alert id, nothing published twice — and
+    /// one not confirmed within its tag's next samples, or by the deadline, is closed.
+    private var adoptable: [String: [Adoptable]] = [:]
+    private var adoptionDeadline: Int64 = .max
+    /// Episodes taken over and closed so far.
+    package private(set) var adoptedCount = 0
+    package private(set) var closedAtStartCount = 0
+
+    private struct Adoptable {
+        let episode: AlertEpisode
+        var samplesLeft: Int
+    }
+
+    /// Samples of its tag within which a left-open episode must be raised again: one for the
+    /// conditions a single sample decides (limits, data quality, staleness), more for those a
+    /// detector builds up to.
+    static func adoptionSamples(_ kind: AlertKind) -> Int {
+        switch kind {
+        case .limit, .dataQuality, .stale: 1
+        default: 30
+        }
+    }
+
     package init() {}
 
     /// Number of episodes currently raised (alarms and advisories).
@@ -50,6 +74,60 @@ package struct AlertBook: Sendable {
         return kinds
     }
 
+    /// Takes the episodes a previous run left raised: each is adopted by the same condition raised
+    /// again (tag, kind, severity) or closed — after its tag's next samples, or at `deadline`
+    /// (epoch ms) — and never left open.
+    package mutating func adopt(_ episodes: [AlertEpisode], until deadline: Int64) {
+        for episode in episodes {
+            self.adoptable[episode.tag, default: []].append(Adoptable(episode: episode, samplesLeft: Self.adoptionSamples(episode.kind)))
+        }
+        self.adoptionDeadline = deadline
+    }
+
+    /// Whether episodes of a previous run are still waiting (a cheap check for the hot path).
+    package var isAdopting: Bool { !self.adoptable.isEmpty }
+
+    /// Episodes of a previous run still waiting.
+    package var waitingCount: Int { self.adoptable.values.reduce(0) { $0 + $1.count } }
+
+    /// A sample of `tag` was processed (after its condition changes were applied): its waiting
+    /// episodes not raised again by it come one sample nearer to being closed.
+    package mutating func sampleSeen(tag: String, value: Double, sampleTime: Int64, now: Int64, into events: inout [AlertEvent]) {
+        guard var waiting = self.adoptable.removeValue(forKey: tag) else { return }
+        for index in waiting.indices.reversed() {
+            waiting[index].samplesLeft -= 1
+            if waiting[index].samplesLeft <= 0 {
+                events.append(self.closing(waiting.remove(at: index).episode, value: value, sampleTime: sampleTime, now: now))
+            }
+        }
+        if !waiting.isEmpty { self.adoptable[tag] = waiting }
+    }
+
+    /// Closes every waiting episode once the deadline has passed (tags that stayed silent, unit
+    /// monitors and the orchestrator's own alerts that did not raise it again).
+    package mutating func closeUnadopted(now: Int64, into events: inout [AlertEvent]) {
+        guard now >= self.adoptionDeadline, !self.adoptable.isEmpty else { return }
+        for waiting in self.adoptable.values.joined() { events.append(self.closing(waiting.episode, value: .nan, sampleTime: now, now: now)) }
+        self.adoptable.removeAll()
+    }
+
+    private mutating func takeAdoptable(tag: String, kind: AlertKind, severity: AlertSeverity) -> Adoptable? {
+        guard var waiting = self.adoptable[tag],
+            let index = waiting.firstIndex(where: { $0.episode.kind == kind && $0.episode.severity == severity })
+        else { return nil }
+        let taken = waiting.remove(at: index)
+        self.adoptable[tag] = waiting.isEmpty ? nil : waiting
+        return taken
+    }
+
+    private mutating func closing(_ episode: AlertEpisode, value: Double, sampleTime: Int64, now: Int64) -> AlertEvent {
+        self.closedAtStartCount += 1
+        return AlertEvent(
+            alertID: episode.alertID, state: .cleared, severity: episode.severity, kind: episode.kind, tag: episode.tag,
+            topic: episode.topic, timestamp: sampleTime, raisedAt: episode.raisedAt, clearedAt: now, value: value, score: 0,
+            message: "\(episode.tag): the \(episode.kind.rawValue) left open by the previous run is no longer true")
+    }
+
     /// The alert events of some condition changes, in order, appended to `events`; `conditions` is
     /// emptied (its storage kept).
     package mutating func apply(_ conditions: inout [ConditionEvent], into events: inout [AlertEvent]) {
@@ -75,6 +153,13 @@ package struct AlertBook: Sendable {
         if change.raised {
             guard self.open[key] == nil else { return nil }
             let severity = Self.severity(change.condition, criticality: info?.criticality ?? .medium, detail: change.detail)
+            if !self.adoptable.isEmpty, let waiting = self.takeAdoptable(tag: tag, kind: change.condition.kind, severity: severity) {
+                // Still true: the previous run's episode goes on, already raised, recorded and published.
+                self.open[key] = Episode(alertID: waiting.episode.alertID, severity: severity, raisedAt: waiting.episode.raisedAt)
+                if severity >= .warning { self.openAlarms += 1 }
+                self.adoptedCount += 1
+                return nil
+            }
             let episode = Episode(alertID: UUID(), severity: severity, raisedAt: now)
             self.open[key] = episode
             if severity >= .warning { self.openAlarms += 1 }

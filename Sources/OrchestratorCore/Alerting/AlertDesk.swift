@@ -5,9 +5,13 @@ import Synchronization
 /// Where acknowledgements and shelves are kept (the record's `alerts` table); declared here so the
 /// alert stage does not depend on the record.
 package protocol AlertJournal: Sendable {
-    func acknowledge(alert id: UUID, by: String?) async throws -> AlertDesk.Acknowledgement
+    /// Records the acknowledgement once: `.done` with the episode, `.already`, or `.unknown`.
+    func acknowledge(alert id: UUID, by: String?) async throws -> AlertDesk.Outcome
     /// Shelves the alert's tag and kind for `duration`; nil for an unknown alert.
-    func shelve(alert id: UUID, for duration: Duration, by: String?) async throws -> ShelvedAlert?
+    func shelve(alert id: UUID, for duration: Duration, by: String?, reason: String?) async throws -> (episode: AlertEpisode, until: Int64)?
+    /// Ends the shelving of the alert's tag and kind: `.done` with the episode, `.already` when it
+    /// is not shelved, `.unknown`.
+    func unshelve(alert id: UUID, by: String?, reason: String?) async throws -> AlertDesk.Outcome
     /// What is shelved now.
     func shelvedAlerts() async throws -> [ShelvedAlert]
 }
@@ -25,19 +29,25 @@ package struct ShelvedAlert: Sendable, Equatable {
     }
 }
 
-/// Alert management in the manner of ISA-18.2: acknowledging and shelving alert episodes, from
-/// HTTP (`POST /alerts/{id}/ack`, `/shelve`) and MQTT (`{prefix}/ack/{alert_id}`), each kept in the
-/// journal (`alerts.acked_at`, `acked_by`, `shelved_until`, `shelved_by`); shelves also go on the
-/// publisher's ``AlertShelf``.
+/// Alert management in the manner of ISA-18.2: acknowledging, shelving and unshelving alert
+/// episodes, from HTTP (`POST /alerts/{id}/ack`, `/shelve`, `/unshelve`) and MQTT
+/// (`{prefix}/ack/{alert_id}`). Each transition is kept in the journal (`alerts.acked_at`,
+/// `acked_by`, `shelved_until`, `shelved_by`, `shelve_reason`, `unshelved_at`, …) and then
+/// announced (published on the episode's alert topic); shelves also go on the publisher's
+/// ``AlertShelf``.
 package final class AlertDesk: Sendable {
-    package enum Acknowledgement: Sendable, Equatable {
-        case done
+    /// What an acknowledgement or an unshelving did.
+    package enum Outcome: Sendable, Equatable {
+        /// Done, to this episode.
+        case done(AlertEpisode)
+        /// Nothing to do: already acknowledged, or not shelved.
         case already
         case unknown
     }
 
     let shelf: AlertShelf
     private let journal: any AlertJournal
+    private let announce: @Sendable (AlertTransition) -> Void
     private let logger: Logger
     /// Acknowledgements from MQTT, written by ``run()``: the MQTT thread never waits on the database.
     private let acknowledgements: AsyncStream<(id: UUID, by: String?)>
@@ -47,30 +57,50 @@ package final class AlertDesk: Sendable {
     /// MQTT acknowledgements waiting beyond this are refused (counted and logged): a flood cannot grow memory.
     static let queueLimit = 256
 
-    package init(shelf: AlertShelf, journal: any AlertJournal, logger: Logger) {
+    /// `announce` gets each transition once it is recorded (the orchestrator publishes it).
+    package init(shelf: AlertShelf, journal: any AlertJournal, announce: @escaping @Sendable (AlertTransition) -> Void = { _ in }, logger: Logger) {
         self.shelf = shelf
         self.journal = journal
+        self.announce = announce
         self.logger = logger
         (self.acknowledgements, self.submit) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(Self.queueLimit))
     }
 
-    package func acknowledge(_ id: UUID, by: String?) async throws -> Acknowledgement {
+    package func acknowledge(_ id: UUID, by: String?) async throws -> Outcome {
         let result = try await self.journal.acknowledge(alert: id, by: by)
-        if result == .done {
+        if case .done(let episode) = result {
             self.logger.notice("alert acknowledged", metadata: ["alert.id": "\(id.uuidString.lowercased())", "by": "\(by ?? "-")"])
+            self.announce(AlertTransition(state: .acknowledged, episode: episode, at: .now(), by: by))
         }
         return result
     }
 
     /// Shelves the alert's tag and kind until now + `duration`; returns that time (epoch ms), or nil
     /// for an unknown alert.
-    package func shelve(_ id: UUID, for duration: Duration, by: String?) async throws -> Int64? {
-        guard let shelved = try await self.journal.shelve(alert: id, for: duration, by: by) else { return nil }
-        self.shelf.shelve(tag: shelved.tag, kind: shelved.kind, until: shelved.until)
+    package func shelve(_ id: UUID, for duration: Duration, by: String?, reason: String? = nil) async throws -> Int64? {
+        guard let shelved = try await self.journal.shelve(alert: id, for: duration, by: by, reason: reason) else { return nil }
+        self.shelf.shelve(tag: shelved.episode.tag, kind: shelved.episode.kind, until: shelved.until)
         self.logger.notice(
-            "alert shelved", metadata: ["alert.id": "\(id.uuidString.lowercased())", "until": "\(shelved.until)", "by": "\(by ?? "-")"])
+            "alert shelved",
+            metadata: ["alert.id": "\(id.uuidString.lowercased())", "until": "\(shelved.until)", "by": "\(by ?? "-")", "reason": "\(reason ?? "-")"])
+        self.announce(
+            AlertTransition(state: .shelved, episode: shelved.episode, at: .now(), by: by, reason: reason, shelvedUntil: shelved.until))
         return shelved.until
     }
+
+    /// Ends the shelving of the alert's tag and kind before its time: its raises are annunciated
+    /// again.
+    package func unshelve(_ id: UUID, by: String?, reason: String? = nil) async throws -> Outcome {
+        let result = try await self.journal.unshelve(alert: id, by: by, reason: reason)
+        if case .done(let episode) = result {
+            self.shelf.unshelve(tag: episode.tag, kind: episode.kind)
+            self.logger.notice(
+                "alert unshelved", metadata: ["alert.id": "\(id.uuidString.lowercased())", "by": "\(by ?? "-")", "reason": "\(reason ?? "-")"])
+            self.announce(AlertTransition(state: .unshelved, episode: episode, at: .now(), by: by, reason: reason))
+        }
+        return result
+    }
+
 
     /// Puts back on the shelf what was shelved before a restart.
     package func restoreShelves() async {

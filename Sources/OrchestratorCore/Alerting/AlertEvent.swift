@@ -83,10 +83,15 @@ package struct AlertEvent: Sendable, Equatable {
     /// `{prefix}/alert/{severity}/{site}/{area}/{unit}/{tag}` for plant tags,
     /// `{prefix}/alert/{severity}/market/{instrument…}` for market data: the tag identifier is the tail.
     package func alertTopic(prefix: String) -> String {
-        // Sparkplug data: `{prefix}/alert/{severity}/spb/{group}/{edge}[/{device}]/{metric}`
-        // (docs/mqtt-contract.md, "Sparkplug B").
-        if self.topic.hasPrefix(SparkplugSession.topicPrefix) { return "\(prefix)/alert/\(self.severity.rawValue)/spb/\(self.tag)" }
-        return "\(prefix)/alert/\(self.severity.rawValue)/\(self.tag)"
+        Self.alertTopic(prefix: prefix, severity: self.severity, tag: self.tag, inputTopic: self.topic)
+    }
+
+    /// The alert topic of an episode of `tag` raised by a sample on `inputTopic`. Sparkplug data:
+    /// `{prefix}/alert/{severity}/spb/{group}/{edge}[/{device}]/{metric}` (docs/mqtt-contract.md,
+    /// "Sparkplug B").
+    static func alertTopic(prefix: String, severity: AlertSeverity, tag: String, inputTopic: String) -> String {
+        if inputTopic.hasPrefix(SparkplugSession.topicPrefix) { return "\(prefix)/alert/\(severity.rawValue)/spb/\(tag)" }
+        return "\(prefix)/alert/\(severity.rawValue)/\(tag)"
     }
 
     /// The JSON body (docs/mqtt-contract.md, "Alerts"). Numbers that JSON cannot carry (NaN, ±∞)

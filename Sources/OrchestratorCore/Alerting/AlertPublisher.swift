@@ -94,6 +94,22 @@ package final class AlertPublisher: AlertSink, Sendable {
     }
 }
 
+extension AlertPublisher {
+    /// An operator's transition (acknowledged, shelved, unshelved) on the episode's alert topic,
+    /// at the alerts' QoS; never held back by a shelf.
+    package func deliver(_ transition: AlertTransition) {
+        guard let client = self.client.withLock({ $0 }), self.admit() else { return }
+        do {
+            try client.publish(topic: transition.alertTopic(prefix: self.prefix), payload: transition.jsonPayload(), qos: self.qos, retain: false)
+        } catch {
+            self.failures.add(1, ordering: .relaxed)
+            self.logger.error(
+                "alert transition not published",
+                metadata: ["alert.id": "\(transition.episode.id)", "state": "\(transition.state.rawValue)", "error": "\(error)"])
+        }
+    }
+}
+
 /// Prints every alert transition as a log line (what `dang run` and `make demo` show live).
 package struct AlertLogSink: AlertSink {
     private let logger: Logger

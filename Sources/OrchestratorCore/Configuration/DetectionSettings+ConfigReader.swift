@@ -45,6 +45,11 @@ extension DetectionSettings {
             self.policy.onDelay = alerts.int("on_delay", default: self.policy.onDelay, in: 1...1_000_000)
             self.policy.offDelay = alerts.int("off_delay", default: self.policy.offDelay, in: 1...1_000_000)
             self.policy.cooldownMilliseconds = alerts.duration("cooldown", default: .zero).milliseconds
+            self.adoptWithin = alerts.duration("adopt_within", default: self.adoptWithin)
+            if self.adoptWithin < .seconds(1) {
+                alerts.diagnostics.report(.error, alerts.keyPath("adopt_within"), at: alerts.markOf("adopt_within"), "must be at least 1s")
+                self.adoptWithin = .seconds(600)
+            }
             alerts.finish()
         }
         if let trend = detection.section("trend") {

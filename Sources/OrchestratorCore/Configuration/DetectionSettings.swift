@@ -83,6 +83,9 @@ package struct DetectionSettings: Sendable {
     package var gapFactor = 10.0
     /// Clean samples before a data-quality alert clears.
     package var dataQualityClearAfter = 10
+    /// After a restart, how long an episode the previous run left raised may wait to be raised
+    /// again by its tag before it is closed (its tag's next samples usually decide sooner).
+    package var adoptWithin: Duration = .seconds(600)
     /// Multivariate unit monitoring: on/off, baseline length (evaluations), model settings, and
     /// whether a trained unit's tags stop raising their own anomaly alerts.
     package var multivariateEnabled = true

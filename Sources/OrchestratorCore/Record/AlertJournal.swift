@@ -10,24 +10,68 @@ enum AlertJournalStore {
         let until: Int64
     }
 
+    /// An episode's columns, as ``Episode`` decodes them.
+    static let episodeColumns =
+        "alert_id::text AS alert_id, tag, topic, kind, severity, (extract(epoch FROM raised_at) * 1000)::bigint AS raised_at"
+
+    /// An episode's row, with what a statement adds to it (`until`, `ended`).
+    struct Episode: Decodable {
+        let alert_id: String
+        let tag: String
+        let topic: String
+        let kind: String
+        let severity: String
+        let raised_at: Int64
+        let until: Int64?
+        let ended: Int64?
+
+        var episode: AlertEpisode? {
+            guard let id = UUID(uuidString: self.alert_id), let kind = AlertKind(rawValue: self.kind),
+                let severity = AlertSeverity(rawValue: self.severity)
+            else { return nil }
+            return AlertEpisode(alertID: id, tag: self.tag, topic: self.topic, kind: kind, severity: severity, raisedAt: self.raised_at)
+        }
+    }
+
     /// `UPDATE … acked_at = now()` once; `.already` when it was, `.unknown` when there is no such alert.
-    static func acknowledge(_ id: UUID, by: String?, on connection: PostgresConnection) throws -> AlertDesk.Acknowledgement {
+    static func acknowledge(_ id: UUID, by: String?, on connection: PostgresConnection) throws -> AlertDesk.Outcome {
         let rows = try connection.query(
-            "UPDATE alerts SET acked_at = now(), acked_by = $2 WHERE alert_id = $1 AND acked_at IS NULL RETURNING tag",
+            "UPDATE alerts SET acked_at = now(), acked_by = $2 WHERE alert_id = $1 AND acked_at IS NULL RETURNING \(Self.episodeColumns)",
             [id.uuidString.lowercased(), by])
-        if !rows.rows.isEmpty { return .done }
+        if let episode = try RowDecoder.decode(Episode.self, from: rows).first?.episode { return .done(episode) }
         let exists = try connection.query("SELECT 1 FROM alerts WHERE alert_id = $1", [id.uuidString.lowercased()])
         return exists.rows.isEmpty ? .unknown : .already
     }
 
     /// Shelves the alert's tag and kind until now + `duration`; nil for an unknown alert.
-    static func shelve(_ id: UUID, for duration: Duration, by: String?, on connection: PostgresConnection) throws -> ShelvedAlert? {
+    static func shelve(
+        _ id: UUID, for duration: Duration, by: String?, reason: String?, on connection: PostgresConnection
+    ) throws -> (episode: AlertEpisode, until: Int64)? {
         let rows = try connection.query(
             """
-            UPDATE alerts SET shelved_until = now() + make_interval(secs => $2), shelved_by = $3 WHERE alert_id = $1
-            RETURNING tag, kind, (extract(epoch FROM shelved_until) * 1000)::bigint AS until
-            """, [id.uuidString.lowercased(), Double(duration.milliseconds) / 1000, by])
-        return try RowDecoder.decode(Shelved.self, from: rows).first.flatMap(ShelvedAlert.init)
+            UPDATE alerts SET shelved_until = now() + make_interval(secs => $2), shelved_by = $3, shelve_reason = $4,
+                              unshelved_at = NULL, unshelved_by = NULL, unshelve_reason = NULL
+            WHERE alert_id = $1
+            RETURNING \(Self.episodeColumns), (extract(epoch FROM shelved_until) * 1000)::bigint AS until
+            """, [id.uuidString.lowercased(), Double(duration.milliseconds) / 1000, by, reason])
+        guard let row = try RowDecoder.decode(Episode.self, from: rows).first, let episode = row.episode, let until = row.until else { return nil }
+        return (episode, until)
+    }
+
+    /// Ends every shelf of the alert's tag and kind now (`shelved_until` = now, with
+    /// `unshelved_at`, `unshelved_by`, `unshelve_reason`): `.already` when none was standing.
+    static func unshelve(_ id: UUID, by: String?, reason: String?, on connection: PostgresConnection) throws -> AlertDesk.Outcome {
+        let rows = try connection.query(
+            """
+            WITH target AS (SELECT tag, kind FROM alerts WHERE alert_id = $1),
+                 ended AS (
+                   UPDATE alerts a SET shelved_until = now(), unshelved_at = now(), unshelved_by = $2, unshelve_reason = $3
+                   FROM target t WHERE a.tag = t.tag AND a.kind = t.kind AND a.shelved_until > now()
+                   RETURNING a.alert_id)
+            SELECT \(Self.episodeColumns), (SELECT count(*) FROM ended) AS ended FROM alerts WHERE alert_id = $1
+            """, [id.uuidString.lowercased(), by, reason])
+        guard let row = try RowDecoder.decode(Episode.self, from: rows).first, let episode = row.episode else { return .unknown }
+        return (row.ended ?? 0) > 0 ? .done(episode) : .already
     }
 
     /// What is shelved now (`alerts.shelved_until` in the future).
@@ -48,7 +92,7 @@ enum AlertJournalStore {
             SELECT alert_id::text AS alert_id, tag, topic, kind, severity, state, (extract(epoch FROM ts) * 1000)::bigint AS ts,
                    (extract(epoch FROM raised_at) * 1000)::bigint AS raised_at, (extract(epoch FROM cleared_at) * 1000)::bigint AS cleared_at,
                    (extract(epoch FROM acked_at) * 1000)::bigint AS acked_at, acked_by,
-                   (extract(epoch FROM shelved_until) * 1000)::bigint AS shelved_until, value, score, message
+                   (extract(epoch FROM shelved_until) * 1000)::bigint AS shelved_until, shelved_by, shelve_reason, value, score, message
             FROM alerts WHERE ($1 = 'all' OR state = 'raised')
               AND ($3::text IS NULL OR severity = ANY (string_to_array($3, ',')))
               AND ($4::text IS NULL OR starts_with(tag, $4 || '/'))
@@ -81,6 +125,8 @@ package struct AlertListing: Codable, Sendable, Equatable {
     package let ackedAt: Int64?
     package let ackedBy: String?
     package let shelvedUntil: Int64?
+    package let shelvedBy: String?
+    package let shelveReason: String?
     package let value: Double?
     package let score: Double?
     package let message: String
@@ -88,7 +134,7 @@ package struct AlertListing: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case alertID = "alert_id", tag, topic, kind, severity, state, ts
         case raisedAt = "raised_at", clearedAt = "cleared_at", ackedAt = "acked_at", ackedBy = "acked_by"
-        case shelvedUntil = "shelved_until", value, score, message
+        case shelvedUntil = "shelved_until", shelvedBy = "shelved_by", shelveReason = "shelve_reason", value, score, message
     }
 
     package func encode(to encoder: any Encoder) throws {
@@ -105,6 +151,8 @@ package struct AlertListing: Codable, Sendable, Equatable {
         try c.encode(self.ackedAt, forKey: .ackedAt)
         try c.encode(self.ackedBy, forKey: .ackedBy)
         try c.encode(self.shelvedUntil, forKey: .shelvedUntil)
+        try c.encode(self.shelvedBy, forKey: .shelvedBy)
+        try c.encode(self.shelveReason, forKey: .shelveReason)
         try c.encode(self.value.flatMap { $0.isFinite ? $0 : nil }, forKey: .value)
         try c.encode(self.score.flatMap { $0.isFinite ? $0 : nil }, forKey: .score)
         try c.encode(self.message, forKey: .message)

@@ -143,6 +143,14 @@ package enum Migrations {
                 ALTER TABLE decisions ADD COLUMN parent_decision_id uuid;
                 CREATE INDEX decisions_parent_idx ON decisions (parent_decision_id) WHERE parent_decision_id IS NOT NULL;
                 """),
+        Migration(
+            version: 6, name: "the alarm lifecycle: shelve reasons and unshelving",
+            sql: """
+                ALTER TABLE alerts ADD COLUMN shelve_reason text;
+                ALTER TABLE alerts ADD COLUMN unshelved_at timestamptz;
+                ALTER TABLE alerts ADD COLUMN unshelved_by text;
+                ALTER TABLE alerts ADD COLUMN unshelve_reason text;
+                """),
     ]
 
     /// The newest schema version this build knows.

@@ -27,6 +27,19 @@ package final class RecordReader: Sendable {
         }
     }
 
+    /// The episodes still `raised` in the record that were raised before `before` (epoch ms: by a
+    /// previous run), at most `limit`; nil if the database is away.
+    package func openEpisodes(raisedBefore before: Int64, limit: Int = 100_000) async -> [AlertEpisode]? {
+        await self.startUpRead("alert episodes left open by the previous run not loaded; they stay open") { connection in
+            let rows = try connection.query(
+                """
+                SELECT \(AlertJournalStore.episodeColumns) FROM alerts
+                WHERE state = 'raised' AND raised_at < to_timestamp($1 / 1000.0) ORDER BY raised_at LIMIT $2
+                """, [before, limit])
+            return try RowDecoder.decode(AlertJournalStore.Episode.self, from: rows).compactMap(\.episode)
+        }
+    }
+
     /// The decision side's memory (learned outcomes, pending invocations, last invocations, schedules
     /// fired); nil if the database is away. Read it once the spool has drained, or the previous run's
     /// last records are not seen.
@@ -98,12 +111,16 @@ extension RecordReader {
 
 /// Acknowledgements and shelves, kept in `alerts`.
 extension RecordReader: AlertJournal {
-    package func acknowledge(alert id: UUID, by: String?) async throws -> AlertDesk.Acknowledgement {
+    package func acknowledge(alert id: UUID, by: String?) async throws -> AlertDesk.Outcome {
         try await self.perform { try AlertJournalStore.acknowledge(id, by: by, on: $0) }
     }
 
-    package func shelve(alert id: UUID, for duration: Duration, by: String?) async throws -> ShelvedAlert? {
-        try await self.perform { try AlertJournalStore.shelve(id, for: duration, by: by, on: $0) }
+    package func shelve(alert id: UUID, for duration: Duration, by: String?, reason: String?) async throws -> (episode: AlertEpisode, until: Int64)? {
+        try await self.perform { try AlertJournalStore.shelve(id, for: duration, by: by, reason: reason, on: $0) }
+    }
+
+    package func unshelve(alert id: UUID, by: String?, reason: String?) async throws -> AlertDesk.Outcome {
+        try await self.perform { try AlertJournalStore.unshelve(id, by: by, reason: reason, on: $0) }
     }
 
     package func shelvedAlerts() async throws -> [ShelvedAlert] {

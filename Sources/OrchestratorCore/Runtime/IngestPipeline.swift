@@ -374,12 +374,17 @@ package final class IngestPipeline: TagDataSource, Sendable {
             state.gaps?.tagSample(tag, previous: previous, time: sampleTime, now: now)
         }
         _ = state.engine.detect(slot: slot, value: value, quality: quality, sampleTime: sampleTime, receiptTime: receiptTime, now: now)
-        guard state.engine.hasChanges else { return nil }
         let before = events.count
-        let text = self.text(of: topic, in: state)
-        state.engine.emitChanges(slot: slot, topic: text, sampleTime: sampleTime, now: now, into: &state.conditions)
-        state.alerts.apply(&state.conditions, into: &events)
-        self.count(events[before...], in: &state)
+        if state.engine.hasChanges {
+            let text = self.text(of: topic, in: state)
+            state.engine.emitChanges(slot: slot, topic: text, sampleTime: sampleTime, now: now, into: &state.conditions)
+            state.alerts.apply(&state.conditions, into: &events)
+        }
+        // After a restart: the previous run's open episodes of this tag not raised again by now.
+        if state.alerts.isAdopting {
+            state.alerts.sampleSeen(tag: state.engine.tagNames[Int(slot)], value: value, sampleTime: sampleTime, now: now, into: &events)
+        }
+        if events.count > before { self.count(events[before...], in: &state) }
         return nil
     }
 
@@ -407,6 +412,7 @@ package final class IngestPipeline: TagDataSource, Sendable {
             if !broker.away { state.engine.checkStaleness(now: now, silentSince: broker.back, into: &state.conditions) }
             state.engine.evaluateUnits(at: now, into: &state.conditions)
             state.alerts.apply(&state.conditions, into: &events)
+            state.alerts.closeUnadopted(now: now, into: &events)
             self.count(events, in: &state)
             return state.gaps?.settled(now: now) ?? []
         }
@@ -424,6 +430,20 @@ package final class IngestPipeline: TagDataSource, Sendable {
     /// The state of every tag that received a sample since the last call.
     package func snapshots() -> [TagSnapshot] {
         self.state.withLock { $0.engine.snapshots() }
+    }
+
+    /// The episodes a previous run left raised (from `alerts` at start): each is adopted by the same
+    /// condition raised again — same alert id, not published again — or closed (a `cleared` event,
+    /// recorded and published) after its tag's next samples, or after `within` (docs/detection.md,
+    /// "After a restart").
+    package func adopt(_ episodes: [AlertEpisode], within: Duration) {
+        let now = self.clock()
+        self.state.withLock { $0.alerts.adopt(episodes, until: now + within.milliseconds) }
+    }
+
+    /// Episodes a previous run left open: still waiting, taken over, and closed, since the start.
+    package var adoption: (waiting: Int, adopted: Int, closed: Int) {
+        self.state.withLock { ($0.alerts.waitingCount, $0.alerts.adoptedCount, $0.alerts.closedAtStartCount) }
     }
 
     /// Warms up tags that have seen nothing yet (from `tag_state` at start).

@@ -69,7 +69,9 @@ package final class Orchestrator: Sendable {
         self.coordinator = coordinator
         let pool = DatabasePool(url: config.database.url, logger: logger)
         self.reader = RecordReader(pool: pool, logger: logger)
-        let alertDesk = AlertDesk(shelf: self.publisher.shelf, journal: self.reader, logger: logger)
+        let alertPublisher = self.publisher
+        let alertDesk = AlertDesk(
+            shelf: self.publisher.shelf, journal: self.reader, announce: { alertPublisher.deliver($0) }, logger: logger)
         self.alertDesk = alertDesk
         // After the record and the alert publisher: an alert is out (written to the socket) before
         // the decision it triggers is made — once the message's handler has returned.
@@ -91,7 +93,6 @@ package final class Orchestrator: Sendable {
         ])
         let ackPrefix = "\(config.topics.prefix)/ack/"
         let connection = self.connection
-        let alertPublisher = self.publisher
         alertPublisher.setMaxQueued(config.mqtt.maxQueued)
         let endpoint = "\(config.mqtt.endpoint.host):\(config.mqtt.endpoint.port)"
         self.client = try MosquittoClient(
@@ -218,9 +219,26 @@ package final class Orchestrator: Sendable {
         // tag_state first: reading it also migrates a new database, which the shelves need.
         let snapshots = await self.reader.tagState(limit: self.config.detection.maxTags)
         await self.alertDesk.restoreShelves()
-        guard let snapshots, !snapshots.isEmpty else { return }
-        self.pipeline.seed(snapshots)
-        self.logger.info("detectors warmed up from tag_state", metadata: ["tags": "\(snapshots.count)"])
+        if let snapshots, !snapshots.isEmpty {
+            self.pipeline.seed(snapshots)
+            self.logger.info("detectors warmed up from tag_state", metadata: ["tags": "\(snapshots.count)"])
+        }
+        await self.adoptOpenEpisodes()
+    }
+
+    /// Episodes the previous run left `raised` are taken over by the same condition raised again,
+    /// or closed — never left open (docs/detection.md, "After a restart"). Read once the spool has
+    /// drained, so the previous run's last clears are in the record.
+    private func adoptOpenEpisodes() async {
+        for _ in 0..<100 where self.recordWriter.counters.spooledBytes > 0 {
+            guard (try? await Task.sleep(for: .milliseconds(100))) != nil else { return }
+        }
+        let started = EpochMilliseconds(milliseconds: self.startedAt)
+        guard let open = await self.reader.openEpisodes(raisedBefore: started), !open.isEmpty else { return }
+        self.pipeline.adopt(open, within: self.config.detection.adoptWithin)
+        self.logger.notice(
+            "alert episodes left open by the previous run: each is taken over if its condition is raised again, else closed",
+            metadata: ["episodes": "\(open.count)", "within": "\(self.config.detection.adoptWithin)"])
     }
 
     fileprivate func stopIngest() {
@@ -425,12 +443,16 @@ extension Orchestrator: OperatorActions {
         self.coordinator.approve(decision: id, approve: answer.approve, by: answer.by, via: "http")
     }
 
-    package func acknowledge(alert id: UUID, by: String?) async throws -> AlertDesk.Acknowledgement {
+    package func acknowledge(alert id: UUID, by: String?) async throws -> AlertDesk.Outcome {
         try await self.alertDesk.acknowledge(id, by: by)
     }
 
-    package func shelve(alert id: UUID, for duration: Duration, by: String?) async throws -> Int64? {
-        try await self.alertDesk.shelve(id, for: duration, by: by)
+    package func shelve(alert id: UUID, for duration: Duration, by: String?, reason: String?) async throws -> Int64? {
+        try await self.alertDesk.shelve(id, for: duration, by: by, reason: reason)
+    }
+
+    package func unshelve(alert id: UUID, by: String?, reason: String?) async throws -> AlertDesk.Outcome {
+        try await self.alertDesk.unshelve(id, by: by, reason: reason)
     }
 
     package func ask(_ question: String, session: UUID, continuing: Bool) async -> ConciergeAnswer? {
