@@ -1,4 +1,5 @@
 import Foundation
+import LibPQ
 import Testing
 
 @testable import DangTools
@@ -63,20 +64,37 @@ final class PrivateBroker: @unchecked Sendable {
 struct BrokerReconnectTests {
     @Test func `a broker that is down at start is connected to when it comes up, and a restart resubscribes`() async throws {
         let broker = try PrivateBroker()
-        var config = TestServices.config(prefix: "it-reconnect", databaseURL: try TestServices.freshDatabase())
+        let database = try TestServices.freshDatabase()
+        var config = TestServices.config(prefix: "it-reconnect", databaseURL: database)
         config.mqtt.endpoint = MQTTEndpoint(host: "127.0.0.1", port: broker.port, tls: false)
         let orchestrator = try Orchestrator(config: config, logger: testLogger)
+        /// The gateway's own broker alarm in the record: (raised, cleared) episodes.
+        @Sendable func brokerAlarms() -> (raised: Int, cleared: Int)? {
+            guard let rows = try? PostgresConnection(conninfo: database).query(
+                "SELECT count(*) FILTER (WHERE state = 'raised'), count(*) FILTER (WHERE state = 'cleared') FROM alerts WHERE tag = 'orchestrator/broker' AND kind = 'system' AND severity = 'critical'"
+            ).rows.first, let raised = rows[0].flatMap({ Int($0) }), let cleared = rows[1].flatMap({ Int($0) })
+            else { return nil }
+            return (raised, cleared)
+        }
 
         try await withRunningOrchestrator(orchestrator) {
             try await eventually("a failed first attempt") { orchestrator.connectionStatus.lastError != nil }
             #expect(!orchestrator.connectionStatus.connected)
+            // One alarm stands for the broker, however many attempts fail.
+            try await eventually("the broker alarm raised", timeout: .seconds(15)) { brokerAlarms().map { $0 == (1, 0) } ?? false }
+            try await Task.sleep(for: .seconds(2))
+            #expect(brokerAlarms().map { $0 == (1, 0) } == true)
             try broker.start()
             try await eventually("connected", timeout: .seconds(15)) { orchestrator.connectionStatus.connected }
+            try await eventually("the broker alarm cleared") { brokerAlarms().map { $0 == (0, 1) } ?? false }
 
             broker.stop()
             try await eventually("disconnect noticed") { !orchestrator.connectionStatus.connected }
+            try await eventually("raised again for the new outage") { brokerAlarms().map { $0 == (1, 1) } ?? false }
             try broker.start()
             try await eventually("reconnected", timeout: .seconds(20)) { orchestrator.connectionStatus.connects == 2 }
+            try await eventually("and cleared") { brokerAlarms().map { $0 == (0, 2) } ?? false }
+            #expect(try PostgresConnection(conninfo: database).query("SELECT count(*) FROM alerts WHERE kind = 'stale'").rows == [["0"]])
             try await Task.sleep(for: .milliseconds(200))
 
             let publisher = try MQTTTestPublisher(port: broker.port)
@@ -151,6 +169,8 @@ struct BrokerReconnectTests {
                     timestamp: 1_700_000_000_000 + Int64(n), raisedAt: 1_700_000_000_000 + Int64(n), clearedAt: nil, value: 400, score: 1,
                     message: "limit \(n)")
             }
+            // (The gateway's own broker alarm, raised as the connection was lost, waits outside
+            // the queue: it goes out, raised then cleared, once the broker is back.)
             for event in events { orchestrator.publisher.deliver(event) }
             #expect(orchestrator.publisher.droppedWhileAway == 7)
 
@@ -159,9 +179,11 @@ struct BrokerReconnectTests {
             let subscriber = try TestSubscriber(filters: ["it-maxq/alert/#"], port: broker.port)
             try await subscriber.waitUntilConnected()
             try await eventually("reconnected", timeout: .seconds(20)) { orchestrator.connectionStatus.connects == 2 }
-            try await eventually("the queued alerts delivered") { subscriber.messages.count >= 5 }
+            try await eventually("the queued alerts delivered") { subscriber.messages.count >= 7 }
             try await Task.sleep(for: .milliseconds(300))
-            let delivered = subscriber.messages.compactMap { $0.json?["alert_id"] as? String }
+            let isBrokerAlarm: @Sendable (TestSubscriber.Received) -> Bool = { ($0.json?["tag"] as? String) == "orchestrator/broker" }
+            #expect(subscriber.messages.filter(isBrokerAlarm).compactMap { $0.json?["state"] as? String } == ["raised", "cleared"])
+            let delivered = subscriber.messages.filter { !isBrokerAlarm($0) }.compactMap { $0.json?["alert_id"] as? String }
             #expect(delivered == events.prefix(5).map { $0.id })
             #expect(orchestrator.publisher.droppedWhileAway == 7)
         }

@@ -189,16 +189,19 @@ struct TimedOut: Error, CustomStringConvertible {
     var description: String { "timed out waiting for \(self.what)" }
 }
 
-/// Polls `condition` until it holds or `timeout` passes.
+/// Polls `condition` until it holds or `timeout` passes. Each poll runs off the cooperative pool:
+/// many conditions query PostgreSQL or a server, and dozens of suites polling at once on the pool's
+/// few threads would hold up every test's awaits (and the servers under test) by seconds.
 func eventually(
-    _ what: String, timeout: Duration = .seconds(10), _ condition: @Sendable () throws -> Bool
+    _ what: String, timeout: Duration = .seconds(10), _ condition: @escaping @Sendable () throws -> Bool
 ) async throws {
     let deadline = ContinuousClock.now.advanced(by: timeout)
+    let poll: @Sendable () async throws -> Bool = { try await offThePool { Result { try condition() } }.get() }
     while ContinuousClock.now < deadline {
-        if try condition() { return }
+        if try await poll() { return }
         try await Task.sleep(for: .milliseconds(20))
     }
-    if try condition() { return }
+    if try await poll() { return }
     throw TimedOut(what: what)
 }
 

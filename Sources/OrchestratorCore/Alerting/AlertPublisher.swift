@@ -13,6 +13,8 @@ package final class AlertPublisher: AlertSink, Sendable {
     private let failures = Atomic<Int>(0)
     /// Shelved alerts are recorded but not published.
     package let shelf = AlertShelf()
+    /// The broker alarm's raise, held until the broker is back.
+    private let brokerAlarm = Mutex<AlertEvent?>(nil)
     /// Messages handed to libmosquitto while the broker is away (it queues them without bound);
     /// past `maxQueued` they are dropped and counted — alerts stay in the record.
     private let queuedWhileAway = Atomic<Int>(0)
@@ -80,10 +82,26 @@ package final class AlertPublisher: AlertSink, Sendable {
 
     package func deliver(_ event: AlertEvent) {
         guard let client = self.client.withLock({ $0 }) else { return }
+        // The broker alarm reaches no one while the broker is away: its raise waits and goes out
+        // just before its clear, once the connection is back (in that order, and without taking a
+        // place in the queue of what was made meanwhile).
+        if event.kind == .system && event.tag == SystemAlerts.brokerTag {
+            if event.state == .raised {
+                self.brokerAlarm.withLock { $0 = event }
+                return
+            }
+            if let raised = self.brokerAlarm.withLock({ $0.take() }) { self.send(raised, on: client) }
+            self.send(event, on: client)
+            return
+        }
         // Shelving holds back new raises only: a clear is always published, so a subscriber that
         // saw the raise (before the shelving) also sees it end (issue 20).
         if event.state == .raised, self.shelf.count > 0, self.shelf.isShelved(tag: event.tag, kind: event.kind, now: event.raisedAt) { return }
         guard self.admit() else { return }
+        self.send(event, on: client)
+    }
+
+    private func send(_ event: AlertEvent, on client: MosquittoClient) {
         do {
             try client.publish(topic: event.alertTopic(prefix: self.prefix), payload: event.jsonPayload(), qos: self.qos, retain: false)
         } catch {

@@ -11,7 +11,14 @@ package final class SystemAlerts: Sendable {
         case spool(full: Bool, used: Int, capacity: Int, directory: String)
         /// A record was refused by the database for its own data and set aside in `file`.
         case recordSetAside(total: Int, file: String?, sqlState: String?)
+        /// The MQTT broker at `endpoint` cannot be reached (`connected` false, with why), or is
+        /// again: while it is away this one alarm stands for the whole plant's silence, instead of
+        /// a `stale` alarm per tag.
+        case broker(connected: Bool, endpoint: String, reason: String?)
     }
+
+    /// The tag of the broker alarm (``Condition/broker(connected:endpoint:reason:)``).
+    package static let brokerTag = "orchestrator/broker"
 
     private let sinks: Mutex<[any AlertSink]>
     /// The open episode of each tag.
@@ -58,6 +65,23 @@ package final class SystemAlerts: Sendable {
                         + "\(file ?? "the log"): nothing is lost, but it needs a look")
                 open[tag] = raised
                 return raised
+            case .broker(let connected, let endpoint, let reason):
+                let tag = Self.brokerTag
+                if !connected {
+                    guard open[tag] == nil else { return nil }
+                    let raised = AlertEvent(
+                        alertID: UUID(), state: .raised, severity: .critical, kind: .system, tag: tag, topic: endpoint, timestamp: now,
+                        raisedAt: now, clearedAt: nil, value: 0, score: 1,
+                        message: "the MQTT broker at \(endpoint) cannot be reached (\(reason ?? "connection lost")): no plant data arrives "
+                            + "and nothing is published until it is back; the tags' own staleness is held back meanwhile")
+                    open[tag] = raised
+                    return raised
+                }
+                guard let episode = open.removeValue(forKey: tag) else { return nil }
+                return AlertEvent(
+                    alertID: episode.alertID, state: .cleared, severity: .critical, kind: .system, tag: tag, topic: endpoint,
+                    timestamp: now, raisedAt: episode.raisedAt, clearedAt: now, value: 1, score: 0,
+                    message: "the MQTT broker at \(endpoint) is connected again")
             }
         }
         guard let event else { return }

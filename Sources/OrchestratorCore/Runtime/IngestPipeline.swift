@@ -118,8 +118,8 @@ package final class IngestPipeline: TagDataSource, Sendable {
     }
 
     /// The broker connection: while it is away, no tag's silence is the tag's own, so staleness is
-    /// held back (one broker connection state — `/status`, `/readyz`, `dang_mqtt_connected` and
-    /// the log — stands for it instead of one `stale` alarm per periodic tag); once it is back,
+    /// held back (one gateway alarm, `orchestrator/broker` from ``SystemAlerts``, stands for it
+    /// instead of one `stale` alarm per periodic tag); once it is back,
     /// silence counts from the reconnection, so a tag goes stale only if it stays silent for its
     /// own `stale_after` periods after it. `lostAt`: when an established connection was lost.
     private let broker = Mutex<(away: Bool, back: Int64, lostAt: Int64?, connected: Bool)>((false, .min, nil, false))

@@ -93,6 +93,7 @@ package final class Orchestrator: Sendable {
         ])
         let ackPrefix = "\(config.topics.prefix)/ack/"
         let connection = self.connection
+        let systemAlerts = self.systemAlerts
         alertPublisher.setMaxQueued(config.mqtt.maxQueued)
         let endpoint = "\(config.mqtt.endpoint.host):\(config.mqtt.endpoint.port)"
         self.client = try MosquittoClient(
@@ -116,9 +117,17 @@ package final class Orchestrator: Sendable {
                     alertPublisher.connectionChanged(connected: true)
                     // Back from an outage: staleness counts again, and the interval's data may be missing.
                     pipeline.brokerConnection(connected: true, at: EpochMilliseconds.now())
-                case .disconnected, .connectionFailed, .connectionRefused:
+                    systemAlerts.report(.broker(connected: true, endpoint: endpoint, reason: nil))
+                case .disconnected(let expected, let reason):
                     alertPublisher.connectionChanged(connected: false)
                     pipeline.brokerConnection(connected: false, at: EpochMilliseconds.now())
+                    // A disconnection of our own (the shutdown) is no alarm.
+                    if !expected { systemAlerts.report(.broker(connected: false, endpoint: endpoint, reason: reason)) }
+                case .connectionFailed(let reason), .connectionRefused(let reason):
+                    alertPublisher.connectionChanged(connected: false)
+                    pipeline.brokerConnection(connected: false, at: EpochMilliseconds.now())
+                    // One alarm while the broker is away, however many attempts fail.
+                    systemAlerts.report(.broker(connected: false, endpoint: endpoint, reason: reason))
                 case .subscribeFailed: break
                 }
                 Self.log(event, endpoint: endpoint, connection: connection, logger: logger)
