@@ -37,6 +37,13 @@ if "$dang" check-config --config "$work/broken.yaml" > "$work/check.log" 2>&1; t
 grep -q "broken.yaml:3:14: error: mqtt.keepalive" "$work/check.log" || fail "check-config did not name line 3 and mqtt.keepalive"
 "$dang" check-config --config config/orchestrator.yaml > "$work/check-ok.log" 2>&1 || fail "check-config rejected the shipped config"
 echo "ok: check-config names file:line:key"
+# Plain HTTP on every interface would put the API's tokens on the plant network in clear: refused.
+if "$dang" run --config config/orchestrator.yaml --mqtt-url "$DANG_MQTT_URL" --database-url "$DATABASE_URL" \
+  --spool-dir "$work/spool-plain" --http 0.0.0.0:0 > "$work/plain.log" 2>&1; then
+  fail "dang run served plain HTTP on 0.0.0.0"
+fi
+grep -q "api.allow_plaintext" "$work/plain.log" || fail "dang run did not say why it refused plain HTTP on 0.0.0.0: $(tail -2 "$work/plain.log")"
+echo "ok: dang run refuses plain HTTP on 0.0.0.0 without api.allow_plaintext"
 
 # 2. Migrations (idempotent).
 "$dang" migrate --database-url "$DATABASE_URL" > "$work/migrate.log" 2>&1 || fail "dang migrate failed"

@@ -294,6 +294,83 @@ struct APITests {
         }
     }
 
+    @Test func `suppressed by design (the shipped suppress_when) and out of service: recorded, neither published nor acted on, visible`() async throws {
+        let database = try TestServices.freshDatabase()
+        var config = Self.config(prefix: "it-suppress", database: database)
+        config.triggers[0].alertKinds = []  // every warning or worse decides: a suppressed one must not
+        let orchestrator = try Orchestrator(config: config, logger: testLogger)
+        let publisher = try TestPublisher()
+        let watcher = try TestSubscriber(filters: ["it-suppress/alert/#", "it-suppress/service/#"])
+        try await publisher.waitUntilConnected()
+        try await watcher.waitUntilConnected()
+        @Sendable func row(_ tag: String) -> [String?]? {
+            try? PostgresConnection(conninfo: database).query(
+                "SELECT suppressed, state FROM alerts WHERE tag = $1 AND kind = 'limit' ORDER BY raised_at DESC LIMIT 1", [tag]
+            ).rows.first
+        }
+        @Sendable func decided(_ tag: String) -> Bool {
+            (try? PostgresConnection(conninfo: database).query("SELECT count(*) FROM decisions WHERE trigger::text LIKE '%' || $1 || '%'", [tag]).rows)
+                != [["0"]]
+        }
+        try await withRunningOrchestrator(orchestrator) {
+            try await eventually("API listening") { orchestrator.apiListeningPort > 0 }
+            try await eventually("orchestrator connected") { orchestrator.connectionStatus.connected }
+            let api = Client(port: orchestrator.apiListeningPort)
+            let t0: Int64 = 1_790_000_000_000
+            // The crude charge is down (FI-101 under 100 m3/h): the furnace's low fuel gas flow is
+            // suppressed by design (topics/refinery.yaml).
+            try publisher.publish("it-suppress-in/r1/cdu/cdu1/FI-101", #"{"ts":\#(t0),"v":40}"#)
+            try await eventually("the charge seen") { orchestrator.pipeline.counters.samples >= 1 }
+            try publisher.publish("it-suppress-in/r1/cdu/cdu1/FI-110", #"{"ts":\#(t0 + 1000),"v":900}"#)
+            try await eventually("the suppressed alarm recorded") { row("r1/cdu/cdu1/FI-110") == ["by_design", "raised"] }
+            let listed = (api.call("GET", "/alerts", token: Self.read).json["alerts"] as? [[String: Any]]) ?? []
+            #expect(listed.first { $0["tag"] as? String == "r1/cdu/cdu1/FI-110" }?["suppressed"] as? String == "by_design")
+            // Out of service: TI-101, by the operate role only, once.
+            let body = #"{"tag":"r1/cdu/cdu1/TI-101","out_of_service":true,"by":"technician","reason":"transmitter replaced"}"#
+            #expect(api.call("POST", "/service", token: Self.read, body: body).status == 403)
+            #expect(api.call("POST", "/service", body: #"{"tag":"r1/+/x","out_of_service":true}"#).status == 400)
+            #expect(api.call("POST", "/service", body: #"{"tag":"r1/cdu/cdu1/TI-101"}"#).status == 400)
+            #expect(api.call("POST", "/service", body: body).status == 200)
+            #expect(api.call("POST", "/service", body: body).status == 409)
+            let out = (api.call("GET", "/service", token: Self.read).json["out_of_service"] as? [[String: Any]]) ?? []
+            #expect(out.count == 1 && out.first?["tag"] as? String == "r1/cdu/cdu1/TI-101" && out.first?["reason"] as? String == "transmitter replaced")
+            try await eventually("the service state published") {
+                watcher.messages.contains { $0.topic == "it-suppress/service/r1/cdu/cdu1/TI-101"
+                    && ($0.json?["out_of_service"] as? Bool) == true && ($0.json?["by"] as? String) == "technician" }
+            }
+            // Retained: a console that subscribes later learns it.
+            let late = try TestSubscriber(filters: ["it-suppress/service/#"])
+            try await late.waitUntilConnected()
+            try await eventually("retained") { late.messages.contains { $0.retained && ($0.json?["out_of_service"] as? Bool) == true } }
+            try DecisionLoopTests.breach(publisher, prefix: "it-suppress")
+            try await eventually("the out-of-service alarm recorded") { row(DecisionLoopTests.furnace) == ["out_of_service", "raised"] }
+            // Neither was published nor decided on.
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(!watcher.messages.contains { $0.topic.hasPrefix("it-suppress/alert/") && ["r1/cdu/cdu1/FI-110", DecisionLoopTests.furnace].contains($0.json?["tag"] as? String) })
+            #expect(!decided("FI-110") && !decided("TI-101"))
+            // FI-101 itself is low (an annunciated alarm of its own, acted on): the suppression is only FI-110's.
+            #expect(watcher.messages.contains { ($0.json?["tag"] as? String) == "r1/cdu/cdu1/FI-101" && ($0.json?["state"] as? String) == "raised" })
+            // Back in service: published, and the list is empty.
+            #expect(api.call("POST", "/service", body: #"{"tag":"r1/cdu/cdu1/TI-101","out_of_service":false,"by":"technician"}"#).status == 200)
+            #expect(((api.call("GET", "/service", token: Self.read).json["out_of_service"] as? [Any]) ?? [1]).isEmpty)
+            try await eventually("back in service, published") {
+                watcher.messages.contains { $0.topic == "it-suppress/service/r1/cdu/cdu1/TI-101" && ($0.json?["out_of_service"] as? Bool) == false }
+            }
+        }
+        // A restart puts the tags out of service back: none now; one taken out again is restored.
+        let second = try Orchestrator(config: config, logger: testLogger)
+        try await withRunningOrchestrator(second) {
+            try await eventually("API listening") { second.apiListeningPort > 0 }
+            let api = Client(port: second.apiListeningPort)
+            #expect(api.call("POST", "/service", body: #"{"tag":"r1/cdu/cdu1/TI-102","out_of_service":true}"#).status == 200)
+        }
+        let third = try Orchestrator(config: config, logger: testLogger)
+        try await withRunningOrchestrator(third) {
+            try await eventually("connected") { third.connectionStatus.connected }
+            try await eventually("restored") { third.statusSnapshot().outOfServiceTags == 1 }
+        }
+    }
+
     @Test func `a question is answered with the plant's context, in a session kept in the record`() async throws {
         let database = try TestServices.freshDatabase()
         let orchestrator = try Orchestrator(config: Self.config(prefix: "it-ask", database: database, scenario: "answer"), logger: testLogger)

@@ -85,3 +85,62 @@ import Testing
         #expect(events.isEmpty)
     }
 }
+
+/// Suppressed by design (`suppress_when`) and out of service: raised and cleared in the book,
+/// marked, and not alarms (ISA-18.2).
+@Suite struct AlertSuppressionTests {
+    static let fuel: TagInfo = {
+        var info = TagInfo(limits: .init(lo: 2500, hi: 4200, deadband: 50))
+        info.suppressWhen = .init(tag: "r1/FI-101", test: .below(100))
+        return info
+    }()
+
+    func change(_ raised: Bool) -> ConditionChange {
+        ConditionChange(condition: .limitLow, raised: raised, value: 1000, score: 1, detail: .none)
+    }
+
+    func event(_ book: inout AlertBook, _ raised: Bool, tag: String = "r1/FI-110", info: TagInfo? = AlertSuppressionTests.fuel) -> AlertEvent? {
+        // One slot per tag, as the pipeline gives them.
+        let slot: Int32 = tag.hasSuffix("102") ? 2 : 1
+        return book.event(for: self.change(raised), slot: slot, tag: tag, info: info, topic: "plant/\(tag)", sampleTime: 1, now: 1)
+    }
+
+    @Test func `while the other tag's latest value passes the test, a raise and its clear are marked by design, and are no alarm`() throws {
+        var book = AlertBook()
+        // No value of FI-101 yet: not suppressed.
+        let plain = try #require(self.event(&book, true))
+        #expect(plain.suppression == nil && book.openAlarmCount == 1)
+        _ = self.event(&book, false)
+        book.noteSuppressor(tag: "r1/FI-101", value: 40)
+        let raised = try #require(self.event(&book, true))
+        #expect(raised.suppression == .byDesign && book.openCount == 1 && book.openAlarmCount == 0)
+        // The charge comes back while it stands: the episode stays as it was raised.
+        book.noteSuppressor(tag: "r1/FI-101", value: 600)
+        let cleared = try #require(self.event(&book, false))
+        #expect(cleared.suppression == .byDesign && cleared.alertID == raised.alertID && book.openAlarmCount == 0)
+        #expect(try #require(self.event(&book, true)).suppression == nil)
+        // The boundary: below is strict.
+        #expect(TagInfo.SuppressWhen(tag: "x", test: .below(100)).holds(100) == false)
+        #expect(TagInfo.SuppressWhen(tag: "x", test: .above(1)).holds(1.5) && TagInfo.SuppressWhen(tag: "x", test: .equals(0)).holds(0))
+    }
+
+    @Test func `a tag out of service has its raises marked out of service until it is put back; other tags are not`() throws {
+        var book = AlertBook()
+        book.setOutOfService(tag: "r1/TI-101", true)
+        let out = try #require(self.event(&book, true, tag: "r1/TI-101", info: nil))
+        #expect(out.suppression == .outOfService && book.openAlarmCount == 0)
+        #expect(try #require(self.event(&book, true, tag: "r1/TI-102", info: nil)).suppression == nil)
+        book.setOutOfService(tag: "r1/TI-101", false)
+        _ = self.event(&book, false, tag: "r1/TI-101", info: nil)
+        #expect(try #require(self.event(&book, true, tag: "r1/TI-101", info: nil)).suppression == nil)
+    }
+
+    @Test func `a suppressed event is recorded with its reason and never published`() throws {
+        var event = AlertEvent(
+            alertID: UUID(), state: .raised, severity: .warning, kind: .limit, tag: "r1/FI-110", topic: "plant/r1/FI-110", timestamp: 1,
+            raisedAt: 1, clearedAt: nil, value: 1, score: 1, message: "m")
+        event.suppression = .byDesign
+        let decoded = try #require(AlertEvent(json: event.jsonPayload()))
+        #expect(decoded == event && decoded.suppression == .byDesign)
+    }
+}

@@ -165,6 +165,18 @@ import Testing
         }
 
         func shelvedAlerts() async throws -> [ShelvedAlert] { self.stored.withLock { $0 } }
+
+        let outOfService = Mutex<[String: OutOfServiceTag]>([:])
+
+        func setOutOfService(tag: String, _ outOfService: Bool, by: String?, reason: String?) async throws -> Bool {
+            self.outOfService.withLock { tags in
+                guard (tags[tag] != nil) != outOfService else { return false }
+                tags[tag] = outOfService ? OutOfServiceTag(tag: tag, since: 7, by: by, reason: reason) : nil
+                return true
+            }
+        }
+
+        func outOfServiceTags() async throws -> [OutOfServiceTag] { self.outOfService.withLock { Array($0.values) } }
     }
 
     /// What a desk announced.
@@ -244,6 +256,27 @@ import Testing
         #expect(transitions.map(\.reason) == [nil, "recalibration", "done"])
         #expect(transitions[1].shelvedUntil == 61_000 && transitions[0].shelvedUntil == nil)
         #expect(transitions.allSatisfy { $0.episode == journal.episode && $0.at > 1_700_000_000_000 })
+    }
+
+    @Test func `out of service: recorded once, applied and announced; restored after a restart`() async throws {
+        let journal = MemoryJournal()
+        let applied = Mutex<[(String, Bool)]>([])
+        func desk() -> AlertDesk {
+            AlertDesk(
+                shelf: AlertShelf(), journal: journal, service: { tag, state in applied.withLock { $0.append((tag, state != nil)) } },
+                logger: Logger(label: "test"))
+        }
+        let first = desk()
+        #expect(try await first.setOutOfService(tag: "r1/TI-101", true, by: "tech", reason: "replaced"))
+        #expect(try await !first.setOutOfService(tag: "r1/TI-101", true, by: "tech", reason: nil))
+        #expect(try await first.setOutOfService(tag: "r1/TI-102", true, by: nil, reason: nil))
+        #expect(try await first.setOutOfService(tag: "r1/TI-102", false, by: nil, reason: nil))
+        #expect(try await !first.setOutOfService(tag: "r1/TI-102", false, by: nil, reason: nil))
+        #expect(applied.withLock { $0.map { "\($0.0) \($0.1)" } } == ["r1/TI-101 true", "r1/TI-102 true", "r1/TI-102 false"])
+        #expect(try await first.outOfServiceTags().map(\.tag) == ["r1/TI-101"])
+        applied.withLock { $0.removeAll() }
+        await desk().restoreOutOfService()
+        #expect(applied.withLock { $0.map { "\($0.0) \($0.1)" } } == ["r1/TI-101 true"])
     }
 
     @Test func `a transition is published on the episode's own alert topic, with the fields of its state`() throws {

@@ -388,6 +388,30 @@ struct ScratchDirectory {
         }
     }
 
+    @Test func `suppress_when names another tag of the map and one test; mistakes name their line`() throws {
+        let scratch = try ScratchDirectory()
+        func issues(_ tags: String) -> [String] {
+            _ = try! scratch.write("map.yaml", "tags:\n  r1/a/b/FI-101: {}\n" + tags)
+            let path = try! scratch.write("orchestrator.yaml", "topics:\n  map: map.yaml\n")
+            do {
+                _ = try OrchestratorConfig.load(file: path, environment: ["DANG_API_TOKEN": "t", "DEEPSEEK_API_KEY": "k"])
+                return []
+            } catch {
+                return error.issues.map { "\($0.line) \($0.key): \($0.message)" }
+            }
+        }
+        #expect(issues("  r1/a/b/FI-110:\n    suppress_when: {tag: r1/a/b/FI-101, below: 100}\n") == [])
+        #expect(issues("  r1/a/b/FI-110:\n    suppress_when: {tag: r1/a/b/FI-999, below: 100}\n")
+            == ["4 tags.r1/a/b/FI-110.suppress_when.tag: r1/a/b/FI-999 is not a tag of this topic map"])
+        #expect(issues("  r1/a/b/FI-110:\n    suppress_when: {tag: r1/a/b/FI-110, above: 1}\n")
+            == ["4 tags.r1/a/b/FI-110.suppress_when.tag: a tag cannot suppress itself"])
+        #expect(issues("  r1/a/b/FI-110:\n    suppress_when: {tag: r1/a/b/FI-101, below: 1, above: 2}\n").first?.hasPrefix("4 tags.r1/a/b/FI-110.suppress_when: expected {tag") == true)
+        #expect(issues("  r1/a/b/FI-110:\n    suppress_when: {tag: r1/a/b/FI-101, under: 1}\n").contains("4 tags.r1/a/b/FI-110.suppress_when.under: unknown key"))
+        // The shipped map's example: the furnace's fuel gas while the crude charge is down.
+        let shipped = try TopicMap.load(file: Self.repositoryRoot.appendingPathComponent("topics/refinery.yaml").path, environment: [:])
+        #expect(shipped.tags["r1/cdu/cdu1/FI-110"]?.suppressWhen == .init(tag: "r1/cdu/cdu1/FI-101", test: .below(100)))
+    }
+
     @Test func `command-line URLs beat the environment, which beats the file`() throws {
         var config = try load("mqtt:\n  url: mqtt://file:1\ndatabase:\n  url: postgres://file/db\n")
         try config.applyOverrides(mqttURL: nil, databaseURL: nil, environment: ["DANG_MQTT_URL": "mqtt://env:2", "DATABASE_URL": "postgres://env/db"])

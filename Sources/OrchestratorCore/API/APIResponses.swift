@@ -59,6 +59,23 @@ enum APIResponse {
         let alerts: [AlertListing]
     }
 
+    struct OutOfService: Encodable {
+        let outOfService: [OutOfServiceTag]
+
+        enum CodingKeys: String, CodingKey {
+            case outOfService = "out_of_service"
+        }
+    }
+
+    struct Service: Encodable {
+        let tag: String
+        let outOfService: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case tag, outOfService = "out_of_service"
+        }
+    }
+
     struct Decisions: Encodable {
         struct Row: Encodable {
             let row: History.DecisionRow
@@ -149,7 +166,7 @@ enum APIResponse {
 
         private enum Key: String, CodingKey {
             case state, version, startedAt = "started_at", mqtt, database, ingest, detectors, modules, decisions, llm
-            case shelvedAlarms = "shelved_alarms", connected, connects, lastError = "last_error", droppedWhileAway = "dropped_while_away"
+            case shelvedAlarms = "shelved_alarms", outOfServiceTags = "out_of_service_tags", connected, connects, lastError = "last_error", droppedWhileAway = "dropped_while_away"
             case written, spoolBytes = "spool_bytes", rejected, dropped, corruptBytesSkipped = "corrupt_bytes_skipped", poolRefused = "pool_refused"
             case messages, samples, unknownTopics = "unknown_topics", rejectedByReason = "rejected_by_reason", tagLimit = "tag_limit"
             case tagsEvicted = "tags_evicted", redelivered, tags, alertsRaised = "alerts_raised", alertsCleared = "alerts_cleared"
@@ -228,6 +245,7 @@ enum APIResponse {
                 try llm.encode(counters.rejectedOpen, forKey: .rejectedCircuitOpen)
             }
             try c.encode(s.shelvedAlerts, forKey: .shelvedAlarms)
+            try c.encode(s.outOfServiceTags, forKey: .outOfServiceTags)
         }
     }
 }

@@ -59,6 +59,8 @@ package struct APIServer: Sendable {
         router.post("alerts/:id/ack") { request, context in try await self.ack(request, context) }
         router.post("alerts/:id/shelve") { request, context in try await self.shelve(request, context) }
         router.post("alerts/:id/unshelve") { request, context in try await self.unshelve(request, context) }
+        router.get("service") { _, _ in await self.fromRecord { APIResponse.OutOfService(outOfService: try await self.actions.outOfServiceTags()) } }
+        router.post("service") { request, _ in try await self.service(request) }
         router.post("orchestrate") { request, _ in try await self.orchestrate(request) }
         var logger = self.logger
         logger.logLevel = max(logger.logLevel, .notice)
@@ -226,6 +228,29 @@ package struct APIServer: Sendable {
         } catch {
             return self.recordFailure(error)
         }
+    }
+
+    /// `{"tag", "out_of_service": true|false, "by", "reason"}`.
+    func service(_ request: Request) async throws -> Response {
+        let body = JSONValue(parsing: try await self.body(request))
+        guard let tag = body?.string("tag"), Self.isTagPath(tag), case .bool(let outOfService)? = body?["out_of_service"] else {
+            return Self.error(.badRequest, #"expected {"tag": "r1/cdu/cdu1/TI-101", "out_of_service": true|false, "by", "reason"} with a valid tag name"#)
+        }
+        do {
+            guard try await self.actions.setOutOfService(tag: tag, outOfService, by: body?.string("by", limit: 200), reason: body?.string("reason", limit: 500))
+            else { return Self.error(.conflict, outOfService ? "already out of service" : "not out of service") }
+            return Self.json(.ok, APIResponse.Service(tag: tag, outOfService: outOfService))
+        } catch {
+            return self.recordFailure(error)
+        }
+    }
+
+    /// A tag identifier as the topic map and the alerts write it (`r1/cdu/cdu1/TI-101`,
+    /// `market/brent`): 1–1024 bytes, levels not empty, no control characters, `+` or `#`.
+    static func isTagPath(_ text: String) -> Bool {
+        let bytes = text.utf8
+        return !bytes.isEmpty && bytes.count <= 1024 && !text.hasPrefix("/") && !text.hasSuffix("/") && !text.contains("//")
+            && !bytes.contains { $0 < 0x20 || $0 == 0x7F || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") }
     }
 
     // MARK: - Questions

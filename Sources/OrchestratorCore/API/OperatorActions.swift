@@ -12,6 +12,10 @@ package protocol OperatorActions: Sendable {
     func shelve(alert id: UUID, for duration: Duration, by: String?, reason: String?) async throws -> Int64?
     /// Ends the shelving of an alert's tag and kind.
     func unshelve(alert id: UUID, by: String?, reason: String?) async throws -> AlertDesk.Outcome
+    /// Takes a tag out of service or puts it back; false when it already was so.
+    func setOutOfService(tag: String, _ outOfService: Bool, by: String?, reason: String?) async throws -> Bool
+    /// The tags out of service now.
+    func outOfServiceTags() async throws -> [OutOfServiceTag]
     /// A question to the advisor with the plant's context; nil when no advisor is configured.
     func ask(_ question: String, session: UUID, continuing: Bool) async -> ConciergeAnswer?
 }
@@ -63,6 +67,8 @@ package struct StatusSnapshot: Sendable {
     package var refusedAcknowledgements: Int
     /// `database.spool_max_bytes` (0: not known), for readiness.
     package var spoolCapacityBytes = 0
+    /// Tags out of service now.
+    package var outOfServiceTags = 0
 
     package init(
         startedAt: Date, mqttConnected: Bool, mqttConnects: Int, mqttLastError: String?, droppedWhileAway: Int,

@@ -74,9 +74,10 @@ package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
 
     // MARK: - Inputs
 
-    /// A raised alert fires every trigger rule it matches.
+    /// A raised alert fires every trigger rule it matches; a suppressed one (by design, or its tag
+    /// out of service) fires none.
     package func deliver(_ event: AlertEvent) {
-        guard event.state == .raised else { return }
+        guard event.state == .raised, event.suppression == nil else { return }
         for rule in self.config.triggers where rule.matches(event) {
             self.consider(TriggerEvent(rule: rule.name, kind: rule.kind, module: rule.module, source: .rules, alert: event, time: self.clock()))
         }

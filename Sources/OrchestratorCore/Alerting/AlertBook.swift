@@ -14,6 +14,7 @@ package struct AlertBook: Sendable {
         let alertID: UUID
         let severity: AlertSeverity
         let raisedAt: Int64
+        var suppression: AlertSuppression? = nil
     }
 
     private var open: [Key: Episode] = [:]
@@ -21,6 +22,32 @@ package struct AlertBook: Sendable {
     private var openAlarms = 0
     /// Sample time at which each slot's last `stale`, `flatline` or `data_quality` episode cleared.
     private var qualityCleared: [Int32: Int64] = [:]
+
+    /// The latest values of the tags some `suppress_when` names (kept by the pipeline).
+    private var suppressorValues: [String: Double] = [:]
+    /// Tags an operator took out of service: their raises are recorded, not annunciated.
+    private var outOfService: Set<String> = []
+
+    /// The latest good value of a tag that a `suppress_when` names.
+    package mutating func noteSuppressor(tag: String, value: Double) {
+        self.suppressorValues[tag] = value
+    }
+
+    /// Tags out of service now.
+    package var outOfServiceCount: Int { self.outOfService.count }
+
+    /// Takes a tag out of service, or puts it back.
+    package mutating func setOutOfService(tag: String, _ outOfService: Bool) {
+        if outOfService { self.outOfService.insert(tag) } else { self.outOfService.remove(tag) }
+    }
+
+    /// Why a raise of `tag` now would not be annunciated, if it would not: out of service, or its
+    /// `suppress_when` holds on the other tag's latest value (suppressed by design).
+    func suppression(tag: String, info: TagInfo?) -> AlertSuppression? {
+        if !self.outOfService.isEmpty, self.outOfService.contains(tag) { return .outOfService }
+        if let rule = info?.suppressWhen, let value = self.suppressorValues[rule.tag], rule.holds(value) { return .byDesign }
+        return nil
+    }
 
     /// Episodes a previous run left raised (``adopt(_:until:)``), by tag, kind and severity: the
     /// same condition raised again takes one over — same alert id, nothing published twice — and
@@ -51,7 +78,7 @@ package struct AlertBook: Sendable {
     /// Number of episodes currently raised (alarms and advisories).
     package var openCount: Int { self.open.count }
 
-    /// Number of open **alarms**: episodes of severity warning or critical. Advisories (`info`:
+    /// Number of open **alarms**: episodes of severity warning or critical, not suppressed. Advisories (`info`:
     /// trends, market moves, data-quality notices, predictions) are published and recorded but are
     /// not alarms (SPEC §5; `dang replay`'s `alarm` column).
     package var openAlarmCount: Int { self.openAlarms }
@@ -160,25 +187,28 @@ package struct AlertBook: Sendable {
                 self.adoptedCount += 1
                 return nil
             }
-            let episode = Episode(alertID: UUID(), severity: severity, raisedAt: now)
+            let episode = Episode(alertID: UUID(), severity: severity, raisedAt: now, suppression: self.suppression(tag: tag, info: info))
             self.open[key] = episode
-            if severity >= .warning { self.openAlarms += 1 }
+            // A suppressed episode asks no one to act: not an alarm while it stands.
+            if severity >= .warning && episode.suppression == nil { self.openAlarms += 1 }
             var event = AlertEvent(
                 alertID: episode.alertID, state: .raised, severity: severity, kind: change.condition.kind, tag: tag,
                 topic: topic, timestamp: sampleTime, raisedAt: now, clearedAt: nil, value: change.value, score: score,
                 message: Self.message(change, tag: tag, info: info))
             event.condition = change.condition
             event.detail = change.detail
+            event.suppression = episode.suppression
             return event
         }
         guard let episode = self.open.removeValue(forKey: key) else { return nil }
-        if episode.severity >= .warning { self.openAlarms -= 1 }
+        if episode.severity >= .warning && episode.suppression == nil { self.openAlarms -= 1 }
         if [.stale, .flatline, .dataQuality].contains(change.condition.kind) { self.qualityCleared[slot] = sampleTime }
         var event = AlertEvent(
             alertID: episode.alertID, state: .cleared, severity: episode.severity, kind: change.condition.kind, tag: tag,
             topic: topic, timestamp: sampleTime, raisedAt: episode.raisedAt, clearedAt: now, value: change.value,
             score: score, message: Self.message(change, tag: tag, info: info))
         event.condition = change.condition
+        event.suppression = episode.suppression
         return event
     }
 

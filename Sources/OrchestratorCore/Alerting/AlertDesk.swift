@@ -14,6 +14,27 @@ package protocol AlertJournal: Sendable {
     func unshelve(alert id: UUID, by: String?, reason: String?) async throws -> AlertDesk.Outcome
     /// What is shelved now.
     func shelvedAlerts() async throws -> [ShelvedAlert]
+    /// Takes a tag out of service, or puts it back in; false when it already was so.
+    func setOutOfService(tag: String, _ outOfService: Bool, by: String?, reason: String?) async throws -> Bool
+    /// The tags out of service now.
+    func outOfServiceTags() async throws -> [OutOfServiceTag]
+}
+
+/// A tag an operator took out of service (ISA-18.2): its alarms are detected and recorded, marked
+/// `out_of_service`, but not annunciated nor acted on, until it is put back.
+package struct OutOfServiceTag: Sendable, Equatable, Codable {
+    package let tag: String
+    /// Epoch ms.
+    package let since: Int64
+    package let by: String?
+    package let reason: String?
+
+    package init(tag: String, since: Int64, by: String?, reason: String?) {
+        self.tag = tag
+        self.since = since
+        self.by = by
+        self.reason = reason
+    }
 }
 
 /// A tag and kind shelved until a time (epoch ms).
@@ -48,6 +69,8 @@ package final class AlertDesk: Sendable {
     let shelf: AlertShelf
     private let journal: any AlertJournal
     private let announce: @Sendable (AlertTransition) -> Void
+    /// Applies a tag's service state to detection (the pipeline's alert stage) and announces it.
+    private let service: @Sendable (_ tag: String, _ outOfService: OutOfServiceTag?) -> Void
     private let logger: Logger
     /// Acknowledgements from MQTT, written by ``run()``: the MQTT thread never waits on the database.
     private let acknowledgements: AsyncStream<(id: UUID, by: String?)>
@@ -58,10 +81,16 @@ package final class AlertDesk: Sendable {
     static let queueLimit = 256
 
     /// `announce` gets each transition once it is recorded (the orchestrator publishes it).
-    package init(shelf: AlertShelf, journal: any AlertJournal, announce: @escaping @Sendable (AlertTransition) -> Void = { _ in }, logger: Logger) {
+    /// `service` gets a tag's new service state (nil: back in service) once it is recorded, and each
+    /// tag out of service at ``restoreOutOfService()``.
+    package init(
+        shelf: AlertShelf, journal: any AlertJournal, announce: @escaping @Sendable (AlertTransition) -> Void = { _ in },
+        service: @escaping @Sendable (String, OutOfServiceTag?) -> Void = { _, _ in }, logger: Logger
+    ) {
         self.shelf = shelf
         self.journal = journal
         self.announce = announce
+        self.service = service
         self.logger = logger
         (self.acknowledgements, self.submit) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(Self.queueLimit))
     }
@@ -101,6 +130,32 @@ package final class AlertDesk: Sendable {
         return result
     }
 
+
+    /// Takes a tag out of service or puts it back in; false when it already was so.
+    package func setOutOfService(tag: String, _ outOfService: Bool, by: String?, reason: String?) async throws -> Bool {
+        guard try await self.journal.setOutOfService(tag: tag, outOfService, by: by, reason: reason) else { return false }
+        self.service(tag, outOfService ? OutOfServiceTag(tag: tag, since: .now(), by: by, reason: reason) : nil)
+        self.logger.notice(
+            outOfService ? "tag taken out of service" : "tag back in service",
+            metadata: ["alert.tag": "\(tag)", "by": "\(by ?? "-")", "reason": "\(reason ?? "-")"])
+        return true
+    }
+
+    /// The tags out of service now.
+    package func outOfServiceTags() async throws -> [OutOfServiceTag] {
+        try await self.journal.outOfServiceTags()
+    }
+
+    /// Puts back out of service what was before a restart.
+    package func restoreOutOfService() async {
+        do {
+            let tags = try await self.journal.outOfServiceTags()
+            for tag in tags { self.service(tag.tag, tag) }
+            if !tags.isEmpty { self.logger.notice("tags out of service restored", metadata: ["tags": "\(tags.count)"]) }
+        } catch {
+            self.logger.warning("tags out of service not restored", metadata: ["error": "\(error)"])
+        }
+    }
 
     /// Puts back on the shelf what was shelved before a restart.
     package func restoreShelves() async {

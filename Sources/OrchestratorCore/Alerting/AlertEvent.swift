@@ -17,6 +17,15 @@ package enum AlertSeverity: String, Sendable, CaseIterable, Comparable {
     package static func < (lhs: AlertSeverity, rhs: AlertSeverity) -> Bool { lhs.rank < rhs.rank }
 }
 
+/// Why an episode is not annunciated (ISA-18.2): it is detected and recorded with the reason, but
+/// neither published nor acted on.
+package enum AlertSuppression: String, Sendable, CaseIterable {
+    /// `suppress_when` in the topic map held when it was raised (e.g. low flow while the pump is stopped).
+    case byDesign = "by_design"
+    /// An operator took the tag out of service (maintenance, a known bad transmitter).
+    case outOfService = "out_of_service"
+}
+
 /// One alert transition, as published on MQTT and recorded in PostgreSQL.
 package struct AlertEvent: Sendable, Equatable {
     package enum State: String, Sendable {
@@ -46,6 +55,8 @@ package struct AlertEvent: Sendable, Equatable {
     package var condition: AlertCondition? = nil
     /// The condition's figures (slope, percentage move, drivers…); in-process only, on raises.
     package var detail: ConditionDetail? = nil
+    /// Set when the episode is not annunciated (on its raise and its clear); recorded.
+    package var suppression: AlertSuppression? = nil
 
     package init(
         alertID: UUID, state: State, severity: AlertSeverity, kind: AlertKind, tag: String, topic: String, timestamp: Int64,
@@ -74,7 +85,7 @@ package struct AlertEvent: Sendable, Equatable {
         lhs.alertID == rhs.alertID && lhs.state == rhs.state && lhs.severity == rhs.severity && lhs.kind == rhs.kind
             && lhs.tag == rhs.tag && lhs.topic == rhs.topic && lhs.timestamp == rhs.timestamp && lhs.raisedAt == rhs.raisedAt
             && lhs.clearedAt == rhs.clearedAt && lhs.value.bitPattern == rhs.value.bitPattern
-            && lhs.score.bitPattern == rhs.score.bitPattern && lhs.message == rhs.message
+            && lhs.score.bitPattern == rhs.score.bitPattern && lhs.message == rhs.message && lhs.suppression == rhs.suppression
     }
 
     /// The alert id as written everywhere (lowercase UUID text).
@@ -110,6 +121,7 @@ package struct AlertEvent: Sendable, Equatable {
         json.field("value", number: self.value)
         json.field("score", number: self.score)
         json.field("message", string: self.message)
+        if let suppression = self.suppression { json.field("suppressed", string: suppression.rawValue) }
         if self.state == .raised, case .prediction(let name, let limit, let minutes, let earliest, let latest, let slope)? = self.detail {
             var prediction = JSONWriter()
             prediction.field("limit", string: name.lowercased())
@@ -142,5 +154,6 @@ extension AlertEvent {
             raisedAt: raisedAt, clearedAt: (object["cleared_at"] as? NSNumber)?.int64Value,
             value: (object["value"] as? NSNumber)?.doubleValue ?? .nan,
             score: (object["score"] as? NSNumber)?.doubleValue ?? .nan, message: message)
+        self.suppression = (object["suppressed"] as? String).flatMap(AlertSuppression.init(rawValue:))
     }
 }

@@ -94,6 +94,9 @@ package final class AlertPublisher: AlertSink, Sendable {
             self.send(event, on: client)
             return
         }
+        // A suppressed episode (by design, or its tag out of service) is recorded, not annunciated:
+        // neither its raise nor its clear.
+        if event.suppression != nil { return }
         // Shelving holds back new raises only: a clear is always published, so a subscriber that
         // saw the raise (before the shelving) also sees it end (issue 20).
         if event.state == .raised, self.shelf.count > 0, self.shelf.isShelved(tag: event.tag, kind: event.kind, now: event.raisedAt) { return }
@@ -128,6 +131,30 @@ extension AlertPublisher {
     }
 }
 
+extension AlertPublisher {
+    /// A tag's service state, retained on `{prefix}/service/{tag}` (so a console that connects
+    /// later knows it): `{"tag", "out_of_service": true, "since", "by", "reason"}` while it is out,
+    /// `{"tag", "out_of_service": false, "at"}` once it is back.
+    package func announceService(tag: String, _ outOfService: OutOfServiceTag?) {
+        guard let client = self.client.withLock({ $0 }), self.admit() else { return }
+        var json = JSONWriter()
+        json.field("tag", string: tag)
+        json.field("out_of_service", rawJSON: Array((outOfService != nil ? "true" : "false").utf8))
+        if let outOfService {
+            json.field("since", integer: outOfService.since)
+            if let by = outOfService.by { json.field("by", string: by) }
+            if let reason = outOfService.reason { json.field("reason", string: reason) }
+        } else {
+            json.field("at", integer: EpochMilliseconds.now())
+        }
+        do {
+            try client.publish(topic: "\(self.prefix)/service/\(tag)", payload: json.finish(), qos: 1, retain: true)
+        } catch {
+            self.logger.error("service state not published", metadata: ["alert.tag": "\(tag)", "error": "\(error)"])
+        }
+    }
+}
+
 /// Prints every alert transition as a log line (what `dang run` and `make demo` show live).
 package struct AlertLogSink: AlertSink {
     private let logger: Logger
@@ -137,8 +164,9 @@ package struct AlertLogSink: AlertSink {
     }
 
     package func deliver(_ event: AlertEvent) {
+        let suppressed = event.suppression.map { " (suppressed: \($0 == .byDesign ? "by design" : "out of service"))" } ?? ""
         self.logger.notice(
-            "alert \(event.state.rawValue): [\(event.severity.rawValue)] \(event.kind.rawValue) \(event.message)",
+            "alert \(event.state.rawValue)\(suppressed): [\(event.severity.rawValue)] \(event.kind.rawValue) \(event.message)",
             metadata: ["alert.id": "\(event.id)", "alert.tag": "\(event.tag)"])
     }
 }

@@ -70,6 +70,7 @@ package struct TopicMap: Sendable {
             map.marketPattern = Self.pattern(market, default: map.marketPattern)
             market.finish()
         }
+        var suppressions: [(key: String, tag: String, rule: TagInfo.SuppressWhen, mark: Mark?)] = []
         if let tags = root.section("tags") {
             for (tag, mark) in tags.keys {
                 guard let entry = tags.section(tag) else { continue }
@@ -77,6 +78,7 @@ package struct TopicMap: Sendable {
                     diagnostics.report(.error, entry.path, at: mark, "a tag identifier must be 1–1024 bytes without + or #")
                 }
                 let info = TagInfo(reading: entry)
+                if let rule = info.suppressWhen { suppressions.append((entry.keyPath("suppress_when.tag"), tag, rule, entry.markOf("suppress_when"))) }
                 if let topic = entry.optionalString("topic") {
                     if topic.contains(where: { "+#".contains($0) }) || topic.hasPrefix("$") || topic.isEmpty {
                         diagnostics.report(
@@ -94,6 +96,11 @@ package struct TopicMap: Sendable {
             }
         }
         root.finish()
+        // A suppression names a tag of this map, and not the tag itself.
+        for (key, tag, rule, mark) in suppressions where map.tags[rule.tag] == nil || rule.tag == tag {
+            diagnostics.report(
+                .error, key, at: mark, rule.tag == tag ? "a tag cannot suppress itself" : "\(rule.tag) is not a tag of this topic map")
+        }
         if diagnostics.hasErrors {
             throw ConfigError(issues: diagnostics.issues)
         }
@@ -135,6 +142,43 @@ package struct TagInfo: Sendable, Equatable {
     package var staleAfter: Double = 3
     /// Smallest trend worth an alert, in engineering units per hour (`min_trend`).
     package var minTrendPerHour: Double?
+    /// Suppressed by design (`suppress_when`): while another tag's latest value passes a test, this
+    /// tag's raises are recorded but not annunciated (a low-flow alarm while its pump is stopped).
+    package var suppressWhen: SuppressWhen?
+
+    /// `suppress_when: {tag: T, below|above|equals: x}`.
+    package struct SuppressWhen: Sendable, Equatable {
+        package enum Test: Sendable, Equatable {
+            case below(Double)
+            case above(Double)
+            case equals(Double)
+        }
+
+        package var tag: String
+        package var test: Test
+
+        package init(tag: String, test: Test) {
+            self.tag = tag
+            self.test = test
+        }
+
+        /// Whether `value` (the other tag's latest) suppresses.
+        package func holds(_ value: Double) -> Bool {
+            switch self.test {
+            case .below(let limit): value < limit
+            case .above(let limit): value > limit
+            case .equals(let target): value == target
+            }
+        }
+
+        var text: String {
+            switch self.test {
+            case .below(let limit): "\(self.tag) < \(limit)"
+            case .above(let limit): "\(self.tag) > \(limit)"
+            case .equals(let target): "\(self.tag) = \(target)"
+            }
+        }
+    }
 
     /// No change beyond `tolerance` for `samples` consecutive samples, or for `duration`.
     package struct Flatline: Sendable, Equatable {
@@ -210,6 +254,17 @@ package struct TagInfo: Sendable, Equatable {
         if entry.node("period") != nil { self.expectedPeriod = entry.duration("period", default: .seconds(1)) }
         self.staleAfter = entry.double("stale_after", default: 3, in: 1...1_000_000)
         self.minTrendPerHour = entry.optionalDouble("min_trend")
+        if let suppress = entry.section("suppress_when") {
+            let makers: [(String, (Double) -> SuppressWhen.Test)] = [("below", { .below($0) }), ("above", { .above($0) }), ("equals", { .equals($0) })]
+            let tests = makers.compactMap { key, make in suppress.optionalDouble(key).map(make) }
+            if let tag = suppress.optionalString("tag"), tests.count == 1 {
+                self.suppressWhen = SuppressWhen(tag: tag, test: tests[0])
+            } else {
+                suppress.diagnostics.report(
+                    .error, suppress.path, at: suppress.mark, "expected {tag: <another tag>, below: x} (or above: x, or equals: x; one test)")
+            }
+            suppress.finish()
+        }
     }
 }
 

@@ -74,6 +74,30 @@ enum AlertJournalStore {
         return (row.ended ?? 0) > 0 ? .done(episode) : .already
     }
 
+    /// `out_of_service`: a row while the tag is out; false when nothing changed.
+    static func setOutOfService(tag: String, _ outOfService: Bool, by: String?, reason: String?, on connection: PostgresConnection) throws -> Bool {
+        let rows =
+            outOfService
+            ? try connection.query(
+                "INSERT INTO out_of_service (tag, since, by_whom, reason) VALUES ($1, now(), $2, $3) ON CONFLICT (tag) DO NOTHING RETURNING tag",
+                [tag, by, reason])
+            : try connection.query("DELETE FROM out_of_service WHERE tag = $1 RETURNING tag", [tag])
+        return !rows.rows.isEmpty
+    }
+
+    struct OutOfServiceRow: Decodable {
+        let tag: String
+        let since: Int64
+        let by_whom: String?
+        let reason: String?
+    }
+
+    static func outOfService(on connection: PostgresConnection) throws -> [OutOfServiceTag] {
+        let rows = try connection.query(
+            "SELECT tag, (extract(epoch FROM since) * 1000)::bigint AS since, by_whom, reason FROM out_of_service ORDER BY tag LIMIT 100000")
+        return try RowDecoder.decode(OutOfServiceRow.self, from: rows).map { OutOfServiceTag(tag: $0.tag, since: $0.since, by: $0.by_whom, reason: $0.reason) }
+    }
+
     /// What is shelved now (`alerts.shelved_until` in the future).
     static func shelved(on connection: PostgresConnection) throws -> [ShelvedAlert] {
         let rows = try connection.query(
@@ -92,7 +116,7 @@ enum AlertJournalStore {
             SELECT alert_id::text AS alert_id, tag, topic, kind, severity, state, (extract(epoch FROM ts) * 1000)::bigint AS ts,
                    (extract(epoch FROM raised_at) * 1000)::bigint AS raised_at, (extract(epoch FROM cleared_at) * 1000)::bigint AS cleared_at,
                    (extract(epoch FROM acked_at) * 1000)::bigint AS acked_at, acked_by,
-                   (extract(epoch FROM shelved_until) * 1000)::bigint AS shelved_until, shelved_by, shelve_reason, value, score, message
+                   (extract(epoch FROM shelved_until) * 1000)::bigint AS shelved_until, shelved_by, shelve_reason, suppressed, value, score, message
             FROM alerts WHERE ($1 = 'all' OR state = 'raised')
               AND ($3::text IS NULL OR severity = ANY (string_to_array($3, ',')))
               AND ($4::text IS NULL OR starts_with(tag, $4 || '/'))
@@ -127,6 +151,8 @@ package struct AlertListing: Codable, Sendable, Equatable {
     package let shelvedUntil: Int64?
     package let shelvedBy: String?
     package let shelveReason: String?
+    /// `by_design` or `out_of_service` when the episode was not annunciated.
+    package let suppressed: String?
     package let value: Double?
     package let score: Double?
     package let message: String
@@ -134,7 +160,7 @@ package struct AlertListing: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case alertID = "alert_id", tag, topic, kind, severity, state, ts
         case raisedAt = "raised_at", clearedAt = "cleared_at", ackedAt = "acked_at", ackedBy = "acked_by"
-        case shelvedUntil = "shelved_until", shelvedBy = "shelved_by", shelveReason = "shelve_reason", value, score, message
+        case shelvedUntil = "shelved_until", shelvedBy = "shelved_by", shelveReason = "shelve_reason", suppressed, value, score, message
     }
 
     package func encode(to encoder: any Encoder) throws {
@@ -153,6 +179,7 @@ package struct AlertListing: Codable, Sendable, Equatable {
         try c.encode(self.shelvedUntil, forKey: .shelvedUntil)
         try c.encode(self.shelvedBy, forKey: .shelvedBy)
         try c.encode(self.shelveReason, forKey: .shelveReason)
+        try c.encode(self.suppressed, forKey: .suppressed)
         try c.encode(self.value.flatMap { $0.isFinite ? $0 : nil }, forKey: .value)
         try c.encode(self.score.flatMap { $0.isFinite ? $0 : nil }, forKey: .score)
         try c.encode(self.message, forKey: .message)

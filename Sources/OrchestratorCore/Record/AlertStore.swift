@@ -39,14 +39,14 @@ enum AlertStore {
         try connection.query(
             """
             INSERT INTO alerts (alert_id, tag, topic, kind, severity, state, ts, raised_at, cleared_at,
-                                value, score, message, cleared_value, cleared_message)
+                                value, score, message, cleared_value, cleared_message, suppressed)
             SELECT id, tag, topic, kind, severity, CASE WHEN cleared_ms IS NULL THEN 'raised' ELSE 'cleared' END,
                    to_timestamp(ts_ms::double precision / 1000), to_timestamp(raised_ms::double precision / 1000),
-                   to_timestamp(cleared_ms::double precision / 1000), value, score, message, cleared_value, cleared_message
+                   to_timestamp(cleared_ms::double precision / 1000), value, score, message, cleared_value, cleared_message, suppressed
             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
-                        $8::bigint[], $9::float8[], $10::float8[], $11::text[], $12::float8[], $13::text[])
+                        $8::bigint[], $9::float8[], $10::float8[], $11::text[], $12::float8[], $13::text[], $14::text[])
                 AS r(id, tag, topic, kind, severity, ts_ms, raised_ms, cleared_ms, value, score, message,
-                     cleared_value, cleared_message)
+                     cleared_value, cleared_message, suppressed)
             ON CONFLICT (alert_id) DO UPDATE
             SET state = CASE WHEN EXCLUDED.state = 'cleared' THEN 'cleared' ELSE alerts.state END,
                 cleared_at = COALESCE(EXCLUDED.cleared_at, alerts.cleared_at),
@@ -63,6 +63,7 @@ enum AlertStore {
                 PostgresArray(rows.map(\.event.message)),
                 PostgresArray(rows.map { $0.cleared.flatMap { $0.value.isFinite ? $0.value : nil } }),
                 PostgresNullableTextArray(rows.map { $0.cleared?.message }),
+                PostgresNullableTextArray(rows.map { $0.event.suppression?.rawValue }),
             ])
     }
 }

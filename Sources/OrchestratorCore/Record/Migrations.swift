@@ -151,6 +151,17 @@ package enum Migrations {
                 ALTER TABLE alerts ADD COLUMN unshelved_by text;
                 ALTER TABLE alerts ADD COLUMN unshelve_reason text;
                 """),
+        Migration(
+            version: 7, name: "suppressed alarms and tags out of service",
+            sql: """
+                ALTER TABLE alerts ADD COLUMN suppressed text CHECK (suppressed IN ('by_design', 'out_of_service'));
+                CREATE TABLE out_of_service (
+                    tag     text PRIMARY KEY,
+                    since   timestamptz NOT NULL,
+                    by_whom text,
+                    reason  text
+                );
+                """),
     ]
 
     /// The newest schema version this build knows.

@@ -123,6 +123,14 @@ extension RecordReader: AlertJournal {
         try await self.perform { try AlertJournalStore.unshelve(id, by: by, reason: reason, on: $0) }
     }
 
+    package func setOutOfService(tag: String, _ outOfService: Bool, by: String?, reason: String?) async throws -> Bool {
+        try await self.perform { try AlertJournalStore.setOutOfService(tag: tag, outOfService, by: by, reason: reason, on: $0) }
+    }
+
+    package func outOfServiceTags() async throws -> [OutOfServiceTag] {
+        try await self.perform { try AlertJournalStore.outOfService(on: $0) }
+    }
+
     package func shelvedAlerts() async throws -> [ShelvedAlert] {
         try await self.perform { try AlertJournalStore.shelved(on: $0) }
     }

@@ -23,6 +23,8 @@ package final class IngestPipeline: TagDataSource, Sendable {
         var sparkplug = SparkplugSession()
         /// Data gaps for `kind: data_gap` triggers (nil when no trigger wants them).
         var gaps: DataGapCollector?
+        /// The slots of the tags some `suppress_when` names: their values go to the alert stage.
+        var suppressors: [Int32: String] = [:]
     }
 
     let state: Mutex<State>
@@ -46,7 +48,12 @@ package final class IngestPipeline: TagDataSource, Sendable {
             let slots = tags.compactMap { engine.slot(for: $0) }
             _ = engine.addUnit(name: unit, slots: slots)
         }
+        var suppressors: [Int32: String] = [:]
+        for rule in Set(config.topicMap.tags.values.compactMap(\.suppressWhen?.tag)) {
+            if let slot = engine.slot(for: rule) { suppressors[slot] = rule }
+        }
         var state = State(engine: engine)
+        state.suppressors = suppressors
         if let minimum = config.triggers.filter({ $0.kind == .dataGap }).map(\.minGap).min() {
             state.gaps = DataGapCollector(minimum: minimum.milliseconds)
         }
@@ -373,6 +380,9 @@ package final class IngestPipeline: TagDataSource, Sendable {
             let tag = state.engine.tagNames[Int(slot)]
             state.gaps?.tagSample(tag, previous: previous, time: sampleTime, now: now)
         }
+        if !state.suppressors.isEmpty, quality != .bad, value.isFinite, let name = state.suppressors[slot] {
+            state.alerts.noteSuppressor(tag: name, value: value)
+        }
         _ = state.engine.detect(slot: slot, value: value, quality: quality, sampleTime: sampleTime, receiptTime: receiptTime, now: now)
         let before = events.count
         if state.engine.hasChanges {
@@ -440,6 +450,15 @@ package final class IngestPipeline: TagDataSource, Sendable {
         let now = self.clock()
         self.state.withLock { $0.alerts.adopt(episodes, until: now + within.milliseconds) }
     }
+
+    /// Takes a tag out of service (its raises are recorded, not annunciated nor acted on), or puts
+    /// it back.
+    package func setOutOfService(tag: String, _ outOfService: Bool) {
+        self.state.withLock { $0.alerts.setOutOfService(tag: tag, outOfService) }
+    }
+
+    /// Tags out of service now.
+    package var outOfServiceCount: Int { self.state.withLock { $0.alerts.outOfServiceCount } }
 
     /// Episodes a previous run left open: still waiting, taken over, and closed, since the start.
     package var adoption: (waiting: Int, adopted: Int, closed: Int) {

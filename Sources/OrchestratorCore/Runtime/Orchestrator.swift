@@ -71,7 +71,11 @@ package final class Orchestrator: Sendable {
         self.reader = RecordReader(pool: pool, logger: logger)
         let alertPublisher = self.publisher
         let alertDesk = AlertDesk(
-            shelf: self.publisher.shelf, journal: self.reader, announce: { alertPublisher.deliver($0) }, logger: logger)
+            shelf: self.publisher.shelf, journal: self.reader, announce: { alertPublisher.deliver($0) },
+            service: { tag, outOfService in
+                pipeline.setOutOfService(tag: tag, outOfService != nil)
+                alertPublisher.announceService(tag: tag, outOfService)
+            }, logger: logger)
         self.alertDesk = alertDesk
         // After the record and the alert publisher: an alert is out (written to the socket) before
         // the decision it triggers is made — once the message's handler has returned.
@@ -228,6 +232,7 @@ package final class Orchestrator: Sendable {
         // tag_state first: reading it also migrates a new database, which the shelves need.
         let snapshots = await self.reader.tagState(limit: self.config.detection.maxTags)
         await self.alertDesk.restoreShelves()
+        await self.alertDesk.restoreOutOfService()
         if let snapshots, !snapshots.isEmpty {
             self.pipeline.seed(snapshots)
             self.logger.info("detectors warmed up from tag_state", metadata: ["tags": "\(snapshots.count)"])
@@ -439,6 +444,7 @@ extension Orchestrator: StatusSource {
                 counters: self.coordinator.advisorCounters),
             shelvedAlerts: self.publisher.shelf.count, refusedAcknowledgements: self.alertDesk.refusedAcknowledgements)
         snapshot.spoolCapacityBytes = self.config.database.spoolCapacity
+        snapshot.outOfServiceTags = self.pipeline.outOfServiceCount
         return snapshot
     }
 }
@@ -462,6 +468,14 @@ extension Orchestrator: OperatorActions {
 
     package func unshelve(alert id: UUID, by: String?, reason: String?) async throws -> AlertDesk.Outcome {
         try await self.alertDesk.unshelve(id, by: by, reason: reason)
+    }
+
+    package func setOutOfService(tag: String, _ outOfService: Bool, by: String?, reason: String?) async throws -> Bool {
+        try await self.alertDesk.setOutOfService(tag: tag, outOfService, by: by, reason: reason)
+    }
+
+    package func outOfServiceTags() async throws -> [OutOfServiceTag] {
+        try await self.alertDesk.outOfServiceTags()
     }
 
     package func ask(_ question: String, session: UUID, continuing: Bool) async -> ConciergeAnswer? {
