@@ -89,11 +89,7 @@ import Testing
 /// Suppressed by design (`suppress_when`) and out of service: raised and cleared in the book,
 /// marked, and not alarms (ISA-18.2).
 @Suite struct AlertSuppressionTests {
-    static let fuel: TagInfo = {
-        var info = TagInfo(limits: .init(lo: 2500, hi: 4200, deadband: 50))
-        info.suppressWhen = .init(tag: "r1/FI-101", test: .below(100))
-        return info
-    }()
+    static let fuel = TagInfo(limits: .init(lo: 2500, hi: 4200, deadband: 50))
 
     func change(_ raised: Bool) -> ConditionChange {
         ConditionChange(condition: .limitLow, raised: raised, value: 1000, score: 1, detail: .none)
@@ -107,21 +103,22 @@ import Testing
 
     @Test func `while the other tag's latest value passes the test, a raise and its clear are marked by design, and are no alarm`() throws {
         var book = AlertBook()
+        book.watchSuppressors(["r1/FI-101": 7], rules: ["r1/FI-110": SuppressWhen(tag: "r1/FI-101", test: .below(100))])
         // No value of FI-101 yet: not suppressed.
         let plain = try #require(self.event(&book, true))
         #expect(plain.suppression == nil && book.openAlarmCount == 1)
         _ = self.event(&book, false)
-        book.noteSuppressor(tag: "r1/FI-101", value: 40)
+        book.noteSuppressor(slot: 7, value: 40)
         let raised = try #require(self.event(&book, true))
         #expect(raised.suppression == .byDesign && book.openCount == 1 && book.openAlarmCount == 0)
         // The charge comes back while it stands: the episode stays as it was raised.
-        book.noteSuppressor(tag: "r1/FI-101", value: 600)
+        book.noteSuppressor(slot: 7, value: 600)
         let cleared = try #require(self.event(&book, false))
         #expect(cleared.suppression == .byDesign && cleared.alertID == raised.alertID && book.openAlarmCount == 0)
         #expect(try #require(self.event(&book, true)).suppression == nil)
         // The boundary: below is strict.
-        #expect(TagInfo.SuppressWhen(tag: "x", test: .below(100)).holds(100) == false)
-        #expect(TagInfo.SuppressWhen(tag: "x", test: .above(1)).holds(1.5) && TagInfo.SuppressWhen(tag: "x", test: .equals(0)).holds(0))
+        #expect(SuppressWhen(tag: "x", test: .below(100)).holds(100) == false)
+        #expect(SuppressWhen(tag: "x", test: .above(1)).holds(1.5) && SuppressWhen(tag: "x", test: .equals(0)).holds(0))
     }
 
     @Test func `a tag out of service has its raises marked out of service until it is put back; other tags are not`() throws {

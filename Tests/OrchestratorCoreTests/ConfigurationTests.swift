@@ -409,7 +409,7 @@ struct ScratchDirectory {
         #expect(issues("  r1/a/b/FI-110:\n    suppress_when: {tag: r1/a/b/FI-101, under: 1}\n").contains("4 tags.r1/a/b/FI-110.suppress_when.under: unknown key"))
         // The shipped map's example: the furnace's fuel gas while the crude charge is down.
         let shipped = try TopicMap.load(file: Self.repositoryRoot.appendingPathComponent("topics/refinery.yaml").path, environment: [:])
-        #expect(shipped.tags["r1/cdu/cdu1/FI-110"]?.suppressWhen == .init(tag: "r1/cdu/cdu1/FI-101", test: .below(100)))
+        #expect(shipped.suppressions == ["r1/cdu/cdu1/FI-110": SuppressWhen(tag: "r1/cdu/cdu1/FI-101", test: .below(100))])
     }
 
     @Test func `command-line URLs beat the environment, which beats the file`() throws {

@@ -112,8 +112,12 @@ package enum DetectorBenchmark {
         }
         var map = TopicMap()
         for t in 0..<tags { map.tags["r1/cdu/cdu1/T\(t)"] = info }
-        var config = OrchestratorConfig.defaults(topicMap: map)
-        config.detection = settings
+        // The same, with every tag both suppressed by design by the next one and suppressing the
+        // one before (a test that never holds): the most the alert stage's suppress_when costs.
+        var suppressing = map
+        for t in 0..<tags {
+            suppressing.suppressions["r1/cdu/cdu1/T\(t)"] = SuppressWhen(tag: "r1/cdu/cdu1/T\((t + 1) % tags)", test: .below(-1e300))
+        }
         // Topics and payloads each in one buffer, as a network buffer holds them: one array per
         // message would add a retain and release of each array per sample to the figure.
         let topics = Packed((0..<tags).map { Array("plant/r1/cdu/cdu1/T\($0)".utf8) })
@@ -127,23 +131,30 @@ package enum DetectorBenchmark {
         // The orchestrator's clock just after the last payload's time: a clock behind the payloads
         // would refuse every sample as stamped in the future, and the case would time refusals.
         let now = Int64(1_700_000_000_000 + steps * 1000)
-        let pipeline = IngestPipeline(config: config, sinks: [], logger: .init(label: "bench"), clock: { now })
-        clock = 0
-        measure("whole live path per sample (topic, JSON parse, all detectors, alerts)") { n in
-            defer { clock += n }
-            topics.bytes.withUnsafeBytes { topicBytes in
-                payloads.bytes.withUnsafeBytes { payloadBytes in
-                    for i in 0..<n {
-                        pipeline.handle(
-                            topic: UnsafeRawBufferPointer(rebasing: topicBytes[topics.ranges[i % tags]]),
-                            payload: UnsafeRawBufferPointer(rebasing: payloadBytes[payloads.ranges[((clock + i) / tags) % steps]]),
-                            receivedAt: now)
+        for (name, topicMap) in [
+            ("whole live path per sample (topic, JSON parse, all detectors, alerts)", map),
+            ("whole live path, every tag in a suppress_when (both sides)", suppressing),
+        ] {
+            var config = OrchestratorConfig.defaults(topicMap: topicMap)
+            config.detection = settings
+            let pipeline = IngestPipeline(config: config, sinks: [], logger: .init(label: "bench"), clock: { now })
+            clock = 0
+            measure(name) { n in
+                defer { clock += n }
+                topics.bytes.withUnsafeBytes { topicBytes in
+                    payloads.bytes.withUnsafeBytes { payloadBytes in
+                        for i in 0..<n {
+                            pipeline.handle(
+                                topic: UnsafeRawBufferPointer(rebasing: topicBytes[topics.ranges[i % tags]]),
+                                payload: UnsafeRawBufferPointer(rebasing: payloadBytes[payloads.ranges[((clock + i) / tags) % steps]]),
+                                receivedAt: now)
+                        }
                     }
                 }
+                return Double(pipeline.counters.samples)
             }
-            return Double(pipeline.counters.samples)
+            rows[rows.count - 1].refused = pipeline.counters.totalRejected
         }
-        rows[rows.count - 1].refused = pipeline.counters.totalRejected
         if sink == .infinity { print(sink) }
         return rows
     }

@@ -23,14 +23,24 @@ package struct AlertBook: Sendable {
     /// Sample time at which each slot's last `stale`, `flatline` or `data_quality` episode cleared.
     private var qualityCleared: [Int32: Int64] = [:]
 
-    /// The latest values of the tags some `suppress_when` names (kept by the pipeline).
-    private var suppressorValues: [String: Double] = [:]
+    /// The slots of the tags some `suppress_when` names, and their latest good values (kept by
+    /// the pipeline, by slot: a write per such sample is one small hash of an integer).
+    private var suppressorSlots: [String: Int32] = [:]
+    private var suppressorValues: [Int32: Double] = [:]
+    /// `suppress_when` by the tag it suppresses.
+    private var suppressionRules: [String: SuppressWhen] = [:]
     /// Tags an operator took out of service: their raises are recorded, not annunciated.
     private var outOfService: Set<String> = []
 
+    /// The `suppress_when` rules (by the tag they suppress), and the slots of the tags they name.
+    package mutating func watchSuppressors(_ slots: [String: Int32], rules: [String: SuppressWhen]) {
+        self.suppressorSlots = slots
+        self.suppressionRules = rules
+    }
+
     /// The latest good value of a tag that a `suppress_when` names.
-    package mutating func noteSuppressor(tag: String, value: Double) {
-        self.suppressorValues[tag] = value
+    package mutating func noteSuppressor(slot: Int32, value: Double) {
+        self.suppressorValues[slot] = value
     }
 
     /// Tags out of service now.
@@ -43,9 +53,13 @@ package struct AlertBook: Sendable {
 
     /// Why a raise of `tag` now would not be annunciated, if it would not: out of service, or its
     /// `suppress_when` holds on the other tag's latest value (suppressed by design).
-    func suppression(tag: String, info: TagInfo?) -> AlertSuppression? {
+    func suppression(tag: String) -> AlertSuppression? {
         if !self.outOfService.isEmpty, self.outOfService.contains(tag) { return .outOfService }
-        if let rule = info?.suppressWhen, let value = self.suppressorValues[rule.tag], rule.holds(value) { return .byDesign }
+        if !self.suppressionRules.isEmpty, let rule = self.suppressionRules[tag], let slot = self.suppressorSlots[rule.tag],
+            let value = self.suppressorValues[slot], rule.holds(value)
+        {
+            return .byDesign
+        }
         return nil
     }
 
@@ -187,7 +201,7 @@ package struct AlertBook: Sendable {
                 self.adoptedCount += 1
                 return nil
             }
-            let episode = Episode(alertID: UUID(), severity: severity, raisedAt: now, suppression: self.suppression(tag: tag, info: info))
+            let episode = Episode(alertID: UUID(), severity: severity, raisedAt: now, suppression: self.suppression(tag: tag))
             self.open[key] = episode
             // A suppressed episode asks no one to act: not an alarm while it stands.
             if severity >= .warning && episode.suppression == nil { self.openAlarms += 1 }

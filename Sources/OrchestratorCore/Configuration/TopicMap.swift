@@ -23,6 +23,8 @@ package struct TopicMap: Sendable {
     package var tags: [String: TagInfo]
     /// Explicit topic → tag identifier names from the map (`topic:` entries).
     package var namedTopics: [String: String]
+    /// `suppress_when` rules by the tag they suppress.
+    package var suppressions: [String: SuppressWhen] = [:]
     package var warnings: [ConfigIssue] = []
 
     package init(
@@ -70,7 +72,7 @@ package struct TopicMap: Sendable {
             map.marketPattern = Self.pattern(market, default: map.marketPattern)
             market.finish()
         }
-        var suppressions: [(key: String, tag: String, rule: TagInfo.SuppressWhen, mark: Mark?)] = []
+        var suppressions: [(key: String, tag: String, rule: SuppressWhen, mark: Mark?)] = []
         if let tags = root.section("tags") {
             for (tag, mark) in tags.keys {
                 guard let entry = tags.section(tag) else { continue }
@@ -78,7 +80,10 @@ package struct TopicMap: Sendable {
                     diagnostics.report(.error, entry.path, at: mark, "a tag identifier must be 1–1024 bytes without + or #")
                 }
                 let info = TagInfo(reading: entry)
-                if let rule = info.suppressWhen { suppressions.append((entry.keyPath("suppress_when.tag"), tag, rule, entry.markOf("suppress_when"))) }
+                if let rule = SuppressWhen.read(entry) {
+                    map.suppressions[tag] = rule
+                    suppressions.append((entry.keyPath("suppress_when.tag"), tag, rule, entry.markOf("suppress_when")))
+                }
                 if let topic = entry.optionalString("topic") {
                     if topic.contains(where: { "+#".contains($0) }) || topic.hasPrefix("$") || topic.isEmpty {
                         diagnostics.report(
@@ -142,44 +147,6 @@ package struct TagInfo: Sendable, Equatable {
     package var staleAfter: Double = 3
     /// Smallest trend worth an alert, in engineering units per hour (`min_trend`).
     package var minTrendPerHour: Double?
-    /// Suppressed by design (`suppress_when`): while another tag's latest value passes a test, this
-    /// tag's raises are recorded but not annunciated (a low-flow alarm while its pump is stopped).
-    package var suppressWhen: SuppressWhen?
-
-    /// `suppress_when: {tag: T, below|above|equals: x}`.
-    package struct SuppressWhen: Sendable, Equatable {
-        package enum Test: Sendable, Equatable {
-            case below(Double)
-            case above(Double)
-            case equals(Double)
-        }
-
-        package var tag: String
-        package var test: Test
-
-        package init(tag: String, test: Test) {
-            self.tag = tag
-            self.test = test
-        }
-
-        /// Whether `value` (the other tag's latest) suppresses.
-        package func holds(_ value: Double) -> Bool {
-            switch self.test {
-            case .below(let limit): value < limit
-            case .above(let limit): value > limit
-            case .equals(let target): value == target
-            }
-        }
-
-        var text: String {
-            switch self.test {
-            case .below(let limit): "\(self.tag) < \(limit)"
-            case .above(let limit): "\(self.tag) > \(limit)"
-            case .equals(let target): "\(self.tag) = \(target)"
-            }
-        }
-    }
-
     /// No change beyond `tolerance` for `samples` consecutive samples, or for `duration`.
     package struct Flatline: Sendable, Equatable {
         package var tolerance: Double = 0
@@ -254,17 +221,51 @@ package struct TagInfo: Sendable, Equatable {
         if entry.node("period") != nil { self.expectedPeriod = entry.duration("period", default: .seconds(1)) }
         self.staleAfter = entry.double("stale_after", default: 3, in: 1...1_000_000)
         self.minTrendPerHour = entry.optionalDouble("min_trend")
-        if let suppress = entry.section("suppress_when") {
-            let makers: [(String, (Double) -> SuppressWhen.Test)] = [("below", { .below($0) }), ("above", { .above($0) }), ("equals", { .equals($0) })]
-            let tests = makers.compactMap { key, make in suppress.optionalDouble(key).map(make) }
-            if let tag = suppress.optionalString("tag"), tests.count == 1 {
-                self.suppressWhen = SuppressWhen(tag: tag, test: tests[0])
-            } else {
-                suppress.diagnostics.report(
-                    .error, suppress.path, at: suppress.mark, "expected {tag: <another tag>, below: x} (or above: x, or equals: x; one test)")
-            }
-            suppress.finish()
+    }
+}
+
+/// Suppressed by design (`suppress_when: {tag: T, below|above|equals: x}` on a tag of the topic
+/// map): while another tag's latest value passes the test, the tag's raises are recorded but not
+/// annunciated (a low-flow alarm while its pump is stopped). Kept in ``TopicMap/suppressions``,
+/// not in ``TagInfo``: the detectors hold a tag's info and do not need it.
+package struct SuppressWhen: Sendable, Equatable {
+    package enum Test: Sendable, Equatable {
+        case below(Double)
+        case above(Double)
+        case equals(Double)
+    }
+
+    package var tag: String
+    package var test: Test
+
+    package init(tag: String, test: Test) {
+        self.tag = tag
+        self.test = test
+    }
+
+    /// Whether `value` (the other tag's latest) suppresses.
+    package func holds(_ value: Double) -> Bool {
+        switch self.test {
+        case .below(let limit): value < limit
+        case .above(let limit): value > limit
+        case .equals(let target): value == target
         }
+    }
+}
+
+extension SuppressWhen {
+    /// `suppress_when` of a tag entry, if it has one (a malformed one is reported).
+    static func read(_ entry: YAMLSection) -> Self? {
+        guard let suppress = entry.section("suppress_when") else { return nil }
+        defer { suppress.finish() }
+        let makers: [(String, (Double) -> Test)] = [("below", { .below($0) }), ("above", { .above($0) }), ("equals", { .equals($0) })]
+        let tests = makers.compactMap { key, make in suppress.optionalDouble(key).map(make) }
+        guard let tag = suppress.optionalString("tag"), tests.count == 1 else {
+            suppress.diagnostics.report(
+                .error, suppress.path, at: suppress.mark, "expected {tag: <another tag>, below: x} (or above: x, or equals: x; one test)")
+            return nil
+        }
+        return Self(tag: tag, test: tests[0])
     }
 }
 

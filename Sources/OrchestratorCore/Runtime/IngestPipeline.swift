@@ -23,8 +23,9 @@ package final class IngestPipeline: TagDataSource, Sendable {
         var sparkplug = SparkplugSession()
         /// Data gaps for `kind: data_gap` triggers (nil when no trigger wants them).
         var gaps: DataGapCollector?
-        /// The slots of the tags some `suppress_when` names: their values go to the alert stage.
-        var suppressors: [Int32: String] = [:]
+        /// By slot: whether the tag is one some `suppress_when` names (its values go to the alert
+        /// stage). Empty without any.
+        var isSuppressor: [Bool] = []
     }
 
     let state: Mutex<State>
@@ -48,12 +49,16 @@ package final class IngestPipeline: TagDataSource, Sendable {
             let slots = tags.compactMap { engine.slot(for: $0) }
             _ = engine.addUnit(name: unit, slots: slots)
         }
-        var suppressors: [Int32: String] = [:]
-        for rule in Set(config.topicMap.tags.values.compactMap(\.suppressWhen?.tag)) {
-            if let slot = engine.slot(for: rule) { suppressors[slot] = rule }
+        var suppressors: [String: Int32] = [:]
+        for tag in Set(config.topicMap.suppressions.values.map(\.tag)) {
+            if let slot = engine.slot(for: tag) { suppressors[tag] = slot }
         }
         var state = State(engine: engine)
-        state.suppressors = suppressors
+        state.alerts.watchSuppressors(suppressors, rules: config.topicMap.suppressions)
+        if let last = suppressors.values.max() {
+            state.isSuppressor = Array(repeating: false, count: Int(last) + 1)
+            for slot in suppressors.values { state.isSuppressor[Int(slot)] = true }
+        }
         if let minimum = config.triggers.filter({ $0.kind == .dataGap }).map(\.minGap).min() {
             state.gaps = DataGapCollector(minimum: minimum.milliseconds)
         }
@@ -380,8 +385,8 @@ package final class IngestPipeline: TagDataSource, Sendable {
             let tag = state.engine.tagNames[Int(slot)]
             state.gaps?.tagSample(tag, previous: previous, time: sampleTime, now: now)
         }
-        if !state.suppressors.isEmpty, quality != .bad, value.isFinite, let name = state.suppressors[slot] {
-            state.alerts.noteSuppressor(tag: name, value: value)
+        if Int(slot) < state.isSuppressor.count, state.isSuppressor[Int(slot)], quality != .bad, value.isFinite {
+            state.alerts.noteSuppressor(slot: slot, value: value)
         }
         _ = state.engine.detect(slot: slot, value: value, quality: quality, sampleTime: sampleTime, receiptTime: receiptTime, now: now)
         let before = events.count
