@@ -195,6 +195,10 @@ struct APITests {
             #expect(api.call("POST", "/alerts/\(id)/ack", token: Self.read, body: "{}").status == 403)
             #expect(api.call("POST", "/alerts/\(id)/ack", body: #"{"by":"operator 1"}"#).status == 200)
             #expect(api.call("POST", "/alerts/\(id)/ack", body: "{}").status == 409)
+            // Listed by lifecycle state.
+            #expect(listed("state=acknowledged").contains { $0["alert_id"] as? String == id })
+            #expect(!listed("state=unacknowledged").contains { $0["alert_id"] as? String == id })
+            #expect(api.call("GET", "/alerts?state=standing", token: Self.read).status == 400)
             // The acknowledgement is a transition on the episode's own topic (once: the 409 is not).
             let topic = try #require(alerts.messages.first { ($0.json?["alert_id"] as? String) == id }?.topic)
             try await eventually("the acknowledgement published") {
@@ -217,6 +221,7 @@ struct APITests {
             #expect(shelving.json?["reason"] as? String == "transmitter being recalibrated" && shelving.json?["shelved_by"] as? String == "operator 1")
             #expect((shelving.json?["shelved_until"] as? NSNumber)?.int64Value == (shelved.json["shelved_until"] as? NSNumber)?.int64Value)
             #expect(listed("state=all").first { $0["alert_id"] as? String == id }?["shelve_reason"] as? String == "transmitter being recalibrated")
+            #expect(listed("state=shelved").contains { $0["alert_id"] as? String == id })
             let before = alerts.messages.count
             let start: Int64 = 1_790_000_100_000
             for i in 0..<15 { try publisher.publish("it-alarm-in/r1/cdu/cdu1/TI-101", #"{"ts":\#(start + Int64(i) * 1000),"v":358}"#) }
@@ -325,6 +330,8 @@ struct APITests {
             try await eventually("the suppressed alarm recorded") { row("r1/cdu/cdu1/FI-110") == ["by_design", "raised"] }
             let listed = (api.call("GET", "/alerts", token: Self.read).json["alerts"] as? [[String: Any]]) ?? []
             #expect(listed.first { $0["tag"] as? String == "r1/cdu/cdu1/FI-110" }?["suppressed"] as? String == "by_design")
+            let suppressedList = (api.call("GET", "/alerts?state=suppressed", token: Self.read).json["alerts"] as? [[String: Any]]) ?? []
+            #expect(suppressedList.map { $0["tag"] as? String } == ["r1/cdu/cdu1/FI-110"])
             // Out of service: TI-101, by the operate role only, once.
             let body = #"{"tag":"r1/cdu/cdu1/TI-101","out_of_service":true,"by":"technician","reason":"transmitter replaced"}"#
             #expect(api.call("POST", "/service", token: Self.read, body: body).status == 403)

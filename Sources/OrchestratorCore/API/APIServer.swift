@@ -164,8 +164,9 @@ package struct APIServer: Sendable {
 
     func alerts(_ request: Request) async -> Response {
         let q = request.uri.queryParameters
-        let state = q.get("state") ?? "active"
-        guard state == "active" || state == "all" else { return Self.error(.badRequest, "state must be active or all") }
+        guard let state = AlertListState(rawValue: q.get("state") ?? "active") else {
+            return Self.error(.badRequest, "state must be one of " + AlertListState.allCases.map(\.rawValue).joined(separator: ", "))
+        }
         let limit = q.get("limit").flatMap { Int($0) } ?? 100
         guard (1...1000).contains(limit) else { return Self.error(.badRequest, "limit must be 1...1000") }
         // `severity=warning,critical`; `unit=r1/cdu/cdu1` (its tags).
@@ -183,7 +184,7 @@ package struct APIServer: Sendable {
             return Self.error(.badRequest, "unit must be a unit path such as r1/cdu/cdu1 (no trailing /, at most 512 bytes)")
         }
         return await self.fromRecord {
-            APIResponse.Alerts(alerts: try await self.reader.alerts(all: state == "all", limit: limit, severities: severities, unit: unit))
+            APIResponse.Alerts(alerts: try await self.reader.alerts(state: state, limit: limit, severities: severities, unit: unit))
         }
     }
 

@@ -1,6 +1,13 @@
 package import Foundation
 package import LibPQ
 
+/// Which episodes `GET /alerts` lists (ISA-18.2 states): `active` (raised), `unacknowledged`
+/// and `acknowledged` (raised ones), `shelved` (a shelf standing now), `suppressed` (raised,
+/// by design or out of service), `cleared`, or `all`.
+package enum AlertListState: String, Sendable, CaseIterable {
+    case active, unacknowledged, acknowledged, shelved, suppressed, cleared, all
+}
+
 /// The operator's side of the `alerts` table: acknowledgements and shelving (ISA-18.2), the shelves
 /// to restore at start, and the alerts listed by the API and the concierge.
 enum AlertJournalStore {
@@ -105,11 +112,10 @@ enum AlertJournalStore {
         return try RowDecoder.decode(Shelved.self, from: rows).compactMap(ShelvedAlert.init)
     }
 
-    /// The newest alerts, raised ones only unless `all`.
-    /// Episodes newest first: raised ones only unless `all`; of the given severities and of the
-    /// unit (its tags, `unit/…`) when they are given.
+    /// Episodes newest first, in `state`; of the given severities and of the unit (its tags,
+    /// `unit/…`) when they are given.
     static func list(
-        all: Bool, limit: Int, severities: [AlertSeverity] = [], unit: String? = nil, on connection: PostgresConnection
+        state: AlertListState = .active, limit: Int, severities: [AlertSeverity] = [], unit: String? = nil, on connection: PostgresConnection
     ) throws -> [AlertListing] {
         let rows = try connection.query(
             """
@@ -117,12 +123,19 @@ enum AlertJournalStore {
                    (extract(epoch FROM raised_at) * 1000)::bigint AS raised_at, (extract(epoch FROM cleared_at) * 1000)::bigint AS cleared_at,
                    (extract(epoch FROM acked_at) * 1000)::bigint AS acked_at, acked_by,
                    (extract(epoch FROM shelved_until) * 1000)::bigint AS shelved_until, shelved_by, shelve_reason, suppressed, value, score, message
-            FROM alerts WHERE ($1 = 'all' OR state = 'raised')
+            FROM alerts WHERE CASE $1
+                WHEN 'all' THEN true
+                WHEN 'cleared' THEN state = 'cleared'
+                WHEN 'unacknowledged' THEN state = 'raised' AND acked_at IS NULL
+                WHEN 'acknowledged' THEN state = 'raised' AND acked_at IS NOT NULL
+                WHEN 'shelved' THEN shelved_until > now()
+                WHEN 'suppressed' THEN state = 'raised' AND suppressed IS NOT NULL
+                ELSE state = 'raised' END
               AND ($3::text IS NULL OR severity = ANY (string_to_array($3, ',')))
               AND ($4::text IS NULL OR starts_with(tag, $4 || '/'))
             ORDER BY alerts.raised_at DESC LIMIT $2
             """,
-            [all ? "all" : "active", limit, severities.isEmpty ? nil : severities.map(\.rawValue).joined(separator: ","), unit])
+            [state.rawValue, limit, severities.isEmpty ? nil : severities.map(\.rawValue).joined(separator: ","), unit])
         return try RowDecoder.decode(AlertListing.self, from: rows)
     }
 }

@@ -77,8 +77,10 @@ extension RecordReader {
     }
 
     /// The newest alerts (`GET /alerts`), raised ones only unless `all`.
-    package func alerts(all: Bool, limit: Int, severities: [AlertSeverity] = [], unit: String? = nil) async throws -> [AlertListing] {
-        try await self.perform { try AlertJournalStore.list(all: all, limit: limit, severities: severities, unit: unit, on: $0) }
+    package func alerts(
+        state: AlertListState = .active, limit: Int, severities: [AlertSeverity] = [], unit: String? = nil
+    ) async throws -> [AlertListing] {
+        try await self.perform { try AlertJournalStore.list(state: state, limit: limit, severities: severities, unit: unit, on: $0) }
     }
 
     /// One page of decisions, with the counts and module statistics of its time range if asked.
@@ -99,7 +101,7 @@ extension RecordReader {
     /// questions and answers of a session.
     package func conciergeContext(session: UUID?) async throws -> (alerts: [AlertListing], previous: [(question: String, answer: String)]) {
         try await self.perform { connection in
-            let alerts = try AlertJournalStore.list(all: false, limit: 20, on: connection)
+            let alerts = try AlertJournalStore.list(state: .active, limit: 20, on: connection)
             guard let session else { return (alerts, []) }
             let history = try connection.query(
                 "SELECT question, answer FROM llm_exchanges WHERE session_id = $1 AND answer IS NOT NULL ORDER BY ts DESC LIMIT 5",
