@@ -186,7 +186,9 @@ run_pid=$!
 pids+=($run_pid)
 for _ in $(seq 100); do curl -fsS --cacert "$work/pki/ca.pem" "https://127.0.0.1:$api_port/status" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fsS --cacert "$work/pki/ca.pem" "https://127.0.0.1:$api_port/livez" >/dev/null || fail "GET /livez over HTTPS failed"
+# (GET /events is an endless stream: its frames are checked by the API tests, not here.)
 "$venv/bin/st" run docs/openapi.yaml --url "https://127.0.0.1:$api_port" --tls-verify "$work/pki/ca.pem" -H "Authorization: Bearer schema-token" \
+  --exclude-path /events \
   -c status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
   --max-examples 25 --seed 1 > "$work/schemathesis.log" 2>&1 || { tail -60 "$work/schemathesis.log"; fail "the API does not match docs/openapi.yaml"; }
 echo "ok: the running API over HTTPS matches docs/openapi.yaml ($(grep -o '[0-9]* generated, [0-9]* passed' "$work/schemathesis.log" | head -1))"

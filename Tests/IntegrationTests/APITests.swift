@@ -4,6 +4,7 @@ import LibPQ
 import Synchronization
 import Testing
 
+@testable import DangTools
 @testable import OrchestratorCore
 
 /// The HTTP API of a running orchestrator (real broker, database and, for questions, the fake LLM),
@@ -376,6 +377,67 @@ struct APITests {
             try await eventually("connected") { third.connectionStatus.connected }
             try await eventually("restored") { third.statusSnapshot().outOfServiceTags == 1 }
         }
+    }
+
+    @Test func `GET /events pushes alerts, lifecycle transitions and the status as they happen, to the read role`() async throws {
+        let lingering = Mutex<Task<Int32, Never>?>(nil)
+        let database = try TestServices.freshDatabase()
+        let orchestrator = try Orchestrator(config: Self.config(prefix: "it-events", database: database), logger: testLogger)
+        let publisher = try TestPublisher()
+        try await publisher.waitUntilConnected()
+        try await withRunningOrchestrator(orchestrator) {
+            try await eventually("API listening") { orchestrator.apiListeningPort > 0 }
+            try await eventually("orchestrator connected") { orchestrator.connectionStatus.connected }
+            let port = orchestrator.apiListeningPort
+            let api = Client(port: port)
+            #expect(api.call("GET", "/events", token: nil).status == 401)
+            // A client on the stream for 4 s (curl, as a browser's fetch would read it).
+            let output = FileManager.default.temporaryDirectory.appendingPathComponent("dang-events-\(UUID().uuidString)").path
+            async let listened: Int32 = offThePool {
+                (try? ChildProcess.run([
+                    "/usr/bin/curl", "-sS", "-N", "--max-time", "4", "-o", output, "-H", "Authorization: Bearer \(APITests.read)",
+                    "http://127.0.0.1:\(port)/events",
+                ]))?.status ?? -1
+            }
+            try await eventually("the client listening") { orchestrator.events.listeners == 1 }
+            try DecisionLoopTests.breach(publisher, prefix: "it-events")
+            try await eventually("alert recorded") {
+                ((api.call("GET", "/alerts", token: Self.read).json["alerts"] as? [[String: Any]]) ?? []).contains { $0["kind"] as? String == "limit" }
+            }
+            let id = try #require(
+                ((api.call("GET", "/alerts", token: Self.read).json["alerts"] as? [[String: Any]]) ?? []).first { $0["kind"] as? String == "limit" }?["alert_id"]
+                    as? String)
+            #expect(api.call("POST", "/alerts/\(id)/ack", body: #"{"by":"console"}"#).status == 200)
+            _ = await listened  // curl ends at its --max-time
+            try await eventually("the client gone") { orchestrator.events.listeners == 0 }
+            let text = try String(contentsOfFile: output, encoding: .utf8)
+            let frames = text.components(separatedBy: "\n\n").filter { !$0.isEmpty }
+            func data(_ event: String) -> [[String: Any]] {
+                frames.filter { $0.hasPrefix("event: \(event)\ndata: ") }.compactMap {
+                    (try? JSONSerialization.jsonObject(with: Data($0.dropFirst("event: \(event)\ndata: ".count).utf8))) as? [String: Any]
+                }
+            }
+            #expect(frames.first == "retry: 2000")
+            #expect(data("alert").contains { $0["alert_id"] as? String == id && $0["state"] as? String == "raised" })
+            #expect(data("transition").contains { $0["alert_id"] as? String == id && $0["state"] as? String == "acknowledged" && $0["acked_by"] as? String == "console" })
+            #expect(data("status").contains { ($0["mqtt"] as? [String: Any])?["connected"] as? Bool == true })
+            // A client still listening when the orchestrator stops: its stream ends, the stop is not held up.
+            lingering.withLock {
+                $0 = Task {
+                    await offThePool {
+                        (try? ChildProcess.run([
+                            "/usr/bin/curl", "-sS", "-N", "--max-time", "60", "-o", "/dev/null", "-H", "Authorization: Bearer \(APITests.read)",
+                            "http://127.0.0.1:\(port)/events",
+                        ]))?.status ?? -1
+                    }
+                }
+            }
+            try await eventually("listening again") { orchestrator.events.listeners == 1 }
+        }
+        let stopped = ContinuousClock.now
+        let status = await lingering.withLock { $0 }?.value
+        #expect(status == 0)  // the server ended the response: curl exits cleanly, not at its --max-time
+        #expect(ContinuousClock.now - stopped < .seconds(20))
     }
 
     @Test func `a question is answered with the plant's context, in a session kept in the record`() async throws {

@@ -19,14 +19,17 @@ package struct APIServer: Sendable {
     let metrics: MetricsExporter
     let certificates: APICertificates?
     let limiter: FailedAuthLimiter
+    /// `GET /events`.
+    let events: EventStream
     let logger: Logger
 
     package init(
         settings: APISettings, status: any StatusSource, actions: any OperatorActions, reader: RecordReader, metrics: MetricsExporter,
-        certificates: APICertificates? = nil, logger: Logger
+        certificates: APICertificates? = nil, events: EventStream = EventStream(), logger: Logger
     ) {
         self.settings = settings
         self.certificates = certificates
+        self.events = events
         self.limiter = FailedAuthLimiter(limit: settings.failedAuthPerMinute, metrics: metrics)
         self.status = status
         self.actions = actions
@@ -55,6 +58,12 @@ package struct APIServer: Sendable {
         router.post("invoke/:module") { request, context in try await self.invoke(request, context) }
         router.post("approve/:decision") { request, context in try await self.approve(request, context) }
         router.get("decisions") { request, _ in await self.decisions(request) }
+        // Server-sent events: alerts, transitions, service states, and the status every 2 s.
+        router.get("events") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+                body: .init(asyncSequence: self.events.subscribe()))
+        }
         router.get("alerts") { request, _ in await self.alerts(request) }
         router.post("alerts/:id/ack") { request, context in try await self.ack(request, context) }
         router.post("alerts/:id/shelve") { request, context in try await self.shelve(request, context) }
@@ -70,6 +79,21 @@ package struct APIServer: Sendable {
             configuration: .init(address: .hostname(self.settings.host, port: self.settings.port), serverName: "dang/\(DangVersion.current)"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
+    }
+
+    /// Sends the status to `GET /events` clients every `interval` (a comment line every 15 s keeps
+    /// quiet connections open) until cancelled.
+    package func pushStatus(every interval: Duration = .seconds(2)) async {
+        var sinceKeepAlive: Duration = .zero
+        while (try? await Task.sleep(for: interval)) != nil {
+            guard self.events.listeners > 0 else { continue }
+            self.events.send("status", Self.encode(APIResponse.Status(snapshot: self.status.statusSnapshot())))
+            sinceKeepAlive += interval
+            if sinceKeepAlive >= .seconds(15) {
+                sinceKeepAlive = .zero
+                self.events.keepAlive()
+            }
+        }
     }
 
     func metricsResponse() -> Response {
@@ -296,10 +320,14 @@ package struct APIServer: Sendable {
     }
 
     static func json(_ status: HTTPResponse.Status, _ body: some Encodable) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: Self.encode(body))))
+    }
+
+    /// Compact JSON (one line: also an SSE `data:` field).
+    static func encode(_ body: some Encodable) -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data = (try? encoder.encode(body)) ?? Data("{}".utf8)
-        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return Array((try? encoder.encode(body)) ?? Data("{}".utf8))
     }
 
     static func error(_ status: HTTPResponse.Status, _ message: String) -> Response {

@@ -35,6 +35,22 @@ package struct OutOfServiceTag: Sendable, Equatable, Codable {
         self.by = by
         self.reason = reason
     }
+
+    /// A tag's service state as published (MQTT, `GET /events`): `{"tag", "out_of_service": true,
+    /// "since", "by", "reason"}` while it is out, `{"tag", "out_of_service": false, "at"}` once back.
+    package static func json(tag: String, _ state: OutOfServiceTag?, at now: Int64) -> [UInt8] {
+        var json = JSONWriter()
+        json.field("tag", string: tag)
+        json.field("out_of_service", rawJSON: Array((state != nil ? "true" : "false").utf8))
+        if let state {
+            json.field("since", integer: state.since)
+            if let by = state.by { json.field("by", string: by) }
+            if let reason = state.reason { json.field("reason", string: reason) }
+        } else {
+            json.field("at", integer: now)
+        }
+        return json.finish()
+    }
 }
 
 /// A tag and kind shelved until a time (epoch ms).

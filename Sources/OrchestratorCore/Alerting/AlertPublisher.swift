@@ -137,18 +137,9 @@ extension AlertPublisher {
     /// `{"tag", "out_of_service": false, "at"}` once it is back.
     package func announceService(tag: String, _ outOfService: OutOfServiceTag?) {
         guard let client = self.client.withLock({ $0 }), self.admit() else { return }
-        var json = JSONWriter()
-        json.field("tag", string: tag)
-        json.field("out_of_service", rawJSON: Array((outOfService != nil ? "true" : "false").utf8))
-        if let outOfService {
-            json.field("since", integer: outOfService.since)
-            if let by = outOfService.by { json.field("by", string: by) }
-            if let reason = outOfService.reason { json.field("reason", string: reason) }
-        } else {
-            json.field("at", integer: EpochMilliseconds.now())
-        }
         do {
-            try client.publish(topic: "\(self.prefix)/service/\(tag)", payload: json.finish(), qos: 1, retain: true)
+            try client.publish(
+                topic: "\(self.prefix)/service/\(tag)", payload: OutOfServiceTag.json(tag: tag, outOfService, at: .now()), qos: 1, retain: true)
         } catch {
             self.logger.error("service state not published", metadata: ["alert.tag": "\(tag)", "error": "\(error)"])
         }

@@ -27,6 +27,8 @@ package final class Orchestrator: Sendable {
     package var databasePool: DatabasePool { self.reader.pool }
     /// `GET /metrics`: its registry also receives the swift-metrics instruments of the record writer.
     package let metrics: MetricsExporter
+    /// `GET /events`: alerts, transitions and service states as they happen.
+    package let events: EventStream
     /// The HTTPS listener's certificate and key (`api.tls`), reloaded by ``reloadCertificates()``.
     package let apiCertificates: APICertificates?
 
@@ -42,6 +44,8 @@ package final class Orchestrator: Sendable {
         self.logger = logger
         self.startedAt = Date()
         if let refusal = config.api.plaintextRefusal { throw APICertificates.Problem(key: "api.listen", message: refusal) }
+        let events = EventStream()
+        self.events = events
         self.apiCertificates = config.api.enabled ? try config.api.tls.map { try APICertificates($0) } : nil
         self.publisher = AlertPublisher(prefix: config.topics.prefix, qos: config.topics.alertQoS, logger: logger)
         let metrics = MetricsExporter()
@@ -53,10 +57,10 @@ package final class Orchestrator: Sendable {
         }
         let pipeline = IngestPipeline(
             // The record first: once an alert is published, it is already in the spool.
-            config: config, sinks: [self.recordWriter, self.publisher] + extraSinks, logger: logger)
+            config: config, sinks: [self.recordWriter, self.publisher, events] + extraSinks, logger: logger)
         self.pipeline = pipeline
         // The orchestrator's own alerts: recorded first, then published, like any other.
-        self.systemAlerts = SystemAlerts(sinks: [self.recordWriter, self.publisher] + extraSinks)
+        self.systemAlerts = SystemAlerts(sinks: [self.recordWriter, self.publisher, events] + extraSinks)
         self.systemAlerts.follow(self.recordWriter, spoolDirectory: config.database.spoolDirectory)
         let publisher = self.publisher
         let writer = self.recordWriter
@@ -71,10 +75,15 @@ package final class Orchestrator: Sendable {
         self.reader = RecordReader(pool: pool, logger: logger)
         let alertPublisher = self.publisher
         let alertDesk = AlertDesk(
-            shelf: self.publisher.shelf, journal: self.reader, announce: { alertPublisher.deliver($0) },
+            shelf: self.publisher.shelf, journal: self.reader,
+            announce: { transition in
+                alertPublisher.deliver(transition)
+                events.deliver(transition)
+            },
             service: { tag, outOfService in
                 pipeline.setOutOfService(tag: tag, outOfService != nil)
                 alertPublisher.announceService(tag: tag, outOfService)
+                events.deliver(service: tag, outOfService)
             }, logger: logger)
         self.alertDesk = alertDesk
         // After the record and the alert publisher: an alert is out (written to the socket) before
@@ -208,7 +217,7 @@ package final class Orchestrator: Sendable {
                 APIService(
                     server: APIServer(
                         settings: self.config.api, status: self, actions: self, reader: self.reader, metrics: self.metrics,
-                        certificates: self.apiCertificates, logger: self.logger),
+                        certificates: self.apiCertificates, events: self.events, logger: self.logger),
                     onRunning: self.apiPort))
         }
         return services
@@ -419,7 +428,17 @@ struct APIService: Service {
     let onRunning: @Sendable (Int) async -> Void
 
     func run() async throws {
-        try await self.server.application(onRunning: self.onRunning).run()
+        let application = try self.server.application(onRunning: self.onRunning)
+        let server = self.server
+        // At shutdown the event streams end first: an open response would hold the server up.
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await application.run() }
+                group.addTask { try? await cancelWhenGracefulShutdown { await server.pushStatus() } }
+            }
+        } onGracefulShutdown: {
+            server.events.close()
+        }
     }
 }
 
