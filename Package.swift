@@ -94,6 +94,12 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
+            // The console's page (docs/console.md): plain files, compiled into the binary.
+            resources: [
+                .embedInCode("API/Console/console.html"),
+                .embedInCode("API/Console/console.css"),
+                .embedInCode("API/Console/console.js"),
+            ],
             swiftSettings: swiftSettings
         ),
 

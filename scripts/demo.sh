@@ -16,6 +16,8 @@ echo "== starting a private mosquitto and PostgreSQL ($dir), with an empty recor
 scripts/services.sh stop "$dir" --purge >/dev/null 2>&1 || true
 scripts/services.sh start "$dir" >/dev/null
 set -a; . "$dir/env"; set +a
+# The console needs a token to show anything: the demo's own unless one is set.
+export DANG_API_TOKEN="${DANG_API_TOKEN:-demo-operate}"
 
 pids=()
 stop() {
@@ -32,6 +34,7 @@ trap stop INT TERM EXIT
 cat <<MSG
 == broker   $DANG_MQTT_URL   (watch it: mosquitto_sub -h 127.0.0.1 -p ${DANG_MQTT_URL##*:} -t 'apos/#' -v)
 == database $DATABASE_URL   (psql "$DATABASE_URL" -c 'select * from alerts')
+== console  http://127.0.0.1:8080/console   (token: $DANG_API_TOKEN)
 == the simulator publishes 17 refinery and market tags at 5 Hz; the CDU furnace outlet
    temperature r1/cdu/cdu1/TI-101 jumps past its HI and HIHI limits after 15 s, for 20 s,
    and again every 60 s. From 30 s on, the flash zone temperature r1/cdu/cdu1/TI-105 drifts up

@@ -15,6 +15,8 @@ PACKAGES=(
   curl
   openssl
   python3-venv
+  chromium
+  chromium-driver
 )
 
 die() { echo "install-deps: ERROR: $*" >&2; exit 1; }

@@ -8,7 +8,8 @@
 #   4. `dang run` killed with SIGKILL in the middle of a stream of alerts, then restarted: every
 #      alert it had published is in `alerts` (the spool holds a record before it is published);
 #   5. the API over HTTPS matches docs/openapi.yaml (schemathesis), and SIGHUP rotates its
-#      certificate; 6. `dang bench`; 7. `dang eval-advisor`.
+#      certificate; 5b. the console in headless Chromium (scripts/console-test.py); 6. `dang bench`;
+#   7. `dang eval-advisor`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${DANG_MQTT_URL:?set DANG_MQTT_URL (scripts/services.sh start prints it)}"
@@ -201,6 +202,18 @@ curl -fsS --cacert "$work/pki/next-ca.pem" "https://127.0.0.1:$api_port/livez" >
 if curl -fsS --cacert "$work/pki/ca.pem" "https://127.0.0.1:$api_port/livez" >/dev/null 2>&1; then fail "after SIGHUP the old certificate is still presented"; fi
 kill -TERM "$run_pid"; wait "$run_pid" || fail "dang run exited with status $? after the schema check"
 echo "ok: SIGHUP rotates the API certificate without a restart"
+
+# 5b. The console as a person uses it: headless Chromium opens it, sees an alarm appear within a
+#     second of the breach, acknowledges it, and the acknowledgement is on MQTT and in PostgreSQL;
+#     a screenshot of each view goes to .run/screenshots (the ones in docs/ come from it).
+console_venv=.run/venv-console
+if [ ! -x "$console_venv/bin/python" ] || ! "$console_venv/bin/python" -c 'import selenium' 2>/dev/null; then
+  python3 -m venv "$console_venv" >/dev/null || fail "python3 -m venv failed (install python3-venv)"
+  "$console_venv/bin/pip" install -q "selenium==4.51.0" > "$work/pip-selenium.log" 2>&1 || { cat "$work/pip-selenium.log"; fail "pip install selenium failed"; }
+fi
+"$console_venv/bin/python" scripts/console-test.py "$dang" .run/screenshots > "$work/console.log" 2>&1 \
+  || { grep -v '^#' "$work/console.log" | tail -20; fail "the console test failed"; }
+grep '^ok:' "$work/console.log"
 
 # 6. `dang bench` end to end, briefly (a debug build: the figures mean nothing here; the command must work).
 "$dang" bench --seconds 1 --tags 50 --phases baseline ingest latency qos1 --rates 2000 --qos1-rate 2000 --database-url "$DATABASE_URL" \

@@ -66,6 +66,19 @@ struct APITests {
             try await eventually("ready") { api.call("GET", "/readyz", token: nil).status == 200 }
             let ready = api.call("GET", "/readyz", token: nil)
             #expect(ready.json["ready"] as? Bool == true && (ready.json["reasons"] as? [Any])?.isEmpty == true)
+            // The console's files are open (they hold no data), and may load nothing but themselves.
+            for path in ["/console", "/console.js", "/console.css"] {
+                var request = HTTPRequest(url: "http://127.0.0.1:\(api.port)\(path)")
+                request.method = "GET"
+                guard case .success(let page) = CurlTransfer.perform(request) else {
+                    Issue.record("\(path) did not answer")
+                    continue
+                }
+                #expect(page.status == 200, "\(path)")
+                #expect(page.headers["content-security-policy"]?.hasPrefix("default-src 'self'") == true, "\(path)")
+                #expect(page.headers["x-content-type-options"] == "nosniff", "\(path)")
+            }
+            #expect(api.call("GET", "/console", token: nil).text.contains("<script src=\"/console.js\" defer></script>"))
             let metrics = api.call("GET", "/metrics", token: nil)
             #expect(metrics.status == 200 && metrics.text.contains("dang_ingest_samples_total"))
             #expect(metrics.text.contains("dang_invocation_latency_seconds") && metrics.text.contains("dang_llm_latency_seconds"))

@@ -30,7 +30,7 @@ package struct APIRequestContext: APIConnectionContext {
 }
 
 /// Paths anyone may GET (a generic type has no stored static properties).
-private let openPaths: Set<String> = ["/status", "/metrics", "/livez", "/readyz"]
+private let openPaths: Set<String> = ["/status", "/metrics", "/livez", "/readyz", "/console", "/console.js", "/console.css"]
 
 /// Who may do what: a bearer token (`operate` may do everything, `read` may GET) or, over TLS, a
 /// client certificate that `api.tls.client_roles` maps to a role; `/status`, `/metrics` and the

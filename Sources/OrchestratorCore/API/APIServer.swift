@@ -51,6 +51,10 @@ package struct APIServer: Sendable {
         // process answers; ready while the broker and the database are connected and the spool
         // has room (503 with the reasons otherwise).
         router.get("livez") { _, _ in Self.json(.ok, APIResponse.Alive()) }
+        // The console's page: static, open (it holds no data; what it shows needs a token).
+        router.get("console") { _, _ in Self.asset(PackageResources.console_html, type: "text/html; charset=utf-8") }
+        router.get("console.js") { _, _ in Self.asset(PackageResources.console_js, type: "text/javascript; charset=utf-8") }
+        router.get("console.css") { _, _ in Self.asset(PackageResources.console_css, type: "text/css; charset=utf-8") }
         router.get("readyz") { _, _ in
             let reasons = self.status.statusSnapshot().notReadyReasons
             return Self.json(reasons.isEmpty ? .ok : .serviceUnavailable, APIResponse.Readiness(ready: reasons.isEmpty, reasons: reasons))
@@ -321,6 +325,19 @@ package struct APIServer: Sendable {
 
     static func json(_ status: HTTPResponse.Status, _ body: some Encodable) -> Response {
         Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: Self.encode(body))))
+    }
+
+    /// A console file, with a policy that lets the page load only itself (no inline script, no other
+    /// origin: a hostile string that reached the page could not run).
+    static func asset(_ bytes: [UInt8], type: String) -> Response {
+        Response(
+            status: .ok,
+            headers: [
+                .contentType: type, .cacheControl: "no-cache",
+                .contentSecurityPolicy: "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+                .xContentTypeOptions: "nosniff",
+            ],
+            body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
     /// Compact JSON (one line: also an SSE `data:` field).

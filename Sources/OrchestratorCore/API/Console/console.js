@@ -1,0 +1,260 @@
+// The DAN_G console (docs/console.md): plain JavaScript, no build step, no library. Every string
+// from the plant (tag names, messages, reasons) goes into the page as text, never as HTML.
+"use strict";
+
+const state = { token: sessionStorage.getItem("dang.token") || "", view: "alarms", lastEvent: 0, status: null, stream: null };
+
+function $(selector) { return document.querySelector(selector); }
+
+function element(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (name === "class") node.className = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value);
+  }
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(child ?? ""));
+  return node;
+}
+
+function age(ms) {
+  const seconds = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (seconds < 60) return seconds + " s";
+  if (seconds < 3600) return Math.round(seconds / 60) + " min";
+  return (seconds / 3600).toFixed(1) + " h";
+}
+
+function time(ms) { return ms ? new Date(ms).toLocaleTimeString() : ""; }
+
+async function api(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    headers: Object.assign({ Authorization: "Bearer " + state.token }, body ? { "Content-Type": "application/json" } : {}),
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const json = await response.json().catch(() => ({}));
+  if (response.status === 401) showLogin("The token was refused.");
+  if (!response.ok) throw new Error(json.error || response.status + "");
+  return json;
+}
+
+function notice(text) {
+  const box = $("#notice");
+  box.textContent = text;
+  box.hidden = !text;
+}
+
+// MARK: - Alarms
+
+const rank = { critical: 0, warning: 1, info: 2 };
+
+async function loadAlarms() {
+  const filter = $("#alarm-state").value;
+  const [standing, journal] = await Promise.all([api("GET", "/alerts?state=" + filter + "&limit=500"), api("GET", "/alerts?state=all&limit=200")]);
+  const rows = standing.alerts.sort((a, b) => (rank[a.severity] - rank[b.severity]) || (a.raised_at - b.raised_at));
+  const body = $("#alarms tbody");
+  body.replaceChildren(...rows.map(alarmRow));
+  $("#alarm-count").textContent = rows.length + " " + filter;
+  $("#journal tbody").replaceChildren(...journal.alerts.map((a) => element("tr", {},
+    element("td", {}, time(a.raised_at)), element("td", { class: "sev " + a.severity }, a.severity), element("td", {}, a.tag),
+    element("td", {}, a.kind), element("td", {}, a.state + (a.suppressed ? " (" + a.suppressed.replace(/_/g, " ") + ")" : "")),
+    element("td", {}, a.message))));
+  // ISA-18.2: about 1 annunciated alarm per 10 minutes per operator is manageable, 2 is the most,
+  // 10 or more a flood.
+  const recent = journal.alerts.filter((a) => !a.suppressed && a.severity !== "info" && Date.now() - a.raised_at < 600000).length;
+  const rate = $("#alarm-rate");
+  rate.textContent = recent + " alarms in the last 10 min (ISA-18.2: ~1 manageable, over 2 demanding, 10+ a flood)";
+  rate.className = recent >= 10 ? "flood" : recent > 2 ? "busy" : "calm";
+}
+
+function alarmRow(a) {
+  const actions = element("td", { class: "actions" });
+  if (!a.acked_at) actions.append(element("button", { class: "ack", onclick: () => act("POST", "/alerts/" + a.alert_id + "/ack", { by: operator() }) }, "Acknowledge"));
+  if (a.shelved_until && a.shelved_until > Date.now()) {
+    actions.append(element("button", { onclick: () => act("POST", "/alerts/" + a.alert_id + "/unshelve", { by: operator(), reason: prompt("Why unshelve?") || undefined }) }, "Unshelve"));
+  } else {
+    actions.append(element("button", { onclick: () => shelve(a) }, "Shelve"));
+  }
+  actions.append(element("button", { onclick: () => act("POST", "/service", { tag: a.tag, out_of_service: true, by: operator(), reason: prompt("Why take " + a.tag + " out of service?") || undefined }) }, "Out of service"));
+  const status = [a.acked_at ? "acknowledged by " + (a.acked_by || "?") : "unacknowledged"];
+  if (a.shelved_until && a.shelved_until > Date.now()) status.push("shelved until " + time(a.shelved_until));
+  if (a.suppressed) status.push(a.suppressed.replace(/_/g, " "));
+  return element("tr", { class: a.acked_at ? "acked" : "unacked", "data-alert": a.alert_id },
+    element("td", { class: "sev " + a.severity }, a.severity), element("td", {}, age(a.raised_at)), element("td", {}, a.tag),
+    element("td", {}, a.kind), element("td", {}, a.message), element("td", { class: "status" }, status.join(", ")), actions);
+}
+
+function operator() { return sessionStorage.getItem("dang.operator") || "console"; }
+
+async function shelve(a) {
+  const duration = prompt("Shelve " + a.tag + " (" + a.kind + ") for how long? (e.g. 30m, 2h; up to 7d)", "30m");
+  if (!duration) return;
+  await act("POST", "/alerts/" + a.alert_id + "/shelve", { duration, by: operator(), reason: prompt("Why?") || undefined });
+}
+
+async function act(method, path, body) {
+  try {
+    await api(method, path, body);
+    notice("");
+  } catch (error) {
+    notice(path + ": " + error.message);
+  }
+  await refresh();
+}
+
+// MARK: - Plant, decisions, gateway
+
+async function loadPlant() {
+  const [advisories, service] = await Promise.all([api("GET", "/alerts?severity=info&limit=100"), api("GET", "/service")]);
+  const units = (state.status && state.status.detectors && state.status.detectors.units) || [];
+  $("#units tbody").replaceChildren(...units.map((u) => element("tr", {}, element("td", {}, u.name), element("td", {}, String(u.tags)),
+    element("td", { class: u.trained ? "ok" : "muted" }, u.trained ? "monitoring" : "learning its normal operation"))));
+  $("#advisories tbody").replaceChildren(...advisories.alerts.map((a) => element("tr", {},
+    element("td", {}, age(a.raised_at)), element("td", {}, a.tag), element("td", {}, a.kind), element("td", {}, a.message))));
+  $("#service tbody").replaceChildren(...service.out_of_service.map((t) => element("tr", {},
+    element("td", {}, t.tag), element("td", {}, time(t.since)), element("td", {}, t.by || ""), element("td", {}, t.reason || ""),
+    element("td", {}, element("button", { onclick: () => act("POST", "/service", { tag: t.tag, out_of_service: false, by: operator() }) }, "Back in service")))));
+}
+
+async function loadDecisions() {
+  const found = await api("GET", "/decisions?limit=25");
+  $("#decisions tbody").replaceChildren(...found.decisions.map((d) => element("tr", { class: d.action },
+    element("td", {}, new Date(d.ts).toLocaleTimeString()), element("td", {}, d.module), element("td", {}, d.action),
+    element("td", {}, (d.trigger && (d.trigger.name || d.trigger.kind)) || ""), element("td", {}, d.outcome || "—"),
+    element("td", { class: "steps" }, ...(Array.isArray(d.reasons) ? d.reasons : []).map((r) =>
+      element("span", { class: "step " + r.verdict, title: r.detail }, r.step))),
+    element("td", {}, d.action === "defer" && d.outcome === "none" ? approval(d) : ""))));
+}
+
+function approval(d) {
+  return element("span", {},
+    element("button", { onclick: () => act("POST", "/approve/" + d.decision_id, { approve: true, by: operator() }) }, "Approve"),
+    element("button", { onclick: () => act("POST", "/approve/" + d.decision_id, { approve: false, by: operator() }) }, "Reject"));
+}
+
+function showGateway() {
+  const s = state.status;
+  if (!s) return;
+  const reasons = Object.entries(s.ingest.rejected_by_reason || {}).filter(([, n]) => n > 0).map(([r, n]) => r + " " + n).join(", ") || "none";
+  const rows = [
+    ["state", s.state], ["version", s.version], ["started", new Date(s.started_at).toLocaleString()],
+    ["MQTT broker", s.mqtt.connected ? "connected" : "away" + (s.mqtt.last_error ? " (" + s.mqtt.last_error + ")" : "")],
+    ["database", s.database.connected ? "connected" : "away (records are spooled)"], ["spool", s.database.spool_bytes + " bytes"],
+    ["samples", String(s.ingest.samples)], ["ingest rate", state.rate ? state.rate.toFixed(1) + " samples/s" : "…"],
+    ["rejected", reasons], ["shelved alarms", String(s.shelved_alarms)], ["tags out of service", String(s.out_of_service_tags)],
+  ];
+  $("#gateway tbody").replaceChildren(...rows.map(([k, v]) => element("tr", {}, element("th", {}, k), element("td", {}, v))));
+  const health = $("#health");
+  health.textContent = "broker " + (s.mqtt.connected ? "✓" : "✗") + " · database " + (s.database.connected ? "✓" : "✗") + " · " + s.version;
+  health.className = s.state === "ok" ? "ok" : "bad";
+}
+
+// MARK: - Live
+
+async function refresh() {
+  try {
+    if (state.view === "alarms") await loadAlarms();
+    if (state.view === "plant") await loadPlant();
+    if (state.view === "decisions") await loadDecisions();
+    showGateway();
+  } catch (error) {
+    notice(error.message);
+  }
+}
+
+let pending = null;
+function refreshSoon() {
+  if (pending) return;
+  pending = setTimeout(() => { pending = null; refresh(); }, 100);
+}
+
+async function listen() {
+  if (state.stream) state.stream.abort();
+  const controller = new AbortController();
+  state.stream = controller;
+  try {
+    const response = await fetch("/events", { headers: { Authorization: "Bearer " + state.token }, signal: controller.signal });
+    if (response.status === 401) return showLogin("The token was refused.");
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const frame = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        handle(frame);
+      }
+    }
+  } catch (error) {
+    if (controller.signal.aborted) return;
+  }
+  setTimeout(listen, 2000);  // the server's retry
+}
+
+function handle(frame) {
+  state.lastEvent = Date.now();
+  let event = "message", data = "";
+  for (const line of frame.split("\n")) {
+    if (line.startsWith("event: ")) event = line.slice(7);
+    else if (line.startsWith("data: ")) data += line.slice(6);
+  }
+  if (event === "status") {
+    const status = JSON.parse(data);
+    if (state.status) state.rate = (status.ingest.samples - state.status.ingest.samples) / 2;
+    state.status = status;
+    showGateway();
+  } else if (event === "alert" || event === "transition" || event === "service") {
+    refreshSoon();
+  }
+}
+
+// A connection that has said nothing for 6 s (the status comes every 2 s) is shown as stale.
+setInterval(() => {
+  const stale = Date.now() - state.lastEvent > 6000;
+  $("#live").textContent = stale ? "stale: no news from the gateway for " + age(state.lastEvent || Date.now()) : "live";
+  $("#live").className = stale ? "stale" : "live";
+}, 1000);
+
+// MARK: - Views and login
+
+function show(view) {
+  state.view = view;
+  for (const section of document.querySelectorAll("main > section")) section.hidden = section.id !== "view-" + view;
+  for (const tab of document.querySelectorAll("nav button")) tab.classList.toggle("current", tab.dataset.view === view);
+  refresh();
+}
+
+function showLogin(message) {
+  $("#login").hidden = false;
+  $("#login-message").textContent = message || "";
+}
+
+async function login(event) {
+  event.preventDefault();
+  state.token = $("#token").value.trim();
+  sessionStorage.setItem("dang.token", state.token);
+  const name = $("#operator").value.trim();
+  if (name) sessionStorage.setItem("dang.operator", name);
+  $("#login").hidden = true;
+  state.status = await api("GET", "/status").catch(() => null);
+  show(state.view);
+  listen();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const tab of document.querySelectorAll("nav button")) tab.addEventListener("click", () => show(tab.dataset.view));
+  $("#login form").addEventListener("submit", login);
+  $("#alarm-state").addEventListener("change", refresh);
+  $("#operator").value = sessionStorage.getItem("dang.operator") || "";
+  if (state.token) {
+    $("#login").hidden = true;
+    api("GET", "/status").then((s) => { state.status = s; show("alarms"); }).catch(() => {});
+    listen();
+  } else {
+    showLogin();
+  }
+});
