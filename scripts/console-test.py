@@ -125,6 +125,14 @@ def main():
             fail(f"the acknowledgement is not in PostgreSQL: {recorded!r}")
         print(f"ok: acknowledged in the page: on MQTT and in PostgreSQL as {OPERATOR!r}")
 
+        browser.find_element(By.CSS_SELECTOR, "nav button[data-view=plant]").click()
+        plant = "return document.querySelector('#units').innerText"
+        wait.until(lambda b: TAG.split("/")[-1] in b.execute_script(plant) and "371.5" in b.execute_script(plant))
+        if browser.execute_script("return document.querySelectorAll('#units svg.spark polyline').length") == 0:
+            fail("the plant view draws no sparkline")
+        if "undefined" in browser.execute_script(plant) or "null" in browser.execute_script(plant):
+            fail("the plant view shows a missing limit as undefined or null")
+        print("ok: the plant view shows the tag's value against its limits, with a sparkline")
         for view in ["plant", "decisions", "gateway"]:
             browser.find_element(By.CSS_SELECTOR, f"nav button[data-view={view}]").click()
             wait.until(conditions.visibility_of_element_located((By.ID, "view-" + view)))

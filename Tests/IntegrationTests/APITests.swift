@@ -189,6 +189,15 @@ struct APITests {
                 ((api.call("GET", "/alerts", token: Self.read).json["alerts"] as? [[String: Any]]) ?? []).contains { $0["kind"] as? String == "limit" }
             }
             let active = try #require((api.call("GET", "/alerts", token: Self.read).json["alerts"] as? [[String: Any]])?.first { $0["kind"] as? String == "limit" })
+            // The plant view's readings: the unit's tags with their limits and newest samples.
+            let tags = (api.call("GET", "/tags?unit=r1/cdu/cdu1&samples=5", token: Self.read).json["tags"] as? [[String: Any]]) ?? []
+            let furnace = try #require(tags.first { $0["tag"] as? String == DecisionLoopTests.furnace })
+            #expect((furnace["limits"] as? [String: Any])?["hi"] as? Double == 372 && furnace["unit"] as? String == "degC")
+            #expect((furnace["values"] as? [Double])?.count == 5 && (furnace["values"] as? [Double])?.last == 375)
+            #expect(!tags.contains { ($0["tag"] as? String)?.hasPrefix("r1/cdu/cdu1/") != true })
+            for bad in ["", "?unit=", "?unit=r1/cdu/", "?unit=r1/cdu/cdu1&samples=0"] {
+                #expect(api.call("GET", "/tags\(bad)", token: Self.read).status == 400, "\(bad)")
+            }
             let id = try #require(active["alert_id"] as? String)
             // Filtered by severity and by unit (its tags only: a prefix of the unit's name is not it).
             func listed(_ query: String) -> [[String: Any]] {

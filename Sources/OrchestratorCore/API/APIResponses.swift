@@ -59,6 +59,10 @@ enum APIResponse {
         let alerts: [AlertListing]
     }
 
+    struct Tags: Encodable {
+        let tags: [TagReading]
+    }
+
     struct OutOfService: Encodable {
         let outOfService: [OutOfServiceTag]
 

@@ -69,6 +69,7 @@ package struct APIServer: Sendable {
                 body: .init(asyncSequence: self.events.subscribe()))
         }
         router.get("alerts") { request, _ in await self.alerts(request) }
+        router.get("tags") { request, _ in self.tags(request) }
         router.post("alerts/:id/ack") { request, context in try await self.ack(request, context) }
         router.post("alerts/:id/shelve") { request, context in try await self.shelve(request, context) }
         router.post("alerts/:id/unshelve") { request, context in try await self.unshelve(request, context) }
@@ -214,6 +215,18 @@ package struct APIServer: Sendable {
         return await self.fromRecord {
             APIResponse.Alerts(alerts: try await self.reader.alerts(state: state, limit: limit, severities: severities, unit: unit))
         }
+    }
+
+    /// `GET /tags?unit=r1/cdu/cdu1&samples=60`: the tags under a unit or area, with their limits and
+    /// newest good samples (the console's plant view).
+    func tags(_ request: Request) -> Response {
+        let q = request.uri.queryParameters
+        guard let unit = q.get("unit"), Self.isTagPath(unit) else {
+            return Self.error(.badRequest, "unit must be a unit or area path such as r1/cdu/cdu1")
+        }
+        let samples = q.get("samples").flatMap { Int($0) } ?? 60
+        guard (1...1000).contains(samples) else { return Self.error(.badRequest, "samples must be 1...1000") }
+        return Self.json(.ok, APIResponse.Tags(tags: self.status.readings(under: unit, samples: samples)))
     }
 
     func ack(_ request: Request, _ context: APIRequestContext) async throws -> Response {

@@ -24,6 +24,48 @@ package protocol OperatorActions: Sendable {
 /// counters, taken when `/status` or `/metrics` is asked for (nothing on the hot path).
 package protocol StatusSource: Sendable {
     func statusSnapshot() -> StatusSnapshot
+    /// The tags under a unit or area path (`r1/cdu/cdu1`): their metadata, limits and newest
+    /// `samples` good values, for the console's plant view.
+    func readings(under unit: String, samples: Int) -> [TagReading]
+}
+
+/// A tag as the console's plant view shows it (`GET /tags`).
+package struct TagReading: Sendable, Encodable {
+    package let tag: String
+    package let description: String?
+    package let unit: String?
+    package let limits: Limits
+    /// Epoch ms and values of the newest good samples, oldest first.
+    package let times: [Int64]
+    package let values: [Double]
+
+    package struct Limits: Sendable, Encodable {
+        package let lolo: Double?
+        package let lo: Double?
+        package let hi: Double?
+        package let hihi: Double?
+    }
+
+    package init(tag: String, info: TagInfo?, times: [Int64], values: [Double]) {
+        self.tag = tag
+        self.description = info?.description
+        self.unit = info?.unit
+        self.limits = Limits(lolo: info?.limits.lolo, lo: info?.limits.lo, hi: info?.limits.hi, hihi: info?.limits.hihi)
+        self.times = times
+        self.values = values
+    }
+
+    package func encode(to encoder: any Encoder) throws {
+        enum Key: String, CodingKey { case tag, description, unit, limits, times, values }
+        var c = encoder.container(keyedBy: Key.self)
+        try c.encode(self.tag, forKey: .tag)
+        try c.encode(self.description, forKey: .description)
+        try c.encode(self.unit, forKey: .unit)
+        try c.encode(self.limits, forKey: .limits)
+        try c.encode(self.times, forKey: .times)
+        // Good samples are finite; a value JSON cannot carry would be null all the same.
+        try c.encode(self.values.map { $0.isFinite ? $0 : nil }, forKey: .values)
+    }
 }
 
 /// The orchestrator's state as `/status` and `/metrics` report it.

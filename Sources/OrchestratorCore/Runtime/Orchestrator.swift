@@ -445,6 +445,13 @@ struct APIService: Service {
 // MARK: - The API's view
 
 extension Orchestrator: StatusSource {
+    package func readings(under unit: String, samples: Int) -> [TagReading] {
+        let tags = self.pipeline.tags(withPrefix: unit + "/").sorted()
+        return self.pipeline.windows(of: tags, limit: samples).map { window in
+            TagReading(tag: window.tag, info: self.config.topicMap.tags[window.tag], times: window.times, values: window.values)
+        }
+    }
+
     package func statusSnapshot() -> StatusSnapshot {
         let mqtt = self.connectionStatus
         var modules: [ModuleName: StatusSnapshot.Module] = [:]

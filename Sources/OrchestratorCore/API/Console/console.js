@@ -107,13 +107,56 @@ async function act(method, path, body) {
 async function loadPlant() {
   const [advisories, service] = await Promise.all([api("GET", "/alerts?severity=info&limit=100"), api("GET", "/service")]);
   const units = (state.status && state.status.detectors && state.status.detectors.units) || [];
-  $("#units tbody").replaceChildren(...units.map((u) => element("tr", {}, element("td", {}, u.name), element("td", {}, String(u.tags)),
-    element("td", { class: u.trained ? "ok" : "muted" }, u.trained ? "monitoring" : "learning its normal operation"))));
+  const readings = await Promise.all(units.map((u) => api("GET", "/tags?samples=60&unit=" + encodeURIComponent(u.name))));
+  const standing = await api("GET", "/alerts?limit=500");
+  const alarmed = new Set(standing.alerts.filter((a) => a.severity !== "info").map((a) => a.tag));
+  $("#units").replaceChildren(...units.map((u, i) => element("div", { class: "unit" },
+    element("h3", {}, u.name + " "), element("span", { class: u.trained ? "ok" : "muted" }, u.trained ? "monitor: watching the unit as a whole" : "monitor: learning its normal operation"),
+    element("table", {}, element("thead", {}, element("tr", {}, ...["tag", "", "value", "limits", "last minutes"].map((h) => element("th", {}, h)))),
+      element("tbody", {}, ...readings[i].tags.map((t) => tagRow(t, alarmed.has(t.tag))))))));
   $("#advisories tbody").replaceChildren(...advisories.alerts.map((a) => element("tr", {},
     element("td", {}, age(a.raised_at)), element("td", {}, a.tag), element("td", {}, a.kind), element("td", {}, a.message))));
   $("#service tbody").replaceChildren(...service.out_of_service.map((t) => element("tr", {},
     element("td", {}, t.tag), element("td", {}, time(t.since)), element("td", {}, t.by || ""), element("td", {}, t.reason || ""),
     element("td", {}, element("button", { onclick: () => act("POST", "/service", { tag: t.tag, out_of_service: false, by: operator() }) }, "Back in service")))));
+}
+
+function tagRow(t, alarmed) {
+  const values = t.values.filter((v) => v != null);
+  const last = values.length ? values[values.length - 1] : null;
+  const l = t.limits;
+  // (A limit the topic map does not set is absent from the JSON: `!= null` covers both.)
+  const outside = last != null && ((l.hi != null && last > l.hi) || (l.lo != null && last < l.lo));
+  const limits = [["LOLO", l.lolo], ["LO", l.lo], ["HI", l.hi], ["HIHI", l.hihi]].filter(([, v]) => v != null).map(([n, v]) => n + " " + v).join(" · ");
+  return element("tr", { class: alarmed || outside ? "alarmed" : "" },
+    element("td", {}, t.tag.split("/").pop()), element("td", { class: "muted" }, t.description || ""),
+    element("td", { class: "value" }, last == null ? "—" : (+last.toPrecision(5)) + (t.unit ? " " + t.unit : "")),
+    element("td", { class: "muted" }, limits), element("td", {}, sparkline(values, l)));
+}
+
+// The last minutes of a tag as a line, with its HI and LO limits dashed when they are in range.
+function sparkline(values, limits) {
+  const svg = "http://www.w3.org/2000/svg", width = 160, height = 28;
+  const chart = document.createElementNS(svg, "svg");
+  chart.setAttribute("width", width);
+  chart.setAttribute("height", height);
+  chart.setAttribute("class", "spark");
+  if (values.length < 2) return chart;
+  const shown = values.concat([limits.hi, limits.lo].filter((v) => v != null));
+  let low = Math.min(...values), high = Math.max(...values);
+  for (const v of shown) if (Math.abs(v - (low + high) / 2) < 3 * Math.max(high - low, 1e-9)) { low = Math.min(low, v); high = Math.max(high, v); }
+  const span = high - low || 1;
+  const y = (v) => (height - 2 - ((v - low) / span) * (height - 4)).toFixed(1);
+  for (const limit of [limits.hi, limits.lo]) {
+    if (limit == null || limit < low || limit > high) continue;
+    const line = document.createElementNS(svg, "line");
+    Object.entries({ x1: 0, x2: width, y1: y(limit), y2: y(limit), class: "limit" }).forEach(([k, v]) => line.setAttribute(k, v));
+    chart.append(line);
+  }
+  const path = document.createElementNS(svg, "polyline");
+  path.setAttribute("points", values.map((v, i) => (i * (width / (values.length - 1))).toFixed(1) + "," + y(v)).join(" "));
+  chart.append(path);
+  return chart;
 }
 
 async function loadDecisions() {
