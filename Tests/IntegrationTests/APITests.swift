@@ -109,6 +109,13 @@ struct APITests {
                 let page = api.call("GET", "/decisions?module=etl", token: Self.read)
                 return (page.json["decisions"] as? [[String: Any]])?.first?["decision_id"] as? String == id
             }
+            // With its invocation: published once, no result yet (no etl worker runs here).
+            try await eventually("its invocation recorded") {
+                let page = api.call("GET", "/decisions?module=etl", token: Self.read)
+                let invocation = (page.json["decisions"] as? [[String: Any]])?.first?["invocation"] as? [String: Any]
+                return (invocation?["attempts"] as? Int).map { $0 >= 1 } == true && invocation?["invocation_id"] is String
+                    && invocation?.keys.contains("latency_ms") == true
+            }
             let summary = api.call("GET", "/decisions?summary=true&limit=5", token: Self.read)
             #expect(summary.status == 200 && summary.json["modules"] != nil)
             #expect(api.call("GET", "/decisions?limit=0", token: Self.read).status == 400)

@@ -86,7 +86,11 @@ enum APIResponse {
 
             enum CodingKeys: String, CodingKey {
                 case decisionID = "decision_id", ts, module, action, source, trigger, reasons, confidence
-                case latency = "latency_us", outcome, parent = "parent_decision_id"
+                case latency = "latency_us", outcome, parent = "parent_decision_id", invocation
+            }
+
+            enum InvocationKeys: String, CodingKey {
+                case invocationID = "invocation_id", attempts, latency = "latency_ms"
             }
 
             func encode(to encoder: any Encoder) throws {
@@ -103,6 +107,14 @@ enum APIResponse {
                 try c.encode(d.latencyMicroseconds, forKey: .latency)
                 try c.encode(self.row.outcome, forKey: .outcome)
                 try c.encode(d.parentDecisionID?.uuidString.lowercased(), forKey: .parent)
+                if let invocation = self.row.invocation {
+                    var i = c.nestedContainer(keyedBy: InvocationKeys.self, forKey: .invocation)
+                    try i.encode(invocation.id.uuidString.lowercased(), forKey: .invocationID)
+                    try i.encode(invocation.attempts, forKey: .attempts)
+                    try i.encode(invocation.latencyMilliseconds, forKey: .latency)
+                } else {
+                    try c.encodeNil(forKey: .invocation)
+                }
             }
         }
 

@@ -4,10 +4,13 @@ package import Foundation
 /// Queries over the decision record: the data layer for `GET /decisions` and for audits.
 /// Every filter is a bound parameter; an absent filter is a NULL that matches everything.
 package enum History {
-    /// Joins each decision `d` to the status of its latest invocation as `i.status` (fixed SQL text).
+    /// Joins each decision `d` to its latest invocation as `i` — `status`, `invocation_id`,
+    /// `attempts` and `latency_ms` (published → completed) — (fixed SQL text).
     private static let latestOutcome = """
         LEFT JOIN LATERAL (
-            SELECT status FROM invocations WHERE decision_id = d.decision_id
+            SELECT status, invocation_id, attempts,
+                   (extract(epoch FROM (completed_at - published_at)) * 1000)::bigint AS latency_ms
+            FROM invocations WHERE decision_id = d.decision_id
             ORDER BY published_at DESC NULLS LAST LIMIT 1
         ) i ON true
         """
@@ -68,6 +71,16 @@ package enum History {
     package struct DecisionRow: Sendable, Equatable {
         package let decision: DecisionRecord
         package let outcome: String
+        /// Its latest invocation, when it has one.
+        package var invocation: Invocation? = nil
+    }
+
+    /// A decision's latest invocation: its id, how many times it was sent, and how long it took
+    /// from publication to its result (nil while it runs, or when it timed out).
+    package struct Invocation: Sendable, Equatable {
+        package let id: UUID
+        package let attempts: Int
+        package let latencyMilliseconds: Int64?
     }
 
     package struct DecisionPage: Sendable {
@@ -84,7 +97,8 @@ package enum History {
             SELECT d.decision_id::text AS decision_id, (extract(epoch FROM d.ts) * 1000)::bigint AS ts_ms, d.module, d.action,
                    d.source, d.trigger::text AS trigger, d.reasons::text AS reasons, d.confidence, d.latency_us,
                    d.parent_decision_id::text AS parent_decision_id, coalesce(i.status, 'none') AS outcome,
-                   ((extract(epoch FROM d.ts) * 1000000)::numeric)::bigint AS ts_us
+                   ((extract(epoch FROM d.ts) * 1000000)::numeric)::bigint AS ts_us,
+                   i.invocation_id::text AS invocation_id, i.attempts, i.latency_ms
             FROM decisions d
             \(Self.latestOutcome)
             WHERE ($1::bigint IS NULL OR d.ts >= to_timestamp($1::double precision / 1000))
@@ -108,7 +122,8 @@ package enum History {
                     decisionID: row.decisionID, ts: row.ts, module: row.module, action: row.action, source: row.source,
                     trigger: row.trigger ?? "{}", reasons: row.reasons ?? "[]", confidence: row.confidence,
                     latencyMicroseconds: row.latencyMicroseconds, parentDecisionID: row.parentDecisionID),
-                outcome: row.outcome)
+                outcome: row.outcome,
+                invocation: row.invocationID.map { Invocation(id: $0, attempts: row.attempts ?? 0, latencyMilliseconds: row.invocationLatency) })
         }
         var next: Cursor? = nil
         if page.count > limit {
@@ -133,10 +148,14 @@ package enum History {
         let parentDecisionID: UUID?
         let outcome: String
         let microseconds: Int64
+        let invocationID: UUID?
+        let attempts: Int?
+        let invocationLatency: Int64?
 
         enum CodingKeys: String, CodingKey {
             case decisionID = "decision_id", ts = "ts_ms", module, action, source, trigger, reasons, confidence
             case latencyMicroseconds = "latency_us", parentDecisionID = "parent_decision_id", outcome, microseconds = "ts_us"
+            case invocationID = "invocation_id", attempts, invocationLatency = "latency_ms"
         }
     }
 

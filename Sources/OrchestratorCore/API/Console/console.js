@@ -163,10 +163,18 @@ async function loadDecisions() {
   const found = await api("GET", "/decisions?limit=25");
   $("#decisions tbody").replaceChildren(...found.decisions.map((d) => element("tr", { class: d.action },
     element("td", {}, new Date(d.ts).toLocaleTimeString()), element("td", {}, d.module), element("td", {}, d.action),
-    element("td", {}, (d.trigger && (d.trigger.name || d.trigger.kind)) || ""), element("td", {}, d.outcome || "—"),
+    element("td", {}, (d.trigger && (d.trigger.name || d.trigger.kind)) || ""), element("td", {}, outcome(d)),
     element("td", { class: "steps" }, ...(Array.isArray(d.reasons) ? d.reasons : []).map((r) =>
       element("span", { class: "step " + r.verdict, title: r.detail }, r.step))),
     element("td", {}, d.action === "defer" && d.outcome === "none" ? approval(d) : ""))));
+}
+
+// The latest invocation's status, attempts and time to its result.
+function outcome(d) {
+  if (!d.invocation) return d.outcome === "none" ? "—" : d.outcome;
+  const parts = [d.outcome, d.invocation.attempts + (d.invocation.attempts === 1 ? " attempt" : " attempts")];
+  if (d.invocation.latency_ms != null) parts.push((d.invocation.latency_ms / 1000).toFixed(1) + " s");
+  return parts.join(" · ");
 }
 
 function approval(d) {
