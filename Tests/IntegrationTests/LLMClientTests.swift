@@ -179,11 +179,24 @@ struct LLMClientTests {
             $0.breakerThreshold = 3
             $0.breakerCooldown = .seconds(30)
         }
-        for _ in 0..<3 { _ = await client.complete(question) }
-        let before = Self.fake.requests("503-always").count
-        let rejected = await client.complete(question)
+        // A question of this test's own: AdvisorTests uses the scenario too, at the same time.
+        let marker = "circuit breaker \(UUID())"
+        let asked = [ChatCompletion.Message(role: "user", content: marker)]
+        let sent: @Sendable () -> Int = { Self.fake.requests("503-always").filter { "\($0["messages"] ?? "")".contains(marker) }.count }
+        for _ in 0..<3 { _ = await client.complete(asked) }
+        // The fake appends a request to its log as it answers: wait until the log is still.
+        var before = sent()
+        for _ in 0..<30 {
+            try await Task.sleep(for: .milliseconds(100))
+            let now = sent()
+            if now == before { break }
+            before = now
+        }
+        #expect(before == 3)
+        let rejected = await client.complete(asked)
         #expect(rejected.outcome.failure == .circuitOpen)
-        #expect(Self.fake.requests("503-always").count == before)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(sent() == before)
         #expect(client.counters.rejectedOpen == 1)
     }
 
