@@ -12,7 +12,7 @@ import Testing
 /// The API's authentication middleware (`APIAuthentication`) called directly, without a server: a
 /// request goes in, and either the next responder's answer (202 here) or the middleware's own
 /// refusal comes out. Client certificates are tested over real TLS (IntegrationTests/APITLSTests).
-@Suite struct BearerAuthTests {
+@Suite struct APIAuthenticationTests {
     struct TestSource: RequestContextSource {
         let logger: Logger
     }
@@ -35,7 +35,7 @@ import Testing
     /// What the middleware answers for `method path` with this `Authorization` header (nil: none).
     func status(
         _ method: HTTPRequest.Method, _ path: String, authorization: String?,
-        operate: String? = BearerAuthTests.operate, read: String? = BearerAuthTests.read, from address: String = "192.0.2.1",
+        operate: String? = APIAuthenticationTests.operate, read: String? = APIAuthenticationTests.read, from address: String = "192.0.2.1",
         limiter: FailedAuthLimiter = FailedAuthLimiter(limit: 1000, metrics: MetricsExporter())
     ) async throws -> HTTPResponse.Status {
         var fields = HTTPFields()
@@ -77,14 +77,14 @@ import Testing
     @Test(arguments: [
         "Bearer",  // no token
         "Bearer ",  // HTTP drops the trailing space: the same as "Bearer"
-        "bearer \(BearerAuthTests.operate)",  // the scheme is matched as written
-        "BEARER \(BearerAuthTests.operate)",
-        "Basic \(BearerAuthTests.operate)",
-        "Token \(BearerAuthTests.operate)",
-        "Bearer  \(BearerAuthTests.operate)",  // two spaces: the token would start with one
-        "Bearer\t\(BearerAuthTests.operate)",
-        "\(BearerAuthTests.operate)",  // the token alone
-        "Bearer \(BearerAuthTests.operate), Bearer \(BearerAuthTests.read)",
+        "bearer \(APIAuthenticationTests.operate)",  // the scheme is matched as written
+        "BEARER \(APIAuthenticationTests.operate)",
+        "Basic \(APIAuthenticationTests.operate)",
+        "Token \(APIAuthenticationTests.operate)",
+        "Bearer  \(APIAuthenticationTests.operate)",  // two spaces: the token would start with one
+        "Bearer\t\(APIAuthenticationTests.operate)",
+        "\(APIAuthenticationTests.operate)",  // the token alone
+        "Bearer \(APIAuthenticationTests.operate), Bearer \(APIAuthenticationTests.read)",
     ])
     func `a malformed Authorization header is unauthorised`(header: String) async throws {
         #expect(try await self.status(.get, "/decisions", authorization: header) == .unauthorized)

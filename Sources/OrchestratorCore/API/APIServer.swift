@@ -209,8 +209,8 @@ package struct APIServer: Sendable {
             }
         }
         let unit = q.get("unit")
-        if let unit, unit.isEmpty || unit.utf8.count > 512 || unit.hasSuffix("/") || unit.contains(where: { $0.isASCII && $0.asciiValue! < 0x20 }) {
-            return Self.error(.badRequest, "unit must be a unit path such as r1/cdu/cdu1 (no trailing /, at most 512 bytes)")
+        if let unit, !Self.isTagPath(unit) {
+            return Self.error(.badRequest, "unit must be a unit path such as r1/cdu/cdu1 (no trailing /, at most 1024 bytes)")
         }
         return await self.fromRecord {
             APIResponse.Alerts(alerts: try await self.reader.alerts(state: state, limit: limit, severities: severities, unit: unit))

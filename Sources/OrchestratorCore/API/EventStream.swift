@@ -139,6 +139,7 @@ package final class EventStream: AlertSink, Sendable {
     }
 
     package func deliver(_ transition: AlertTransition) {
+        guard self.count.load(ordering: .relaxed) > 0 else { return }
         self.send("transition", transition.jsonPayload())
     }
 

@@ -32,59 +32,68 @@ package final class SystemAlerts: Sendable {
         self.sinks.withLock { $0.append(contentsOf: sinks) }
     }
 
+    /// What a condition does to its tag's episode.
+    private enum Change {
+        case raise(AlertSeverity, value: Double, score: Double, message: String)
+        case clear(value: Double, score: Double, message: String)
+    }
+
     /// Raises or clears the condition's episode (nothing when it is already in that state).
     package func report(_ condition: Condition, at now: EpochMilliseconds = .now()) {
+        let (tag, topic, change) = Self.change(condition)
         let event: AlertEvent? = self.open.withLock { open in
-            switch condition {
-            case .spool(let full, let used, let capacity, let directory):
-                let tag = "orchestrator/spool"
-                let ratio = capacity > 0 ? Double(used) / Double(capacity) : 1
-                if full {
-                    guard open[tag] == nil else { return nil }
-                    let raised = AlertEvent(
-                        alertID: UUID(), state: .raised, severity: .critical, kind: .system, tag: tag, topic: directory, timestamp: now,
-                        raisedAt: now, clearedAt: nil, value: Double(used), score: min(1, ratio),
-                        message: "the record spool is \(Int(ratio * 100))% full (\(used) of \(capacity) bytes): "
-                            + "the database has been away long; records are lost when it is full")
-                    open[tag] = raised
-                    return raised
-                }
-                guard let episode = open.removeValue(forKey: tag) else { return nil }
-                return AlertEvent(
-                    alertID: episode.alertID, state: .cleared, severity: .critical, kind: .system, tag: tag, topic: directory,
-                    timestamp: now, raisedAt: episode.raisedAt, clearedAt: now, value: Double(used), score: ratio,
-                    message: "the record spool is back under 80% of its cap")
-            case .recordSetAside(let total, let file, let sqlState):
-                // One open episode while records have been set aside (an operator looks at the file).
-                let tag = "orchestrator/record"
+            switch change {
+            case .raise(let severity, let value, let score, let message):
                 guard open[tag] == nil else { return nil }
                 let raised = AlertEvent(
-                    alertID: UUID(), state: .raised, severity: .warning, kind: .system, tag: tag, topic: file ?? "", timestamp: now,
-                    raisedAt: now, clearedAt: nil, value: Double(total), score: 1,
-                    message: "a record was refused by the database for its data (\(sqlState ?? "?")) and set aside in "
-                        + "\(file ?? "the log"): nothing is lost, but it needs a look")
+                    alertID: UUID(), state: .raised, severity: severity, kind: .system, tag: tag, topic: topic, timestamp: now,
+                    raisedAt: now, clearedAt: nil, value: value, score: score, message: message)
                 open[tag] = raised
                 return raised
-            case .broker(let connected, let endpoint, let reason):
-                let tag = Self.brokerTag
-                if !connected {
-                    guard open[tag] == nil else { return nil }
-                    let raised = AlertEvent(
-                        alertID: UUID(), state: .raised, severity: .critical, kind: .system, tag: tag, topic: endpoint, timestamp: now,
-                        raisedAt: now, clearedAt: nil, value: 0, score: 1,
-                        message: "the MQTT broker at \(endpoint) cannot be reached (\(reason ?? "connection lost")): no plant data arrives "
-                            + "and nothing is published until it is back; the tags' own staleness is held back meanwhile")
-                    open[tag] = raised
-                    return raised
-                }
+            case .clear(let value, let score, let message):
                 guard let episode = open.removeValue(forKey: tag) else { return nil }
                 return AlertEvent(
-                    alertID: episode.alertID, state: .cleared, severity: .critical, kind: .system, tag: tag, topic: endpoint,
-                    timestamp: now, raisedAt: episode.raisedAt, clearedAt: now, value: 1, score: 0,
-                    message: "the MQTT broker at \(endpoint) is connected again")
+                    alertID: episode.alertID, state: .cleared, severity: episode.severity, kind: .system, tag: tag, topic: topic,
+                    timestamp: now, raisedAt: episode.raisedAt, clearedAt: now, value: value, score: score, message: message)
             }
         }
         guard let event else { return }
         for sink in self.sinks.withLock({ $0 }) { sink.deliver(event) }
+    }
+
+    /// The tag, topic and change of each condition.
+    private static func change(_ condition: Condition) -> (tag: String, topic: String, change: Change) {
+        switch condition {
+        case .spool(let full, let used, let capacity, let directory):
+            let ratio = capacity > 0 ? Double(used) / Double(capacity) : 1
+            return (
+                "orchestrator/spool", directory,
+                full
+                    ? .raise(
+                        .critical, value: Double(used), score: min(1, ratio),
+                        message: "the record spool is \(Int(ratio * 100))% full (\(used) of \(capacity) bytes): "
+                            + "the database has been away long; records are lost when it is full")
+                    : .clear(value: Double(used), score: ratio, message: "the record spool is back under 80% of its cap")
+            )
+        case .recordSetAside(let total, let file, let sqlState):
+            // One open episode while records have been set aside (an operator looks at the file).
+            return (
+                "orchestrator/record", file ?? "",
+                .raise(
+                    .warning, value: Double(total), score: 1,
+                    message: "a record was refused by the database for its data (\(sqlState ?? "?")) and set aside in "
+                        + "\(file ?? "the log"): nothing is lost, but it needs a look")
+            )
+        case .broker(let connected, let endpoint, let reason):
+            return (
+                Self.brokerTag, endpoint,
+                connected
+                    ? .clear(value: 1, score: 0, message: "the MQTT broker at \(endpoint) is connected again")
+                    : .raise(
+                        .critical, value: 0, score: 1,
+                        message: "the MQTT broker at \(endpoint) cannot be reached (\(reason ?? "connection lost")): no plant data arrives "
+                            + "and nothing is published until it is back; the tags' own staleness is held back meanwhile")
+            )
+        }
     }
 }
