@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import urllib.request
 import uuid
 
 from selenium import webdriver
@@ -133,10 +134,35 @@ def main():
         if "undefined" in browser.execute_script(plant) or "null" in browser.execute_script(plant):
             fail("the plant view shows a missing limit as undefined or null")
         print("ok: the plant view shows the tag's value against its limits, with a sparkline")
+        # The unit monitor's state (learning here: a unit trains on minutes of operation).
+        if "monitor: learning its normal operation (" not in browser.execute_script(plant):
+            fail("the plant view does not show the unit monitor's state: " + browser.execute_script(plant)[:300])
+        print("ok: the plant view shows the unit monitor's state")
+
+        # A decision's invocation and, once the module answers on its result topic, its result.
+        request = urllib.request.Request(f"http://127.0.0.1:{api_port}/decisions?limit=50", headers={"Authorization": "Bearer " + TOKEN})
+        invoked = None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and invoked is None:
+            decisions = json.load(urllib.request.urlopen(request))["decisions"]
+            invoked = next((d for d in decisions if d.get("invocation")), None)
+            time.sleep(0.2)
+        if invoked is None:
+            fail("the breach made no decision with an invocation")
+        result = {"invocation_id": invoked["invocation"]["invocation_id"], "status": "ok", "output": {"note": "<b>as text</b>"}}
+        subprocess.run(["mosquitto_pub", "-h", host, "-p", port, "-q", "1", "-t", f"apos/result/{invoked['module']}", "-m", json.dumps(result)], check=True)
+        browser.find_element(By.CSS_SELECTOR, "nav button[data-view=decisions]").click()
+        shown = "return [...document.querySelectorAll('#decisions details.result pre')].map(p => p.textContent).join('\\n')"
+        wait.until(lambda b: "<b>as text</b>" in b.execute_script(shown))
+        if browser.execute_script("return document.querySelectorAll('#decisions details.result b').length") != 0:
+            fail("a module's result was put into the page as HTML")
+        print(f"ok: the decisions view shows the {invoked['module']} invocation's result (as text)")
         for view in ["plant", "decisions", "gateway"]:
             browser.find_element(By.CSS_SELECTOR, f"nav button[data-view={view}]").click()
             wait.until(conditions.visibility_of_element_located((By.ID, "view-" + view)))
             time.sleep(0.5 if view != "gateway" else 2.5)  # the gateway view fills from the next status push
+            if view == "decisions":
+                browser.execute_script("document.querySelectorAll('#decisions details.result').forEach(d => d.open = true)")
             browser.save_screenshot(os.path.join(shots, f"console-{view}.png"))
         gateway = browser.execute_script("return document.querySelector('#gateway').innerText")
         if "MQTT broker\tconnected" not in gateway and "MQTT broker connected" not in gateway.replace("\n", " "):

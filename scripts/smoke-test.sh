@@ -216,7 +216,7 @@ fi
 grep '^ok:' "$work/console.log"
 
 # 6. `dang bench` end to end, briefly (a debug build: the figures mean nothing here; the command must work).
-"$dang" bench --seconds 1 --tags 50 --phases baseline ingest latency qos1 --rates 2000 --qos1-rate 2000 --database-url "$DATABASE_URL" \
+"$dang" bench --seconds 1 --tags 50 --phases baseline ingest latency qos1 --rates 2000 --qos1-rate 2000 --console-clients 2 --database-url "$DATABASE_URL" \
   --json "$work/bench.json" > "$work/bench.log" 2>&1 || fail "dang bench failed"
 python3 - "$work/bench.json" <<'PY' || fail "dang bench report"
 import json, sys
@@ -229,8 +229,11 @@ latency = report["latency@2000"]
 # (the alert path itself is checked in step 3 and by the live-path tests; a debug build's latency
 # phase is only run here for the command)
 assert latency["processed"] > 0 and latency["baseline_cpu_us_per_sample"] > 0, report
+# The console clients beside them: events pushed to both, the alarm view read, nothing refused.
+console = report["console"]
+assert console["clients"] == 2 and console["events"] > 0 and console["refreshes"] > 0 and console["failures"] == 0, report
 PY
-echo "ok: dang bench (baseline full speed and paced, ingest, latency and QoS 1 phases; QoS 1: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["qos1"]; print(int(r["published"]), "published,", int(r["lost"]), "lost")' "$work/bench.json"))"
+echo "ok: dang bench (baseline full speed and paced, ingest, latency and QoS 1 phases, 2 console clients; QoS 1: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["qos1"]; print(int(r["published"]), "published,", int(r["lost"]), "lost")' "$work/bench.json"))"
 
 # 7. `dang eval-advisor` against the fake provider, on recorded decisions with known outcomes.
 python3 scripts/fake_llm.py "$work/fake-llm.jsonl" > "$work/fake-llm.port" 2> "$work/fake-llm.log" &

@@ -19,6 +19,9 @@ package struct HTTPRequest: Sendable {
     package var caFile: String?
     package var certFile: String?
     package var keyFile: String?
+    /// When set, the response body is handed over chunk by chunk as it arrives and not kept (a
+    /// stream such as server-sent events; `maxResponseBytes` does not apply).
+    package var onChunk: (@Sendable (UnsafeRawBufferPointer) -> Void)?
 
     package init(url: String) {
         self.url = url
@@ -72,10 +75,12 @@ package enum CurlTransfer {
         let limit: Int
         var overflow = false
         let cancelled: @Sendable () -> Bool
+        let onChunk: (@Sendable (UnsafeRawBufferPointer) -> Void)?
 
-        init(limit: Int, cancelled: @escaping @Sendable () -> Bool) {
+        init(limit: Int, cancelled: @escaping @Sendable () -> Bool, onChunk: (@Sendable (UnsafeRawBufferPointer) -> Void)?) {
             self.limit = limit
             self.cancelled = cancelled
+            self.onChunk = onChunk
         }
     }
 
@@ -84,7 +89,7 @@ package enum CurlTransfer {
     package static func perform(_ request: HTTPRequest, cancelled: @escaping @Sendable () -> Bool = { false }) -> Result<HTTPResponse, HTTPFailure> {
         guard Self.initialized, let handle = curl_easy_init() else { return .failure(.transport("libcurl could not be initialised")) }
         defer { curl_easy_cleanup(handle) }
-        let box = Box(limit: request.maxResponseBytes, cancelled: cancelled)
+        let box = Box(limit: request.maxResponseBytes, cancelled: cancelled, onChunk: request.onChunk)
         let userdata = Unmanaged.passUnretained(box).toOpaque()
         var headerList: UnsafeMutablePointer<curl_slist>? = nil
         defer { curl_slist_free_all(headerList) }
@@ -109,6 +114,10 @@ package enum CurlTransfer {
             let box = Unmanaged<Box>.fromOpaque(userdata!).takeUnretainedValue()
             let bytes = size * count
             if box.cancelled() { return 0 }
+            if let onChunk = box.onChunk {
+                onChunk(UnsafeRawBufferPointer(start: data, count: data == nil ? 0 : bytes))
+                return bytes
+            }
             if box.body.count + bytes > box.limit {
                 box.overflow = true
                 return 0  // aborts the transfer

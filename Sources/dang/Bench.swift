@@ -36,6 +36,9 @@ struct Bench: ParsableCommand {
     @Flag(name: .customLong("without-decisions"), help: "Run dang without trigger rules: the alert path alone, no decision after it.")
     var withoutDecisions = false
 
+    @Option(name: .long, help: "Console clients beside the ingest and latency phases (GET /events, re-reading the alarm view on each alert): what the console costs.")
+    var consoleClients = 0
+
     func validate() throws {
         for phase in self.phases where WireBenchmark.Phase(rawValue: phase) == nil {
             throw ValidationError("unknown phase '\(phase)': one of \(WireBenchmark.Phase.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -44,6 +47,7 @@ struct Bench: ParsableCommand {
             throw ValidationError("--tags, --memory-tags and --memory-samples must be at least 1")
         }
         if self.seconds <= 0 { throw ValidationError("--seconds must be positive") }
+        if !(0...64).contains(self.consoleClients) { throw ValidationError("--console-clients must be 0...64") }
     }
 
     func run() throws {
@@ -59,6 +63,7 @@ struct Bench: ParsableCommand {
         options.memoryTags = self.memoryTags
         options.memorySamples = self.memorySamples
         options.decisions = !self.withoutDecisions
+        options.consoleClients = self.consoleClients
         options.databaseURL = self.databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
         if !self.phases.isEmpty { options.phases = Set(self.phases.compactMap(WireBenchmark.Phase.init(rawValue:))) }
         // Interrupted: stop the private broker and database before going (children of ours in the
@@ -84,7 +89,7 @@ struct Bench: ParsableCommand {
         }
         var report: [String: Any] = [
             "started_at": started.formatted(.iso8601), "version": DangVersion.current,
-            "options": ["tags": self.tags, "seconds": self.seconds, "rates": self.rates, "qos1_rate": self.qos1Rate, "memory_tags": self.memoryTags, "memory_samples": self.memorySamples],
+            "options": ["tags": self.tags, "seconds": self.seconds, "rates": self.rates, "qos1_rate": self.qos1Rate, "memory_tags": self.memoryTags, "memory_samples": self.memorySamples, "console_clients": self.consoleClients],
         ]
         for row in rows {
             report[row.name] = Dictionary(row.values.map { ($0.0, $0.1.isFinite ? $0.1 as Any : NSNull()) }, uniquingKeysWith: { a, _ in a })

@@ -116,6 +116,19 @@ struct APITests {
                 return (invocation?["attempts"] as? Int).map { $0 >= 1 } == true && invocation?["invocation_id"] is String
                     && invocation?.keys.contains("latency_ms") == true
             }
+            // Its result, once a module answers, is shown with it (the console's decisions view).
+            let invocationID = try #require(
+                ((api.call("GET", "/decisions?module=etl", token: Self.read).json["decisions"] as? [[String: Any]])?.first?["invocation"]
+                    as? [String: Any])?["invocation_id"] as? String)
+            let worker = try TestPublisher()
+            try await worker.waitUntilConnected()
+            try worker.publish("it-api/result/etl", #"{"invocation_id": "\#(invocationID)", "status": "ok", "output": {"rows": 1200}}"#)
+            try await eventually("its result shown") {
+                let page = api.call("GET", "/decisions?module=etl", token: Self.read)
+                let invocation = (page.json["decisions"] as? [[String: Any]])?.first?["invocation"] as? [String: Any]
+                return ((invocation?["result"] as? [String: Any])?["output"] as? [String: Any])?["rows"] as? Int == 1200
+                    && (invocation?["result_bytes"] as? Int ?? 0) > 20
+            }
             let summary = api.call("GET", "/decisions?summary=true&limit=5", token: Self.read)
             #expect(summary.status == 200 && summary.json["modules"] != nil)
             #expect(api.call("GET", "/decisions?limit=0", token: Self.read).status == 400)
@@ -202,6 +215,11 @@ struct APITests {
             #expect((furnace["limits"] as? [String: Any])?["hi"] as? Double == 372 && furnace["unit"] as? String == "degC")
             #expect((furnace["values"] as? [Double])?.count == 5 && (furnace["values"] as? [Double])?.last == 375)
             #expect(!tags.contains { ($0["tag"] as? String)?.hasPrefix("r1/cdu/cdu1/") != true })
+            // The unit's monitor with it (learning: a unit trains on minutes of operation); an area has none.
+            let monitor = try #require(api.call("GET", "/tags?unit=r1/cdu/cdu1&samples=5", token: Self.read).json["monitor"] as? [String: Any])
+            #expect(monitor["name"] as? String == "r1/cdu/cdu1" && monitor["trained"] as? Bool == false && monitor["in_alarm"] as? Bool == false)
+            #expect((monitor["tags"] as? [String])?.contains(DecisionLoopTests.furnace) == true && (monitor["baseline_size"] as? Int ?? 0) > 0)
+            #expect(api.call("GET", "/tags?unit=r1/cdu&samples=5", token: Self.read).json["monitor"] is NSNull)
             for bad in ["", "?unit=", "?unit=r1/cdu/", "?unit=r1/cdu/cdu1&samples=0"] {
                 #expect(api.call("GET", "/tags\(bad)", token: Self.read).status == 400, "\(bad)")
             }

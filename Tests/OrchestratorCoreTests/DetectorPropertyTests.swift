@@ -211,6 +211,37 @@ enum Fixture {
         #expect(drivers.first?.tag == "t2")
     }
 
+    @Test func `a unit monitor's state: learning, watching, then in alarm with the tags that drive it`() throws {
+        let fixture = try #require(try Fixture.load("multivariate.json") as? [String: Any])
+        let train = try #require(fixture["train"] as? [[Double]])
+        let test = try #require(fixture["test"] as? [[Double]])
+        var unit = UnitMonitor(name: "u", slots: (0..<6).map(Int32.init), baselineSize: train.count)
+        let names: (Int32) -> String = { "t\($0)" }
+        for row in train.prefix(10) { unit.learn(row, settings: .init()) }
+        var state = unit.state(names: names)
+        #expect(!state.trained && state.baselineSamples == 10 && state.baselineSize == train.count && state.ratio == nil)
+        #expect(state.tags == (0..<6).map { "t\($0)" } && state.drivers.isEmpty && !state.inAlarm)
+        for row in train.dropFirst(10) { unit.learn(row, settings: .init()) }
+        state = unit.state(names: names)
+        #expect(state.trained && state.baselineSamples == train.count && state.ratio == nil)
+        _ = unit.evaluate(train[0], time: 0, policy: AlertPolicy(), names: names)
+        state = unit.state(names: names)
+        #expect(!state.inAlarm && (state.ratio ?? 9) < 1 && state.drivers.count == 3)
+        var raised: ConditionChange?
+        for row in test where raised == nil {
+            raised = unit.evaluate(row, time: 0, policy: AlertPolicy(), names: names).flatMap { $0.raised ? $0 : nil }
+        }
+        guard case .multivariate(_, _, _, let drivers)? = raised?.detail else {
+            Issue.record("no multivariate alarm")
+            return
+        }
+        state = unit.state(names: names)
+        // The state says what the alarm said: in alarm, beyond its limit, driven by the same tags.
+        #expect(state.inAlarm && (state.ratio ?? 0) >= 1 && state.drivers == drivers)
+        let shares = state.drivers.map(\.share)
+        #expect(shares == shares.sorted(by: >) && shares.allSatisfy { (0...1).contains($0) })
+    }
+
     @Test func `a unit whose model keeps every component says no NaN about its residual`() throws {
         // Two independent tags: both components are kept, nothing is left for SPE.
         var random = SplitMix64(seed: 9)

@@ -19,6 +19,8 @@ final class OrchestratorChild: @unchecked Sendable {
 
     let pid: pid_t
     let httpPort: Int
+    /// The API's read token (the console clients').
+    static let readToken = "bench-console-read"
     private let directory: URL
 
     init(executable: String, servers: BenchServers, tags: Int, qos: Int, name: String, decisions: Bool = true) throws {
@@ -40,7 +42,7 @@ final class OrchestratorChild: @unchecked Sendable {
                 etl: {enabled: false}
               triggers:\(decisions ? "\n    - {name: bench-limit, kind: equipment, module: forecasting, alerts: [limit]}" : " []")
               decision_engine: {max_retries: 0}
-            api: {enabled: true, listen: "127.0.0.1:\(self.httpPort)"}
+            api: {enabled: true, listen: "127.0.0.1:\(self.httpPort)", read_token: \(Self.readToken)}
             mqtt: {url: "mqtt://127.0.0.1:\(servers.brokerPort)", client_id: dang-bench-\(name), subscribe_qos: \(qos), tcp_nodelay: true}
             database: {url: "\(servers.databaseURL)", spool_dir: "\(self.directory.path)/spool"}
             topics: {prefix: bench, map: topics.yaml}

@@ -43,6 +43,8 @@ package struct WireBenchmark {
         /// Without the decision side (no trigger rules): what the alert costs when no decision
         /// follows it on the ingest thread.
         package var decisions = true
+        /// Console clients (``ConsoleLoad``) beside the ingest and latency phases: 0 for none.
+        package var consoleClients = 0
 
         package init(executable: String) { self.executable = executable }
     }
@@ -107,6 +109,12 @@ package struct WireBenchmark {
 
         if phases.contains(.ingest) || phases.contains(.latency) {
             try self.withChild(servers, tags: self.options.tags, qos: 0, name: "ingest") { child in
+                let console = self.options.consoleClients > 0 ? ConsoleLoad(port: child.httpPort, clients: self.options.consoleClients) : nil
+                if let console {
+                    self.progress("console: \(self.options.consoleClients) clients on GET /events, re-reading the alarm view on every alert")
+                    console.start()
+                }
+                defer { if let console { rows.append(console.stop()) } }
                 if phases.contains(.ingest) {
                     self.progress("ingest: dang run, \(self.options.tags) tags, every detector on, QoS 0, full speed, \(self.options.seconds) s")
                     rows.append(try self.ingest(child: child, port: servers.brokerPort, baseline: baselineRate))

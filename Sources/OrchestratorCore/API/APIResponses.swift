@@ -61,6 +61,15 @@ enum APIResponse {
 
     struct Tags: Encodable {
         let tags: [TagReading]
+        /// The unit monitor of the path asked for; null when it has none.
+        let monitor: UnitMonitorState?
+
+        func encode(to encoder: any Encoder) throws {
+            enum Key: String, CodingKey { case tags, monitor }
+            var c = encoder.container(keyedBy: Key.self)
+            try c.encode(self.tags, forKey: .tags)
+            try c.encode(self.monitor, forKey: .monitor)
+        }
     }
 
     struct OutOfService: Encodable {
@@ -90,7 +99,7 @@ enum APIResponse {
             }
 
             enum InvocationKeys: String, CodingKey {
-                case invocationID = "invocation_id", attempts, latency = "latency_ms"
+                case invocationID = "invocation_id", attempts, latency = "latency_ms", result, resultBytes = "result_bytes"
             }
 
             func encode(to encoder: any Encoder) throws {
@@ -112,6 +121,8 @@ enum APIResponse {
                     try i.encode(invocation.id.uuidString.lowercased(), forKey: .invocationID)
                     try i.encode(invocation.attempts, forKey: .attempts)
                     try i.encode(invocation.latencyMilliseconds, forKey: .latency)
+                    try i.encode(invocation.resultBytes, forKey: .resultBytes)
+                    try i.encode(invocation.result.flatMap { JSONValue(parsing: Array($0.utf8)) }, forKey: .result)
                 } else {
                     try c.encodeNil(forKey: .invocation)
                 }

@@ -226,7 +226,7 @@ package struct APIServer: Sendable {
         }
         let samples = q.get("samples").flatMap { Int($0) } ?? 60
         guard (1...1000).contains(samples) else { return Self.error(.badRequest, "samples must be 1...1000") }
-        return Self.json(.ok, APIResponse.Tags(tags: self.status.readings(under: unit, samples: samples)))
+        return Self.json(.ok, APIResponse.Tags(tags: self.status.readings(under: unit, samples: samples), monitor: self.status.unitMonitor(unit)))
     }
 
     func ack(_ request: Request, _ context: APIRequestContext) async throws -> Response {

@@ -27,6 +27,8 @@ package protocol StatusSource: Sendable {
     /// The tags under a unit or area path (`r1/cdu/cdu1`): their metadata, limits and newest
     /// `samples` good values, for the console's plant view.
     func readings(under unit: String, samples: Int) -> [TagReading]
+    /// The unit monitor named `unit` (a unit's path), nil when the path has none.
+    func unitMonitor(_ unit: String) -> UnitMonitorState?
 }
 
 /// A tag as the console's plant view shows it (`GET /tags`).

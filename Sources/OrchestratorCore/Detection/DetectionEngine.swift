@@ -115,6 +115,13 @@ package struct DetectionEngine: Sendable {
     /// The unit monitors, for status and tests.
     package var unitMonitors: [UnitMonitor] { self.units }
 
+    /// The state of the unit monitor named `name` (its tags by name), nil when there is none.
+    package func unitState(named name: String) -> UnitMonitorState? {
+        guard let unit = self.units.first(where: { $0.name == name }) else { return nil }
+        let names = self.tagNames
+        return unit.state(names: { names[Int($0)] })
+    }
+
     /// Monitors the given tags together as one unit (docs/detection.md, "Multivariate unit
     /// monitoring"). Tags already in a unit, or not known to the engine, are refused.
     package mutating func addUnit(name: String, slots: [Int32]) -> Bool {

@@ -5,11 +5,14 @@ package import Foundation
 /// Every filter is a bound parameter; an absent filter is a NULL that matches everything.
 package enum History {
     /// Joins each decision `d` to its latest invocation as `i` — `status`, `invocation_id`,
-    /// `attempts` and `latency_ms` (published → completed) — (fixed SQL text).
+    /// `attempts`, `latency_ms` (published → completed), its result's size and the result itself
+    /// when it is at most ``resultShown`` bytes — (fixed SQL text).
     private static let latestOutcome = """
         LEFT JOIN LATERAL (
             SELECT status, invocation_id, attempts,
-                   (extract(epoch FROM (completed_at - published_at)) * 1000)::bigint AS latency_ms
+                   (extract(epoch FROM (completed_at - published_at)) * 1000)::bigint AS latency_ms,
+                   octet_length(result::text) AS result_bytes,
+                   CASE WHEN octet_length(result::text) <= \(resultShown) THEN result::text END AS result
             FROM invocations WHERE decision_id = d.decision_id
             ORDER BY published_at DESC NULLS LAST LIMIT 1
         ) i ON true
@@ -81,7 +84,15 @@ package enum History {
         package let id: UUID
         package let attempts: Int
         package let latencyMilliseconds: Int64?
+        /// The module's result (JSON text) when it has one of at most ``History/resultShown`` bytes.
+        package var result: String? = nil
+        /// The size of the result in bytes, nil while there is none.
+        package var resultBytes: Int? = nil
     }
+
+    /// The largest result `GET /decisions` carries whole; a larger one is only sized (the whole
+    /// result stays in the record, and on the result topic).
+    package static let resultShown = 8192
 
     package struct DecisionPage: Sendable {
         package let rows: [DecisionRow]
@@ -98,7 +109,7 @@ package enum History {
                    d.source, d.trigger::text AS trigger, d.reasons::text AS reasons, d.confidence, d.latency_us,
                    d.parent_decision_id::text AS parent_decision_id, coalesce(i.status, 'none') AS outcome,
                    ((extract(epoch FROM d.ts) * 1000000)::numeric)::bigint AS ts_us,
-                   i.invocation_id::text AS invocation_id, i.attempts, i.latency_ms
+                   i.invocation_id::text AS invocation_id, i.attempts, i.latency_ms, i.result_bytes, i.result
             FROM decisions d
             \(Self.latestOutcome)
             WHERE ($1::bigint IS NULL OR d.ts >= to_timestamp($1::double precision / 1000))
@@ -123,7 +134,11 @@ package enum History {
                     trigger: row.trigger ?? "{}", reasons: row.reasons ?? "[]", confidence: row.confidence,
                     latencyMicroseconds: row.latencyMicroseconds, parentDecisionID: row.parentDecisionID),
                 outcome: row.outcome,
-                invocation: row.invocationID.map { Invocation(id: $0, attempts: row.attempts ?? 0, latencyMilliseconds: row.invocationLatency) })
+                invocation: row.invocationID.map {
+                    Invocation(
+                        id: $0, attempts: row.attempts ?? 0, latencyMilliseconds: row.invocationLatency, result: row.result,
+                        resultBytes: row.resultBytes)
+                })
         }
         var next: Cursor? = nil
         if page.count > limit {
@@ -151,11 +166,13 @@ package enum History {
         let invocationID: UUID?
         let attempts: Int?
         let invocationLatency: Int64?
+        let resultBytes: Int?
+        let result: String?
 
         enum CodingKeys: String, CodingKey {
             case decisionID = "decision_id", ts = "ts_ms", module, action, source, trigger, reasons, confidence
             case latencyMicroseconds = "latency_us", parentDecisionID = "parent_decision_id", outcome, microseconds = "ts_us"
-            case invocationID = "invocation_id", attempts, invocationLatency = "latency_ms"
+            case invocationID = "invocation_id", attempts, invocationLatency = "latency_ms", resultBytes = "result_bytes", result
         }
     }
 

@@ -45,6 +45,11 @@ extension IngestPipeline {
         }
     }
 
+    /// The state of one unit monitor, nil when no unit has that name.
+    package func unitState(named name: String) -> UnitMonitorState? {
+        self.state.withLock { $0.engine.unitState(named: name) }
+    }
+
     /// Unit monitors: their names and whether they are trained yet.
     package var units: [(name: String, tags: Int, trained: Bool)] {
         self.state.withLock { state in state.engine.unitMonitors.map { ($0.name, $0.slots.count, $0.isTrained) } }

@@ -452,6 +452,8 @@ extension Orchestrator: StatusSource {
         }
     }
 
+    package func unitMonitor(_ unit: String) -> UnitMonitorState? { self.pipeline.unitState(named: unit) }
+
     package func statusSnapshot() -> StatusSnapshot {
         let mqtt = self.connectionStatus
         var modules: [ModuleName: StatusSnapshot.Module] = [:]

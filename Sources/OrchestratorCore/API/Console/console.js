@@ -110,10 +110,14 @@ async function loadPlant() {
   const readings = await Promise.all(units.map((u) => api("GET", "/tags?samples=60&unit=" + encodeURIComponent(u.name))));
   const standing = await api("GET", "/alerts?limit=500");
   const alarmed = new Set(standing.alerts.filter((a) => a.severity !== "info").map((a) => a.tag));
-  $("#units").replaceChildren(...units.map((u, i) => element("div", { class: "unit" },
-    element("h3", {}, u.name + " "), element("span", { class: u.trained ? "ok" : "muted" }, u.trained ? "monitor: watching the unit as a whole" : "monitor: learning its normal operation"),
-    element("table", {}, element("thead", {}, element("tr", {}, ...["tag", "", "value", "limits", "last minutes"].map((h) => element("th", {}, h)))),
-      element("tbody", {}, ...readings[i].tags.map((t) => tagRow(t, alarmed.has(t.tag))))))));
+  $("#units").replaceChildren(...units.map((u, i) => {
+    const monitor = readings[i].monitor;
+    const drivers = new Map(((monitor && monitor.in_alarm && monitor.drivers) || []).map((d) => [d.tag, d.share]));
+    return element("div", { class: "unit" + (monitor && monitor.in_alarm ? " in-alarm" : "") },
+      element("h3", {}, u.name + " "), monitorState(monitor),
+      element("table", {}, element("thead", {}, element("tr", {}, ...["tag", "", "value", "limits", "last minutes", ""].map((h) => element("th", {}, h)))),
+        element("tbody", {}, ...readings[i].tags.map((t) => tagRow(t, alarmed.has(t.tag), drivers.get(t.tag))))));
+  }));
   $("#advisories tbody").replaceChildren(...advisories.alerts.map((a) => element("tr", {},
     element("td", {}, age(a.raised_at)), element("td", {}, a.tag), element("td", {}, a.kind), element("td", {}, a.message))));
   $("#service tbody").replaceChildren(...service.out_of_service.map((t) => element("tr", {},
@@ -121,17 +125,30 @@ async function loadPlant() {
     element("td", {}, element("button", { onclick: () => act("POST", "/service", { tag: t.tag, out_of_service: false, by: operator() }) }, "Back in service")))));
 }
 
-function tagRow(t, alarmed) {
+// The unit monitor: learning (how far), or watching — in alarm or not, how near its limit, and
+// while in alarm the tags that drive it.
+function monitorState(m) {
+  if (!m) return element("span", { class: "muted" }, "no unit monitor");
+  if (m.training_error) return element("span", { class: "bad" }, "monitor: could not train (" + m.training_error + ")");
+  if (!m.trained) return element("span", { class: "muted" }, "monitor: learning its normal operation (" + m.baseline_samples + " of " + m.baseline_size + " samples)");
+  const near = m.ratio == null ? "" : " — " + Math.round(m.ratio * 100) + " % of its limit";
+  if (!m.in_alarm) return element("span", { class: "ok" }, "monitor: within its normal operation" + near);
+  const driven = m.drivers.map((d) => d.tag.split("/").pop() + " " + Math.round(d.share * 100) + " %").join(", ");
+  return element("span", { class: "bad monitor-alarm" }, "monitor: IN ALARM" + near + "; driven by " + driven);
+}
+
+function tagRow(t, alarmed, driverShare) {
   const values = t.values.filter((v) => v != null);
   const last = values.length ? values[values.length - 1] : null;
   const l = t.limits;
   // (A limit the topic map does not set is absent from the JSON: `!= null` covers both.)
   const outside = last != null && ((l.hi != null && last > l.hi) || (l.lo != null && last < l.lo));
   const limits = [["LOLO", l.lolo], ["LO", l.lo], ["HI", l.hi], ["HIHI", l.hihi]].filter(([, v]) => v != null).map(([n, v]) => n + " " + v).join(" · ");
-  return element("tr", { class: alarmed || outside ? "alarmed" : "" },
+  return element("tr", { class: (alarmed || outside ? "alarmed" : "") + (driverShare != null ? " driver" : "") },
     element("td", {}, t.tag.split("/").pop()), element("td", { class: "muted" }, t.description || ""),
     element("td", { class: "value" }, last == null ? "—" : (+last.toPrecision(5)) + (t.unit ? " " + t.unit : "")),
-    element("td", { class: "muted" }, limits), element("td", {}, sparkline(values, l)));
+    element("td", { class: "muted" }, limits), element("td", {}, sparkline(values, l)),
+    element("td", { class: "driver-share" }, driverShare != null ? "drives " + Math.round(driverShare * 100) + " %" : ""));
 }
 
 // The last minutes of a tag as a line, with its HI and LO limits dashed when they are in range.
@@ -163,7 +180,7 @@ async function loadDecisions() {
   const found = await api("GET", "/decisions?limit=25");
   $("#decisions tbody").replaceChildren(...found.decisions.map((d) => element("tr", { class: d.action },
     element("td", {}, new Date(d.ts).toLocaleTimeString()), element("td", {}, d.module), element("td", {}, d.action),
-    element("td", {}, (d.trigger && (d.trigger.name || d.trigger.kind)) || ""), element("td", {}, outcome(d)),
+    element("td", {}, (d.trigger && (d.trigger.name || d.trigger.kind)) || ""), element("td", {}, outcome(d), result(d)),
     element("td", { class: "steps" }, ...(Array.isArray(d.reasons) ? d.reasons : []).map((r) =>
       element("span", { class: "step " + r.verdict, title: r.detail }, r.step))),
     element("td", {}, d.action === "defer" && d.outcome === "none" ? approval(d) : ""))));
@@ -175,6 +192,14 @@ function outcome(d) {
   const parts = [d.outcome, d.invocation.attempts + (d.invocation.attempts === 1 ? " attempt" : " attempts")];
   if (d.invocation.latency_ms != null) parts.push((d.invocation.latency_ms / 1000).toFixed(1) + " s");
   return parts.join(" · ");
+}
+
+// The module's result, folded: its JSON as text (never as HTML), or its size when too large to carry.
+function result(d) {
+  const i = d.invocation;
+  if (!i || i.result_bytes == null) return "";
+  const body = i.result != null ? JSON.stringify(i.result, null, 1) : i.result_bytes + " bytes: in the record and on the result topic";
+  return element("details", { class: "result" }, element("summary", {}, "result"), element("pre", {}, body));
 }
 
 function approval(d) {
@@ -213,10 +238,13 @@ async function refresh() {
   }
 }
 
-let pending = null;
+// The first change after a calm is shown within 100 ms; in a flood the view is read again at most
+// twice a second (each reading is two queries of the record: many open pages must not load it).
+let pending = null, lastRefresh = 0;
 function refreshSoon() {
   if (pending) return;
-  pending = setTimeout(() => { pending = null; refresh(); }, 100);
+  const wait = Math.max(100, 500 - (Date.now() - lastRefresh));
+  pending = setTimeout(() => { pending = null; lastRefresh = Date.now(); refresh(); }, wait);
 }
 
 async function listen() {

@@ -26,6 +26,10 @@ package struct UnitMonitor: Sendable {
     private var latch = AlarmLatch()
     package private(set) var lastScore = 0.0
     package private(set) var trainingError: String?
+    /// The last evaluation's tests against their limits (raw D², its EWMA, the farthest tag) and
+    /// that tag's index: which contributions name the drivers (``drivers(names:)``).
+    private var lastRatios = (raw: 0.0, filtered: 0.0, tag: 0.0, outlier: 0)
+    private var evaluated = false
 
     package init(name: String, slots: [Int32], baselineSize: Int) {
         self.name = name
@@ -106,6 +110,8 @@ package struct UnitMonitor: Sendable {
         }
         let ratio = max(rawRatio, filteredRatio, tagRatio)
         self.lastScore = ratio / (1 + ratio)
+        self.lastRatios = (rawRatio, filteredRatio, tagRatio, outlier)
+        self.evaluated = true
         // Hysteresis, per test: D² and its EWMA, which swing widely from sample to sample, clear
         // below 80 % of their limits; a tag's reading clears 2 % inside its limit, as a limit alarm
         // with a deadband, and re-arms below 80 % of it, so a reading wandering back and forth
@@ -121,20 +127,37 @@ package struct UnitMonitor: Sendable {
         guard let raised = self.latch.update(raise: anyBeyond, clear: !anyBeyond, time: time, policy: policy) else {
             return nil
         }
-        // Which tags drove it: the statistic that alarmed decides which contributions to rank.
-        var ranked = rawRatio >= filteredRatio ? self.contributions : self.filteredContributions
-        if tagRatio > max(rawRatio, filteredRatio) {
-            for j in ranked.indices { ranked[j] = j == outlier ? 1 : 0 }
-        }
-        let total = ranked.reduce(0, +)
-        let top = ranked.indices.sorted { ranked[$0] > ranked[$1] }.prefix(3).map { index in
-            UnitDriver(tag: names(self.slots[index]), share: total > 0 ? ranked[index] / total : 0)
-        }
         return ConditionChange(
             condition: .multivariate, raised: raised, value: d2, score: self.lastScore,
             detail: .multivariate(
                 ratio: ratio, t2Ratio: Self.ratio(parts.t2, model.t2Limit), speRatio: Self.ratio(parts.spe, model.speLimit),
-                drivers: top))
+                drivers: self.drivers(names: names)))
+    }
+
+    /// The three tags that weigh most in the last evaluation, with their shares: the statistic
+    /// farthest toward its limit decides which contributions are ranked (a single tag beyond its
+    /// own limit takes it all).
+    private func drivers(names: (Int32) -> String) -> [UnitDriver] {
+        let last = self.lastRatios
+        var ranked = last.raw >= last.filtered ? self.contributions : self.filteredContributions
+        if last.tag > max(last.raw, last.filtered) {
+            for j in ranked.indices { ranked[j] = j == last.outlier ? 1 : 0 }
+        }
+        let total = ranked.reduce(0, +)
+        return ranked.indices.sorted { ranked[$0] > ranked[$1] }.prefix(3).map { index in
+            UnitDriver(tag: names(self.slots[index]), share: total > 0 ? ranked[index] / total : 0)
+        }
+    }
+
+    /// The monitor now, as the console shows it: learning (and how far), or watching — in alarm
+    /// or not, how near its limits, and which tags weigh most.
+    package func state(names: (Int32) -> String) -> UnitMonitorState {
+        let evaluated = self.evaluated
+        return UnitMonitorState(
+            name: self.name, tags: self.slots.map(names), trained: self.isTrained, baselineSamples: self.isTrained ? self.baselineSize : self.baselineRows,
+            baselineSize: self.baselineSize, trainingError: self.trainingError, inAlarm: self.latch.active,
+            ratio: evaluated ? max(self.lastRatios.raw, self.lastRatios.filtered, self.lastRatios.tag) : nil,
+            drivers: evaluated ? self.drivers(names: names) : [])
     }
 
     /// A statistic against its limit; 0 where the limit is 0 — SPE when the model keeps every
@@ -145,9 +168,43 @@ package struct UnitMonitor: Sendable {
 }
 
 /// A tag's share of a multivariate alarm.
-package struct UnitDriver: Sendable, Equatable {
+package struct UnitDriver: Sendable, Equatable, Encodable {
     package let tag: String
     package let share: Double
+}
+
+/// A unit monitor's state (`GET /tags?unit=`'s `monitor`).
+package struct UnitMonitorState: Sendable, Equatable, Encodable {
+    package let name: String
+    package let tags: [String]
+    package let trained: Bool
+    /// Baseline vectors collected (all of them once trained) of the `baselineSize` training needs.
+    package let baselineSamples: Int
+    package let baselineSize: Int
+    package let trainingError: String?
+    package let inAlarm: Bool
+    /// The last evaluation's farthest test against its limit (1 = at the limit); nil before one.
+    package let ratio: Double?
+    /// The tags that weigh most in that evaluation, largest share first.
+    package let drivers: [UnitDriver]
+
+    enum CodingKeys: String, CodingKey {
+        case name, tags, trained, baselineSamples = "baseline_samples", baselineSize = "baseline_size"
+        case trainingError = "training_error", inAlarm = "in_alarm", ratio, drivers
+    }
+
+    package func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.name, forKey: .name)
+        try c.encode(self.tags, forKey: .tags)
+        try c.encode(self.trained, forKey: .trained)
+        try c.encode(self.baselineSamples, forKey: .baselineSamples)
+        try c.encode(self.baselineSize, forKey: .baselineSize)
+        try c.encode(self.trainingError, forKey: .trainingError)
+        try c.encode(self.inAlarm, forKey: .inAlarm)
+        try c.encode(self.ratio.flatMap { $0.isFinite ? $0 : nil }, forKey: .ratio)
+        try c.encode(self.drivers.filter { $0.share.isFinite }, forKey: .drivers)
+    }
 }
 
 /// One test's hysteresis, on its ratio to its limit: beyond above 1, cleared at `clear`; once
