@@ -21,7 +21,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as conditions
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 TAG = "r1/cdu/cdu1/TI-105"  # flash zone temperature: LO 340, HI 368
 TOKEN = "console-operate"
@@ -125,6 +125,19 @@ def main():
         if recorded != OPERATOR:
             fail(f"the acknowledgement is not in PostgreSQL: {recorded!r}")
         print(f"ok: acknowledged in the page: on MQTT and in PostgreSQL as {OPERATOR!r}")
+
+        # The filters: by priority and by unit (the standing alarm shown only where it belongs).
+        listed = "return !!document.querySelector(`#alarms tr[data-alert='${arguments[0]}']`)"
+        for severity, unit, shown in [("info", "", False), ("critical,warning", "", True), ("", "r1/fcc/fcc1", False), ("", "r1/cdu/cdu1", True)]:
+            Select(browser.find_element(By.ID, "alarm-severity")).select_by_value(severity)
+            wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#alarm-unit option")) > 1)
+            Select(browser.find_element(By.ID, "alarm-unit")).select_by_value(unit)
+            try:
+                wait.until(lambda b: b.execute_script(listed, alert_id) == shown)
+            except Exception:
+                fail(f"with priority {severity or 'any'!r} and unit {unit or 'all'!r} the alarm is {'not ' if shown else ''}listed")
+        Select(browser.find_element(By.ID, "alarm-unit")).select_by_value("")
+        print("ok: the alarms view filters by priority and by unit")
 
         browser.find_element(By.CSS_SELECTOR, "nav button[data-view=plant]").click()
         plant = "return document.querySelector('#units').innerText"

@@ -50,7 +50,18 @@ const rank = { critical: 0, warning: 1, info: 2 };
 
 async function loadAlarms() {
   const filter = $("#alarm-state").value;
-  const [standing, journal] = await Promise.all([api("GET", "/alerts?state=" + filter + "&limit=500"), api("GET", "/alerts?state=all&limit=200")]);
+  // The unit choices follow the status (units of the topic map); the chosen one is kept.
+  const units = ((state.status && state.status.detectors && state.status.detectors.units) || []).map((u) => u.name);
+  const unitSelect = $("#alarm-unit");
+  if (unitSelect.options.length !== units.length + 1) {
+    const chosen = unitSelect.value;
+    unitSelect.replaceChildren(element("option", { value: "" }, "all"), ...units.map((u) => element("option", { value: u }, u)));
+    unitSelect.value = units.includes(chosen) ? chosen : "";
+  }
+  let query = "&limit=500";
+  if ($("#alarm-severity").value) query += "&severity=" + encodeURIComponent($("#alarm-severity").value);
+  if (unitSelect.value) query += "&unit=" + encodeURIComponent(unitSelect.value);
+  const [standing, journal] = await Promise.all([api("GET", "/alerts?state=" + filter + query), api("GET", "/alerts?state=all&limit=200")]);
   const rows = standing.alerts.sort((a, b) => (rank[a.severity] - rank[b.severity]) || (a.raised_at - b.raised_at));
   const body = $("#alarms tbody");
   body.replaceChildren(...rows.map(alarmRow));
@@ -327,7 +338,7 @@ async function login(event) {
 document.addEventListener("DOMContentLoaded", () => {
   for (const tab of document.querySelectorAll("nav button")) tab.addEventListener("click", () => show(tab.dataset.view));
   $("#login form").addEventListener("submit", login);
-  $("#alarm-state").addEventListener("change", refresh);
+  for (const id of ["#alarm-state", "#alarm-severity", "#alarm-unit"]) $(id).addEventListener("change", refresh);
   $("#operator").value = sessionStorage.getItem("dang.operator") || "";
   if (state.token) {
     $("#login").hidden = true;
