@@ -17,6 +17,7 @@ PACKAGES=(
   python3-venv
   chromium
   chromium-driver
+  prometheus
 )
 
 die() { echo "install-deps: ERROR: $*" >&2; exit 1; }

@@ -193,15 +193,24 @@ curl -fsS --cacert "$work/pki/ca.pem" "https://127.0.0.1:$api_port/livez" >/dev/
   -c status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
   --max-examples 25 --seed 1 > "$work/schemathesis.log" 2>&1 || { tail -60 "$work/schemathesis.log"; fail "the API does not match docs/openapi.yaml"; }
 echo "ok: the running API over HTTPS matches docs/openapi.yaml ($(grep -o '[0-9]* generated, [0-9]* passed' "$work/schemathesis.log" | head -1))"
+# The metrics as Prometheus reads them: promtool (Debian's prometheus package) lints the exposition.
+curl -fsS --cacert "$work/pki/ca.pem" "https://127.0.0.1:$api_port/metrics" > "$work/metrics.txt" || fail "GET /metrics over HTTPS failed"
+if command -v promtool >/dev/null 2>&1; then
+  promtool check metrics < "$work/metrics.txt" > "$work/promtool.log" 2>&1 || { cat "$work/promtool.log"; fail "promtool check metrics found problems"; }
+  echo "ok: promtool check metrics: $(grep -c '^# TYPE' "$work/metrics.txt") families, no problem"
+else
+  echo "skip: promtool is not installed (Debian package prometheus; scripts/install-deps.sh installs it)"
+fi
 # Rotation: the new pair (from another CA) replaces the files, SIGHUP, and the same process presents it.
 cp "$work/pki/next.pem" "$work/pki/server.pem"; cp "$work/pki/next.key" "$work/pki/server.key"
 kill -HUP "$run_pid"
-for _ in $(seq 50); do grep -q "the API certificate was read again" "$work/run-5.log" && break; sleep 0.1; done
+for _ in $(seq 50); do grep -q "the certificate and key were read again" "$work/run-5.log" && break; sleep 0.1; done
 kill -0 "$run_pid" 2>/dev/null || fail "dang run ended on SIGHUP"
 curl -fsS --cacert "$work/pki/next-ca.pem" "https://127.0.0.1:$api_port/livez" >/dev/null || fail "after SIGHUP the new certificate is not presented"
 if curl -fsS --cacert "$work/pki/ca.pem" "https://127.0.0.1:$api_port/livez" >/dev/null 2>&1; then fail "after SIGHUP the old certificate is still presented"; fi
 kill -TERM "$run_pid"; wait "$run_pid" || fail "dang run exited with status $? after the schema check"
-echo "ok: SIGHUP rotates the API certificate without a restart"
+grep -q "reload: applied" "$work/run-5.log" || fail "SIGHUP did not reload the configuration: $(grep -i reload "$work/run-5.log" | tail -3)"
+echo "ok: SIGHUP reloads the configuration and rotates the API certificate without a restart"
 
 # 5b. The console as a person uses it: headless Chromium opens it, sees an alarm appear within a
 #     second of the breach, acknowledges it, and the acknowledgement is on MQTT and in PostgreSQL;

@@ -8,7 +8,7 @@ package struct MQTTConnectionOptions: Sendable {
     }
 
     /// TLS settings; `nil` on ``MQTTConnectionOptions/tls`` means plain TCP.
-    package struct TLS: Sendable {
+    package struct TLS: Sendable, Equatable {
         /// PEM file of trusted CAs.
         package var caFile: String?
         /// Directory of trusted CAs (hashed names), e.g. `/etc/ssl/certs`.

@@ -58,13 +58,17 @@ struct ServerOptions: ParsableArguments {
 
     func apply(to config: inout OrchestratorConfig) throws {
         do {
-            try config.applyOverrides(
-                mqttURL: self.mqttURL, databaseURL: self.databaseURL, environment: ProcessInfo.processInfo.environment)
-            if let spoolDir = self.spoolDir { config.database.spoolDirectory = spoolDir }
+            try self.override(&config)
         } catch {
             printError(error.description)
             throw ExitCode(2)
         }
+    }
+
+    /// The overrides, throwing the configuration's own error (a reload reports it).
+    func override(_ config: inout OrchestratorConfig) throws(ConfigError) {
+        try config.applyOverrides(mqttURL: self.mqttURL, databaseURL: self.databaseURL, environment: ProcessInfo.processInfo.environment)
+        if let spoolDir = self.spoolDir { config.database.spoolDirectory = spoolDir }
     }
 }
 

@@ -24,16 +24,29 @@ struct Run: AsyncParsableCommand {
         }
     }
 
-    func run() async throws {
-        let logger = makeLogger(level: self.configOptions.logLevel, format: self.configOptions.logFormat)
-        var config = try self.configOptions.load(logger: logger)
-        try self.servers.apply(to: &config)
+    /// `--http` and `--llm-base-url`.
+    private func override(_ config: inout OrchestratorConfig) {
         if let http = self.http, let listen = APISettings.parseListen(http) {
             (config.api.host, config.api.port) = listen
             config.api.enabled = true
         }
         if let url = self.llmBaseURL { config.llm.baseURL = url }
-        let orchestrator = try Orchestrator(config: config, logger: logger, extraSinks: [AlertLogSink(logger: logger)])
+    }
+
+    func run() async throws {
+        let logger = makeLogger(level: self.configOptions.logLevel, format: self.configOptions.logFormat)
+        var config = try self.configOptions.load(logger: logger)
+        try self.servers.apply(to: &config)
+        self.override(&config)
+        // A reload (SIGHUP, POST /reload) reads the same file with the same overrides.
+        let source: ConfigurationSource = { [self] in
+            var config = try OrchestratorConfig.load(file: self.configOptions.config)
+            try self.servers.override(&config)
+            self.override(&config)
+            return config
+        }
+        let orchestrator = try Orchestrator(
+            config: config, logger: logger, extraSinks: [AlertLogSink(logger: logger)], configurationSource: source)
         if let certificates = orchestrator.apiCertificates {
             logger.notice("the API serves HTTPS", metadata: ["tls.not_after": "\(certificates.notAfter.formatted(.iso8601))"])
         }
@@ -48,14 +61,14 @@ struct Run: AsyncParsableCommand {
     }
 }
 
-/// SIGHUP reads the API's certificate and key again (rotation without a restart) instead of
-/// ending the process, as it would by default.
+/// SIGHUP reloads the configuration and topic map, and the API's certificate and key
+/// (``Orchestrator/reload()``), instead of ending the process as it would by default.
 private struct HangupService: Service {
     let orchestrator: Orchestrator
 
     func run() async throws {
         for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
-            self.orchestrator.reloadCertificates()
+            _ = self.orchestrator.reload()
         }
     }
 }

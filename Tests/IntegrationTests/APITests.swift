@@ -93,7 +93,15 @@ struct APITests {
             topic.withUTF8 { t in payload.withUTF8 { p in orchestrator.pipeline.handle(topic: UnsafeRawBufferPointer(t), payload: UnsafeRawBufferPointer(p)) } }
             let reasons = (api.call("GET", "/status", token: nil).json["ingest"] as? [String: Any])?["rejected_by_reason"] as? [String: Any]
             #expect((reasons?["malformed_json"] as? NSNumber)?.intValue == 1, "\(reasons ?? [:])")
-            #expect(api.call("GET", "/metrics", token: nil).text.contains(#"dang_ingest_rejected_reason_total{reason="malformed_json"} 1"#))
+            #expect(api.call("GET", "/metrics", token: nil).text.contains(#"dang_ingest_rejected_total{reason="malformed_json"} 1"#))
+            // Prometheus's shape: one TYPE line per family, no series twice, no total beside its parts.
+            let exposition = api.call("GET", "/metrics", token: nil).text.split(separator: "\n")
+            let families = exposition.filter { $0.hasPrefix("# TYPE ") }.map { $0.split(separator: " ")[2] }
+            #expect(Set(families).count == families.count, "\(families)")
+            let series = exposition.filter { !$0.hasPrefix("#") }.map { $0.split(separator: " ").dropLast().joined(separator: " ") }
+            #expect(Set(series).count == series.count)
+            #expect(!series.contains("dang_ingest_rejected_total") && !series.contains("dang_decisions_total"))
+            for severity in ["info", "warning", "critical"] { #expect(series.contains("dang_alerts_active{severity=\"\(severity)\"}")) }
 
             #expect(api.call("POST", "/invoke/etl", token: nil).status == 401)
             #expect(api.call("POST", "/invoke/etl", token: "wrong").status == 401)
@@ -129,6 +137,7 @@ struct APITests {
                 return ((invocation?["result"] as? [String: Any])?["output"] as? [String: Any])?["rows"] as? Int == 1200
                     && (invocation?["result_bytes"] as? Int ?? 0) > 20
             }
+            #expect(api.call("GET", "/metrics", token: nil).text.contains(#"dang_decisions_total{module="etl",action="invoke"} 1"#))
             let summary = api.call("GET", "/decisions?summary=true&limit=5", token: Self.read)
             #expect(summary.status == 200 && summary.json["modules"] != nil)
             #expect(api.call("GET", "/decisions?limit=0", token: Self.read).status == 400)
@@ -243,6 +252,12 @@ struct APITests {
             #expect(api.call("POST", "/alerts/\(id)/ack", token: Self.read, body: "{}").status == 403)
             #expect(api.call("POST", "/alerts/\(id)/ack", body: #"{"by":"operator 1"}"#).status == 200)
             #expect(api.call("POST", "/alerts/\(id)/ack", body: "{}").status == 409)
+            // Counted by kind, severity and transition: the raise by the pipeline, the acknowledgement by the desk.
+            let counted = api.call("GET", "/metrics", token: nil).text
+            for transition in ["raised", "acknowledged"] {
+                #expect(counted.contains(#"dang_alerts_total{kind="limit",severity="\#(severity)",transition="\#(transition)"} 1"#), "\(transition)")
+            }
+            #expect(counted.contains(#"dang_alerts_active{severity="\#(severity)"}"#))
             // Listed by lifecycle state.
             #expect(listed("state=acknowledged").contains { $0["alert_id"] as? String == id })
             #expect(!listed("state=unacknowledged").contains { $0["alert_id"] as? String == id })

@@ -59,6 +59,24 @@ enum APIResponse {
         let alerts: [AlertListing]
     }
 
+    struct Reloaded: Encodable {
+        let reloaded = true
+        let applied: [String]
+        let restartNeeded: [String]
+        let warnings: [String]
+
+        enum CodingKeys: String, CodingKey {
+            case reloaded, applied, restartNeeded = "restart_needed", warnings
+        }
+    }
+
+    struct ReloadRefused: Encodable {
+        let reloaded = false
+        let error: String
+        let errors: [String]
+        let warnings: [String]
+    }
+
     struct Tags: Encodable {
         let tags: [TagReading]
         /// The unit monitor of the path asked for; null when it has none.

@@ -3,8 +3,6 @@ package import Hummingbird
 import HummingbirdTLS
 package import Logging
 import NIOCore
-package import CoreMetrics
-import Prometheus
 import Synchronization
 
 /// The HTTP front door (Hummingbird 2): status, metrics, manual invocations, approvals, the
@@ -76,6 +74,7 @@ package struct APIServer: Sendable {
         router.get("service") { _, _ in await self.fromRecord { APIResponse.OutOfService(outOfService: try await self.actions.outOfServiceTags()) } }
         router.post("service") { request, _ in try await self.service(request) }
         router.post("orchestrate") { request, _ in try await self.orchestrate(request) }
+        router.post("reload") { _, _ in self.reload() }
         var logger = self.logger
         logger.logLevel = max(logger.logLevel, .notice)
         return Application(
@@ -138,6 +137,19 @@ package struct APIServer: Sendable {
             return Self.error(.notFound, "no decision waiting for approval with this id")
         }
         return Self.json(.ok, APIResponse.Approved(decisionID: id.uuidString.lowercased(), approved: answer.approve))
+    }
+
+    /// `POST /reload`: 200 with what was applied and what waits for a restart, or 422 with the
+    /// file's errors (the running configuration stays).
+    func reload() -> Response {
+        let report = self.actions.reload()
+        guard report.accepted else {
+            return Self.json(
+                .unprocessableContent,
+                APIResponse.ReloadRefused(
+                    error: "the configuration has errors; the running one stays", errors: report.errors, warnings: report.warnings))
+        }
+        return Self.json(.ok, APIResponse.Reloaded(applied: report.applied, restartNeeded: report.restartNeeded, warnings: report.warnings))
     }
 
     // MARK: - The record
@@ -362,104 +374,5 @@ package struct APIServer: Sendable {
 
     static func error(_ status: HTTPResponse.Status, _ message: String) -> Response {
         Self.json(status, APIResponse.Failure(error: message))
-    }
-}
-
-/// Prometheus text from the orchestrator's counters, read at scrape time (nothing on the hot path),
-/// and two latency histograms recorded as things finish: module invocations (published → result)
-/// and LLM calls.
-package final class MetricsExporter: Sendable {
-    private let registry = PrometheusCollectorRegistry()
-    private let previous = Mutex<[String: Int]>([:])
-    private let invocationLatency: DurationHistogram
-    private let llmLatency: DurationHistogram
-    private let llmErrors: Prometheus.Counter
-
-    /// swift-metrics instruments made from this land in the same registry (the record writer's).
-    package var factory: any MetricsFactory { PrometheusMetricsFactory(registry: self.registry) }
-
-    /// A counter of this registry, for a part that counts as it goes (the API's authentication).
-    func counter(_ name: String, help: String) -> Prometheus.Counter {
-        self.registry.makeCounter(name: name, help: help)
-    }
-
-    package init() {
-        let buckets: [Duration] = [
-            .milliseconds(10), .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1), .seconds(5), .seconds(10),
-            .seconds(30), .seconds(60), .seconds(300), .seconds(900),
-        ]
-        self.invocationLatency = self.registry.makeDurationHistogram(
-            name: "dang_invocation_latency_seconds", buckets: buckets, help: "module invocation published → result")
-        self.llmLatency = self.registry.makeDurationHistogram(name: "dang_llm_latency_seconds", buckets: buckets, help: "LLM call, retries included")
-        self.llmErrors = self.registry.makeCounter(name: "dang_llm_errors_total", help: "LLM calls that ended without a usable answer")
-    }
-
-    package func observe(_ observation: CoordinatorOutputs.Observation) {
-        switch observation {
-        case .invocationCompleted(let latency):
-            self.invocationLatency.recordNanoseconds(Int64(latency.timeInterval * 1e9))
-        case .llmCall(let latency, let ok):
-            self.llmLatency.recordNanoseconds(Int64(latency.timeInterval * 1e9))
-            if !ok { self.llmErrors.increment() }
-        }
-    }
-
-    func render(_ s: StatusSnapshot) -> [UInt8] {
-        let ingest = s.ingest
-        let record = s.record
-        let decisions = s.decisions
-        let llm = s.llm.counters
-        let totals: [(String, String, Int)] = [
-            ("dang_ingest_messages_total", "MQTT messages handled", ingest.messages),
-            ("dang_ingest_samples_total", "samples fed to the detectors", ingest.samples),
-            ("dang_ingest_rejected_total", "messages refused (malformed, unknown topic, too large…)", ingest.totalRejected),
-            ("dang_ingest_redelivered_total", "samples that repeated one already processed (QoS 1 redelivery), not fed again", ingest.redeliveries),
-            ("dang_alerts_raised_total", "alert episodes raised", ingest.alertsRaised),
-            ("dang_alerts_cleared_total", "alert episodes cleared", ingest.alertsCleared),
-            ("dang_decisions_total", "decisions made", decisions.decisions),
-            ("dang_decisions_invoked_total", "decisions that invoked a module", decisions.invoked),
-            ("dang_decisions_skipped_total", "decisions that skipped", decisions.skipped),
-            ("dang_invocation_results_total", "module results received", decisions.results),
-            ("dang_invocation_timeouts_total", "invocations timed out", decisions.timeouts),
-            ("dang_invocation_retries_total", "invocations sent again", decisions.retries),
-            ("dang_llm_calls_total", "LLM calls", llm?.calls ?? 0),
-            ("dang_llm_failures_total", "LLM calls without a usable answer", llm?.failures ?? 0),
-            ("dang_llm_cache_hits_total", "LLM answers from the cache", llm?.cacheHits ?? 0),
-            ("dang_tags_evicted_total", "idle tags outside the topic map forgotten (ingest.evict_idle_after)", ingest.evictedTags),
-            ("dang_record_corrupt_bytes_total", "spool bytes skipped as corrupt and moved aside", record.corruptBytesSkipped),
-            ("dang_database_pool_refused_total", "reads and operator actions refused: the database pool's queue was full", s.poolRefused),
-            ("dang_approvals_refused_total", "approval messages without an explicit {\"approve\": true|false}", decisions.refusedApprovals),
-            ("dang_acknowledgements_refused_total", "MQTT acknowledgements refused: too many waiting, or the orchestrator stopping", s.refusedAcknowledgements),
-        ]
-        self.previous.withLock { previous in
-            for (name, help, value) in totals {
-                let delta = value - (previous[name] ?? 0)
-                if delta > 0 { self.registry.makeCounter(name: name, help: help).increment(by: Int64(delta)) }
-                else if previous[name] == nil { _ = self.registry.makeCounter(name: name, help: help) }
-                previous[name] = value
-            }
-        }
-        // Refusals by reason: one labelled counter per reason seen.
-        var byReason = ingest.rejected.map { ($0.key.rawValue, $0.value) }
-        byReason += [("unknown_topic", ingest.unknownTopics), ("tag_limit", ingest.tagLimitRejections)]
-        self.previous.withLock { previous in
-            for (reason, value) in byReason {
-                let key = "dang_ingest_rejected_reason_total|" + reason
-                let delta = value - (previous[key] ?? 0)
-                if delta > 0 {
-                    self.registry.makeCounter(name: "dang_ingest_rejected_reason_total", labels: [("reason", reason)], help: "messages and samples refused, by reason")
-                        .increment(by: Int64(delta))
-                }
-                previous[key] = value
-            }
-        }
-        self.registry.makeGauge(name: "dang_open_invocations", help: "invocations not finished").set(to: Double(s.openInvocations))
-        self.registry.makeGauge(name: "dang_mqtt_connected", help: "1 while connected to the broker").set(to: s.mqttConnected ? 1 : 0)
-        self.registry.makeGauge(name: "dang_database_connected", help: "1 while the record writer is connected").set(to: record.connected ? 1 : 0)
-        self.registry.makeGauge(name: "dang_tags", help: "tags seen").set(to: Double(ingest.tags))
-        self.registry.makeGauge(name: "dang_ready", help: "1 while GET /readyz answers 200 (broker and database connected, spool with room)")
-            .set(to: s.notReadyReasons.isEmpty ? 1 : 0)
-        self.registry.makeGauge(name: "dang_build_info", labels: [("version", s.version)], help: "always 1; the running version as a label").set(to: 1)
-        return self.registry.emitToBuffer()
     }
 }

@@ -16,6 +16,8 @@ package protocol OperatorActions: Sendable {
     func setOutOfService(tag: String, _ outOfService: Bool, by: String?, reason: String?) async throws -> Bool
     /// The tags out of service now.
     func outOfServiceTags() async throws -> [OutOfServiceTag]
+    /// Reads the configuration and topic map again and applies what may change while running.
+    func reload() -> ReloadReport
     /// A question to the advisor with the plant's context; nil when no advisor is configured.
     func ask(_ question: String, session: UUID, continuing: Bool) async -> ConciergeAnswer?
 }
@@ -109,6 +111,13 @@ package struct StatusSnapshot: Sendable {
     package var llm: LLM
     package var shelvedAlerts: Int
     package var refusedAcknowledgements: Int
+    /// Lifecycle transitions by an operator (acknowledged, shelved, unshelved), by kind and severity.
+    package var alertTransitions: [AlertTally: Int] = [:]
+    /// Open alert episodes by severity.
+    package var activeAlerts: [AlertSeverity: Int] = [:]
+    /// Configuration reloads applied and refused.
+    package var reloadsApplied = 0
+    package var reloadsRefused = 0
     /// `database.spool_max_bytes` (0: not known), for readiness.
     package var spoolCapacityBytes = 0
     /// Tags out of service now.

@@ -29,6 +29,8 @@ package struct CoordinatorStateMachine: Sendable {
     /// Counts for status, metrics and tests.
     package struct Counters: Sendable, Equatable {
         package var decisions = 0
+        /// Decisions by module and action (`dang_decisions_total`).
+        package var byModuleAction: [DecisionTally: Int] = [:]
         package var invoked = 0
         package var skipped = 0
         /// Decisions held for a free slot (one waiting for an approval is not counted here).
@@ -70,7 +72,7 @@ package struct CoordinatorStateMachine: Sendable {
     /// Schedules wait while the record's memory of them is being read (see ``holdSchedules()``).
     private var schedulesHeld = false
 
-    private let config: OrchestratorConfig
+    private var config: OrchestratorConfig
     /// Whether an advisor answers low-confidence decisions.
     private let hasAdvisor: Bool
     private let timeZone: TimeZone
@@ -83,6 +85,13 @@ package struct CoordinatorStateMachine: Sendable {
         self.config = config
         self.hasAdvisor = hasAdvisor
         self.timeZone = TimeZone.configured(config.timeZone) ?? .gmt
+    }
+
+    /// A reloaded configuration's modules, decision engine, triggers and topic map: every decision,
+    /// retry, timeout and schedule from now on follows them. What is in flight stays (an invocation
+    /// already sent keeps its attempt's deadline).
+    package mutating func reconfigure(_ config: OrchestratorConfig) {
+        self.config = config
     }
 
     package func statistics(triggerKind: String, module: ModuleName) -> OutcomeStatistics {
@@ -111,6 +120,7 @@ package struct CoordinatorStateMachine: Sendable {
             statistics: self.statistics(triggerKind: trigger.kind.rawValue, module: module))
         let decision = DecisionEngine.decide(trigger, module: settings, engine: self.config.decisionEngine, context: context)
         self.counters.decisions += 1
+        self.counters.byModuleAction[DecisionTally(module: module, action: decision.action), default: 0] += 1
         switch decision.action {
         case .skip:
             self.counters.skipped += 1
@@ -495,4 +505,10 @@ extension Advisor.Verdict {
         case .invalid, .unavailable: false
         }
     }
+}
+
+/// One series of `dang_decisions_total`.
+package struct DecisionTally: Sendable, Hashable {
+    package let module: ModuleName
+    package let action: Decision.Action
 }

@@ -1,3 +1,4 @@
+import Synchronization
 package import Foundation
 
 /// Where invocations, decision mirrors and records go. `dang run` wires MQTT and the record
@@ -51,7 +52,7 @@ package final class InvocationDispatcher: Sendable {
         case advise(Advisor.Question, invocation: UUID)
     }
 
-    private let modules: [ModuleName: ModuleSettings]
+    private let modules: Mutex<[ModuleName: ModuleSettings]>
     private let prefix: String
     private let outputs: CoordinatorOutputs
     private let advisor: Advisor?
@@ -59,11 +60,16 @@ package final class InvocationDispatcher: Sendable {
     private let submit: AsyncStream<Job>.Continuation
 
     package init(config: OrchestratorConfig, outputs: CoordinatorOutputs, advisor: Advisor?) {
-        self.modules = config.modules
+        self.modules = Mutex(config.modules)
         self.prefix = config.topics.prefix
         self.outputs = outputs
         self.advisor = advisor
         (self.jobs, self.submit) = AsyncStream.makeStream(of: Job.self)
+    }
+
+    /// A reloaded configuration's module settings (transport, command, timeout…), for the next send.
+    func reconfigure(modules: [ModuleName: ModuleSettings]) {
+        self.modules.withLock { $0 = modules }
     }
 
     /// Publishes a decision on `{prefix}/decision`.
@@ -74,7 +80,7 @@ package final class InvocationDispatcher: Sendable {
     /// Sends one attempt of an invocation. A refusal by the MQTT client is reported at once; a
     /// command's answer or failure later, through `replies`.
     func send(_ invocation: Invocation, at now: Int64, replies: some InvocationReplies) {
-        guard let settings = self.modules[invocation.module] else { return }
+        guard let settings = self.modules.withLock({ $0[invocation.module] }) else { return }
         let resultTopic = "\(self.prefix)/result/\(invocation.module.rawValue)"
         let message = invocation.message(at: now, timeout: settings.timeout, replyTo: resultTopic)
         switch settings.transport {

@@ -22,7 +22,9 @@ package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
     typealias Effect = CoordinatorStateMachine.Effect
 
     private let state: Mutex<CoordinatorStateMachine>
-    private let config: OrchestratorConfig
+    /// The configuration in force (replaced by ``reconfigure(_:)``).
+    private let live: Mutex<OrchestratorConfig>
+    private var config: OrchestratorConfig { self.live.withLock { $0 } }
     private let data: any TagDataSource
     private let dispatcher: InvocationDispatcher
     private let logger: Logger
@@ -34,7 +36,7 @@ package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
         clock: @escaping @Sendable () -> EpochMilliseconds = { .now() }
     ) {
         self.state = Mutex(CoordinatorStateMachine(config: config, hasAdvisor: advisor != nil))
-        self.config = config
+        self.live = Mutex(config)
         self.data = data
         self.dispatcher = InvocationDispatcher(config: config, outputs: outputs, advisor: advisor)
         self.observe = outputs.observe
@@ -42,6 +44,14 @@ package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
         self.logger = logger
         self.clock = clock
         self.advisor = advisor
+    }
+
+    /// A reloaded configuration: modules, decision engine settings, triggers and the topic map
+    /// apply to the next trigger; open invocations carry on.
+    package func reconfigure(_ config: OrchestratorConfig) {
+        self.live.withLock { $0 = config }
+        self.state.withLock { $0.reconfigure(config) }
+        self.dispatcher.reconfigure(modules: config.modules)
     }
 
     private let observe: @Sendable (CoordinatorOutputs.Observation) -> Void
@@ -196,14 +206,15 @@ package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
     @discardableResult
     private func consider(_ trigger: TriggerEvent) -> Decision? {
         let started = ContinuousClock.now
-        guard let settings = self.config.modules[trigger.module] else { return nil }
+        let config = self.config
+        guard let settings = config.modules[trigger.module] else { return nil }
         let scope = DecisionScope.of(trigger, data: settings.data, tags: self.data)
         let views = self.data.views(of: scope.tags, window: settings.window)
         let made = self.state.withLock { state in
             state.decide(trigger, scope: scope, views: views) { decision, settings in
                 InvocationParams(
                     decision: decision, settings: settings, scopeKey: scope.key,
-                    windows: self.data.windows(of: decision.usableTags, limit: settings.window), topicMap: self.config.topicMap
+                    windows: self.data.windows(of: decision.usableTags, limit: settings.window), topicMap: config.topicMap
                 ).json()
             }
         }
@@ -237,10 +248,11 @@ package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
 
     /// What the advisor sees: numbers per usable tag, and the bounds of what it may choose.
     private func question(for decision: Decision) -> Advisor.Question? {
-        guard let settings = self.config.modules[decision.module] else { return nil }
+        let config = self.config
+        guard let settings = config.modules[decision.module] else { return nil }
         let windows = self.data.windows(of: decision.usableTags, limit: settings.window)
         let tags = windows.map { window in
-            let limits = self.config.topicMap.tags[window.tag]?.limits
+            let limits = config.topicMap.tags[window.tag]?.limits
             return Advisor.Question.tag(values: window.values, lo: limits?.lo ?? limits?.lolo, hi: limits?.hi ?? limits?.hihi)
         }
         let bounds = Advisor.Question.bounds(module: decision.module, horizon: settings.horizon)

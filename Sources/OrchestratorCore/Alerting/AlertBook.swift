@@ -92,6 +92,13 @@ package struct AlertBook: Sendable {
     /// Number of episodes currently raised (alarms and advisories).
     package var openCount: Int { self.open.count }
 
+    /// Open episodes by severity, every severity present (0 when none is open).
+    package var openBySeverity: [AlertSeverity: Int] {
+        var counts = Dictionary(uniqueKeysWithValues: AlertSeverity.allCases.map { ($0, 0) })
+        for episode in self.open.values { counts[episode.severity, default: 0] += 1 }
+        return counts
+    }
+
     /// Number of open **alarms**: episodes of severity warning or critical, not suppressed. Advisories (`info`:
     /// trends, market moves, data-quality notices, predictions) are published and recorded but are
     /// not alarms (SPEC §5; `dang replay`'s `alarm` column).

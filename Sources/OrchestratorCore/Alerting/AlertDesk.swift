@@ -83,6 +83,8 @@ package final class AlertDesk: Sendable {
     }
 
     let shelf: AlertShelf
+    /// Acknowledgements, shelvings and unshelvings done, by kind and severity (`dang_alerts_total`).
+    private let tallies = Mutex<[AlertTally: Int]>([:])
     private let journal: any AlertJournal
     private let announce: @Sendable (AlertTransition) -> Void
     /// Applies a tag's service state to detection (the pipeline's alert stage) and announces it.
@@ -115,6 +117,7 @@ package final class AlertDesk: Sendable {
         let result = try await self.journal.acknowledge(alert: id, by: by)
         if case .done(let episode) = result {
             self.logger.notice("alert acknowledged", metadata: ["alert.id": "\(id.uuidString.lowercased())", "by": "\(by ?? "-")"])
+            self.tally(episode, "acknowledged")
             self.announce(AlertTransition(state: .acknowledged, episode: episode, at: .now(), by: by))
         }
         return result
@@ -125,6 +128,7 @@ package final class AlertDesk: Sendable {
     package func shelve(_ id: UUID, for duration: Duration, by: String?, reason: String? = nil) async throws -> Int64? {
         guard let shelved = try await self.journal.shelve(alert: id, for: duration, by: by, reason: reason) else { return nil }
         self.shelf.shelve(tag: shelved.episode.tag, kind: shelved.episode.kind, until: shelved.until)
+        self.tally(shelved.episode, "shelved")
         self.logger.notice(
             "alert shelved",
             metadata: ["alert.id": "\(id.uuidString.lowercased())", "until": "\(shelved.until)", "by": "\(by ?? "-")", "reason": "\(reason ?? "-")"])
@@ -139,6 +143,7 @@ package final class AlertDesk: Sendable {
         let result = try await self.journal.unshelve(alert: id, by: by, reason: reason)
         if case .done(let episode) = result {
             self.shelf.unshelve(tag: episode.tag, kind: episode.kind)
+            self.tally(episode, "unshelved")
             self.logger.notice(
                 "alert unshelved", metadata: ["alert.id": "\(id.uuidString.lowercased())", "by": "\(by ?? "-")", "reason": "\(reason ?? "-")"])
             self.announce(AlertTransition(state: .unshelved, episode: episode, at: .now(), by: by, reason: reason))
@@ -146,6 +151,13 @@ package final class AlertDesk: Sendable {
         return result
     }
 
+
+    /// The lifecycle transitions done so far, by kind, severity and transition.
+    package var transitionTallies: [AlertTally: Int] { self.tallies.withLock { $0 } }
+
+    private func tally(_ episode: AlertEpisode, _ transition: String) {
+        self.tallies.withLock { $0[AlertTally(kind: episode.kind, severity: episode.severity, transition: transition), default: 0] += 1 }
+    }
 
     /// Takes a tag out of service or puts it back in; false when it already was so.
     package func setOutOfService(tag: String, _ outOfService: Bool, by: String?, reason: String?) async throws -> Bool {

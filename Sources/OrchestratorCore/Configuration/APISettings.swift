@@ -3,7 +3,7 @@ import Yams
 package import Mosquitto
 
 /// `api`: the HTTP front door (`docs/api.md`).
-package struct APISettings: Sendable {
+package struct APISettings: Sendable, Equatable {
     package var enabled = true
     package var host = "127.0.0.1"
     package var port = 8080

@@ -3,7 +3,7 @@ import Yams
 package import Mosquitto
 
 /// `database`.
-package struct DatabaseSettings: Sendable {
+package struct DatabaseSettings: Sendable, Equatable {
     package init() {}
 
     /// libpq connection string; empty means libpq reads the `PG*` environment variables.

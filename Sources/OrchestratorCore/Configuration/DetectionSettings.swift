@@ -3,7 +3,7 @@ import Yams
 package import Mosquitto
 
 /// `detection`: the per-tag detectors and the alert policy shared by every condition.
-package struct DetectionSettings: Sendable {
+package struct DetectionSettings: Sendable, Equatable {
     package init() {}
 
     /// Good samples kept per tag for module invocations (`detection.history`); when the file does

@@ -3,7 +3,7 @@ import Yams
 package import Mosquitto
 
 /// `ingest`: the rules every input format (JSON, batches, Sparkplug) is held to.
-package struct IngestSettings: Sendable {
+package struct IngestSettings: Sendable, Equatable {
     /// A sample stamped more than this ahead of the wall clock is refused (a mis-set source clock
     /// would otherwise pin its tag's clock in the future and blind it).
     package var maxFutureSkew: Duration {

@@ -1,6 +1,6 @@
 
 /// `orchestrator.llm`.
-package struct LLMSettings: Sendable {
+package struct LLMSettings: Sendable, Equatable {
     /// `deepseek`, `vllm`, `ollama`, `llamacpp` or `openai` (any other OpenAI-compatible server).
     package var provider = "deepseek"
     package var baseURL = "https://api.deepseek.com"

@@ -3,7 +3,7 @@ import Yams
 package import Mosquitto
 
 /// `mqtt`.
-package struct MQTTSettings: Sendable {
+package struct MQTTSettings: Sendable, Equatable {
     /// `dang-<host name>`: the same across restarts of one gateway, different between gateways.
     package static let defaultClientID: String = {
         var name = [CChar](repeating: 0, count: 256)

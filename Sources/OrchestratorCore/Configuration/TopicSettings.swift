@@ -3,7 +3,7 @@ import Yams
 package import Mosquitto
 
 /// `topics`.
-package struct TopicSettings: Sendable {
+package struct TopicSettings: Sendable, Equatable {
     package var prefix = "apos"
     package var mapFile = ""
     package var alertQoS = 1

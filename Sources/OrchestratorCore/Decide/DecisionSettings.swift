@@ -4,7 +4,7 @@ import Yams
 /// `orchestrator.modules.<name>`: how a downstream module is reached and what the selection
 /// criteria ask before invoking it (docs/configuration.md, "`orchestrator`"; docs/decisions.md,
 /// "Selection criteria").
-package struct ModuleSettings: Sendable {
+package struct ModuleSettings: Sendable, Equatable {
     /// How invocations reach the module.
     package enum Transport: String, Sendable, CaseIterable {
         /// `{prefix}/cmd/{module}`, results on `{prefix}/result/{module}`.
@@ -79,7 +79,7 @@ package struct ModuleSettings: Sendable {
 }
 
 /// `orchestrator.decision_engine`.
-package struct DecisionEngineSettings: Sendable {
+package struct DecisionEngineSettings: Sendable, Equatable {
     /// Below this rule confidence the LLM advisor is asked (when configured).
     package var confidenceThreshold = 0.8
     /// Retries after a timed-out or failed delivery, so at most `max_retries + 1` attempts.

@@ -4,7 +4,7 @@
 /// the alert stage (``AlertBook``) turns them into alert episodes.
 package struct DetectionEngine: Sendable {
     package let settings: DetectionSettings
-    private let topicMap: TopicMap
+    private var topicMap: TopicMap
     private var slots: [String: Int32] = [:]
     package private(set) var tagNames: [String] = []
     private var detectors: [TagDetector] = []
@@ -107,6 +107,22 @@ package struct DetectionEngine: Sendable {
             evicted.insert(Int32(index))
         }
         return (snapshots, evicted)
+    }
+
+    /// Takes a reloaded topic map: every existing tag whose entry changed (added, removed, edited)
+    /// gets the new one and keeps what its detectors learned; tags made later get theirs from it.
+    /// The unit monitors keep the tags they were trained on. Returns the tags whose entry changed.
+    package mutating func reconfigure(topicMap: TopicMap) -> [String] {
+        self.topicMap = topicMap
+        var changed: [String] = []
+        for index in self.tagNames.indices where !self.tagNames[index].isEmpty {
+            let tag = self.tagNames[index]
+            let info = topicMap.tags[tag]
+            guard info != self.detectors[index].mappedInfo else { continue }
+            self.detectors[index].reconfigure(info: info)
+            changed.append(tag)
+        }
+        return changed.sorted()
     }
 
     /// The highest multivariate score of the units at their last evaluation, in [0, 1].

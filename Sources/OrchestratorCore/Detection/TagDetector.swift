@@ -13,9 +13,9 @@ package struct TagDetector: Sendable {
     package private(set) var anomaly: AnomalyDetector
     /// One latch per ``AlertCondition``, stored inline (no pointer to chase per sample).
     private var latches = InlineArray<16, AlarmLatch>(repeating: AlarmLatch())
-    private let info: TagInfo
+    private var info: TagInfo
     /// Whether the tag is in the topic map (`info` is then its entry, else the defaults).
-    private let isMapped: Bool
+    private var isMapped: Bool
     let isMarket: Bool
     private var trend: TrendDetector?
     private var marketMoves: [MarketMoveDetector]
@@ -50,6 +50,16 @@ package struct TagDetector: Sendable {
 
     /// The tag's topic-map entry; `nil` for a tag the map does not name.
     package var mappedInfo: TagInfo? { self.isMapped ? self.info : nil }
+
+    /// A reloaded topic map's entry (nil: the map no longer names the tag). Everything learned stays
+    /// — the anomaly statistics, the trend, open conditions — and the next sample is judged by the
+    /// new limits, rate and flatline settings (an open limit alarm clears by the new deadband). A
+    /// configured flatline's count starts again when its settings change.
+    package mutating func reconfigure(info: TagInfo?) {
+        if info?.flatline != self.mappedInfo?.flatline { self.flatlineCount = 0 }
+        self.info = info ?? TagInfo()
+        self.isMapped = info != nil
+    }
 
     package func isActive(_ condition: AlertCondition) -> Bool {
         self.latches[Int(condition.rawValue)].active

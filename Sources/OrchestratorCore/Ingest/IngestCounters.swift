@@ -12,7 +12,23 @@ package struct IngestCounters: Sendable, Equatable {
     package var evictedTags = 0
     package var alertsRaised = 0
     package var alertsCleared = 0
+    /// Alert events by kind, severity and transition (`raised`, `cleared`): `dang_alerts_total`.
+    package var alerts: [AlertTally: Int] = [:]
     package var tags = 0
 
     package var totalRejected: Int { self.rejected.values.reduce(0, +) + self.unknownTopics + self.tagLimitRejections }
+}
+
+/// One series of `dang_alerts_total`: an alert's kind and severity, and the transition counted
+/// (`raised`, `cleared`, `acknowledged`, `shelved`, `unshelved`).
+package struct AlertTally: Sendable, Hashable {
+    package let kind: AlertKind
+    package let severity: AlertSeverity
+    package let transition: String
+
+    package init(kind: AlertKind, severity: AlertSeverity, transition: String) {
+        self.kind = kind
+        self.severity = severity
+        self.transition = transition
+    }
 }

@@ -45,6 +45,11 @@ extension IngestPipeline {
         }
     }
 
+    /// Open episodes by severity (`dang_alerts_active`).
+    package var openAlertsBySeverity: [AlertSeverity: Int] {
+        self.state.withLock { $0.alerts.openBySeverity }
+    }
+
     /// The state of one unit monitor, nil when no unit has that name.
     package func unitState(named name: String) -> UnitMonitorState? {
         self.state.withLock { $0.engine.unitState(named: name) }

@@ -49,19 +49,9 @@ package final class IngestPipeline: TagDataSource, Sendable {
             let slots = tags.compactMap { engine.slot(for: $0) }
             _ = engine.addUnit(name: unit, slots: slots)
         }
-        var suppressors: [String: Int32] = [:]
-        for tag in Set(config.topicMap.suppressions.values.map(\.tag)) {
-            if let slot = engine.slot(for: tag) { suppressors[tag] = slot }
-        }
         var state = State(engine: engine)
-        state.alerts.watchSuppressors(suppressors, rules: config.topicMap.suppressions)
-        if let last = suppressors.values.max() {
-            state.isSuppressor = Array(repeating: false, count: Int(last) + 1)
-            for slot in suppressors.values { state.isSuppressor[Int(slot)] = true }
-        }
-        if let minimum = config.triggers.filter({ $0.kind == .dataGap }).map(\.minGap).min() {
-            state.gaps = DataGapCollector(minimum: minimum.milliseconds)
-        }
+        Self.watchSuppressors(config.topicMap.suppressions, in: &state)
+        Self.collectGaps(for: config.triggers, in: &state)
         self.state = Mutex(state)
         self.router = TopicRouter(map: config.topicMap)
         self.sinks = sinks
@@ -167,6 +157,40 @@ package final class IngestPipeline: TagDataSource, Sendable {
                 tags.append(tag)
             }
             state.gaps?.outage(from: from, to: to, tags: tags, now: to)
+        }
+    }
+
+    /// The tags `suppress_when` rules name: their values go to the alert stage.
+    private static func watchSuppressors(_ rules: [String: SuppressWhen], in state: inout State) {
+        var suppressors: [String: Int32] = [:]
+        for tag in Set(rules.values.map(\.tag)) {
+            if let slot = state.engine.slot(for: tag) { suppressors[tag] = slot }
+        }
+        state.alerts.watchSuppressors(suppressors, rules: rules)
+        state.isSuppressor = Array(repeating: false, count: Int(suppressors.values.max() ?? -1) + 1)
+        for slot in suppressors.values { state.isSuppressor[Int(slot)] = true }
+    }
+
+    /// Data gaps are collected while a `kind: data_gap` trigger wants them, down to the smallest
+    /// `min_gap`; a collector already running keeps what it holds when that does not change.
+    private static func collectGaps(for triggers: [TriggerRule], in state: inout State) {
+        guard let minimum = triggers.filter({ $0.kind == .dataGap }).map(\.minGap).min() else {
+            state.gaps = nil
+            return
+        }
+        if state.gaps?.minimum != max(1, minimum.milliseconds) { state.gaps = DataGapCollector(minimum: minimum.milliseconds) }
+    }
+
+    /// Takes a reloaded topic map and triggers (``Orchestrator/reload()``): tag entries (limits,
+    /// metadata, detector settings) and `suppress_when` rules apply from the next sample; every
+    /// detector keeps what it learned. Returns the tags whose entry changed.
+    @discardableResult
+    package func reconfigure(topicMap: TopicMap, triggers: [TriggerRule]) -> [String] {
+        self.state.withLock { state in
+            let changed = state.engine.reconfigure(topicMap: topicMap)
+            Self.watchSuppressors(topicMap.suppressions, in: &state)
+            Self.collectGaps(for: triggers, in: &state)
+            return changed
         }
     }
 
@@ -413,6 +437,7 @@ package final class IngestPipeline: TagDataSource, Sendable {
     private func count(_ events: some Collection<AlertEvent>, in state: inout State) {
         for event in events {
             if event.state == .raised { state.counters.alertsRaised += 1 } else { state.counters.alertsCleared += 1 }
+            state.counters.alerts[AlertTally(kind: event.kind, severity: event.severity, transition: event.state.rawValue), default: 0] += 1
         }
     }
 

@@ -7,7 +7,14 @@ import Synchronization
 /// One running orchestrator: the MQTT client, the ingest pipeline and the record writer, wired
 /// together. `dang run` and the integration tests build it the same way.
 package final class Orchestrator: Sendable {
-    package let config: OrchestratorConfig
+    /// The configuration in force: the one it started with, as reloads changed it (``reload()``).
+    package var config: OrchestratorConfig { self.live.withLock { $0 } }
+    let live: Mutex<OrchestratorConfig>
+    /// Where ``reload()`` reads the configuration again; nil when it was not started from a file.
+    let configurationSource: ConfigurationSource?
+    /// One reload at a time (SIGHUP and `POST /reload` may come together).
+    let reloadLock = Mutex(())
+    let reloadCounts = Mutex((applied: 0, refused: 0))
     package let pipeline: IngestPipeline
     package let recordWriter: RecordWriter
     package let publisher: AlertPublisher
@@ -16,7 +23,7 @@ package final class Orchestrator: Sendable {
     /// Sparkplug B's own clean-session connection, when the main one is persistent.
     private let sparkplugClient: MosquittoClient?
     private let connection = ConnectionTracker()
-    private let logger: Logger
+    let logger: Logger
     package let startedAt: Date
     package let alertDesk: AlertDesk
     /// The orchestrator's own alerts (`orchestrator/spool`, `orchestrator/record`).
@@ -39,8 +46,11 @@ package final class Orchestrator: Sendable {
         package var lastError: String?
     }
 
-    package init(config: OrchestratorConfig, logger: Logger, extraSinks: [any AlertSink] = []) throws {
-        self.config = config
+    package init(
+        config: OrchestratorConfig, logger: Logger, extraSinks: [any AlertSink] = [], configurationSource: ConfigurationSource? = nil
+    ) throws {
+        self.live = Mutex(config)
+        self.configurationSource = configurationSource
         self.logger = logger
         self.startedAt = Date()
         if let refusal = config.api.plaintextRefusal { throw APICertificates.Problem(key: "api.listen", message: refusal) }
@@ -473,6 +483,9 @@ extension Orchestrator: StatusSource {
             shelvedAlerts: self.publisher.shelf.count, refusedAcknowledgements: self.alertDesk.refusedAcknowledgements)
         snapshot.spoolCapacityBytes = self.config.database.spoolCapacity
         snapshot.outOfServiceTags = self.pipeline.outOfServiceCount
+        snapshot.alertTransitions = self.alertDesk.transitionTallies
+        snapshot.activeAlerts = self.pipeline.openAlertsBySeverity
+        (snapshot.reloadsApplied, snapshot.reloadsRefused) = self.reloadCounts.withLock { ($0.applied, $0.refused) }
         return snapshot
     }
 }
