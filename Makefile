@@ -2,7 +2,7 @@
 SWIFT ?= swift
 export PATH := /opt/swift/usr/bin:$(PATH)
 
-.PHONY: all deps build release test unit-test demo services-start services-stop clean
+.PHONY: all deps build release test unit-test demo services-start services-stop clean package image
 
 all: build
 
@@ -17,6 +17,14 @@ build: deps
 ## Optimised build, for measuring.
 release: deps
 	$(SWIFT) build -c release
+
+## The Debian package from a release build: .build/package/dang_<version>_<arch>.deb (docs/deployment.md).
+package: deps
+	@scripts/package.sh
+
+## The container image (Containerfile) with podman or buildah, where either is installed.
+image: deps
+	@scripts/image.sh
 
 ## Private broker + database, then the whole suite: unit, integration, and the `dang` binary end to end.
 test: deps

@@ -18,6 +18,11 @@ PACKAGES=(
   chromium
   chromium-driver
   prometheus
+  patchelf
+  binutils
+  podman
+  buildah
+  debootstrap
 )
 
 die() { echo "install-deps: ERROR: $*" >&2; exit 1; }

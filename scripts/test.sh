@@ -26,6 +26,17 @@ tested=$(date +%s)
 
 echo "== dang end to end"
 scripts/smoke-test.sh
+smoked=$(date +%s)
+
+# The Debian package, from this debug build (uncompressed: `make package` builds the release one),
+# installed, run as its unit runs it, and purged (docs/deployment.md); then the container image
+# where podman or buildah can build one.
+echo "== package"
+package_dir=$(mktemp -d)
+scripts/package.sh --binary .build/debug/dang --out "$package_dir" --compress none
+scripts/package-test.sh "$package_dir"/dang_*.deb
+rm -rf "$package_dir"
+scripts/image.sh --test
 done_at=$(date +%s)
 
-echo "== all tests passed (build $((built - start)) s, swift test $((tested - built)) s, end to end $((done_at - tested)) s)"
+echo "== all tests passed (build $((built - start)) s, swift test $((tested - built)) s, end to end $((smoked - tested)) s, package $((done_at - smoked)) s)"

@@ -60,6 +60,34 @@ import Testing
         #expect(spool.skippedCorrupt == Spool.recordHeader + self.records(5..<6)[0].count)
     }
 
+    @Test func `the spool says its format; an older spool without the file is read, a newer or unknown one refused untouched`() throws {
+        let dir = self.directory()
+        let format = dir.appendingPathComponent("spool.format")
+        do {
+            let spool = try Spool(directory: dir, capacity: 1 << 20, fsync: .never)
+            try spool.append(self.records(0..<3))
+        }
+        #expect(try String(contentsOf: format, encoding: .utf8) == "dang-spool 1\n")
+        // Written before the file existed: the same layout, read whole, and the file added.
+        try FileManager.default.removeItem(at: format)
+        #expect(try Spool(directory: dir, capacity: 1 << 20, fsync: .never).read(limit: 100).payloads == self.records(0..<3))
+        #expect(try String(contentsOf: format, encoding: .utf8) == "dang-spool 1\n")
+        // A newer dang's spool, or a file that is not a spool's: refused, nothing read or changed.
+        let log = try Data(contentsOf: dir.appendingPathComponent("spool-0.log"))
+        for (text, expected) in [("dang-spool 2\n", "format 2, written by a newer dang"), ("PK\u{3}\u{4} zip", "does not name a spool format")] {
+            try Data(text.utf8).write(to: format)
+            let error = #expect(throws: Spool.Problem.self) { try Spool(directory: dir, capacity: 1 << 20, fsync: .never) }
+            #expect(error?.message.contains(expected) == true, "\(error?.message ?? "")")
+            #expect(try Data(contentsOf: dir.appendingPathComponent("spool-0.log")) == log)
+            #expect(try String(contentsOf: format, encoding: .utf8) == text)
+        }
+        // And `dang run` refuses to start on it, saying why (no running on memory alone).
+        var settings = DatabaseSettings()
+        settings.spoolDirectory = dir.path
+        let writer = RecordWriter(settings: settings, logger: Logger(label: "test"))
+        #expect(writer.spoolProblem?.contains("does not name a spool format") == true)
+    }
+
     @Test func `a second process on the same spool directory is refused; the first one's close frees it`() throws {
         let dir = self.directory()
         var first: Spool? = try Spool(directory: dir, capacity: 1 << 20, fsync: .never)

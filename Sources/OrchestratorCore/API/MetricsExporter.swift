@@ -75,7 +75,7 @@ package final class MetricsExporter: Sendable {
                 "dang_alerts_total", help: "alert events: raised and cleared episodes, and the operators' acknowledgements and shelvings",
                 labels: [("kind", tally.kind.rawValue), ("severity", tally.severity.rawValue), ("transition", tally.transition)], value)
         }
-        for (tally, value) in decisions.byModuleAction {
+        for (tally, value) in s.decisionTallies {
             self.count(
                 "dang_decisions_total", help: "decisions made, by module and action (invoke, skip, defer)",
                 labels: [("module", tally.module.rawValue), ("action", tally.action.rawValue)], value)

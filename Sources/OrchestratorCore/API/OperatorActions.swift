@@ -113,6 +113,8 @@ package struct StatusSnapshot: Sendable {
     package var refusedAcknowledgements: Int
     /// Lifecycle transitions by an operator (acknowledged, shelved, unshelved), by kind and severity.
     package var alertTransitions: [AlertTally: Int] = [:]
+    /// Decisions by module and action.
+    package var decisionTallies: [DecisionTally: Int] = [:]
     /// Open alert episodes by severity.
     package var activeAlerts: [AlertSeverity: Int] = [:]
     /// Configuration reloads applied and refused.

@@ -29,8 +29,6 @@ package struct CoordinatorStateMachine: Sendable {
     /// Counts for status, metrics and tests.
     package struct Counters: Sendable, Equatable {
         package var decisions = 0
-        /// Decisions by module and action (`dang_decisions_total`).
-        package var byModuleAction: [DecisionTally: Int] = [:]
         package var invoked = 0
         package var skipped = 0
         /// Decisions held for a free slot (one waiting for an approval is not counted here).
@@ -73,6 +71,8 @@ package struct CoordinatorStateMachine: Sendable {
     private var schedulesHeld = false
 
     private var config: OrchestratorConfig
+    /// Decisions by module and action (`dang_decisions_total`).
+    package private(set) var decisionTallies: [DecisionTally: Int] = [:]
     /// Whether an advisor answers low-confidence decisions.
     private let hasAdvisor: Bool
     private let timeZone: TimeZone
@@ -120,7 +120,7 @@ package struct CoordinatorStateMachine: Sendable {
             statistics: self.statistics(triggerKind: trigger.kind.rawValue, module: module))
         let decision = DecisionEngine.decide(trigger, module: settings, engine: self.config.decisionEngine, context: context)
         self.counters.decisions += 1
-        self.counters.byModuleAction[DecisionTally(module: module, action: decision.action), default: 0] += 1
+        self.decisionTallies[DecisionTally(module: module, action: decision.action), default: 0] += 1
         switch decision.action {
         case .skip:
             self.counters.skipped += 1

@@ -67,6 +67,9 @@ package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
     }
 
     /// Invocations not finished yet.
+    /// Decisions by module and action.
+    package var decisionTallies: [DecisionTally: Int] { self.state.withLock { $0.decisionTallies } }
+
     package var activeInvocations: [Invocation] { self.state.withLock { $0.book.activeInvocations } }
 
     /// Sent and unfinished invocations of a module.

@@ -10,6 +10,10 @@ import Glibc
 /// [payload]`, the CRC-32 (IEEE) of the payload. `spool.offset` holds `<generation> <offset>`: the
 /// byte offset up to which records have been written to the database. Records are read back in
 /// order from that offset; compaction moves the unwritten tail to the next generation.
+/// `spool.format` names the layout and the records' encoding: `dang-spool <version>` (now 1). A
+/// directory without it but with logs was written before the file existed, in version 1; a
+/// version this build does not know (a newer `dang`'s) is refused at open, never read as garbage
+/// (docs/upgrade.md).
 ///
 /// ### Guarantees
 /// - Order: records are replayed in the order they were appended.
@@ -59,6 +63,35 @@ package final class Spool {
 
     private var offsetURL: URL { self.directory.appendingPathComponent("spool.offset") }
 
+    /// The spool format this build writes and reads (`spool.format`).
+    package static let formatVersion = 1
+
+    /// Checks `spool.format` (writing it for a new spool, or for one older than the file) before
+    /// anything else is read; throws for a version this build cannot read.
+    private static func checkFormat(_ directory: URL) throws {
+        let url = directory.appendingPathComponent("spool.format")
+        guard let text = try? String(contentsOf: url, encoding: .utf8) else {
+            // New, or written before the file existed (the same layout: version 1).
+            let line = "dang-spool \(Self.formatVersion)\n"
+            guard FileManager.default.createFile(atPath: url.path, contents: Data(line.utf8)) else {
+                throw Problem(message: "cannot write \(url.path)")
+            }
+            return
+        }
+        let words = text.split(whereSeparator: \.isWhitespace)
+        guard words.count == 2, words[0] == "dang-spool", let version = Int(words[1]), version >= 1 else {
+            throw Problem(
+                message: "\(url.path) does not name a spool format (expected `dang-spool <version>`, found "
+                    + "\"\(text.prefix(40).trimmingCharacters(in: .whitespacesAndNewlines))\"): is this a dang spool?")
+        }
+        guard version <= Self.formatVersion else {
+            throw Problem(
+                message: "the spool in \(directory.path) is format \(version), written by a newer dang; this one reads format "
+                    + "\(Self.formatVersion). Its records may not be in PostgreSQL yet: run the newer version until the spool "
+                    + "drains (GET /status: database.spool_bytes 0), or move the directory aside (docs/upgrade.md)")
+        }
+    }
+
     private static func logURL(_ directory: URL, generation: Int) -> URL {
         directory.appendingPathComponent("spool-\(generation).log")
     }
@@ -92,6 +125,12 @@ package final class Spool {
             throw Problem(
                 message: "the spool directory \(directory.path) is in use by another process (another dang?): "
                     + "each orchestrator needs its own database.spool_dir")
+        }
+        do {
+            try Self.checkFormat(directory)
+        } catch {
+            close(lock)
+            throw error
         }
         self.lockDescriptor = lock
         let existing = Self.generations(in: directory)

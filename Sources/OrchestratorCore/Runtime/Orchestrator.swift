@@ -485,6 +485,7 @@ extension Orchestrator: StatusSource {
         snapshot.outOfServiceTags = self.pipeline.outOfServiceCount
         snapshot.alertTransitions = self.alertDesk.transitionTallies
         snapshot.activeAlerts = self.pipeline.openAlertsBySeverity
+        snapshot.decisionTallies = self.coordinator.decisionTallies
         (snapshot.reloadsApplied, snapshot.reloadsRefused) = self.reloadCounts.withLock { ($0.applied, $0.refused) }
         return snapshot
     }
