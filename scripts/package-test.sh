@@ -80,11 +80,36 @@ as_unit() {
   (cd "$(value WorkingDirectory)" && exec runuser -u dang -- env -i PATH=/usr/bin:/bin $environment sh -c "exec $1")
 }
 as_unit "$pre" > "$work/pre.log" 2>&1 || fail "ExecStartPre failed: $(cat "$work/pre.log")"
+# systemd's notification socket, as Type=notify and WatchdogSec give it (here 4 s: a ping every 2 s).
+[ "$(value Type)" = notify ] && [ -n "$(value WatchdogSec)" ] || fail "the unit is not Type=notify with a watchdog"
+install -d -o dang -m 0700 "$work/notify"
+python3 - "$work/notify/socket" "$work/notify.log" <<'PY' &
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o666)
+s.settimeout(60)
+with open(sys.argv[2], "a") as log:
+    try:
+        while True:
+            log.write(s.recv(4096).decode().replace("\n", " ") + "\n")
+            log.flush()
+    except socket.timeout:
+        pass
+PY
+notify_pid=$!
+for _ in $(seq 50); do [ -S "$work/notify/socket" ] && break; sleep 0.1; done
+chmod 0711 "$work"  # (the dang user reaches the socket through it)
+environment="$environment NOTIFY_SOCKET=$work/notify/socket WATCHDOG_USEC=4000000"
 as_unit "$start" > "$work/service.log" 2>&1 &
 run_pid=$!
 for _ in $(seq 150); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; kill -0 $run_pid 2>/dev/null || break; sleep 0.1; done
 curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { tail -20 "$work/service.log"; fail "the service did not become ready"; }
 [ "$(stat -c %U /var/lib/dang/spool)" = dang ] || fail "the spool is not under /var/lib/dang, owned by dang"
+pings="^WATCHDOG=1 STATUS=broker connected, database connected, [0-9]* tags"
+for _ in $(seq 60); do grep -q "$pings" "$work/notify.log" 2>/dev/null && break; sleep 0.1; done
+grep -q "^READY=1 STATUS=broker " "$work/notify.log" || fail "no READY=1 to systemd: $(cat "$work/notify.log" 2>/dev/null)"
+grep -q "$pings" "$work/notify.log" || fail "no WATCHDOG=1 with the status within the watchdog's half period: $(cat "$work/notify.log")"
 python3 - "$work/service.log" <<'PY' || fail "the service's log is not JSON lines (--log-format json)"
 import json, sys
 lines = [l for l in open(sys.argv[1]) if l.strip()]
@@ -96,10 +121,15 @@ child=$(pgrep -u dang -f "/usr/bin/dang run" | head -1)
 kill -HUP "$child"
 for _ in $(seq 50); do grep -q '"reload: ' "$work/service.log" && break; sleep 0.1; done
 grep -q '"reload: nothing changed"' "$work/service.log" || fail "SIGHUP (ExecReload) did not reload: $(grep -i reload "$work/service.log" | tail -2)"
+for _ in $(seq 30); do grep -q "^READY=1 STATUS=reloaded" "$work/notify.log" && break; sleep 0.1; done
+grep -q "^RELOADING=1 MONOTONIC_USEC=[0-9]" "$work/notify.log" && grep -q "^READY=1 STATUS=reloaded" "$work/notify.log" \
+  || fail "no RELOADING=1 then READY=1 around the reload: $(cat "$work/notify.log")"
 kill -TERM "$child"
 wait $run_pid || fail "the service exited with status $? on SIGTERM"
 run_pid=""
-echo "ok: started as dang.service starts it (user dang, /etc/default/dang, ExecStartPre check-config), ready, reloaded by SIGHUP, stopped by SIGTERM"
+grep -q "^STOPPING=1" "$work/notify.log" || fail "no STOPPING=1 at shutdown"
+kill "$notify_pid" 2>/dev/null || true
+echo "ok: started as dang.service starts it (user dang, /etc/default/dang, ExecStartPre check-config), ready, reloaded by SIGHUP, stopped by SIGTERM; systemd told READY, WATCHDOG, RELOADING and STOPPING"
 
 # 5. Purge: the program, the user and the state go; nothing is left running.
 dpkg --purge dang > "$work/purge.log" 2>&1 || { cat "$work/purge.log"; fail "dpkg --purge failed"; }

@@ -50,9 +50,13 @@ struct Run: AsyncParsableCommand {
         if let certificates = orchestrator.apiCertificates {
             logger.notice("the API serves HTTPS", metadata: ["tls.not_after": "\(certificates.notAfter.formatted(.iso8601))"])
         }
+        let notifier = ServiceNotifier()
         let group = ServiceGroup(
             configuration: .init(
-                services: (orchestrator.services + [HangupService(orchestrator: orchestrator)]).map { .init(service: $0) },
+                services: (orchestrator.services + [
+                    HangupService(orchestrator: orchestrator, notifier: notifier),
+                    NotifyService(orchestrator: orchestrator, notifier: notifier),
+                ]).map { .init(service: $0) },
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         logger.notice("dang \(DangVersion.current) starting", metadata: ["config": "\(self.configOptions.config)"])
@@ -65,10 +69,49 @@ struct Run: AsyncParsableCommand {
 /// (``Orchestrator/reload()``), instead of ending the process as it would by default.
 private struct HangupService: Service {
     let orchestrator: Orchestrator
+    let notifier: ServiceNotifier
 
     func run() async throws {
         for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
-            _ = self.orchestrator.reload()
+            self.notifier.reloading()
+            let report = self.orchestrator.reload()
+            self.notifier.notify(
+                "READY=1\nSTATUS=" + (report.accepted ? "reloaded: \(report.applied.count) changes" : "reload refused: \(report.errors.count) errors"))
         }
+    }
+}
+
+/// systemd's notifications (`Type=notify`, `WatchdogSec=`): READY=1 once the detection timer turns,
+/// WATCHDOG=1 with a STATUS line while it keeps turning, STOPPING=1 at shutdown. Not under systemd
+/// (no NOTIFY_SOCKET), it only waits for the shutdown.
+private struct NotifyService: Service {
+    let orchestrator: Orchestrator
+    let notifier: ServiceNotifier
+
+    func run() async throws {
+        guard self.notifier.isActive else {
+            try? await gracefulShutdown()
+            return
+        }
+        let interval = self.notifier.watchdogInterval ?? .seconds(5)
+        // Stale: the timer turns once a second; a loop that missed a few is stuck, and systemd
+        // restarts the service when the pings stop for WatchdogSec.
+        let stale = max(UInt64(3_000_000_000), UInt64(interval.timeInterval * 2e9))
+        try? await cancelWhenGracefulShutdown {
+            var ready = false
+            while true {
+                let tick = self.orchestrator.lastTick
+                let now = DispatchTime.now().uptimeNanoseconds
+                if tick > 0, now &- tick < stale {
+                    let status = self.orchestrator.statusSnapshot()
+                    let line = "STATUS=broker \(status.mqttConnected ? "connected" : "away"), database "
+                        + "\(status.record.connected ? "connected" : "away"), \(status.ingest.tags) tags, \(status.ingest.samples) samples"
+                    self.notifier.notify((ready ? "WATCHDOG=1\n" : "READY=1\n") + line)
+                    ready = true
+                }
+                try await Task.sleep(for: ready ? interval : .milliseconds(200))
+            }
+        }
+        self.notifier.notify("STOPPING=1")
     }
 }

@@ -15,6 +15,10 @@ package final class Orchestrator: Sendable {
     /// One reload at a time (SIGHUP and `POST /reload` may come together).
     let reloadLock = Mutex(())
     let reloadCounts = Mutex((applied: 0, refused: 0))
+    /// When the detection timer last turned (monotonic nanoseconds; 0 before the first tick): the
+    /// liveness systemd's watchdog is fed from (``ServiceNotifier``).
+    private let tickedAt = Atomic<UInt64>(0)
+    package var lastTick: UInt64 { self.tickedAt.load(ordering: .relaxed) }
     package let pipeline: IngestPipeline
     package let recordWriter: RecordWriter
     package let publisher: AlertPublisher
@@ -207,6 +211,9 @@ package final class Orchestrator: Sendable {
         }
     }
 
+    /// The detection timer turned (``lastTick``).
+    fileprivate func ticked() { self.tickedAt.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed) }
+
     package var connectionStatus: ConnectionStatus { self.connection.status.withLock { $0 } }
 
     /// The services to run, in dependency order (shutdown runs in reverse: ingest stops, then the
@@ -352,6 +359,7 @@ struct IngestService: Service {
                 while true {
                     try await Task.sleep(for: .seconds(1))
                     pipeline.tick()
+                    orchestrator.ticked()
                     if ContinuousClock.now - lastEviction >= .seconds(60) {
                         lastEviction = .now
                         writer.deliver(snapshots: pipeline.evictIdle())
