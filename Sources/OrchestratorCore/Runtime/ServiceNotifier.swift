@@ -65,8 +65,7 @@ package final class ServiceNotifier: Sendable {
 
     /// `RELOADING=1` with the monotonic time systemd wants beside it.
     package func reloading() {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        self.notify("RELOADING=1\nMONOTONIC_USEC=\(Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000)")
+        // (libdispatch's uptime is CLOCK_MONOTONIC on Linux, the clock systemd compares with.)
+        self.notify("RELOADING=1\nMONOTONIC_USEC=\(DispatchTime.now().uptimeNanoseconds / 1000)")
     }
 }
