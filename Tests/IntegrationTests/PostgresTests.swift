@@ -17,7 +17,7 @@ struct PostgresTests {
         let tables = try connection.query(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1")
         #expect(tables.rows.map { $0[0]! } == [
-            "alerts", "approvals", "decisions", "invocations", "llm_exchanges", "out_of_service", "outcomes", "schema_migrations", "sessions",
+            "alerts", "approvals", "decisions", "invocations", "leases", "llm_exchanges", "out_of_service", "outcomes", "schema_migrations", "sessions",
             "tag_state",
         ])
     }

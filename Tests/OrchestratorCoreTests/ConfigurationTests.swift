@@ -58,6 +58,19 @@ struct ScratchDirectory {
         #expect(config.decisionEngine.maxRetries == 3)
     }
 
+    @Test func `instance and ha: the id names the client id; a bad id or lease names its key; the default is a single instance`() throws {
+        let single = try self.load("mqtt:\n  url: mqtt://127.0.0.1:1883\n")
+        #expect(!single.availability.enabled && single.availability.instanceID == AvailabilitySettings.hostName)
+        #expect(single.mqtt.clientID == "dang-\(AvailabilitySettings.hostName)")
+        let pair = try self.load("instance:\n  id: gw-north.1\nha:\n  enabled: true\n  lease: 5s\nmqtt:\n  url: mqtt://127.0.0.1:1883\n")
+        #expect(pair.availability == AvailabilitySettings(instanceID: "gw-north.1", enabled: true, lease: .seconds(5)))
+        #expect(pair.mqtt.clientID == "dang-gw-north.1")
+        // An explicit client id wins over the derived one.
+        #expect(try self.load("instance:\n  id: a\nmqtt:\n  url: mqtt://127.0.0.1:1883\n  client_id: plant-gw\n").mqtt.clientID == "plant-gw")
+        let bad = self.issues("instance:\n  id: \"gw north/1\"\nha:\n  lease: 100ms\n").filter { $0.severity == .error }.map(\.key)
+        #expect(bad.contains("instance.id") && bad.contains("ha.lease"), "\(bad)")
+    }
+
     @Test func `both API tokens come from the environment with or without an api section, and none at all is a warning`() throws {
         // No api: section.
         let read = try self.load("mqtt:\n  url: mqtt://127.0.0.1:1883\n", environment: ["DANG_API_READ_TOKEN": "r"], token: false)

@@ -43,6 +43,8 @@ package struct APIServer: Sendable {
         router.add(
             middleware: APIAuthentication<APIRequestContext>(
                 operate: self.settings.token, read: self.settings.readToken, certificates: self.certificates, limiter: self.limiter))
+        // A standby (ha.enabled) reads but does not act: operators act on the active instance.
+        router.add(middleware: StandbyRefusal(isStandby: { self.status.statusSnapshot().role == "standby" }))
         router.get("status") { _, _ in Self.json(.ok, APIResponse.Status(snapshot: self.status.statusSnapshot())) }
         router.get("metrics") { _, _ in self.metricsResponse() }
         // Probes for service managers and load balancers, open like /status: alive while the
@@ -374,5 +376,17 @@ package struct APIServer: Sendable {
 
     static func error(_ status: HTTPResponse.Status, _ message: String) -> Response {
         Self.json(status, APIResponse.Failure(error: message))
+    }
+}
+
+/// 503 for every request that would act (`POST`, `/reload` excepted) while this instance stands by.
+struct StandbyRefusal<Context: RequestContext>: RouterMiddleware {
+    let isStandby: @Sendable () -> Bool
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if request.method == .post, request.uri.path != "/reload", self.isStandby() {
+            return APIServer.error(.serviceUnavailable, "this instance is a standby (ha.enabled): act on the active one")
+        }
+        return try await next(request, context)
     }
 }

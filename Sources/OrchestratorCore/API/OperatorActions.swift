@@ -117,6 +117,11 @@ package struct StatusSnapshot: Sendable {
     package var decisionTallies: [DecisionTally: Int] = [:]
     /// Open alert episodes by severity.
     package var activeAlerts: [AlertSeverity: Int] = [:]
+    /// This instance (`instance.id`), its role (`single`, `active`, `standby`) and, when active
+    /// under `ha`, the lease's epoch.
+    package var instance = AvailabilitySettings.hostName
+    package var role = "single"
+    package var leaseEpoch: Int64?
     /// Configuration reloads applied and refused.
     package var reloadsApplied = 0
     package var reloadsRefused = 0
@@ -153,6 +158,7 @@ extension StatusSnapshot {
     /// and the database are connected and the spool is at most 90 % full.
     package var notReadyReasons: [String] {
         var reasons: [String] = []
+        if self.role == "standby" { reasons.append("this instance is a standby: the active one serves (ha.enabled)") }
         if !self.mqttConnected {
             reasons.append("the MQTT broker is not connected" + (self.mqttLastError.map { " (\($0))" } ?? ""))
         }

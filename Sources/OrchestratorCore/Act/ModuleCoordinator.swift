@@ -22,6 +22,8 @@ package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
     typealias Effect = CoordinatorStateMachine.Effect
 
     private let state: Mutex<CoordinatorStateMachine>
+    /// False on a standby (`ha.enabled`): no decisions, no messages handled, no retries.
+    private let acting = Atomic<Bool>(true)
     /// The configuration in force (replaced by ``reconfigure(_:)``).
     private let live: Mutex<OrchestratorConfig>
     private var config: OrchestratorConfig { self.live.withLock { $0 } }
@@ -45,6 +47,9 @@ package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
         self.clock = clock
         self.advisor = advisor
     }
+
+    /// Decides and acts from now on (single instance, or the active), or not at all (a standby).
+    package func setActing(_ acting: Bool) { self.acting.store(acting, ordering: .relaxed) }
 
     /// A reloaded configuration: modules, decision engine settings, triggers and the topic map
     /// apply to the next trigger; open invocations carry on.
@@ -120,6 +125,8 @@ package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
     @discardableResult
     package func handle(topic: String, payload: [UInt8]) -> Bool {
         guard let message = CoordinatorMessage(topic: topic, prefix: self.config.topics.prefix) else { return false }
+        // A standby leaves results, approvals and requests to the active one.
+        guard self.acting.load(ordering: .relaxed) else { return true }
         let shownTopic = "\(topic.prefix(200))"
         guard payload.count <= self.config.topics.maxPayloadBytes else {
             self.state.withLock { $0.resultRefused() }
@@ -180,6 +187,7 @@ package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
 
     /// Schedules, timeouts, retries, approval expiry and held decisions.
     package func tick(now: Int64? = nil) {
+        guard self.acting.load(ordering: .relaxed) else { return }
         let now = now ?? self.clock()
         let (scheduled, effects) = self.state.withLock { $0.tick(at: now) }
         self.perform(effects)
@@ -208,6 +216,7 @@ package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
 
     @discardableResult
     private func consider(_ trigger: TriggerEvent) -> Decision? {
+        guard self.acting.load(ordering: .relaxed) else { return nil }
         let started = ContinuousClock.now
         let config = self.config
         guard let settings = config.modules[trigger.module] else { return nil }

@@ -1,4 +1,4 @@
-import Foundation
+package import Foundation
 
 /// The alert stage: turns a detector's condition changes into alert episodes with an identity,
 /// a severity and a message, so that each episode is one `raised` and one `cleared` event.
@@ -130,6 +130,14 @@ package struct AlertBook: Sendable {
             self.adoptable[episode.tag, default: []].append(Adoptable(episode: episode, samplesLeft: Self.adoptionSamples(episode.kind)))
         }
         self.adoptionDeadline = deadline
+    }
+
+    /// Gives an open episode another id and start (a standby taking over the active's episode for
+    /// the same condition: docs/availability.md); false when no open episode has `id`.
+    package mutating func rekey(_ id: UUID, to other: UUID, raisedAt: Int64) -> Bool {
+        guard let key = self.open.first(where: { $0.value.alertID == id })?.key, let episode = self.open[key] else { return false }
+        self.open[key] = Episode(alertID: other, severity: episode.severity, raisedAt: raisedAt, suppression: episode.suppression)
+        return true
     }
 
     /// Whether episodes of a previous run are still waiting (a cheap check for the hot path).

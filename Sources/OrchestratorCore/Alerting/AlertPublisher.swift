@@ -7,6 +7,8 @@ import Synchronization
 /// message's handler returns, before the decisions they trigger are made).
 package final class AlertPublisher: AlertSink, Sendable {
     private let client = Mutex<MosquittoClient?>(nil)
+    /// False on a standby (`ha.enabled`): it publishes nothing on the plant's topics.
+    private let acting = Atomic<Bool>(true)
     private let prefix: String
     private let qos: Int32
     private let logger: Logger
@@ -23,6 +25,16 @@ package final class AlertPublisher: AlertSink, Sendable {
     private let maxQueuedValue = Atomic<Int>(10_000)
     package var maxQueued: Int { self.maxQueuedValue.load(ordering: .relaxed) }
     package func setMaxQueued(_ value: Int) { self.maxQueuedValue.store(value, ordering: .relaxed) }
+
+    /// Publishes from now on (single instance, or the active) or not at all (a standby).
+    package func setActing(_ acting: Bool) { self.acting.store(acting, ordering: .relaxed) }
+
+    package var isActing: Bool { self.acting.load(ordering: .relaxed) }
+
+    /// The client to publish with: none on a standby, or before one is attached.
+    private var sending: MosquittoClient? {
+        self.acting.load(ordering: .relaxed) ? self.client.withLock { $0 } : nil
+    }
 
     /// The connection came or went (from the client's events).
     package func connectionChanged(connected: Bool) {
@@ -62,7 +74,7 @@ package final class AlertPublisher: AlertSink, Sendable {
     /// Publishes any message at QoS 1 on the same client (decision mirrors, module invocations as
     /// MQTT v5 requests). False if there is no client yet or libmosquitto refused it.
     package func publish(topic: String, payload: [UInt8], request: (responseTopic: String, correlation: [UInt8])?) -> Bool {
-        guard let client = self.client.withLock({ $0 }), self.admit() else { return false }
+        guard let client = self.sending, self.admit() else { return false }
         do {
             if let request {
                 try client.publish(
@@ -81,7 +93,7 @@ package final class AlertPublisher: AlertSink, Sendable {
     package var publishFailures: Int { self.failures.load(ordering: .relaxed) }
 
     package func deliver(_ event: AlertEvent) {
-        guard let client = self.client.withLock({ $0 }) else { return }
+        guard let client = self.sending else { return }
         // The broker alarm reaches no one while the broker is away: its raise waits and goes out
         // just before its clear, once the connection is back (in that order, and without taking a
         // place in the queue of what was made meanwhile).
@@ -119,7 +131,7 @@ extension AlertPublisher {
     /// An operator's transition (acknowledged, shelved, unshelved) on the episode's alert topic,
     /// at the alerts' QoS; never held back by a shelf.
     package func deliver(_ transition: AlertTransition) {
-        guard let client = self.client.withLock({ $0 }), self.admit() else { return }
+        guard let client = self.sending, self.admit() else { return }
         do {
             try client.publish(topic: transition.alertTopic(prefix: self.prefix), payload: transition.jsonPayload(), qos: self.qos, retain: false)
         } catch {
@@ -136,7 +148,7 @@ extension AlertPublisher {
     /// later knows it): `{"tag", "out_of_service": true, "since", "by", "reason"}` while it is out,
     /// `{"tag", "out_of_service": false, "at"}` once it is back.
     package func announceService(tag: String, _ outOfService: OutOfServiceTag?) {
-        guard let client = self.client.withLock({ $0 }), self.admit() else { return }
+        guard let client = self.sending, self.admit() else { return }
         do {
             try client.publish(
                 topic: "\(self.prefix)/service/\(tag)", payload: OutOfServiceTag.json(tag: tag, outOfService, at: .now()), qos: 1, retain: true)

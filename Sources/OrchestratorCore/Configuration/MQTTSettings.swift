@@ -4,23 +4,13 @@ package import Mosquitto
 
 /// `mqtt`.
 package struct MQTTSettings: Sendable, Equatable {
-    /// `dang-<host name>`: the same across restarts of one gateway, different between gateways.
-    package static let defaultClientID: String = {
-        var name = [CChar](repeating: 0, count: 256)
-        let host = gethostname(&name, name.count) == 0
-            ? String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
-        // Client ids are safest in [0-9A-Za-z-_]. MQTT 3.1.1 brokers only promise ids of up to 23
-        // bytes; mosquitto and the v5 brokers take longer ones — set `client_id` for a strict broker.
-        let safe = host.unicodeScalars.map { scalar -> Character in
-            let allowed = ("0"..."9").contains(scalar) || ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || scalar == "-" || scalar == "_"
-            return allowed ? Character(scalar) : "-"
-        }
-        let suffix = String(safe.prefix(64))
-        return suffix.isEmpty ? "dang-orchestrator" : "dang-\(suffix)"
-    }()
+    /// `dang-<instance id>` (the host name unless `instance.id` is set): the same across restarts of
+    /// one gateway, different between gateways. MQTT 3.1.1 brokers only promise ids of up to 23
+    /// bytes; mosquitto and the v5 brokers take longer ones — set `client_id` for a strict broker.
+    package static let defaultClientID = "dang-\(AvailabilitySettings.hostName)"
 
     package var endpoint = MQTTEndpoint(host: "127.0.0.1", port: 1883, tls: false)
-    /// Stable per instance (a persistent session is found again by it): `dang-<host name>` unless set.
+    /// Stable per instance (a persistent session is found again by it): `dang-<instance id>` unless set.
     package var clientID = MQTTSettings.defaultClientID
     package var username: String?
     package var password: String?

@@ -34,6 +34,8 @@ package struct OrchestratorConfig: Sendable {
     package var detection: DetectionSettings
     package var api = APISettings()
     package var ingest = IngestSettings()
+    /// `instance` and `ha`.
+    package var availability = AvailabilitySettings()
     package var topicMap: TopicMap
     /// Warnings found while reading (errors throw instead).
     package var warnings: [ConfigIssue]
@@ -158,6 +160,23 @@ extension OrchestratorConfig {
             root.diagnostics.report(
                 .warning, "orchestrator.llm.api_key", at: apiKeyMark,
                 "no API key: the LLM advisor will be off (set DEEPSEEK_API_KEY)")
+        }
+        if let instance = root.section("instance") {
+            let id = instance.string("id", default: self.availability.instanceID)
+            if AvailabilitySettings.isValid(id) {
+                self.availability.instanceID = id
+            } else {
+                instance.diagnostics.report(.error, instance.keyPath("id"), at: instance.markOf("id"), "must be 1–64 characters of A–Z, a–z, 0–9, -, _ or .")
+            }
+            // The default client id follows the instance id (set `mqtt.client_id` to fix another).
+            self.mqtt.clientID = "dang-\(self.availability.instanceID)"
+        }
+        if let ha = root.section("ha") {
+            self.availability.enabled = ha.bool("enabled", default: self.availability.enabled)
+            self.availability.lease = ha.duration("lease", default: self.availability.lease)
+            if self.availability.lease < .seconds(1) || self.availability.lease > .seconds(60) {
+                ha.diagnostics.report(.error, ha.keyPath("lease"), at: ha.markOf("lease"), "must be 1s…60s")
+            }
         }
         if let mqtt = root.section("mqtt") {
             self.readMQTT(mqtt)

@@ -147,20 +147,20 @@ enum InvocationStore {
     // A batch holds at most one record per key (``Record/write(_:on:)`` keeps the last), as
     // `ON CONFLICT DO UPDATE` may not touch a row twice in one statement.
 
-    static func write(_ invocations: [InvocationRecord], on connection: PostgresConnection) throws {
+    static func write(_ invocations: [InvocationRecord], instance: String?, on connection: PostgresConnection) throws {
         guard !invocations.isEmpty else { return }
         try connection.query(
             """
             INSERT INTO invocations (invocation_id, decision_id, module, params, published_at, completed_at, status, attempts,
-                                     result, trigger_kind, scope)
+                                     result, trigger_kind, scope, instance)
             SELECT id, decision, module, params::jsonb, to_timestamp(published::double precision / 1000),
-                   to_timestamp(completed::double precision / 1000), status, attempts, result::jsonb, kind, scope
+                   to_timestamp(completed::double precision / 1000), status, attempts, result::jsonb, kind, scope, $12::text
             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[],
                         $9::text[], $10::text[], $11::text[])
                 AS r(id, decision, module, params, published, completed, status, attempts, result, kind, scope)
             ON CONFLICT (invocation_id) DO UPDATE SET
                 published_at = EXCLUDED.published_at, completed_at = EXCLUDED.completed_at, status = EXCLUDED.status,
-                attempts = EXCLUDED.attempts, result = EXCLUDED.result
+                attempts = EXCLUDED.attempts, result = EXCLUDED.result, instance = EXCLUDED.instance
             """,
             [
                 PostgresArray(invocations.map { $0.invocationID.uuidString.lowercased() }),
@@ -168,7 +168,7 @@ enum InvocationStore {
                 PostgresArray(invocations.map { StorableJSON.jsonb($0.params) }), PostgresNullableInt64Array(invocations.map(\.publishedAt)),
                 PostgresNullableInt64Array(invocations.map(\.completedAt)), PostgresArray(invocations.map(\.status)),
                 PostgresArray(invocations.map { Int64($0.attempts) }), PostgresNullableTextArray(invocations.map { StorableJSON.jsonb($0.result) }),
-                PostgresArray(invocations.map(\.triggerKind)), PostgresArray(invocations.map(\.scopeKey)),
+                PostgresArray(invocations.map(\.triggerKind)), PostgresArray(invocations.map(\.scopeKey)), instance,
             ])
     }
 

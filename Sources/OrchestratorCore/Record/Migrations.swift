@@ -162,6 +162,19 @@ package enum Migrations {
                     reason  text
                 );
                 """),
+        Migration(
+            version: 8, name: "instances and the active lease",
+            sql: """
+                ALTER TABLE decisions ADD COLUMN instance text;
+                ALTER TABLE invocations ADD COLUMN instance text;
+                CREATE TABLE leases (
+                    name       text PRIMARY KEY,
+                    holder     text NOT NULL,
+                    epoch      bigint NOT NULL,
+                    expires_at timestamptz NOT NULL,
+                    renewed_at timestamptz NOT NULL DEFAULT now()
+                );
+                """),
     ]
 
     /// The newest schema version this build knows.

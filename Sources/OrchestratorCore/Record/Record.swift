@@ -128,8 +128,37 @@ package enum Record: Sendable, Equatable {
         }
     }
 
+    /// Who writes (``RecordWriter``): its instance id, on decision and invocation rows, and with
+    /// `ha.enabled` the lease it holds — every batch is written only while that lease is still its
+    /// own (fencing: a former active that lost the lease cannot write after the new one took over).
+    package struct Writer: Sendable, Equatable {
+        package var instance: String?
+        package var lease: Lease?
+
+        package struct Lease: Sendable, Equatable {
+            package let holder: String
+            package let epoch: Int64
+
+            package init(holder: String, epoch: Int64) {
+                self.holder = holder
+                self.epoch = epoch
+            }
+        }
+
+        package init(instance: String? = nil, lease: Lease? = nil) {
+            self.instance = instance
+            self.lease = lease
+        }
+    }
+
+    /// A batch refused because the writer's lease is no longer current.
+    package struct Fenced: Error, CustomStringConvertible {
+        package let epoch: Int64
+        package var description: String { "the active lease (epoch \(self.epoch)) is no longer this instance's: the write is refused" }
+    }
+
     /// Writes a batch: each kind in one multi-row statement, all in one transaction.
-    package static func write(_ batch: [Record], on connection: PostgresConnection) throws {
+    package static func write(_ batch: [Record], on connection: PostgresConnection, as writer: Writer = Writer()) throws {
         var alerts: [AlertEvent] = []
         var decisions: [DecisionRecord] = []
         // Invocation, outcome and approval records carry their whole state: the last one of a
@@ -153,9 +182,16 @@ package enum Record: Sendable, Equatable {
             }
         }
         try connection.withTransaction { connection in
+            if let lease = writer.lease {
+                // FOR SHARE: a takeover (an UPDATE of this row) waits for this transaction, or this
+                // transaction sees the new epoch and writes nothing.
+                let current = try connection.query(
+                    "SELECT 1 FROM leases WHERE name = 'active' AND holder = $1 AND epoch = $2 FOR SHARE", [lease.holder, lease.epoch])
+                guard !current.rows.isEmpty else { throw Fenced(epoch: lease.epoch) }
+            }
             try AlertStore.write(alerts, on: connection)
-            try DecisionStore.write(decisions, on: connection)
-            try InvocationStore.write(invocationOrder.compactMap { invocations[$0] }, on: connection)
+            try DecisionStore.write(decisions, instance: writer.instance, on: connection)
+            try InvocationStore.write(invocationOrder.compactMap { invocations[$0] }, instance: writer.instance, on: connection)
             try InvocationStore.write(outcomes: Array(outcomes.values), on: connection)
             try InvocationStore.write(approvals: Array(approvals.values), on: connection)
             try InvocationStore.write(exchanges: exchanges, on: connection)
@@ -164,14 +200,14 @@ package enum Record: Sendable, Equatable {
 }
 
 enum DecisionStore {
-    static func write(_ decisions: [DecisionRecord], on connection: PostgresConnection) throws {
+    static func write(_ decisions: [DecisionRecord], instance: String?, on connection: PostgresConnection) throws {
         guard !decisions.isEmpty else { return }
         try connection.query(
             """
             INSERT INTO decisions (decision_id, ts, module, action, source, trigger, reasons, confidence, latency_us,
-                                   parent_decision_id)
+                                   parent_decision_id, instance)
             SELECT id, to_timestamp(ms::double precision / 1000), module, action, source, trigger::jsonb, reasons::jsonb,
-                   confidence, latency, parent
+                   confidence, latency, parent, $11::text
             FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                         $8::float8[], $9::bigint[], $10::uuid[])
                 AS r(id, ms, module, action, source, trigger, reasons, confidence, latency, parent)
@@ -183,7 +219,7 @@ enum DecisionStore {
                 PostgresArray(decisions.map(\.source)), PostgresArray(decisions.map { StorableJSON.jsonb($0.trigger) }),
                 PostgresArray(decisions.map { StorableJSON.jsonb($0.reasons) }), PostgresArray(decisions.map(\.confidence)),
                 PostgresNullableInt64Array(decisions.map(\.latencyMicroseconds)),
-                PostgresNullableTextArray(decisions.map { $0.parentDecisionID?.uuidString.lowercased() }),
+                PostgresNullableTextArray(decisions.map { $0.parentDecisionID?.uuidString.lowercased() }), instance,
             ])
     }
 }

@@ -30,11 +30,21 @@ extension RecordWriter {
     /// grant, a timeout…): the rest is kept, and the caller backs off.
     func write(_ batch: inout [Record], on connection: PostgresConnection) -> Int? {
         let count = batch.count
+        let writer = self.identity.withLock { $0 }
         do {
-            try Record.write(batch, on: connection)
+            try Record.write(batch, on: connection, as: writer)
             self.state.withLock { $0.counters.written += count }
             self.metrics.written.increment(by: count)
             batch.removeAll(keepingCapacity: true)
+            return count
+        } catch let fenced as Record.Fenced {
+            // Another instance holds the lease now: what this one still had is not written (the
+            // new active has its own view of the plant), and this one steps down.
+            self.state.withLock { $0.counters.fenced += count }
+            self.logger.error(
+                "records refused: this instance lost the active lease", metadata: ["records": "\(count)", "lease.epoch": "\(fenced.epoch)"])
+            batch.removeAll(keepingCapacity: true)
+            self.fencedHandler.withLock { $0 }?(fenced.epoch)
             return count
         } catch let error as PostgresError where error.isRowSpecific {
             self.state.withLock { $0.counters.failedBatches += 1 }
@@ -72,7 +82,7 @@ extension RecordWriter {
     private func writeIndividually(_ batch: inout [Record], on connection: PostgresConnection) throws {
         while let record = batch.first {
             do {
-                try Record.write([record], on: connection)
+                try Record.write([record], on: connection, as: self.identity.withLock { $0 })
                 self.state.withLock { $0.counters.written += 1 }
                 self.metrics.written.increment()
             } catch let error as PostgresError where error.isRowSpecific {
@@ -80,7 +90,7 @@ extension RecordWriter {
                 // aside, anything else (the connection broke meanwhile) keeps it for later.
                 do {
                     guard let text = record.withJSONAsText() else { throw error }
-                    try Record.write([text], on: connection)
+                    try Record.write([text], on: connection, as: self.identity.withLock { $0 })
                     self.state.withLock { $0.counters.written += 1 }
                     self.metrics.written.increment()
                     self.logger.warning(

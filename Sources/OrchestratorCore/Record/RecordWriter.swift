@@ -35,6 +35,8 @@ package final class RecordWriter: AlertSink, Sendable {
         package var corruptBytesSkipped = 0
         /// Timed syncs of appends made while no batch was read (`spool_fsync: batch`).
         package var timedSyncs = 0
+        /// Records refused because this instance no longer held the active lease (fencing).
+        package var fenced = 0
     }
 
     struct State: ~Copyable {
@@ -71,6 +73,12 @@ package final class RecordWriter: AlertSink, Sendable {
     }
 
     let state = Mutex(State())
+    /// Who writes: the instance id, and the lease while this instance is the active one (``Record/Writer``).
+    let identity = Mutex(Record.Writer())
+    /// False on a standby (`ha.enabled`): it records nothing, not even into its spool.
+    private let acting = Atomic<Bool>(true)
+    /// Called when a batch was refused for a lease no longer held (the orchestrator steps down).
+    let fencedHandler = Mutex<(@Sendable (Int64) -> Void)?>(nil)
     /// The spool doubles as the queue: every record is appended to it (a `write`, no fsync) before
     /// anything else happens to it, so it survives the process being killed; the writer thread
     /// syncs it per batch, writes the batch and advances the replay offset.
@@ -129,6 +137,23 @@ package final class RecordWriter: AlertSink, Sendable {
 
     package var counters: Counters { self.state.withLock { $0.counters } }
 
+    /// The instance id written on decision and invocation rows.
+    package func setInstance(_ instance: String) { self.identity.withLock { $0.instance = instance } }
+
+    /// Records from now on (`true`: single instance, or the active) or not at all (a standby); with a
+    /// lease, every batch is fenced by it.
+    package func setActing(_ acting: Bool, lease: Record.Writer.Lease?) {
+        self.identity.withLock { $0.lease = lease }
+        self.acting.store(acting, ordering: .relaxed)
+    }
+
+    package var isActing: Bool { self.acting.load(ordering: .relaxed) }
+
+    /// Where a fenced batch is reported (the epoch that was refused).
+    package func onFenced(_ handler: @escaping @Sendable (Int64) -> Void) {
+        self.fencedHandler.withLock { $0 = handler }
+    }
+
     package func deliver(_ event: AlertEvent) {
         self.enqueue(.alert(event))
     }
@@ -144,6 +169,7 @@ package final class RecordWriter: AlertSink, Sendable {
     }
 
     func enqueue(_ record: Record) {
+        guard self.acting.load(ordering: .relaxed) else { return }
         // Durable first: into the spool (survives SIGKILL), else the bounded memory queue.
         // While older records wait in memory (the spool was full), newer ones queue behind them.
         let memoryBacklog = self.state.withLock { !$0.pending.isEmpty }
@@ -188,7 +214,7 @@ package final class RecordWriter: AlertSink, Sendable {
 
     /// Queues tag-state snapshots for `tag_state`; a newer snapshot of a tag replaces an older one.
     package func deliver(snapshots: [TagSnapshot]) {
-        guard !snapshots.isEmpty else { return }
+        guard !snapshots.isEmpty, self.acting.load(ordering: .relaxed) else { return }
         self.state.withLock { state in
             for snapshot in snapshots { state.snapshots[snapshot.tag] = snapshot }
         }

@@ -1,4 +1,4 @@
-import Foundation
+package import Foundation
 package import Logging
 import Synchronization
 
@@ -43,6 +43,12 @@ extension IngestPipeline {
                 return TagWindow(tag: tag, times: window.times, values: window.values)
             }
         }
+    }
+
+    /// Gives this instance's open episode `id` the id and start of the active's episode it stands for
+    /// (a takeover); false when it is no longer open.
+    package func rekey(_ id: UUID, to other: UUID, raisedAt: Int64) -> Bool {
+        self.state.withLock { $0.alerts.rekey(id, to: other, raisedAt: raisedAt) }
     }
 
     /// Open episodes by severity (`dang_alerts_active`).

@@ -42,6 +42,10 @@ package final class Orchestrator: Sendable {
     package let events: EventStream
     /// The HTTPS listener's certificate and key (`api.tls`), reloaded by ``reloadCertificates()``.
     package let apiCertificates: APICertificates?
+    /// The election of the active instance (`ha.enabled`); nil for a single instance, always active.
+    package let lease: ActiveLease?
+    /// What this instance raised while it stood by (``StandbyLedger``).
+    let ledger: StandbyLedger
 
     /// What the broker connection is doing now.
     package struct ConnectionStatus: Sendable, Equatable {
@@ -69,9 +73,12 @@ package final class Orchestrator: Sendable {
             // Without its spool the record is not lossless: refuse to start rather than run on memory.
             throw Spool.Problem(message: "database.spool_dir: \(problem)")
         }
+        self.recordWriter.setInstance(config.availability.instanceID)
+        let acting = self.publisher
+        self.ledger = StandbyLedger(acting: { acting.isActing })
         let pipeline = IngestPipeline(
             // The record first: once an alert is published, it is already in the spool.
-            config: config, sinks: [self.recordWriter, self.publisher, events] + extraSinks, logger: logger)
+            config: config, sinks: [self.recordWriter, self.publisher, events, self.ledger] + extraSinks, logger: logger)
         self.pipeline = pipeline
         // The orchestrator's own alerts: recorded first, then published, like any other.
         self.systemAlerts = SystemAlerts(sinks: [self.recordWriter, self.publisher, events] + extraSinks)
@@ -104,7 +111,9 @@ package final class Orchestrator: Sendable {
         // the decision it triggers is made — once the message's handler has returned.
         pipeline.attachDecisions(coordinator)
 
-        let statusTopic = "\(config.topics.prefix)/status"
+        // With ha.enabled each instance says its own state on its own topic; the active one says
+        // the gateway's on {prefix}/status when it takes over.
+        let statusTopic = Self.statusTopic(config)
         var options = config.connectionOptions(
             will: .init(topic: statusTopic, payload: Array(#"{"state":"offline"}"#.utf8), qos: 1, retain: true))
         // A persistent session for plant data and the decision side; Sparkplug B on its own clean
@@ -113,7 +122,7 @@ package final class Orchestrator: Sendable {
         let mainFilters = separateSparkplug ? pipeline.sensorSubscriptions : pipeline.subscriptions
         options.subscriptions = (mainFilters + coordinator.subscriptions).map { ($0, Int32(config.mqtt.subscribeQoS)) }
         options.birth = .init(
-            topic: statusTopic, payload: Self.statusPayload(state: "online", startedAt: self.startedAt), qos: 1, retain: true)
+            topic: statusTopic, payload: Self.statusPayload(state: "online", startedAt: self.startedAt, config: config), qos: 1, retain: true)
 
         let decisionTopics = PrefixMatcher(prefixes: [
             "\(config.topics.prefix)/result/", "\(config.topics.prefix)/approve/", "\(config.topics.prefix)/request/", "\(config.topics.prefix)/ack/",
@@ -130,6 +139,8 @@ package final class Orchestrator: Sendable {
                 if decisionTopics.matches(message.topic) {
                     let topic = String(decoding: message.topic, as: UTF8.self)
                     if topic.hasPrefix(ackPrefix) {
+                        // A standby leaves acknowledgements to the active one.
+                        guard alertPublisher.isActing else { return }
                         alertDesk.acknowledgeFromMQTT(String(topic.dropFirst(ackPrefix.count)), payload: Array(message.payload.prefix(4096)))
                     } else {
                         coordinator.handle(topic: topic, payload: Array(message.payload))
@@ -179,16 +190,51 @@ package final class Orchestrator: Sendable {
         }
         let client = self.sparkplugClient ?? self.client
         pipeline.attachCommandPublisher { topic, payload in
+            // (Rebirth requests are the active instance's to make.)
+            guard alertPublisher.isActing else { return }
             try? client.publish(topic: topic, payload: payload, qos: 0, retain: false)
         }
+        if config.availability.enabled {
+            // Stand by, warm, until the lease says otherwise.
+            self.lease = ActiveLease(
+                url: config.database.url, holder: config.availability.instanceID, lease: config.availability.lease, logger: logger)
+            self.recordWriter.setActing(false, lease: nil)
+            self.publisher.setActing(false)
+            self.coordinator.setActing(false)
+        } else {
+            self.lease = nil
+        }
+        self.lease?.onChange { [unowned self] role, epoch in self.applyRole(role, epoch: epoch) }
+        self.recordWriter.onFenced { [lease = self.lease] _ in lease?.stepDown("a record batch was refused: another instance holds the lease") }
     }
 
+    /// `{prefix}/status`, or with `ha.enabled` `{prefix}/status/{instance}`.
+    private static func statusTopic(_ config: OrchestratorConfig) -> String {
+        config.availability.enabled
+            ? "\(config.topics.prefix)/status/\(config.availability.instanceID)" : "\(config.topics.prefix)/status"
+    }
+
+    /// Closes the broker connection without a DISCONNECT of ours being awaited (``haltAsIfKilled()``).
+    func dropBrokerConnection() { self.client.disconnect() }
+
+    /// The active instance says the gateway's state on `{prefix}/status` (retained).
+    func publishGatewayStatus(config: OrchestratorConfig) throws {
+        try self.client.publish(
+            topic: "\(config.topics.prefix)/status",
+            payload: Self.statusPayload(state: "online", startedAt: self.startedAt, config: config, role: "active"), qos: 1, retain: true)
+    }
+
+    /// This instance's role: `single` (no `ha`), `active` or `standby`.
+    package var role: String { self.lease.map { $0.role.rawValue } ?? "single" }
+
     /// The retained status body: `{"state", "version", "started_at"}`.
-    private static func statusPayload(state: String, startedAt: Date) -> [UInt8] {
+    private static func statusPayload(state: String, startedAt: Date, config: OrchestratorConfig, role: String? = nil) -> [UInt8] {
         var json = JSONWriter()
         json.field("state", string: state)
         json.field("version", string: DangVersion.current)
         json.field("started_at", string: startedAt.formatted(.iso8601))
+        json.field("instance", string: config.availability.instanceID)
+        if let role { json.field("role", string: role) }
         return json.finish()
     }
 
@@ -229,6 +275,8 @@ package final class Orchestrator: Sendable {
 
     package var services: [any Service] {
         var services: [any Service] = [RecordService(writer: self.recordWriter), IngestService(orchestrator: self), DecisionService(orchestrator: self)]
+        // First, so stopped last (after the record writer has drained).
+        if let lease = self.lease { services.insert(LeaseService(lease: lease), at: 0) }
         if self.config.api.enabled {
             services.append(
                 APIService(
@@ -263,7 +311,8 @@ package final class Orchestrator: Sendable {
             self.pipeline.seed(snapshots)
             self.logger.info("detectors warmed up from tag_state", metadata: ["tags": "\(snapshots.count)"])
         }
-        await self.adoptOpenEpisodes()
+        // (With ha.enabled, episodes are taken over when this instance takes the lease.)
+        if self.lease == nil { await self.adoptOpenEpisodes() }
     }
 
     /// Episodes the previous run left `raised` are taken over by the same condition raised again,
@@ -283,8 +332,14 @@ package final class Orchestrator: Sendable {
 
     fileprivate func stopIngest() {
         // DISCONNECT suppresses the will, so say "offline" ourselves first.
+        let config = self.config
+        if self.lease?.role == .active {
+            try? self.client.publish(
+                topic: "\(config.topics.prefix)/status",
+                payload: Self.statusPayload(state: "offline", startedAt: self.startedAt, config: config, role: "active"), qos: 1, retain: true)
+        }
         try? self.client.publish(
-            topic: "\(self.config.topics.prefix)/status", payload: Self.statusPayload(state: "offline", startedAt: self.startedAt), qos: 1,
+            topic: Self.statusTopic(config), payload: Self.statusPayload(state: "offline", startedAt: self.startedAt, config: config), qos: 1,
             retain: true)
         self.client.disconnect()
         self.sparkplugClient?.disconnect()
@@ -427,6 +482,8 @@ struct DecisionService: Service {
                 for _ in 0..<100 where writer.counters.spooledBytes > 0 {
                     guard (try? await Task.sleep(for: .milliseconds(100))) != nil else { return }
                 }
+                // (With ha.enabled, pending invocations are re-armed when this instance takes the lease.)
+                guard self.orchestrator.lease == nil else { return }
                 coordinator.restore(await reader.decisionMemory() ?? DecisionMemory())
             }
             try? await cancelWhenGracefulShutdown {
@@ -494,6 +551,9 @@ extension Orchestrator: StatusSource {
         snapshot.alertTransitions = self.alertDesk.transitionTallies
         snapshot.activeAlerts = self.pipeline.openAlertsBySeverity
         snapshot.decisionTallies = self.coordinator.decisionTallies
+        snapshot.instance = self.config.availability.instanceID
+        snapshot.role = self.role
+        snapshot.leaseEpoch = self.lease.flatMap { $0.role == .active ? $0.epoch : nil }
         (snapshot.reloadsApplied, snapshot.reloadsRefused) = self.reloadCounts.withLock { ($0.applied, $0.refused) }
         return snapshot
     }

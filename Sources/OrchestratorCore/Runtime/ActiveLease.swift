@@ -1,0 +1,178 @@
+import Dispatch
+import Foundation
+import LibPQ
+package import Logging
+import Synchronization
+
+/// The election of one active instance among those sharing a database (`ha.enabled`;
+/// docs/availability.md): a lease row in PostgreSQL, `leases(name = 'active', holder, epoch,
+/// expires_at)`, renewed every `lease / 3` by its holder on a connection of its own.
+///
+/// A lease row rather than an advisory lock: a session lock lives as long as the server believes
+/// the session does — after a partition or a dead machine, until TCP keepalives give up, minutes —
+/// while the row expires on the server's clock at a known time. And the row carries an epoch that
+/// grows with every change of holder: every batch the active writes is fenced by it
+/// (``Record/Writer``), so a former active cut off from the database cannot write once another
+/// instance has taken over.
+///
+/// The holder steps down by itself when it has not renewed for `lease − lease / 6` (measured from
+/// before its last successful renewal was sent, on its own monotonic clock): before the row can
+/// expire on the server, so two instances never both act.
+package final class ActiveLease: Sendable {
+    package enum Role: String, Sendable {
+        case active
+        case standby
+    }
+
+    private struct State {
+        var role = Role.standby
+        var epoch: Int64 = 0
+        /// When the last successful renewal (or acquisition) was sent: monotonic nanoseconds.
+        var renewedAt: UInt64 = 0
+    }
+
+    private let url: String
+    private let holder: String
+    private let lease: Duration
+    private let logger: Logger
+    private let state = Mutex(State())
+    /// Set by ``halt()``: no more rounds, no release (a process that died).
+    private let halted = Atomic<Bool>(false)
+    /// The lease's own connection: used by one round at a time (``run()`` awaits each), never shared.
+    private final class Connection: @unchecked Sendable {
+        var current: PostgresConnection?
+    }
+    private let connection = Connection()
+    /// Called with the new role (and the epoch when active) on every change, on the lease's thread.
+    private let handler = Mutex<(@Sendable (Role, Int64) -> Void)?>(nil)
+
+    package init(url: String, holder: String, lease: Duration, logger: Logger) {
+        self.url = url
+        self.holder = holder
+        self.lease = lease
+        self.logger = logger
+    }
+
+    /// Where role changes go (the orchestrator: ``Orchestrator/applyRole(_:epoch:)``).
+    package func onChange(_ handler: @escaping @Sendable (Role, Int64) -> Void) {
+        self.handler.withLock { $0 = handler }
+    }
+
+    private func changed(_ role: Role, _ epoch: Int64) {
+        self.handler.withLock { $0 }?(role, epoch)
+    }
+
+    package var role: Role { self.state.withLock { $0.role } }
+    package var epoch: Int64 { self.state.withLock { $0.epoch } }
+
+    private var leaseMilliseconds: Int64 { max(1, self.lease.milliseconds) }
+
+    /// Renews or tries to acquire every `lease / 3` until cancelled; then releases the lease if it
+    /// holds it, so a standby takes over at once instead of after the lease.
+    package func run() async {
+        let period = self.lease / 3
+        while !Task.isCancelled && !self.halted.load(ordering: .relaxed) {
+            await offTheCooperativePool { self.step() }
+            try? await Task.sleep(for: period)
+        }
+        guard !self.halted.load(ordering: .relaxed) else { return }
+        await offTheCooperativePool { self.release() }
+    }
+
+    /// One round: the holder renews, the others try to acquire; either steps down when it must.
+    package func step() {
+        let sentAt = DispatchTime.now().uptimeNanoseconds
+        let (role, epoch) = self.state.withLock { ($0.role, $0.epoch) }
+        do {
+            let connection = try self.connected()
+            switch role {
+            case .active:
+                let renewed = try connection.query(
+                    """
+                    UPDATE leases SET expires_at = now() + $3 * interval '1 millisecond', renewed_at = now()
+                    WHERE name = 'active' AND holder = $1 AND epoch = $2 RETURNING epoch
+                    """, [self.holder, epoch, self.leaseMilliseconds])
+                if renewed.rows.isEmpty {
+                    self.stepDown("another instance holds the lease now")
+                } else {
+                    self.state.withLock { $0.renewedAt = sentAt }
+                }
+            case .standby:
+                // Taken when free or expired (or held by this instance id before a restart).
+                let acquired = try connection.query(
+                    """
+                    INSERT INTO leases (name, holder, epoch, expires_at) VALUES ('active', $1, 1, now() + $2 * interval '1 millisecond')
+                    ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, epoch = leases.epoch + 1,
+                        expires_at = EXCLUDED.expires_at, renewed_at = now()
+                    WHERE leases.expires_at < now() OR leases.holder = EXCLUDED.holder
+                    RETURNING epoch
+                    """, [self.holder, self.leaseMilliseconds])
+                if let text = acquired.rows.first?.first ?? nil, let newEpoch = Int64(text) {
+                    self.state.withLock {
+                        $0.role = .active
+                        $0.epoch = newEpoch
+                        $0.renewedAt = sentAt
+                    }
+                    self.logger.notice("this instance is now the active one", metadata: ["lease.epoch": "\(newEpoch)", "instance": "\(self.holder)"])
+                    self.changed(.active, newEpoch)
+                }
+            }
+        } catch {
+            self.connection.current = nil
+            self.logger.warning("lease: the database is not reachable", metadata: ["error": "\(error)"])
+        }
+        self.checkExpiry()
+    }
+
+    /// The holder that could not renew in time stops acting before its row can expire.
+    package func checkExpiry() {
+        let now = DispatchTime.now().uptimeNanoseconds
+        let (role, renewedAt) = self.state.withLock { ($0.role, $0.renewedAt) }
+        let margin = UInt64((self.lease - self.lease / 6).timeInterval * 1e9)
+        if role == .active, now &- renewedAt >= margin { self.stepDown("the lease could not be renewed in time") }
+    }
+
+    /// Stops acting (a fenced write, or a renewal refused or too late).
+    package func stepDown(_ reason: String) {
+        let was = self.state.withLock { state -> Role in
+            defer { state.role = .standby }
+            return state.role
+        }
+        guard was == .active else { return }
+        self.logger.error("this instance stands by: \(reason)", metadata: ["instance": "\(self.holder)"])
+        self.changed(.standby, 0)
+    }
+
+    /// Stops renewing, and never gives the lease up: what a killed process does (the fault tests).
+    package func halt() {
+        self.halted.store(true, ordering: .relaxed)
+    }
+
+    /// Gives the lease up (graceful shutdown): its row expires now.
+    package func release() {
+        let (role, epoch) = self.state.withLock { ($0.role, $0.epoch) }
+        guard role == .active, let connection = try? self.connected() else { return }
+        _ = try? connection.query(
+            "UPDATE leases SET expires_at = now() WHERE name = 'active' AND holder = $1 AND epoch = $2", [self.holder, epoch])
+        self.state.withLock { $0.role = .standby }
+        self.logger.notice("the active lease is given up", metadata: ["lease.epoch": "\(epoch)"])
+    }
+
+    private func connected() throws -> PostgresConnection {
+        if let connection = self.connection.current { return connection }
+        let connection = try PostgresConnection(conninfo: self.url)
+        // A connection that hangs must not hold the lease loop past the lease.
+        _ = try? connection.query("SET statement_timeout = \(max(500, self.leaseMilliseconds / 3))")
+        // The table may not exist yet on a new database (the record writer migrates it).
+        _ = try Migrations.apply(on: connection)
+        self.connection.current = connection
+        return connection
+    }
+}
+
+/// Runs blocking work (libpq) on a thread of its own, not on the cooperative pool.
+func offTheCooperativePool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(returning: work()) }
+    }
+}

@@ -1,0 +1,92 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// Active and standby (`ha.enabled`; docs/availability.md): what changes when this instance takes
+/// the lease, or loses it.
+extension Orchestrator {
+    /// Acts (records, publishes, decides) or stands by. Taking over, the record comes first, then
+    /// the publications, then the decisions — and the episodes and invocations the previous active
+    /// left are taken over (``takeOver(_:epoch:)``).
+    func applyRole(_ role: ActiveLease.Role, epoch: Int64) {
+        switch role {
+        case .active:
+            self.recordWriter.setActing(true, lease: .init(holder: self.config.availability.instanceID, epoch: epoch))
+            self.publisher.setActing(true)
+            let standing = self.ledger.take()
+            self.coordinator.setActing(true)
+            Task { await self.takeOver(standing, epoch: epoch) }
+        case .standby:
+            self.coordinator.setActing(false)
+            self.publisher.setActing(false)
+            self.recordWriter.setActing(false, lease: nil)
+        }
+    }
+
+    /// The previous active's open episodes and pending invocations become this instance's.
+    /// - Its episodes still open in the record take over this instance's episodes of the same tag,
+    ///   kind and severity: same alert ids, nothing announced twice.
+    /// - This instance's episodes the record does not have (the active never announced them, or
+    ///   its last records died with it) are announced now.
+    /// - The record's episodes this instance does not hold are adopted as after a restart: taken
+    ///   over if raised again soon, else closed.
+    /// - Pending invocations are re-armed once from the record; shelves and tags out of service
+    ///   are read again.
+    func takeOver(_ standing: [AlertEvent], epoch: Int64) async {
+        let config = self.config
+        let recorded = await self.reader.openEpisodes(raisedBefore: EpochMilliseconds.now()) ?? []
+        var unmatched = recorded
+        var continued = 0
+        var announced = 0
+        for event in standing {
+            if let index = unmatched.firstIndex(where: { $0.tag == event.tag && $0.kind == event.kind && $0.severity == event.severity }) {
+                let episode = unmatched.remove(at: index)
+                if self.pipeline.rekey(event.alertID, to: episode.alertID, raisedAt: episode.raisedAt) { continued += 1 }
+            } else {
+                self.recordWriter.deliver(event)
+                self.publisher.deliver(event)
+                self.events.deliver(event)
+                announced += 1
+            }
+        }
+        if !unmatched.isEmpty { self.pipeline.adopt(unmatched, within: config.detection.adoptWithin) }
+        await self.alertDesk.restoreShelves()
+        await self.alertDesk.restoreOutOfService()
+        let memory = await self.reader.decisionMemory() ?? DecisionMemory()
+        self.coordinator.restore(memory)
+        try? self.publishGatewayStatus(config: config)
+        self.logger.notice(
+            "taken over as the active instance",
+            metadata: [
+                "lease.epoch": "\(epoch)", "alerts.continued": "\(continued)", "alerts.announced": "\(announced)",
+                "alerts.adopted": "\(unmatched.count)", "invocations.rearmed": "\(memory.pending.count)",
+            ])
+    }
+}
+
+extension Orchestrator {
+    /// Stops this instance the way SIGKILL would, as the other instances see it: no more lease
+    /// renewals (and no release), nothing published or recorded, the broker connection closed. For
+    /// the fault tests, which run instances in one process.
+    package func haltAsIfKilled() {
+        self.lease?.halt()
+        self.coordinator.setActing(false)
+        self.publisher.setActing(false)
+        self.recordWriter.setActing(false, lease: nil)
+        self.dropBrokerConnection()
+    }
+}
+
+/// Holds the lease (``ActiveLease``) until the shutdown. First among the services, so stopped last:
+/// the active gives the lease up only once its record writer has drained, and its last batches are
+/// still its own to write.
+struct LeaseService: Service {
+    let lease: ActiveLease
+
+    func run() async throws {
+        // Cancelled at the shutdown: the loop ends and gives the lease up.
+        try? await cancelWhenGracefulShutdown { await self.lease.run() }
+        // Halted (a simulated kill): a service that ends stops the group, so wait for the shutdown.
+        try? await gracefulShutdown()
+    }
+}
