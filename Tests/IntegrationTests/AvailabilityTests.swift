@@ -108,7 +108,9 @@ import Testing
             // Another instance took the lease (as after a partition: the active could not see it).
             _ = try PostgresConnection(conninfo: database).query(
                 "UPDATE leases SET holder = 'intruder', epoch = epoch + 1, expires_at = now() + interval '1 hour' WHERE name = 'active'")
-            try await eventually("it steps down", timeout: Self.lease) { a.role == "standby" }
+            // (At its next renewal; by its own deadline within the lease at the latest — the test
+            // allows twice that for a loaded machine's scheduling.)
+            try await eventually("it steps down", timeout: Self.lease * 2) { a.role == "standby" }
             try DecisionLoopTests.breach(publisher, prefix: "it-ha-fence")
             try await eventually("the breach processed") { a.pipeline.counters.alertsRaised >= 1 }
             try await Task.sleep(for: .milliseconds(500))

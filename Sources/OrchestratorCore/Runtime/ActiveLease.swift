@@ -70,10 +70,25 @@ package final class ActiveLease: Sendable {
     /// Renews or tries to acquire every `lease / 3` until cancelled; then releases the lease if it
     /// holds it, so a standby takes over at once instead of after the lease.
     package func run() async {
-        let period = self.lease / 3
-        while !Task.isCancelled && !self.halted.load(ordering: .relaxed) {
-            await offTheCooperativePool { self.step() }
-            try? await Task.sleep(for: period)
+        await withTaskGroup(of: Void.self) { group in
+            // The rounds: one at a time, each on a thread of its own (libpq blocks).
+            group.addTask {
+                let period = self.lease / 3
+                while !Task.isCancelled && !self.halted.load(ordering: .relaxed) {
+                    await offTheCooperativePool { self.step() }
+                    try? await Task.sleep(for: period)
+                }
+            }
+            // The deadline, on its own: a round that hangs (a connection that does not answer) must
+            // not keep this instance acting past its lease.
+            group.addTask {
+                while !Task.isCancelled && !self.halted.load(ordering: .relaxed) {
+                    try? await Task.sleep(for: self.lease / 6)
+                    self.checkExpiry()
+                }
+            }
+            await group.next()
+            group.cancelAll()
         }
         guard !self.halted.load(ordering: .relaxed) else { return }
         await offTheCooperativePool { self.release() }
@@ -124,7 +139,8 @@ package final class ActiveLease: Sendable {
         self.checkExpiry()
     }
 
-    /// The holder that could not renew in time stops acting before its row can expire.
+    /// The holder that could not renew in time stops acting before its row can expire (checked every
+    /// `lease / 6`, whatever the rounds are doing).
     package func checkExpiry() {
         let now = DispatchTime.now().uptimeNanoseconds
         let (role, renewedAt) = self.state.withLock { ($0.role, $0.renewedAt) }

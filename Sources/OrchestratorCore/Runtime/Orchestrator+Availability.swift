@@ -85,7 +85,7 @@ struct LeaseService: Service {
 
     func run() async throws {
         // Cancelled at the shutdown: the loop ends and gives the lease up.
-        try? await cancelWhenGracefulShutdown { await self.lease.run() }
+        await cancelWhenGracefulShutdown { await self.lease.run() }
         // Halted (a simulated kill): a service that ends stops the group, so wait for the shutdown.
         try? await gracefulShutdown()
     }
