@@ -26,6 +26,8 @@ tested=$(date +%s)
 
 echo "== dang end to end"
 scripts/smoke-test.sh
+# Active and standby as processes: the active killed with SIGKILL (docs/availability.md).
+scripts/failover-test.sh
 smoked=$(date +%s)
 
 # The Debian package, from this debug build (uncompressed: `make package` builds the release one),
