@@ -21,7 +21,7 @@ host=${DANG_MQTT_URL#mqtt://}; port=${host##*:}; host=${host%:*}
 database="failover_$$_$RANDOM"
 psql "$DATABASE_URL" -qc "CREATE DATABASE $database" || fail "could not create the database"
 database_url="${DATABASE_URL%/*}/$database"
-lease=2
+lease=3
 
 # The shipped configuration, with a prefix of its own, the map found from here, and ha on; each
 # process names itself through the environment (DANG_INSTANCE).
