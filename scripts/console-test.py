@@ -162,9 +162,12 @@ def main():
             time.sleep(0.2)
         if invoked is None:
             fail("the breach made no decision with an invocation")
+        # The view open first: the result must appear in it without a click (read again with the status).
+        browser.find_element(By.CSS_SELECTOR, "nav button[data-view=decisions]").click()
+        wait.until(conditions.visibility_of_element_located((By.ID, "view-decisions")))
+        time.sleep(0.3)
         result = {"invocation_id": invoked["invocation"]["invocation_id"], "status": "ok", "output": {"note": "<b>as text</b>"}}
         subprocess.run(["mosquitto_pub", "-h", host, "-p", port, "-q", "1", "-t", f"apos/result/{invoked['module']}", "-m", json.dumps(result)], check=True)
-        browser.find_element(By.CSS_SELECTOR, "nav button[data-view=decisions]").click()
         shown = "return [...document.querySelectorAll('#decisions details.result pre')].map(p => p.textContent).join('\\n')"
         wait.until(lambda b: "<b>as text</b>" in b.execute_script(shown))
         if browser.execute_script("return document.querySelectorAll('#decisions details.result b').length") != 0:

@@ -297,6 +297,9 @@ function handle(frame) {
     if (state.status) state.rate = (status.ingest.samples - state.status.ingest.samples) / 2;
     state.status = status;
     showGateway();
+    // Decisions and their results are not pushed one by one: the view is read again with each
+    // status (every 2 s) while it is shown.
+    if (state.view === "decisions") refreshSoon();
   } else if (event === "alert" || event === "transition" || event === "service") {
     refreshSoon();
   }
