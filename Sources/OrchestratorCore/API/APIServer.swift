@@ -44,7 +44,7 @@ package struct APIServer: Sendable {
             middleware: APIAuthentication<APIRequestContext>(
                 operate: self.settings.token, read: self.settings.readToken, certificates: self.certificates, limiter: self.limiter))
         // A standby (ha.enabled) reads but does not act: operators act on the active instance.
-        router.add(middleware: StandbyRefusal(isStandby: { self.status.statusSnapshot().role == "standby" }))
+        router.add(middleware: StandbyRefusal(isStandby: { self.status.role == "standby" }))
         router.get("status") { _, _ in Self.json(.ok, APIResponse.Status(snapshot: self.status.statusSnapshot())) }
         router.get("metrics") { _, _ in self.metricsResponse() }
         // Probes for service managers and load balancers, open like /status: alive while the

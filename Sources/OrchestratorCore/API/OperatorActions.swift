@@ -29,6 +29,8 @@ package protocol StatusSource: Sendable {
     /// The tags under a unit or area path (`r1/cdu/cdu1`): their metadata, limits and newest
     /// `samples` good values, for the console's plant view.
     func readings(under unit: String, samples: Int) -> [TagReading]
+    /// This instance's role: `single`, `active` or `standby` (without a whole snapshot).
+    var role: String { get }
     /// The unit monitor named `unit` (a unit's path), nil when the path has none.
     func unitMonitor(_ unit: String) -> UnitMonitorState?
 }

@@ -24,7 +24,8 @@ package final class ServiceNotifier: Sendable {
         self.path = path
         let forUs = environment["WATCHDOG_PID"].map { Int32($0) == getpid() } ?? true
         if forUs, let text = environment["WATCHDOG_USEC"], let usec = Int64(text), usec > 0 {
-            self.watchdogInterval = .microseconds(usec / 2)
+            // (At most an hour: the pings' timer and staleness are computed from it.)
+            self.watchdogInterval = .microseconds(min(usec, 7_200_000_000) / 2)
         } else {
             self.watchdogInterval = nil
         }
