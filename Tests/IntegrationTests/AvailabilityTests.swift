@@ -6,7 +6,8 @@ import Testing
 /// Active and standby (`ha.enabled`; docs/availability.md): two instances on one broker and one
 /// database, in one process (``Orchestrator/haltAsIfKilled()`` stands for SIGKILL).
 @Suite(.serialized) struct AvailabilityTests {
-    static let lease: Duration = .seconds(2)
+    // (4 s: on a loaded test run, the active must not miss its own deadline, lease − lease/6.)
+    static let lease: Duration = .seconds(4)
 
     static func config(_ instance: String, prefix: String, database: String) -> OrchestratorConfig {
         var config = DecisionLoopTests.config(prefix: prefix, database: database)
