@@ -2,7 +2,7 @@
 SWIFT ?= swift
 export PATH := /opt/swift/usr/bin:$(PATH)
 
-.PHONY: all deps build release test unit-test demo services-start services-stop clean package image
+.PHONY: all deps build release test unit-test demo demo-ha services-start services-stop clean package image
 
 all: build
 
@@ -37,6 +37,10 @@ unit-test:
 ## Build, start a private broker and database, run the orchestrator against the simulator; Ctrl-C stops all.
 demo: deps
 	@scripts/demo.sh
+
+## The demo with two instances, active and standby; the active is killed after 45 s and the standby takes over.
+demo-ha: deps
+	@scripts/demo.sh --ha
 
 ## Start / stop the private broker and database used by `make demo` (env in .run/dev/env).
 services-start:
