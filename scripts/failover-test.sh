@@ -2,7 +2,9 @@
 # Active/standby with real processes (docs/availability.md): two `dang run` with ha.enabled and the
 # shipped configuration, on the test broker and a database of their own. A breach is alerted once
 # by the active; the active is killed with SIGKILL; the standby must take over within 2 × the lease
-# and clear the same alert id when the value returns; one raise, one alert row in all.
+# and clear the same alert id when the value returns; one raise, one alert row in all. Both are the
+# Sparkplug primary host in turn: only the active's STATE birth, the killed one's will, then the
+# new active's birth with a later timestamp.
 #
 # usage: scripts/failover-test.sh   (DANG_MQTT_URL and DATABASE_URL set; .build/debug/dang built)
 set -euo pipefail
@@ -25,12 +27,13 @@ lease=3
 
 # The shipped configuration, with a prefix of its own, the map found from here, and ha on; each
 # process names itself through the environment (DANG_INSTANCE).
-python3 - "$work/ha.yaml" "$lease" <<'PY' || fail "could not write the configuration"
+host_id="hasmoke-$$"
+python3 - "$work/ha.yaml" "$lease" "$host_id" <<'PY' || fail "could not write the configuration"
 import os, sys
 text = open("config/orchestrator.yaml").read()
 text = text.replace("map: ../topics/refinery.yaml", "map: " + os.path.abspath("topics/refinery.yaml"), 1)
 assert "\n  prefix: apos" in text
-text = text.replace("\n  prefix: apos", "\n  prefix: hasmoke", 1)
+text = text.replace("\n  prefix: apos", "\n  prefix: hasmoke\n  sparkplug_host_id: " + sys.argv[3], 1)
 text += "\ninstance:\n  id: ${DANG_INSTANCE}\nha:\n  enabled: true\n  lease: %ss\n" % sys.argv[2]
 open(sys.argv[1], "w").write(text)
 PY
@@ -49,7 +52,7 @@ wait_role() {  # wait_role PORT ROLE TENTHS
   return 1
 }
 
-mosquitto_sub -h "$host" -p "$port" -q 1 -v -t 'hasmoke/alert/#' -t 'hasmoke/status' > "$work/sub.log" &
+mosquitto_sub -h "$host" -p "$port" -q 1 -v -t 'hasmoke/alert/#' -t 'hasmoke/status' -t "spBv1.0/STATE/$host_id" > "$work/sub.log" &
 pids+=($!)
 start a
 wait_role "$http_a" active 150 || { tail -5 "$work/a.log"; fail "the first instance did not become active"; }
@@ -57,6 +60,16 @@ start b
 wait_role "$http_b" standby 150 || { tail -5 "$work/b.log"; fail "the second instance did not stand by"; }
 sleep 1
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$http_b/readyz")" = 503 ] || fail "the standby says it is ready"
+
+# The Sparkplug STATE: (online, timestamp) in the order received.
+states() { grep "^spBv1.0/STATE/$host_id " "$work/sub.log" | cut -d' ' -f2- | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try: s = json.loads(line)
+    except ValueError: continue  # (the retained STATE cleared at the end)
+    print("online" if s["online"] else "offline", s["timestamp"])'; }
+[ "$(states | grep -c online)" = 1 ] || fail "STATE: expected one birth (the active's) before the kill, got: $(states | tr '\n' ' ')"
+birth_a=$(states | awk '$1 == "online" {print $2}')
 
 # A breach of TI-105 (HI 368): one alert, from the active.
 tag=r1/cdu/cdu1/TI-105
@@ -92,5 +105,13 @@ for _ in $(seq 50); do [ "$(psql "$database_url" -qAtc "SELECT count(*) || ' ' |
 [ "$(psql "$database_url" -qAtc "SELECT count(*) || ' ' || min(state) FROM alerts WHERE kind = 'limit'")" = "1 cleared" ] \
   || fail "the record does not hold one closed episode: $(psql "$database_url" -qAtc "SELECT alert_id, state FROM alerts WHERE kind = 'limit'")"
 grep -q "\"instance\":\"b-$$\",\"role\":\"active\"" "$work/sub.log" || fail "the new active did not announce itself on hasmoke/status"
+# The killed host's will (its birth's timestamp), then the new active's birth, later.
+for _ in $(seq 50); do [ "$(states | tail -1 | cut -d' ' -f1)" = online ] && [ "$(states | wc -l)" -ge 3 ] && break; sleep 0.1; done
+states | grep -q "^offline $birth_a\$" || fail "STATE: no will of the killed host: $(states | tr '\n' ' ')"
+last=$(states | tail -1)
+[ "${last%% *}" = online ] && [ "${last##* }" -gt "$birth_a" ] || fail "STATE: the new active's birth is not the last word: $(states | tr '\n' ' ')"
 kill -TERM "$pid_b"; wait "$pid_b" 2>/dev/null || true
-echo "ok: SIGKILL of the active: the standby took over in $took ms (lease ${lease} s), cleared the same alert id; one raise, one alert row"
+for _ in $(seq 50); do [ "$(states | tail -1 | cut -d' ' -f1)" = offline ] && break; sleep 0.1; done
+[ "$(states | tail -1 | cut -d' ' -f1)" = offline ] || fail "STATE: no death at the graceful stop: $(states | tr '\n' ' ')"
+mosquitto_pub -h "$host" -p "$port" -q 1 -r -n -t "spBv1.0/STATE/$host_id"  # (forget the retained STATE)
+echo "ok: SIGKILL of the active: the standby took over in $took ms (lease ${lease} s), cleared the same alert id; one raise, one alert row; STATE: $(states | tr '\n' ' ')"

@@ -70,6 +70,9 @@ package struct MQTTConnectionOptions: Sendable {
     package var subscriptions: [(filter: String, qos: Int32)] = []
     /// Published on every successful connect, e.g. a retained "online" status.
     package var birth: Will?
+    /// Made anew before every connection attempt, replacing `will` and `birth`: for a will and a
+    /// birth that carry the connection's time (the Sparkplug host's STATE).
+    package var stampedWill: (@Sendable () -> (will: Will, birth: Will))?
     /// Reconnect backoff bounds, in seconds (exponential between them, jittered).
     package var reconnectDelayMin: UInt32
     package var reconnectDelayMax: UInt32

@@ -135,11 +135,12 @@ package final class MosquittoClient: @unchecked Sendable {
                         context.onEvent(.subscribeFailed(filter: filter, reason: String(cString: mosquitto_strerror(rc))))
                     }
                 }
-                if let birth = context.birth {
-                    _ = birth.payload.withUnsafeBytes { bytes in
+                if let birth = context.birth.withLock({ $0 }) {
+                    let rc = birth.payload.withUnsafeBytes { bytes in
                         mosquitto_publish_v5(
                             mosq, nil, birth.topic, Int32(bytes.count), bytes.baseAddress, birth.qos, birth.retain, nil)
                     }
+                    if rc == MOSQ_ERR_SUCCESS.rawValue, birth.qos > 0 { context.unacknowledged.add(1, ordering: .relaxed) }
                 }
                 context.onEvent(.connected(sessionPresent: flags & 1 != 0))
             } else {
@@ -150,6 +151,11 @@ package final class MosquittoClient: @unchecked Sendable {
             guard let userdata else { return }
             let context = Unmanaged<CallbackContext>.fromOpaque(userdata).takeUnretainedValue()
             context.onEvent(.disconnected(expected: rc == 0, reason: MosquittoClient.describeDisconnect(rc)))
+        }
+        mosquitto_publish_v5_callback_set(self.handle) { _, userdata, _, _, _ in
+            guard let userdata else { return }
+            let context = Unmanaged<CallbackContext>.fromOpaque(userdata).takeUnretainedValue()
+            context.unacknowledged.subtract(1, ordering: .relaxed)
         }
         mosquitto_message_v5_callback_set(self.handle) { _, userdata, message, properties in
             guard let userdata, let message else { return }
@@ -212,6 +218,16 @@ package final class MosquittoClient: @unchecked Sendable {
         let cap = Double(max(self.options.reconnectDelayMin, self.options.reconnectDelayMax, 1))
         var delay = first
         while !self.isStopped {
+            if let stamped = self.options.stampedWill {
+                let (will, birth) = stamped()
+                let rc = will.payload.withUnsafeBytes { bytes in
+                    mosquitto_will_set_v5(self.handle, will.topic, Int32(bytes.count), bytes.baseAddress, will.qos, will.retain, nil)
+                }
+                if rc != MOSQ_ERR_SUCCESS.rawValue {
+                    self.context.onEvent(.connectionFailed(reason: "mosquitto_will_set_v5: " + String(cString: mosquitto_strerror(rc))))
+                }
+                self.context.birth.withLock { $0 = birth }
+            }
             let rc = mosquitto_connect_bind_v5(
                 self.handle, self.options.host, Int32(self.options.port), Int32(self.options.keepAlive), nil,
                 self.connectProperties.list)
@@ -277,7 +293,13 @@ package final class MosquittoClient: @unchecked Sendable {
     package func publish(topic: String, payload: UnsafeRawBufferPointer, qos: Int32, retain: Bool) throws(MosquittoError) {
         let rc = mosquitto_publish_v5(
             self.handle, nil, topic, Int32(payload.count), payload.baseAddress, qos, retain, nil)
+        try self.sent(rc, qos: qos)
+    }
+
+    /// Checks a publication's result; one with QoS 1 or 2 awaits its acknowledgement.
+    private func sent(_ rc: Int32, qos: Int32) throws(MosquittoError) {
         try check(rc, "mosquitto_publish_v5")
+        if qos > 0 { self.context.unacknowledged.add(1, ordering: .relaxed) }
     }
 
     /// Queues a message for publication (see ``publish(topic:payload:qos:retain:)``).
@@ -285,7 +307,7 @@ package final class MosquittoClient: @unchecked Sendable {
         let rc = payload.withUnsafeBytes { bytes in
             mosquitto_publish_v5(self.handle, nil, topic, Int32(bytes.count), bytes.baseAddress, qos, retain, nil)
         }
-        try check(rc, "mosquitto_publish_v5")
+        try self.sent(rc, qos: qos)
     }
 
     /// Queues a request (a module invocation, docs/mqtt-contract.md, "Module invocations"): with
@@ -309,12 +331,20 @@ package final class MosquittoClient: @unchecked Sendable {
         let rc = payload.withUnsafeBytes { bytes in
             mosquitto_publish_v5(self.handle, nil, topic, Int32(bytes.count), bytes.baseAddress, qos, false, properties)
         }
-        try check(rc, "mosquitto_publish_v5")
+        try self.sent(rc, qos: qos)
     }
 
     /// Sends DISCONNECT (so the broker does not publish the will) and stops the network thread
-    /// once outgoing messages have been written (at most about 3 s).
-    package func disconnect() {
+    /// once outgoing messages have been written (at most about 3 s). QoS 1 and 2 messages are
+    /// first given up to `acknowledgement` to be acknowledged: a socket closed under a PUBACK the
+    /// broker is still sending makes it drop the client as lost — and publish its will.
+    package func disconnect(acknowledgement: Duration = .seconds(1)) {
+        if case .running = self.loop.withLock({ $0 }), self.context.acknowledged.load(ordering: .relaxed) {
+            let deadline = ContinuousClock.now.advanced(by: acknowledgement)
+            while self.context.unacknowledged.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
+                usleep(2000)
+            }
+        }
         let previous = self.loop.withLock { state -> LoopState in
             defer { state = .stopped }
             return state
@@ -391,10 +421,15 @@ private final class CallbackContext: Sendable {
     let onMessage: @Sendable (borrowing MQTTIncomingMessage) -> Void
     let onEvent: @Sendable (MQTTClientEvent) -> Void
     let subscriptions: [(filter: String, qos: Int32)]
-    let birth: MQTTConnectionOptions.Will?
+    /// Published after the subscriptions on every connect (replaced before each attempt when the
+    /// options stamp their will).
+    let birth: Mutex<MQTTConnectionOptions.Will?>
     let isV5: Bool
     /// The broker accepted the current connection (CONNACK success).
     let acknowledged = Atomic<Bool>(false)
+    /// QoS 1 and 2 publications not yet acknowledged (an estimate: a lost connection can leave
+    /// some uncounted; it only bounds how long ``MosquittoClient/disconnect(acknowledgement:)`` waits).
+    let unacknowledged = Atomic<Int>(0)
 
     init(
         onMessage: @escaping @Sendable (borrowing MQTTIncomingMessage) -> Void,
@@ -407,7 +442,7 @@ private final class CallbackContext: Sendable {
         self.onMessage = onMessage
         self.onEvent = onEvent
         self.subscriptions = subscriptions
-        self.birth = birth
+        self.birth = Mutex(birth)
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Mosquitto
 import SwiftProtobuf
 import Testing
 
@@ -55,5 +56,51 @@ struct SparkplugLiveTests {
             let command = try Payload(serializedBytes: watcher.messages.first { $0.topic.hasSuffix("NCMD/edge1") }!.payload)
             #expect(command.metrics.first?.name == "Node Control/Rebirth")
         }
+    }
+
+    /// `(online, timestamp)` of the STATE messages received so far.
+    static func states(_ watcher: TestSubscriber, _ topic: String) -> [(online: Bool, timestamp: Int64, retained: Bool)] {
+        watcher.messages.filter { $0.topic == topic }.compactMap { message in
+            guard let json = message.json, let online = json["online"] as? Bool, let timestamp = json["timestamp"] as? Int64 else { return nil }
+            return (online, timestamp, message.retained)
+        }
+    }
+
+    @Test func `as the primary host: the retained STATE birth, offline answered with online at once, the death at a graceful stop`() async throws {
+        let host = "dang-it-\(UUID().uuidString.prefix(8))"
+        let topic = "spBv1.0/STATE/\(host)"
+        var config = TestServices.config(prefix: "it-spbh", databaseURL: try TestServices.freshDatabase(), topicMap: LivePathTests.shippedMap)
+        config.topics.sparkplug = true
+        config.topics.sparkplugHostID = host
+        // A clean main session: the host role still gets a connection of its own (the main one's
+        // will is the gateway status).
+        config.mqtt.cleanStart = true
+        config.mqtt.clientID = "dang-it-spbh-\(UUID().uuidString.prefix(8))"
+        let orchestrator = try Orchestrator(config: config, logger: testLogger)
+        let watcher = try TestSubscriber(filters: [topic])
+        let publisher = try TestPublisher()
+        try await watcher.waitUntilConnected()
+        try await publisher.waitUntilConnected()
+        let started = EpochMilliseconds.now()
+        try await withRunningOrchestrator(orchestrator) {
+            try await eventually("the STATE birth") { Self.states(watcher, topic).contains { $0.online } }
+            let birth = Self.states(watcher, topic).first { $0.online }!.timestamp
+            #expect(birth >= started - 1000 && birth <= EpochMilliseconds.now())
+            // Someone says the host is offline: it says online again, with its connection's time.
+            try publisher.publish(topic, #"{"online": false, "timestamp": \#(birth)}"#)
+            try await eventually("the birth again") { Self.states(watcher, topic).filter { $0.online }.count >= 2 }
+            #expect(Self.states(watcher, topic).filter { $0.online }.allSatisfy { $0.timestamp == birth })
+            // Junk on the topic is not acted on.
+            try publisher.publish(topic, "not json")
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(Self.states(watcher, topic).filter { $0.online }.count == 2)
+        }
+        try await eventually("the death") { Self.states(watcher, topic).last.map { !$0.online } == true }
+        let birth = Self.states(watcher, topic).first { $0.online }!.timestamp
+        #expect(Self.states(watcher, topic).last!.timestamp > birth)
+        // Retained: a subscriber that comes later is told the host is offline.
+        let late = try TestSubscriber(filters: [topic])
+        try await eventually("the retained death") { Self.states(late, topic).first.map { !$0.online && $0.retained } == true }
+        try publisher.client.publish(topic: topic, payload: [], qos: 1, retain: true)  // (the shared broker forgets it)
     }
 }

@@ -272,6 +272,17 @@ extension OrchestratorConfig {
             self.topics.alertQoS = topics.int("alert_qos", default: self.topics.alertQoS, in: 0...2)
             self.topics.sparkplug = topics.bool("sparkplug", default: self.topics.sparkplug)
             self.topics.sparkplugRebirth = topics.bool("sparkplug_rebirth", default: self.topics.sparkplugRebirth)
+            let hostID = topics.string("sparkplug_host_id", default: self.topics.sparkplugHostID ?? "")
+            if hostID.isEmpty {
+                self.topics.sparkplugHostID = nil
+            } else if !SparkplugSession.isValidName(hostID) || hostID.contains("/") {
+                topics.diagnostics.report(
+                    .error, topics.keyPath("sparkplug_host_id"), at: topics.markOf("sparkplug_host_id"),
+                    "must be one topic level: no '/', '+', '#' or control characters, at most 256 bytes")
+            } else {
+                self.topics.sparkplugHostID = hostID
+            }
+            self.topics.sparkplugReorderTimeout = topics.duration("sparkplug_reorder_timeout", default: self.topics.sparkplugReorderTimeout)
             self.topics.maxPayloadBytes = topics.int(
                 "max_payload_bytes", default: self.topics.maxPayloadBytes, in: 16...268_435_455)
             topics.finish()

@@ -325,6 +325,24 @@ package struct DetectionEngine: Sendable {
         }
     }
 
+    /// A sample from the past (Sparkplug `is_historical`): into the tag's history, in time order,
+    /// for the modules' windows; no detector sees it and the tag's present is unchanged.
+    @discardableResult
+    package mutating func recordHistory(slot: Int32, time: Int64, value: Double) -> Bool {
+        guard value.isFinite else { return false }
+        return self.history.insert(slot: slot, time: time, value: value)
+    }
+
+    /// The source of these tags went away without a word (the broker connection of a Sparkplug
+    /// host was lost): their last values are uncertain until a new sample comes — OPC UA's
+    /// "last usable value" — with no alarm per tag.
+    package mutating func markLastUsable(_ tags: [String]) {
+        for tag in tags {
+            guard let slot = self.slots[tag] else { continue }
+            self.lastQuality[Int(slot)] = .uncertain
+        }
+    }
+
     /// A transport-level data-quality problem of a tag (a Sparkplug node's broken sequence).
     package mutating func reportDataQuality(_ issue: DataQualityIssue, tag: String, topic: String, now: Int64, into conditions: inout [ConditionEvent]) {
         guard let slot = self.slot(for: tag, now: now) else { return }

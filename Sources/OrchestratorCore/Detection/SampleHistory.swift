@@ -49,6 +49,47 @@ package struct SampleHistory: Sendable {
         }
     }
 
+    /// Puts a sample from the past (Sparkplug `is_historical`) in its place by time. One older than
+    /// every sample of a full window is dropped; one with a time already held is not added again.
+    /// Returns whether it was kept.
+    @discardableResult
+    package mutating func insert(slot: Int32, time: Int64, value: Double) -> Bool {
+        guard self.depth > 0 else { return false }
+        let index = Int(slot)
+        let count = Int(self.counts[index])
+        let base = index * self.depth
+        let head = Int(self.heads[index])
+        let depth = self.depth
+        let cell = { (offset: Int) in base + (head + offset) % depth }
+        // Where it goes: after every sample older than it.
+        var position = count
+        while position > 0, self.times[cell(position - 1)] >= time {
+            if self.times[cell(position - 1)] == time { return false }
+            position -= 1
+        }
+        if count == self.depth {
+            // Full: the oldest goes, unless the newcomer would be the oldest.
+            guard position > 0 else { return false }
+            for offset in 0..<(position - 1) {
+                self.times[cell(offset)] = self.times[cell(offset + 1)]
+                self.values[cell(offset)] = self.values[cell(offset + 1)]
+            }
+            self.times[cell(position - 1)] = time
+            self.values[cell(position - 1)] = value
+            return true
+        }
+        var offset = count
+        while offset > position {
+            self.times[cell(offset)] = self.times[cell(offset - 1)]
+            self.values[cell(offset)] = self.values[cell(offset - 1)]
+            offset -= 1
+        }
+        self.times[cell(position)] = time
+        self.values[cell(position)] = value
+        self.counts[index] += 1
+        return true
+    }
+
     /// Samples held for a slot.
     package func count(slot: Int32) -> Int { Int(self.counts[Int(slot)]) }
 

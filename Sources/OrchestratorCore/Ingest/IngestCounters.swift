@@ -5,6 +5,8 @@ package struct IngestCounters: Sendable, Equatable {
     package var badQualitySamples = 0
     /// Samples that repeated one already processed (a QoS 1 redelivery): not fed again.
     package var redeliveries = 0
+    /// Sparkplug metrics flagged `is_historical`, put in their tags' history (not detected).
+    package var historicalSamples = 0
     package var rejected: [PayloadRejection: Int] = [:]
     package var unknownTopics = 0
     package var tagLimitRejections = 0

@@ -50,6 +50,7 @@ package final class IngestPipeline: TagDataSource, Sendable {
             _ = engine.addUnit(name: unit, slots: slots)
         }
         var state = State(engine: engine)
+        state.sparkplug = SparkplugSession(reorderTimeout: config.topics.sparkplugReorderTimeout)
         Self.watchSuppressors(config.topicMap.suppressions, in: &state)
         Self.collectGaps(for: config.triggers, in: &state)
         self.state = Mutex(state)
@@ -334,13 +335,40 @@ package final class IngestPipeline: TagDataSource, Sendable {
 
     /// One Sparkplug B message: births, data, deaths, sequence checks (``SparkplugSession``).
     private func handleSparkplug(topic: String, payload: UnsafeRawBufferPointer, now: Int64) {
+        self.sparkplug(topic: topic, now: now) { state in
+            state.counters.messages += 1
+            return state.sparkplug.handle(topic: topic, payload: payload, now: now)
+        }
+    }
+
+    /// The timer's part of Sparkplug B: gaps that waited the reorder timeout in vain.
+    func expireSparkplugGaps(now: Int64) {
+        self.sparkplug(topic: SparkplugSession.namespace, now: now, fromMessage: false) { $0.sparkplug.expire(now: now) }
+    }
+
+    /// The connection Sparkplug B comes on was lost (Sparkplug 3.0 §5.3): every node must be born
+    /// again, and every Sparkplug tag's last value is uncertain until its next sample. No alarm per
+    /// tag: the gateway's broker alarm is the one.
+    package func sparkplugConnectionLost() {
+        let tags = self.state.withLock { state -> [String] in
+            let tags = state.sparkplug.connectionLost()
+            state.engine.markLastUsable(tags)
+            return tags
+        }
+        if !tags.isEmpty {
+            self.logger.warning("Sparkplug connection lost: every node must be born again; its tags are uncertain until then", metadata: ["tags": "\(tags.count)"])
+        }
+    }
+
+    /// Applies what the Sparkplug session made of a message (or of the timer) under the lock, then
+    /// logs, asks for rebirths and delivers the alert events outside it.
+    private func sparkplug(topic: String, now: Int64, fromMessage: Bool = true, _ step: (inout State) -> SparkplugSession.Outcome) {
         var events: [AlertEvent] = []
         var rejection: PayloadRejection? = nil
-        var rebirth: (group: String, edge: String)? = nil
+        var rebirths: [(group: String, edge: String)] = []
         var tagLimit = false
         self.state.withLock { state in
-            state.counters.messages += 1
-            let outcome = state.sparkplug.handle(topic: topic, payload: payload, now: now)
+            let outcome = step(&state)
             if let reason = outcome.rejection {
                 rejection = PayloadRejection(rawValue: reason) ?? .sparkplugPayload
                 state.counters.rejected[rejection!, default: 0] += 1
@@ -348,11 +376,21 @@ package final class IngestPipeline: TagDataSource, Sendable {
             for sample in outcome.samples {
                 guard let slot = self.slot(for: sample.tag, now: now, in: &state, tagLimit: &tagLimit, rejection: &rejection) else { continue }
                 if let refused = self.ingest(
-                    slot: slot, value: sample.value, quality: .good, sampleTime: sample.time ?? now, receiptTime: sample.time == nil,
+                    slot: slot, value: sample.value, quality: sample.quality, sampleTime: sample.time ?? now, receiptTime: sample.time == nil,
                     topic: .text(topic), now: now, state: &state, events: &events)
                 {
                     rejection = refused
                 }
+            }
+            for sample in outcome.historical {
+                guard self.config.ingest.accepts(sampleTime: sample.time, now: now) else {
+                    state.counters.rejected[.futureTimestamp, default: 0] += 1
+                    rejection = .futureTimestamp
+                    continue
+                }
+                guard let slot = self.slot(for: sample.tag, now: now, in: &state, tagLimit: &tagLimit, rejection: &rejection) else { continue }
+                state.engine.recordHistory(slot: slot, time: sample.time, value: sample.value)
+                state.counters.historicalSamples += 1
             }
             if !outcome.dead.isEmpty {
                 let before = events.count
@@ -360,7 +398,7 @@ package final class IngestPipeline: TagDataSource, Sendable {
                 state.alerts.apply(&state.conditions, into: &events)
                 self.count(events[before...], in: &state)
             }
-            if let problem = outcome.problem {
+            for problem in outcome.problems {
                 let before = events.count
                 state.engine.reportDataQuality(.sequence, tag: problem.node, topic: topic, now: now, into: &state.conditions)
                 state.alerts.apply(&state.conditions, into: &events)
@@ -368,15 +406,17 @@ package final class IngestPipeline: TagDataSource, Sendable {
                 self.count(events[before...], in: &state)
             }
             if tagLimit { state.counters.tagLimitRejections += 1 }
-            rebirth = outcome.rebirth
+            rebirths = outcome.rebirths
         }
         if let rejection { self.logRejection(rejection.rawValue, topic: topic) }
         if tagLimit { self.logRejection("tag_limit", topic: topic) }
-        if let rebirth, self.config.topics.sparkplugRebirth, let publish = self.commandPublisher.withLock({ $0 }) {
-            publish("\(SparkplugSession.namespace)/\(rebirth.group)/NCMD/\(rebirth.edge)", SparkplugSession.rebirthCommand(now: now))
-            self.logger.notice("Sparkplug rebirth requested", metadata: ["sparkplug.node": "\(rebirth.group)/\(rebirth.edge)"])
+        if self.config.topics.sparkplugRebirth, !rebirths.isEmpty, let publish = self.commandPublisher.withLock({ $0 }) {
+            for rebirth in rebirths {
+                publish("\(SparkplugSession.namespace)/\(rebirth.group)/NCMD/\(rebirth.edge)", SparkplugSession.rebirthCommand(now: now))
+                self.logger.notice("Sparkplug rebirth requested", metadata: ["sparkplug.node": "\(rebirth.group)/\(rebirth.edge)"])
+            }
         }
-        self.deliver(events, fromMessage: true)
+        self.deliver(events, fromMessage: fromMessage)
     }
 
     /// The topic a sample came on: its text, or its entry in `topicSlots` (read only when an
@@ -446,6 +486,7 @@ package final class IngestPipeline: TagDataSource, Sendable {
     /// values of their tags.
     package func tick(now: Int64? = nil) {
         let now = now ?? self.clock()
+        if self.config.topics.sparkplug { self.expireSparkplugGaps(now: now) }
         var events: [AlertEvent] = []
         let broker = self.broker.withLock { (away: $0.away, back: $0.back) }
         let gaps = self.state.withLock { state -> [DataGap] in

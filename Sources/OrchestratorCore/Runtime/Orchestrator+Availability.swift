@@ -13,12 +13,14 @@ extension Orchestrator {
         case .active:
             self.recordWriter.setActing(true, lease: .init(holder: self.config.availability.instanceID, epoch: epoch))
             self.publisher.setActing(true)
+            self.sparkplug?.setHosting(true)
             let standing = self.ledger.take()
             self.coordinator.setActing(true)
             Task { await self.takeOver(standing, epoch: epoch) }
         case .standby:
             self.coordinator.setActing(false)
             self.publisher.setActing(false)
+            self.sparkplug?.setHosting(false)
             self.recordWriter.setActing(false, lease: nil)
         }
     }
@@ -74,6 +76,7 @@ extension Orchestrator {
         self.publisher.setActing(false)
         self.recordWriter.setActing(false, lease: nil)
         self.dropBrokerConnection()
+        self.sparkplug?.stop(graceful: false)
     }
 }
 

@@ -24,8 +24,9 @@ package final class Orchestrator: Sendable {
     package let publisher: AlertPublisher
     package let coordinator: ModuleCoordinator
     private let client: MosquittoClient
-    /// Sparkplug B's own clean-session connection, when the main one is persistent.
-    private let sparkplugClient: MosquittoClient?
+    /// Sparkplug B's own clean-session connection, when the main one is persistent or this
+    /// instance is the Sparkplug primary host.
+    let sparkplug: SparkplugConnection?
     private let connection = ConnectionTracker()
     let logger: Logger
     package let startedAt: Date
@@ -118,8 +119,9 @@ package final class Orchestrator: Sendable {
             will: .init(topic: statusTopic, payload: Array(#"{"state":"offline"}"#.utf8), qos: 1, retain: true))
         // A persistent session for plant data and the decision side; Sparkplug B on its own clean
         // session when that differs (its host rules ask for one).
-        let separateSparkplug = !config.mqtt.cleanStart && !pipeline.sparkplugSubscriptions.isEmpty
+        let separateSparkplug = !pipeline.sparkplugSubscriptions.isEmpty && (!config.mqtt.cleanStart || config.topics.sparkplugHostID != nil)
         let mainFilters = separateSparkplug ? pipeline.sensorSubscriptions : pipeline.subscriptions
+        let sparkplugShared = !separateSparkplug && !pipeline.sparkplugSubscriptions.isEmpty
         options.subscriptions = (mainFilters + coordinator.subscriptions).map { ($0, Int32(config.mqtt.subscribeQoS)) }
         options.birth = .init(
             topic: statusTopic, payload: Self.statusPayload(state: "online", startedAt: self.startedAt, config: config), qos: 1, retain: true)
@@ -159,11 +161,13 @@ package final class Orchestrator: Sendable {
                 case .disconnected(let expected, let reason):
                     alertPublisher.connectionChanged(connected: false)
                     pipeline.brokerConnection(connected: false, at: EpochMilliseconds.now())
+                    if sparkplugShared && !expected { pipeline.sparkplugConnectionLost() }
                     // A disconnection of our own (the shutdown) is no alarm.
                     if !expected { systemAlerts.report(.broker(connected: false, endpoint: endpoint, reason: reason)) }
                 case .connectionFailed(let reason), .connectionRefused(let reason):
                     alertPublisher.connectionChanged(connected: false)
                     pipeline.brokerConnection(connected: false, at: EpochMilliseconds.now())
+                    if sparkplugShared { pipeline.sparkplugConnectionLost() }
                     // One alarm while the broker is away, however many attempts fail.
                     systemAlerts.report(.broker(connected: false, endpoint: endpoint, reason: reason))
                 case .subscribeFailed: break
@@ -180,19 +184,21 @@ package final class Orchestrator: Sendable {
             sparkplug.subscriptions = pipeline.sparkplugSubscriptions.map { ($0, Int32(config.mqtt.subscribeQoS)) }
             let sparkplugEndpoint = endpoint + " (Sparkplug B)"
             let sparkplugConnection = ConnectionTracker()
-            self.sparkplugClient = try MosquittoClient(
-                options: sparkplug,
-                onMessage: { message in pipeline.handle(topic: message.topic, payload: message.payload) },
-                onEvent: { event in Self.log(event, endpoint: sparkplugEndpoint, connection: sparkplugConnection, logger: logger) },
-                afterMessages: { pipeline.deliverAfterMessage() })
+            self.sparkplug = try SparkplugConnection(
+                options: sparkplug, hostID: config.topics.sparkplugHostID, hosting: !config.availability.enabled, pipeline: pipeline,
+                logger: logger, onEvent: { event in Self.log(event, endpoint: sparkplugEndpoint, connection: sparkplugConnection, logger: logger) })
         } else {
-            self.sparkplugClient = nil
+            self.sparkplug = nil
         }
-        let client = self.sparkplugClient ?? self.client
-        pipeline.attachCommandPublisher { topic, payload in
+        let mainClient = self.client
+        pipeline.attachCommandPublisher { [sparkplug = self.sparkplug] topic, payload in
             // (Rebirth requests are the active instance's to make.)
             guard alertPublisher.isActing else { return }
-            try? client.publish(topic: topic, payload: payload, qos: 0, retain: false)
+            if let sparkplug {
+                sparkplug.publish(topic: topic, payload: payload)
+            } else {
+                try? mainClient.publish(topic: topic, payload: payload, qos: 0, retain: false)
+            }
         }
         if config.availability.enabled {
             // Stand by, warm, until the lease says otherwise.
@@ -296,7 +302,7 @@ package final class Orchestrator: Sendable {
                 "mqtt.subscriptions": "\(self.pipeline.subscriptions)",
             ])
         try self.client.start()
-        try self.sparkplugClient?.start()
+        try self.sparkplug?.start()
     }
 
     /// Warms the detectors up from tag_state and puts shelved alerts back, in the background: a
@@ -342,7 +348,7 @@ package final class Orchestrator: Sendable {
             topic: Self.statusTopic(config), payload: Self.statusPayload(state: "offline", startedAt: self.startedAt, config: config), qos: 1,
             retain: true)
         self.client.disconnect()
-        self.sparkplugClient?.disconnect()
+        self.sparkplug?.stop()
         let counters = self.pipeline.counters
         self.logger.info(
             "ingest stopped",
