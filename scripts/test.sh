@@ -26,8 +26,12 @@ tested=$(date +%s)
 
 echo "== dang end to end"
 scripts/smoke-test.sh
-# Active and standby as processes: the active killed with SIGKILL (docs/availability.md).
+# Active and standby as processes: the active killed with SIGKILL (docs/availability.md); then
+# three instances, the active killed and then cut from the database, every bound checked (the
+# benchmark exits 1 on any breach of one).
 scripts/failover-test.sh
+echo "== dang bench-failover --runs 1"
+.build/debug/dang bench-failover --runs 1 --json "$dir/bench-failover.json"
 smoked=$(date +%s)
 
 # The Debian package, from this debug build (uncompressed: `make package` builds the release one),

@@ -9,7 +9,7 @@ struct Dang: AsyncParsableCommand {
         commandName: "dang",
         abstract: "DAN_G Orchestrator: MQTT in, detection, alerts out, PostgreSQL record.",
         version: DangVersion.current,
-        subcommands: [Run.self, CheckConfig.self, Migrate.self, Simulate.self, Worker.self, Replay.self, Bench.self, BenchSubscriber.self, BenchDetectors.self, BenchRecord.self, BenchDecisions.self, ExportFinetune.self, EvalAdvisor.self, BenchPredictions.self, BenchFlatline.self]
+        subcommands: [Run.self, CheckConfig.self, Migrate.self, Simulate.self, Worker.self, Replay.self, Bench.self, BenchSubscriber.self, BenchDetectors.self, BenchRecord.self, BenchDecisions.self, ExportFinetune.self, EvalAdvisor.self, BenchPredictions.self, BenchFlatline.self, BenchFailover.self]
     )
 }
 

@@ -212,7 +212,7 @@ enum APIResponse {
         private enum Key: String, CodingKey {
             case state, version, startedAt = "started_at", instance, role, leaseEpoch = "lease_epoch", mqtt, database, ingest, detectors, modules, decisions, llm
             case shelvedAlarms = "shelved_alarms", outOfServiceTags = "out_of_service_tags", connected, connects, lastError = "last_error", droppedWhileAway = "dropped_while_away"
-            case written, spoolBytes = "spool_bytes", rejected, dropped, corruptBytesSkipped = "corrupt_bytes_skipped", poolRefused = "pool_refused"
+            case written, spoolBytes = "spool_bytes", rejected, dropped, corruptBytesSkipped = "corrupt_bytes_skipped", poolRefused = "pool_refused", fenced
             case messages, samples, unknownTopics = "unknown_topics", rejectedByReason = "rejected_by_reason", tagLimit = "tag_limit"
             case tagsEvicted = "tags_evicted", redelivered, tags, alertsRaised = "alerts_raised", alertsCleared = "alerts_cleared"
             case units, name, trained, enabled, transport, inFlight = "in_flight", maxInFlight = "max_in_flight"
@@ -241,6 +241,7 @@ enum APIResponse {
             try database.encode(s.record.spooledBytes, forKey: .spoolBytes)
             try database.encode(s.record.rejectedRecords, forKey: .rejected)
             try database.encode(s.record.dropped, forKey: .dropped)
+            try database.encode(s.record.fenced, forKey: .fenced)
             try database.encode(s.record.corruptBytesSkipped, forKey: .corruptBytesSkipped)
             try database.encode(s.poolRefused, forKey: .poolRefused)
             var ingest = c.nestedContainer(keyedBy: Key.self, forKey: .ingest)

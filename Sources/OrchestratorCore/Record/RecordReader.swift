@@ -51,6 +51,38 @@ package final class RecordReader: Sendable {
         }
     }
 
+    /// Writes the invocations another instance published (heard on MQTT) that the record lacks,
+    /// with their decisions — the mirror's when it was heard, else one made from the invocation —
+    /// under this instance's lease; rows the record has are left as they are. Returns how many were
+    /// written; nil if the database is away.
+    func recordMissing(_ invocations: [InvocationRecord], decisions: [UUID: DecisionRecord], as writer: Record.Writer) async -> Int? {
+        guard !invocations.isEmpty else { return 0 }
+        return await self.startUpRead("invocations another instance published are not in the record") { connection in
+            let ids = invocations.map { $0.invocationID.uuidString.lowercased() }
+            let present = Set(
+                try connection.query("SELECT invocation_id::text FROM invocations WHERE invocation_id = ANY($1::uuid[])", [PostgresArray(ids)])
+                    .rows.compactMap { $0.first ?? nil })
+            let missing = invocations.filter { !present.contains($0.invocationID.uuidString.lowercased()) }
+            guard !missing.isEmpty else { return 0 }
+            var records: [Record] = []
+            for invocation in missing {
+                var trigger = JSONWriter()
+                trigger.field("kind", string: invocation.triggerKind)
+                records.append(
+                    .decision(
+                        decisions[invocation.decisionID]
+                            ?? DecisionRecord(
+                                decisionID: invocation.decisionID, ts: invocation.publishedAt ?? 0, module: invocation.module, action: "invoke",
+                                source: "rules", trigger: String(decoding: trigger.finish(), as: UTF8.self),
+                                reasons: #"[{"step":"takeover","verdict":"pass","detail":"heard on MQTT: published by the previous active instance, whose record did not reach the database"}]"#,
+                                confidence: nil, latencyMicroseconds: nil)))
+                records.append(.invocation(invocation))
+            }
+            try Record.write(records, on: connection, as: writer)
+            return missing.count
+        }
+    }
+
     /// A read at start that may fail (the database away): logged with `consequence`, nil.
     private func startUpRead<T: Sendable>(_ consequence: String, _ body: @escaping @Sendable (PostgresConnection) throws -> T) async -> T? {
         do {

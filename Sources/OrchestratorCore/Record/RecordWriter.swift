@@ -141,9 +141,11 @@ package final class RecordWriter: AlertSink, Sendable {
     package func setInstance(_ instance: String) { self.identity.withLock { $0.instance = instance } }
 
     /// Records from now on (`true`: single instance, or the active) or not at all (a standby); with a
-    /// lease, every batch is fenced by it.
+    /// lease, every batch is fenced by it. Standing down keeps the lease it acted under: what it
+    /// spooled then and could not write yet is written under that epoch, so refused once another
+    /// instance holds the lease (not written as a standby's, unfenced).
     package func setActing(_ acting: Bool, lease: Record.Writer.Lease?) {
-        self.identity.withLock { $0.lease = lease }
+        self.identity.withLock { if acting || $0.lease == nil { $0.lease = lease } }
         self.acting.store(acting, ordering: .relaxed)
     }
 

@@ -37,9 +37,28 @@ extension Orchestrator {
     func takeOver(_ standing: [AlertEvent], epoch: Int64) async {
         let config = self.config
         let recorded = await self.reader.openEpisodes(raisedBefore: EpochMilliseconds.now()) ?? []
-        var unmatched = recorded
+        // What the active announced on MQTT and its records may not hold (they died with it, or
+        // were cut off with it): the raises go to the record now, and the clears close what the
+        // record still has open — nothing it announced is lost or announced again.
+        let heard = self.ledger.takeHeard()
+        let recordedIDs = Set(recorded.map(\.alertID))
+        var unmatched: [AlertEpisode] = []
+        var healed = 0
+        for episode in recorded {
+            if let clear = heard.clears[episode.alertID] {
+                self.recordWriter.deliver(clear)
+                healed += 1
+            } else {
+                unmatched.append(episode)
+            }
+        }
+        for event in heard.open where !recordedIDs.contains(event.alertID) {
+            self.recordWriter.deliver(event)
+            unmatched.append(AlertEpisode(alertID: event.alertID, tag: event.tag, topic: event.topic, kind: event.kind, severity: event.severity, raisedAt: event.raisedAt))
+            healed += 1
+        }
         var continued = 0
-        var announced = 0
+        var announced: [AlertEvent] = []
         for event in standing {
             if let index = unmatched.firstIndex(where: { $0.tag == event.tag && $0.kind == event.kind && $0.severity == event.severity }) {
                 let episode = unmatched.remove(at: index)
@@ -48,19 +67,26 @@ extension Orchestrator {
                 self.recordWriter.deliver(event)
                 self.publisher.deliver(event)
                 self.events.deliver(event)
-                announced += 1
+                announced.append(event)
             }
         }
         if !unmatched.isEmpty { self.pipeline.adopt(unmatched, within: config.detection.adoptWithin) }
         await self.alertDesk.restoreShelves()
         await self.alertDesk.restoreOutOfService()
+        // Invocations the active published that its record lacks become pending rows now, so that
+        // they are re-armed below like the others (and their results recorded).
+        let writer = Record.Writer(instance: config.availability.instanceID, lease: .init(holder: config.availability.instanceID, epoch: epoch))
+        let adopted = await self.reader.recordMissing(heard.invocations, decisions: heard.decisions, as: writer) ?? 0
         let memory = await self.reader.decisionMemory() ?? DecisionMemory()
         self.coordinator.restore(memory)
+        // An alarm raised while no one acted is decided on now, with the record's cooldowns known.
+        for event in announced { self.coordinator.deliver(event) }
         try? self.publishGatewayStatus(config: config)
         self.logger.notice(
             "taken over as the active instance",
             metadata: [
-                "lease.epoch": "\(epoch)", "alerts.continued": "\(continued)", "alerts.announced": "\(announced)",
+                "lease.epoch": "\(epoch)", "alerts.continued": "\(continued)", "alerts.announced": "\(announced.count)",
+                "alerts.healed": "\(healed)", "invocations.heard": "\(adopted)",
                 "alerts.adopted": "\(unmatched.count)", "invocations.rearmed": "\(memory.pending.count)",
             ])
     }

@@ -126,9 +126,18 @@ package final class Orchestrator: Sendable {
         options.birth = .init(
             topic: statusTopic, payload: Self.statusPayload(state: "online", startedAt: self.startedAt, config: config), qos: 1, retain: true)
 
+        // With ha.enabled, the active's alerts, invocations and decisions too: a standby hears what
+        // it announced (StandbyLedger).
+        let alertPrefix = "\(config.topics.prefix)/alert/"
+        let commandPrefix = "\(config.topics.prefix)/cmd/"
+        let decisionTopic = "\(config.topics.prefix)/decision"
         let decisionTopics = PrefixMatcher(prefixes: [
             "\(config.topics.prefix)/result/", "\(config.topics.prefix)/approve/", "\(config.topics.prefix)/request/", "\(config.topics.prefix)/ack/",
-        ])
+        ] + (config.availability.enabled ? [alertPrefix, commandPrefix, decisionTopic] : []))
+        if config.availability.enabled {
+            options.subscriptions += [alertPrefix + "#", commandPrefix + "#", decisionTopic].map { ($0, Int32(config.mqtt.subscribeQoS)) }
+        }
+        let ledger = self.ledger
         let ackPrefix = "\(config.topics.prefix)/ack/"
         let connection = self.connection
         let systemAlerts = self.systemAlerts
@@ -140,7 +149,13 @@ package final class Orchestrator: Sendable {
                 // The decision side's own topics (results, approvals, requests) are few; the rest is plant data.
                 if decisionTopics.matches(message.topic) {
                     let topic = String(decoding: message.topic, as: UTF8.self)
-                    if topic.hasPrefix(ackPrefix) {
+                    if topic.hasPrefix(alertPrefix) {
+                        ledger.hear(Array(message.payload))
+                    } else if topic.hasPrefix(commandPrefix) {
+                        ledger.hearInvocation(Array(message.payload))
+                    } else if topic == decisionTopic {
+                        ledger.hearDecision(Array(message.payload))
+                    } else if topic.hasPrefix(ackPrefix) {
                         // A standby leaves acknowledgements to the active one.
                         guard alertPublisher.isActing else { return }
                         alertDesk.acknowledgeFromMQTT(String(topic.dropFirst(ackPrefix.count)), payload: Array(message.payload.prefix(4096)))
@@ -462,7 +477,7 @@ struct PrefixMatcher: Sendable {
 
     func matches(_ topic: UnsafeRawBufferPointer) -> Bool {
         self.prefixes.contains { prefix in
-            topic.count > prefix.count && zip(topic, prefix).allSatisfy { $0 == $1 }
+            topic.count >= prefix.count && zip(topic, prefix).allSatisfy { $0 == $1 }
         }
     }
 }

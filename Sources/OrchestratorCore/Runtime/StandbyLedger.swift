@@ -5,9 +5,32 @@ import Synchronization
 /// and records nothing, and keeps here the raise of every episode still open — so that at a
 /// takeover each is matched with the active's episode for the same condition (and takes its id) or,
 /// when the record has none, announced then.
+///
+/// It also hears what the active announced on `{prefix}/alert/#`: the episodes the active raised
+/// and cleared, whether or not its records reached the database before it was killed or cut off
+/// (its spool is on its own disk).
 package final class StandbyLedger: AlertSink, Sendable {
     private let open = Mutex<[UUID: AlertEvent]>([:])
+    private let heard = Mutex<Heard>(Heard())
     private let acting: @Sendable () -> Bool
+
+    private struct Heard {
+        /// The active's raises not cleared since, by alert id.
+        var open: [UUID: AlertEvent] = [:]
+        /// Its latest clears (at most `maxClears`, the oldest forgotten first).
+        var clears: [UUID: AlertEvent] = [:]
+        var clearOrder: [UUID] = []
+        /// Its decisions (`{prefix}/decision`) and invocations (`{prefix}/cmd/…`), the latest
+        /// `maxClears` of each.
+        var decisions: [UUID: DecisionRecord] = [:]
+        var decisionOrder: [UUID] = []
+        var invocations: [UUID: InvocationRecord] = [:]
+        var invocationOrder: [UUID] = []
+    }
+
+    /// At most this many open episodes and clears are kept from the wire.
+    static let maxHeard = 100_000
+    static let maxClears = 10_000
 
     /// - Parameter acting: whether this instance publishes and records (then nothing is kept).
     package init(acting: @escaping @Sendable () -> Bool) {
@@ -30,4 +53,73 @@ package final class StandbyLedger: AlertSink, Sendable {
     }
 
     package var count: Int { self.open.withLock { $0.count } }
+
+    /// An alert the active published (`{prefix}/alert/…`); ignored while this instance acts, and
+    /// when it is not one.
+    func hear(_ payload: [UInt8]) {
+        guard !self.acting(), payload.count <= 65_536, let event = AlertEvent(json: payload) else { return }
+        self.heard.withLock { heard in
+            switch event.state {
+            case .raised:
+                guard heard.open.count < Self.maxHeard || heard.open[event.alertID] != nil else { return }
+                heard.open[event.alertID] = event
+            case .cleared:
+                heard.open[event.alertID] = nil
+                if heard.clears.updateValue(event, forKey: event.alertID) == nil { heard.clearOrder.append(event.alertID) }
+                if heard.clearOrder.count > Self.maxClears {
+                    let forgotten = heard.clearOrder.prefix(heard.clearOrder.count - Self.maxClears)
+                    for id in forgotten { heard.clears[id] = nil }
+                    heard.clearOrder.removeFirst(forgotten.count)
+                }
+            }
+        }
+    }
+
+    /// A decision the active mirrored on `{prefix}/decision`.
+    func hearDecision(_ payload: [UInt8]) {
+        guard !self.acting(), payload.count <= 1 << 20, case .decision(let decision)? = Record(payload: payload) else { return }
+        self.heard.withLock { heard in
+            if heard.decisions.updateValue(decision, forKey: decision.decisionID) == nil { heard.decisionOrder.append(decision.decisionID) }
+            Self.trim(&heard.decisions, order: &heard.decisionOrder)
+        }
+    }
+
+    /// An invocation the active published on `{prefix}/cmd/{module}` (docs/mqtt-contract.md): what
+    /// its row would say, published and pending.
+    func hearInvocation(_ payload: [UInt8]) {
+        guard !self.acting(), payload.count <= 1 << 22, let message = JSONValue(parsing: payload),
+            let id = message.string("invocation_id").flatMap(UUID.init(uuidString:)),
+            let decision = message.string("decision_id").flatMap(UUID.init(uuidString:)),
+            let module = message.string("module", limit: 64), let published = message["ts"]?.number.flatMap({ Int64(exactly: $0.rounded()) }),
+            let params = message["params"]
+        else { return }
+        let attempt = message["attempt"]?.number ?? 1
+        let record = InvocationRecord(
+            invocationID: id, decisionID: decision, module: module, params: params.text, publishedAt: published,
+            completedAt: nil, status: "pending", attempts: attempt.isFinite ? Int(exactly: attempt.rounded()) ?? 1 : 1,
+            result: nil, triggerKind: message["trigger"]?.string("kind", limit: 64) ?? "manual", scopeKey: params.string("scope", limit: 1024) ?? "")
+        self.heard.withLock { heard in
+            if heard.invocations.updateValue(record, forKey: id) == nil { heard.invocationOrder.append(id) }
+            Self.trim(&heard.invocations, order: &heard.invocationOrder)
+        }
+    }
+
+    private static func trim<Value>(_ values: inout [UUID: Value], order: inout [UUID]) {
+        guard order.count > Self.maxClears else { return }
+        let forgotten = order.prefix(order.count - Self.maxClears)
+        for id in forgotten { values[id] = nil }
+        order.removeFirst(forgotten.count)
+    }
+
+    /// What the active announced: its raises still open, oldest first, its clears, and the
+    /// invocations it published with their decisions; forgets them.
+    func takeHeard() -> (open: [AlertEvent], clears: [UUID: AlertEvent], invocations: [InvocationRecord], decisions: [UUID: DecisionRecord]) {
+        self.heard.withLock { heard in
+            defer { heard = Heard() }
+            return (
+                heard.open.values.sorted { $0.raisedAt < $1.raisedAt }, heard.clears,
+                heard.invocationOrder.compactMap { heard.invocations[$0] }, heard.decisions
+            )
+        }
+    }
 }
