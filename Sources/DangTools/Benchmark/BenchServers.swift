@@ -149,6 +149,11 @@ package final class BenchServers {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw BenchError(message: "socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
+        return try Self.bindLoopback(fd)
+    }
+
+    /// Binds a socket to a free port of 127.0.0.1 and returns the port.
+    static func bindLoopback(_ fd: Int32) throws -> Int {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")

@@ -29,19 +29,19 @@ package final class PausableProxy: @unchecked Sendable {
         guard fd >= 0 else { throw BenchError(message: "proxy socket: \(String(cString: strerror(errno)))") }
         var yes: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        let port: Int
+        do {
+            port = try BenchServers.bindLoopback(fd)
+        } catch {
+            close(fd)
+            throw error
         }
-        guard ok, listen(fd, 64) == 0 else {
+        guard listen(fd, 64) == 0 else {
             close(fd)
             throw BenchError(message: "proxy listen: \(String(cString: strerror(errno)))")
         }
         self.listener = fd
-        self.port = Int(UInt16(bigEndian: address.sin_port))
+        self.port = port
         self.spawn { [self] in self.acceptLoop() }
     }
 
