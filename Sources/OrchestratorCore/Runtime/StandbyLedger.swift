@@ -21,7 +21,7 @@ package final class StandbyLedger: AlertSink, Sendable {
         var clears: [UUID: AlertEvent] = [:]
         var clearOrder: [UUID] = []
         /// Its decisions (`{prefix}/decision`) and invocations (`{prefix}/cmd/…`), the latest
-        /// `maxClears` of each.
+        /// `maxInvocations` of each.
         var decisions: [UUID: DecisionRecord] = [:]
         var decisionOrder: [UUID] = []
         var invocations: [UUID: InvocationRecord] = [:]
@@ -31,6 +31,9 @@ package final class StandbyLedger: AlertSink, Sendable {
     /// At most this many open episodes and clears are kept from the wire.
     static let maxHeard = 100_000
     static let maxClears = 10_000
+    /// At most this many invocations and decisions: an invocation carries its data windows (tens
+    /// of KiB), and what the record may lack at a takeover is the last seconds' only.
+    static let maxInvocations = 1_000
 
     /// - Parameter acting: whether this instance publishes and records (then nothing is kept).
     package init(acting: @escaping @Sendable () -> Bool) {
@@ -66,11 +69,7 @@ package final class StandbyLedger: AlertSink, Sendable {
             case .cleared:
                 heard.open[event.alertID] = nil
                 if heard.clears.updateValue(event, forKey: event.alertID) == nil { heard.clearOrder.append(event.alertID) }
-                if heard.clearOrder.count > Self.maxClears {
-                    let forgotten = heard.clearOrder.prefix(heard.clearOrder.count - Self.maxClears)
-                    for id in forgotten { heard.clears[id] = nil }
-                    heard.clearOrder.removeFirst(forgotten.count)
-                }
+                Self.trim(&heard.clears, order: &heard.clearOrder, to: Self.maxClears)
             }
         }
     }
@@ -80,7 +79,7 @@ package final class StandbyLedger: AlertSink, Sendable {
         guard !self.acting(), payload.count <= 1 << 20, case .decision(let decision)? = Record(payload: payload) else { return }
         self.heard.withLock { heard in
             if heard.decisions.updateValue(decision, forKey: decision.decisionID) == nil { heard.decisionOrder.append(decision.decisionID) }
-            Self.trim(&heard.decisions, order: &heard.decisionOrder)
+            Self.trim(&heard.decisions, order: &heard.decisionOrder, to: Self.maxInvocations)
         }
     }
 
@@ -100,13 +99,14 @@ package final class StandbyLedger: AlertSink, Sendable {
             result: nil, triggerKind: message["trigger"]?.string("kind", limit: 64) ?? "manual", scopeKey: params.string("scope", limit: 1024) ?? "")
         self.heard.withLock { heard in
             if heard.invocations.updateValue(record, forKey: id) == nil { heard.invocationOrder.append(id) }
-            Self.trim(&heard.invocations, order: &heard.invocationOrder)
+            Self.trim(&heard.invocations, order: &heard.invocationOrder, to: Self.maxInvocations)
         }
     }
 
-    private static func trim<Value>(_ values: inout [UUID: Value], order: inout [UUID]) {
-        guard order.count > Self.maxClears else { return }
-        let forgotten = order.prefix(order.count - Self.maxClears)
+    /// Keeps the latest `limit` entries.
+    private static func trim<Value>(_ values: inout [UUID: Value], order: inout [UUID], to limit: Int) {
+        guard order.count > limit else { return }
+        let forgotten = order.prefix(order.count - limit)
         for id in forgotten { values[id] = nil }
         order.removeFirst(forgotten.count)
     }
