@@ -11,6 +11,8 @@ struct BenchFailover: ParsableCommand {
         discussion: """
             Starts a private mosquitto (and PostgreSQL unless --database-url or DATABASE_URL is given) and, \
             for each run and scenario, --instances `dang run` on the shipped configuration with ha.enabled. \
+            Scenarios: kill (SIGKILL of the active), partition (its database connection blocked), database \
+            (every instance's: the active must go on acting, isolated, and keep the lease). \
             Exits 1 if any run breaks a bound (takeover within 2 × the lease, every breach raised and \
             cleared once, every invocation attempt published once and recorded with its result, the \
             partitioned active's records fenced). See docs/availability.md.
@@ -22,7 +24,7 @@ struct BenchFailover: ParsableCommand {
     var instances = 3
     @Option(name: .long, help: "The lease (ha.lease), in seconds.")
     var lease = 3
-    @Option(name: .long, parsing: .upToNextOption, help: "Scenarios: kill partition (default: both).")
+    @Option(name: .long, parsing: .upToNextOption, help: "Scenarios: kill partition database (default: all).")
     var scenarios: [String] = []
     @Option(name: .long, help: "PostgreSQL server (default: DATABASE_URL, else a private server).")
     var databaseURL: String?
@@ -33,7 +35,7 @@ struct BenchFailover: ParsableCommand {
 
     func validate() throws {
         for scenario in self.scenarios where FailoverBenchmark.Scenario(rawValue: scenario) == nil {
-            throw ValidationError("unknown scenario '\(scenario)': kill or partition")
+            throw ValidationError("unknown scenario '\(scenario)': kill, partition or database")
         }
         guard (1...1000).contains(self.runs) else { throw ValidationError("--runs must be 1…1000") }
         guard (2...8).contains(self.instances) else { throw ValidationError("--instances must be 2…8") }
@@ -57,10 +59,13 @@ struct BenchFailover: ParsableCommand {
             let times = runs.map(\.takeoverMs).sorted()
             guard !times.isEmpty else { continue }
             let fenced = runs.compactMap(\.fenced)
+            let takeover = times.first! < 0
+                ? "none (the lease stays)".padding(toLength: 32, withPad: " ", startingAt: 0)
+                : String(format: "%6d / %6d / %6d      ", times.first!, times[times.count / 2], times.last!)
             print(
                 scenario.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)
-                    + String(format: "  %4d   %6d / %6d / %6d          %12d   %15d   %4d   ",
-                        runs.count, times.first!, times[times.count / 2], times.last!, runs.map(\.raisedTwice).reduce(0, +),
+                    + String(format: "  %4d   ", runs.count) + takeover
+                    + String(format: "    %12d   %15d   %4d   ", runs.map(\.raisedTwice).reduce(0, +),
                         runs.map(\.publishedTwice).reduce(0, +), runs.map(\.lostFromRecord).reduce(0, +))
                     + (fenced.isEmpty ? "-" : "\(fenced.reduce(0, +))").padding(toLength: 6, withPad: " ", startingAt: 0)
                     + String(format: "   %10d", runs.filter { !$0.violations.isEmpty }.count))

@@ -20,9 +20,12 @@ package import OrchestratorCore
 /// 3. three tags of different units get 40 normal samples; the first goes past its HI limit: one
 ///    alarm, one forecasting invocation, left unanswered (this benchmark plays the module);
 /// 4. the fault: SIGKILL of the active, or its database connection blocked (sockets open, nothing
-///    relayed — a partition). 300 ms later the second tag goes past its limit;
-/// 5. the lease changes hands (measured from the fault, in PostgreSQL); 500 ms later the third tag
-///    breaches; the module answers every invocation; all three tags return to normal;
+///    relayed — a partition), or every instance's (`database`). 300 ms later the second tag goes
+///    past its limit;
+/// 5. the lease changes hands (measured from the fault, in PostgreSQL) — or, with the database
+///    away for all, the lease runs out and the active must be isolated, still acting; 500 ms later
+///    the third tag breaches; the database comes back (the active must hold the lease still); the
+///    module answers every invocation; all three tags return to normal;
 /// 6. a partition heals: the former active's records from before it stood down must be refused
 ///    (the fence), and it must stand by;
 /// 7. the wire and the record are checked.
@@ -30,6 +33,9 @@ package enum FailoverBenchmark {
     package enum Scenario: String, CaseIterable, Sendable, Codable {
         case kill
         case partition
+        /// The database away for every instance: no one can take the lease, and the active must go
+        /// on raising alarms (isolated) until it answers again.
+        case database
     }
 
     package struct Options: Sendable {
@@ -93,7 +99,8 @@ package enum FailoverBenchmark {
             for scenario in options.scenarios {
                 let result = try Self.once(scenario, run: run, options: options, servers: servers, log: log)
                 log(
-                    "\(scenario.rawValue) #\(run): takeover \(result.takeoverMs) ms; raised twice \(result.raisedTwice), published twice "
+                    "\(scenario.rawValue) #\(run): " + (result.takeoverMs < 0 ? "no takeover (isolated, then active again)" : "takeover \(result.takeoverMs) ms")
+                        + "; raised twice \(result.raisedTwice), published twice "
                         + "\(result.publishedTwice), lost \(result.lostFromRecord)"
                         + (result.fenced.map { ", fenced \($0)" } ?? "") + (result.violations.isEmpty ? "" : "; VIOLATIONS: \(result.violations)"))
                 report.runs.append(result)
@@ -224,18 +231,31 @@ package enum FailoverBenchmark {
             ChildProcess.wait(active.pid)
         case .partition:
             active.proxy.block()
+        case .database:
+            for instance in instances { instance.proxy.block() }
         }
         usleep(300_000)
         plantStream.set(1, Self.tags[1].breach)
         var takeover = -1
-        try waitFor("another instance to take the lease", seconds: Double(options.lease) * 4) {
-            guard let holder = Self.holder(record), survivors.contains(holder) else { return false }
-            takeover = Int((monotonicNanoseconds() - faultAt) / 1_000_000)
-            return true
+        var isolatedRole: String? = nil
+        if scenario == .database {
+            // No one can take the lease; past it, the active must still act.
+            usleep(useconds_t(options.lease) * 1_300_000)
+            isolatedRole = Self.role(active)
+        } else {
+            try waitFor("another instance to take the lease", seconds: Double(options.lease) * 4) {
+                guard let holder = Self.holder(record), survivors.contains(holder) else { return false }
+                takeover = Int((monotonicNanoseconds() - faultAt) / 1_000_000)
+                return true
+            }
         }
         usleep(500_000)
         plantStream.set(2, Self.tags[2].breach)
         try waitFor("the third alarm", seconds: 10) { wire.raises(tag: Self.tags[2].tag).count >= 1 }
+        if scenario == .database {
+            for instance in instances { instance.proxy.unblock() }
+            try? waitFor("the active to hold the lease again", seconds: Double(options.lease) * 3) { Self.role(active) == "active" }
+        }
         // The module answers what it was sent, and from now on answers at once.
         wire.answering = true
         for (topic, payload) in wire.invocationMessages() {
@@ -289,7 +309,12 @@ package enum FailoverBenchmark {
         result.alertRows = Self.count(record, "SELECT count(*) FROM alerts WHERE kind = 'limit'") ?? -1
         result.openAlertRows = Self.count(record, "SELECT count(*) FROM alerts WHERE kind = 'limit' AND state = 'raised'") ?? -1
 
-        if takeover < 0 || takeover > options.lease * 2000 { result.violations.append("takeover \(takeover) ms > 2 × lease") }
+        if scenario == .database {
+            if isolatedRole != "isolated" { result.violations.append("past its lease without the database, the active was \(isolatedRole ?? "unreachable"), not isolated") }
+            if Self.holder(record) != active.id { result.violations.append("the lease is not the first active's once the database is back") }
+        } else if takeover < 0 || takeover > options.lease * 2000 {
+            result.violations.append("takeover \(takeover) ms > 2 × lease")
+        }
         if result.raisedTwice > 0 { result.violations.append("\(result.raisedTwice) raised twice") }
         if result.breachesWrong > 0 { result.violations.append("\(result.breachesWrong) breaches without exactly one raise and its clear") }
         if result.invocations < 3 { result.violations.append("\(result.invocations) invocations for 3 alarms") }

@@ -84,8 +84,10 @@ package final class MetricsExporter: Sendable {
         for (result, value) in [("applied", s.reloadsApplied), ("refused", s.reloadsRefused)] {
             self.count("dang_config_reloads_total", help: "configuration reloads (SIGHUP, POST /reload)", labels: [("result", result)], value)
         }
-        for role in ["single", "active", "standby"] {
-            self.registry.makeGauge(name: "dang_role", labels: [("role", role)], help: "1 for this instance's role: single (no ha), active or standby")
+        for role in ["single", "active", "standby", "isolated"] {
+            self.registry.makeGauge(
+                name: "dang_role", labels: [("role", role)],
+                help: "1 for this instance's role: single (no ha), active, standby, or isolated (the active that cannot reach the database)")
                 .set(to: s.role == role ? 1 : 0)
         }
         for severity in AlertSeverity.allCases {

@@ -15,13 +15,24 @@ import Synchronization
 /// (``Record/Writer``), so a former active cut off from the database cannot write once another
 /// instance has taken over.
 ///
-/// The holder steps down by itself when it has not renewed for `lease − lease / 6` (measured from
-/// before its last successful renewal was sent, on its own monotonic clock): before the row can
-/// expire on the server, so two instances never both act.
+/// The holder that has not renewed for `lease − lease / 6` (measured from before its last
+/// successful renewal was sent, on its own monotonic clock) is *isolated* — before the row can
+/// expire on the server. It cannot tell a database that is down for everyone from one cut off from
+/// it alone, so it keeps acting (alarms must not stop because the record is away: it spools) until
+/// one of these:
+/// - another instance announces itself active on `{prefix}/status` (``supersededOnWire(by:)``): it
+///   took the lease, so this one stands by at once;
+/// - the database answers again: the row still ours with the same epoch (no one took it — taking
+///   it raises the epoch), this one is active again; otherwise it stands by;
+/// - a batch of its record is refused by the fence.
+/// Everything it spooled meanwhile carries its epoch: written if it keeps the lease, refused if
+/// another instance took it (which heard on MQTT what it published).
 package final class ActiveLease: Sendable {
     package enum Role: String, Sendable {
         case active
         case standby
+        /// The lease could not be renewed (the database does not answer); still acting.
+        case isolated
     }
 
     private struct State {
@@ -101,7 +112,7 @@ package final class ActiveLease: Sendable {
         do {
             let connection = try self.connected()
             switch role {
-            case .active:
+            case .active, .isolated:
                 let renewed = try connection.query(
                     """
                     UPDATE leases SET expires_at = now() + $3 * interval '1 millisecond', renewed_at = now()
@@ -110,7 +121,18 @@ package final class ActiveLease: Sendable {
                 if renewed.rows.isEmpty {
                     self.stepDown("another instance holds the lease now")
                 } else {
-                    self.state.withLock { $0.renewedAt = sentAt }
+                    let resumed = self.state.withLock { state -> Bool in
+                        defer {
+                            state.renewedAt = sentAt
+                            state.role = .active
+                        }
+                        return state.role == .isolated
+                    }
+                    if resumed {
+                        self.logger.notice(
+                            "the database answers again: this instance still holds the lease", metadata: ["lease.epoch": "\(epoch)", "instance": "\(self.holder)"])
+                        self.changed(.active, epoch)
+                    }
                 }
             case .standby:
                 // Taken when free or expired (or held by this instance id before a restart).
@@ -139,22 +161,37 @@ package final class ActiveLease: Sendable {
         self.checkExpiry()
     }
 
-    /// The holder that could not renew in time stops acting before its row can expire (checked every
-    /// `lease / 6`, whatever the rounds are doing).
+    /// The holder that could not renew in time is isolated before its row can expire (checked
+    /// every `lease / 6`, whatever the rounds are doing).
     package func checkExpiry() {
         let now = DispatchTime.now().uptimeNanoseconds
-        let (role, renewedAt) = self.state.withLock { ($0.role, $0.renewedAt) }
         let margin = UInt64((self.lease - self.lease / 6).timeInterval * 1e9)
-        if role == .active, now &- renewedAt >= margin { self.stepDown("the lease could not be renewed in time") }
+        let (isolated, epoch) = self.state.withLock { state -> (Bool, Int64) in
+            guard state.role == .active, now &- state.renewedAt >= margin else { return (false, 0) }
+            state.role = .isolated
+            return (true, state.epoch)
+        }
+        guard isolated else { return }
+        self.logger.error(
+            "the lease could not be renewed in time: this instance goes on acting, isolated, until another one announces itself or the database answers",
+            metadata: ["instance": "\(self.holder)", "lease.epoch": "\(epoch)"])
+        self.changed(.isolated, epoch)
     }
 
-    /// Stops acting (a fenced write, or a renewal refused or too late).
+    /// Another instance said on MQTT that it is the active one (`{prefix}/status`): an isolated
+    /// holder stands by at once; the others go on (the lease row decides while the database answers).
+    package func supersededOnWire(by instance: String) {
+        guard instance != self.holder, self.role == .isolated else { return }
+        self.stepDown("\(instance.prefix(128)) announced itself active on MQTT")
+    }
+
+    /// Stops acting (a fenced write, a renewal refused, or another instance heard acting).
     package func stepDown(_ reason: String) {
         let was = self.state.withLock { state -> Role in
             defer { state.role = .standby }
             return state.role
         }
-        guard was == .active else { return }
+        guard was != .standby else { return }
         self.logger.error("this instance stands by: \(reason)", metadata: ["instance": "\(self.holder)"])
         self.changed(.standby, 0)
     }
@@ -167,7 +204,7 @@ package final class ActiveLease: Sendable {
     /// Gives the lease up (graceful shutdown): its row expires now.
     package func release() {
         let (role, epoch) = self.state.withLock { ($0.role, $0.epoch) }
-        guard role == .active, let connection = try? self.connected() else { return }
+        guard role != .standby, let connection = try? self.connected() else { return }
         _ = try? connection.query(
             "UPDATE leases SET expires_at = now() WHERE name = 'active' AND holder = $1 AND epoch = $2", [self.holder, epoch])
         self.state.withLock { $0.role = .standby }

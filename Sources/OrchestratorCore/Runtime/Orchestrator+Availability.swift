@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Active and standby (`ha.enabled`; docs/availability.md): what changes when this instance takes
 /// the lease, or loses it.
@@ -11,13 +12,19 @@ extension Orchestrator {
     func applyRole(_ role: ActiveLease.Role, epoch: Int64) {
         switch role {
         case .active:
+            // Back from isolation under the same epoch: it never stopped acting, nothing to take over.
+            guard self.actingEpoch.exchange(epoch, ordering: .relaxed) != epoch else { return }
             self.recordWriter.setActing(true, lease: .init(holder: self.config.availability.instanceID, epoch: epoch))
             self.publisher.setActing(true)
             self.sparkplug?.setHosting(true)
             let standing = self.ledger.take()
             self.coordinator.setActing(true)
             Task { await self.takeOver(standing, epoch: epoch) }
+        case .isolated:
+            // Goes on acting: the record spools under its epoch (ActiveLease explains when it stops).
+            break
         case .standby:
+            self.actingEpoch.store(0, ordering: .relaxed)
             self.coordinator.setActing(false)
             self.publisher.setActing(false)
             self.sparkplug?.setHosting(false)
@@ -36,6 +43,8 @@ extension Orchestrator {
     ///   are read again.
     func takeOver(_ standing: [AlertEvent], epoch: Int64) async {
         let config = self.config
+        // First: an isolated former active stands by as soon as it hears this.
+        try? self.publishGatewayStatus(config: config)
         let recorded = await self.reader.openEpisodes(raisedBefore: EpochMilliseconds.now()) ?? []
         // What the active announced on MQTT and its records may not hold (they died with it, or
         // were cut off with it): the raises go to the record now, and the clears close what the
@@ -81,7 +90,6 @@ extension Orchestrator {
         self.coordinator.restore(memory)
         // An alarm raised while no one acted is decided on now, with the record's cooldowns known.
         for event in announced { self.coordinator.deliver(event) }
-        try? self.publishGatewayStatus(config: config)
         self.logger.notice(
             "taken over as the active instance",
             metadata: [

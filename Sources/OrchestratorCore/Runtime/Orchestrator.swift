@@ -47,6 +47,10 @@ package final class Orchestrator: Sendable {
     package let lease: ActiveLease?
     /// What this instance raised while it stood by (``StandbyLedger``).
     let ledger: StandbyLedger
+    /// Tells the lease when another instance announces itself active on MQTT.
+    let witness = GatewayWitness()
+    /// The epoch this instance acts under (0: it does not): a return from isolation is no takeover.
+    let actingEpoch = Atomic<Int64>(0)
 
     /// What the broker connection is doing now.
     package struct ConnectionStatus: Sendable, Equatable {
@@ -131,11 +135,17 @@ package final class Orchestrator: Sendable {
         let alertPrefix = "\(config.topics.prefix)/alert/"
         let commandPrefix = "\(config.topics.prefix)/cmd/"
         let decisionTopic = "\(config.topics.prefix)/decision"
+        // And the gateway's status, where a new active announces itself (the witness an isolated
+        // active listens to: ActiveLease.supersededOnWire).
+        let gatewayStatusTopic = "\(config.topics.prefix)/status"
+        let witness = self.witness
         let decisionTopics = PrefixMatcher(prefixes: [
             "\(config.topics.prefix)/result/", "\(config.topics.prefix)/approve/", "\(config.topics.prefix)/request/", "\(config.topics.prefix)/ack/",
-        ] + (config.availability.enabled ? [alertPrefix, commandPrefix, decisionTopic] : []))
+        ] + (config.availability.enabled ? [alertPrefix, commandPrefix, decisionTopic, gatewayStatusTopic] : []))
         if config.availability.enabled {
-            options.subscriptions += [alertPrefix + "#", commandPrefix + "#", decisionTopic].map { ($0, Int32(config.mqtt.subscribeQoS)) }
+            options.subscriptions += [alertPrefix + "#", commandPrefix + "#", decisionTopic, gatewayStatusTopic].map {
+                ($0, Int32(config.mqtt.subscribeQoS))
+            }
         }
         let ledger = self.ledger
         let ackPrefix = "\(config.topics.prefix)/ack/"
@@ -155,6 +165,8 @@ package final class Orchestrator: Sendable {
                         ledger.hearInvocation(Array(message.payload))
                     } else if topic == decisionTopic {
                         ledger.hearDecision(Array(message.payload))
+                    } else if topic == gatewayStatusTopic {
+                        witness.heard(Array(message.payload.prefix(4096)))
                     } else if topic.hasPrefix(ackPrefix) {
                         // A standby leaves acknowledgements to the active one.
                         guard alertPublisher.isActing else { return }
@@ -226,6 +238,7 @@ package final class Orchestrator: Sendable {
             self.lease = nil
         }
         self.lease?.onChange { [unowned self] role, epoch in self.applyRole(role, epoch: epoch) }
+        self.witness.lease.withLock { $0 = self.lease }
         self.recordWriter.onFenced { [lease = self.lease] _ in lease?.stepDown("a record batch was refused: another instance holds the lease") }
     }
 
@@ -354,7 +367,7 @@ package final class Orchestrator: Sendable {
     fileprivate func stopIngest() {
         // DISCONNECT suppresses the will, so say "offline" ourselves first.
         let config = self.config
-        if self.lease?.role == .active {
+        if let role = self.lease?.role, role != .standby {
             try? self.client.publish(
                 topic: "\(config.topics.prefix)/status",
                 payload: Self.statusPayload(state: "offline", startedAt: self.startedAt, config: config, role: "active"), qos: 1, retain: true)
@@ -404,6 +417,19 @@ package final class Orchestrator: Sendable {
         case .subscribeFailed(let filter, let reason):
             logger.error("subscription failed", metadata: ["mqtt.filter": "\(filter)", "error": "\(reason)"])
         }
+    }
+}
+
+/// The gateway's status heard on MQTT (`{prefix}/status`): an instance that announces itself
+/// active there took the lease, and an isolated one stands by (``ActiveLease/supersededOnWire(by:)``).
+final class GatewayWitness: Sendable {
+    let lease = Mutex<ActiveLease?>(nil)
+
+    func heard(_ payload: [UInt8]) {
+        guard let lease = self.lease.withLock({ $0 }), let status = JSONValue(parsing: payload),
+            status.string("state") == "online", status.string("role") == "active", let instance = status.string("instance", limit: 256)
+        else { return }
+        lease.supersededOnWire(by: instance)
     }
 }
 
@@ -574,7 +600,7 @@ extension Orchestrator: StatusSource {
         snapshot.decisionTallies = self.coordinator.decisionTallies
         snapshot.instance = self.config.availability.instanceID
         snapshot.role = self.role
-        snapshot.leaseEpoch = self.lease.flatMap { $0.role == .active ? $0.epoch : nil }
+        snapshot.leaseEpoch = self.lease.flatMap { $0.role != .standby ? $0.epoch : nil }
         (snapshot.reloadsApplied, snapshot.reloadsRefused) = self.reloadCounts.withLock { ($0.applied, $0.refused) }
         return snapshot
     }
