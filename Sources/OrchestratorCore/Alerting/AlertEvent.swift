@@ -137,6 +137,17 @@ package struct AlertEvent: Sendable, Equatable {
 }
 
 extension AlertEvent {
+    /// The same event under another episode's id and start (a takeover continues the previous
+    /// active's episode).
+    package func continuing(_ alertID: UUID, raisedAt: Int64) -> AlertEvent {
+        var event = AlertEvent(
+            alertID: alertID, state: self.state, severity: self.severity, kind: self.kind, tag: self.tag, topic: self.topic,
+            timestamp: self.timestamp, raisedAt: raisedAt, clearedAt: self.clearedAt, value: self.value, score: self.score,
+            message: self.message, condition: self.condition, detail: self.detail)
+        event.suppression = self.suppression
+        return event
+    }
+
     /// Decodes ``jsonPayload()`` (the spool's record format); `nil` if it is not one.
     package init?(json bytes: [UInt8]) {
         guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],

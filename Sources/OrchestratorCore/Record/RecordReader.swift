@@ -83,6 +83,18 @@ package final class RecordReader: Sendable {
         }
     }
 
+    /// Which of these alerts some recorded decision invoked a module for (`decisions.trigger`'s
+    /// `alert_id`); nil if the database is away.
+    func invokedAlerts(_ ids: [UUID]) async -> Set<UUID>? {
+        guard !ids.isEmpty else { return [] }
+        return await self.startUpRead("decisions of open alarms not read; they are decided on again") { connection in
+            let rows = try connection.query(
+                "SELECT DISTINCT trigger->>'alert_id' FROM decisions WHERE action = 'invoke' AND trigger->>'alert_id' = ANY($1::text[])",
+                [PostgresArray(ids.map { $0.uuidString.lowercased() })])
+            return Set(rows.rows.compactMap { ($0.first ?? nil).flatMap(UUID.init(uuidString:)) })
+        }
+    }
+
     /// A read at start that may fail (the database away): logged with `consequence`, nil.
     private func startUpRead<T: Sendable>(_ consequence: String, _ body: @escaping @Sendable (PostgresConnection) throws -> T) async -> T? {
         do {

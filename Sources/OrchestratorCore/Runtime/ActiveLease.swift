@@ -40,6 +40,8 @@ package final class ActiveLease: Sendable {
         var epoch: Int64 = 0
         /// When the last successful renewal (or acquisition) was sent: monotonic nanoseconds.
         var renewedAt: UInt64 = 0
+        /// A standby's last round found the row expired, held by this epoch.
+        var sawExpired: Int64? = nil
     }
 
     private let url: String
@@ -84,10 +86,12 @@ package final class ActiveLease: Sendable {
         await withTaskGroup(of: Void.self) { group in
             // The rounds: one at a time, each on a thread of its own (libpq blocks).
             group.addTask {
-                let period = self.lease / 3
                 while !Task.isCancelled && !self.halted.load(ordering: .relaxed) {
                     await offTheCooperativePool { self.step() }
-                    try? await Task.sleep(for: period)
+                    // Twice as often while isolated (to renew as soon as the database answers) and
+                    // while a standby waits to see an expired row a second time.
+                    let hurried = self.state.withLock { $0.role == .isolated || $0.sawExpired != nil }
+                    try? await Task.sleep(for: hurried ? self.lease / 6 : self.lease / 3)
                 }
             }
             // The deadline, on its own: a round that hangs (a connection that does not answer) must
@@ -135,6 +139,24 @@ package final class ActiveLease: Sendable {
                     }
                 }
             case .standby:
+                // An expired row is taken only when the previous round saw it expired too, under
+                // the same epoch: its holder, isolated while the database was away, gets one round
+                // to renew when it answers again (else every database restart hands the lease to
+                // whichever instance polls first, and fences the holder's spool). A free row, or
+                // one this instance id held before a restart, is taken at once.
+                let row = try connection.query(
+                    "SELECT epoch, holder = $1, expires_at < now() FROM leases WHERE name = 'active'", [self.holder])
+                if let fields = row.rows.first, let heldEpoch = fields[0].flatMap({ Int64($0) }), fields[1] != "t" {
+                    guard fields[2] == "t" else {
+                        self.state.withLock { $0.sawExpired = nil }
+                        break
+                    }
+                    let seen = self.state.withLock { state -> Bool in
+                        defer { state.sawExpired = heldEpoch }
+                        return state.sawExpired == heldEpoch
+                    }
+                    guard seen else { break }
+                }
                 // Taken when free or expired (or held by this instance id before a restart).
                 let acquired = try connection.query(
                     """
@@ -149,6 +171,7 @@ package final class ActiveLease: Sendable {
                         $0.role = .active
                         $0.epoch = newEpoch
                         $0.renewedAt = sentAt
+                        $0.sawExpired = nil
                     }
                     self.logger.notice("this instance is now the active one", metadata: ["lease.epoch": "\(newEpoch)", "instance": "\(self.holder)"])
                     self.changed(.active, newEpoch)

@@ -66,12 +66,14 @@ extension Orchestrator {
             unmatched.append(AlertEpisode(alertID: event.alertID, tag: event.tag, topic: event.topic, kind: event.kind, severity: event.severity, raisedAt: event.raisedAt))
             healed += 1
         }
-        var continued = 0
+        var continued: [AlertEvent] = []
         var announced: [AlertEvent] = []
         for event in standing {
             if let index = unmatched.firstIndex(where: { $0.tag == event.tag && $0.kind == event.kind && $0.severity == event.severity }) {
                 let episode = unmatched.remove(at: index)
-                if self.pipeline.rekey(event.alertID, to: episode.alertID, raisedAt: episode.raisedAt) { continued += 1 }
+                if self.pipeline.rekey(event.alertID, to: episode.alertID, raisedAt: episode.raisedAt) {
+                    continued.append(event.continuing(episode.alertID, raisedAt: episode.raisedAt))
+                }
             } else {
                 self.recordWriter.deliver(event)
                 self.publisher.deliver(event)
@@ -88,12 +90,19 @@ extension Orchestrator {
         let adopted = await self.reader.recordMissing(heard.invocations, decisions: heard.decisions, as: writer) ?? 0
         let memory = await self.reader.decisionMemory() ?? DecisionMemory()
         self.coordinator.restore(memory)
-        // An alarm raised while no one acted is decided on now, with the record's cooldowns known.
+        // Open alarms no module was invoked for are decided on now, with the record's cooldowns and
+        // pending invocations known: one raised while no one acted, and one whose decision the
+        // previous active deferred for a free slot (that queue died with it).
+        let heardInvoked = Set(heard.decisions.values.filter { $0.action == "invoke" }.compactMap { decision in
+            JSONValue(parsing: Array(decision.trigger.utf8))?.string("alert_id").flatMap(UUID.init(uuidString:))
+        })
+        let invoked = (await self.reader.invokedAlerts(continued.map(\.alertID)) ?? Set(continued.map(\.alertID))).union(heardInvoked)
+        for event in continued where !invoked.contains(event.alertID) { self.coordinator.deliver(event) }
         for event in announced { self.coordinator.deliver(event) }
         self.logger.notice(
             "taken over as the active instance",
             metadata: [
-                "lease.epoch": "\(epoch)", "alerts.continued": "\(continued)", "alerts.announced": "\(announced.count)",
+                "lease.epoch": "\(epoch)", "alerts.continued": "\(continued.count)", "alerts.announced": "\(announced.count)",
                 "alerts.healed": "\(healed)", "invocations.heard": "\(adopted)",
                 "alerts.adopted": "\(unmatched.count)", "invocations.rearmed": "\(memory.pending.count)",
             ])
