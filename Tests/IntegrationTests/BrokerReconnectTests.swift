@@ -153,9 +153,11 @@ struct BrokerReconnectTests {
         var config = TestServices.config(prefix: "it-maxq", databaseURL: try TestServices.freshDatabase())
         config.mqtt.endpoint = MQTTEndpoint(host: "127.0.0.1", port: broker.port, tls: false)
         config.mqtt.maxQueued = 5
-        // A slow first reconnect, so the subscriber below is listening before the queue goes out.
-        config.mqtt.reconnectDelayMin = .seconds(3)
-        config.mqtt.reconnectDelayMax = .seconds(3)
+        // A slow first reconnect, so the subscriber below is listening before the queue goes out
+        // (the backoff is jittered to 50–100 % of it: 3 s could be 1.5, which a loaded run's broker
+        // restart and subscription did not beat).
+        config.mqtt.reconnectDelayMin = .seconds(6)
+        config.mqtt.reconnectDelayMax = .seconds(6)
         let orchestrator = try Orchestrator(config: config, logger: testLogger)
 
         try await withRunningOrchestrator(orchestrator) {

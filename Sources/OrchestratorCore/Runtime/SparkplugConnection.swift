@@ -141,23 +141,27 @@ final class SparkplugConnection: Sendable {
     func setHosting(_ hosting: Bool) {
         guard self.stateTopic != nil else { return }
         self.queue.async { [self] in
-            let old = self.state.withLock { state -> MosquittoClient? in
-                guard state.hosting != hosting, state.started else { return nil }
-                return state.client
+            let current = self.state.withLock { state -> (client: MosquittoClient, started: Bool)? in
+                guard state.hosting != hosting else { return nil }
+                return (state.client, state.started)
             }
-            guard let old else { return }
+            guard let current else { return }
             // DISCONNECT first (no will: stepping down says nothing, the new active speaks), then the
-            // same client id connects again with the role's will.
-            old.disconnect()
+            // same client id connects again with the role's will. (Not started yet — the lease came
+            // before ingest started — the client is only replaced, and start() starts the new one.)
+            if current.started { current.client.disconnect() }
             do {
                 let client = try Self.makeClient(
                     options: self.options, stateTopic: self.stateTopic, hosting: hosting, shared: self.shared,
                     pipeline: self.pipeline, logger: self.logger, onEvent: self.onEvent)
-                try self.state.withLock { state throws(MosquittoError) in
+                let startedMeanwhile = try self.state.withLock { state throws(MosquittoError) -> Bool in
                     state.client = client
                     state.hosting = hosting
-                    try client.start()
+                    if state.started { try client.start() }
+                    return state.started && !current.started
                 }
+                // start() came between the two looks: the client it started is the old one.
+                if startedMeanwhile { current.client.disconnect() }
                 self.logger.notice(hosting ? "Sparkplug primary host: taking the STATE" : "Sparkplug primary host: leaving the STATE to the active instance")
             } catch {
                 self.logger.error("Sparkplug connection could not be replaced", metadata: ["error": "\(error)"])
