@@ -74,7 +74,7 @@ package final class MetricsExporter: Sendable {
         for (tally, value) in ingest.alerts.merging(s.alertTransitions, uniquingKeysWith: +) {
             self.count(
                 "dang_alerts_total", help: "alert events: raised and cleared episodes, and the operators' acknowledgements and shelvings",
-                labels: [("kind", tally.kind.rawValue), ("severity", tally.severity.rawValue), ("transition", tally.transition)], value)
+                labels: [("kind", tally.kind.rawValue), ("severity", tally.severity.rawValue), ("transition", tally.transition.rawValue)], value)
         }
         for (tally, value) in s.decisionTallies {
             self.count(

@@ -117,7 +117,7 @@ package final class AlertDesk: Sendable {
         let result = try await self.journal.acknowledge(alert: id, by: by)
         if case .done(let episode) = result {
             self.logger.notice("alert acknowledged", metadata: ["alert.id": "\(id.uuidString.lowercased())", "by": "\(by ?? "-")"])
-            self.tally(episode, "acknowledged")
+            self.tally(episode, .acknowledged)
             self.announce(AlertTransition(state: .acknowledged, episode: episode, at: .now(), by: by))
         }
         return result
@@ -128,7 +128,7 @@ package final class AlertDesk: Sendable {
     package func shelve(_ id: UUID, for duration: Duration, by: String?, reason: String? = nil) async throws -> Int64? {
         guard let shelved = try await self.journal.shelve(alert: id, for: duration, by: by, reason: reason) else { return nil }
         self.shelf.shelve(tag: shelved.episode.tag, kind: shelved.episode.kind, until: shelved.until)
-        self.tally(shelved.episode, "shelved")
+        self.tally(shelved.episode, .shelved)
         self.logger.notice(
             "alert shelved",
             metadata: ["alert.id": "\(id.uuidString.lowercased())", "until": "\(shelved.until)", "by": "\(by ?? "-")", "reason": "\(reason ?? "-")"])
@@ -143,7 +143,7 @@ package final class AlertDesk: Sendable {
         let result = try await self.journal.unshelve(alert: id, by: by, reason: reason)
         if case .done(let episode) = result {
             self.shelf.unshelve(tag: episode.tag, kind: episode.kind)
-            self.tally(episode, "unshelved")
+            self.tally(episode, .unshelved)
             self.logger.notice(
                 "alert unshelved", metadata: ["alert.id": "\(id.uuidString.lowercased())", "by": "\(by ?? "-")", "reason": "\(reason ?? "-")"])
             self.announce(AlertTransition(state: .unshelved, episode: episode, at: .now(), by: by, reason: reason))
@@ -155,7 +155,7 @@ package final class AlertDesk: Sendable {
     /// The lifecycle transitions done so far, by kind, severity and transition.
     package var transitionTallies: [AlertTally: Int] { self.tallies.withLock { $0 } }
 
-    private func tally(_ episode: AlertEpisode, _ transition: String) {
+    private func tally(_ episode: AlertEpisode, _ transition: AlertTally.Transition) {
         self.tallies.withLock { $0[AlertTally(kind: episode.kind, severity: episode.severity, transition: transition), default: 0] += 1 }
     }
 

@@ -9,7 +9,7 @@ package struct AvailabilitySettings: Sendable, Equatable {
     /// `ha.enabled`: elect one active through a lease in PostgreSQL; the others stand by, warm.
     package var enabled: Bool
     /// `ha.lease`: how long a lease holds without renewal (renewed every `lease / 3`). A standby takes
-    /// over within about `lease + lease / 3` of the active's last renewal.
+    /// over within about `lease + lease / 2` of the active's last renewal (docs/availability.md).
     package var lease: Duration
 
     package init(instanceID: String = AvailabilitySettings.hostName, enabled: Bool = false, lease: Duration = .seconds(3)) {
@@ -23,16 +23,17 @@ package struct AvailabilitySettings: Sendable, Equatable {
         var name = [CChar](repeating: 0, count: 256)
         let host = gethostname(&name, name.count) == 0
             ? String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
-        let safe = String(String.UnicodeScalarView(host.unicodeScalars.map { scalar in
-            ("0"..."9").contains(scalar) || ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || scalar == "-" || scalar == "_"
-                ? scalar : "-"
-        }).prefix(64))
+        let safe = String(String.UnicodeScalarView(host.unicodeScalars.map { Self.isWordCharacter($0) ? $0 : "-" }).prefix(64))
         return safe.isEmpty ? "orchestrator" : safe
     }()
 
     /// Whether an instance id is usable: 1–64 bytes of [0-9A-Za-z-_.].
     package static func isValid(_ id: String) -> Bool {
-        !id.isEmpty && id.utf8.count <= 64
-            && id.unicodeScalars.allSatisfy { ("0"..."9").contains($0) || ("a"..."z").contains($0) || ("A"..."Z").contains($0) || "-_.".unicodeScalars.contains($0) }
+        !id.isEmpty && id.utf8.count <= 64 && id.unicodeScalars.allSatisfy { Self.isWordCharacter($0) || $0 == "." }
+    }
+
+    /// [0-9A-Za-z-_]
+    private static func isWordCharacter(_ scalar: Unicode.Scalar) -> Bool {
+        ("0"..."9").contains(scalar) || ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || scalar == "-" || scalar == "_"
     }
 }

@@ -21,14 +21,29 @@ package struct IngestCounters: Sendable, Equatable {
     package var totalRejected: Int { self.rejected.values.reduce(0, +) + self.unknownTopics + self.tagLimitRejections }
 }
 
-/// One series of `dang_alerts_total`: an alert's kind and severity, and the transition counted
-/// (`raised`, `cleared`, `acknowledged`, `shelved`, `unshelved`).
+/// One series of `dang_alerts_total`: an alert's kind and severity, and the transition counted.
 package struct AlertTally: Sendable, Hashable {
+    /// What happened to the alert: the pipeline's raise and clear, the desk's lifecycle steps.
+    package enum Transition: String, Sendable, Hashable {
+        case raised
+        case cleared
+        case acknowledged
+        case shelved
+        case unshelved
+
+        package init(_ state: AlertEvent.State) {
+            switch state {
+            case .raised: self = .raised
+            case .cleared: self = .cleared
+            }
+        }
+    }
+
     package let kind: AlertKind
     package let severity: AlertSeverity
-    package let transition: String
+    package let transition: Transition
 
-    package init(kind: AlertKind, severity: AlertSeverity, transition: String) {
+    package init(kind: AlertKind, severity: AlertSeverity, transition: Transition) {
         self.kind = kind
         self.severity = severity
         self.transition = transition

@@ -9,12 +9,14 @@ package enum History {
     /// when it is at most ``resultShown`` bytes — (fixed SQL text).
     private static let latestOutcome = """
         LEFT JOIN LATERAL (
-            SELECT status, invocation_id, attempts,
-                   (extract(epoch FROM (completed_at - published_at)) * 1000)::bigint AS latency_ms,
-                   octet_length(result::text) AS result_bytes,
-                   CASE WHEN octet_length(result::text) <= \(resultShown) THEN result::text END AS result
-            FROM invocations WHERE decision_id = d.decision_id
-            ORDER BY published_at DESC NULLS LAST LIMIT 1
+            SELECT status, invocation_id, attempts, latency_ms, octet_length(text) AS result_bytes,
+                   CASE WHEN octet_length(text) <= \(resultShown) THEN text END AS result
+            FROM (
+                SELECT status, invocation_id, attempts, published_at,
+                       (extract(epoch FROM (completed_at - published_at)) * 1000)::bigint AS latency_ms, result::text AS text
+                FROM invocations WHERE decision_id = d.decision_id
+                ORDER BY published_at DESC NULLS LAST LIMIT 1
+            ) latest
         ) i ON true
         """
 

@@ -477,7 +477,7 @@ package final class IngestPipeline: TagDataSource, Sendable {
     private func count(_ events: some Collection<AlertEvent>, in state: inout State) {
         for event in events {
             if event.state == .raised { state.counters.alertsRaised += 1 } else { state.counters.alertsCleared += 1 }
-            state.counters.alerts[AlertTally(kind: event.kind, severity: event.severity, transition: event.state.rawValue), default: 0] += 1
+            state.counters.alerts[AlertTally(kind: event.kind, severity: event.severity, transition: .init(event.state)), default: 0] += 1
         }
     }
 
