@@ -171,6 +171,8 @@ import Testing
             // Store-and-forward from before the birth, one of them far past the HI limit.
             Self.metric(nil, alias: 10, type: 10) { $0.doubleValue = 120; $0.isHistorical = true; $0.timestamp = 1_789_999_990_000 },
             Self.metric(nil, alias: 10, type: 10) { $0.doubleValue = 60; $0.isHistorical = true; $0.timestamp = 1_790_000_005_000 },
+            // A historical sample of bad quality is not history.
+            Self.metric(nil, alias: 10, type: 10) { $0.doubleValue = 59; $0.isHistorical = true; $0.timestamp = 1_790_000_006_000; $0.properties = Self.quality(0) },
         ]))
         #expect(Self.temperature(pipeline) == [120, 61.5, 60, 62])
         #expect(pipeline.windows(of: ["plant1/edge1/pump7/Temperature"], limit: 100).first?.times == [

@@ -294,8 +294,9 @@ package struct SparkplugSession: Sendable {
             let tag = [group, edge, device, metricName].compactMap { $0 }.joined(separator: "/")
             let time = metric.hasTimestamp ? Int64(clamping: metric.timestamp) : messageTime
             if metric.hasIsHistorical && metric.isHistorical {
-                // Store-and-forward data: kept as the tag's history, not taken for its present.
-                if let time { outcome.historical.append((tag, value, time)) } else { outcome.skipped += 1 }
+                // Store-and-forward data: kept as the tag's history (good samples only, as every
+                // sample there), not taken for its present.
+                if let time, Self.quality(metric) == .good { outcome.historical.append((tag, value, time)) } else { outcome.skipped += 1 }
                 continue
             }
             if node.tags[device ?? ""] != nil || node.tags.count <= self.maxDevicesPerNode,
