@@ -62,6 +62,18 @@ import Testing
         #expect(heard.decisions[decision] == decisionRecord)
     }
 
+    @Test func `a module's result is kept as it came, by invocation id; junk is not kept`() {
+        let ledger = StandbyLedger(acting: { false })
+        let id = UUID()
+        let body = Array(#"{"invocation_id": "\#(id.uuidString.lowercased())", "status": "ok", "output": {}}"#.utf8)
+        ledger.hearResult(topic: "apos/result/forecasting", payload: body)
+        ledger.hearResult(topic: "apos/result/forecasting", payload: Array(#"{"status": "ok"}"#.utf8))
+        ledger.hearResult(topic: "apos/result/forecasting", payload: Array("<html>".utf8))
+        let results = ledger.takeHeard().results
+        #expect(results.count == 1)
+        #expect(results.first?.invocation == id && results.first?.topic == "apos/result/forecasting" && results.first?.payload == body)
+    }
+
     @Test func `what is heard is bounded`() {
         let ledger = StandbyLedger(acting: { false })
         for _ in 0..<(StandbyLedger.maxClears + 10) { ledger.hear(Self.alert(UUID(), .cleared)) }

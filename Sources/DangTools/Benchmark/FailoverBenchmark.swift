@@ -20,8 +20,8 @@ package import OrchestratorCore
 /// 3. three tags of different units get 40 normal samples; the first goes past its HI limit: one
 ///    alarm, one forecasting invocation, left unanswered (this benchmark plays the module);
 /// 4. the fault: SIGKILL of the active, or its database connection blocked (sockets open, nothing
-///    relayed — a partition), or every instance's (`database`). 300 ms later the second tag goes
-///    past its limit;
+///    relayed — a partition), or every instance's (`database`). 100 ms later the module answers the
+///    first invocation (before any takeover); 300 ms later the second tag goes past its limit;
 /// 5. the lease changes hands (measured from the fault, in PostgreSQL) — or, with the database
 ///    away for all, the lease runs out and the active must be isolated, still acting; 500 ms later
 ///    the third tag breaches; the database comes back (the active must hold the lease still); the
@@ -234,7 +234,14 @@ package enum FailoverBenchmark {
         case .database:
             for instance in instances { instance.proxy.block() }
         }
-        usleep(300_000)
+        // The module answers the first invocation now, before any takeover: to the dead, cut-off or
+        // isolated active. Its result must be recorded all the same (a standby hears it).
+        usleep(100_000)
+        let early = wire.invocationMessages()
+        for (topic, payload) in early {
+            Self.answer(payload, module: String(topic.dropFirst("\(prefix)/cmd/".count)), prefix: prefix, client: observer)
+        }
+        usleep(200_000)
         plantStream.set(1, Self.tags[1].breach)
         var takeover = -1
         var isolatedRole: String? = nil
@@ -256,9 +263,10 @@ package enum FailoverBenchmark {
             for instance in instances { instance.proxy.unblock() }
             try? waitFor("the active to hold the lease again", seconds: Double(options.lease) * 3) { Self.role(active) == "active" }
         }
-        // The module answers what it was sent, and from now on answers at once.
+        // The module answers what it was sent since, and from now on answers at once. (Not the first
+        // invocation again: its answer went before the takeover.)
         wire.answering = true
-        for (topic, payload) in wire.invocationMessages() {
+        for (topic, payload) in wire.invocationMessages().dropFirst(early.count) {
             Self.answer(payload, module: String(topic.dropFirst("\(prefix)/cmd/".count)), prefix: prefix, client: observer)
         }
         for index in Self.tags.indices { plantStream.set(index, Self.tags[index].normal) }

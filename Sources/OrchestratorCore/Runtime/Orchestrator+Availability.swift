@@ -90,6 +90,10 @@ extension Orchestrator {
         let adopted = await self.reader.recordMissing(heard.invocations, decisions: heard.decisions, as: writer) ?? 0
         let memory = await self.reader.decisionMemory() ?? DecisionMemory()
         self.coordinator.restore(memory)
+        // Results a module sent the previous active that it did not live to record.
+        let pending = Set(memory.pending.map(\.invocation.id))
+        let answered = heard.results.filter { pending.contains($0.invocation) }
+        for result in answered { self.coordinator.handle(topic: result.topic, payload: result.payload) }
         // Open alarms no module was invoked for are decided on now, with the record's cooldowns and
         // pending invocations known: one raised while no one acted, and one whose decision the
         // previous active deferred for a free slot (that queue died with it).
@@ -103,7 +107,7 @@ extension Orchestrator {
             "taken over as the active instance",
             metadata: [
                 "lease.epoch": "\(epoch)", "alerts.continued": "\(continued.count)", "alerts.announced": "\(announced.count)",
-                "alerts.healed": "\(healed)", "invocations.heard": "\(adopted)",
+                "alerts.healed": "\(healed)", "invocations.heard": "\(adopted)", "results.heard": "\(answered.count)",
                 "alerts.adopted": "\(unmatched.count)", "invocations.rearmed": "\(memory.pending.count)",
             ])
     }

@@ -138,6 +138,7 @@ package final class Orchestrator: Sendable {
         // And the gateway's status, where a new active announces itself (the witness an isolated
         // active listens to: ActiveLease.supersededOnWire).
         let gatewayStatusTopic = "\(config.topics.prefix)/status"
+        let resultPrefix = "\(config.topics.prefix)/result/"
         let witness = self.witness
         let decisionTopics = PrefixMatcher(prefixes: [
             "\(config.topics.prefix)/result/", "\(config.topics.prefix)/approve/", "\(config.topics.prefix)/request/", "\(config.topics.prefix)/ack/",
@@ -172,6 +173,8 @@ package final class Orchestrator: Sendable {
                         guard alertPublisher.isActing else { return }
                         alertDesk.acknowledgeFromMQTT(String(topic.dropFirst(ackPrefix.count)), payload: Array(message.payload.prefix(4096)))
                     } else {
+                        // (A standby keeps results for the takeover; the coordinator leaves them.)
+                        if topic.hasPrefix(resultPrefix) { ledger.hearResult(topic: topic, payload: Array(message.payload)) }
                         coordinator.handle(topic: topic, payload: Array(message.payload))
                     }
                 } else {

@@ -26,6 +26,10 @@ package final class StandbyLedger: AlertSink, Sendable {
         var decisionOrder: [UUID] = []
         var invocations: [UUID: InvocationRecord] = [:]
         var invocationOrder: [UUID] = []
+        /// Module results (`{prefix}/result/{module}`) the active may not have recorded: topic and
+        /// payload, by invocation id, the latest `maxInvocations`.
+        var results: [UUID: (topic: String, payload: [UInt8])] = [:]
+        var resultOrder: [UUID] = []
     }
 
     /// At most this many open episodes and clears are kept from the wire.
@@ -103,6 +107,18 @@ package final class StandbyLedger: AlertSink, Sendable {
         }
     }
 
+    /// A module's result (`{prefix}/result/{module}`): kept as it came, for the takeover to hand
+    /// to the coordinator if its invocation is still pending then.
+    func hearResult(topic: String, payload: [UInt8]) {
+        guard !self.acting(), payload.count <= 1 << 20, let message = JSONValue(parsing: payload),
+            let id = message.string("invocation_id").flatMap(UUID.init(uuidString:))
+        else { return }
+        self.heard.withLock { heard in
+            if heard.results.updateValue((topic, payload), forKey: id) == nil { heard.resultOrder.append(id) }
+            Self.trim(&heard.results, order: &heard.resultOrder, to: Self.maxInvocations)
+        }
+    }
+
     /// Keeps the latest `limit` entries.
     private static func trim<Value>(_ values: inout [UUID: Value], order: inout [UUID], to limit: Int) {
         guard order.count > limit else { return }
@@ -111,15 +127,26 @@ package final class StandbyLedger: AlertSink, Sendable {
         order.removeFirst(forgotten.count)
     }
 
-    /// What the active announced: its raises still open, oldest first, its clears, and the
-    /// invocations it published with their decisions; forgets them.
-    func takeHeard() -> (open: [AlertEvent], clears: [UUID: AlertEvent], invocations: [InvocationRecord], decisions: [UUID: DecisionRecord]) {
+    /// What the active announced: its raises still open, its clears, the invocations it published
+    /// with their decisions, and the results modules sent it; forgets them.
+    func takeHeard() -> Taken {
         self.heard.withLock { heard in
             defer { heard = Heard() }
-            return (
-                heard.open.values.sorted { $0.raisedAt < $1.raisedAt }, heard.clears,
-                heard.invocationOrder.compactMap { heard.invocations[$0] }, heard.decisions
-            )
+            return Taken(
+                open: heard.open.values.sorted { $0.raisedAt < $1.raisedAt }, clears: heard.clears,
+                invocations: heard.invocationOrder.compactMap { heard.invocations[$0] }, decisions: heard.decisions,
+                results: heard.resultOrder.compactMap { id in heard.results[id].map { (id, $0.topic, $0.payload) } })
         }
+    }
+
+    /// What ``takeHeard()`` gives.
+    struct Taken {
+        /// The active's raises still open, oldest first.
+        var open: [AlertEvent]
+        var clears: [UUID: AlertEvent]
+        var invocations: [InvocationRecord]
+        var decisions: [UUID: DecisionRecord]
+        /// Module results, as they came, in order.
+        var results: [(invocation: UUID, topic: String, payload: [UInt8])]
     }
 }
