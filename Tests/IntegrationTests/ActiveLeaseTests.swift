@@ -1,34 +1,51 @@
 import Foundation
+import LibPQ
 import Testing
 
 @testable import OrchestratorCore
 
 /// The lease's rules, round by round, on a real PostgreSQL (docs/availability.md, "The lease"). The
-/// rounds are driven by hand (`step`, `checkExpiry`), so only the lease's own clock matters: 1 s,
-/// isolated past 0.84 s without a renewal.
+/// rounds are driven by hand (`step`, `checkExpiry`), and every wait is for a state, not a guess
+/// of how long a round takes on a loaded machine: a 3 s lease, isolated past 2.5 s without renewal.
 @Suite(.timeLimit(.minutes(1)))
 struct ActiveLeaseTests {
-    static func pair() throws -> (ActiveLease, ActiveLease) {
+    static let lease = Duration.seconds(3)
+
+    /// Two instances on a migrated database, both connected (their first rounds, which connect,
+    /// are done before any timing matters): `a` holds the lease, `b` stands by.
+    static func pair() async throws -> (ActiveLease, ActiveLease, String) {
         let url = try TestServices.freshDatabase()
-        return (
-            ActiveLease(url: url, holder: "a", lease: .seconds(1), logger: testLogger),
-            ActiveLease(url: url, holder: "b", lease: .seconds(1), logger: testLogger)
-        )
+        try await offThePool { Result { try Migrations.apply(on: PostgresConnection(conninfo: url)) } }.get()
+        let a = ActiveLease(url: url, holder: "a", lease: Self.lease, logger: testLogger)
+        let b = ActiveLease(url: url, holder: "b", lease: Self.lease, logger: testLogger)
+        await Self.step(a)
+        await Self.step(b)
+        await Self.step(a)  // a renewal: the lease runs from here
+        #expect(a.role == .active && a.epoch == 1 && b.role == .standby)
+        return (a, b, url)
     }
 
     static func step(_ lease: ActiveLease) async { await offThePool { lease.step() } }
 
+    /// Until `a` has gone without renewal past lease − lease / 6.
+    static func isolate(_ a: ActiveLease) async throws {
+        try await eventually("isolated", timeout: .seconds(10)) {
+            a.checkExpiry()
+            return a.role == .isolated
+        }
+    }
+
+    /// Until the row has expired on the server's clock.
+    static func expired(_ url: String) async throws {
+        try await eventually("the lease row expired", timeout: .seconds(10)) {
+            try DecisionLoopTests.rows(url, "SELECT expires_at < now() FROM leases WHERE name = 'active'") == [["t"]]
+        }
+    }
+
     @Test func `an isolated holder that answers before the standby's second look keeps its lease, same epoch`() async throws {
-        let (a, b) = try Self.pair()
-        await Self.step(a)
-        #expect(a.role == .active && a.epoch == 1)
-        await Self.step(b)
-        #expect(b.role == .standby)
-        // No renewal for more than lease − lease / 6: isolated, still acting.
-        try await Task.sleep(for: .milliseconds(900))
-        a.checkExpiry()
-        #expect(a.role == .isolated)
-        try await Task.sleep(for: .milliseconds(400))  // the row has expired on the server
+        let (a, b, url) = try await Self.pair()
+        try await Self.isolate(a)
+        try await Self.expired(url)
         await Self.step(b)
         #expect(b.role == .standby)  // a first look only
         await Self.step(a)
@@ -38,9 +55,9 @@ struct ActiveLeaseTests {
     }
 
     @Test func `a dead holder's lease is taken on the standby's second look, under a new epoch; the old holder then stands by`() async throws {
-        let (a, b) = try Self.pair()
-        await Self.step(a)
-        try await Task.sleep(for: .milliseconds(1300))
+        let (a, b, url) = try await Self.pair()
+        try await Self.isolate(a)  // (what a dead holder's row looks like: not renewed)
+        try await Self.expired(url)
         await Self.step(b)
         #expect(b.role == .standby)
         await Self.step(b)
@@ -51,13 +68,10 @@ struct ActiveLeaseTests {
     }
 
     @Test func `only an isolated holder stands by when another instance announces itself on MQTT`() async throws {
-        let (a, _) = try Self.pair()
-        await Self.step(a)
+        let (a, _, _) = try await Self.pair()
         a.supersededOnWire(by: "b")
         #expect(a.role == .active)  // the row decides while the database answers
-        try await Task.sleep(for: .milliseconds(900))
-        a.checkExpiry()
-        #expect(a.role == .isolated)
+        try await Self.isolate(a)
         a.supersededOnWire(by: "a")  // its own status
         #expect(a.role == .isolated)
         a.supersededOnWire(by: "b")
