@@ -63,10 +63,7 @@ final class SparkplugConnection: Sendable {
 
     /// Whether a STATE body says offline (anything else, including junk, is not acted on).
     static func saysOffline(_ payload: UnsafeRawBufferPointer) -> Bool {
-        guard payload.count <= 1024,
-            let object = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any],
-            let online = object["online"] as? Bool
-        else { return false }
+        guard payload.count <= 1024, case .bool(let online)? = JSONValue(parsing: payload)?["online"] else { return false }
         return !online
     }
 
