@@ -288,6 +288,11 @@ package final class MosquittoClient: @unchecked Sendable {
         try check(mosquitto_subscribe_v5(self.handle, nil, filter, qos, 0, nil), "mosquitto_subscribe_v5")
     }
 
+    /// Unsubscribes from a topic filter.
+    package func unsubscribe(_ filter: String) throws(MosquittoError) {
+        try check(mosquitto_unsubscribe_v5(self.handle, nil, filter, nil), "mosquitto_unsubscribe_v5")
+    }
+
     /// Queues a message for publication; libmosquitto's network thread sends it. Safe from any
     /// thread, including inside the message handler.
     package func publish(topic: String, payload: UnsafeRawBufferPointer, qos: Int32, retain: Bool) throws(MosquittoError) {

@@ -210,7 +210,7 @@ enum APIResponse {
         let snapshot: StatusSnapshot
 
         private enum Key: String, CodingKey {
-            case state, version, startedAt = "started_at", instance, role, leaseEpoch = "lease_epoch", mqtt, database, ingest, detectors, modules, decisions, llm
+            case state, version, startedAt = "started_at", instance, role, leaseEpoch = "lease_epoch", shards, mqtt, database, ingest, detectors, modules, decisions, llm
             case shelvedAlarms = "shelved_alarms", outOfServiceTags = "out_of_service_tags", connected, connects, lastError = "last_error", droppedWhileAway = "dropped_while_away"
             case written, spoolBytes = "spool_bytes", rejected, dropped, corruptBytesSkipped = "corrupt_bytes_skipped", poolRefused = "pool_refused", fenced
             case messages, samples, unknownTopics = "unknown_topics", rejectedByReason = "rejected_by_reason", tagLimit = "tag_limit"
@@ -230,6 +230,7 @@ enum APIResponse {
             try c.encode(s.instance, forKey: .instance)
             try c.encode(s.role, forKey: .role)
             try c.encodeIfPresent(s.leaseEpoch, forKey: .leaseEpoch)
+            try c.encodeIfPresent(s.shards, forKey: .shards)
             var mqtt = c.nestedContainer(keyedBy: Key.self, forKey: .mqtt)
             try mqtt.encode(s.mqttConnected, forKey: .connected)
             try mqtt.encode(s.mqttConnects, forKey: .connects)

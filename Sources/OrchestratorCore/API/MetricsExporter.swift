@@ -90,6 +90,10 @@ package final class MetricsExporter: Sendable {
                 help: "1 for this instance's role: single (no ha), active, standby, or isolated (the active that cannot reach the database)")
                 .set(to: s.role == role ? 1 : 0)
         }
+        if let shards = s.shards {
+            self.registry.makeGauge(name: "dang_shards_held", labels: [], help: "shards this instance holds (sharding.shards)")
+                .set(to: Double(shards.count))
+        }
         for severity in AlertSeverity.allCases {
             self.registry.makeGauge(name: "dang_alerts_active", labels: [("severity", severity.rawValue)], help: "open alert episodes")
                 .set(to: Double(s.activeAlerts[severity] ?? 0))

@@ -124,6 +124,8 @@ package struct StatusSnapshot: Sendable {
     package var instance = AvailabilitySettings.hostName
     package var role = "single"
     package var leaseEpoch: Int64?
+    /// The shards this instance holds (`sharding.shards`); nil without sharding.
+    package var shards: [Int]?
     /// Configuration reloads applied and refused.
     package var reloadsApplied = 0
     package var reloadsRefused = 0

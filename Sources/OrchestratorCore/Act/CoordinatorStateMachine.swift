@@ -349,8 +349,8 @@ package struct CoordinatorStateMachine: Sendable {
     /// Takes in what the record remembers (an empty memory when the database is away): learned
     /// statistics, last invocations, and the invocations still pending (re-armed; the timer times
     /// out those past their deadline). Lets schedules fire.
-    package mutating func restore(_ memory: DecisionMemory, at now: Int64) {
-        self.schedulesHeld = false
+    package mutating func restore(_ memory: DecisionMemory, at now: Int64, schedules: Bool = true) {
+        if schedules { self.schedulesHeld = false }
         self.scheduleFired.merge(memory.scheduleFired) { max($0, $1) }
         for (key, statistics) in memory.statistics where self.statistics[key] == nil { self.statistics[key] = statistics }
         self.lastInvoked.merge(memory.lastInvoked) { max($0, $1) }
@@ -384,6 +384,21 @@ package struct CoordinatorStateMachine: Sendable {
         self.noteInvoked(CooldownKey(sent.module, sent.triggerKind), at: now, in: \.lastInvokedForKind)
         effects.append(.record(.invocation(sent.record)))
         effects.append(.send(sent))
+    }
+
+    /// Lets go of the open invocations and held decisions of scopes `moved` picks (their shard
+    /// moved to another instance: ``InvocationBook/handOver(where:)``). Returns how many invocations.
+    package mutating func handOver(scopes moved: (String) -> Bool) -> Int {
+        for (module, queue) in self.held { self.held[module] = queue.filter { !moved($0.scopeKey) } }
+        return self.book.handOver { moved($0.scopeKey) }
+    }
+
+    /// Another instance invoked `module` for a scope (`sharding.shards`): the cooldowns hold across
+    /// instances (docs/availability.md, "Sharding").
+    package mutating func invokedElsewhere(_ module: ModuleName, scope: String, kind: String, at time: Int64) {
+        self.noteInvoked(CooldownKey(module, scope), at: max(time, self.lastInvoked[CooldownKey(module, scope)] ?? .min), in: \.lastInvoked)
+        self.noteInvoked(
+            CooldownKey(module, kind), at: max(time, self.lastInvokedForKind[CooldownKey(module, kind)] ?? .min), in: \.lastInvokedForKind)
     }
 
     /// Remembers when a module last ran for a scope or kind. Past ``lastInvokedLimit`` entries,

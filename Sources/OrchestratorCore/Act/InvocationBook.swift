@@ -59,6 +59,21 @@ package struct InvocationBook: Sendable {
         self.byDecision[invocation.decisionID] = invocation.id
     }
 
+    /// Lets go of open invocations without finishing them (their shard moved to another instance,
+    /// which re-arms them from the record). Returns how many.
+    package mutating func handOver(where moved: (Invocation) -> Bool) -> Int {
+        let leaving = self.active.values.filter(moved)
+        for invocation in leaving {
+            self.active[invocation.id] = nil
+            if invocation.publishedAt != nil { self.sentCount[invocation.module, default: 1] -= 1 }
+            let scope = "\(invocation.module.rawValue)|\(invocation.scopeKey)"
+            self.scopes[scope, default: 1] -= 1
+            if self.scopes[scope] == 0 { self.scopes[scope] = nil }
+            self.byDecision[invocation.decisionID] = nil
+        }
+        return leaving.count
+    }
+
     /// Replaces an open invocation's state (its params after advice); its keys do not change.
     package mutating func replace(_ invocation: Invocation) {
         guard self.active[invocation.id] != nil else { return }

@@ -204,12 +204,32 @@ package final class ModuleCoordinator: AlertSink, InvocationReplies, Sendable {
 
     /// Takes in what the record remembers (an empty memory when the database is away): learned
     /// statistics, last invocations, and the invocations still pending, re-armed. Lets schedules fire.
-    package func restore(_ memory: DecisionMemory) {
+    package func restore(_ memory: DecisionMemory, schedules: Bool = true) {
         let now = self.clock()
-        self.state.withLock { $0.restore(memory, at: now) }
+        self.state.withLock { $0.restore(memory, at: now, schedules: schedules) }
         if !memory.pending.isEmpty {
             self.logger.notice("pending invocations re-armed from the record", metadata: ["invocations": "\(memory.pending.count)"])
         }
+    }
+
+    /// Lets go of the open invocations (and held decisions) of the scopes `moved` picks: their
+    /// shard moved to another instance, which re-arms them from the record.
+    package func handOver(scopes moved: @escaping (String) -> Bool) {
+        let count = self.state.withLock { $0.handOver(scopes: moved) }
+        if count > 0 { self.logger.notice("open invocations handed over with their shard", metadata: ["invocations": "\(count)"]) }
+    }
+
+    /// An invocation another instance published on `{prefix}/cmd/{module}` (`sharding.shards`):
+    /// its scope and trigger kind are in their cooldowns here too, from the time it says (at most now).
+    package func heardInvocation(_ payload: [UInt8]) {
+        guard payload.count <= 1 << 22, let message = JSONValue(parsing: payload),
+            let module = message.string("module", limit: 64).flatMap(ModuleName.init(rawValue:)),
+            let scope = message["params"]?.string("scope", limit: 1024),
+            let ts = message["ts"]?.number, ts.isFinite, let time = Int64(exactly: ts.rounded())
+        else { return }
+        let now = self.clock()
+        let kind = message["trigger"]?.string("kind", limit: 64) ?? "manual"
+        self.state.withLock { $0.invokedElsewhere(module, scope: scope, kind: kind, at: min(time, now)) }
     }
 
     // MARK: - Deciding

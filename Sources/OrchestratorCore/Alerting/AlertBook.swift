@@ -115,6 +115,19 @@ package struct AlertBook: Sendable {
         for slot in slots { self.qualityCleared[slot] = nil }
     }
 
+    /// Forgets the open episodes of these slots without closing them (their tags moved to another
+    /// instance with their shard, which carries the episodes on). Returns how many.
+    @discardableResult
+    package mutating func drop(slots: Set<Int32>) -> Int {
+        let dropped = self.open.filter { slots.contains($0.key.slot) }
+        for (key, episode) in dropped {
+            self.open[key] = nil
+            if episode.severity >= .warning && episode.suppression == nil { self.openAlarms -= 1 }
+        }
+        for slot in slots { self.qualityCleared[slot] = nil }
+        return dropped.count
+    }
+
     /// Kinds of a slot's open episodes.
     package func openKinds(slot: Int32) -> Set<AlertKind> {
         var kinds: Set<AlertKind> = []

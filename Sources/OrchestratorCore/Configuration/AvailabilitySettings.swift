@@ -11,12 +11,24 @@ package struct AvailabilitySettings: Sendable, Equatable {
     /// `ha.lease`: how long a lease holds without renewal (renewed every `lease / 3`). A standby takes
     /// over within about `lease + lease / 2` of the active's last renewal (docs/availability.md).
     package var lease: Duration
+    /// `sharding.shards`: the process units are hashed to this many shards, each leased like the
+    /// active role (``ShardMap``; docs/availability.md, "Sharding"). 1: no sharding.
+    package var shards: Int
 
-    package init(instanceID: String = AvailabilitySettings.hostName, enabled: Bool = false, lease: Duration = .seconds(3)) {
+    /// At most this many shards: each is a lease row renewed by its holder every `lease / 3`.
+    package static let maxShards = 64
+
+    package init(
+        instanceID: String = AvailabilitySettings.hostName, enabled: Bool = false, lease: Duration = .seconds(3), shards: Int = 1
+    ) {
         self.instanceID = instanceID
         self.enabled = enabled
         self.lease = lease
+        self.shards = shards
     }
+
+    /// Whether the units are spread over several shards (`sharding.shards` > 1, with `ha.enabled`).
+    package var isSharded: Bool { self.enabled && self.shards > 1 }
 
     /// The host name, made safe for a client id and a label ([0-9A-Za-z-_], at most 64 bytes).
     package static let hostName: String = {

@@ -178,6 +178,16 @@ extension OrchestratorConfig {
                 ha.diagnostics.report(.error, ha.keyPath("lease"), at: ha.markOf("lease"), "must be 1s…60s")
             }
         }
+        if let sharding = root.section("sharding") {
+            let shards = sharding.int("shards", default: self.availability.shards, in: 1...AvailabilitySettings.maxShards)
+            if shards > 1 && !self.availability.enabled {
+                sharding.diagnostics.report(
+                    .error, sharding.keyPath("shards"), at: sharding.markOf("shards"),
+                    "shards are leased like the active role: set ha.enabled: true (or shards: 1)")
+            } else {
+                self.availability.shards = shards
+            }
+        }
         if let mqtt = root.section("mqtt") {
             self.readMQTT(mqtt)
         }

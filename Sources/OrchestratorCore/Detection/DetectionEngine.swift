@@ -109,6 +109,32 @@ package struct DetectionEngine: Sendable {
         return (snapshots, evicted)
     }
 
+    /// Forgets what the tags `disowned` picks learned and last saw (their shard moved to another
+    /// instance): each starts again as new — no staleness, no open condition, an empty history —
+    /// and so do the unit monitors of their units. Returns their slots, and the alert slots of
+    /// those units (`-1 - unit`).
+    package mutating func park(where disowned: (String) -> Bool) -> Set<Int32> {
+        var parked: Set<Int32> = []
+        for index in self.tagNames.indices where !self.tagNames[index].isEmpty && disowned(self.tagNames[index]) {
+            let tag = self.tagNames[index]
+            self.detectors[index] = TagDetector(settings: self.settings, info: self.topicMap.tags[tag], isMarket: tag.hasPrefix("market/"))
+            self.lastValues[index] = .nan
+            self.lastQuality[index] = .good
+            self.lastReceipt[index] = .min
+            self.snapshotted[index] = .min
+            self.history.clear(slot: Int32(index))
+            parked.insert(Int32(index))
+            let unit = Int(self.unitOfSlot[index])
+            if unit >= 0, !parked.contains(-1 - Int32(unit)) {
+                self.units[unit] = UnitMonitor(
+                    name: self.units[unit].name, slots: self.units[unit].slots, baselineSize: self.settings.multivariateBaseline)
+                self.unitFresh[unit] = false
+                parked.insert(-1 - Int32(unit))
+            }
+        }
+        return parked
+    }
+
     /// Takes a reloaded topic map: every existing tag whose entry changed (added, removed, edited)
     /// gets the new one and keeps what its detectors learned; tags made later get theirs from it.
     /// The unit monitors keep the tags they were trained on. Returns the tags whose entry changed.

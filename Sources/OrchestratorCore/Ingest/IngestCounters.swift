@@ -10,6 +10,8 @@ package struct IngestCounters: Sendable, Equatable {
     package var rejected: [PayloadRejection: Int] = [:]
     package var unknownTopics = 0
     package var tagLimitRejections = 0
+    /// Samples of units of shards another instance holds (`sharding.shards`), dropped: not an error.
+    package var otherShard = 0
     /// Idle tags forgotten to make room (``IngestPipeline/evictIdle(now:)``).
     package var evictedTags = 0
     package var alertsRaised = 0

@@ -133,13 +133,18 @@ package enum Record: Sendable, Equatable {
     /// own (fencing: a former active that lost the lease cannot write after the new one took over).
     package struct Writer: Sendable, Equatable {
         package var instance: String?
-        package var lease: Lease?
+        /// The leases it acts under: the active one's, and with `sharding.shards` those of the
+        /// shards it holds. Empty: no fence (a single instance).
+        package var leases: [Lease]
 
         package struct Lease: Sendable, Equatable {
+            /// The row: `active`, or a shard's.
+            package let name: String
             package let holder: String
             package let epoch: Int64
 
-            package init(holder: String, epoch: Int64) {
+            package init(name: String = "active", holder: String, epoch: Int64) {
+                self.name = name
                 self.holder = holder
                 self.epoch = epoch
             }
@@ -147,14 +152,24 @@ package enum Record: Sendable, Equatable {
 
         package init(instance: String? = nil, lease: Lease? = nil) {
             self.instance = instance
-            self.lease = lease
+            self.leases = lease.map { [$0] } ?? []
+        }
+
+        package init(instance: String?, leases: [Lease]) {
+            self.instance = instance
+            self.leases = leases
         }
     }
 
-    /// A batch refused because the writer's lease is no longer current.
+    /// A batch refused because one of the writer's leases is no longer current.
     package struct Fenced: Error, CustomStringConvertible {
-        package let epoch: Int64
-        package var description: String { "the active lease (epoch \(self.epoch)) is no longer this instance's: the write is refused" }
+        /// The leases no longer held (name and the epoch the writer acted under).
+        package let lost: [Writer.Lease]
+        package var epoch: Int64 { self.lost.first?.epoch ?? 0 }
+        package var description: String {
+            let leases = self.lost.map { "\($0.name) (epoch \($0.epoch))" }.joined(separator: ", ")
+            return "the lease \(leases) is no longer this instance's: the write is refused"
+        }
     }
 
     /// Writes a batch: each kind in one multi-row statement, all in one transaction.
@@ -182,12 +197,18 @@ package enum Record: Sendable, Equatable {
             }
         }
         try connection.withTransaction { connection in
-            if let lease = writer.lease {
-                // FOR SHARE: a takeover (an UPDATE of this row) waits for this transaction, or this
+            if !writer.leases.isEmpty {
+                // FOR SHARE: a takeover (an UPDATE of these rows) waits for this transaction, or this
                 // transaction sees the new epoch and writes nothing.
+                let names = "{" + writer.leases.map(\.name).joined(separator: ",") + "}"
                 let current = try connection.query(
-                    "SELECT 1 FROM leases WHERE name = 'active' AND holder = $1 AND epoch = $2 FOR SHARE", [lease.holder, lease.epoch])
-                guard !current.rows.isEmpty else { throw Fenced(epoch: lease.epoch) }
+                    "SELECT name, holder, epoch FROM leases WHERE name = ANY($1::text[]) FOR SHARE", [names])
+                let held = Set(current.rows.compactMap { row -> String? in
+                    guard let name = row[0], let holder = row[1], let epoch = row[2] else { return nil }
+                    return "\(name)\u{0}\(holder)\u{0}\(epoch)"
+                })
+                let lost = writer.leases.filter { !held.contains("\($0.name)\u{0}\($0.holder)\u{0}\($0.epoch)") }
+                guard lost.isEmpty else { throw Fenced(lost: lost) }
             }
             try AlertStore.write(alerts, on: connection)
             try DecisionStore.write(decisions, instance: writer.instance, on: connection)

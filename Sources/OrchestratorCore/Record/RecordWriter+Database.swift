@@ -42,9 +42,9 @@ extension RecordWriter {
             // new active has its own view of the plant), and this one steps down.
             self.state.withLock { $0.counters.fenced += count }
             self.logger.error(
-                "records refused: this instance lost the active lease", metadata: ["records": "\(count)", "lease.epoch": "\(fenced.epoch)"])
+                "records refused: this instance lost a lease", metadata: ["records": "\(count)", "lease": "\(fenced)"])
             batch.removeAll(keepingCapacity: true)
-            self.fencedHandler.withLock { $0 }?(fenced.epoch)
+            self.fencedHandler.withLock { $0 }?(fenced.lost)
             return count
         } catch let error as PostgresError where error.isRowSpecific {
             self.state.withLock { $0.counters.failedBatches += 1 }

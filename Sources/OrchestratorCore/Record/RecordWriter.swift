@@ -78,7 +78,7 @@ package final class RecordWriter: AlertSink, Sendable {
     /// False on a standby (`ha.enabled`): it records nothing, not even into its spool.
     private let acting = Atomic<Bool>(true)
     /// Called when a batch was refused for a lease no longer held (the orchestrator steps down).
-    let fencedHandler = Mutex<(@Sendable (Int64) -> Void)?>(nil)
+    let fencedHandler = Mutex<(@Sendable ([Record.Writer.Lease]) -> Void)?>(nil)
     /// The spool doubles as the queue: every record is appended to it (a `write`, no fsync) before
     /// anything else happens to it, so it survives the process being killed; the writer thread
     /// syncs it per batch, writes the batch and advances the replay offset.
@@ -145,14 +145,19 @@ package final class RecordWriter: AlertSink, Sendable {
     /// spooled then and could not write yet is written under that epoch, so refused once another
     /// instance holds the lease (not written as a standby's, unfenced).
     package func setActing(_ acting: Bool, lease: Record.Writer.Lease?) {
-        self.identity.withLock { if acting || $0.lease == nil { $0.lease = lease } }
+        self.setActing(acting, leases: lease.map { [$0] } ?? [])
+    }
+
+    /// The same with the leases of several shards: acting, its batches are fenced by all of them.
+    package func setActing(_ acting: Bool, leases: [Record.Writer.Lease]) {
+        self.identity.withLock { if acting || $0.leases.isEmpty { $0.leases = leases } }
         self.acting.store(acting, ordering: .relaxed)
     }
 
     package var isActing: Bool { self.acting.load(ordering: .relaxed) }
 
-    /// Where a fenced batch is reported (the epoch that was refused).
-    package func onFenced(_ handler: @escaping @Sendable (Int64) -> Void) {
+    /// Where a fenced batch is reported (the leases no longer held).
+    package func onFenced(_ handler: @escaping @Sendable ([Record.Writer.Lease]) -> Void) {
         self.fencedHandler.withLock { $0 = handler }
     }
 

@@ -40,30 +40,47 @@ package final class ActiveLease: Sendable {
         var epoch: Int64 = 0
         /// When the last successful renewal (or acquisition) was sent: monotonic nanoseconds.
         var renewedAt: UInt64 = 0
-        /// A standby's last round found the row expired, held by this epoch.
+        /// A standby's last round found the row expired, held by this epoch…
         var sawExpired: Int64? = nil
+        /// …for this many rounds in a row.
+        var expiredRounds = 0
     }
 
     private let url: String
     private let holder: String
+    /// The row: `active`, or a shard's (``ShardMap/leaseName(_:)``).
+    package let name: String
     private let lease: Duration
     private let logger: Logger
     private let state = Mutex(State())
     /// Set by ``halt()``: no more rounds, no release (a process that died).
     private let halted = Atomic<Bool>(false)
-    /// The lease's own connection: used by one round at a time (``run()`` awaits each), never shared.
-    private final class Connection: @unchecked Sendable {
-        var current: PostgresConnection?
+    /// The lease's connection: one round at a time on it, shared by an instance's shard leases
+    /// (one connection, not one per shard).
+    package final class Connection: @unchecked Sendable {
+        fileprivate var current: PostgresConnection?
+        fileprivate let lock = NSLock()
+
+        package init() {}
     }
-    private let connection = Connection()
+    private let connection: Connection
+    /// Whether this instance may take a free or expired row now, given how many rounds in a row it
+    /// has seen it expired (0: free) — the shards' fair share (``Orchestrator``); always, by default.
+    private let mayAcquire: @Sendable (Int) -> Bool
     /// Called with the new role (and the epoch when active) on every change, on the lease's thread.
     private let handler = Mutex<(@Sendable (Role, Int64) -> Void)?>(nil)
 
-    package init(url: String, holder: String, lease: Duration, logger: Logger) {
+    package init(
+        url: String, holder: String, lease: Duration, logger: Logger, name: String = "active", connection: Connection = Connection(),
+        mayAcquire: @escaping @Sendable (Int) -> Bool = { _ in true }
+    ) {
         self.url = url
         self.holder = holder
         self.lease = lease
         self.logger = logger
+        self.name = name
+        self.connection = connection
+        self.mayAcquire = mayAcquire
     }
 
     /// Where role changes go (the orchestrator: ``Orchestrator/applyRole(_:epoch:)``).
@@ -111,6 +128,8 @@ package final class ActiveLease: Sendable {
 
     /// One round: the holder renews, the others try to acquire; either steps down when it must.
     package func step() {
+        self.connection.lock.lock()
+        defer { self.connection.lock.unlock() }
         let sentAt = DispatchTime.now().uptimeNanoseconds
         let (role, epoch) = self.state.withLock { ($0.role, $0.epoch) }
         do {
@@ -120,8 +139,8 @@ package final class ActiveLease: Sendable {
                 let renewed = try connection.query(
                     """
                     UPDATE leases SET expires_at = now() + $3 * interval '1 millisecond', renewed_at = now()
-                    WHERE name = 'active' AND holder = $1 AND epoch = $2 RETURNING epoch
-                    """, [self.holder, epoch, self.leaseMilliseconds])
+                    WHERE name = $4 AND holder = $1 AND epoch = $2 RETURNING epoch
+                    """, [self.holder, epoch, self.leaseMilliseconds, self.name])
                 if renewed.rows.isEmpty {
                     self.stepDown("another instance holds the lease now")
                 } else {
@@ -134,7 +153,8 @@ package final class ActiveLease: Sendable {
                     }
                     if resumed {
                         self.logger.notice(
-                            "the database answers again: this instance still holds the lease", metadata: ["lease.epoch": "\(epoch)", "instance": "\(self.holder)"])
+                            "the database answers again: this instance still holds the lease",
+                            metadata: ["lease": "\(self.name)", "lease.epoch": "\(epoch)", "instance": "\(self.holder)"])
                         self.changed(.active, epoch)
                     }
                 }
@@ -145,41 +165,54 @@ package final class ActiveLease: Sendable {
                 // whichever instance polls first, and fences the holder's spool). A free row, or
                 // one this instance id held before a restart, is taken at once.
                 let row = try connection.query(
-                    "SELECT epoch, holder = $1, expires_at < now() FROM leases WHERE name = 'active'", [self.holder])
+                    "SELECT epoch, holder = $1, expires_at < now() FROM leases WHERE name = $2", [self.holder, self.name])
+                var expiredRounds = 0
                 if let fields = row.rows.first, let heldEpoch = fields[0].flatMap({ Int64($0) }), fields[1] != "t" {
                     guard fields[2] == "t" else {
-                        self.state.withLock { $0.sawExpired = nil }
+                        self.state.withLock {
+                            $0.sawExpired = nil
+                            $0.expiredRounds = 0
+                        }
                         break
                     }
-                    let seen = self.state.withLock { state -> Bool in
-                        defer { state.sawExpired = heldEpoch }
-                        return state.sawExpired == heldEpoch
+                    let rounds = self.state.withLock { state -> Int in
+                        state.expiredRounds = state.sawExpired == heldEpoch ? state.expiredRounds + 1 : 1
+                        state.sawExpired = heldEpoch
+                        return state.expiredRounds
                     }
-                    guard seen else { break }
+                    guard rounds >= 2 else { break }
+                    expiredRounds = rounds
+                }
+                // (A row this instance id held before a restart is its own again, share or not.)
+                if row.rows.first?[1] != "t" {
+                    guard self.mayAcquire(expiredRounds) else { break }
                 }
                 // Taken when free or expired (or held by this instance id before a restart).
                 let acquired = try connection.query(
                     """
-                    INSERT INTO leases (name, holder, epoch, expires_at) VALUES ('active', $1, 1, now() + $2 * interval '1 millisecond')
+                    INSERT INTO leases (name, holder, epoch, expires_at) VALUES ($3, $1, 1, now() + $2 * interval '1 millisecond')
                     ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, epoch = leases.epoch + 1,
                         expires_at = EXCLUDED.expires_at, renewed_at = now()
                     WHERE leases.expires_at < now() OR leases.holder = EXCLUDED.holder
                     RETURNING epoch
-                    """, [self.holder, self.leaseMilliseconds])
+                    """, [self.holder, self.leaseMilliseconds, self.name])
                 if let text = acquired.rows.first?.first ?? nil, let newEpoch = Int64(text) {
                     self.state.withLock {
                         $0.role = .active
                         $0.epoch = newEpoch
                         $0.renewedAt = sentAt
                         $0.sawExpired = nil
+                        $0.expiredRounds = 0
                     }
-                    self.logger.notice("this instance is now the active one", metadata: ["lease.epoch": "\(newEpoch)", "instance": "\(self.holder)"])
+                    self.logger.notice(
+                        self.name == "active" ? "this instance is now the active one" : "this instance now holds \(self.name)",
+                        metadata: ["lease": "\(self.name)", "lease.epoch": "\(newEpoch)", "instance": "\(self.holder)"])
                     self.changed(.active, newEpoch)
                 }
             }
         } catch {
             self.connection.current = nil
-            self.logger.warning("lease: the database is not reachable", metadata: ["error": "\(error)"])
+            self.logger.warning("lease: the database is not reachable", metadata: ["lease": "\(self.name)", "error": "\(error)"])
         }
         self.checkExpiry()
     }
@@ -197,7 +230,7 @@ package final class ActiveLease: Sendable {
         guard isolated else { return }
         self.logger.error(
             "the lease could not be renewed in time: this instance goes on acting, isolated, until another one announces itself or the database answers",
-            metadata: ["instance": "\(self.holder)", "lease.epoch": "\(epoch)"])
+            metadata: ["lease": "\(self.name)", "instance": "\(self.holder)", "lease.epoch": "\(epoch)"])
         self.changed(.isolated, epoch)
     }
 
@@ -215,8 +248,25 @@ package final class ActiveLease: Sendable {
             return state.role
         }
         guard was != .standby else { return }
-        self.logger.error("this instance stands by: \(reason)", metadata: ["instance": "\(self.holder)"])
+        self.logger.error("this instance stands by: \(reason)", metadata: ["lease": "\(self.name)", "instance": "\(self.holder)"])
         self.changed(.standby, 0)
+    }
+
+    /// Hands the lease over to another instance (a shard beyond this instance's fair share): stands
+    /// by first, then lets the row expire now.
+    package func giveUp() {
+        let was = self.state.withLock { state -> Role in
+            defer { state.role = .standby }
+            return state.role
+        }
+        guard was == .active else { return }
+        self.logger.notice("\(self.name) is handed over: beyond this instance's share", metadata: ["instance": "\(self.holder)"])
+        self.changed(.standby, 0)
+        self.connection.lock.lock()
+        defer { self.connection.lock.unlock() }
+        let epoch = self.epoch
+        _ = try? self.connected().query(
+            "UPDATE leases SET expires_at = now() WHERE name = $3 AND holder = $1 AND epoch = $2", [self.holder, epoch, self.name])
     }
 
     /// Stops renewing, and never gives the lease up: what a killed process does (the fault tests).
@@ -226,12 +276,14 @@ package final class ActiveLease: Sendable {
 
     /// Gives the lease up (graceful shutdown): its row expires now.
     package func release() {
+        self.connection.lock.lock()
+        defer { self.connection.lock.unlock() }
         let (role, epoch) = self.state.withLock { ($0.role, $0.epoch) }
         guard role != .standby, let connection = try? self.connected() else { return }
         _ = try? connection.query(
-            "UPDATE leases SET expires_at = now() WHERE name = 'active' AND holder = $1 AND epoch = $2", [self.holder, epoch])
+            "UPDATE leases SET expires_at = now() WHERE name = $3 AND holder = $1 AND epoch = $2", [self.holder, epoch, self.name])
         self.state.withLock { $0.role = .standby }
-        self.logger.notice("the active lease is given up", metadata: ["lease.epoch": "\(epoch)"])
+        self.logger.notice("the lease is given up", metadata: ["lease": "\(self.name)", "lease.epoch": "\(epoch)"])
     }
 
     private func connected() throws -> PostgresConnection {

@@ -26,6 +26,9 @@ package final class IngestPipeline: TagDataSource, Sendable {
         /// By slot: whether the tag is one some `suppress_when` names (its values go to the alert
         /// stage). Empty without any.
         var isSuppressor: [Bool] = []
+        /// With `sharding.shards`: the shards this instance holds; the tags of the others are not
+        /// its own (``setShards(_:)``).
+        var heldShards: Set<Int> = []
     }
 
     let state: Mutex<State>
@@ -36,6 +39,8 @@ package final class IngestPipeline: TagDataSource, Sendable {
     private let commandPublisher = Mutex<(@Sendable (String, [UInt8]) -> Void)?>(nil)
     private let logger: Logger
     private let clock: @Sendable () -> Int64
+    /// With `sharding.shards`: which shard each tag belongs to; nil: every tag is this instance's.
+    package let shardMap: ShardMap?
 
     /// - Parameter clock: wall-clock epoch milliseconds (injected so tests can fix time).
     package init(
@@ -55,6 +60,7 @@ package final class IngestPipeline: TagDataSource, Sendable {
         Self.collectGaps(for: config.triggers, in: &state)
         self.state = Mutex(state)
         self.router = TopicRouter(map: config.topicMap)
+        self.shardMap = config.availability.isSharded ? ShardMap(count: config.availability.shards, topicMap: config.topicMap) : nil
         self.sinks = sinks
         self.logger = logger
         self.clock = clock
@@ -226,6 +232,8 @@ package final class IngestPipeline: TagDataSource, Sendable {
             return
         }
         if self.config.topics.sparkplug && Self.isSparkplug(topicBytes) {
+            // (Sparkplug B belongs to shard 0.)
+            if self.shardMap != nil && !self.state.withLock({ $0.heldShards.contains(0) }) { return }
             self.handleSparkplug(topic: String(decoding: topicBytes, as: UTF8.self), payload: payload, now: receivedAt ?? self.clock())
             return
         }
@@ -536,9 +544,29 @@ package final class IngestPipeline: TagDataSource, Sendable {
         self.state.withLock { ($0.alerts.waitingCount, $0.alerts.adoptedCount, $0.alerts.closedAtStartCount) }
     }
 
+    /// The shards this instance holds now (`sharding.shards`): the tags of the others are
+    /// forgotten — detectors, history, unit monitors, open episodes (the new holder carries them on,
+    /// so nothing is cleared or published) — and their samples dropped from now on. Returns how
+    /// many tags and episodes were let go.
+    @discardableResult
+    package func setShards(_ held: Set<Int>) -> (tags: Int, episodes: Int) {
+        guard let shardMap = self.shardMap else { return (0, 0) }
+        return self.state.withLock { state in
+            let lost = state.heldShards.subtracting(held)
+            state.heldShards = held
+            guard !lost.isEmpty else { return (0, 0) }
+            let parked = state.engine.park { lost.contains(shardMap.shard(ofTag: $0)) }
+            state.topicSlots.remove(slots: parked)
+            state.routes.removeAll()
+            let episodes = state.alerts.drop(slots: parked)
+            return (parked.filter { $0 >= 0 }.count, episodes)
+        }
+    }
+
     /// Warms up tags that have seen nothing yet (from `tag_state` at start).
     package func seed(_ snapshots: [TagSnapshot]) {
         self.state.withLock { state in
+            let snapshots = self.shardMap.map { map in snapshots.filter { state.heldShards.contains(map.shard(ofTag: $0.tag)) } } ?? snapshots
             state.engine.seed(snapshots, now: self.clock())
             state.counters.tags = state.engine.tagCount
         }
@@ -550,6 +578,11 @@ package final class IngestPipeline: TagDataSource, Sendable {
     private func slot(
         for tag: String, now: Int64, in state: inout State, tagLimit: inout Bool, rejection: inout PayloadRejection?
     ) -> Int32? {
+        if let shardMap = self.shardMap, !state.heldShards.contains(shardMap.shard(ofTag: tag)) {
+            // Another instance's (what a wildcard brings, or a message in flight when a shard moved).
+            state.counters.otherShard += 1
+            return nil
+        }
         guard tag.utf8.count <= self.config.ingest.maxTagBytes else {
             state.counters.rejected[.tagTooLong, default: 0] += 1
             rejection = .tagTooLong

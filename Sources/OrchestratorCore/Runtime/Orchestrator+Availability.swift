@@ -41,15 +41,20 @@ extension Orchestrator {
     ///   over if raised again soon, else closed.
     /// - Pending invocations are re-armed once from the record; shelves and tags out of service
     ///   are read again.
-    func takeOver(_ standing: [AlertEvent], epoch: Int64) async {
+    ///
+    /// With `sharding.shards`, `shard` says which: only its units' episodes, invocations and
+    /// decisions are taken over (``ShardMap``), and schedules only with shard 0.
+    func takeOver(_ standing: [AlertEvent], epoch: Int64, shard: (index: Int, map: ShardMap)? = nil) async {
         let config = self.config
         // First: an isolated former active stands by as soon as it hears this.
-        try? self.publishGatewayStatus(config: config)
-        let recorded = await self.reader.openEpisodes(raisedBefore: EpochMilliseconds.now()) ?? []
+        if (shard?.index ?? 0) == 0 { try? self.publishGatewayStatus(config: config) }
+        func ours(tag: String) -> Bool { shard.map { $0.map.shard(ofTag: tag) == $0.index } ?? true }
+        func ours(scope: String) -> Bool { shard.map { $0.map.shard(ofScope: scope) == $0.index } ?? true }
+        let recorded = (await self.reader.openEpisodes(raisedBefore: EpochMilliseconds.now()) ?? []).filter { ours(tag: $0.tag) }
         // What the active announced on MQTT and its records may not hold (they died with it, or
         // were cut off with it): the raises go to the record now, and the clears close what the
         // record still has open — nothing it announced is lost or announced again.
-        let heard = self.ledger.takeHeard()
+        let heard = shard.map { self.ledger.takeHeard(ofShard: $0.index, in: $0.map) } ?? self.ledger.takeHeard()
         let recordedIDs = Set(recorded.map(\.alertID))
         var unmatched: [AlertEpisode] = []
         var healed = 0
@@ -86,10 +91,14 @@ extension Orchestrator {
         await self.alertDesk.restoreOutOfService()
         // Invocations the active published that its record lacks become pending rows now, so that
         // they are re-armed below like the others (and their results recorded).
-        let writer = Record.Writer(instance: config.availability.instanceID, lease: .init(holder: config.availability.instanceID, epoch: epoch))
+        let writer = Record.Writer(
+            instance: config.availability.instanceID,
+            lease: .init(name: ShardMap.leaseName(shard?.index ?? 0), holder: config.availability.instanceID, epoch: epoch))
         let adopted = await self.reader.recordMissing(heard.invocations, decisions: heard.decisions, as: writer) ?? 0
-        let memory = await self.reader.decisionMemory() ?? DecisionMemory()
-        self.coordinator.restore(memory)
+        var memory = await self.reader.decisionMemory() ?? DecisionMemory()
+        // (The other shards' pending invocations are their holders'.)
+        memory.pending.removeAll { !ours(scope: $0.invocation.scopeKey) }
+        self.coordinator.restore(memory, schedules: (shard?.index ?? 0) == 0)
         // Results a module sent the previous active that it did not live to record.
         let pending = Set(memory.pending.map(\.invocation.id))
         let answered = heard.results.filter { pending.contains($0.invocation) }
@@ -106,7 +115,7 @@ extension Orchestrator {
         self.logger.notice(
             "taken over as the active instance",
             metadata: [
-                "lease.epoch": "\(epoch)", "alerts.continued": "\(continued.count)", "alerts.announced": "\(announced.count)",
+                "shard": "\(shard?.index ?? 0)", "lease.epoch": "\(epoch)", "alerts.continued": "\(continued.count)", "alerts.announced": "\(announced.count)",
                 "alerts.healed": "\(healed)", "invocations.heard": "\(adopted)", "results.heard": "\(answered.count)",
                 "alerts.adopted": "\(unmatched.count)", "invocations.rearmed": "\(memory.pending.count)",
             ])
@@ -119,6 +128,7 @@ extension Orchestrator {
     /// the fault tests, which run instances in one process.
     package func haltAsIfKilled() {
         self.lease?.halt()
+        for lease in self.shards?.leases ?? [] { lease.halt() }
         self.coordinator.setActing(false)
         self.publisher.setActing(false)
         self.recordWriter.setActing(false, lease: nil)

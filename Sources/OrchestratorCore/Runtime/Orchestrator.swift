@@ -45,6 +45,8 @@ package final class Orchestrator: Sendable {
     package let apiCertificates: APICertificates?
     /// The election of the active instance (`ha.enabled`); nil for a single instance, always active.
     package let lease: ActiveLease?
+    /// The shards' leases and subscriptions (`sharding.shards` > 1); shard 0's lease is ``lease``.
+    let shards: ShardSet?
     /// What this instance raised while it stood by (``StandbyLedger``).
     let ledger: StandbyLedger
     /// Tells the lease when another instance announces itself active on MQTT.
@@ -80,7 +82,9 @@ package final class Orchestrator: Sendable {
         }
         self.recordWriter.setInstance(config.availability.instanceID)
         let acting = self.publisher
-        self.ledger = StandbyLedger(acting: { acting.isActing })
+        let shards = config.availability.isSharded ? ShardSet(config: config, logger: logger) : nil
+        self.shards = shards
+        self.ledger = StandbyLedger(acting: { acting.isActing }, hearsWhileActing: shards != nil)
         let pipeline = IngestPipeline(
             // The record first: once an alert is published, it is already in the spool.
             config: config, sinks: [self.recordWriter, self.publisher, events, self.ledger] + extraSinks, logger: logger)
@@ -124,7 +128,9 @@ package final class Orchestrator: Sendable {
         // A persistent session for plant data and the decision side; Sparkplug B on its own clean
         // session when that differs (its host rules ask for one).
         let separateSparkplug = !pipeline.sparkplugSubscriptions.isEmpty && (!config.mqtt.cleanStart || config.topics.sparkplugHostID != nil)
-        let mainFilters = separateSparkplug ? pipeline.sensorSubscriptions : pipeline.subscriptions
+        // (Sharded, the plant data filters are those of the shards held: ShardSet.)
+        let sensorFilters = shards == nil ? pipeline.sensorSubscriptions : []
+        let mainFilters = separateSparkplug ? sensorFilters : sensorFilters + pipeline.sparkplugSubscriptions
         let sparkplugShared = !separateSparkplug && !pipeline.sparkplugSubscriptions.isEmpty
         options.subscriptions = (mainFilters + coordinator.subscriptions).map { ($0, Int32(config.mqtt.subscribeQoS)) }
         options.birth = .init(
@@ -139,15 +145,23 @@ package final class Orchestrator: Sendable {
         // active listens to: ActiveLease.supersededOnWire).
         let gatewayStatusTopic = "\(config.topics.prefix)/status"
         let resultPrefix = "\(config.topics.prefix)/result/"
+        // Sharded: every instance's status (who is online: the fair share) and who took which shard.
+        let instanceStatusPrefix = "\(config.topics.prefix)/status/"
+        let shardPrefix = "\(config.topics.prefix)/shard/"
         let witness = self.witness
         let decisionTopics = PrefixMatcher(prefixes: [
             "\(config.topics.prefix)/result/", "\(config.topics.prefix)/approve/", "\(config.topics.prefix)/request/", "\(config.topics.prefix)/ack/",
-        ] + (config.availability.enabled ? [alertPrefix, commandPrefix, decisionTopic, gatewayStatusTopic] : []))
+        ] + (config.availability.enabled ? [alertPrefix, commandPrefix, decisionTopic, gatewayStatusTopic] : [])
+            + (config.availability.isSharded ? [shardPrefix] : []))
         if config.availability.enabled {
             options.subscriptions += [alertPrefix + "#", commandPrefix + "#", decisionTopic, gatewayStatusTopic].map {
                 ($0, Int32(config.mqtt.subscribeQoS))
             }
         }
+        if shards != nil {
+            options.subscriptions += [instanceStatusPrefix + "+", shardPrefix + "+"].map { ($0, Int32(config.mqtt.subscribeQoS)) }
+        }
+        let subscribeQoS = Int32(config.mqtt.subscribeQoS)
         let ledger = self.ledger
         let ackPrefix = "\(config.topics.prefix)/ack/"
         let connection = self.connection
@@ -164,6 +178,12 @@ package final class Orchestrator: Sendable {
                         ledger.hear(Array(message.payload))
                     } else if topic.hasPrefix(commandPrefix) {
                         ledger.hearInvocation(Array(message.payload))
+                        // Sharded: another instance's invocation starts its cooldowns here too.
+                        if shards != nil { coordinator.heardInvocation(Array(message.payload)) }
+                    } else if let shards, topic.hasPrefix(instanceStatusPrefix) {
+                        shards.heardStatus(instance: String(topic.dropFirst(instanceStatusPrefix.count)), payload: Array(message.payload.prefix(4096)))
+                    } else if let shards, topic.hasPrefix(shardPrefix) {
+                        shards.heardShard(String(topic.dropFirst(shardPrefix.count).prefix(8)), payload: Array(message.payload.prefix(4096)))
                     } else if topic == decisionTopic {
                         ledger.hearDecision(Array(message.payload))
                     } else if topic == gatewayStatusTopic {
@@ -185,6 +205,11 @@ package final class Orchestrator: Sendable {
                 switch event {
                 case .connected:
                     alertPublisher.connectionChanged(connected: true)
+                    // (A clean session forgot them.)
+                    if let shards {
+                        shards.connected()
+                        shards.updateSubscriptions(qos: subscribeQoS, all: true)
+                    }
                     // Back from an outage: staleness counts again, and the interval's data may be missing.
                     pipeline.brokerConnection(connected: true, at: EpochMilliseconds.now())
                     systemAlerts.report(.broker(connected: true, endpoint: endpoint, reason: nil))
@@ -206,6 +231,7 @@ package final class Orchestrator: Sendable {
             },
             afterMessages: { pipeline.deliverAfterMessage() })
         self.publisher.attach(self.client)
+        shards?.attach(self.client)
         if separateSparkplug {
             var sparkplug = config.connectionOptions(will: nil)
             sparkplug.clientID = String(config.mqtt.clientID.prefix(250)) + "-spb"
@@ -232,7 +258,7 @@ package final class Orchestrator: Sendable {
         }
         if config.availability.enabled {
             // Stand by, warm, until the lease says otherwise.
-            self.lease = ActiveLease(
+            self.lease = shards?.leases.first ?? ActiveLease(
                 url: config.database.url, holder: config.availability.instanceID, lease: config.availability.lease, logger: logger)
             self.recordWriter.setActing(false, lease: nil)
             self.publisher.setActing(false)
@@ -240,9 +266,20 @@ package final class Orchestrator: Sendable {
         } else {
             self.lease = nil
         }
-        self.lease?.onChange { [unowned self] role, epoch in self.applyRole(role, epoch: epoch) }
+        if let shards {
+            for (shard, lease) in shards.leases.enumerated() {
+                lease.onChange { [unowned self] role, epoch in self.applyShardRole(shard, role, epoch: epoch, shards: shards) }
+            }
+            self.recordWriter.onFenced { lost in
+                for lease in shards.leases where lost.contains(where: { $0.name == lease.name }) {
+                    lease.stepDown("a record batch was refused: another instance holds \(lease.name)")
+                }
+            }
+        } else {
+            self.lease?.onChange { [unowned self] role, epoch in self.applyRole(role, epoch: epoch) }
+            self.recordWriter.onFenced { [lease = self.lease] _ in lease?.stepDown("a record batch was refused: another instance holds the lease") }
+        }
         self.witness.lease.withLock { $0 = self.lease }
-        self.recordWriter.onFenced { [lease = self.lease] _ in lease?.stepDown("a record batch was refused: another instance holds the lease") }
     }
 
     /// `{prefix}/status`, or with `ha.enabled` `{prefix}/status/{instance}`.
@@ -254,6 +291,11 @@ package final class Orchestrator: Sendable {
     /// Closes the broker connection without a DISCONNECT of ours being awaited (``haltAsIfKilled()``).
     func dropBrokerConnection() { self.client.disconnect() }
 
+    /// A retained QoS 1 message of the orchestrator's own (a shard taken: `{prefix}/shard/{n}`).
+    func publishRetained(_ topic: String, _ payload: [UInt8]) throws {
+        try self.client.publish(topic: topic, payload: payload, qos: 1, retain: true)
+    }
+
     /// The active instance says the gateway's state on `{prefix}/status` (retained).
     func publishGatewayStatus(config: OrchestratorConfig) throws {
         try self.client.publish(
@@ -261,8 +303,16 @@ package final class Orchestrator: Sendable {
             payload: Self.statusPayload(state: "online", startedAt: self.startedAt, config: config, role: "active"), qos: 1, retain: true)
     }
 
-    /// This instance's role: `single` (no `ha`), `active` or `standby`.
-    package var role: String { self.lease.map { $0.role.rawValue } ?? "single" }
+    /// This instance's role: `single` (no `ha`), `active`, `standby` or `isolated`. Sharded, an
+    /// instance that holds a shard but not the active role's (shard 0) is `active` too.
+    package var role: String {
+        guard let lease = self.lease else { return "single" }
+        if lease.role == .standby, let shards = self.shards, !shards.held.isEmpty { return "active" }
+        return lease.role.rawValue
+    }
+
+    /// The shards this instance holds (`sharding.shards`), in order; nil without sharding.
+    package var heldShards: [Int]? { self.shards.map { $0.held.keys.sorted() } }
 
     /// The retained status body: `{"state", "version", "started_at"}`.
     private static func statusPayload(state: String, startedAt: Date, config: OrchestratorConfig, role: String? = nil) -> [UInt8] {
@@ -314,6 +364,7 @@ package final class Orchestrator: Sendable {
         var services: [any Service] = [RecordService(writer: self.recordWriter), IngestService(orchestrator: self), DecisionService(orchestrator: self)]
         // First, so stopped last (after the record writer has drained).
         if let lease = self.lease { services.insert(LeaseService(lease: lease), at: 0) }
+        if let shards = self.shards { services.insert(ShardService(shards: shards), at: 0) }
         if self.config.api.enabled {
             services.append(
                 APIService(
@@ -604,6 +655,7 @@ extension Orchestrator: StatusSource {
         snapshot.instance = self.config.availability.instanceID
         snapshot.role = self.role
         snapshot.leaseEpoch = self.lease.flatMap { $0.role != .standby ? $0.epoch : nil }
+        snapshot.shards = self.heldShards
         (snapshot.reloadsApplied, snapshot.reloadsRefused) = self.reloadCounts.withLock { ($0.applied, $0.refused) }
         return snapshot
     }

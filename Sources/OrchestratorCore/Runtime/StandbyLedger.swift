@@ -13,6 +13,9 @@ package final class StandbyLedger: AlertSink, Sendable {
     private let open = Mutex<[UUID: AlertEvent]>([:])
     private let heard = Mutex<Heard>(Heard())
     private let acting: @Sendable () -> Bool
+    /// With `sharding.shards`: what other instances announce is kept while this one acts too (for
+    /// the shards it may take over), and taken by shard.
+    private let hearsWhileActing: Bool
 
     private struct Heard {
         /// The active's raises not cleared since, by alert id.
@@ -40,9 +43,13 @@ package final class StandbyLedger: AlertSink, Sendable {
     static let maxInvocations = 1_000
 
     /// - Parameter acting: whether this instance publishes and records (then nothing is kept).
-    package init(acting: @escaping @Sendable () -> Bool) {
+    package init(acting: @escaping @Sendable () -> Bool, hearsWhileActing: Bool = false) {
         self.acting = acting
+        self.hearsWhileActing = hearsWhileActing
     }
+
+    /// Whether what is heard on the wire is kept now.
+    private var keepsHeard: Bool { self.hearsWhileActing || !self.acting() }
 
     package func deliver(_ event: AlertEvent) {
         guard !self.acting() else { return }
@@ -64,7 +71,7 @@ package final class StandbyLedger: AlertSink, Sendable {
     /// An alert the active published (`{prefix}/alert/…`); ignored while this instance acts, and
     /// when it is not one.
     func hear(_ payload: [UInt8]) {
-        guard !self.acting(), payload.count <= 65_536, let event = AlertEvent(json: payload) else { return }
+        guard self.keepsHeard, payload.count <= 65_536, let event = AlertEvent(json: payload) else { return }
         self.heard.withLock { heard in
             switch event.state {
             case .raised:
@@ -80,7 +87,7 @@ package final class StandbyLedger: AlertSink, Sendable {
 
     /// A decision the active mirrored on `{prefix}/decision`.
     func hearDecision(_ payload: [UInt8]) {
-        guard !self.acting(), payload.count <= 1 << 20, case .decision(let decision)? = Record(payload: payload) else { return }
+        guard self.keepsHeard, payload.count <= 1 << 20, case .decision(let decision)? = Record(payload: payload) else { return }
         self.heard.withLock { heard in
             if heard.decisions.updateValue(decision, forKey: decision.decisionID) == nil { heard.decisionOrder.append(decision.decisionID) }
             Self.trim(&heard.decisions, order: &heard.decisionOrder, to: Self.maxInvocations)
@@ -90,7 +97,7 @@ package final class StandbyLedger: AlertSink, Sendable {
     /// An invocation the active published on `{prefix}/cmd/{module}` (docs/mqtt-contract.md): what
     /// its row would say, published and pending.
     func hearInvocation(_ payload: [UInt8]) {
-        guard !self.acting(), payload.count <= 1 << 22, let message = JSONValue(parsing: payload),
+        guard self.keepsHeard, payload.count <= 1 << 22, let message = JSONValue(parsing: payload),
             let id = message.string("invocation_id").flatMap(UUID.init(uuidString:)),
             let decision = message.string("decision_id").flatMap(UUID.init(uuidString:)),
             let module = message.string("module", limit: 64), let published = message["ts"]?.number.flatMap({ Int64(exactly: $0.rounded()) }),
@@ -110,7 +117,7 @@ package final class StandbyLedger: AlertSink, Sendable {
     /// A module's result (`{prefix}/result/{module}`): kept as it came, for the takeover to hand
     /// to the coordinator if its invocation is still pending then.
     func hearResult(topic: String, payload: [UInt8]) {
-        guard !self.acting(), payload.count <= 1 << 20, let message = JSONValue(parsing: payload),
+        guard self.keepsHeard, payload.count <= 1 << 20, let message = JSONValue(parsing: payload),
             let id = message.string("invocation_id").flatMap(UUID.init(uuidString:))
         else { return }
         self.heard.withLock { heard in
@@ -135,6 +142,33 @@ package final class StandbyLedger: AlertSink, Sendable {
             return Taken(
                 open: heard.open.values.sorted { $0.raisedAt < $1.raisedAt }, clears: heard.clears,
                 invocations: heard.invocationOrder.compactMap { heard.invocations[$0] }, decisions: heard.decisions,
+                results: heard.resultOrder.compactMap { id in heard.results[id].map { (id, $0.topic, $0.payload) } })
+        }
+    }
+
+    /// What was announced about one shard's units (``ShardMap``): its raises still open, its clears,
+    /// its invocations (by scope) and their decisions (and those about its tags); forgets them. The
+    /// modules' results are all given and kept (the caller hands on those of its pending invocations).
+    func takeHeard(ofShard shard: Int, in map: ShardMap) -> Taken {
+        self.heard.withLock { heard in
+            func ours(_ event: AlertEvent) -> Bool { map.shard(ofTag: event.tag) == shard }
+            let open = heard.open.values.filter(ours).sorted { $0.raisedAt < $1.raisedAt }
+            for event in open { heard.open[event.alertID] = nil }
+            let clears = heard.clears.filter { ours($0.value) }
+            for id in clears.keys { heard.clears[id] = nil }
+            heard.clearOrder.removeAll { clears[$0] != nil }
+            let invocations = heard.invocationOrder.compactMap { heard.invocations[$0] }.filter { map.shard(ofScope: $0.scopeKey) == shard }
+            for invocation in invocations { heard.invocations[invocation.invocationID] = nil }
+            heard.invocationOrder.removeAll { id in invocations.contains { $0.invocationID == id } }
+            let invoked = Set(invocations.map(\.decisionID))
+            let decisions = heard.decisions.filter { id, decision in
+                invoked.contains(id)
+                    || JSONValue(parsing: Array(decision.trigger.utf8))?.string("tag").map { map.shard(ofTag: $0) == shard } ?? (shard == 0)
+            }
+            for id in decisions.keys { heard.decisions[id] = nil }
+            heard.decisionOrder.removeAll { decisions[$0] != nil }
+            return Taken(
+                open: open, clears: clears, invocations: invocations, decisions: decisions,
                 results: heard.resultOrder.compactMap { id in heard.results[id].map { (id, $0.topic, $0.payload) } })
         }
     }
