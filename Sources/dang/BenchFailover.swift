@@ -12,7 +12,8 @@ struct BenchFailover: ParsableCommand {
             Starts a private mosquitto (and PostgreSQL unless --database-url or DATABASE_URL is given) and, \
             for each run and scenario, --instances `dang run` on the shipped configuration with ha.enabled. \
             Scenarios: kill (SIGKILL of the active), partition (its database connection blocked), database \
-            (every instance's: the active must go on acting, isolated, and keep the lease). \
+            (every instance's: the active must go on acting, isolated, and keep the lease), shard \
+            (sharding.shards: 5; SIGKILL of the holder of a unit with an open alarm: its shards move). \
             Exits 1 if any run breaks a bound (takeover within 2 × the lease, every breach raised and \
             cleared once, every invocation attempt published once and recorded with its result, the \
             partitioned active's records fenced). See docs/availability.md.
@@ -24,7 +25,7 @@ struct BenchFailover: ParsableCommand {
     var instances = 3
     @Option(name: .long, help: "The lease (ha.lease), in seconds.")
     var lease = 3
-    @Option(name: .long, parsing: .upToNextOption, help: "Scenarios: kill partition database (default: all).")
+    @Option(name: .long, parsing: .upToNextOption, help: "Scenarios: kill partition database shard (default: all).")
     var scenarios: [String] = []
     @Option(name: .long, help: "PostgreSQL server (default: DATABASE_URL, else a private server).")
     var databaseURL: String?
@@ -35,7 +36,7 @@ struct BenchFailover: ParsableCommand {
 
     func validate() throws {
         for scenario in self.scenarios where FailoverBenchmark.Scenario(rawValue: scenario) == nil {
-            throw ValidationError("unknown scenario '\(scenario)': kill, partition or database")
+            throw ValidationError("unknown scenario '\(scenario)': kill, partition, database or shard")
         }
         guard (1...1000).contains(self.runs) else { throw ValidationError("--runs must be 1…1000") }
         guard (2...8).contains(self.instances) else { throw ValidationError("--instances must be 2…8") }

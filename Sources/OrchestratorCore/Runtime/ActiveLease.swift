@@ -265,8 +265,9 @@ package final class ActiveLease: Sendable {
         self.connection.lock.lock()
         defer { self.connection.lock.unlock() }
         let epoch = self.epoch
+        // No holder: not this instance's to take back as its own at its next round.
         _ = try? self.connected().query(
-            "UPDATE leases SET expires_at = now() WHERE name = $3 AND holder = $1 AND epoch = $2", [self.holder, epoch, self.name])
+            "UPDATE leases SET expires_at = now(), holder = '' WHERE name = $3 AND holder = $1 AND epoch = $2", [self.holder, epoch, self.name])
     }
 
     /// Stops renewing, and never gives the lease up: what a killed process does (the fault tests).

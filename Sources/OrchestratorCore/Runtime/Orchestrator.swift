@@ -381,7 +381,7 @@ package final class Orchestrator: Sendable {
             "connecting to the broker",
             metadata: [
                 "mqtt.endpoint": "\(self.config.mqtt.endpoint.host):\(self.config.mqtt.endpoint.port)",
-                "mqtt.subscriptions": "\(self.pipeline.subscriptions)",
+                "mqtt.subscriptions": "\(self.shards == nil ? self.pipeline.subscriptions : ["(the units of the shards held)"])",
             ])
         try self.client.start()
         try self.sparkplug?.start()
