@@ -51,6 +51,10 @@ import Testing
         case advice(agreed: Bool)
         case holdSchedules
         case restore(Memory)
+        /// Another instance's invocation of forecasting for a tag, heard on `{prefix}/cmd/…` (sharding).
+        case heardElsewhere(String)
+        /// The open invocations of a tag's scope handed over with their shard.
+        case handOver(String)
 
         static var a: Step { .decide(.forecasting, CoordinatorStateMachineTests.tagA) }
         static var b: Step { .decide(.forecasting, CoordinatorStateMachineTests.tagB) }
@@ -133,6 +137,12 @@ import Testing
             case .holdSchedules:
                 self.machine.holdSchedules()
                 return []
+            case .heardElsewhere(let tag):
+                self.machine.invokedElsewhere(.forecasting, scope: tag, kind: "equipment", at: self.now - 1_000)
+                return []
+            case .handOver(let tag):
+                _ = self.machine.handOver { $0 == tag }
+                return []
             case .restore(let what):
                 var memory = DecisionMemory()
                 switch what {
@@ -180,6 +190,15 @@ import Testing
             $0.decisions = 2; $0.invoked = 1; $0.sends = 1; $0.results = 1; $0.skipped = 1
         },
         Case("a module not configured is not decided", with: [.noAnalysis], .decide(.analysis, "market"), nil, active: 0),
+        Case("another instance's invocation starts the cooldown here too", setup: [.heardElsewhere(tagA)], .a, [], active: 0) {
+            $0.decisions = 1; $0.skipped = 1
+        },
+        Case("…for its scope only", setup: [.heardElsewhere(tagB)], .a, ["record:invocation", "send"], active: 1) {
+            $0.decisions = 1; $0.invoked = 1; $0.sends = 1
+        },
+        Case("an invocation handed over with its shard is no longer this instance's", setup: [.a, .handOver(tagA)], .tick(11), [], active: 0) {
+            $0.decisions = 1; $0.invoked = 1; $0.sends = 1
+        },
         Case("low confidence with an advisor asks it first", with: [.advisor], .a, ["record:invocation", "advise"], active: 1) {
             $0.decisions = 1; $0.invoked = 1
         },

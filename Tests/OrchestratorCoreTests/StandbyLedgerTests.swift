@@ -36,6 +36,22 @@ import Testing
         #expect(ledger.takeHeard().open.isEmpty)  // taken once
     }
 
+    @Test func `sharded: what is heard is kept while this instance acts, and taken shard by shard`() {
+        let ledger = StandbyLedger(acting: { true }, hearsWhileActing: true)
+        let map = ShardMap(count: 5, topicMap: ShardTests.shipped)
+        let (cdu, fcc, cleared) = (UUID(), UUID(), UUID())
+        ledger.hear(Self.alert(cdu, .raised, tag: "r1/cdu/cdu1/TI-105"))  // shard 1
+        ledger.hear(Self.alert(fcc, .raised, tag: "r1/fcc/fcc1/TI-201"))  // shard 0
+        ledger.hear(Self.alert(cleared, .cleared, tag: "r1/cdu/cdu1/TI-102"))
+        let first = ledger.takeHeard(ofShard: 1, in: map)
+        #expect(first.open.map(\.alertID) == [cdu])
+        #expect(Set(first.clears.keys) == [cleared])
+        #expect(ledger.takeHeard(ofShard: 1, in: map).open.isEmpty)
+        // The other shard's are still there, for whoever takes it.
+        let other = ledger.takeHeard(ofShard: 0, in: map)
+        #expect(other.open.map(\.alertID) == [fcc] && other.clears.isEmpty)
+    }
+
     @Test func `an invocation heard becomes the pending row it stands for; junk and hostile values are refused`() throws {
         let ledger = StandbyLedger(acting: { false })
         let (id, decision) = (UUID(), UUID())
