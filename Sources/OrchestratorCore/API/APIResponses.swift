@@ -214,7 +214,7 @@ enum APIResponse {
             case shelvedAlarms = "shelved_alarms", outOfServiceTags = "out_of_service_tags", connected, connects, lastError = "last_error", droppedWhileAway = "dropped_while_away"
             case written, spoolBytes = "spool_bytes", rejected, dropped, corruptBytesSkipped = "corrupt_bytes_skipped", poolRefused = "pool_refused", fenced
             case messages, samples, unknownTopics = "unknown_topics", rejectedByReason = "rejected_by_reason", tagLimit = "tag_limit"
-            case tagsEvicted = "tags_evicted", redelivered, tags, alertsRaised = "alerts_raised", alertsCleared = "alerts_cleared"
+            case tagsEvicted = "tags_evicted", redelivered, otherShard = "other_shard", tags, alertsRaised = "alerts_raised", alertsCleared = "alerts_cleared"
             case units, name, trained, enabled, transport, inFlight = "in_flight", maxInFlight = "max_in_flight"
             case requiresApproval = "requires_approval", invoked, skipped, deferred, results, timeouts, retries
             case openInvocations = "open_invocations", active, provider, model, calls, failures, cacheHits = "cache_hits"
@@ -255,6 +255,7 @@ enum APIResponse {
             try ingest.encode(s.ingest.tagLimitRejections, forKey: .tagLimit)
             try ingest.encode(s.ingest.evictedTags, forKey: .tagsEvicted)
             try ingest.encode(s.ingest.redeliveries, forKey: .redelivered)
+            try ingest.encode(s.ingest.otherShard, forKey: .otherShard)
             try ingest.encode(s.ingest.tags, forKey: .tags)
             try ingest.encode(s.ingest.alertsRaised, forKey: .alertsRaised)
             try ingest.encode(s.ingest.alertsCleared, forKey: .alertsCleared)

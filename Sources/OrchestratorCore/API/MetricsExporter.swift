@@ -52,6 +52,7 @@ package final class MetricsExporter: Sendable {
             ("dang_ingest_messages_total", "MQTT messages handled", ingest.messages),
             ("dang_ingest_samples_total", "samples fed to the detectors", ingest.samples),
             ("dang_ingest_redelivered_total", "samples that repeated one already processed (QoS 1 redelivery), not fed again", ingest.redeliveries),
+            ("dang_ingest_other_shard_total", "samples of units another instance holds (sharding.shards), dropped", ingest.otherShard),
             ("dang_ingest_historical_total", "Sparkplug is_historical samples put in their tags' history, not detected", ingest.historicalSamples),
             ("dang_invocation_results_total", "module results received", decisions.results),
             ("dang_invocation_timeouts_total", "invocations timed out", decisions.timeouts),

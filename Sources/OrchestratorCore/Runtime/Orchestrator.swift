@@ -189,8 +189,9 @@ package final class Orchestrator: Sendable {
                     } else if topic == gatewayStatusTopic {
                         witness.heard(Array(message.payload.prefix(4096)))
                     } else if topic.hasPrefix(ackPrefix) {
-                        // A standby leaves acknowledgements to the active one.
-                        guard alertPublisher.isActing else { return }
+                        // A standby leaves acknowledgements to the active one; sharded, to shard 0's
+                        // holder (one acknowledgement, whichever unit the alert is of).
+                        guard alertPublisher.isActing, shards.map { $0.held[0] != nil } ?? true else { return }
                         alertDesk.acknowledgeFromMQTT(String(topic.dropFirst(ackPrefix.count)), payload: Array(message.payload.prefix(4096)))
                     } else {
                         // (A standby keeps results for the takeover; the coordinator leaves them.)
