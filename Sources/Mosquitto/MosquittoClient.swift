@@ -342,8 +342,9 @@ package final class MosquittoClient: @unchecked Sendable {
     /// Sends DISCONNECT (so the broker does not publish the will) and stops the network thread
     /// once outgoing messages have been written (at most about 3 s). QoS 1 and 2 messages are
     /// first given up to `acknowledgement` to be acknowledged: a socket closed under a PUBACK the
-    /// broker is still sending makes it drop the client as lost — and publish its will.
-    package func disconnect(acknowledgement: Duration = .seconds(1)) {
+    /// broker is still sending makes it drop the client as lost — and publish its will. (3 s: on
+    /// a loaded broker — the whole test suite's — 1 s was once not enough for the Sparkplug death.)
+    package func disconnect(acknowledgement: Duration = .seconds(3)) {
         if case .running = self.loop.withLock({ $0 }), self.context.acknowledged.load(ordering: .relaxed) {
             let deadline = ContinuousClock.now.advanced(by: acknowledgement)
             while self.context.unacknowledged.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {

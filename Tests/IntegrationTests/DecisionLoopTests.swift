@@ -21,8 +21,8 @@ struct DecisionLoopTests {
         return map
     }
 
-    static func config(prefix: String, database: String) -> OrchestratorConfig {
-        var config = TestServices.config(prefix: prefix, databaseURL: database, topicMap: Self.map(prefix: prefix))
+    static func config(prefix: String, database: String, map: TopicMap? = nil) -> OrchestratorConfig {
+        var config = TestServices.config(prefix: prefix, databaseURL: database, topicMap: map ?? Self.map(prefix: prefix))
         var rule = TriggerRule(name: "equipment-issue", kind: .equipment, module: .forecasting)
         rule.alertKinds = [.limit]
         rule.minSeverity = .warning

@@ -31,14 +31,8 @@ import Testing
     }
 
     static func config(_ instance: String, prefix: String, database: String) -> OrchestratorConfig {
-        var config = TestServices.config(prefix: prefix, databaseURL: database, topicMap: Self.map(prefix: prefix))
-        var rule = TriggerRule(name: "equipment-issue", kind: .equipment, module: .forecasting)
-        rule.alertKinds = [.limit]
-        rule.minSeverity = .warning
-        config.triggers = [rule]
-        config.modules[.forecasting]?.minHistory = 10
+        var config = DecisionLoopTests.config(prefix: prefix, database: database, map: Self.map(prefix: prefix))
         config.modules[.forecasting]?.timeout = .seconds(6)
-        config.decisionEngine.tick = .milliseconds(50)
         config.availability.enabled = true
         config.availability.instanceID = instance
         config.availability.lease = Self.lease

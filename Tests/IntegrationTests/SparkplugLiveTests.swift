@@ -97,7 +97,7 @@ struct SparkplugLiveTests {
         }
         try await eventually("the death") { Self.states(watcher, topic).last.map { !$0.online } == true }
         let birth = Self.states(watcher, topic).first { $0.online }!.timestamp
-        #expect(Self.states(watcher, topic).last!.timestamp > birth)
+        #expect(Self.states(watcher, topic).last!.timestamp > birth, "\(Self.states(watcher, topic))")
         // Retained: a subscriber that comes later is told the host is offline.
         let late = try TestSubscriber(filters: [topic])
         try await eventually("the retained death") { Self.states(late, topic).first.map { !$0.online && $0.retained } == true }

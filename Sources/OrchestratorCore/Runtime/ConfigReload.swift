@@ -116,7 +116,7 @@ extension Orchestrator {
         if running.detection != next.detection { keys.append("detection") }
         if running.llm != next.llm { keys.append("orchestrator.llm") }
         if running.timeZone != next.timeZone { keys.append("orchestrator.time_zone") }
-        if running.availability != next.availability { keys.append("instance / ha") }
+        if running.availability != next.availability { keys.append("instance / ha / sharding") }
         // (The decision service's timer is set when it starts; the rest of decision_engine applies.)
         if running.decisionEngine.tick != next.decisionEngine.tick { keys.append("orchestrator.decision_engine.tick") }
         if running.topicMap.sensorPattern != next.topicMap.sensorPattern || running.topicMap.marketPattern != next.topicMap.marketPattern
