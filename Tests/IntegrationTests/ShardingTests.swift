@@ -107,12 +107,18 @@ import Testing
                     let victim = try #require(instances.first { $0.heldShards != [0] })
                     let moved = try #require(victim.heldShards?.first)
                     let survivors = instances.filter { $0 !== victim }
+                    let takeoversBefore = Dictionary(uniqueKeysWithValues: survivors.map { (ObjectIdentifier($0), $0.shardTakeovers) })
                     let before = AvailabilityTests.messages(watch) { topic, _ in topic.hasPrefix("\(prefix)/cmd/") }.count
                     victim.haltAsIfKilled()
                     try await eventually("its shard taken over", timeout: Self.lease * 6) {
                         survivors.contains { $0.heldShards?.contains(moved) == true }
                     }
                     let heir = try #require(survivors.first { $0.heldShards?.contains(moved) == true })
+                    // (Its episodes waiting for the units' first samples, which it is now subscribed to.)
+                    try await eventually("the heir's takeover done", timeout: .seconds(20)) {
+                        heir.shardTakeovers > takeoversBefore[ObjectIdentifier(heir)]! && heir.pipeline.adoption.waiting >= map.units[moved].count
+                    }
+                    try await Task.sleep(for: .milliseconds(300))
                     // Its pending invocations re-armed once by the heir: no attempt published twice.
                     try await eventually("re-armed", timeout: .seconds(20)) {
                         AvailabilityTests.messages(watch) { topic, _ in topic.hasPrefix("\(prefix)/cmd/") }.count >= before + map.units[moved].count
@@ -124,7 +130,17 @@ import Testing
                     // Back to normal everywhere: every episode is cleared under its own id, the moved
                     // units' by their new holder.
                     try Self.stream(publisher, prefix: prefix, units: Self.units, tag: "TI", normal: 50, last: 50, start: start + 60_000)
-                    try await eventually("six clears", timeout: .seconds(20)) { alerts("cleared", tag: "/TI").count >= 6 }
+                    do {
+                        try await eventually("six clears", timeout: .seconds(20)) { alerts("cleared", tag: "/TI").count >= 6 }
+                    } catch {
+                        let cleared = Set(alerts("cleared", tag: "/TI").compactMap { $0["tag"] as? String })
+                        let states = instances.map { instance in
+                            "\(instance === victim ? "victim" : instance === heir ? "heir" : "other") shards \(instance.heldShards ?? []) "
+                                + "samples \(instance.pipeline.counters.samples) other \(instance.pipeline.counters.otherShard) adoption \(instance.pipeline.adoption)"
+                        }
+                        Issue.record("not cleared: \(Set(ids.keys).subtracting(cleared).sorted()) (moved: \(map.units[moved])); \(states)")
+                        throw error
+                    }
                     let cleared = Set(alerts("cleared", tag: "/TI").compactMap { $0["alert_id"] as? String })
                     #expect(cleared == Set(ids.values))
                     #expect(alerts("raised", tag: "/TI").count == 6, "nothing raised twice")

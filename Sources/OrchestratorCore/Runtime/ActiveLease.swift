@@ -270,10 +270,43 @@ package final class ActiveLease: Sendable {
             "UPDATE leases SET expires_at = now(), holder = '' WHERE name = $3 AND holder = $1 AND epoch = $2", [self.holder, epoch, self.name])
     }
 
+    /// Says this instance is alive (`sharding.shards`): its row `instance/{id}` in `leases`, renewed
+    /// for one lease, on this lease's connection. Returns how many instances are alive (their rows
+    /// not expired, this one's included), nil when the database does not answer.
+    package func presence() -> Int? {
+        guard !self.halted.load(ordering: .relaxed) else { return nil }
+        self.connection.lock.lock()
+        defer { self.connection.lock.unlock() }
+        do {
+            let connection = try self.connected()
+            try connection.query(
+                """
+                INSERT INTO leases (name, holder, epoch, expires_at) VALUES ('instance/' || $1, $1, 0, now() + $2 * interval '1 millisecond')
+                ON CONFLICT (name) DO UPDATE SET expires_at = EXCLUDED.expires_at, renewed_at = now()
+                """, [self.holder, self.leaseMilliseconds])
+            let live = try connection.query("SELECT count(*) FROM leases WHERE name LIKE 'instance/%' AND expires_at > now()")
+            return (live.rows.first?.first ?? nil).flatMap { Int($0) }
+        } catch {
+            self.connection.current = nil
+            return nil
+        }
+    }
+
+    /// This instance is leaving (a graceful stop): its presence row goes, so the others' shares
+    /// grow at once.
+    package func absent() {
+        self.connection.lock.lock()
+        defer { self.connection.lock.unlock() }
+        _ = try? self.connected().query("DELETE FROM leases WHERE name = 'instance/' || $1", [self.holder])
+    }
+
     /// Stops renewing, and never gives the lease up: what a killed process does (the fault tests).
     package func halt() {
         self.halted.store(true, ordering: .relaxed)
     }
+
+    /// Whether ``halt()`` was called.
+    package var isHalted: Bool { self.halted.load(ordering: .relaxed) }
 
     /// Gives the lease up (graceful shutdown): its row expires now.
     package func release() {

@@ -10,9 +10,9 @@ import Synchronization
 /// - Shard 0's lease is the active role's (`active`): its holder is the gateway's active instance
 ///   (its status, the Sparkplug host role, market data, schedules). The others are `shard/{n}`.
 /// - An instance takes a free or expired shard while it holds fewer than its fair share,
-///   `⌈shards / instances online⌉` (instances online: the retained `{prefix}/status/{instance}`),
-///   and any shard left expired for four of its rounds; above its share, it hands one over per
-///   round (``rebalance()``).
+///   `⌈shards / instances alive⌉` (alive: its `instance/{id}` row in `leases`, renewed every
+///   `lease / 6` — ``ActiveLease/presence()``), and any shard left expired for four of its rounds;
+///   above its share, it hands one over per round (``rebalance()``).
 final class ShardSet: Sendable {
     let map: ShardMap
     let instance: String
@@ -24,27 +24,28 @@ final class ShardSet: Sendable {
     private let client = Mutex<MosquittoClient?>(nil)
     /// The filters subscribed for the held shards.
     private let subscribed = Mutex<Set<String>>([])
-    /// When the broker connection was last made (monotonic): the share is not trusted before the
-    /// retained statuses of the other instances had time to arrive.
-    private let connectedAt = Atomic<UInt64>(0)
+    /// When this instance first counted the instances alive (monotonic): the share is not trusted
+    /// before the others have had a lease's time to say they are.
+    private let countedSince = Atomic<UInt64>(0)
     let lease: Duration
+    /// Shards taken over so far (each counted once its units are subscribed to).
+    let takeovers = Atomic<Int>(0)
 
     /// Who holds what, read by the leases' acquisition rule (before the set exists).
     final class Share: Sendable {
         /// Shard → the epoch this instance holds it under.
         let held = Mutex<[Int: Int64]>([:])
-        /// Instances online, this one included.
-        let online: Mutex<Set<String>>
+        /// Instances alive, this one included (1 until counted).
+        let alive = Atomic<Int>(1)
         let count: Int
 
-        init(count: Int, instance: String) {
+        init(count: Int) {
             self.count = count
-            self.online = Mutex([instance])
         }
 
-        /// `⌈shards / instances online⌉`.
+        /// `⌈shards / instances alive⌉`.
         var fair: Int {
-            let live = max(1, self.online.withLock { $0.count })
+            let live = max(1, self.alive.load(ordering: .relaxed))
             return (self.count + live - 1) / live
         }
 
@@ -61,7 +62,7 @@ final class ShardSet: Sendable {
         self.instance = availability.instanceID
         self.logger = logger
         self.lease = availability.lease
-        let share = Share(count: availability.shards, instance: availability.instanceID)
+        let share = Share(count: availability.shards)
         self.share = share
         let connection = ActiveLease.Connection()
         self.leases = (0..<availability.shards).map { shard in
@@ -79,15 +80,6 @@ final class ShardSet: Sendable {
     }
 
     func attach(_ client: MosquittoClient) { self.client.withLock { $0 = client } }
-
-    /// `{prefix}/status/{instance}`: who is online.
-    func heardStatus(instance: String, payload: [UInt8]) {
-        guard AvailabilitySettings.isValid(instance), let status = JSONValue(parsing: payload) else { return }
-        let online = status.string("state") == "online"
-        self.share.online.withLock { set in
-            if online || instance == self.instance { set.insert(instance) } else { set.remove(instance) }
-        }
-    }
 
     /// `{prefix}/shard/{n}`: another instance took shard n; an isolated holder stands by.
     func heardShard(_ shard: String, payload: [UInt8]) {
@@ -118,15 +110,18 @@ final class ShardSet: Sendable {
         }
     }
 
-    func connected() {
-        self.connectedAt.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
+    /// Renews this instance's presence and counts the instances alive (every `lease / 6`).
+    func countAlive() {
+        guard let alive = self.leases[0].presence() else { return }
+        self.share.alive.store(max(1, alive), ordering: .relaxed)
+        _ = self.countedSince.compareExchange(expected: 0, desired: DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
     }
 
-    /// Above the fair share (for two leases' time since the connection, so that the others'
-    /// statuses are known): hands the highest shard over (shard 0, the active role, last).
+    /// Above the fair share (a lease after the first count, so that the others alive are known):
+    /// hands the highest shard over (shard 0, the active role, last).
     func rebalance() {
-        let since = self.connectedAt.load(ordering: .relaxed)
-        guard since > 0, DispatchTime.now().uptimeNanoseconds &- since > UInt64((self.lease * 2).timeInterval * 1e9) else { return }
+        let since = self.countedSince.load(ordering: .relaxed)
+        guard since > 0, !self.leases[0].isHalted, DispatchTime.now().uptimeNanoseconds &- since > UInt64(self.lease.timeInterval * 1e9) else { return }
         let held = self.held
         guard held.count > self.share.fair, let shard = held.keys.sorted(by: { ($0 == 0 ? 1 : 0, -$0) < ($1 == 0 ? 1 : 0, -$1) }).first else { return }
         self.leases[shard].giveUp()
@@ -154,10 +149,10 @@ extension Orchestrator {
             if shard == 0 { self.sparkplug?.setHosting(true) }
             let standing = self.ledger.take()
             Task {
-                // Warm first, then the data: the units' detectors start from what their last holder saved.
+                // Warm first, then the data: the units' detectors start from what their last holder
+                // saved, and its open episodes wait for them (adopted, or closed by their first samples).
                 let snapshots = await self.reader.tagState(limit: config.detection.maxTags) ?? []
                 self.pipeline.seed(snapshots)
-                shards.updateSubscriptions(qos: Int32(config.mqtt.subscribeQoS))
                 if shard > 0 {
                     var json = JSONWriter()
                     json.field("instance", string: config.availability.instanceID)
@@ -165,6 +160,8 @@ extension Orchestrator {
                     try? self.publishRetained("\(config.topics.prefix)/shard/\(shard)", json.finish())
                 }
                 await self.takeOver(standing.filter { shards.map.shard(ofTag: $0.tag) == shard }, epoch: epoch, shard: (shard, shards.map))
+                shards.updateSubscriptions(qos: Int32(config.mqtt.subscribeQoS))
+                shards.takeovers.add(1, ordering: .relaxed)
             }
         case .isolated:
             break
@@ -207,14 +204,21 @@ struct ShardService: Service {
             await withDiscardingTaskGroup { group in
                 for lease in shards.leases.dropFirst() { group.addTask { await lease.run() } }
                 group.addTask {
+                    var round = 0
                     while !Task.isCancelled {
-                        try? await Task.sleep(for: shards.lease / 3)
-                        guard !Task.isCancelled else { break }
-                        await offTheCooperativePool { shards.rebalance() }
+                        let rebalancing = round % 2 == 1
+                        await offTheCooperativePool {
+                            shards.countAlive()
+                            if rebalancing { shards.rebalance() }
+                        }
+                        round += 1
+                        try? await Task.sleep(for: shards.lease / 6)
                     }
                 }
             }
         }
+        // Gone: the others' shares grow at once (a killed instance's row expires after a lease).
+        if !shards.leases[0].isHalted { await offTheCooperativePool { shards.leases[0].absent() } }
         try? await gracefulShutdown()
     }
 }

@@ -145,8 +145,7 @@ package final class Orchestrator: Sendable {
         // active listens to: ActiveLease.supersededOnWire).
         let gatewayStatusTopic = "\(config.topics.prefix)/status"
         let resultPrefix = "\(config.topics.prefix)/result/"
-        // Sharded: every instance's status (who is online: the fair share) and who took which shard.
-        let instanceStatusPrefix = "\(config.topics.prefix)/status/"
+        // Sharded: who took which shard.
         let shardPrefix = "\(config.topics.prefix)/shard/"
         let witness = self.witness
         let decisionTopics = PrefixMatcher(prefixes: [
@@ -159,7 +158,7 @@ package final class Orchestrator: Sendable {
             }
         }
         if shards != nil {
-            options.subscriptions += [instanceStatusPrefix + "+", shardPrefix + "+"].map { ($0, Int32(config.mqtt.subscribeQoS)) }
+            options.subscriptions.append((shardPrefix + "+", Int32(config.mqtt.subscribeQoS)))
         }
         let subscribeQoS = Int32(config.mqtt.subscribeQoS)
         let ledger = self.ledger
@@ -180,8 +179,6 @@ package final class Orchestrator: Sendable {
                         ledger.hearInvocation(Array(message.payload))
                         // Sharded: another instance's invocation starts its cooldowns here too.
                         if shards != nil { coordinator.heardInvocation(Array(message.payload)) }
-                    } else if let shards, topic.hasPrefix(instanceStatusPrefix) {
-                        shards.heardStatus(instance: String(topic.dropFirst(instanceStatusPrefix.count)), payload: Array(message.payload.prefix(4096)))
                     } else if let shards, topic.hasPrefix(shardPrefix) {
                         shards.heardShard(String(topic.dropFirst(shardPrefix.count).prefix(8)), payload: Array(message.payload.prefix(4096)))
                     } else if topic == decisionTopic {
@@ -207,10 +204,7 @@ package final class Orchestrator: Sendable {
                 case .connected:
                     alertPublisher.connectionChanged(connected: true)
                     // (A clean session forgot them.)
-                    if let shards {
-                        shards.connected()
-                        shards.updateSubscriptions(qos: subscribeQoS, all: true)
-                    }
+                    shards?.updateSubscriptions(qos: subscribeQoS, all: true)
                     // Back from an outage: staleness counts again, and the interval's data may be missing.
                     pipeline.brokerConnection(connected: true, at: EpochMilliseconds.now())
                     systemAlerts.report(.broker(connected: true, endpoint: endpoint, reason: nil))
@@ -290,7 +284,7 @@ package final class Orchestrator: Sendable {
     }
 
     /// Closes the broker connection without a DISCONNECT of ours being awaited (``haltAsIfKilled()``).
-    func dropBrokerConnection() { self.client.disconnect() }
+    func dropBrokerConnection() { self.client.disconnect(acknowledgement: .zero) }
 
     /// A retained QoS 1 message of the orchestrator's own (a shard taken: `{prefix}/shard/{n}`).
     func publishRetained(_ topic: String, _ payload: [UInt8]) throws {
@@ -311,6 +305,9 @@ package final class Orchestrator: Sendable {
         if lease.role == .standby, let shards = self.shards, !shards.held.isEmpty { return "active" }
         return lease.role.rawValue
     }
+
+    /// Shards taken over since the start, each counted once its units are subscribed to.
+    package var shardTakeovers: Int { self.shards?.takeovers.load(ordering: .relaxed) ?? 0 }
 
     /// The shards this instance holds (`sharding.shards`), in order; nil without sharding.
     package var heldShards: [Int]? { self.shards.map { $0.held.keys.sorted() } }
@@ -499,7 +496,6 @@ struct IngestService: Service {
 
     func run() async throws {
         try self.orchestrator.startIngest()
-        defer { self.orchestrator.stopIngest() }
         // The timer side of detection (staleness, unit monitors) once a second, and tag-state
         // snapshots every `database.snapshot_interval`, until shutdown.
         let interval = self.orchestrator.config.database.snapshotInterval
@@ -530,6 +526,8 @@ struct IngestService: Service {
             group.cancelAll()
         }
         writer.deliver(snapshots: pipeline.snapshots())
+        // Off the cooperative pool: the disconnection waits for the broker's acknowledgements.
+        await offTheCooperativePool { orchestrator.stopIngest() }
     }
 }
 

@@ -178,7 +178,8 @@ final class SparkplugConnection: Sendable {
             let now = max(EpochMilliseconds.now(), self.shared.stamp.load(ordering: .relaxed) &+ 1)
             try? client.publish(topic: topic, payload: Self.statePayload(online: false, timestamp: now), qos: 1, retain: true)
         }
-        client.disconnect()
+        // (A simulated kill waits for nothing.)
+        client.disconnect(acknowledgement: graceful ? .seconds(3) : .zero)
     }
 }
 
