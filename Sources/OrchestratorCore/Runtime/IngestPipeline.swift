@@ -548,12 +548,19 @@ package final class IngestPipeline: TagDataSource, Sendable {
     /// forgotten — detectors, history, unit monitors, open episodes (the new holder carries them on,
     /// so nothing is cleared or published) — and their samples dropped from now on. Returns how
     /// many tags and episodes were let go.
+    /// `seeding`: the `tag_state` of the shards gained, put in before any of their samples.
     @discardableResult
-    package func setShards(_ held: Set<Int>) -> (tags: Int, episodes: Int) {
+    package func setShards(_ held: Set<Int>, seeding snapshots: [TagSnapshot] = []) -> (tags: Int, episodes: Int) {
         guard let shardMap = self.shardMap else { return (0, 0) }
         return self.state.withLock { state in
             let lost = state.heldShards.subtracting(held)
+            let gained = held.subtracting(state.heldShards)
             state.heldShards = held
+            let seeds = snapshots.filter { gained.contains(shardMap.shard(ofTag: $0.tag)) }
+            if !seeds.isEmpty {
+                state.engine.seed(seeds, now: self.clock())
+                state.counters.tags = state.engine.tagCount
+            }
             guard !lost.isEmpty else { return (0, 0) }
             let parked = state.engine.park { lost.contains(shardMap.shard(ofTag: $0)) }
             state.topicSlots.remove(slots: parked)

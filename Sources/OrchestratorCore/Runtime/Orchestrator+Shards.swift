@@ -142,7 +142,6 @@ extension Orchestrator {
             }
             // Back from isolation under the same epoch: it never stopped acting.
             guard previous != epoch else { return }
-            self.pipeline.setShards(Set(shards.held.keys))
             self.recordWriter.setActing(true, leases: shards.writerLeases)
             self.publisher.setActing(true)
             self.coordinator.setActing(true)
@@ -152,7 +151,6 @@ extension Orchestrator {
                 // Warm first, then the data: the units' detectors start from what their last holder
                 // saved, and its open episodes wait for them (adopted, or closed by their first samples).
                 let snapshots = await self.reader.tagState(limit: config.detection.maxTags) ?? []
-                self.pipeline.seed(snapshots)
                 if shard > 0 {
                     var json = JSONWriter()
                     json.field("instance", string: config.availability.instanceID)
@@ -160,6 +158,8 @@ extension Orchestrator {
                     try? self.publishRetained("\(config.topics.prefix)/shard/\(shard)", json.finish())
                 }
                 await self.takeOver(standing.filter { shards.map.shard(ofTag: $0.tag) == shard }, epoch: epoch, shard: (shard, shards.map))
+                // Only now are its tags this instance's (what shard 0's wildcards bring included).
+                self.pipeline.setShards(Set(shards.held.keys), seeding: snapshots)
                 shards.updateSubscriptions(qos: Int32(config.mqtt.subscribeQoS))
                 shards.takeovers.add(1, ordering: .relaxed)
             }
