@@ -58,6 +58,17 @@ import Testing
         }
     }
 
+    @Test func `a shard count that leaves the units together is warned about`() throws {
+        let tests = ConfigurationTests()
+        let map = ConfigurationTests.repositoryRoot.appendingPathComponent("topics/refinery.yaml").path
+        func warnings(_ shards: Int) throws -> [ConfigIssue] {
+            try tests.load("topics:\n  map: \(map)\nha:\n  enabled: true\nsharding:\n  shards: \(shards)\n").warnings.filter { $0.key == "sharding.shards" }
+        }
+        // The shipped map's two units: both on shard 0 with 3 shards, on 1 and 0 with 5.
+        #expect(try warnings(3).first?.message.hasPrefix("the topic map's 2 units land on shard(s) 0 of 3") == true)
+        #expect(try warnings(5).isEmpty)
+    }
+
     func sharded() -> (IngestPipeline, CollectingSink) {
         var config = OrchestratorConfig.defaults(topicMap: Self.shipped)
         config.availability.enabled = true

@@ -86,6 +86,20 @@ extension OrchestratorConfig {
                 issues += error.issues
             }
         }
+        if config.availability.isSharded {
+            // Hashing few units can leave shards with none: say where the units land.
+            let shards = ShardMap(count: config.availability.shards, topicMap: config.topicMap)
+            let used = shards.units.indices.filter { !shards.units[$0].isEmpty }
+            if used.count < min(shards.count, shards.units.joined().count) {
+                let checker = ConfigDiagnostics(file: path, environment: environment)
+                checker.report(
+                    .warning, "sharding.shards", at: nil,
+                    "the topic map's \(shards.units.joined().count) units land on shard(s) \(used.map(String.init).joined(separator: ", ")) "
+                        + "of \(shards.count): the other shards carry no unit (a unit's shard is the hash of its name; another count "
+                        + "spreads them differently: docs/availability.md, \"Sharding\")")
+                issues += checker.issues
+            }
+        }
         if issues.contains(where: { $0.severity == .error }) {
             throw ConfigError(issues: issues)
         }
