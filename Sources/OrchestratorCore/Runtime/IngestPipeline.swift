@@ -551,8 +551,25 @@ package final class IngestPipeline: TagDataSource, Sendable {
     /// `seeding`: the `tag_state` of the shards gained, put in before any of their samples.
     @discardableResult
     package func setShards(_ held: Set<Int>, seeding snapshots: [TagSnapshot] = []) -> (tags: Int, episodes: Int) {
+        self.changeShards(seeding: snapshots) { _ in held }
+    }
+
+    /// Takes one shard in, seeded with its `tag_state`, the others as they are.
+    package func takeShard(_ shard: Int, seeding snapshots: [TagSnapshot]) {
+        self.changeShards(seeding: snapshots) { $0.union([shard]) }
+    }
+
+    /// Lets one shard go, the others as they are (one still being taken over stays out until its
+    /// takeover puts it in, seeded).
+    @discardableResult
+    package func releaseShard(_ shard: Int) -> (tags: Int, episodes: Int) {
+        self.changeShards { $0.subtracting([shard]) }
+    }
+
+    private func changeShards(seeding snapshots: [TagSnapshot] = [], _ change: (Set<Int>) -> Set<Int>) -> (tags: Int, episodes: Int) {
         guard let shardMap = self.shardMap else { return (0, 0) }
         return self.state.withLock { state in
+            let held = change(state.heldShards)
             let lost = state.heldShards.subtracting(held)
             let gained = held.subtracting(state.heldShards)
             state.heldShards = held

@@ -158,8 +158,11 @@ extension Orchestrator {
                     try? self.publishRetained("\(config.topics.prefix)/shard/\(shard)", json.finish())
                 }
                 await self.takeOver(standing.filter { shards.map.shard(ofTag: $0.tag) == shard }, epoch: epoch, shard: (shard, shards.map))
-                // Only now are its tags this instance's (what shard 0's wildcards bring included).
-                self.pipeline.setShards(Set(shards.held.keys), seeding: snapshots)
+                // Only now are its tags this instance's (what shard 0's wildcards bring included)
+                // — unless it was lost meanwhile: then its release saw nothing to release.
+                guard shards.held[shard] == epoch else { return }
+                self.pipeline.takeShard(shard, seeding: snapshots)
+                if shards.held[shard] != epoch { self.pipeline.releaseShard(shard) }
                 shards.updateSubscriptions(qos: Int32(config.mqtt.subscribeQoS))
                 shards.takeovers.add(1, ordering: .relaxed)
             }
@@ -172,7 +175,7 @@ extension Orchestrator {
             }
             guard let remaining else { return }
             let map = shards.map
-            let released = self.pipeline.setShards(Set(remaining.keys))
+            let released = self.pipeline.releaseShard(shard)
             self.coordinator.handOver { map.shard(ofScope: $0) == shard }
             if remaining.isEmpty {
                 // (The writer keeps the leases it acted under: what it still spooled is fenced by them.)
