@@ -90,7 +90,7 @@ import Testing
         stream("r1/cdu/cdu1/TI-101", 358, from: 0)
         #expect(pipeline.counters.samples == 0 && pipeline.counters.otherShard == 1)
         // Shard 1 (the CDU): its tags only; the FCC's (shard 0) are dropped, not refused.
-        pipeline.setShards([1])
+        pipeline.takeShard(1)
         stream("r1/cdu/cdu1/TI-101", 358, from: 1, count: 30)
         stream("r1/fcc/fcc1/TI-201", 525, from: 1, count: 5)
         #expect(pipeline.counters.samples == 30 && pipeline.counters.otherShard == 6 && pipeline.counters.totalRejected == 0)
@@ -99,14 +99,14 @@ import Testing
         let delivered = sink.events.withLock { $0.count }
         // The shard moves away: its open episodes go with it (no clear: the new holder carries them
         // on), its samples are dropped again, and its silence is no staleness.
-        let released = pipeline.setShards([])
+        let released = pipeline.releaseShard(1)
         #expect(released.episodes >= 1 && released.tags >= 9)
         stream("r1/cdu/cdu1/TI-101", 358, from: 32)
         pipeline.tick(now: start + 3_600_000)
         #expect(sink.events.withLock { $0.count } == delivered, "\(sink.events.withLock { $0.suffix(3) })")
         #expect(pipeline.counters.samples == 31)
         // Taken again: a fresh start (no open condition left over), the breach raised anew.
-        pipeline.setShards([1])
+        pipeline.takeShard(1)
         stream("r1/cdu/cdu1/TI-101", 358, from: 100, count: 30)
         stream("r1/cdu/cdu1/TI-101", 376, from: 130)
         #expect(sink.events.withLock { $0.dropFirst(delivered) }.contains { $0.kind == .limit && $0.state == .raised })

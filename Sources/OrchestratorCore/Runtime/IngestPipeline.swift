@@ -27,7 +27,7 @@ package final class IngestPipeline: TagDataSource, Sendable {
         /// stage). Empty without any.
         var isSuppressor: [Bool] = []
         /// With `sharding.shards`: the shards this instance holds; the tags of the others are not
-        /// its own (``setShards(_:)``).
+        /// its own (``takeShard(_:seeding:)``, ``releaseShard(_:)``).
         var heldShards: Set<Int> = []
     }
 
@@ -544,23 +544,15 @@ package final class IngestPipeline: TagDataSource, Sendable {
         self.state.withLock { ($0.alerts.waitingCount, $0.alerts.adoptedCount, $0.alerts.closedAtStartCount) }
     }
 
-    /// The shards this instance holds now (`sharding.shards`): the tags of the others are
-    /// forgotten — detectors, history, unit monitors, open episodes (the new holder carries them on,
-    /// so nothing is cleared or published) — and their samples dropped from now on. Returns how
-    /// many tags and episodes were let go.
-    /// `seeding`: the `tag_state` of the shards gained, put in before any of their samples.
-    @discardableResult
-    package func setShards(_ held: Set<Int>, seeding snapshots: [TagSnapshot] = []) -> (tags: Int, episodes: Int) {
-        self.changeShards(seeding: snapshots) { _ in held }
+    /// Takes one shard in (`sharding.shards`), seeded with its `tag_state` before any of its
+    /// samples, the others as they are.
+    package func takeShard(_ shard: Int, seeding snapshots: [TagSnapshot] = []) {
+        _ = self.changeShards(seeding: snapshots) { $0.union([shard]) }
     }
 
-    /// Takes one shard in, seeded with its `tag_state`, the others as they are.
-    package func takeShard(_ shard: Int, seeding snapshots: [TagSnapshot]) {
-        self.changeShards(seeding: snapshots) { $0.union([shard]) }
-    }
-
-    /// Lets one shard go, the others as they are (one still being taken over stays out until its
-    /// takeover puts it in, seeded).
+    /// Lets one shard go, the others as they are: its tags are forgotten — detectors, history, unit
+    /// monitors, open episodes (the new holder carries them on, so nothing is cleared or published)
+    /// — and their samples dropped from now on. Returns how many tags and episodes were let go.
     @discardableResult
     package func releaseShard(_ shard: Int) -> (tags: Int, episodes: Int) {
         self.changeShards { $0.subtracting([shard]) }

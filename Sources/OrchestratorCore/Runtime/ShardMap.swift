@@ -36,9 +36,8 @@ package struct ShardMap: Sendable {
             units[shard].append(unit)
             unitShard[unit] = shard
             var filters = [filter]
-            if let batch = topicMap.sensorPattern.parent, batch.levels.count == filter.split(separator: "/").count - 1 {
-                filters.append(String(filter.dropLast(2)))
-            }
+            // Its batch topic, one level up.
+            if topicMap.sensorPattern.parent != nil { filters.append(String(filter.dropLast(2))) }
             // A tag's own topic, unless its unit's filter already brings it (the broker would
             // deliver it twice).
             for topic in tags.flatMap({ namedOfTag[$0] ?? [] }).sorted() where !Self.matches(filter, topic) {

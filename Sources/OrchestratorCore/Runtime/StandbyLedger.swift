@@ -137,39 +137,40 @@ package final class StandbyLedger: AlertSink, Sendable {
     /// What the active announced: its raises still open, its clears, the invocations it published
     /// with their decisions, and the results modules sent it; forgets them.
     func takeHeard() -> Taken {
-        self.heard.withLock { heard in
-            defer { heard = Heard() }
-            return Taken(
-                open: heard.open.values.sorted { $0.raisedAt < $1.raisedAt }, clears: heard.clears,
-                invocations: heard.invocationOrder.compactMap { heard.invocations[$0] }, decisions: heard.decisions,
-                results: heard.resultOrder.compactMap { id in heard.results[id].map { (id, $0.topic, $0.payload) } })
-        }
+        self.take(tag: { _ in true }, scope: { _ in true }, keepingResults: false)
     }
 
     /// What was announced about one shard's units (``ShardMap``): its raises still open, its clears,
-    /// its invocations (by scope) and their decisions (and those about its tags); forgets them. The
-    /// modules' results are all given and kept (the caller hands on those of its pending invocations).
+    /// its invocations (by scope) and their decisions (and those about its tags; those about no tag
+    /// are shard 0's); forgets them. The modules' results are all given and kept (the caller hands
+    /// on those of its pending invocations).
     func takeHeard(ofShard shard: Int, in map: ShardMap) -> Taken {
+        self.take(tag: { map.shard(ofTag: $0) == shard }, scope: { map.shard(ofScope: $0) == shard }, keepingResults: true)
+    }
+
+    private func take(tag ours: (String) -> Bool, scope oursByScope: (String) -> Bool, keepingResults: Bool) -> Taken {
         self.heard.withLock { heard in
-            func ours(_ event: AlertEvent) -> Bool { map.shard(ofTag: event.tag) == shard }
-            let open = heard.open.values.filter(ours).sorted { $0.raisedAt < $1.raisedAt }
+            let open = heard.open.values.filter { ours($0.tag) }.sorted { $0.raisedAt < $1.raisedAt }
             for event in open { heard.open[event.alertID] = nil }
-            let clears = heard.clears.filter { ours($0.value) }
+            let clears = heard.clears.filter { ours($0.value.tag) }
             for id in clears.keys { heard.clears[id] = nil }
             heard.clearOrder.removeAll { clears[$0] != nil }
-            let invocations = heard.invocationOrder.compactMap { heard.invocations[$0] }.filter { map.shard(ofScope: $0.scopeKey) == shard }
-            for invocation in invocations { heard.invocations[invocation.invocationID] = nil }
-            heard.invocationOrder.removeAll { id in invocations.contains { $0.invocationID == id } }
+            let invocations = heard.invocationOrder.compactMap { heard.invocations[$0] }.filter { oursByScope($0.scopeKey) }
+            let taken = Set(invocations.map(\.invocationID))
+            for id in taken { heard.invocations[id] = nil }
+            heard.invocationOrder.removeAll { taken.contains($0) }
             let invoked = Set(invocations.map(\.decisionID))
             let decisions = heard.decisions.filter { id, decision in
-                invoked.contains(id)
-                    || JSONValue(parsing: Array(decision.trigger.utf8))?.string("tag").map { map.shard(ofTag: $0) == shard } ?? (shard == 0)
+                invoked.contains(id) || (JSONValue(parsing: Array(decision.trigger.utf8))?.string("tag").map(ours) ?? oursByScope("all"))
             }
             for id in decisions.keys { heard.decisions[id] = nil }
             heard.decisionOrder.removeAll { decisions[$0] != nil }
-            return Taken(
-                open: open, clears: clears, invocations: invocations, decisions: decisions,
-                results: heard.resultOrder.compactMap { id in heard.results[id].map { (id, $0.topic, $0.payload) } })
+            let results = heard.resultOrder.compactMap { id in heard.results[id].map { (id, $0.topic, $0.payload) } }
+            if !keepingResults {
+                heard.results = [:]
+                heard.resultOrder = []
+            }
+            return Taken(open: open, clears: clears, invocations: invocations, decisions: decisions, results: results)
         }
     }
 
