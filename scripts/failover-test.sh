@@ -84,7 +84,7 @@ for line in sys.stdin:
     a = json.loads(line)
     if a["kind"] == "limit" and a["state"] == sys.argv[1]: print(a["alert_id"])' "$1"; }
 for _ in $(seq 100); do [ -n "$(raised raised)" ] && break; sleep 0.1; done
-alert_id=$(raised raised | head -1)
+alert_id=$(raised raised | sed -n 1p)
 [ -n "$alert_id" ] || fail "no limit alert from the active"
 for _ in $(seq 50); do [ "$(psql "$database_url" -qAtc "SELECT count(*) FROM alerts WHERE alert_id = '$alert_id'")" = 1 ] && break; sleep 0.1; done
 
@@ -99,7 +99,7 @@ took=$(( ($(date +%s%N) - killed) / 1000000 ))
 for i in $(seq 32 36); do echo "{\"ts\": $((now + i * 1000)), \"v\": 355.1}"; done \
   | mosquitto_pub -h "$host" -p "$port" -q 1 -t "plant/$tag" -l
 for _ in $(seq 100); do [ -n "$(raised cleared)" ] && break; sleep 0.1; done
-[ "$(raised cleared | head -1)" = "$alert_id" ] || fail "the clear does not carry the killed active's alert id: $(raised cleared) (raised $alert_id)"
+[ "$(raised cleared | sed -n 1p)" = "$alert_id" ] || fail "the clear does not carry the killed active's alert id: $(raised cleared) (raised $alert_id)"
 [ "$(raised raised | wc -l)" = 1 ] || fail "the alarm was raised $(raised raised | wc -l) times"
 for _ in $(seq 50); do [ "$(psql "$database_url" -qAtc "SELECT count(*) || ' ' || min(state) FROM alerts WHERE kind = 'limit'")" = "1 cleared" ] && break; sleep 0.1; done
 [ "$(psql "$database_url" -qAtc "SELECT count(*) || ' ' || min(state) FROM alerts WHERE kind = 'limit'")" = "1 cleared" ] \
@@ -107,7 +107,8 @@ for _ in $(seq 50); do [ "$(psql "$database_url" -qAtc "SELECT count(*) || ' ' |
 grep -q "\"instance\":\"b-$$\",\"role\":\"active\"" "$work/sub.log" || fail "the new active did not announce itself on hasmoke/status"
 # The killed host's will (its birth's timestamp), then the new active's birth, later.
 for _ in $(seq 50); do [ "$(states | tail -1 | cut -d' ' -f1)" = online ] && [ "$(states | wc -l)" -ge 3 ] && break; sleep 0.1; done
-states | grep -q "^offline $birth_a\$" || fail "STATE: no will of the killed host: $(states | tr '\n' ' ')"
+# (Never `grep -q` or `head` after a producer here: with pipefail, the producer's broken pipe fails the test.)
+states | grep "^offline $birth_a\$" > /dev/null || fail "STATE: no will of the killed host: $(states | tr '\n' ' ')"
 last=$(states | tail -1)
 [ "${last%% *}" = online ] && [ "${last##* }" -gt "$birth_a" ] || fail "STATE: the new active's birth is not the last word: $(states | tr '\n' ' ')"
 kill -TERM "$pid_b"; wait "$pid_b" 2>/dev/null || true

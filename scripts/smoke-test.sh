@@ -48,7 +48,7 @@ echo "ok: dang run refuses plain HTTP on 0.0.0.0 without api.allow_plaintext"
 
 # 2. Migrations (idempotent).
 "$dang" migrate --database-url "$DATABASE_URL" > "$work/migrate.log" 2>&1 || fail "dang migrate failed"
-"$dang" migrate --database-url "$DATABASE_URL" 2>>"$work/migrate.log" | grep -q "up to date" || fail "second dang migrate was not a no-op"
+"$dang" migrate --database-url "$DATABASE_URL" 2>>"$work/migrate.log" | grep "up to date" > /dev/null || fail "second dang migrate was not a no-op"
 # A fresh start for the tag: no earlier alerts, and no tag_state to warm up from (a warm start
 # from an earlier run's level would rightly report the return to 358 as a level shift).
 psql "$DATABASE_URL" -qAtc "DELETE FROM alerts WHERE tag = 'r1/cdu/cdu1/TI-101'" >/dev/null
