@@ -56,7 +56,10 @@ final class FakeProvider: Sendable {
 
     func client(_ scenario: String, provider: String = "deepseek", configure: (inout LLMSettings) -> Void = { _ in }) -> LLMClient {
         var settings = LLMSettings(baseURL: "http://127.0.0.1:\(self.port)", model: "fake:\(scenario)", provider: provider, apiKey: "sk-test")
-        settings.timeout = .seconds(5)
+        // Generous: at the suite's start, with every test under way on two cores, a first attempt
+        // has taken over 4 s, leaving less than the 1 s a Retry-After asks for (the client then
+        // rightly gives up). Tests of the deadline set their own.
+        settings.timeout = .seconds(30)
         settings.backoff = .milliseconds(100)
         configure(&settings)
         return LLMClient(settings: settings)

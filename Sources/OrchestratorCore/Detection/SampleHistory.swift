@@ -17,6 +17,17 @@ package struct SampleHistory: Sendable {
         self.depth = max(0, depth)
     }
 
+    /// Makes room for `slots` tags in all, without growing by doubling.
+    package mutating func reserveCapacity(slots: Int) {
+        let slots = max(0, slots)
+        self.heads.reserveCapacity(slots)
+        self.counts.reserveCapacity(slots)
+        let (cells, overflow) = slots.multipliedReportingOverflow(by: self.depth)
+        guard !overflow else { return }
+        self.times.reserveCapacity(cells)
+        self.values.reserveCapacity(cells)
+    }
+
     /// Makes room for one more tag.
     package mutating func addSlot() {
         self.heads.append(0)

@@ -50,7 +50,9 @@ package final class IngestPipeline: TagDataSource, Sendable {
         self.config = config
         var engine = DetectionEngine(settings: config.detection, topicMap: config.topicMap)
         // Every process unit of the topic map with two or more tags is monitored as a whole.
-        for (unit, tags) in config.topicMap.units {
+        let units = config.topicMap.units
+        engine.reserveCapacity(tags: units.reduce(0) { $0 + $1.tags.count }, units: units.count)
+        for (unit, tags) in units {
             let slots = tags.compactMap { engine.slot(for: $0) }
             _ = engine.addUnit(name: unit, slots: slots)
         }
