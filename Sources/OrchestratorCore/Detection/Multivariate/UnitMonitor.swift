@@ -8,10 +8,14 @@ package struct UnitMonitor: Sendable {
     /// Engine slots of the unit's tags, in model order.
     package let slots: [Int32]
     package private(set) var model: MultivariateModel?
-    /// The baseline vectors collected so far, one after the other in one array: 8 bytes a value,
-    /// where an array per vector costs its header and allocation too (1,000 units of 10 tags
-    /// collecting 500 vectors each: 40 MB instead of 64).
-    private var baseline: [Double] = []
+    /// The baseline vectors collected so far, one after the other in one array, each value as its
+    /// offset from the first vector's in single precision: 4 bytes a value (1,000 units of 10 tags
+    /// collecting 500 vectors each, all at once when a plant starts: 20 MB; 40 MB as doubles, 64 MB
+    /// as an array per vector). An offset is the tag's movement since the baseline began, so it
+    /// keeps about 7 significant digits of that movement whatever the tag's level.
+    private var baseline: [Float] = []
+    /// The first baseline vector: what the offsets are from.
+    private var origin: [Double] = []
     private var baselineRows = 0
     private let baselineSize: Int
     private var filtered = 0.0
@@ -47,7 +51,7 @@ package struct UnitMonitor: Sendable {
     /// Adds a baseline vector; trains once the baseline is full, unless `autoTrain` is off (a
     /// replay's `--train` file is used whole, and trained at its end).
     package mutating func learn(_ vector: [Double], settings: MultivariateModel.Settings, autoTrain: Bool = true) {
-        guard self.model == nil, self.trainingError == nil else { return }
+        guard self.model == nil, self.trainingError == nil, vector.count == self.slots.count else { return }
         // A vector has one value per tag of the unit, in slot order (the engine builds it so).
         if self.baseline.count + vector.count > self.baseline.capacity {
             // Doubling, but not past the rows training needs while short of them (a plain append
@@ -57,7 +61,8 @@ package struct UnitMonitor: Sendable {
             let full = self.baselineSize * vector.count
             self.baseline.reserveCapacity(self.baseline.count < full ? min(doubled, full) : doubled)
         }
-        self.baseline.append(contentsOf: vector)
+        if self.baselineRows == 0 { self.origin = vector }
+        for (value, origin) in zip(vector, self.origin) { self.baseline.append(Float(value - origin)) }
         self.baselineRows += 1
         if autoTrain && self.baselineRows >= self.baselineSize { self.train(settings: settings) }
     }
@@ -65,7 +70,9 @@ package struct UnitMonitor: Sendable {
     /// The baseline as rows again, for training.
     private var baselineVectors: [[Double]] {
         let width = self.slots.count
-        return (0..<self.baselineRows).map { row in Array(self.baseline[row * width..<(row + 1) * width]) }
+        return (0..<self.baselineRows).map { row in
+            (0..<width).map { j in self.origin[j] + Double(self.baseline[row * width + j]) }
+        }
     }
 
     /// Trains on the baseline collected so far (the end of a replay's `--train` file).
@@ -81,6 +88,7 @@ package struct UnitMonitor: Sendable {
             self.trainingError = error.message
         }
         self.baseline = []
+        self.origin = []
         self.baselineRows = 0
     }
 
