@@ -71,6 +71,14 @@ enum Fixture {
         #expect(abs(trained.filteredLimit - model.filteredLimit) <= 1e-6 * model.filteredLimit)
         for (mine, theirs) in zip(trained.eigenvalues, model.eigenvalues) { #expect(abs(mine - theirs) <= 1e-6 * max(1, theirs)) }
         for (mine, theirs) in zip(trained.mean, model.mean) { #expect(abs(mine - theirs) <= 1e-6 * 0.01) }
+
+        // A value beyond single precision's range from where its tag began stops the training with
+        // a reason, never an infinite baseline.
+        var wild = UnitMonitor(name: "w", slots: [0, 1], baselineSize: 50)
+        wild.learn([1, 2], settings: .init())
+        wild.learn([1e300, 2], settings: .init())
+        #expect(wild.trainingError?.contains("too far") == true)
+        #expect(!wild.isTrained)
     }
 
     @Test func `the per-tag limit and the normal quantile match scipy`() throws {

@@ -62,7 +62,18 @@ package struct UnitMonitor: Sendable {
             self.baseline.reserveCapacity(self.baseline.count < full ? min(doubled, full) : doubled)
         }
         if self.baselineRows == 0 { self.origin = vector }
-        for (value, origin) in zip(vector, self.origin) { self.baseline.append(Float(value - origin)) }
+        for (value, origin) in zip(vector, self.origin) {
+            let offset = Float(value - origin)
+            guard offset.isFinite else {
+                // More than 3.4e38 from where the tag began: nothing a unit can be trained on.
+                self.trainingError = "a value \(value) is too far from the baseline's first (\(origin)) to learn from"
+                self.baseline = []
+                self.origin = []
+                self.baselineRows = 0
+                return
+            }
+            self.baseline.append(offset)
+        }
         self.baselineRows += 1
         if autoTrain && self.baselineRows >= self.baselineSize { self.train(settings: settings) }
     }
