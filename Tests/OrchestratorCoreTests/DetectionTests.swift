@@ -90,6 +90,34 @@ import Testing
     }
 }
 
+@Suite struct NGramSetTests {
+    /// Inserts the same random members into an `NGramSet` and a `Set`: every answer agrees, the
+    /// set turns into a table exactly when the list would outgrow it, and nothing is lost on the way.
+    @Test(arguments: [(bound: 4_672, draws: 40), (bound: 4_672, draws: 3_000), (bound: 69_904, draws: 20_000), (bound: 70, draws: 500)])
+    func `agrees with a set, sparse and dense`(bound: Int, draws: Int) {
+        var grams = NGramSet(bound: bound)
+        var reference = Set<Int>()
+        var random = SplitMix64(seed: UInt64(bound &* 31 &+ draws))
+        let words = (bound + 63) / 64
+        for _ in 0..<draws {
+            // Skewed toward small members, as real n-gram codes are (a few patterns recur).
+            let member = Int(random.next() % UInt64(random.next() % 2 == 0 ? min(bound, 97) : bound))
+            #expect(grams.insert(member) == reference.insert(member).inserted)
+            #expect(grams.isDense == (reference.count > 2 * words))
+        }
+        #expect(grams.count == reference.count)
+        for member in 0..<bound where member % 7 == 0 || member < 200 { #expect(grams.contains(member) == reference.contains(member)) }
+        #expect(grams.storageBytes <= max(words * 8, 2 * words * 4 + 64))
+    }
+
+    @Test func `an empty set holds no storage`() {
+        let grams = NGramSet(bound: 4_672)
+        #expect(grams.storageBytes == 0)
+        #expect(grams.count == 0)
+        #expect(!grams.contains(0))
+    }
+}
+
 @Suite struct TagDetectorTests {
     let settings: DetectionSettings = {
         var settings = DetectionSettings()

@@ -8,7 +8,7 @@ import Glibc
 /// - **spike**: a robust z-score of the sample against the previous `window` values (median, and
 ///   the interquartile range with 5–95 % and 1–99 % spreads as floors), shaped as z / (z + k);
 /// - **pattern novelty**: the sample's value is quantised into `bins` levels over the range seen so
-///   far, and 2-, 3- and 4-grams of those codes are looked up in bit tables; a never-seen n-gram is
+///   far, and 2-, 3- and 4-grams of those codes are looked up in the set seen (``NGramSet``); a never-seen n-gram is
 ///   novel, weighted by how rare novelty has been lately (an EWMA per order) — this catches a
 ///   change of shape at a normal level, which no z-score sees;
 /// - **drift**: a two-sided CUSUM on the EWMA z-score for small persistent shifts.
@@ -20,7 +20,8 @@ import Glibc
 /// behaviour operators and the NAB benchmark both reward.
 ///
 /// Invariant to shift and scale of the input (up to the tiny absolute floors); O(log window) plus
-/// one `memmove` per sample; fixed storage (the window, 584 bytes of tables); no allocation.
+/// one `memmove` per sample; storage that grows with the samples seen, up to the window and 584
+/// bytes of n-gram tables (8 bins), then no allocation.
 package struct AnomalyDetector: Sendable {
     /// One sample's verdict.
     package struct Verdict: Sendable, Equatable {
@@ -44,7 +45,8 @@ package struct AnomalyDetector: Sendable {
     /// `sample` modulo `window_stride`, kept as a counter (no division per sample).
     private var strideCount = 0
     private var seen = 0
-    private var tables: [UInt64]
+    /// The 2-, 3- and 4-grams seen, as bit positions of one table after the other.
+    private var grams: NGramSet
     private var noveltyRate: (Double, Double, Double)
     private var sample = 0
     private var lastFire = Int.min / 2
@@ -68,7 +70,7 @@ package struct AnomalyDetector: Sendable {
         self.ewma = EWMAStatistics(alpha: settings.ewmaAlpha)
         self.window = RobustWindow(capacity: settings.robustWindow)
         self.cusum = CUSUM(k: settings.cusumK, h: settings.cusumH)
-        self.tables = [UInt64](repeating: 0, count: Self.tableLayout(bins: settings.anomalyBins).words)
+        self.grams = NGramSet(bound: Self.tableLayout(bins: settings.anomalyBins).words * 64)
         let rate = settings.noveltyInitialRate
         self.noveltyRate = (rate, rate, rate)
     }
@@ -165,25 +167,20 @@ package struct AnomalyDetector: Sendable {
         self.previousCodes = (code, self.previousCodes.0, self.previousCodes.1)
         self.seen += 1
         let alpha = settings.noveltyAdaptation
-        // Bit tables of the 2-, 3- and 4-grams, one after the other.
+        // The 2-, 3- and 4-gram tables, one after the other (each whole words of 64 bits).
         let offset2 = 0
-        let offset3 = Int((b2 + 63) / 64)
-        let offset4 = offset3 + Int((b3 + 63) / 64)
+        let offset3 = Int((b2 + 63) / 64) * 64
+        let offset4 = offset3 + Int((b3 + 63) / 64) * 64
         var sum = 0.0
-        if self.seen >= 2 { sum += Self.lookUp(Int(gram2), word: offset2, tables: &self.tables, rate: &self.noveltyRate.0, alpha: alpha) }
-        if self.seen >= 3 { sum += Self.lookUp(Int(gram3), word: offset3, tables: &self.tables, rate: &self.noveltyRate.1, alpha: alpha) }
-        if self.seen >= 4 { sum += Self.lookUp(Int(gram4), word: offset4, tables: &self.tables, rate: &self.noveltyRate.2, alpha: alpha) }
+        if self.seen >= 2 { sum += Self.lookUp(offset2 + Int(gram2), in: &self.grams, rate: &self.noveltyRate.0, alpha: alpha) }
+        if self.seen >= 3 { sum += Self.lookUp(offset3 + Int(gram3), in: &self.grams, rate: &self.noveltyRate.1, alpha: alpha) }
+        if self.seen >= 4 { sum += Self.lookUp(offset4 + Int(gram4), in: &self.grams, rate: &self.noveltyRate.2, alpha: alpha) }
         return sum / 3
     }
 
     /// Marks an n-gram seen; returns its novelty weighted by how rare novelty has been lately.
-    private static func lookUp(
-        _ index: Int, word offset: Int, tables: inout [UInt64], rate: inout Double, alpha: Double
-    ) -> Double {
-        let word = offset + index >> 6
-        let bit = UInt64(1) << UInt64(index & 63)
-        let novel = tables[word] & bit == 0
-        tables[word] |= bit
+    private static func lookUp(_ member: Int, in grams: inout NGramSet, rate: inout Double, alpha: Double) -> Double {
+        let novel = grams.insert(member)
         let weighted = novel ? 1 - rate : 0
         rate += alpha * ((novel ? 1 : 0) - rate)
         return weighted

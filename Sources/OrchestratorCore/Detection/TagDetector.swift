@@ -38,9 +38,12 @@ package struct TagDetector: Sendable {
     /// Whether the last sample fed the detectors (not bad, finite, in order).
     package private(set) var lastSampleUsable = false
 
+    /// The settings of a tag the topic map does not name (one record shared by all of them).
+    private static let unmapped = TagInfo()
+
     package init(settings: DetectionSettings, info: TagInfo?, isMarket: Bool) {
         self.anomaly = AnomalyDetector(settings: settings)
-        self.info = info ?? TagInfo()
+        self.info = info ?? Self.unmapped
         self.isMapped = info != nil
         self.isMarket = isMarket
         self.trend = settings.trendEnabled ? TrendDetector(blockSize: settings.trendBlock, windowBlocks: settings.trendWindow) : nil
@@ -57,7 +60,7 @@ package struct TagDetector: Sendable {
     /// configured flatline's count starts again when its settings change.
     package mutating func reconfigure(info: TagInfo?) {
         if info?.flatline != self.mappedInfo?.flatline { self.flatlineCount = 0 }
-        self.info = info ?? TagInfo()
+        self.info = info ?? Self.unmapped
         self.isMapped = info != nil
     }
 
