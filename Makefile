@@ -14,9 +14,9 @@ deps:
 build: deps
 	$(SWIFT) build
 
-## Optimised build, for measuring.
+## Optimised build, as shipped and measured: .build/release/dang (scripts/build-release.sh).
 release: deps
-	$(SWIFT) build -c release
+	@scripts/build-release.sh
 
 ## The Debian package from a release build: .build/package/dang_<version>_<arch>.deb (docs/deployment.md).
 package: deps

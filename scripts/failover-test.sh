@@ -6,11 +6,11 @@
 # Sparkplug primary host in turn: only the active's STATE birth, the killed one's will, then the
 # new active's birth with a later timestamp.
 #
-# usage: scripts/failover-test.sh   (DANG_MQTT_URL and DATABASE_URL set; .build/debug/dang built)
+# usage: scripts/failover-test.sh   (DANG_MQTT_URL and DATABASE_URL set; .build/debug/dang built, or DANG_BIN)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${DANG_MQTT_URL:?}" "${DATABASE_URL:?}"
-dang=.build/debug/dang
+dang=${DANG_BIN:-.build/debug/dang}   # DANG_BIN: another build (the release one: scripts/build-release.sh)
 fail() { echo "failover-test: FAIL: $*" >&2; exit 1; }
 work=$(mktemp -d)
 pids=()

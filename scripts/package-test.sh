@@ -30,7 +30,13 @@ for dep in libmosquitto1 libpq5 libcurl4 libc6; do
 done
 field Depends | grep -q -i swift && fail "Depends names a Swift package: the runtime is bundled"
 contents=$(dpkg-deb -c "$deb" | awk '{print $6}')
-for path in ./usr/bin/dang ./usr/lib/dang/libswiftCore.so ./usr/lib/dang/libFoundation.so ./etc/dang/orchestrator.yaml \
+# The Swift runtime is either bundled in /usr/lib/dang (a build that loads it as shared libraries:
+# the debug build `make test` packages) or linked in (the release build, scripts/build-release.sh).
+bundled=false
+grep -qx ./usr/lib/dang/libswiftCore.so <<<"$contents" && bundled=true
+runtime=()
+$bundled && runtime=(./usr/lib/dang/libswiftCore.so ./usr/lib/dang/libFoundation.so)
+for path in ./usr/bin/dang "${runtime[@]}" ./etc/dang/orchestrator.yaml \
   ./etc/dang/topics/refinery.yaml ./etc/default/dang ./lib/systemd/system/dang.service ./usr/share/doc/dang/deployment.md; do
   grep -qx "$path" <<<"$contents" || fail "the package lacks $path"
 done
@@ -49,10 +55,16 @@ getent passwd dang >/dev/null || fail "postinst made no dang user"
 ldd /usr/bin/dang > "$work/ldd.txt"
 grep -q "not found" "$work/ldd.txt" && fail "unresolved libraries: $(grep 'not found' "$work/ldd.txt")"
 grep -q "/opt/swift\|/\.build/" "$work/ldd.txt" && fail "the installed binary loads from a toolchain: $(grep '/opt/swift' "$work/ldd.txt" | head -3)"
-grep -q "/usr/lib/dang/libswiftCore.so" "$work/ldd.txt" || fail "the bundled Swift runtime is not used"
+if $bundled; then
+  grep -q "/usr/lib/dang/libswiftCore.so" "$work/ldd.txt" || fail "the bundled Swift runtime is not used"
+  where="the runtime from /usr/lib/dang"
+else
+  grep -q "libswift\|libFoundation\|libdispatch" "$work/ldd.txt" && fail "the binary loads a Swift runtime the package lacks: $(grep 'libswift\|libFoundation\|libdispatch' "$work/ldd.txt")"
+  where="the Swift runtime linked in"
+fi
 runuser -u dang -- /usr/bin/dang check-config --config /etc/dang/orchestrator.yaml > "$work/check.log" 2>&1 \
   || fail "check-config of the installed configuration: $(cat "$work/check.log")"
-echo "ok: dpkg -i: the dang user, /var/lib/dang, the runtime from /usr/lib/dang; $(tail -1 "$work/check.log")"
+echo "ok: dpkg -i: the dang user, /var/lib/dang, $where; $(tail -1 "$work/check.log")"
 
 # 3. The unit: systemd-analyze verify where it exists (it needs no running systemd).
 if command -v systemd-analyze >/dev/null 2>&1; then

@@ -5,7 +5,7 @@
 # paths made absolute), /etc/default/dang, the systemd unit, and the operator guides.
 #
 # usage: scripts/package.sh [--binary PATH] [--out DIR] [--compress xz|gzip|none]
-#   --binary    an already built `dang` (default: `swift build -c release --product dang`, stripped)
+#   --binary    an already built `dang` (default: scripts/build-release.sh, stripped)
 #   --out       where the .deb goes (default: .build/package)
 #   --compress  the archive's compression (default xz; `make test` packages its debug build with none)
 # The architecture is the build machine's (dpkg --print-architecture): run it on an arm64 Debian 12
@@ -28,7 +28,7 @@ for tool in dpkg-deb patchelf readelf ldd; do command -v "$tool" >/dev/null || d
 
 strip_binary=false
 if [ -z "$binary" ]; then
-  swift build -c release --product dang >&2 || die "the release build failed"
+  scripts/build-release.sh >&2 || die "the release build failed"
   binary=.build/release/dang
   strip_binary=true
 fi
@@ -39,20 +39,28 @@ arch=$(dpkg --print-architecture)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 
-# The binary, and the Swift runtime libraries it loads from the toolchain (every one, transitively).
+# The binary, and the Swift runtime libraries it loads from the toolchain (every one, transitively;
+# none for the release build, which links them statically).
 install -D -m 0755 "$binary" "$stage/usr/bin/dang"
 $strip_binary && strip --strip-unneeded "$stage/usr/bin/dang"
 toolchain_libs=$(ldd "$binary" | awk '$3 ~ /^\// {print $3}' | grep -v -E '^/(lib|usr/lib)/' || true)
-install -d "$stage/usr/lib/dang"
-for lib in $toolchain_libs; do
-  install -m 0644 "$lib" "$stage/usr/lib/dang/"
-  patchelf --set-rpath '$ORIGIN' "$stage/usr/lib/dang/$(basename "$lib")"
-done
-patchelf --set-rpath /usr/lib/dang "$stage/usr/bin/dang"
+if [ -n "$toolchain_libs" ]; then
+  install -d "$stage/usr/lib/dang"
+  for lib in $toolchain_libs; do
+    install -m 0644 "$lib" "$stage/usr/lib/dang/"
+    patchelf --set-rpath '$ORIGIN' "$stage/usr/lib/dang/$(basename "$lib")"
+  done
+  patchelf --set-rpath /usr/lib/dang "$stage/usr/bin/dang"
+else
+  patchelf --remove-rpath "$stage/usr/bin/dang"
+fi
 
 # Runtime dependencies: the packages that hold the system libraries the binary and the bundle name.
-needed=$( { readelf -d "$stage/usr/bin/dang"; for f in "$stage"/usr/lib/dang/*.so*; do readelf -d "$f"; done; } \
+needed=$( { readelf -d "$stage/usr/bin/dang"; for f in "$stage"/usr/lib/dang/*.so*; do if [ -e "$f" ]; then readelf -d "$f"; fi; done; } \
   | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort -u)
+# Packed relative relocations (scripts/build-release.sh) need glibc 2.36's loader.
+libc_version=""
+if readelf -d "$stage/usr/bin/dang" | grep '(RELR)' >/dev/null; then libc_version=" (>= 2.36)"; fi
 depends=()
 for soname in $needed; do
   [ -e "$stage/usr/lib/dang/$soname" ] && continue
@@ -62,6 +70,7 @@ for soname in $needed; do
   pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -1 | cut -d: -f1) \
     || pkg=$(dpkg -S "$path" 2>/dev/null | head -1 | cut -d: -f1) || true
   [ -n "$pkg" ] || die "no package owns $path ($soname)"
+  if [ "$pkg" = libc6 ]; then pkg="libc6$libc_version"; fi
   depends+=("$pkg")
 done
 depends_line=$(printf '%s\n' "${depends[@]}" | sort -u | paste -sd, | sed 's/,/, /g')

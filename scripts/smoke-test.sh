@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${DANG_MQTT_URL:?set DANG_MQTT_URL (scripts/services.sh start prints it)}"
 : "${DATABASE_URL:?set DATABASE_URL (scripts/services.sh start prints it)}"
-dang=.build/debug/dang
+dang=${DANG_BIN:-.build/debug/dang}   # DANG_BIN: another build (the release one: scripts/build-release.sh)
 work=$(mktemp -d)
 pids=()
 cleanup() {
