@@ -58,6 +58,28 @@ struct ScratchDirectory {
         #expect(config.decisionEngine.maxRetries == 3)
     }
 
+    /// `TagInfo` shares one record between the topic map and the detectors: a change made through
+    /// one copy must never show through another (value semantics), and equality is by content.
+    @Test func `a tag's info is a value: changing a copy leaves the original and the map alone`() throws {
+        let path = Self.repositoryRoot.appendingPathComponent("config/orchestrator.yaml").path
+        let config = try OrchestratorConfig.load(file: path, environment: ["DEEPSEEK_API_KEY": "sk-test", "DANG_API_TOKEN": "t"])
+        let original = try #require(config.topicMap.tags["r1/cdu/cdu1/TI-101"])
+        var copy = original
+        #expect(copy == original)
+        copy.limits.hi = 400
+        copy.flatline = TagInfo.Flatline(tolerance: 0.5, samples: 10)
+        copy.description = "changed"
+        #expect(original.limits.hi == 372)
+        #expect(original.flatline == nil || original.flatline?.tolerance != 0.5)
+        #expect(config.topicMap.tags["r1/cdu/cdu1/TI-101"]?.limits.hi == 372)
+        #expect(copy.limits.hi == 400 && copy.description == "changed" && copy.flatline?.samples == 10)
+        #expect(copy != original)
+        // Equal content, separate records: equal.
+        var rebuilt = TagInfo(description: original.description, unit: original.unit, criticality: original.criticality, limits: original.limits)
+        rebuilt.fields = original.fields
+        #expect(rebuilt == original)
+    }
+
     @Test func `instance and ha: the id names the client id; a bad id or lease names its key; the default is a single instance`() throws {
         let single = try self.load("mqtt:\n  url: mqtt://127.0.0.1:1883\n")
         #expect(!single.availability.enabled && single.availability.instanceID == AvailabilitySettings.hostName)

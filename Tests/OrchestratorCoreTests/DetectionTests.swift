@@ -210,6 +210,36 @@ import Testing
     }
 }
 
+@Suite struct AlarmLatchesTests {
+    @Test func `every condition has a bit`() {
+        #expect(AlertCondition.allCases.count <= 16)
+        #expect(AlertCondition.allCases.allSatisfy { Int($0.rawValue) < 16 })
+    }
+
+    /// The sparse latches answer exactly as 16 plain latches do, whatever the order of conditions,
+    /// the delays, the cooldown, and times that go back (two clocks feed `dataQuality`).
+    @Test(arguments: [(1, 1, 0), (1, 1, 5), (2, 3, 0), (3, 2, 7)])
+    func `behave exactly as one latch per condition`(onDelay: Int, offDelay: Int, cooldown: Int) {
+        let policy = AlertPolicy(onDelay: onDelay, offDelay: offDelay, cooldownMilliseconds: Int64(cooldown))
+        var sparse = AlarmLatches()
+        var plain = [AlarmLatch](repeating: AlarmLatch(), count: 16)
+        var random = SplitMix64(seed: UInt64(onDelay * 100 + offDelay * 10 + cooldown))
+        var time: Int64 = 0
+        for _ in 0..<20_000 {
+            // A few conditions are busy, the rest rarely asked to raise.
+            let index = random.next() % 4 == 0 ? Int(random.next() % 16) : Int(random.next() % 3)
+            let raise = random.next() % 3 == 0
+            let clear = random.next() % 2 == 0
+            time += Int64(random.next() % 5) - (random.next() % 10 == 0 ? 6 : 0)
+            let expected = plain[index].update(raise: raise, clear: clear, time: time, policy: policy)
+            let answer = sparse.update(index, raise: raise, clear: clear, time: time, policy: policy)
+            let same = answer == expected && (0..<16).allSatisfy { sparse.isActive($0) == plain[$0].active }
+            #expect(same, "condition \(index) at \(time): \(String(describing: answer)) for \(String(describing: expected))")
+            if !same { return }
+        }
+    }
+}
+
 @Suite struct AlertBookTests {
     @Test func `raise and clear share one alert id and the raise time`() {
         var book = AlertBook()

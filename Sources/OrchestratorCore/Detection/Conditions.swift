@@ -149,7 +149,7 @@ package struct AlertPolicy: Sendable, Equatable {
 /// One condition's alarm state: raised once and cleared once, with hysteresis (separate raise and
 /// clear tests), on/off delays and a cooldown. Never flaps.
 package struct AlarmLatch: Sendable, Equatable {
-    // Declared widest first: 16 bytes a latch (16 of them in every tag's detector).
+    // Declared widest first: 16 bytes a latch (held by a tag only once used: ``AlarmLatches``).
     private var clearedAt: Int64 = .min
     /// Consecutive evaluations toward the next transition: raise tests while inactive, clear
     /// tests while active (one counter serves both).
@@ -157,6 +157,13 @@ package struct AlarmLatch: Sendable, Equatable {
     package private(set) var active = false
 
     package init() {}
+
+    /// Whether ``update(raise:clear:time:policy:)`` would change nothing and return `nil`: no test
+    /// toward a transition passes and no count is under way.
+    @inline(__always)
+    package func isSteady(raise: Bool, clear: Bool) -> Bool {
+        self.count == 0 && !(self.active ? clear : raise)
+    }
 
     /// Returns `true` when the latch raises, `false` when it clears, `nil` when nothing changes.
     /// `raise` is the raise test, `clear` the (weaker) clear test.
@@ -183,6 +190,51 @@ package struct AlarmLatch: Sendable, Equatable {
         self.count = 0
         self.clearedAt = time
         return false
+    }
+}
+
+/// The alarm latches of one tag, one per ``AlertCondition``, holding only those that ever left the
+/// default state (raised, counting toward a raise, or cleared, whose time a cooldown needs). A
+/// latch never raised is the default one and takes no room: most tags of a plant never alarm, and
+/// every tag's 16 inline latches were 256 bytes (issue 19, part 5). Behaves exactly as 16 latches.
+package struct AlarmLatches: Sendable, Equatable {
+    /// Bit `n`: condition `n` has an entry.
+    private var present: UInt16 = 0
+    /// The entries, in condition order.
+    private var entries: [AlarmLatch] = []
+
+    package init() {}
+
+    /// Where condition `index`'s entry is (or would go) in `entries`.
+    @inline(__always)
+    private func position(_ index: Int) -> Int {
+        (self.present & ((UInt16(1) << UInt16(index)) &- 1)).nonzeroBitCount
+    }
+
+    package func isActive(_ index: Int) -> Bool {
+        guard self.present & (UInt16(1) << UInt16(index)) != 0 else { return false }
+        return self.entries[self.position(index)].active
+    }
+
+    /// ``AlarmLatch/update(raise:clear:time:policy:)`` on condition `index`'s latch.
+    @inline(__always)
+    package mutating func update(_ index: Int, raise: Bool, clear: Bool, time: Int64, policy: AlertPolicy) -> Bool? {
+        let bit = UInt16(1) << UInt16(index)
+        if self.present & bit != 0 {
+            let position = self.position(index)
+            // Nothing to change (the usual case, sample after sample): read, do not write.
+            if self.entries[position].isSteady(raise: raise, clear: clear) { return nil }
+            return self.entries[position].update(raise: raise, clear: clear, time: time, policy: policy)
+        }
+        // A default latch that is not asked to raise stays the default latch and reports nothing.
+        guard raise else { return nil }
+        var latch = AlarmLatch()
+        let result = latch.update(raise: raise, clear: clear, time: time, policy: policy)
+        if latch != AlarmLatch() {
+            self.entries.insert(latch, at: self.position(index))
+            self.present |= bit
+        }
+        return result
     }
 }
 

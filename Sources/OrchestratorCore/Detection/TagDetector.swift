@@ -11,8 +11,8 @@ import Glibc
 /// is never allocated again. Changes go to a caller-owned buffer.
 package struct TagDetector: Sendable {
     package private(set) var anomaly: AnomalyDetector
-    /// One latch per ``AlertCondition``, stored inline (no pointer to chase per sample).
-    private var latches = InlineArray<16, AlarmLatch>(repeating: AlarmLatch())
+    /// One latch per ``AlertCondition``, holding only those ever used.
+    private var latches = AlarmLatches()
     private var info: TagInfo
     /// Whether the tag is in the topic map (`info` is then its entry, else the defaults).
     private var isMapped: Bool
@@ -65,7 +65,7 @@ package struct TagDetector: Sendable {
     }
 
     package func isActive(_ condition: AlertCondition) -> Bool {
-        self.latches[Int(condition.rawValue)].active
+        self.latches.isActive(Int(condition.rawValue))
     }
 
     /// The EWMA statistics of the anomaly detector (also what a state snapshot keeps).
@@ -396,7 +396,7 @@ package struct TagDetector: Sendable {
         detail: @autoclosure () -> ConditionDetail, time: Int64, policy: AlertPolicy, into changes: inout [ConditionChange]
     ) {
         let index = Int(condition.rawValue)
-        guard let raised = self.latches[index].update(raise: raise, clear: clear, time: time, policy: policy) else { return }
+        guard let raised = self.latches.update(index, raise: raise, clear: clear, time: time, policy: policy) else { return }
         changes.append(ConditionChange(condition: condition, raised: raised, value: value, score: score, detail: detail()))
     }
 }
