@@ -28,7 +28,7 @@ field() { dpkg-deb -f "$deb" "$1"; }
 for dep in libmosquitto1 libpq5 libcurl4 libc6; do
   field Depends | tr ',' '\n' | sed 's/^ *//; s/ .*//' | grep -qx "$dep" || fail "Depends lacks $dep: $(field Depends)"
 done
-field Depends | grep -q -i swift && fail "Depends names a Swift package: the runtime is bundled"
+field Depends | grep -q -i swift && fail "Depends names a Swift package: the runtime is bundled or linked in"
 contents=$(dpkg-deb -c "$deb" | awk '{print $6}')
 # The Swift runtime is either bundled in /usr/lib/dang (a build that loads it as shared libraries:
 # the debug build `make test` packages) or linked in (the release build, scripts/build-release.sh).

@@ -57,20 +57,22 @@ package struct AnomalyDetector: Sendable {
     private var location = 0.0
     private var scale = 0.0
 
-    /// Words of the 2-, 3- and 4-gram bit tables for `bins` codes.
-    private static func tableLayout(bins: Int) -> (offsets: (Int, Int, Int), words: Int) {
-        let sizes = (bins * bins, bins * bins * bins, bins * bins * bins * bins)
-        let w0 = (sizes.0 + 63) / 64
-        let w1 = (sizes.1 + 63) / 64
-        let w2 = (sizes.2 + 63) / 64
-        return ((0, w0, w0 + w1), w0 + w1 + w2)
+    /// The 2-, 3- and 4-gram tables for `bins` codes, one after the other in one set of bit
+    /// positions (each table whole words of 64 bits, the 2-gram table first): where the 3- and
+    /// 4-gram tables start, and the bound of the whole.
+    @inline(__always)
+    private static func gramLayout(bins: Int) -> (offset3: Int, offset4: Int, bound: Int) {
+        let words2 = (bins * bins + 63) / 64
+        let words3 = (bins * bins * bins + 63) / 64
+        let words4 = (bins * bins * bins * bins + 63) / 64
+        return (words2 * 64, (words2 + words3) * 64, (words2 + words3 + words4) * 64)
     }
 
     package init(settings: DetectionSettings) {
         self.ewma = EWMAStatistics(alpha: settings.ewmaAlpha)
         self.window = RobustWindow(capacity: settings.robustWindow)
         self.cusum = CUSUM(k: settings.cusumK, h: settings.cusumH)
-        self.grams = NGramSet(bound: Self.tableLayout(bins: settings.anomalyBins).words * 64)
+        self.grams = NGramSet(bound: Self.gramLayout(bins: settings.anomalyBins).bound)
         let rate = settings.noveltyInitialRate
         self.noveltyRate = (rate, rate, rate)
     }
@@ -167,14 +169,11 @@ package struct AnomalyDetector: Sendable {
         self.previousCodes = (code, self.previousCodes.0, self.previousCodes.1)
         self.seen += 1
         let alpha = settings.noveltyAdaptation
-        // The 2-, 3- and 4-gram tables, one after the other (each whole words of 64 bits).
-        let offset2 = 0
-        let offset3 = Int((b2 + 63) / 64) * 64
-        let offset4 = offset3 + Int((b3 + 63) / 64) * 64
+        let layout = Self.gramLayout(bins: Int(bins))
         var sum = 0.0
-        if self.seen >= 2 { sum += Self.lookUp(offset2 + Int(gram2), in: &self.grams, rate: &self.noveltyRate.0, alpha: alpha) }
-        if self.seen >= 3 { sum += Self.lookUp(offset3 + Int(gram3), in: &self.grams, rate: &self.noveltyRate.1, alpha: alpha) }
-        if self.seen >= 4 { sum += Self.lookUp(offset4 + Int(gram4), in: &self.grams, rate: &self.noveltyRate.2, alpha: alpha) }
+        if self.seen >= 2 { sum += Self.lookUp(Int(gram2), in: &self.grams, rate: &self.noveltyRate.0, alpha: alpha) }
+        if self.seen >= 3 { sum += Self.lookUp(layout.offset3 + Int(gram3), in: &self.grams, rate: &self.noveltyRate.1, alpha: alpha) }
+        if self.seen >= 4 { sum += Self.lookUp(layout.offset4 + Int(gram4), in: &self.grams, rate: &self.noveltyRate.2, alpha: alpha) }
         return sum / 3
     }
 

@@ -50,7 +50,8 @@ package struct DetectionEngine: Sendable {
     /// needs nor holds the old and the new buffer at once while it grows (with 10,000 tags the
     /// detectors' array alone would reach 16,384 slots, 18 MB, through a 9 MB copy).
     package mutating func reserveCapacity(tags: Int, units: Int = 0) {
-        let tags = max(0, tags), units = max(0, units)
+        // Never room for more tags than `max_tags` allows to exist.
+        let tags = min(max(0, tags), self.settings.maxTags), units = max(0, units)
         self.slots.reserveCapacity(tags)
         self.tagNames.reserveCapacity(tags)
         self.detectors.reserveCapacity(tags)

@@ -4,11 +4,12 @@ import Glibc
 
 /// Every detector of one tag — level/shape anomaly, engineering limits, rate of change, flatline,
 /// staleness, data quality, trend and market moves — each condition raised once and cleared once
-/// through its ``AlarmLatch``.
+/// through its ``AlarmLatch`` (kept in ``AlarmLatches``).
 ///
-/// A pure value type: no I/O and no clock (time comes with each sample or tick); storage
-/// grows with a tag's first samples to its fixed size (a tag that has sent little holds little), then
-/// is never allocated again. Changes go to a caller-owned buffer.
+/// A pure value type: no I/O and no clock (time comes with each sample or tick). Storage grows
+/// with what a tag has shown — its first samples, the patterns it takes (``NGramSet``), the
+/// conditions it has raised (``AlarmLatches``) — up to a bounded size, and a tag that has sent
+/// little holds little. Changes go to a caller-owned buffer.
 package struct TagDetector: Sendable {
     package private(set) var anomaly: AnomalyDetector
     /// One latch per ``AlertCondition``, holding only those ever used.
