@@ -54,6 +54,23 @@ struct ActiveLeaseTests {
         #expect(b.role == .standby)
     }
 
+    @Test func `a holder that renewed between the standby's looks gets a round again, even when its row has expired once more`() async throws {
+        let (a, b, url) = try await Self.pair()
+        try await Self.isolate(a)
+        try await Self.expired(url)
+        await Self.step(b)
+        #expect(b.role == .standby)  // a first look at this expiry
+        await Self.step(a)
+        #expect(a.role == .active && a.epoch == 1)
+        // The standby's next look comes more than a lease after that renewal (a loaded machine): the
+        // row has expired again, but it is another expiry, and its holder gets its round.
+        _ = try DecisionLoopTests.rows(url, "UPDATE leases SET expires_at = now() - interval '1 millisecond' WHERE name = 'active'")
+        await Self.step(b)
+        #expect(b.role == .standby)
+        await Self.step(b)  // the second look at the same expiry
+        #expect(b.role == .active && b.epoch == 2)
+    }
+
     @Test func `a dead holder's lease is taken on the standby's second look, under a new epoch; the old holder then stands by`() async throws {
         let (a, b, url) = try await Self.pair()
         try await Self.isolate(a)  // (what a dead holder's row looks like: not renewed)

@@ -35,13 +35,19 @@ package final class ActiveLease: Sendable {
         case isolated
     }
 
+    /// One expiry of the row, as a standby saw it: a renewal in between makes a later expiry another.
+    private struct Expiry: Equatable {
+        var epoch: Int64
+        var renewedAt: String
+    }
+
     private struct State {
         var role = Role.standby
         var epoch: Int64 = 0
         /// When the last successful renewal (or acquisition) was sent: monotonic nanoseconds.
         var renewedAt: UInt64 = 0
-        /// A standby's last round found the row expired, held by this epoch…
-        var sawExpired: Int64? = nil
+        /// A standby's last round found the row expired: held by this epoch, last renewed then…
+        var sawExpired: Expiry? = nil
         /// …for this many rounds in a row.
         var expiredRounds = 0
     }
@@ -159,13 +165,15 @@ package final class ActiveLease: Sendable {
                     }
                 }
             case .standby:
-                // An expired row is taken only when the previous round saw it expired too, under
-                // the same epoch: its holder, isolated while the database was away, gets one round
-                // to renew when it answers again (else every database restart hands the lease to
-                // whichever instance polls first, and fences the holder's spool). A free row, or
-                // one this instance id held before a restart, is taken at once.
+                // An expired row is taken only when the previous round saw the same expiry — the
+                // same epoch, not renewed since: its holder, isolated while the database was away,
+                // gets one round to renew when it answers again (else every database restart hands
+                // the lease to whichever instance polls first, and fences the holder's spool). A
+                // holder that renewed between two rounds further apart than the lease (a loaded
+                // machine) gets its round again. A free row, or one this instance id held before a
+                // restart, is taken at once.
                 let row = try connection.query(
-                    "SELECT epoch, holder = $1, expires_at < now() FROM leases WHERE name = $2", [self.holder, self.name])
+                    "SELECT epoch, holder = $1, expires_at < now(), renewed_at FROM leases WHERE name = $2", [self.holder, self.name])
                 var expiredRounds = 0
                 if let fields = row.rows.first, let heldEpoch = fields[0].flatMap({ Int64($0) }), fields[1] != "t" {
                     guard fields[2] == "t" else {
@@ -175,9 +183,10 @@ package final class ActiveLease: Sendable {
                         }
                         break
                     }
+                    let expiry = Expiry(epoch: heldEpoch, renewedAt: fields[3] ?? "")
                     let rounds = self.state.withLock { state -> Int in
-                        state.expiredRounds = state.sawExpired == heldEpoch ? state.expiredRounds + 1 : 1
-                        state.sawExpired = heldEpoch
+                        state.expiredRounds = state.sawExpired == expiry ? state.expiredRounds + 1 : 1
+                        state.sawExpired = expiry
                         return state.expiredRounds
                     }
                     guard rounds >= 2 else { break }
