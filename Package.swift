@@ -49,6 +49,8 @@ let package = Package(
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
+        // glibc's malloc.h (mallopt): part of libc, nothing to link.
+        .systemLibrary(name: "CMalloc"),
 
         // Swift owners of the C handles, nothing else.
         .target(
@@ -77,6 +79,7 @@ let package = Package(
                 "Mosquitto",
                 "LibPQ",
                 "Curl",
+                "CMalloc",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),

@@ -102,6 +102,27 @@ for _ in $(seq 50); do
 done
 [ "$rows" = 1 ] || fail "expected one row in alerts, got $rows"
 echo "ok: one step → one alert on MQTT and one row in PostgreSQL (300 samples published and the episode closed in $((received_at - sent_at)) ms)"
+# One malloc arena (MallocArenas): glibc's other arenas are 64 MiB-aligned reservations of 64 MiB
+# (a read-write part, then the rest without access) among the anonymous mappings.
+arenas=$(python3 - "$run_pid" <<'PY'
+import sys
+rows = []
+for line in open(f"/proc/{sys.argv[1]}/maps"):
+    fields = line.split()
+    start, end = (int(x, 16) for x in fields[0].split("-"))
+    rows.append((start, end, fields[1], len(fields) > 5))
+count = 0
+for i, (start, end, perms, named) in enumerate(rows):
+    if named or start % (64 << 20):
+        continue
+    if i + 1 < len(rows) and rows[i + 1][0] == end and rows[i + 1][2] == "---p" and not rows[i + 1][3]:
+        end = rows[i + 1][1]
+    count += end - start == 64 << 20
+print(count)
+PY
+)
+[ "$arenas" = 0 ] || fail "dang run uses $arenas malloc arenas besides the main one (MallocArenas sets one)"
+echo "ok: dang run allocates from one malloc arena"
 
 kill -TERM "$run_pid"
 for _ in $(seq 100); do kill -0 "$run_pid" 2>/dev/null || break; sleep 0.1; done

@@ -11,6 +11,13 @@ struct Dang: AsyncParsableCommand {
         version: DangVersion.current,
         subcommands: [Run.self, CheckConfig.self, Migrate.self, Simulate.self, Worker.self, Replay.self, Bench.self, BenchSubscriber.self, BenchDetectors.self, BenchRecord.self, BenchDecisions.self, ExportFinetune.self, EvalAdvisor.self, BenchPredictions.self, BenchFlatline.self, BenchFailover.self]
     )
+
+    /// One malloc arena (``MallocArenas``), set before any thread but this one allocates; then the
+    /// command line.
+    static func main() async {
+        MallocArenas.apply(environment: ProcessInfo.processInfo.environment)
+        await Self.main(nil)
+    }
 }
 
 /// Options every command that reads the configuration shares.
