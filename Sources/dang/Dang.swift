@@ -13,17 +13,10 @@ struct Dang: AsyncParsableCommand {
     )
 
     /// One malloc arena (``MallocArenas``), set before any thread but this one allocates; then the
-    /// command line, on the cooperative pool, while this thread waits. (Not Swift's async main: on
-    /// Linux it ends the main thread with `pthread_exit`, whose unwinding searches the binary's
-    /// unwind tables and leaves about 1 MiB of them resident.)
-    static func main() {
+    /// command line.
+    static func main() async {
         MallocArenas.apply(environment: ProcessInfo.processInfo.environment)
-        let finished = DispatchSemaphore(value: 0)
-        Task.detached {
-            await Self.main(nil)
-            finished.signal()
-        }
-        finished.wait()
+        await Self.main(nil)
     }
 }
 
