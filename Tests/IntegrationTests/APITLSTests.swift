@@ -33,8 +33,8 @@ struct APITLSTests {
             """)
     }
 
-    static func config(_ pki: TestPKI, certificate: String = "server", clientAuth: APISettings.TLSSettings.ClientAuth = .none) throws -> OrchestratorConfig {
-        var config = APITests.config(prefix: "it-https", database: try TestServices.freshDatabase())
+    static func config(_ pki: TestPKI, certificate: String = "server", clientAuth: APISettings.TLSSettings.ClientAuth = .none) async throws -> OrchestratorConfig {
+        var config = APITests.config(prefix: "it-https", database: try await TestServices.freshDatabase())
         var tls = APISettings.TLSSettings(certFile: pki.path("\(certificate).pem"), keyFile: pki.path("\(certificate).key"))
         tls.clientAuth = clientAuth
         if clientAuth != .none {
@@ -79,14 +79,14 @@ struct APITLSTests {
     func running(_ config: OrchestratorConfig, _ body: @Sendable (Orchestrator, Int) async throws -> Void) async throws {
         let orchestrator = try Orchestrator(config: config, logger: testLogger)
         try await withRunningOrchestrator(orchestrator) {
-            try await eventually("API listening") { orchestrator.apiListeningPort > 0 }
+            try await eventually("API listening", timeout: .seconds(30)) { orchestrator.apiListeningPort > 0 }
             try await body(orchestrator, orchestrator.apiListeningPort)
         }
     }
 
     @Test func `HTTPS with the right CA answers, with Strict-Transport-Security; a wrong CA, an expired certificate or plain HTTP fail`() async throws {
         let pki = try Self.makePKI()
-        try await self.running(try Self.config(pki)) { _, port in
+        try await self.running(try await Self.config(pki)) { _, port in
             guard case .success(let status) = await Call().perform(pki, port: port, "/status") else {
                 Issue.record("HTTPS with the right CA failed")
                 return
@@ -107,7 +107,7 @@ struct APITLSTests {
             // Plain HTTP to the TLS port gets no answer.
             #expect(await Call(scheme: "http").status(pki, port: port, "/status") == nil)
         }
-        try await self.running(try Self.config(pki, certificate: "expired")) { _, port in
+        try await self.running(try await Self.config(pki, certificate: "expired")) { _, port in
             guard case .failure(.connect) = await Call().perform(pki, port: port, "/status") else {
                 Issue.record("an expired server certificate was accepted")
                 return
@@ -117,7 +117,7 @@ struct APITLSTests {
 
     @Test func `client_auth require: no connection without a certificate from the CA; certificates map to roles by SAN or subject`() async throws {
         let pki = try Self.makePKI()
-        try await self.running(try Self.config(pki, clientAuth: .require)) { _, port in
+        try await self.running(try await Self.config(pki, clientAuth: .require)) { _, port in
             let alert = "/alerts/\(UUID().uuidString.lowercased())/ack"
             // No certificate, one from another CA, an expired one: no TLS connection at all.
             for client in [nil, "foreign", "lapsed"] {
@@ -138,7 +138,7 @@ struct APITLSTests {
 
     @Test func `client_auth optional: a client without a certificate connects and needs a token; one with a certificate needs none`() async throws {
         let pki = try Self.makePKI()
-        try await self.running(try Self.config(pki, clientAuth: .optional)) { _, port in
+        try await self.running(try await Self.config(pki, clientAuth: .optional)) { _, port in
             #expect(await Call().status(pki, port: port, "/status") == 200)
             #expect(await Call().status(pki, port: port, "/alerts") == 401)
             #expect(await Call(token: APITests.read).status(pki, port: port, "/alerts") == 200)
@@ -151,7 +151,7 @@ struct APITLSTests {
     @Test func `the certificate rotates on reload without the listener closing; a broken file keeps the pair in use`() async throws {
         let pki = try Self.makePKI()
         // The orchestrator reads server.pem/server.key; the rotation overwrites them in place.
-        let config = try Self.config(pki)
+        let config = try await Self.config(pki)
         try await self.running(config) { orchestrator, port in
             #expect(await Call().status(pki, port: port, "/status") == 200)
             #expect(await Call(ca: "other-ca.pem").status(pki, port: port, "/status") == nil)
@@ -173,7 +173,7 @@ struct APITLSTests {
 
     @Test func `min_version 1.3 refuses a TLS 1.2 client`() async throws {
         let pki = try Self.makePKI()
-        var config = try Self.config(pki)
+        var config = try await Self.config(pki)
         config.api.tls?.minVersion = "1.3"
         try await self.running(config) { _, port in
             func curl(_ version: [String]) async -> Int32 {

@@ -50,10 +50,10 @@ struct APITests {
     }
 
     @Test func `status and metrics are open; acting needs the operate token; the read token may only read`() async throws {
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         let orchestrator = try Orchestrator(config: Self.config(prefix: "it-api", database: database), logger: testLogger)
         try await withRunningOrchestrator(orchestrator) {
-            try await eventually("API listening") { orchestrator.apiListeningPort > 0 }
+            try await eventually("API listening", timeout: .seconds(30)) { orchestrator.apiListeningPort > 0 }
             try await eventually("orchestrator connected") { orchestrator.connectionStatus.connected }
             let api = Client(port: orchestrator.apiListeningPort)
             let status = api.call("GET", "/status", token: nil)
@@ -185,7 +185,7 @@ struct APITests {
         config.database.spoolDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("dang-spool-\(UUID().uuidString)").path
         let orchestrator = try Orchestrator(config: config, logger: testLogger)
         try await withRunningOrchestrator(orchestrator) {
-            try await eventually("API listening") { orchestrator.apiListeningPort > 0 }
+            try await eventually("API listening", timeout: .seconds(30)) { orchestrator.apiListeningPort > 0 }
             let answer = Client(port: orchestrator.apiListeningPort).call("GET", "/decisions", token: Self.read)
             #expect(answer.status == 503)
             // Alive, but not ready, saying why (and not with libpq's text).
@@ -202,14 +202,14 @@ struct APITests {
     }
 
     @Test func `alarms are listed, acknowledged over HTTP and MQTT, and shelved from annunciation`() async throws {
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         let orchestrator = try Orchestrator(config: Self.config(prefix: "it-alarm", database: database), logger: testLogger)
         let publisher = try TestPublisher()
         let alerts = try TestSubscriber(filters: ["it-alarm/alert/#"])
         try await publisher.waitUntilConnected()
         try await alerts.waitUntilConnected()
         try await withRunningOrchestrator(orchestrator) {
-            try await eventually("API listening") { orchestrator.apiListeningPort > 0 }
+            try await eventually("API listening", timeout: .seconds(30)) { orchestrator.apiListeningPort > 0 }
             try await eventually("orchestrator connected") { orchestrator.connectionStatus.connected }
             try await Task.sleep(for: .milliseconds(200))
             let api = Client(port: orchestrator.apiListeningPort)
@@ -369,7 +369,7 @@ struct APITests {
     }
 
     @Test func `suppressed by design (the shipped suppress_when) and out of service: recorded, neither published nor acted on, visible`() async throws {
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         var config = Self.config(prefix: "it-suppress", database: database)
         config.triggers[0].alertKinds = []  // every warning or worse decides: a suppressed one must not
         let orchestrator = try Orchestrator(config: config, logger: testLogger)
@@ -387,7 +387,7 @@ struct APITests {
                 != [["0"]]
         }
         try await withRunningOrchestrator(orchestrator) {
-            try await eventually("API listening") { orchestrator.apiListeningPort > 0 }
+            try await eventually("API listening", timeout: .seconds(30)) { orchestrator.apiListeningPort > 0 }
             try await eventually("orchestrator connected") { orchestrator.connectionStatus.connected }
             let api = Client(port: orchestrator.apiListeningPort)
             let t0: Int64 = 1_790_000_000_000
@@ -436,7 +436,7 @@ struct APITests {
         // A restart puts the tags out of service back: none now; one taken out again is restored.
         let second = try Orchestrator(config: config, logger: testLogger)
         try await withRunningOrchestrator(second) {
-            try await eventually("API listening") { second.apiListeningPort > 0 }
+            try await eventually("API listening", timeout: .seconds(30)) { second.apiListeningPort > 0 }
             let api = Client(port: second.apiListeningPort)
             #expect(api.call("POST", "/service", body: #"{"tag":"r1/cdu/cdu1/TI-102","out_of_service":true}"#).status == 200)
         }
@@ -449,12 +449,12 @@ struct APITests {
 
     @Test func `GET /events pushes alerts, lifecycle transitions and the status as they happen, to the read role`() async throws {
         let lingering = Mutex<Task<Int32, Never>?>(nil)
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         let orchestrator = try Orchestrator(config: Self.config(prefix: "it-events", database: database), logger: testLogger)
         let publisher = try TestPublisher()
         try await publisher.waitUntilConnected()
         try await withRunningOrchestrator(orchestrator) {
-            try await eventually("API listening") { orchestrator.apiListeningPort > 0 }
+            try await eventually("API listening", timeout: .seconds(30)) { orchestrator.apiListeningPort > 0 }
             try await eventually("orchestrator connected") { orchestrator.connectionStatus.connected }
             let port = orchestrator.apiListeningPort
             let api = Client(port: port)
@@ -509,12 +509,12 @@ struct APITests {
     }
 
     @Test func `a question is answered with the plant's context, in a session kept in the record`() async throws {
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         let orchestrator = try Orchestrator(config: Self.config(prefix: "it-ask", database: database, scenario: "answer"), logger: testLogger)
         let publisher = try TestPublisher()
         try await publisher.waitUntilConnected()
         try await withRunningOrchestrator(orchestrator) {
-            try await eventually("API listening") { orchestrator.apiListeningPort > 0 }
+            try await eventually("API listening", timeout: .seconds(30)) { orchestrator.apiListeningPort > 0 }
             try await eventually("orchestrator connected") { orchestrator.connectionStatus.connected }
             try await Task.sleep(for: .milliseconds(200))
             let api = Client(port: orchestrator.apiListeningPort)

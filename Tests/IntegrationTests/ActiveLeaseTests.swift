@@ -14,7 +14,7 @@ struct ActiveLeaseTests {
     /// Two instances on a migrated database, both connected (their first rounds, which connect,
     /// are done before any timing matters): `a` holds the lease, `b` stands by.
     static func pair() async throws -> (ActiveLease, ActiveLease, String) {
-        let url = try TestServices.freshDatabase()
+        let url = try await TestServices.freshDatabase()
         try await offThePool { Result { try Migrations.apply(on: PostgresConnection(conninfo: url)) } }.get()
         let a = ActiveLease(url: url, holder: "a", lease: Self.lease, logger: testLogger)
         let b = ActiveLease(url: url, holder: "b", lease: Self.lease, logger: testLogger)

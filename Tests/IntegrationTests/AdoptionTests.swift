@@ -33,7 +33,7 @@ struct AdoptionTests {
     }
 
     @Test func `an alarm left standing is adopted while the breach goes on, and one that has ended is closed`() async throws {
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         let publisher = try TestPublisher()
         let alerts = try TestSubscriber(filters: ["\(Self.prefix)/alert/#"])
         try await publisher.waitUntilConnected()

@@ -41,7 +41,7 @@ struct AdvisorEvaluationTests {
     }
 
     @Test func `recorded decisions are rebuilt as the advisor's questions and its answers scored`() async throws {
-        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+        let connection = try await PostgresConnection(conninfo: TestServices.freshDatabase())
         try Migrations.apply(on: connection)
         _ = try self.record(on: connection)
         let cases = try AdvisorTestSet.load(split: .all, heldOutShare: 0.1, limit: 1000, on: connection)
@@ -73,7 +73,7 @@ struct AdvisorEvaluationTests {
     }
 
     @Test func `the held-out decisions are never exported for training or validation, and are the default test set`() async throws {
-        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+        let connection = try await PostgresConnection(conninfo: TestServices.freshDatabase())
         try Migrations.apply(on: connection)
         let (ids, skipped) = try self.record(on: connection)
         let heldOut = Set(ids.filter { FinetuneExport.isHeldOut($0, share: 0.3) })

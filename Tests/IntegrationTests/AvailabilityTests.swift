@@ -25,7 +25,7 @@ import Testing
     }
 
     @Test func `the standby stays silent, then takes over a killed active within 2 × the lease: same alert ids, the pending invocation re-armed once`() async throws {
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         let a = try Orchestrator(config: Self.config("a", prefix: "it-ha", database: database), logger: testLogger)
         let b = try Orchestrator(config: Self.config("b", prefix: "it-ha", database: database), logger: testLogger)
         let watch = try TestSubscriber(filters: ["it-ha/alert/#", "it-ha/cmd/#", "it-ha/status/#", "it-ha/status"])
@@ -97,7 +97,7 @@ import Testing
     }
 
     @Test func `a former active that lost its lease stops acting, and its stale epoch cannot write`() async throws {
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         let a = try Orchestrator(config: Self.config("a", prefix: "it-ha-fence", database: database), logger: testLogger)
         let watch = try TestSubscriber(filters: ["it-ha-fence/alert/#"])
         let publisher = try TestPublisher()

@@ -64,7 +64,7 @@ final class PrivateBroker: @unchecked Sendable {
 struct BrokerReconnectTests {
     @Test func `a broker that is down at start is connected to when it comes up, and a restart resubscribes`() async throws {
         let broker = try PrivateBroker()
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         var config = TestServices.config(prefix: "it-reconnect", databaseURL: database)
         config.mqtt.endpoint = MQTTEndpoint(host: "127.0.0.1", port: broker.port, tls: false)
         let orchestrator = try Orchestrator(config: config, logger: testLogger)
@@ -109,7 +109,7 @@ struct BrokerReconnectTests {
         let broker = try PrivateBroker()
         try broker.start()
         try await broker.waitUntilListening()
-        var config = TestServices.config(prefix: "it-gap", databaseURL: try TestServices.freshDatabase())
+        var config = TestServices.config(prefix: "it-gap", databaseURL: try await TestServices.freshDatabase())
         config.mqtt.endpoint = MQTTEndpoint(host: "127.0.0.1", port: broker.port, tls: false)
         config.modules[.etl] = ModuleSettings(.etl)
         var backfill = TriggerRule(name: "backfill-gaps", kind: .dataGap, module: .etl)
@@ -150,7 +150,7 @@ struct BrokerReconnectTests {
         let broker = try PrivateBroker()
         try broker.start()
         try await broker.waitUntilListening()
-        var config = TestServices.config(prefix: "it-maxq", databaseURL: try TestServices.freshDatabase())
+        var config = TestServices.config(prefix: "it-maxq", databaseURL: try await TestServices.freshDatabase())
         config.mqtt.endpoint = MQTTEndpoint(host: "127.0.0.1", port: broker.port, tls: false)
         config.mqtt.maxQueued = 5
         // A slow first reconnect, so the subscriber below is listening before the queue goes out

@@ -26,14 +26,14 @@ import Testing
         #expect(promQL.count >= 20 && sql.count >= 3)
 
         // A running orchestrator that has raised, acknowledged and decided: its exposition.
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         var config = APITests.config(prefix: "it-dash", database: database)
         config.api.token = APITests.operate
         let orchestrator = try Orchestrator(config: config, logger: testLogger)
         let publisher = try TestPublisher()
         try await publisher.waitUntilConnected()
         let exposition = try await withRunningOrchestrator(orchestrator) {
-            try await eventually("API listening") { orchestrator.apiListeningPort > 0 }
+            try await eventually("API listening", timeout: .seconds(30)) { orchestrator.apiListeningPort > 0 }
             try await eventually("connected") { orchestrator.connectionStatus.connected }
             try await Task.sleep(for: .milliseconds(200))
             try DecisionLoopTests.breach(publisher, prefix: "it-dash")

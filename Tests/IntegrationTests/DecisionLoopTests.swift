@@ -48,7 +48,7 @@ struct DecisionLoopTests {
     }
 
     @Test func `a limit breach reaches the forecasting worker over MQTT and its answer is recorded and learned`() async throws {
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         let config = Self.config(prefix: "it-loop", database: database)
         let orchestrator = try Orchestrator(config: config, logger: testLogger)
         let publisher = try TestPublisher()
@@ -85,7 +85,7 @@ struct DecisionLoopTests {
     }
 
     @Test func `a command module gets the invocation on stdin; one that hangs is killed, retried and recorded as failed`() async throws {
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         var config = Self.config(prefix: "it-command", database: database)
         let answer = """
             import json, sys
@@ -111,7 +111,7 @@ struct DecisionLoopTests {
         #expect(result == [["375", "31", "1"]])
 
         // A command that never answers: stopped at the timeout, tried 1 + max_retries times.
-        let hanging = try TestServices.freshDatabase()
+        let hanging = try await TestServices.freshDatabase()
         var slow = Self.config(prefix: "it-command-slow", database: hanging)
         slow.modules[.forecasting]?.transport = .command
         slow.modules[.forecasting]?.command = ["python3", "-c", "import time; time.sleep(60)"]
@@ -132,7 +132,7 @@ struct DecisionLoopTests {
     }
 
     @Test func `an invocation pending at shutdown is re-armed from the record by the next run and completed`() async throws {
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         var config = Self.config(prefix: "it-rearm", database: database)
         config.modules[.forecasting]?.timeout = .seconds(1)
         config.decisionEngine.maxRetries = 5

@@ -58,7 +58,7 @@ struct FaultTests {
     @Test func `a broker killed with SIGKILL mid-stream and restarted: every QoS 1 sample processed exactly once, the alert delivered`() async throws {
         let broker = try PrivateBroker(persistent: true)
         try broker.start()
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         var config = TestServices.config(prefix: "it-crash", databaseURL: database, topicMap: LivePathTests.shippedMap)
         config.mqtt.endpoint = MQTTEndpoint(host: "127.0.0.1", port: broker.port, tls: false)
         config.mqtt.clientID = "dang-it-crash"  // stable: the session is found again
@@ -123,7 +123,7 @@ struct FaultTests {
         #expect(!config.mqtt.cleanStart)
         #expect(config.mqtt.clientID.hasPrefix("dang-"))
         config.mqtt.endpoint = MQTTEndpoint(host: "127.0.0.1", port: broker.port, tls: false)
-        config.database.url = try TestServices.freshDatabase()
+        config.database.url = try await TestServices.freshDatabase()
         config.database.spoolDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("dang-spool-\(UUID().uuidString)").path
         config.api.port = 0
         try await eventually("broker up") { (try? MQTTTestPublisher(port: broker.port)) != nil }
@@ -151,7 +151,7 @@ struct FaultTests {
     @Test func `repeated broker restarts: it reconnects, resubscribes, and the status topic tells the truth each time`() async throws {
         let broker = try PrivateBroker(persistent: true)
         try broker.start()
-        var config = TestServices.config(prefix: "it-flap", databaseURL: try TestServices.freshDatabase(), topicMap: LivePathTests.shippedMap)
+        var config = TestServices.config(prefix: "it-flap", databaseURL: try await TestServices.freshDatabase(), topicMap: LivePathTests.shippedMap)
         config.mqtt.endpoint = MQTTEndpoint(host: "127.0.0.1", port: broker.port, tls: false)
         config.mqtt.reconnectDelayMax = .seconds(1)
         let orchestrator = try Orchestrator(config: config, logger: testLogger)
@@ -181,7 +181,7 @@ struct FaultTests {
     }
 
     @Test func `hostile payloads and topics are refused with counters while good data keeps flowing`() async throws {
-        var config = TestServices.config(prefix: "it-hostile", databaseURL: try TestServices.freshDatabase(), topicMap: LivePathTests.shippedMap)
+        var config = TestServices.config(prefix: "it-hostile", databaseURL: try await TestServices.freshDatabase(), topicMap: LivePathTests.shippedMap)
         let broker = try PrivateBroker()
         try broker.start()
         config.mqtt.endpoint = MQTTEndpoint(host: "127.0.0.1", port: broker.port, tls: false)

@@ -5,8 +5,8 @@ import Testing
 @testable import OrchestratorCore
 
 @Suite struct FinetuneExportTests {
-    @Test func `successful decisions become deduplicated chat examples without telemetry text, split stably`() throws {
-        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+    @Test func `successful decisions become deduplicated chat examples without telemetry text, split stably`() async throws {
+        let connection = try await PostgresConnection(conninfo: TestServices.freshDatabase())
         try Migrations.apply(on: connection)
         var records: [Record] = []
         for index in 0..<40 {

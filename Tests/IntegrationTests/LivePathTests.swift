@@ -22,7 +22,7 @@ struct LivePathTests {
     }
 
     @Test func `a step on TI-101 raises exactly one alert, published with the documented fields and recorded once`() async throws {
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         let config = TestServices.config(prefix: "apos", databaseURL: database, topicMap: Self.shippedMap)
         let orchestrator = try Orchestrator(config: config, logger: testLogger)
         let subscriber = try TestSubscriber(filters: ["apos/alert/#"])
@@ -77,7 +77,7 @@ struct LivePathTests {
     }
 
     @Test func `malformed payloads are counted and logged, and good data after them still alerts`() async throws {
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         var config = TestServices.config(prefix: "it-malformed", databaseURL: database, topicMap: Self.shippedMap)
         config.topics.maxPayloadBytes = 1024
         let orchestrator = try Orchestrator(config: config, logger: testLogger)
@@ -119,7 +119,7 @@ struct LivePathTests {
     }
 
     @Test func `the status topic says online while running and offline after shutdown`() async throws {
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         let config = TestServices.config(prefix: "it-status", databaseURL: database)
         let orchestrator = try Orchestrator(config: config, logger: testLogger)
         let subscriber = try TestSubscriber(filters: ["it-status/status"])

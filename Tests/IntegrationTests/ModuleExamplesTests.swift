@@ -12,7 +12,7 @@ import Testing
 
     /// The forecast of TI-101 a module's command answers a breach with.
     func forecast(_ command: [String], prefix: String) async throws -> (mean: [Double], benefit: Double) {
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         var config = DecisionLoopTests.config(prefix: prefix, database: database)
         config.modules[.forecasting]?.transport = .command
         config.modules[.forecasting]?.command = command

@@ -7,8 +7,8 @@ import Testing
 
 @Suite(.timeLimit(.minutes(1)))
 struct PostgresTests {
-    @Test func `migrations apply once and are idempotent`() throws {
-        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+    @Test func `migrations apply once and are idempotent`() async throws {
+        let connection = try await PostgresConnection(conninfo: TestServices.freshDatabase())
         let first = try Migrations.apply(on: connection)
         #expect(first.applied == Migrations.all.map(\.version))
         let second = try Migrations.apply(on: connection)
@@ -22,15 +22,15 @@ struct PostgresTests {
         ])
     }
 
-    @Test func `a schema newer than this build is refused`() throws {
-        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+    @Test func `a schema newer than this build is refused`() async throws {
+        let connection = try await PostgresConnection(conninfo: TestServices.freshDatabase())
         try Migrations.apply(on: connection)
         try connection.query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", [Migrations.latestVersion + 1, "future"])
         #expect(throws: MigrationError.self) { try Migrations.apply(on: connection) }
     }
 
-    @Test func `parameters are bound, never spliced into SQL`() throws {
-        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+    @Test func `parameters are bound, never spliced into SQL`() async throws {
+        let connection = try await PostgresConnection(conninfo: TestServices.freshDatabase())
         let hostile = "x'); DROP TABLE t; --\u{1F600}"
         try connection.query("CREATE TABLE t (s text, d double precision, n bigint)")
         try connection.query("INSERT INTO t VALUES ($1, $2, $3)", [hostile, 1.5, nil])
@@ -41,8 +41,8 @@ struct PostgresTests {
         #expect(try connection.query("SELECT s FROM t WHERE n = 7").rows == [["a\u{FFFD}b"]])
     }
 
-    @Test func `every connection speaks UTF-8, whatever the connection string or environment asks`() throws {
-        let url = try TestServices.freshDatabase()
+    @Test func `every connection speaks UTF-8, whatever the connection string or environment asks`() async throws {
+        let url = try await TestServices.freshDatabase()
         let separator = url.contains("?") ? "&" : "?"
         let connection = try PostgresConnection(conninfo: url + separator + "client_encoding=LATIN1")
         #expect(try connection.query("SHOW client_encoding").rows == [["UTF8"]])
@@ -51,8 +51,8 @@ struct PostgresTests {
         #expect(try connection.query("SELECT s FROM t").rows == [["Ü°C \u{1F525}"]])
     }
 
-    @Test func `a failed transaction rolls back`() throws {
-        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+    @Test func `a failed transaction rolls back`() async throws {
+        let connection = try await PostgresConnection(conninfo: TestServices.freshDatabase())
         try connection.query("CREATE TABLE t (n int PRIMARY KEY)")
         #expect(throws: PostgresError.self) {
             try connection.withTransaction { connection in
@@ -159,8 +159,8 @@ struct SpoolRecoveryTests {
 
 @Suite(.timeLimit(.minutes(1)))
 struct TagStateTests {
-    @Test func `snapshots are upserted in one statement, newer wins, and a restart warms up from them`() throws {
-        let url = try TestServices.freshDatabase()
+    @Test func `snapshots are upserted in one statement, newer wins, and a restart warms up from them`() async throws {
+        let url = try await TestServices.freshDatabase()
         let connection = try PostgresConnection(conninfo: url)
         try Migrations.apply(on: connection)
         let hostile = "r1/\"quoted\"\\back{brace},comma'; DROP TABLE tag_state; -- Ü°C \u{1F525}\\\""
@@ -197,8 +197,8 @@ struct TagStateTests {
 
 @Suite(.timeLimit(.minutes(1)))
 struct RetentionTests {
-    @Test func `old finished rows are deleted in batches; open alerts and referenced decisions stay`() throws {
-        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+    @Test func `old finished rows are deleted in batches; open alerts and referenced decisions stay`() async throws {
+        let connection = try await PostgresConnection(conninfo: TestServices.freshDatabase())
         try Migrations.apply(on: connection)
         try connection.execute(script: """
             INSERT INTO alerts (alert_id, tag, topic, kind, severity, state, ts, raised_at)
@@ -225,8 +225,8 @@ struct RetentionTests {
 
 @Suite(.timeLimit(.minutes(1)))
 struct HistoryTests {
-    @Test func `decisions filter, page by keyset without gaps or repeats, and aggregate`() throws {
-        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+    @Test func `decisions filter, page by keyset without gaps or repeats, and aggregate`() async throws {
+        let connection = try await PostgresConnection(conninfo: TestServices.freshDatabase())
         try Migrations.apply(on: connection)
         // 250 decisions one minute apart; every other one invoked; outcomes cycle ok/ok/error.
         try connection.execute(script: """
@@ -281,8 +281,8 @@ struct HistoryTests {
         #expect(abs(ok - 84) < 1e-9)
     }
 
-    @Test func `a chained decision keeps its parent through the writer (and the spool's format) to the listing`() throws {
-        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+    @Test func `a chained decision keeps its parent through the writer (and the spool's format) to the listing`() async throws {
+        let connection = try await PostgresConnection(conninfo: TestServices.freshDatabase())
         try Migrations.apply(on: connection)
         let parent = DecisionRecord(
             decisionID: UUID(), ts: 1_790_000_000_000, module: "forecasting", action: "invoke", source: "rules", trigger: #"{"kind":"equipment"}"#,
@@ -301,8 +301,8 @@ struct HistoryTests {
 
 @Suite(.timeLimit(.minutes(1)))
 struct DecisionStoreTests {
-    @Test func `decisions are written with their JSON, idempotently`() throws {
-        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+    @Test func `decisions are written with their JSON, idempotently`() async throws {
+        let connection = try await PostgresConnection(conninfo: TestServices.freshDatabase())
         try Migrations.apply(on: connection)
         let decision = DecisionRecord(
             decisionID: UUID(), ts: 1000, module: "etl", action: "invoke", source: "schedule",
@@ -320,8 +320,8 @@ struct DecisionStoreTests {
         #expect(try connection.query("SELECT trigger->>'tag' FROM decisions WHERE ts = to_timestamp(2)").rows == [[#"t7"'); DROP TABLE decisions; --"#]])
     }
 
-    @Test func `the minute each schedule last fired in is read back from its decisions`() throws {
-        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+    @Test func `the minute each schedule last fired in is read back from its decisions`() async throws {
+        let connection = try await PostgresConnection(conninfo: TestServices.freshDatabase())
         try Migrations.apply(on: connection)
         let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
         func decision(rule: String, kind: String, at time: Int64) -> Record {
@@ -340,8 +340,8 @@ struct DecisionStoreTests {
         #expect(memory.scheduleFired == ["nightly": (now - 1_000) / 60_000, "hourly": (now - 120_000) / 60_000])
     }
 
-    @Test func `invocations, outcomes and approvals are upserted many rows per statement, NULLs kept, the latest state winning`() throws {
-        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+    @Test func `invocations, outcomes and approvals are upserted many rows per statement, NULLs kept, the latest state winning`() async throws {
+        let connection = try await PostgresConnection(conninfo: TestServices.freshDatabase())
         try Migrations.apply(on: connection)
         let decisions = (0..<3).map { n in
             DecisionRecord(

@@ -10,9 +10,9 @@ import Testing
 /// empties the spool.
 @Suite(.timeLimit(.minutes(2)))
 struct RecordHardeningTests {
-    func settings() throws -> DatabaseSettings {
+    func settings() async throws -> DatabaseSettings {
         var settings = DatabaseSettings()
-        settings.url = try TestServices.freshDatabase()
+        settings.url = try await TestServices.freshDatabase()
         settings.flushInterval = .milliseconds(10)
         settings.spoolDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("dang-spool-\(UUID().uuidString)").path
         return settings
@@ -25,7 +25,7 @@ struct RecordHardeningTests {
     }
 
     @Test func `NUL in a manual request, its params and a module's result land in jsonb; nothing stays pending`() async throws {
-        let settings = try self.settings()
+        let settings = try await self.settings()
         let writer = RecordWriter(settings: settings, logger: testLogger)
         let running = Task { await writer.run() }
         let decision = self.decision(trigger: #"{"kind":"manual","by":"op\u0000erator","scope":"\u0000"}"#)
@@ -56,7 +56,7 @@ struct RecordHardeningTests {
     }
 
     @Test func `a row refused for its own data is set aside in the dead-letter file, counted and alerted; its batch lands`() async throws {
-        let settings = try self.settings()
+        let settings = try await self.settings()
         let writer = RecordWriter(settings: settings, logger: testLogger)
         let sink = CollectingAlerts()
         let systemAlerts = SystemAlerts(sinks: [writer, sink])
@@ -84,7 +84,7 @@ struct RecordHardeningTests {
     }
 
     @Test func `a database-wide error (missing table, read-only standby) keeps the spool and backs off; the rows land when it is fixed`() async throws {
-        let settings = try self.settings()
+        let settings = try await self.settings()
         let admin = try PostgresConnection(conninfo: settings.url)
         try Migrations.apply(on: admin)
         // Like a revoked grant or a half-restored database: the table is not there (42P01).
@@ -117,7 +117,7 @@ struct RecordHardeningTests {
     }
 
     @Test func `an idle writer notices a database that went away within seconds, and its return`() async throws {
-        let settings = try self.settings()
+        let settings = try await self.settings()
         let admin = try PostgresConnection(conninfo: settings.url)
         try Migrations.apply(on: admin)
         let writer = RecordWriter(settings: settings, migrate: false, logger: testLogger)
@@ -149,8 +149,8 @@ final class CollectingAlerts: AlertSink, Sendable {
 
 @Suite(.timeLimit(.minutes(1)))
 struct TagStateBoundsTests {
-    @Test func `tag_state seeds newest first up to max_tags, and has retention`() throws {
-        let connection = try PostgresConnection(conninfo: TestServices.freshDatabase())
+    @Test func `tag_state seeds newest first up to max_tags, and has retention`() async throws {
+        let connection = try await PostgresConnection(conninfo: TestServices.freshDatabase())
         try Migrations.apply(on: connection)
         let snapshots = (0..<10).map { i in
             TagSnapshot(tag: "junk/\(i)", time: 1_790_000_000_000 + Int64(i) * 1000, value: 1, quality: .good, samples: 5, ewmaMean: 1, ewmaVariance: 0.1)

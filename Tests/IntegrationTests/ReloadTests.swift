@@ -20,7 +20,7 @@ import Testing
         var mapFile: URL { self.directory.appendingPathComponent("topics/refinery.yaml") }
         let source: ConfigurationSource
 
-        init(brokerPort: Int) throws {
+        init(brokerPort: Int) async throws {
             self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("dang-reload-\(UUID().uuidString)")
             for (folder, file) in [("config", "orchestrator.yaml"), ("topics", "refinery.yaml")] {
                 let target = self.directory.appendingPathComponent(folder)
@@ -28,7 +28,7 @@ import Testing
                 try FileManager.default.copyItem(
                     at: TestServices.repositoryRoot.appendingPathComponent("\(folder)/\(file)"), to: target.appendingPathComponent(file))
             }
-            let database = try TestServices.freshDatabase()
+            let database = try await TestServices.freshDatabase()
             let spool = self.directory.appendingPathComponent("spool").path
             let path = self.directory.appendingPathComponent("config/orchestrator.yaml").path
             self.source = {
@@ -59,7 +59,7 @@ import Testing
         let broker = try PrivateBroker()
         try broker.start()
         try await broker.waitUntilListening()
-        let shipped = try Shipped(brokerPort: broker.port)
+        let shipped = try await Shipped(brokerPort: broker.port)
         let orchestrator = try Orchestrator(config: try shipped.source(), logger: testLogger, configurationSource: shipped.source)
         let alerts = try TestSubscriber(filters: ["apos/alert/+/\(Self.flashZone)"], port: broker.port)
         let publisher = try MQTTTestPublisher(port: broker.port)
@@ -144,10 +144,10 @@ import Testing
         let broker = try PrivateBroker()
         try broker.start()
         try await broker.waitUntilListening()
-        let shipped = try Shipped(brokerPort: broker.port)
+        let shipped = try await Shipped(brokerPort: broker.port)
         let orchestrator = try Orchestrator(config: try shipped.source(), logger: testLogger, configurationSource: shipped.source)
         try await withRunningOrchestrator(orchestrator) {
-            try await eventually("API listening") { orchestrator.apiListeningPort > 0 }
+            try await eventually("API listening", timeout: .seconds(30)) { orchestrator.apiListeningPort > 0 }
             func post(_ token: String) async -> (status: Int, json: [String: Any]) {
                 var request = HTTPRequest(url: "http://127.0.0.1:\(orchestrator.apiListeningPort)/reload")
                 request.headers = ["Authorization: Bearer \(token)"]

@@ -53,7 +53,7 @@ import Testing
 
     @Test func `six units on three instances: each subscribes to its own, a killed instance's units move and their alerts go on under the same ids`() async throws {
         let prefix = "it-shard-\(UUID().uuidString.prefix(6).lowercased())"
-        let database = try TestServices.freshDatabase()
+        let database = try await TestServices.freshDatabase()
         let instances = try ["a", "b", "c"].map { try Orchestrator(config: Self.config($0, prefix: prefix, database: database), logger: testLogger) }
         let (a, b, c) = (instances[0], instances[1], instances[2])
         let watch = try TestSubscriber(filters: ["\(prefix)/alert/#", "\(prefix)/cmd/#"])

@@ -30,7 +30,7 @@ struct SparkplugLiveTests {
         let group = "it\(UUID().uuidString.prefix(6))"
         var map = LivePathTests.shippedMap
         map.tags["\(group)/edge1/pump7/Temperature"] = TagInfo(unit: "degC", limits: .init(hi: 90, deadband: 1))
-        var config = TestServices.config(prefix: "it-spb", databaseURL: try TestServices.freshDatabase(), topicMap: map)
+        var config = TestServices.config(prefix: "it-spb", databaseURL: try await TestServices.freshDatabase(), topicMap: map)
         config.topics.sparkplug = true
         // As shipped: a persistent session for plant data, so Sparkplug B rides its own clean one
         // (a fresh id per run: the shared broker keeps persistent sessions between runs).
@@ -69,7 +69,7 @@ struct SparkplugLiveTests {
     @Test func `as the primary host: the retained STATE birth, offline answered with online at once, the death at a graceful stop`() async throws {
         let host = "dang-it-\(UUID().uuidString.prefix(8))"
         let topic = "spBv1.0/STATE/\(host)"
-        var config = TestServices.config(prefix: "it-spbh", databaseURL: try TestServices.freshDatabase(), topicMap: LivePathTests.shippedMap)
+        var config = TestServices.config(prefix: "it-spbh", databaseURL: try await TestServices.freshDatabase(), topicMap: LivePathTests.shippedMap)
         config.topics.sparkplug = true
         config.topics.sparkplugHostID = host
         // A clean main session: the host role still gets a connection of its own (the main one's

@@ -40,8 +40,8 @@ struct TLSTests {
                 """)
     }
 
-    func config(_ port: Int, pki: TestPKI, ca: String = "ca.pem") throws -> OrchestratorConfig {
-        var config = TestServices.config(prefix: "it-tls", databaseURL: try TestServices.freshDatabase(), topicMap: LivePathTests.shippedMap)
+    func config(_ port: Int, pki: TestPKI, ca: String = "ca.pem") async throws -> OrchestratorConfig {
+        var config = TestServices.config(prefix: "it-tls", databaseURL: try await TestServices.freshDatabase(), topicMap: LivePathTests.shippedMap)
         config.mqtt.endpoint = MQTTEndpoint(host: "127.0.0.1", port: port, tls: true)
         config.mqtt.tls.caFile = pki.path(ca)
         config.mqtt.tls.certFile = pki.path("client.pem")
@@ -55,12 +55,12 @@ struct TLSTests {
         let good = try self.broker(pki, certificate: "broker")
         try good.start()
         try await good.waitUntilListening()
-        let orchestrator = try Orchestrator(config: try self.config(good.port, pki: pki), logger: testLogger)
+        let orchestrator = try Orchestrator(config: try await self.config(good.port, pki: pki), logger: testLogger)
         try await withRunningOrchestrator(orchestrator) {
             try await eventually("connected over TLS", timeout: .seconds(30)) { orchestrator.connectionStatus.connected }
         }
         // Signed by a CA we do not trust.
-        let untrusted = try Orchestrator(config: try self.config(good.port, pki: pki, ca: "other-ca.pem"), logger: testLogger)
+        let untrusted = try Orchestrator(config: try await self.config(good.port, pki: pki, ca: "other-ca.pem"), logger: testLogger)
         try await withRunningOrchestrator(untrusted) {
             try await eventually("refused", timeout: .seconds(30)) { untrusted.connectionStatus.lastError != nil }
             try await Task.sleep(for: .milliseconds(500))
@@ -71,7 +71,7 @@ struct TLSTests {
         let impostor = try self.broker(pki, certificate: "wronghost")
         try impostor.start()
         try await impostor.waitUntilListening()
-        let careful = try Orchestrator(config: try self.config(impostor.port, pki: pki), logger: testLogger)
+        let careful = try Orchestrator(config: try await self.config(impostor.port, pki: pki), logger: testLogger)
         try await withRunningOrchestrator(careful) {
             try await eventually("refused", timeout: .seconds(30)) { careful.connectionStatus.lastError != nil }
             try await Task.sleep(for: .milliseconds(500))
