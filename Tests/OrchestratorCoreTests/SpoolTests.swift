@@ -238,3 +238,17 @@ import Testing
         #expect(try self.read(short, stale, limit: 10).copies == [nil])
     }
 }
+
+@Suite struct SnapshotQueueTests {
+    func snapshot(_ tag: String, _ time: Int64) -> TagSnapshot {
+        TagSnapshot(tag: tag, time: time, value: Double(time), quality: .good, samples: Int(time), ewmaMean: 0, ewmaVariance: 1)
+    }
+
+    @Test func `a second delivery before the writer drains keeps one snapshot per tag, the newer`() {
+        var waiting = [self.snapshot("a", 1), self.snapshot("b", 1)]
+        RecordWriter.merge([self.snapshot("b", 2), self.snapshot("c", 2)], into: &waiting)
+        #expect(waiting == [self.snapshot("a", 1), self.snapshot("b", 2), self.snapshot("c", 2)])
+        RecordWriter.merge([self.snapshot("a", 3)], into: &waiting)
+        #expect(waiting.map(\.time) == [3, 2, 2])
+    }
+}

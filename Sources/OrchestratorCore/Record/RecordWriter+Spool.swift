@@ -76,8 +76,9 @@ extension RecordWriter {
 
             // Tag-state snapshots, when the database is there (state only: dropped if it is not).
             let snapshots = self.state.withLock { state -> [TagSnapshot] in
-                defer { state.snapshots.removeAll(keepingCapacity: true) }
-                return connection == nil ? [] : Array(state.snapshots.values)
+                var taken: [TagSnapshot] = []
+                swap(&taken, &state.snapshots)
+                return connection == nil ? [] : taken
             }
             if !snapshots.isEmpty, let live = connection {
                 do {
