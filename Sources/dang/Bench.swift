@@ -26,6 +26,10 @@ struct Bench: ParsableCommand {
     var memoryTags = 10_000
     @Option(name: .customLong("memory-samples"), help: "Samples per tag in the memory phase (20: just started; 1100: every window full).")
     var memorySamples = 20
+    @Option(
+        name: .customLong("memory-history"),
+        help: "Samples per tag kept for module invocations in the memory phase (detection.history; default: what the bench's module window needs, 16; the shipped configuration keeps 120).")
+    var memoryHistory: Int?
     @Option(name: .long, parsing: .upToNextOption, help: "Phases to run: baseline ingest latency qos1 memory (default: all).")
     var phases: [String] = []
     @Option(name: .long, help: "PostgreSQL for the orchestrator (default: DATABASE_URL, else a private server).")
@@ -46,6 +50,9 @@ struct Bench: ParsableCommand {
         if self.tags < 1 || self.memoryTags < 1 || self.memorySamples < 1 {
             throw ValidationError("--tags, --memory-tags and --memory-samples must be at least 1")
         }
+        if let history = self.memoryHistory, !(0...100_000).contains(history) {
+            throw ValidationError("--memory-history must be 0...100000")
+        }
         if self.seconds <= 0 { throw ValidationError("--seconds must be positive") }
         if !(0...64).contains(self.consoleClients) { throw ValidationError("--console-clients must be 0...64") }
     }
@@ -62,6 +69,7 @@ struct Bench: ParsableCommand {
         options.qos1Rate = self.qos1Rate
         options.memoryTags = self.memoryTags
         options.memorySamples = self.memorySamples
+        options.memoryHistory = self.memoryHistory
         options.decisions = !self.withoutDecisions
         options.consoleClients = self.consoleClients
         options.databaseURL = self.databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
@@ -89,7 +97,7 @@ struct Bench: ParsableCommand {
         }
         var report: [String: Any] = [
             "started_at": started.formatted(.iso8601), "version": DangVersion.current,
-            "options": ["tags": self.tags, "seconds": self.seconds, "rates": self.rates, "qos1_rate": self.qos1Rate, "memory_tags": self.memoryTags, "memory_samples": self.memorySamples, "console_clients": self.consoleClients],
+            "options": ["tags": self.tags, "seconds": self.seconds, "rates": self.rates, "qos1_rate": self.qos1Rate, "memory_tags": self.memoryTags, "memory_samples": self.memorySamples, "memory_history": self.memoryHistory ?? 0, "console_clients": self.consoleClients],
         ]
         for row in rows {
             report[row.name] = Dictionary(row.values.map { ($0.0, $0.1.isFinite ? $0.1 as Any : NSNull()) }, uniquingKeysWith: { a, _ in a })

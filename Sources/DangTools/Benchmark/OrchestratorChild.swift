@@ -23,7 +23,8 @@ final class OrchestratorChild: @unchecked Sendable {
     static let readToken = "bench-console-read"
     private let directory: URL
 
-    init(executable: String, servers: BenchServers, tags: Int, qos: Int, name: String, decisions: Bool = true) throws {
+    /// `history`: `detection.history` (nil: what the forecasting window of 10 needs).
+    init(executable: String, servers: BenchServers, tags: Int, qos: Int, name: String, decisions: Bool = true, history: Int? = nil) throws {
         self.directory = servers.directory.appendingPathComponent(name)
         try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
         self.httpPort = try BenchServers.freePort()
@@ -45,7 +46,7 @@ final class OrchestratorChild: @unchecked Sendable {
             api: {enabled: true, listen: "127.0.0.1:\(self.httpPort)", read_token: \(Self.readToken)}
             mqtt: {url: "mqtt://127.0.0.1:\(servers.brokerPort)", client_id: dang-bench-\(name), subscribe_qos: \(qos), tcp_nodelay: true}
             database: {url: "\(servers.databaseURL)", spool_dir: "\(self.directory.path)/spool"}
-            topics: {prefix: bench, map: topics.yaml}
+            topics: {prefix: bench, map: topics.yaml}\(history.map { "\ndetection: {history: \($0)}" } ?? "")
 
             """
         let file = self.directory.appendingPathComponent("orchestrator.yaml")

@@ -39,6 +39,9 @@ package struct WireBenchmark {
         /// Samples per tag in the memory phase: 20 (a plant just started), or enough to fill every
         /// window (about 1,100 with the default detection settings) for the steady state.
         package var memorySamples = 20
+        /// `detection.history` of the memory phase's orchestrator (nil: what its module window of
+        /// 10 needs, the least kept, 16; the shipped configuration's forecasting window keeps 120).
+        package var memoryHistory: Int?
         package var phases = Set(Phase.allCases)
         /// Without the decision side (no trigger rules): what the alert costs when no decision
         /// follows it on the ingest thread.
@@ -136,8 +139,10 @@ package struct WireBenchmark {
         }
 
         if phases.contains(.memory) {
-            try self.withChild(servers, tags: self.options.memoryTags, qos: 0, name: "memory") { child in
-                self.progress("memory: \(self.options.memoryTags) tags, \(self.options.memorySamples) samples each")
+            try self.withChild(servers, tags: self.options.memoryTags, qos: 0, name: "memory", history: self.options.memoryHistory) { child in
+                self.progress(
+                    "memory: \(self.options.memoryTags) tags, \(self.options.memorySamples) samples each"
+                        + (self.options.memoryHistory.map { ", history \($0)" } ?? ""))
                 rows.append(try self.memory(child: child, port: servers.brokerPort))
             }
         }
@@ -145,9 +150,12 @@ package struct WireBenchmark {
     }
 
     /// A fresh `dang run` child for a phase, connected to the broker, stopped when `body` returns.
-    private func withChild(_ servers: BenchServers, tags: Int, qos: Int, name: String, _ body: (OrchestratorChild) throws -> Void) throws {
+    private func withChild(
+        _ servers: BenchServers, tags: Int, qos: Int, name: String, history: Int? = nil, _ body: (OrchestratorChild) throws -> Void
+    ) throws {
         let child = try OrchestratorChild(
-            executable: self.options.executable, servers: servers, tags: tags, qos: qos, name: name, decisions: self.options.decisions)
+            executable: self.options.executable, servers: servers, tags: tags, qos: qos, name: name, decisions: self.options.decisions,
+            history: history)
         defer { child.stop() }
         try child.waitUntilConnected()
         try body(child)
