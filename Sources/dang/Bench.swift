@@ -97,7 +97,7 @@ struct Bench: ParsableCommand {
         }
         var report: [String: Any] = [
             "started_at": started.formatted(.iso8601), "version": DangVersion.current,
-            "options": ["tags": self.tags, "seconds": self.seconds, "rates": self.rates, "qos1_rate": self.qos1Rate, "memory_tags": self.memoryTags, "memory_samples": self.memorySamples, "memory_history": self.memoryHistory ?? 0, "console_clients": self.consoleClients],
+            "options": ["tags": self.tags, "seconds": self.seconds, "rates": self.rates, "qos1_rate": self.qos1Rate, "memory_tags": self.memoryTags, "memory_samples": self.memorySamples, "memory_history": self.memoryHistory.map { $0 as Any } ?? NSNull(), "console_clients": self.consoleClients],
         ]
         for row in rows {
             report[row.name] = Dictionary(row.values.map { ($0.0, $0.1.isFinite ? $0.1 as Any : NSNull()) }, uniquingKeysWith: { a, _ in a })

@@ -123,29 +123,32 @@ package enum FailoverBenchmark {
 
     // MARK: - One run
 
-    /// Samples in the shipped forecasting module's window (`window: 120`, at the plant's 1 Hz).
-    static let moduleWindowSeconds = 120
-
     /// A data-quality notice on the breaching tag keeps its data out of an invocation until the
     /// module's window has passed the notice (docs/decisions.md): then the first breach could not
     /// make the invocation each scenario starts from. The startup stream has raised one in a few
-    /// loaded runs (the record says which, in the log line below): the breach waits for that
-    /// window, and the run goes on as designed.
-    private static func waitOutDataQuality(_ record: PostgresConnection, tag: String, log: (String) -> Void) throws {
+    /// loaded runs (the record says which, in the log line below): the breach waits for the
+    /// window (`window` samples of the configuration's forecasting module, at the plant's 1 Hz),
+    /// and the run goes on as designed.
+    private static func waitOutDataQuality(_ record: PostgresConnection, tag: String, windowSeconds: Int, log: (String) -> Void) throws {
         usleep(500_000)  // the record is written within a flush interval
-        let notices = (try? record.query(
-            "SELECT state, message, raised_at::text FROM alerts WHERE kind = 'data_quality' AND tag = $1 ORDER BY raised_at", [tag]))?.rows ?? []
+        let notices = Self.dataQualityNotices(record, tag: tag)
         guard !notices.isEmpty else { return }
-        log(
-            "note: data-quality notices on \(tag) at the start (\(notices.map { "\($0[1] ?? "") (raised at \($0[2] ?? "?"), \($0[0] ?? "?"))" }.joined(separator: "; "))); "
-                + "the breach waits until the module's window (\(Self.moduleWindowSeconds) s) has passed them")
-        let margin = Self.moduleWindowSeconds + 5
+        log("note: data-quality notices at the start (\(notices.joined(separator: "; "))); the breach waits until the module's window (\(windowSeconds) s) has passed them")
+        let margin = windowSeconds + 5
         try waitFor("the data-quality notices on \(tag) to leave the module's window", seconds: Double(margin + 90)) {
             let open = try? record.query(
                 "SELECT count(*) FROM alerts WHERE kind = 'data_quality' AND tag = $1 AND (cleared_at IS NULL OR cleared_at > now() - make_interval(secs => $2))",
                 [tag, "\(margin)"])
             return (open?.rows.first?.first ?? nil).flatMap { Int($0) } == 0
         }
+    }
+
+    /// The record's data-quality notices (of `tag`, or of every tag), oldest first, one line each
+    /// (the alert's message, which names its tag).
+    private static func dataQualityNotices(_ record: PostgresConnection, tag: String? = nil) -> [String] {
+        let rows = (try? record.query(
+            "SELECT tag, state, message, raised_at::text FROM alerts WHERE kind = 'data_quality' AND ($1::text IS NULL OR tag = $1) ORDER BY raised_at", [tag]))?.rows ?? []
+        return rows.map { "\($0[2] ?? "\($0[0] ?? "?")") (raised at \($0[3] ?? "?"), \($0[1] ?? "?"))" }
     }
 
     /// What the record says about a missing first invocation: the decisions made (a skip names its
@@ -163,8 +166,7 @@ package enum FailoverBenchmark {
             }
             said.append(line)
         }
-        let notices = (try? record.query("SELECT tag, state, message, raised_at::text FROM alerts WHERE kind = 'data_quality' ORDER BY raised_at"))?.rows ?? []
-        for row in notices { said.append("data_quality \(row[0] ?? "?") \(row[1] ?? "?") at \(row[3] ?? "?"): \(row[2] ?? "")") }
+        said += Self.dataQualityNotices(record).map { "data_quality " + $0 }
         return said.isEmpty ? "the record holds no decision and no data-quality notice" : said.joined(separator: "; ")
     }
 
@@ -294,7 +296,8 @@ package enum FailoverBenchmark {
         plantStream.start()
         defer { plantStream.stop() }
         usleep(1_500_000)
-        try Self.waitOutDataQuality(record, tag: Self.tags[0].tag, log: log)
+        let forecastingWindow = (try? OrchestratorConfig.load(file: configPath))?.modules[.forecasting]?.window ?? 120
+        try Self.waitOutDataQuality(record, tag: Self.tags[0].tag, windowSeconds: forecastingWindow, log: log)
         plantStream.set(0, Self.tags[0].breach)
         do {
             try waitFor("the first alarm and its invocation, recorded", seconds: 15) {
